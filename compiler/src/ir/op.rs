@@ -1,0 +1,350 @@
+//! The op set: ONNX-level ops as importers produce them, their static-shape forms after
+//! canonicalisation, and the encoder-level ops that raising produces.
+
+use super::types::{DType, Dim, Tensor};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnaryOp {
+    Neg,
+    Abs,
+    Sqrt,
+    Reciprocal,
+    Exp,
+    Log,
+    Erf,
+    Tanh,
+    Sigmoid,
+    Relu,
+    Not,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Pow,
+    Min,
+    Max,
+    Equal,
+    Less,
+    LessOrEqual,
+    Greater,
+    GreaterOrEqual,
+    And,
+    Or,
+}
+
+impl BinaryOp {
+    pub fn is_comparison(self) -> bool {
+        matches!(
+            self,
+            BinaryOp::Equal
+                | BinaryOp::Less
+                | BinaryOp::LessOrEqual
+                | BinaryOp::Greater
+                | BinaryOp::GreaterOrEqual
+        )
+    }
+
+    pub fn is_logical(self) -> bool {
+        matches!(self, BinaryOp::And | BinaryOp::Or)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReduceKind {
+    Mean,
+    Sum,
+    Max,
+}
+
+/// GELU variants: the exact erf form and the tanh approximation (`gelu_new`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GeluApprox {
+    Erf,
+    Tanh,
+}
+
+/// How an `Embedding` computes position ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Positions {
+    /// `offset + t` for token `t` (BERT: offset 0).
+    Arange { offset: i64 },
+    /// RoBERTa: `pad + 1 + (number of non-pad tokens up to t)` for non-pad tokens, `pad` for pads.
+    PaddingAware { pad: i64 },
+}
+
+/// Where an `Embedding` takes its token type ids from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TokenTypes {
+    /// A graph input of token type ids (second operand).
+    Input,
+    /// No input: every token has type 0 (RoBERTa's single-row table).
+    Zero,
+    /// The model has no token type table (DistilBERT).
+    Absent,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// A graph input.
+    Input {
+        name: String,
+    },
+    /// A constant owned by the graph (weights, shape constants).
+    Const {
+        name: String,
+        value: Tensor,
+    },
+
+    Unary(UnaryOp),
+    Binary(BinaryOp),
+    /// `where(cond, a, b)`.
+    Where,
+    Cast {
+        to: DType,
+    },
+    /// The shape of the operand as a 1-D i64 tensor (`start..end` of its dims).
+    Shape {
+        start: i64,
+        end: Option<i64>,
+    },
+    /// `reshape(x, shape)`: shape from a tensor (ONNX semantics for 0 and -1).
+    Reshape {
+        allowzero: bool,
+    },
+    /// `expand(x, shape)`: bidirectional broadcast to a shape from a tensor.
+    Expand,
+    /// A tensor of the given scalar, with the shape from a tensor.
+    ConstantOfShape {
+        value: Tensor,
+    },
+    /// `range(start, limit, delta)`.
+    Range,
+    /// `slice(data, starts, ends, axes?, steps?)`.
+    Slice,
+    Unsqueeze {
+        axes: Vec<i64>,
+    },
+    Squeeze {
+        axes: Vec<i64>,
+    },
+    Concat {
+        axis: i64,
+    },
+    Gather {
+        axis: i64,
+    },
+    GatherElements {
+        axis: i64,
+    },
+    Transpose {
+        perm: Vec<usize>,
+    },
+    Flatten {
+        axis: i64,
+    },
+    CumSum {
+        axis: i64,
+        exclusive: bool,
+        reverse: bool,
+    },
+    MatMul,
+    Gemm {
+        alpha: f32,
+        beta: f32,
+        trans_a: bool,
+        trans_b: bool,
+    },
+    Softmax {
+        axis: i64,
+    },
+    Reduce {
+        kind: ReduceKind,
+        axes: Vec<i64>,
+        keepdims: bool,
+    },
+    /// ONNX `LayerNormalization(x, scale, bias?)` normalising over the axes from `axis` on.
+    LayerNormalization {
+        axis: i64,
+        epsilon: f32,
+    },
+
+    // Static-shape forms, produced by canonicalisation when shapes are known.
+    ReshapeTo {
+        shape: Vec<Dim>,
+    },
+    ExpandTo {
+        shape: Vec<Dim>,
+    },
+    /// A tensor of one scalar value (a one-element constant tensor) with a static shape.
+    Fill {
+        shape: Vec<Dim>,
+        value: Tensor,
+    },
+    /// `start, start + step, ...` (`len` values).
+    Arange {
+        dtype: DType,
+        start: i64,
+        step: i64,
+        len: Dim,
+    },
+    /// Slicing with resolved bounds: on each axis, elements `start..end` with step 1.
+    SliceTo {
+        axes: Vec<usize>,
+        starts: Vec<Dim>,
+        ends: Vec<Dim>,
+    },
+
+    // Encoder-level ops, produced by raising (or directly by the Hugging Face importer).
+    /// `embedding(ids, type_ids?, word, pos, type?)`: word + token type + position rows.
+    Embedding {
+        positions: Positions,
+        types: TokenTypes,
+    },
+    /// `layer_norm(x, gamma, beta)` over the last axis.
+    LayerNorm {
+        eps: f32,
+    },
+    /// `linear(x, w[n,k], b[n]?)`: `x @ wᵀ + b` over the last axis.
+    Linear,
+    Gelu {
+        approx: GeluApprox,
+    },
+    /// `attention(q, k, v, mask?)` over `[batch, seq, heads*d]` projections: per head
+    /// `softmax(q kᵀ · scale, keys with mask 0 excluded) v`, heads concatenated.
+    Attention {
+        heads: usize,
+        scale: f32,
+    },
+    /// `mean_pool(x[b,s,h], mask[b,s])`: mean of the rows with mask 1.
+    MeanPool,
+}
+
+impl Op {
+    /// The name used in the text form.
+    pub fn mnemonic(&self) -> &'static str {
+        match self {
+            Op::Input { .. } => "input",
+            Op::Const { .. } => "const",
+            Op::Unary(u) => match u {
+                UnaryOp::Neg => "neg",
+                UnaryOp::Abs => "abs",
+                UnaryOp::Sqrt => "sqrt",
+                UnaryOp::Reciprocal => "reciprocal",
+                UnaryOp::Exp => "exp",
+                UnaryOp::Log => "log",
+                UnaryOp::Erf => "erf",
+                UnaryOp::Tanh => "tanh",
+                UnaryOp::Sigmoid => "sigmoid",
+                UnaryOp::Relu => "relu",
+                UnaryOp::Not => "not",
+            },
+            Op::Binary(b) => match b {
+                BinaryOp::Add => "add",
+                BinaryOp::Sub => "sub",
+                BinaryOp::Mul => "mul",
+                BinaryOp::Div => "div",
+                BinaryOp::Pow => "pow",
+                BinaryOp::Min => "min",
+                BinaryOp::Max => "max",
+                BinaryOp::Equal => "equal",
+                BinaryOp::Less => "less",
+                BinaryOp::LessOrEqual => "less_or_equal",
+                BinaryOp::Greater => "greater",
+                BinaryOp::GreaterOrEqual => "greater_or_equal",
+                BinaryOp::And => "and",
+                BinaryOp::Or => "or",
+            },
+            Op::Where => "where",
+            Op::Cast { .. } => "cast",
+            Op::Shape { .. } => "shape",
+            Op::Reshape { .. } => "reshape",
+            Op::Expand => "expand",
+            Op::ConstantOfShape { .. } => "constant_of_shape",
+            Op::Range => "range",
+            Op::Slice => "slice",
+            Op::Unsqueeze { .. } => "unsqueeze",
+            Op::Squeeze { .. } => "squeeze",
+            Op::Concat { .. } => "concat",
+            Op::Gather { .. } => "gather",
+            Op::GatherElements { .. } => "gather_elements",
+            Op::Transpose { .. } => "transpose",
+            Op::Flatten { .. } => "flatten",
+            Op::CumSum { .. } => "cumsum",
+            Op::MatMul => "matmul",
+            Op::Gemm { .. } => "gemm",
+            Op::Softmax { .. } => "softmax",
+            Op::Reduce { kind, .. } => match kind {
+                ReduceKind::Mean => "reduce_mean",
+                ReduceKind::Sum => "reduce_sum",
+                ReduceKind::Max => "reduce_max",
+            },
+            Op::LayerNormalization { .. } => "layer_normalization",
+            Op::ReshapeTo { .. } => "reshape",
+            Op::ExpandTo { .. } => "expand",
+            Op::Fill { .. } => "fill",
+            Op::Arange { .. } => "arange",
+            Op::SliceTo { .. } => "slice",
+            Op::Embedding { .. } => "embedding",
+            Op::LayerNorm { .. } => "layer_norm",
+            Op::Linear => "linear",
+            Op::Gelu { .. } => "gelu",
+            Op::Attention { .. } => "attention",
+            Op::MeanPool => "mean_pool",
+        }
+    }
+
+    /// The number of operands the op accepts: `(min, max)`.
+    pub fn arity(&self) -> (usize, usize) {
+        match self {
+            Op::Input { .. } | Op::Const { .. } => (0, 0),
+            Op::Fill { .. } | Op::Arange { .. } => (0, 0),
+            Op::Unary(_)
+            | Op::Cast { .. }
+            | Op::Shape { .. }
+            | Op::ConstantOfShape { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Squeeze { .. }
+            | Op::Transpose { .. }
+            | Op::Flatten { .. }
+            | Op::Softmax { .. }
+            | Op::Reduce { .. }
+            | Op::ReshapeTo { .. }
+            | Op::ExpandTo { .. }
+            | Op::SliceTo { .. }
+            | Op::Gelu { .. } => (1, 1),
+            Op::Binary(_)
+            | Op::Reshape { .. }
+            | Op::Expand
+            | Op::Gather { .. }
+            | Op::GatherElements { .. }
+            | Op::CumSum { .. }
+            | Op::MatMul
+            | Op::MeanPool => (2, 2),
+            Op::Where | Op::Range | Op::LayerNorm { .. } => (3, 3),
+            Op::Concat { .. } => (1, usize::MAX),
+            Op::Slice => (3, 5),
+            Op::Gemm { .. } => (2, 3),
+            Op::LayerNormalization { .. } => (2, 3),
+            Op::Linear => (2, 3),
+            Op::Attention { .. } => (3, 4),
+            Op::Embedding { .. } => (3, 5),
+        }
+    }
+
+    /// True for encoder-level ops (what raising produces).
+    pub fn is_encoder_level(&self) -> bool {
+        matches!(
+            self,
+            Op::Embedding { .. }
+                | Op::LayerNorm { .. }
+                | Op::Linear
+                | Op::Gelu { .. }
+                | Op::Attention { .. }
+                | Op::MeanPool
+        )
+    }
+}

@@ -1,0 +1,209 @@
+//! `bertc`, the driver: parses the command line, loads models through the importers, runs the
+//! passes and the interpreter, and reports errors in one line with their context.
+
+mod inputs;
+mod inspect;
+
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use bertc_compiler::interp::{self, Value};
+use bertc_compiler::ir::Graph;
+use bertc_passes::{canonicalize, select_output, OutputKind, PassReport};
+
+/// Everything that can go wrong in a command, reported as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Load(#[from] bertc_compiler::LoadError),
+    #[error(transparent)]
+    Pass(#[from] bertc_passes::PassError),
+    #[error("{0}")]
+    Interp(#[from] interp::InterpError),
+    #[error(transparent)]
+    Runtime(#[from] bertc_runtime::RuntimeError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Input(String),
+}
+
+const EXAMPLES: &str = "\
+Examples:
+  bertc inspect examples/bert-micro-random/model.onnx
+  bertc ir examples/bert-micro-random/model.onnx            # raised IR
+  bertc ir examples/bert-micro-random --raw                  # IR as imported from safetensors
+  echo '2 73 1043 3' | bertc run examples/bert-micro-random --output mean
+  bertc run examples/bert-micro-random --text 'Hello world!' --output pooler";
+
+/// bertc: an ahead-of-time compiler for BERT-family text encoders.
+#[derive(Parser)]
+#[command(name = "bertc", version, about, after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Print a model's architecture, sizes, parameters and op counts.
+    #[command(
+        after_help = "MODEL is an .onnx file or a Hugging Face folder (config.json + safetensors).\n\nExample:\n  bertc inspect ../shared/models/all-MiniLM-L6-v2/model.onnx"
+    )]
+    Inspect {
+        /// An .onnx file or a Hugging Face folder.
+        model: PathBuf,
+    },
+    /// Print the IR of a model, raised (default) or as imported (--raw).
+    #[command(
+        after_help = "Example:\n  bertc ir model.onnx --raw | less\n  bertc ir model.onnx --output mean"
+    )]
+    Ir {
+        /// An .onnx file or a Hugging Face folder.
+        model: PathBuf,
+        /// Print the IR as the importer built it, before canonicalisation and raising.
+        #[arg(long)]
+        raw: bool,
+        /// Keep only this output (last_hidden_state, pooler, mean, cls, logits).
+        #[arg(long)]
+        output: Option<OutputKind>,
+        /// Print what each pass did (to stderr).
+        #[arg(long)]
+        report: bool,
+    },
+    /// Run a model with the reference interpreter.
+    #[command(after_help = "\
+Input: one sequence per line of standard input, as space-separated token ids (or --text).
+Output: one line per input line, the output values separated by spaces, row-major.
+
+Examples:
+  echo '2 73 1043 3' | bertc run model.onnx --output last_hidden_state
+  bertc run model.onnx --mask mask.txt --type-ids types.txt < ids.txt
+  bertc run ./my-model --text 'A sentence.' --text 'Another one.' --output mean")]
+    Run {
+        /// An .onnx file or a Hugging Face folder.
+        model: PathBuf,
+        /// What to print: last_hidden_state, pooler, mean, cls or logits.
+        #[arg(long, default_value = "last_hidden_state")]
+        output: OutputKind,
+        /// Attention masks (0 or 1), one line per input line; default all ones.
+        #[arg(long)]
+        mask: Option<PathBuf>,
+        /// Token type ids, one line per input line; default all zeros.
+        #[arg(long = "type-ids")]
+        type_ids: Option<PathBuf>,
+        /// A text to tokenize with the model's tokenizer.json instead of reading ids (repeatable).
+        #[arg(long)]
+        text: Vec<String>,
+        /// The tokenizer.json to use with --text (default: the one beside the model).
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli.cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads, canonicalises and raises a model.
+pub fn load_raised(path: &Path) -> Result<(Graph, Vec<PassReport>), CliError> {
+    let mut g = bertc_compiler::load_model(path)?;
+    let reports = canonicalize(&mut g)?;
+    Ok((g, reports))
+}
+
+fn dispatch(cmd: Cmd) -> Result<(), CliError> {
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let io_err = |source| CliError::Io {
+        what: "stdout".into(),
+        source,
+    };
+    match cmd {
+        Cmd::Inspect { model } => {
+            let text = inspect::inspect(&model)?;
+            out.write_all(text.as_bytes()).map_err(io_err)?;
+        }
+        Cmd::Ir {
+            model,
+            raw,
+            output,
+            report,
+        } => {
+            let g = if raw {
+                bertc_compiler::load_model(&model)?
+            } else {
+                let (mut g, reports) = load_raised(&model)?;
+                if report {
+                    for r in reports {
+                        eprintln!("{r}");
+                    }
+                }
+                if let Some(k) = output {
+                    select_output(&mut g, k)?;
+                }
+                g
+            };
+            out.write_all(g.to_text().as_bytes()).map_err(io_err)?;
+        }
+        Cmd::Run {
+            model,
+            output,
+            mask,
+            type_ids,
+            text,
+            tokenizer,
+        } => {
+            let (mut g, _) = load_raised(&model)?;
+            select_output(&mut g, output)?;
+            let batch = if text.is_empty() {
+                inputs::read_id_files(mask.as_deref(), type_ids.as_deref())?
+            } else {
+                let tok = tokenizer.unwrap_or_else(|| inputs::tokenizer_beside(&model));
+                inputs::tokenize(&tok, &text)?
+            };
+            let limits = inputs::Limits::of(&g);
+            for (i, seq) in batch.iter().enumerate() {
+                limits.check(seq, i + 1)?;
+                let values = run_one(&g, seq)?;
+                let line: Vec<String> = values.iter().map(|v| format!("{v:e}")).collect();
+                writeln!(out, "{}", line.join(" ")).map_err(io_err)?;
+            }
+        }
+    }
+    out.flush().map_err(io_err)
+}
+
+/// Runs one sequence (batch 1) and returns the flattened output.
+fn run_one(g: &Graph, seq: &inputs::Sequence) -> Result<Vec<f32>, CliError> {
+    let n = seq.ids.len();
+    let mut feeds: Vec<(&str, Value)> =
+        vec![("input_ids", Value::i64(vec![1, n], seq.ids.clone()))];
+    if g.input_named("attention_mask").is_some() {
+        feeds.push(("attention_mask", Value::i64(vec![1, n], seq.mask.clone())));
+    }
+    if g.input_named("token_type_ids").is_some() {
+        feeds.push((
+            "token_type_ids",
+            Value::i64(vec![1, n], seq.type_ids.clone()),
+        ));
+    }
+    let outs = interp::run(g, &feeds)?;
+    let (_, v) = outs
+        .into_iter()
+        .next()
+        .ok_or_else(|| CliError::Input("the model has no output".into()))?;
+    Ok(v.as_f32().map_err(CliError::Input)?.to_vec())
+}
