@@ -1,0 +1,64 @@
+//! The ONNX importer plus raising and the Hugging Face importer give the same IR for the same
+//! model: the same text (ops, shapes, attributes, canonical weight names) and the same weights
+//! byte for byte.
+
+mod common;
+
+use bertc_compiler::ir::{Graph, Op};
+use common::*;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+fn weights(g: &Graph) -> BTreeMap<String, Vec<u8>> {
+    g.canonical_order()
+        .into_iter()
+        .filter_map(|n| match g.op(n) {
+            Op::Const { name, value } => Some((name.clone(), value.data.to_vec())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn assert_same(onnx: &Path, hf: &Path, outputs: Option<&[&str]>) {
+    let mut a = load_raised(onnx);
+    let mut b = load_raised(hf);
+    if let Some(o) = outputs {
+        a.retain_outputs(o).unwrap();
+        b.retain_outputs(o).unwrap();
+    }
+    // fully raised: no op soup left
+    for g in [&a, &b] {
+        for (op, _) in g.op_counts() {
+            assert!(
+                ["embedding", "layer_norm", "linear", "attention", "gelu", "add", "gather", "tanh"].contains(&op),
+                "{op} left after raising {}",
+                onnx.display()
+            );
+        }
+    }
+    let (ta, tb) = (a.to_text(), b.to_text());
+    assert_eq!(ta, tb, "raised IR differs between {} and {}", onnx.display(), hf.display());
+    let (wa, wb) = (weights(&a), weights(&b));
+    assert_eq!(wa.keys().collect::<Vec<_>>(), wb.keys().collect::<Vec<_>>());
+    for (k, v) in &wa {
+        assert!(v == &wb[k], "weight {k} differs");
+    }
+}
+
+#[test]
+fn random_models_raise_to_the_same_ir() {
+    for name in RANDOM_MODELS {
+        let dir = model_dir(name);
+        assert_same(&dir.join("model.onnx"), &dir, None);
+    }
+}
+
+#[test]
+fn minilm_raises_to_the_same_ir() {
+    // the ONNX export has no pooler output; compare what both have
+    assert_same(
+        &model_dir("all-MiniLM-L6-v2").join("model.onnx"),
+        &minilm_hf_dir(),
+        Some(&["last_hidden_state"]),
+    );
+}
