@@ -42,8 +42,16 @@ fn check_random(name: &str, path: &Path) {
             let got = run_kind(&g, kind, ids, mask, types);
             let w = if per_token { width } else { want.len() };
             let err = max_err(&got, &want, per_token.then_some(&mv[..]), w);
-            eprintln!("{name} {} {} {kind}: max abs error {err:.2e}", path.display(), case["name"]);
-            assert!(err <= TOL, "{name} {}: {kind} differs by {err}", case["name"]);
+            eprintln!(
+                "{name} {} {} {kind}: max abs error {err:.2e}",
+                path.display(),
+                case["name"]
+            );
+            assert!(
+                err <= TOL,
+                "{name} {}: {kind} differs by {err}",
+                case["name"]
+            );
             checked += 1;
         }
     }
@@ -79,7 +87,10 @@ fn check_minilm(path: &Path) {
     let (_, mv) = ints2(mask);
     let got = run_kind(&g, OutputKind::LastHiddenState, ids, mask, Some(types));
     let err = max_err(&got, &floats(&b["last_hidden_state"]), Some(&mv), 384);
-    eprintln!("minilm {} batched last_hidden_state: {err:.2e}", path.display());
+    eprintln!(
+        "minilm {} batched last_hidden_state: {err:.2e}",
+        path.display()
+    );
     assert!(err <= TOL);
     let got = run_kind(&g, OutputKind::Mean, ids, mask, Some(types));
     let err = max_err(&got, &floats(&b["mean_pooled"]), None, 384);
@@ -87,9 +98,19 @@ fn check_minilm(path: &Path) {
     assert!(err <= TOL);
     for ind in r["individual"].as_array().unwrap() {
         let wrap = |k: &str| Json::Array(vec![ind[k].clone()]);
-        let got = run_kind(&g, OutputKind::Mean, &wrap("input_ids"), &wrap("attention_mask"), Some(&wrap("token_type_ids")));
+        let got = run_kind(
+            &g,
+            OutputKind::Mean,
+            &wrap("input_ids"),
+            &wrap("attention_mask"),
+            Some(&wrap("token_type_ids")),
+        );
         let err = max_err(&got, &floats(&ind["mean_pooled"]), None, 384);
-        eprintln!("minilm {} {:?} mean: {err:.2e}", path.display(), ind["text"]);
+        eprintln!(
+            "minilm {} {:?} mean: {err:.2e}",
+            path.display(),
+            ind["text"]
+        );
         assert!(err <= TOL);
     }
 }
@@ -112,7 +133,13 @@ fn interpreter_runs_op_soup() {
     assert!(g.op_counts().iter().any(|(op, _)| *op == "softmax"));
     let r = reference(name);
     let case = &r["cases"][1];
-    let got = run_kind(&g, OutputKind::Logits, &case["input_ids"], &case["attention_mask"], case.get("token_type_ids"));
+    let got = run_kind(
+        &g,
+        OutputKind::Logits,
+        &case["input_ids"],
+        &case["attention_mask"],
+        case.get("token_type_ids"),
+    );
     let err = max_err(&got, &floats(&case["logits"]), None, 3);
     assert!(err <= TOL, "{err}");
 }

@@ -30,14 +30,30 @@ fn assert_same(onnx: &Path, hf: &Path, outputs: Option<&[&str]>) {
     for g in [&a, &b] {
         for (op, _) in g.op_counts() {
             assert!(
-                ["embedding", "layer_norm", "linear", "attention", "gelu", "add", "gather", "tanh"].contains(&op),
+                [
+                    "embedding",
+                    "layer_norm",
+                    "linear",
+                    "attention",
+                    "gelu",
+                    "add",
+                    "gather",
+                    "tanh"
+                ]
+                .contains(&op),
                 "{op} left after raising {}",
                 onnx.display()
             );
         }
     }
     let (ta, tb) = (a.to_text(), b.to_text());
-    assert_eq!(ta, tb, "raised IR differs between {} and {}", onnx.display(), hf.display());
+    assert_eq!(
+        ta,
+        tb,
+        "raised IR differs between {} and {}",
+        onnx.display(),
+        hf.display()
+    );
     let (wa, wb) = (weights(&a), weights(&b));
     assert_eq!(wa.keys().collect::<Vec<_>>(), wb.keys().collect::<Vec<_>>());
     for (k, v) in &wa {

@@ -28,7 +28,8 @@ pub fn model_dir(name: &str) -> PathBuf {
 }
 
 pub fn reference(name: &str) -> Json {
-    let text = std::fs::read_to_string(model_dir(name).join("reference.json")).expect("reference.json");
+    let text =
+        std::fs::read_to_string(model_dir(name).join("reference.json")).expect("reference.json");
     serde_json::from_str(&text).expect("reference json")
 }
 
@@ -71,7 +72,13 @@ pub fn floats(j: &Json) -> Vec<f32> {
 }
 
 /// Runs `g` with one output kind selected on a batch; returns the flattened output.
-pub fn run_kind(g: &Graph, kind: OutputKind, ids: &Json, mask: &Json, types: Option<&Json>) -> Vec<f32> {
+pub fn run_kind(
+    g: &Graph,
+    kind: OutputKind,
+    ids: &Json,
+    mask: &Json,
+    types: Option<&Json>,
+) -> Vec<f32> {
     let mut g = g.clone();
     select_output(&mut g, kind).unwrap_or_else(|e| panic!("{e}"));
     let (shape, idv) = ints2(ids);

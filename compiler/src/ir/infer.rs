@@ -83,7 +83,7 @@ pub(crate) fn join(d: &[Dim]) -> String {
 }
 
 fn product(d: &[Dim]) -> Option<Dim> {
-    d.iter().try_fold(Dim::c(1), |a, &b| a.mul(b))
+    d.iter().try_fold(Dim::c(1), |a, &b| a.checked_mul(b))
 }
 
 /// Index of the element of a broadcast operand for a flat index of the output.
@@ -130,12 +130,12 @@ fn map_known(ins: &[Operand], out: &[Dim], f: impl Fn(&[Dim]) -> Option<Dim>) ->
 fn binary_known(op: BinaryOp, a: Dim, b: Dim) -> Option<Dim> {
     let bool_dim = |v: bool| Dim::c(v as i64);
     match op {
-        BinaryOp::Add => a.add(b),
-        BinaryOp::Sub => a.add(b.neg()),
-        BinaryOp::Mul => a.mul(b),
+        BinaryOp::Add => a.checked_add(b),
+        BinaryOp::Sub => a.checked_add(b.negated()),
+        BinaryOp::Mul => a.checked_mul(b),
         BinaryOp::Div => match (a.as_const(), b.as_const()) {
             (Some(x), Some(y)) if y != 0 => Some(Dim::c(x.div_euclid(y))),
-            _ => a.div(b),
+            _ => a.checked_div(b),
         },
         BinaryOp::Equal => a.equals(b).map(bool_dim),
         BinaryOp::Min | BinaryOp::Max => {
@@ -227,7 +227,7 @@ pub fn infer(op: &Op, ins: &[Operand]) -> Result<Inferred, String> {
                 ));
             }
             let known = match u {
-                UnaryOp::Neg => map_known(ins, &x.shape, |a| Some(a[0].neg())),
+                UnaryOp::Neg => map_known(ins, &x.shape, |a| Some(a[0].negated())),
                 UnaryOp::Not => map_known(ins, &x.shape, |a| {
                     Some(Dim::c((a[0].as_const()? == 0) as i64))
                 }),
@@ -382,7 +382,7 @@ pub fn infer(op: &Op, ins: &[Operand]) -> Result<Inferred, String> {
                 let ax = norm_axis(axes[i], x.rank())?;
                 let (s, e) = resolve_bounds(x.shape[ax], starts[i], ends[i], steps[i])?;
                 shape[ax] = if steps[i] == 1 {
-                    e.add(s.neg())
+                    e.checked_add(s.negated())
                         .ok_or("slice length is not a simple expression")?
                 } else {
                     let (s, e) = (
@@ -407,7 +407,7 @@ pub fn infer(op: &Op, ins: &[Operand]) -> Result<Inferred, String> {
                     return Err(format!("axis {ax} out of range for rank {}", x.rank()));
                 }
                 shape[ax] = ends[i]
-                    .add(starts[i].neg())
+                    .checked_add(starts[i].negated())
                     .ok_or("slice length is not a simple expression")?;
                 ranges.push((ax, starts[i], ends[i], 1));
             }
@@ -465,13 +465,13 @@ pub fn infer(op: &Op, ins: &[Operand]) -> Result<Inferred, String> {
                 if o.ty.dtype != x.dtype || o.ty.rank() != x.rank() {
                     return Err(format!("concat operands differ: {x} and {}", o.ty));
                 }
-                for i in 0..x.rank() {
+                for (i, (d, &od)) in shape.iter_mut().zip(&o.ty.shape).enumerate() {
                     if i == ax {
-                        shape[i] = shape[i]
-                            .add(o.ty.shape[i])
+                        *d = d
+                            .checked_add(od)
                             .ok_or("concatenated length is not a simple expression")?;
                     } else {
-                        same_dim(shape[i], o.ty.shape[i], "concat")?;
+                        same_dim(*d, od, "concat")?;
                     }
                 }
             }
@@ -807,7 +807,7 @@ pub fn resolve_bounds(dim: Dim, start: i64, end: Dim, step: i64) -> Result<(Dim,
     let e = match end.as_const() {
         Some(e) if e >= big => dim,
         Some(e) if e < 0 => dim
-            .add(Dim::c(e))
+            .checked_add(Dim::c(e))
             .ok_or("slice end is not a simple expression")?,
         Some(e) => Dim::c(e),
         None => end,
@@ -849,7 +849,7 @@ fn resolve_reshape(input: &[Dim], target: &[Dim], allowzero: bool) -> Result<Vec
     if let Some(i) = infer_at {
         let known = product(&out).ok_or("target size too complex")?;
         out[i] = total
-            .div(known)
+            .checked_div(known)
             .ok_or_else(|| format!("cannot infer -1: [{}] into [{}]", join(input), join(target)))?;
     }
     let got = product(&out).ok_or("target size too complex")?;

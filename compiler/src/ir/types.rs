@@ -127,7 +127,7 @@ impl Dim {
         self.coeff > 0
     }
 
-    pub fn mul(self, o: Dim) -> Option<Dim> {
+    pub fn checked_mul(self, o: Dim) -> Option<Dim> {
         if self.coeff == 0 || o.coeff == 0 {
             return Some(Dim::c(0));
         }
@@ -139,7 +139,7 @@ impl Dim {
     }
 
     /// Exact division; `None` when the quotient is not a monomial.
-    pub fn div(self, o: Dim) -> Option<Dim> {
+    pub fn checked_div(self, o: Dim) -> Option<Dim> {
         if o.coeff == 0 || self.batch < o.batch || self.seq < o.seq {
             return None;
         }
@@ -153,7 +153,7 @@ impl Dim {
         })
     }
 
-    pub fn add(self, o: Dim) -> Option<Dim> {
+    pub fn checked_add(self, o: Dim) -> Option<Dim> {
         match (self.as_const(), o.as_const()) {
             (Some(a), Some(b)) => Some(Dim::c(a.checked_add(b)?)),
             (Some(0), None) => Some(o),
@@ -170,7 +170,7 @@ impl Dim {
         }
     }
 
-    pub fn neg(self) -> Dim {
+    pub fn negated(self) -> Dim {
         Dim {
             coeff: -self.coeff,
             ..self

@@ -156,9 +156,11 @@ impl Builder {
     fn value(&mut self, name: &str) -> Result<NodeId, String> {
         match self.values.get(name) {
             Some(Slot::Node(n)) => return Ok(*n),
-            Some(Slot::Unsupported(node)) => return Err(format!(
+            Some(Slot::Unsupported(node)) => {
+                return Err(format!(
                 "uses output '{name}' of node '{node}', a secondary output bertc does not support"
-            )),
+            ))
+            }
             None => {}
         }
         let t = self
