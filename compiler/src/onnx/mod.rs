@@ -2,7 +2,7 @@
 //! export as it is (raising is a pass). Weights come from `raw_data`, the typed fields or
 //! external data files. Any op outside the supported set is an error naming the node.
 
-mod proto;
+pub mod proto;
 
 use bytes::Bytes;
 use prost::Message;
@@ -153,21 +153,20 @@ impl Builder {
     }
 
     /// The node that produces `name`, creating constant nodes for initializers on first use.
-    fn value(&mut self, name: &str) -> Result<NodeId, String> {
+    fn value(&mut self, name: &str) -> Result<NodeId, ValueErr> {
         match self.values.get(name) {
             Some(Slot::Node(n)) => return Ok(*n),
-            Some(Slot::Unsupported(node)) => {
-                return Err(format!(
+            Some(Slot::Unsupported(node)) => return Err(ValueErr::Msg(format!(
                 "uses output '{name}' of node '{node}', a secondary output bertc does not support"
-            ))
-            }
+            ))),
             None => {}
         }
-        let t = self
-            .inits
-            .get(name)
-            .ok_or_else(|| format!("uses '{name}', which no node or initializer produces"))?;
-        let tensor = self.tensor(t).map_err(|e| e.to_string())?;
+        let t = self.inits.get(name).ok_or_else(|| {
+            ValueErr::Msg(format!(
+                "uses '{name}', which no node or initializer produces"
+            ))
+        })?;
+        let tensor = self.tensor(t).map_err(ValueErr::Load)?;
         let id = self.g.add_const(name, tensor);
         self.values.insert(name.to_string(), Slot::Node(id));
         Ok(id)
@@ -216,7 +215,10 @@ impl Builder {
                     "an optional input is skipped before a given one".into(),
                 ));
             }
-            operands.push(self.value(i).map_err(&node_err)?);
+            operands.push(self.value(i).map_err(|e| match e {
+                ValueErr::Msg(m) => node_err(m),
+                ValueErr::Load(l) => l,
+            })?);
         }
         let attrs = Attrs(&node.attribute);
         let id = match op_type {
@@ -485,6 +487,11 @@ impl Builder {
             _ => Err(OpErr::Unsupported),
         }
     }
+}
+
+enum ValueErr {
+    Msg(String),
+    Load(LoadError),
 }
 
 enum OpErr {
