@@ -194,7 +194,7 @@ fn wrong_gelu_constant_is_not_raised() {
     let h = 4;
     let mut g = Graph::new();
     let x = hidden_input(&mut g, h);
-    let k = c(&mut g, 1.4142135);
+    let k = c(&mut g, std::f32::consts::SQRT_2);
     let xs = bin(&mut g, BinaryOp::Div, x, k);
     let e = g.add(Op::Unary(UnaryOp::Erf), &[xs], "e").unwrap();
     let one = c(&mut g, 1.0);
@@ -265,7 +265,7 @@ fn attention_graph(style: MaskStyle) -> Graph {
         "attention_mask",
         TensorType::new(DType::I64, vec![Dim::BATCH, Dim::SEQ]),
     );
-    let mut proj = |g: &mut Graph, seed| {
+    let proj = |g: &mut Graph, seed| {
         let w = g.add_const("w", Tensor::from_f32(vec![h, h], &weights(h * h, seed)));
         g.add(Op::MatMul, &[x, w], "p").unwrap()
     };

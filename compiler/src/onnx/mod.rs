@@ -156,9 +156,11 @@ impl Builder {
     fn value(&mut self, name: &str) -> Result<NodeId, ValueErr> {
         match self.values.get(name) {
             Some(Slot::Node(n)) => return Ok(*n),
-            Some(Slot::Unsupported(node)) => return Err(ValueErr::Msg(format!(
-                "uses output '{name}' of node '{node}', a secondary output bertc does not support"
-            ))),
+            Some(Slot::Unsupported(node)) => {
+                let msg =
+                    format!("uses output '{name}' of node '{node}', which bertc does not support");
+                return Err(ValueErr::Msg(msg));
+            }
             None => {}
         }
         let t = self.inits.get(name).ok_or_else(|| {
