@@ -1,6 +1,7 @@
 //! `bertc`, the driver: parses the command line, loads models through the importers, runs the
 //! passes and the interpreter, and reports errors in one line with their context.
 
+mod compile;
 mod inputs;
 mod inspect;
 
@@ -51,6 +52,56 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Compile a model to a native executable, library or object.
+    #[command(after_help = "\
+Artifacts (OUT is a path; its file name names the symbols, e.g. model_run):
+  exe        OUT: reads token ids on stdin like `bertc run`, prints one line per input line
+  staticlib  libOUT.a + OUT.h
+  sharedlib  libOUT.so + OUT.h
+  obj        OUT.o + OUT.h
+
+Targets and the C compiler each needs to link (Debian packages):
+  x86_64-unknown-linux-gnu     cc (gcc, libc6-dev)
+  aarch64-unknown-linux-gnu    aarch64-linux-gnu-gcc (gcc-aarch64-linux-gnu, libc6-dev-arm64-cross)
+  riscv64gc-unknown-linux-gnu  riscv64-linux-gnu-gcc (gcc-riscv64-linux-gnu, libc6-dev-riscv64-cross)
+Cross executables are linked -static and run under qemu-aarch64-static / qemu-riscv64-static.
+
+CPUs (--cpu): x86-64: native (default), x86-64, x86-64-v2, x86-64-v3, x86-64-v4;
+aarch64: generic; riscv64: rv64gc (default, scalar), rv64gcv (vector extension).
+
+Examples:
+  bertc compile model.onnx -o model
+  echo '101 7592 2088 102' | ./model --output mean
+  bertc compile ./all-MiniLM-L6-v2 -o minilm --emit staticlib --output mean
+  bertc compile model.onnx -o model-arm --target aarch64-unknown-linux-gnu")]
+    Compile {
+        /// An .onnx file or a Hugging Face folder.
+        model: PathBuf,
+        /// The output path (see the artifact names below).
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+        /// What to produce.
+        #[arg(long, value_enum, default_value = "exe")]
+        emit: compile::Emit,
+        /// Target triple (default: this machine's).
+        #[arg(long)]
+        target: Option<String>,
+        /// CPU model whose features the code may use.
+        #[arg(long)]
+        cpu: Option<String>,
+        /// What the artifact outputs: last_hidden_state, pooler, mean, cls or logits.
+        #[arg(long, default_value = "last_hidden_state")]
+        output: OutputKind,
+        /// Longest sequence the artifact accepts (default: the model's maximum).
+        #[arg(long = "max-seq")]
+        max_seq: Option<usize>,
+        /// Prefix of the C symbols (default: the output file name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Print nothing on success.
+        #[arg(short, long)]
+        quiet: bool,
+    },
     /// Print a model's architecture, sizes, parameters and op counts.
     #[command(
         after_help = "MODEL is an .onnx file or a Hugging Face folder (config.json + safetensors).\n\nExample:\n  bertc inspect ../shared/models/all-MiniLM-L6-v2/model.onnx"
@@ -132,6 +183,29 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
         source,
     };
     match cmd {
+        Cmd::Compile {
+            model,
+            out: path,
+            emit,
+            target,
+            cpu,
+            output,
+            max_seq,
+            name,
+            quiet,
+        } => {
+            compile::compile(&compile::Options {
+                model,
+                out: path,
+                emit,
+                target,
+                cpu,
+                output,
+                max_seq,
+                name,
+                quiet,
+            })?;
+        }
         Cmd::Inspect { model } => {
             let text = inspect::inspect(&model)?;
             out.write_all(text.as_bytes()).map_err(io_err)?;

@@ -2,6 +2,7 @@
 //! safetensors folders) and the reference interpreter that executes any IR. Nothing here knows
 //! a pass; passes live in `bertc-passes`.
 
+pub mod codegen;
 pub mod hf;
 pub mod interp;
 pub mod ir;

@@ -1,0 +1,346 @@
+//! Helpers for writing kernels in Cranelift IR: counted loops, a vector abstraction that is
+//! `f32x4` where the target has 128-bit vectors and plain `f32` where it has none (riscv64
+//! without `v`), and the math functions the kernels need (`exp`, `erf`, `tanh`) as
+//! branch-free polynomial approximations.
+
+use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::{types, Endianness, InstBuilder, MemFlagsData, Type, Value};
+use cranelift_frontend::{FunctionBuilder, Variable};
+
+/// A function under construction with the target's vector shape.
+pub struct Emit<'a> {
+    pub b: FunctionBuilder<'a>,
+    /// Lanes of the vector type (4, or 1 when the target has no usable vectors).
+    pub lanes: usize,
+    /// Whether fused multiply-add is available (else multiply then add).
+    pub fma: bool,
+}
+
+/// The element shape of a value in a row loop: the vector type or its scalar tail.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Vector,
+    Scalar,
+}
+
+pub fn mem() -> MemFlagsData {
+    MemFlagsData::new().with_notrap()
+}
+
+impl<'a> Emit<'a> {
+    pub fn new(b: FunctionBuilder<'a>, lanes: usize, fma: bool) -> Self {
+        Emit { b, lanes, fma }
+    }
+
+    pub fn vty(&self) -> Type {
+        if self.lanes == 4 {
+            types::F32X4
+        } else {
+            types::F32
+        }
+    }
+
+    pub fn ty(&self, s: Shape) -> Type {
+        match s {
+            Shape::Vector => self.vty(),
+            Shape::Scalar => types::F32,
+        }
+    }
+
+    pub fn width(&self, s: Shape) -> usize {
+        match s {
+            Shape::Vector => self.lanes,
+            Shape::Scalar => 1,
+        }
+    }
+
+    pub fn i(&mut self, v: i64) -> Value {
+        self.b.ins().iconst(types::I64, v)
+    }
+
+    pub fn f(&mut self, v: f32) -> Value {
+        self.b.ins().f32const(v)
+    }
+
+    /// A constant in shape `s`.
+    pub fn fs(&mut self, s: Shape, v: f32) -> Value {
+        let c = self.f(v);
+        self.splat(s, c)
+    }
+
+    pub fn splat(&mut self, s: Shape, x: Value) -> Value {
+        match (s, self.lanes) {
+            (Shape::Vector, 4) => self.b.ins().splat(types::F32X4, x),
+            _ => x,
+        }
+    }
+
+    pub fn load(&mut self, s: Shape, ptr: Value, off: i32) -> Value {
+        let t = self.ty(s);
+        self.b.ins().load(t, mem(), ptr, off)
+    }
+
+    pub fn store(&mut self, v: Value, ptr: Value, off: i32) {
+        self.b.ins().store(mem(), v, ptr, off);
+    }
+
+    pub fn load_i32(&mut self, ptr: Value, off: i32) -> Value {
+        self.b.ins().sload32(mem(), ptr, off)
+    }
+
+    /// `a * b + c`.
+    pub fn mul_add(&mut self, a: Value, b: Value, c: Value) -> Value {
+        if self.fma {
+            self.b.ins().fma(a, b, c)
+        } else {
+            let m = self.b.ins().fmul(a, b);
+            self.b.ins().fadd(m, c)
+        }
+    }
+
+    /// The sum of the lanes of `v` (`v` itself for a scalar).
+    pub fn hsum(&mut self, s: Shape, v: Value) -> Value {
+        if s == Shape::Scalar || self.lanes == 1 {
+            return v;
+        }
+        let mut acc = self.b.ins().extractlane(v, 0);
+        for l in 1..self.lanes as u8 {
+            let x = self.b.ins().extractlane(v, l);
+            acc = self.b.ins().fadd(acc, x);
+        }
+        acc
+    }
+
+    /// `ptr + index * scale` (bytes).
+    pub fn addr(&mut self, ptr: Value, index: Value, scale: i64) -> Value {
+        let o = self.b.ins().imul_imm_s(index, scale);
+        self.b.ins().iadd(ptr, o)
+    }
+
+    pub fn var(&mut self, ty: Type, init: Value) -> Variable {
+        let v = self.b.declare_var(ty);
+        self.b.def_var(v, init);
+        v
+    }
+
+    /// `for i in start..end (step)`; the body gets `i`.
+    pub fn for_range(
+        &mut self,
+        start: Value,
+        end: Value,
+        step: i64,
+        mut body: impl FnMut(&mut Self, Value),
+    ) {
+        let iv = self.var(types::I64, start);
+        let header = self.b.create_block();
+        let body_b = self.b.create_block();
+        let exit = self.b.create_block();
+        self.b.ins().jump(header, &[]);
+        self.b.switch_to_block(header);
+        let i = self.b.use_var(iv);
+        let c = self.b.ins().icmp(IntCC::SignedLessThan, i, end);
+        self.b.ins().brif(c, body_b, &[], exit, &[]);
+        self.b.switch_to_block(body_b);
+        self.b.seal_block(body_b);
+        body(self, i);
+        let next = self.b.ins().iadd_imm_s(i, step);
+        self.b.def_var(iv, next);
+        self.b.ins().jump(header, &[]);
+        self.b.seal_block(header);
+        self.b.switch_to_block(exit);
+        self.b.seal_block(exit);
+    }
+
+    /// `for i in 0..n` with a constant bound.
+    pub fn for_n(&mut self, n: usize, body: impl FnMut(&mut Self, Value)) {
+        let z = self.i(0);
+        let e = self.i(n as i64);
+        self.for_range(z, e, 1, body);
+    }
+
+    /// Runs `then` when `cond` (an integer) is non-zero.
+    pub fn if_nonzero(&mut self, cond: Value, then: impl FnOnce(&mut Self)) {
+        let t = self.b.create_block();
+        let done = self.b.create_block();
+        self.b.ins().brif(cond, t, &[], done, &[]);
+        self.b.switch_to_block(t);
+        self.b.seal_block(t);
+        then(self);
+        self.b.ins().jump(done, &[]);
+        self.b.switch_to_block(done);
+        self.b.seal_block(done);
+    }
+
+    /// Visits a row of `width` floats (a constant): vectors over the largest multiple of the
+    /// lane count, then scalars. The body gets the byte offset and the shape.
+    pub fn row(&mut self, width: usize, mut body: impl FnMut(&mut Self, Value, Shape)) {
+        let main = width / self.lanes * self.lanes;
+        if main > 0 && self.lanes > 1 {
+            let z = self.i(0);
+            let e = self.i(main as i64 * 4);
+            let step = self.lanes as i64 * 4;
+            self.for_range(z, e, step, |s, off| body(s, off, Shape::Vector));
+        }
+        let start = if self.lanes > 1 { main } else { 0 };
+        if start < width {
+            let z = self.i(start as i64 * 4);
+            let e = self.i(width as i64 * 4);
+            self.for_range(z, e, 4, |s, off| body(s, off, Shape::Scalar));
+        }
+    }
+
+    /// Visits `n` floats (a runtime count) like `row`.
+    pub fn span(&mut self, n: Value, mut body: impl FnMut(&mut Self, Value, Shape)) {
+        let bytes = self.b.ins().imul_imm_s(n, 4);
+        let start = if self.lanes > 1 {
+            let mask = -(self.lanes as i64 * 4);
+            let main = self.b.ins().band_imm_s(bytes, mask);
+            let z = self.i(0);
+            let step = self.lanes as i64 * 4;
+            self.for_range(z, main, step, |s, off| body(s, off, Shape::Vector));
+            main
+        } else {
+            self.i(0)
+        };
+        self.for_range(start, bytes, 4, |s, off| body(s, off, Shape::Scalar));
+    }
+
+    /// A reduction over a row: `f` maps each element (group) to a value that is summed.
+    pub fn row_sum(
+        &mut self,
+        width: usize,
+        mut f: impl FnMut(&mut Self, Value, Shape) -> Value,
+    ) -> Value {
+        let vz = self.fs(Shape::Vector, 0.0);
+        let vt = self.vty();
+        let vacc = self.var(vt, vz);
+        let sz = self.f(0.0);
+        let sacc = self.var(types::F32, sz);
+        self.row(width, |e, off, s| {
+            let x = f(e, off, s);
+            let acc = if s == Shape::Vector && e.lanes > 1 {
+                vacc
+            } else {
+                sacc
+            };
+            let a = e.b.use_var(acc);
+            let y = e.b.ins().fadd(a, x);
+            e.b.def_var(acc, y);
+        });
+        let v = self.b.use_var(vacc);
+        let h = self.hsum(Shape::Vector, v);
+        let s = self.b.use_var(sacc);
+        self.b.ins().fadd(h, s)
+    }
+
+    fn bitcast_f(&mut self, s: Shape, x: Value) -> Value {
+        let t = self.ty(s);
+        let flags = if t.is_vector() {
+            MemFlagsData::new().with_endianness(Endianness::Little)
+        } else {
+            MemFlagsData::new()
+        };
+        self.b.ins().bitcast(t, flags, x)
+    }
+
+    /// `e^x`, relative error about 2e-7 for x in [-87, 88] (inputs are clamped there).
+    pub fn exp(&mut self, s: Shape, x: Value) -> Value {
+        let lo = self.fs(s, -87.3);
+        let hi = self.fs(s, 88.0);
+        let x = self.b.ins().fmax(x, lo);
+        let x = self.b.ins().fmin(x, hi);
+        // n = round(x / ln 2) by the 1.5 * 2^23 trick (no rounding instruction needed)
+        let log2e = self.fs(s, std::f32::consts::LOG2_E);
+        let magic = self.fs(s, 12582912.0);
+        let t = self.mul_add(x, log2e, magic);
+        let n = self.b.ins().fsub(t, magic);
+        let ln2_hi = self.fs(s, -0.693_145_75);
+        let ln2_lo = self.fs(s, -1.428_606_8e-6);
+        let r = self.mul_add(n, ln2_hi, x);
+        let r = self.mul_add(n, ln2_lo, r);
+        // e^r on |r| <= ln2/2: Taylor to degree 6
+        let coeffs = [
+            1.0 / 720.0,
+            1.0 / 120.0,
+            1.0 / 24.0,
+            1.0 / 6.0,
+            0.5,
+            1.0,
+            1.0,
+        ];
+        let mut p = self.fs(s, coeffs[0]);
+        for &c in &coeffs[1..] {
+            let cv = self.fs(s, c);
+            p = self.mul_add(p, r, cv);
+        }
+        // 2^n from its exponent bits
+        let it = if s == Shape::Vector && self.lanes == 4 {
+            types::I32X4
+        } else {
+            types::I32
+        };
+        let ni = self.b.ins().fcvt_to_sint_sat(it, n);
+        let bias = if it == types::I32X4 {
+            let c = self.b.ins().iconst(types::I32, 127);
+            self.b.ins().splat(types::I32X4, c)
+        } else {
+            self.b.ins().iconst(types::I32, 127)
+        };
+        let e = self.b.ins().iadd(ni, bias);
+        let bits = self.b.ins().ishl_imm_s(e, 23);
+        let pow2 = self.bitcast_f(s, bits);
+        self.b.ins().fmul(p, pow2)
+    }
+
+    /// `tanh(x)` as `1 - 2 / (e^{2x} + 1)`, x clamped to [-9, 9]; absolute error below 3e-7.
+    pub fn tanh(&mut self, s: Shape, x: Value) -> Value {
+        let lo = self.fs(s, -9.0);
+        let hi = self.fs(s, 9.0);
+        let x = self.b.ins().fmax(x, lo);
+        let x = self.b.ins().fmin(x, hi);
+        let x2 = self.b.ins().fadd(x, x);
+        let e = self.exp(s, x2);
+        let one = self.fs(s, 1.0);
+        let two = self.fs(s, 2.0);
+        let d = self.b.ins().fadd(e, one);
+        let q = self.b.ins().fdiv(two, d);
+        self.b.ins().fsub(one, q)
+    }
+
+    /// `erf(x)` (Abramowitz and Stegun 7.1.26, absolute error below 1.5e-7).
+    pub fn erf(&mut self, s: Shape, x: Value) -> Value {
+        let ax = self.b.ins().fabs(x);
+        let one = self.fs(s, 1.0);
+        let pc = self.fs(s, 0.327_591_1);
+        let den = self.mul_add(pc, ax, one);
+        let t = self.b.ins().fdiv(one, den);
+        let a = [
+            1.061_405_4,
+            -1.453_152_1,
+            1.421_413_8,
+            -0.284_496_74,
+            0.254_829_6,
+        ];
+        let mut p = self.fs(s, a[0]);
+        for &c in &a[1..] {
+            let cv = self.fs(s, c);
+            p = self.mul_add(p, t, cv);
+        }
+        p = self.b.ins().fmul(p, t);
+        let x2 = self.b.ins().fmul(ax, ax);
+        let nx2 = self.b.ins().fneg(x2);
+        let e = self.exp(s, nx2);
+        let pe = self.b.ins().fmul(p, e);
+        let y = self.b.ins().fsub(one, pe);
+        // the sign of x without a branch: x / max(|x|, tiny) is ±1 (or ~0 where erf is ~0)
+        let tiny = self.fs(s, 1e-30);
+        let m = self.b.ins().fmax(ax, tiny);
+        let sign = self.b.ins().fdiv(x, m);
+        self.b.ins().fmul(y, sign)
+    }
+
+    /// `x > y` for scalars, as an i8 condition.
+    pub fn fgt(&mut self, x: Value, y: Value) -> Value {
+        self.b.ins().fcmp(FloatCC::GreaterThan, x, y)
+    }
+}

@@ -1,0 +1,494 @@
+//! Code generation: a raised graph with one selected output becomes one relocatable object
+//! (Cranelift, position independent) holding the weights in read-only data, one function per
+//! distinct kernel, hand-assembled GEMM microkernels on x86-64 with AVX2, and the entry
+//! `NAME__forward(ctx)` that runs the kernels in order over a caller-provided workspace.
+//! `shim` writes the C glue (argument checks, the public ABI, the executable's I/O).
+
+mod emit;
+mod kernels;
+mod lower;
+pub mod shim;
+mod x86;
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use bertc_targets::{Arch, Target};
+use cranelift_codegen::ir::{
+    types, AbiParam, InstBuilder, Signature, StackSlotData, StackSlotKind, Value,
+};
+use cranelift_codegen::settings::{self, Configurable};
+use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
+use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
+use cranelift_object::{ObjectBuilder, ObjectModule};
+
+pub use lower::{lower, pack_linear, Act, CodegenError, Program, Rows, Step, PANEL};
+
+use crate::ir::Graph;
+use emit::Emit;
+
+/// Offsets of the fields of the context `NAME__forward` takes (all 8 bytes).
+pub mod ctx {
+    pub const BATCH: i32 = 0;
+    pub const SEQ: i32 = 8;
+    pub const IDS: i32 = 16;
+    pub const MASK: i32 = 24;
+    pub const TYPES: i32 = 32;
+    pub const WS: i32 = 40;
+    pub const OUT: i32 = 48;
+}
+
+/// The object and what the glue needs to know about it.
+pub struct Compiled {
+    pub object: Vec<u8>,
+    pub program: Program,
+    /// Whether the x86 AVX2 microkernels are used (the artifact checks the CPU for them).
+    pub uses_avx2: bool,
+    pub instructions: usize,
+}
+
+fn cl_err(e: impl std::fmt::Display) -> CodegenError {
+    CodegenError::Cranelift(e.to_string())
+}
+
+struct Cfg {
+    lanes: usize,
+    fma: bool,
+    regs: usize,
+    avx2: bool,
+}
+
+fn isa_for(
+    target: &Target,
+) -> Result<(std::sync::Arc<dyn cranelift_codegen::isa::TargetIsa>, Cfg), CodegenError> {
+    let mut flags = settings::builder();
+    flags.set("opt_level", "none").map_err(cl_err)?;
+    flags.set("is_pic", "true").map_err(cl_err)?;
+    let triple = target_lexicon::Triple::from_str(&target.triple.replace("riscv64gc", "riscv64gc"))
+        .map_err(|e| CodegenError::Cranelift(format!("triple '{}': {e}", target.triple)))?;
+    let mut isa = cranelift_codegen::isa::lookup(triple).map_err(cl_err)?;
+    let cfg = match target.arch {
+        Arch::X86_64 => {
+            let map = [
+                ("sse3", "has_sse3"),
+                ("ssse3", "has_ssse3"),
+                ("sse4.1", "has_sse41"),
+                ("sse4.2", "has_sse42"),
+                ("avx", "has_avx"),
+                ("avx2", "has_avx2"),
+                ("fma", "has_fma"),
+                ("avx512f", "has_avx512f"),
+                ("avx512vl", "has_avx512vl"),
+                ("avx512dq", "has_avx512dq"),
+            ];
+            for (f, flag) in map {
+                if target.has(f) {
+                    isa.set(flag, "true").map_err(cl_err)?;
+                }
+            }
+            Cfg {
+                lanes: 4,
+                fma: target.has("fma"),
+                regs: 16,
+                avx2: target.has("avx2") && target.has("fma"),
+            }
+        }
+        Arch::Aarch64 => Cfg {
+            lanes: 4,
+            fma: true,
+            regs: 32,
+            avx2: false,
+        },
+        Arch::Riscv64 => {
+            let v = target.has("v");
+            if v {
+                isa.set("has_v", "true").map_err(cl_err)?;
+                isa.set("has_zvl128b", "true").map_err(cl_err)?;
+            }
+            Cfg {
+                lanes: if v { 4 } else { 1 },
+                fma: true,
+                regs: 32,
+                avx2: false,
+            }
+        }
+    };
+    let isa = isa.finish(settings::Flags::new(flags)).map_err(cl_err)?;
+    Ok((isa, cfg))
+}
+
+/// Compiles a raised graph (one output selected) for `target`; symbols are prefixed `name`.
+pub fn compile(g: &Graph, target: &Target, name: &str) -> Result<Compiled, CodegenError> {
+    let program = lower(g)?;
+    let (isa, cfg) = isa_for(target)?;
+    let call_conv = isa.default_call_conv();
+    let builder = ObjectBuilder::new(
+        isa,
+        name.as_bytes().to_vec(),
+        cranelift_module::default_libcall_names(),
+    )
+    .map_err(cl_err)?;
+    let mut module = ObjectModule::new(builder);
+    let fe = module.isa().frontend_config();
+
+    // weights in read-only data
+    let mut weight_ids: Vec<DataId> = Vec::new();
+    for (i, w) in program.weights.iter().enumerate() {
+        let id = module
+            .declare_data(&format!("{name}__w{i}"), Linkage::Local, false, false)
+            .map_err(cl_err)?;
+        let mut d = DataDescription::new();
+        let bytes: Vec<u8> = w.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        d.define(bytes.into_boxed_slice());
+        d.set_align(64);
+        module.define_data(id, &d).map_err(cl_err)?;
+        weight_ids.push(id);
+    }
+
+    let sig_n = |n: usize| {
+        let mut s = Signature::new(call_conv);
+        for _ in 0..n {
+            s.params.push(AbiParam::new(types::I64));
+        }
+        s
+    };
+
+    // hand-assembled microkernels
+    let mut micro: Vec<FuncId> = Vec::new();
+    if cfg.avx2 {
+        for mr in 1..=6 {
+            let id = module
+                .declare_function(
+                    &format!("{name}__avx2_6x16_m{mr}"),
+                    Linkage::Local,
+                    &sig_n(6),
+                )
+                .map_err(cl_err)?;
+            module
+                .define_function_bytes(id, 16, &x86::avx2_kernel(mr)?, &[])
+                .map_err(cl_err)?;
+            micro.push(id);
+        }
+    }
+
+    let mut fctx = module.make_context();
+    let mut fbc = FunctionBuilderContext::new();
+    let mut kernels: BTreeMap<String, FuncId> = BTreeMap::new();
+    let mut step_funcs: Vec<FuncId> = Vec::new();
+    let mut instructions = 0usize;
+    for step in &program.steps {
+        let (key, nargs) = kernel_key(step, &program);
+        if let Some(&id) = kernels.get(&key) {
+            step_funcs.push(id);
+            continue;
+        }
+        let fname = format!("{name}__k{}", kernels.len());
+        let id = module
+            .declare_function(&fname, Linkage::Local, &sig_n(nargs))
+            .map_err(cl_err)?;
+        fctx.func.signature = sig_n(nargs);
+        let micro_refs: Vec<_> = micro
+            .iter()
+            .map(|&m| module.declare_func_in_func(m, &mut fctx.func))
+            .collect();
+        {
+            let mut b = FunctionBuilder::new(&mut fctx.func, &mut fbc);
+            let entry = b.create_block();
+            b.append_block_params_for_function_params(entry);
+            b.switch_to_block(entry);
+            b.seal_block(entry);
+            let args: Vec<Value> = b.block_params(entry).to_vec();
+            let mut e = Emit::new(b, cfg.lanes, cfg.fma);
+            emit_step(&mut e, step, &program, &args, &cfg, &micro_refs);
+            e.b.ins().return_(&[]);
+            e.b.finalize(fe);
+        }
+        instructions += fctx.func.dfg.num_insts();
+        module
+            .define_function(id, &mut fctx)
+            .map_err(|e| CodegenError::Cranelift(format!("{fname}: {e:?}")))?;
+        module.clear_context(&mut fctx);
+        kernels.insert(key, id);
+        step_funcs.push(id);
+    }
+
+    // the entry: NAME__forward(ctx)
+    let fwd = module
+        .declare_function(&format!("{name}__forward"), Linkage::Export, &sig_n(1))
+        .map_err(cl_err)?;
+    fctx.func.signature = sig_n(1);
+    {
+        let wrefs: Vec<_> = weight_ids
+            .iter()
+            .map(|&d| module.declare_data_in_func(d, &mut fctx.func))
+            .collect();
+        let frefs: Vec<_> = step_funcs
+            .iter()
+            .map(|&f| module.declare_func_in_func(f, &mut fctx.func))
+            .collect();
+        let mut b = FunctionBuilder::new(&mut fctx.func, &mut fbc);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        b.seal_block(entry);
+        let c = b.block_params(entry)[0];
+        let f = emit::mem();
+        let field = |b: &mut FunctionBuilder, off: i32| b.ins().load(types::I64, f, c, off);
+        let batch = field(&mut b, ctx::BATCH);
+        let seq = field(&mut b, ctx::SEQ);
+        let ids = field(&mut b, ctx::IDS);
+        let mask = field(&mut b, ctx::MASK);
+        let typ = field(&mut b, ctx::TYPES);
+        let ws = field(&mut b, ctx::WS);
+        let out = field(&mut b, ctx::OUT);
+        let tokens = b.ins().imul(batch, seq);
+        let tok_bytes = b.ins().imul_imm_s(tokens, 4);
+        let bufs: Vec<Value> = program
+            .buffers
+            .iter()
+            .enumerate()
+            .map(|(i, buf)| {
+                if i == program.output {
+                    out
+                } else {
+                    let o = b.ins().imul_imm_s(tok_bytes, buf.offset as i64);
+                    b.ins().iadd(ws, o)
+                }
+            })
+            .collect();
+        let so = b
+            .ins()
+            .imul_imm_s(tok_bytes, program.ws_per_token as i64 - 1);
+        let scratch = b.ins().iadd(ws, so);
+        let weights: Vec<Value> = wrefs
+            .iter()
+            .map(|&w| b.ins().symbol_value(types::I64, w))
+            .collect();
+        let rows = |r: Rows| match r {
+            Rows::Tokens => tokens,
+            Rows::Seqs => batch,
+        };
+        for (step, &fref) in program.steps.iter().zip(&frefs) {
+            let args: Vec<Value> = match *step {
+                Step::Embedding {
+                    out,
+                    word,
+                    pos,
+                    typ: t,
+                    ..
+                } => {
+                    let tw = t.map_or(weights[word], |t| weights[t]);
+                    vec![
+                        ids,
+                        typ,
+                        bufs[out],
+                        batch,
+                        seq,
+                        weights[word],
+                        weights[pos],
+                        tw,
+                    ]
+                }
+                Step::LayerNorm {
+                    x,
+                    out,
+                    gamma,
+                    beta,
+                    ..
+                } => {
+                    vec![
+                        bufs[x],
+                        bufs[out],
+                        rows(program.buffers[x].rows),
+                        weights[gamma],
+                        weights[beta],
+                    ]
+                }
+                Step::Linear { x, out, packed, .. } => vec![
+                    bufs[x],
+                    bufs[out],
+                    rows(program.buffers[x].rows),
+                    weights[packed],
+                ],
+                Step::Act { x, out, .. } => vec![bufs[x], bufs[out], rows(program.buffers[x].rows)],
+                Step::Add { a, b: bb, out } => {
+                    vec![bufs[a], bufs[bb], bufs[out], rows(program.buffers[a].rows)]
+                }
+                Step::Attention { q, k, v, out, .. } => vec![
+                    bufs[q], bufs[k], bufs[v], bufs[out], mask, scratch, batch, seq,
+                ],
+                Step::Cls { x, out } => vec![bufs[x], bufs[out], batch, seq],
+                Step::MeanPool { x, out } => vec![bufs[x], bufs[out], mask, batch, seq],
+            };
+            b.ins().call(fref, &args);
+        }
+        b.ins().return_(&[]);
+        b.finalize(fe);
+    }
+    instructions += fctx.func.dfg.num_insts();
+    module
+        .define_function(fwd, &mut fctx)
+        .map_err(|e| CodegenError::Cranelift(format!("forward: {e:?}")))?;
+    module.clear_context(&mut fctx);
+    let product = module.finish();
+    let object = product.emit().map_err(cl_err)?;
+    Ok(Compiled {
+        object,
+        program,
+        uses_avx2: cfg.avx2,
+        instructions,
+    })
+}
+
+/// A key that identifies a kernel's code (constants, not buffers), and its argument count.
+fn kernel_key(step: &Step, p: &Program) -> (String, usize) {
+    let w = |b: usize| p.buffers[b].width;
+    match step {
+        Step::Embedding {
+            positions,
+            types,
+            width,
+            ..
+        } => (format!("emb {positions:?} {types:?} {width}"), 8),
+        Step::LayerNorm { x, eps, .. } => (format!("ln {} {eps:e}", w(*x)), 5),
+        Step::Linear { k, n, .. } => (format!("linear {k} {n}"), 4),
+        Step::Act { x, act, .. } => (format!("act {act:?} {}", w(*x)), 3),
+        Step::Add { a, .. } => (format!("add {}", w(*a)), 4),
+        Step::Attention {
+            q,
+            v,
+            heads,
+            scale,
+            masked,
+            ..
+        } => (
+            format!("attn {} {} {heads} {scale:e} {masked}", w(*q), w(*v)),
+            8,
+        ),
+        Step::Cls { x, .. } => (format!("cls {}", w(*x)), 4),
+        Step::MeanPool { x, .. } => (format!("mean {}", w(*x)), 5),
+    }
+}
+
+fn emit_step(
+    e: &mut Emit,
+    step: &Step,
+    p: &Program,
+    a: &[Value],
+    cfg: &Cfg,
+    micro: &[cranelift_codegen::ir::FuncRef],
+) {
+    let w = |b: usize| p.buffers[b].width;
+    match step {
+        Step::Embedding {
+            positions,
+            types,
+            width,
+            ..
+        } => kernels::embedding(
+            e,
+            [a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]],
+            *positions,
+            *types,
+            *width,
+        ),
+        Step::LayerNorm { x, eps, .. } => {
+            kernels::layer_norm(e, [a[0], a[1], a[2], a[3], a[4]], w(*x), *eps)
+        }
+        Step::Linear { k, n, .. } => {
+            if cfg.avx2 {
+                linear_avx2(e, [a[0], a[1], a[2], a[3]], *k, *n, micro);
+            } else {
+                kernels::linear_portable(e, [a[0], a[1], a[2], a[3]], *k, *n, cfg.regs);
+            }
+        }
+        Step::Act { x, act, .. } => kernels::activation(e, [a[0], a[1], a[2]], w(*x), *act),
+        Step::Add { a: x, .. } => kernels::add(e, [a[0], a[1], a[2], a[3]], w(*x)),
+        Step::Attention {
+            q,
+            v,
+            heads,
+            scale,
+            masked,
+            ..
+        } => {
+            let shape = kernels::AttnShape {
+                heads: *heads,
+                wq: w(*q),
+                dq: w(*q) / heads,
+                wv: w(*v),
+                dv: w(*v) / heads,
+                scale: *scale,
+                masked: *masked,
+            };
+            kernels::attention(e, [a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]], &shape)
+        }
+        Step::Cls { x, .. } => kernels::cls(e, [a[0], a[1], a[2], a[3]], w(*x)),
+        Step::MeanPool { x, .. } => kernels::mean_pool(e, [a[0], a[1], a[2], a[3], a[4]], w(*x)),
+    }
+}
+
+/// The GEMM driver around the AVX2 microkernels: 6-row tiles over full panels, a call of the
+/// right smaller kernel for the remaining rows, and a stack tile for a partial last panel.
+fn linear_avx2(
+    e: &mut Emit,
+    [x, out, rows, packed]: [Value; 4],
+    k: usize,
+    n: usize,
+    micro: &[cranelift_codegen::ir::FuncRef],
+) {
+    let panels = n.div_ceil(PANEL);
+    let lda = e.i(k as i64 * 4);
+    let ldc = e.i(n as i64 * 4);
+    let kk = e.i(k as i64);
+    let tile = e.b.create_sized_stack_slot(StackSlotData::new(
+        StackSlotKind::ExplicitSlot,
+        (6 * PANEL * 4) as u32,
+        6,
+    ));
+    let tile_ld = e.i((PANEL * 4) as i64);
+    for p in 0..panels {
+        let bp =
+            e.b.ins()
+                .iadd_imm_s(packed, (p * PANEL * (k + 1) * 4) as i64);
+        let ncols = (n - p * PANEL).min(PANEL);
+        let cbase = e.b.ins().iadd_imm_s(out, (p * PANEL * 4) as i64);
+        let full = e.b.ins().udiv_imm_u(rows, 6);
+        let full = e.b.ins().imul_imm_s(full, 6);
+        // calls kernel `mr` (1..=6, known here) for the rows starting at r
+        let call = |e: &mut Emit, r: Value, mr: usize| {
+            let a = e.addr(x, r, k as i64 * 4);
+            if ncols == PANEL {
+                let c = e.addr(cbase, r, n as i64 * 4);
+                e.b.ins().call(micro[mr - 1], &[a, lda, bp, c, ldc, kk]);
+            } else {
+                let t = e.b.ins().stack_addr(types::I64, tile, 0);
+                e.b.ins().call(micro[mr - 1], &[a, lda, bp, t, tile_ld, kk]);
+                for i in 0..mr {
+                    let ri = e.b.ins().iadd_imm_s(r, i as i64);
+                    let c = e.addr(cbase, ri, n as i64 * 4);
+                    for j in 0..ncols {
+                        let v = e.b.ins().stack_load(
+                            types::I64,
+                            types::F32,
+                            tile,
+                            ((i * PANEL + j) * 4) as i32,
+                        );
+                        e.b.ins().store(emit::mem(), v, c, (j * 4) as i32);
+                    }
+                }
+            }
+        };
+        let z = e.i(0);
+        e.for_range(z, full, 6, |e, r| call(e, r, 6));
+        let rem = e.b.ins().isub(rows, full);
+        for mr in 1..6 {
+            let is = e.b.ins().icmp_imm_s(
+                cranelift_codegen::ir::condcodes::IntCC::Equal,
+                rem,
+                mr as i64,
+            );
+            e.if_nonzero(is, |e| call(e, full, mr));
+        }
+    }
+}

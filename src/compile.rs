@@ -1,0 +1,271 @@
+//! `bertc compile`: raise, select the output, generate the object, and package it with the
+//! target's C compiler as an executable, a static or shared library with its header, or an
+//! object with its header.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use bertc_compiler::codegen::{self, shim};
+use bertc_passes::{select_output, OutputKind};
+use bertc_targets::{Arch, Target};
+
+use crate::CliError;
+
+/// What `bertc compile` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Emit {
+    Exe,
+    Staticlib,
+    Sharedlib,
+    Obj,
+}
+
+pub struct Options {
+    pub model: PathBuf,
+    pub out: PathBuf,
+    pub emit: Emit,
+    pub target: Option<String>,
+    pub cpu: Option<String>,
+    pub output: OutputKind,
+    pub max_seq: Option<usize>,
+    pub name: Option<String>,
+    pub quiet: bool,
+}
+
+/// The files a compile produced.
+pub struct Produced {
+    pub files: Vec<PathBuf>,
+}
+
+/// A C identifier from a file stem: letters, digits and `_`, not starting with a digit.
+fn c_name(stem: &str) -> String {
+    let mut s: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) {
+        s.insert_str(0, "m_");
+    }
+    s
+}
+
+fn run_tool(cmd: &mut Command, what: &str, target: &Target) -> Result<(), CliError> {
+    let program = cmd.get_program().to_string_lossy().to_string();
+    let out = cmd.output().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            CliError::Input(format!(
+                "{what}: '{program}' not found; {} needs it (Debian packages: {})",
+                target.triple,
+                target.cc_packages()
+            ))
+        } else {
+            CliError::Io {
+                what: format!("{what}: {program}"),
+                source: e,
+            }
+        }
+    })?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let first = err
+            .lines()
+            .find(|l| l.contains("error"))
+            .or_else(|| err.lines().next())
+            .unwrap_or("");
+        return Err(CliError::Input(format!(
+            "{what}: {program} failed: {}",
+            first.trim()
+        )));
+    }
+    Ok(())
+}
+
+fn cpu_checks(t: &Target) -> Vec<&'static str> {
+    if t.arch != Arch::X86_64 {
+        return vec![];
+    }
+    [
+        "sse3", "ssse3", "sse4.1", "sse4.2", "avx", "avx2", "fma", "avx512f", "avx512bw",
+        "avx512dq", "avx512vl",
+    ]
+    .into_iter()
+    .filter(|f| t.has(f))
+    .collect()
+}
+
+pub fn compile(o: &Options) -> Result<Produced, CliError> {
+    let start = Instant::now();
+    let target = match &o.target {
+        Some(t) => Target::with_cpu(t, o.cpu.as_deref()),
+        None => Target::with_cpu(&Target::host().triple, o.cpu.as_deref()),
+    }
+    .map_err(|e| CliError::Input(e.to_string()))?;
+    let (mut g, reports) = crate::load_raised(&o.model)?;
+    select_output(&mut g, o.output)?;
+    if let Some(m) = o.max_seq {
+        let model_max = g.max_seq.unwrap_or(usize::MAX);
+        if m == 0 || m > model_max {
+            return Err(CliError::Input(format!(
+                "--max-seq {m}: must be between 1 and the model's maximum of {model_max}"
+            )));
+        }
+        g.max_seq = Some(m);
+    }
+    let stem = o
+        .out
+        .file_name()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    if stem.is_empty() {
+        return Err(CliError::Input(format!(
+            "-o {}: not a file name",
+            o.out.display()
+        )));
+    }
+    let name = c_name(o.name.as_deref().unwrap_or(&stem));
+    let dir = o
+        .out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .to_path_buf();
+    let compiled = codegen::compile(&g, &target, &name)
+        .map_err(|e| CliError::Input(format!("{}: {e}", o.model.display())))?;
+    let mut cpu = cpu_checks(&target);
+    if !compiled.uses_avx2 {
+        cpu.retain(|f| !f.starts_with("avx512") || target.has(f));
+    }
+    let kind = o.output.to_string();
+    let source = o
+        .model
+        .file_name()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let info = shim::ShimInfo {
+        name: &name,
+        output_kind: &kind,
+        cpu_features: cpu,
+        target: &target.triple,
+        source: &source,
+    };
+    let header = shim::header(&compiled.program, &info);
+
+    let tmp = std::env::temp_dir().join(format!("bertc-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| CliError::Io {
+        what: tmp.display().to_string(),
+        source: e,
+    })?;
+    let write = |file: &str, data: &[u8]| {
+        std::fs::write(tmp.join(file), data).map_err(|e| CliError::Io {
+            what: tmp.join(file).display().to_string(),
+            source: e,
+        })
+    };
+    let (obj, glue, main, h) = (
+        format!("{name}_model.o"),
+        format!("{name}_glue.c"),
+        format!("{name}_main.c"),
+        format!("{name}.h"),
+    );
+    write(&obj, &compiled.object)?;
+    write(&h, header.as_bytes())?;
+    write(&glue, shim::glue(&compiled.program, &info).as_bytes())?;
+    let cc = target.cc();
+    let cross = !target.is_host_arch();
+    let cflags = ["-O2", "-std=gnu11", "-fPIC", "-fno-ident"];
+    let cmd = |prog: &str| {
+        let mut c = Command::new(prog);
+        c.current_dir(&tmp);
+        c
+    };
+    let mut produced = Vec::new();
+    let mut copy_out = |from: &str, to: PathBuf| -> Result<(), CliError> {
+        std::fs::copy(tmp.join(from), &to).map_err(|e| CliError::Io {
+            what: to.display().to_string(),
+            source: e,
+        })?;
+        produced.push(to);
+        Ok(())
+    };
+    match o.emit {
+        Emit::Exe => {
+            write(&main, shim::main_c(&info).as_bytes())?;
+            let mut c = cmd(cc);
+            c.args(cflags).args(["-o", "a.out", &main, &glue, &obj]);
+            if cross {
+                c.arg("-static");
+            }
+            run_tool(&mut c, "link", &target)?;
+            copy_out("a.out", o.out.clone())?;
+        }
+        Emit::Staticlib | Emit::Obj => {
+            run_tool(
+                cmd(cc).args(cflags).args(["-c", &glue, "-o", "glue.o"]),
+                "compile the glue",
+                &target,
+            )?;
+            if o.emit == Emit::Staticlib {
+                let ar = if cross {
+                    format!("{}-ar", cc.trim_end_matches("-gcc"))
+                } else {
+                    "ar".into()
+                };
+                run_tool(
+                    cmd(&ar).args(["rcsD", "lib.a", &obj, "glue.o"]),
+                    "archive",
+                    &target,
+                )?;
+                copy_out("lib.a", dir.join(format!("lib{stem}.a")))?;
+            } else {
+                run_tool(
+                    cmd(cc).args(["-r", "-nostdlib", "-o", "all.o", &obj, "glue.o"]),
+                    "link the object",
+                    &target,
+                )?;
+                copy_out("all.o", dir.join(format!("{stem}.o")))?;
+            }
+            copy_out(&h, dir.join(format!("{stem}.h")))?;
+        }
+        Emit::Sharedlib => {
+            run_tool(
+                cmd(cc)
+                    .args(cflags)
+                    .args(["-shared", "-o", "lib.so", &glue, &obj]),
+                "link the shared library",
+                &target,
+            )?;
+            copy_out("lib.so", dir.join(format!("lib{stem}.so")))?;
+            copy_out(&h, dir.join(format!("{stem}.h")))?;
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    if !o.quiet {
+        for r in &reports {
+            eprintln!("      {r}");
+        }
+        let p = &compiled.program;
+        eprintln!(
+            "   Compiled {} for {} in {:.2}s: {} kernels steps, {} weights ({:.1} MB), {} Cranelift instructions{}",
+            o.model.display(),
+            target,
+            start.elapsed().as_secs_f64(),
+            p.steps.len(),
+            p.weights.len(),
+            p.weights.iter().map(|w| w.data.len() * 4).sum::<usize>() as f64 / 1e6,
+            compiled.instructions,
+            if compiled.uses_avx2 { ", AVX2 GEMM microkernels" } else { "" }
+        );
+        for f in &produced {
+            eprintln!("    Wrote {}", f.display());
+        }
+    }
+    Ok(Produced { files: produced })
+}
