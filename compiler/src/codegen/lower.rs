@@ -446,14 +446,16 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
                     out: l.new_buf(n)?,
                 }
             }
-            other => return Err(unsupported(
-                g,
-                n,
-                format!(
+            other => {
+                return Err(unsupported(
+                    g,
+                    n,
+                    format!(
                     "op '{}' has no code generator (raising left it in the graph; see `bertc ir`)",
                     other.mnemonic()
                 ),
-            )),
+                ))
+            }
         };
         let idx = l.p.steps.len();
         for o in ops {

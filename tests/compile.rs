@@ -1,0 +1,366 @@
+//! `bertc compile`: executables for every shared model and output kind against the PyTorch
+//! references, byte-identical artifacts, libc-only dependencies, and the error cases.
+
+mod common;
+
+use common::*;
+use serde_json::Value as Json;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const TOL: f32 = 1e-4;
+
+fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("bertc-compile-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn bertc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bertc"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn compile(model: &Path, out: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "compile",
+        model.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+    ];
+    args.extend_from_slice(extra);
+    let o = bertc(&args);
+    assert!(
+        o.status.success(),
+        "bertc {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+pub fn run_with(cmd: &mut Command, stdin: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn lines(j: &Json) -> String {
+    j.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Runs an executable on a reference case; returns its output, one vector per line.
+fn run_case(exe: &[String], case: &Json, dir: &Path, batch: usize) -> Vec<Vec<f32>> {
+    std::fs::write(dir.join("mask.txt"), lines(&case["attention_mask"])).unwrap();
+    let mut cmd = Command::new(&exe[0]);
+    cmd.args(&exe[1..]);
+    cmd.args([
+        "--mask",
+        dir.join("mask.txt").to_str().unwrap(),
+        "--batch",
+        &batch.to_string(),
+    ]);
+    if let Some(t) = case.get("token_type_ids") {
+        if t.as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| r.as_array().unwrap())
+            .any(|v| v.as_i64() != Some(0))
+        {
+            std::fs::write(dir.join("types.txt"), lines(t)).unwrap();
+            cmd.args(["--type-ids", dir.join("types.txt").to_str().unwrap()]);
+        }
+    }
+    let o = run_with(&mut cmd, &lines(&case["input_ids"]));
+    assert!(
+        o.status.success(),
+        "{exe:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').map(|v| v.parse::<f32>().unwrap()).collect())
+        .collect()
+}
+
+/// Compares an executable's output for every case with the reference of `kind`.
+pub fn check_exe(exe: &[String], name: &str, kind: &str, dir: &Path) -> f32 {
+    let r = reference(name);
+    let mut worst = 0f32;
+    for case in r["cases"].as_array().unwrap() {
+        let (_, mask) = ints2(&case["attention_mask"]);
+        let batch = case["input_ids"].as_array().unwrap().len();
+        let got = run_case(exe, case, dir, batch);
+        let lhs = floats(&case["last_hidden_state"]);
+        let width = lhs.len() / mask.len();
+        let seq = mask.len() / batch;
+        let (want, per_token): (Vec<f32>, bool) = match kind {
+            "last_hidden_state" => (lhs.clone(), true),
+            "mean" => (floats(&case["mean_pooled"]), false),
+            "pooler" => (floats(&case["pooler_output"]), false),
+            "logits" => (floats(&case["logits"]), false),
+            "cls" => (
+                lhs.chunks(width * seq)
+                    .flat_map(|s| s[..width].to_vec())
+                    .collect(),
+                false,
+            ),
+            _ => unreachable!(),
+        };
+        let got: Vec<f32> = got.concat();
+        let w = if per_token { width } else { want.len() / batch };
+        let err = max_err(&got, &want, per_token.then_some(&mask[..]), w);
+        assert!(err <= TOL, "{name} {} {kind}: {err}", case["name"]);
+        worst = worst.max(err);
+    }
+    worst
+}
+
+fn kinds(name: &str) -> Vec<&'static str> {
+    let mut k = vec!["last_hidden_state", "mean", "cls"];
+    let r = reference(name);
+    if r["cases"][0].get("pooler_output").is_some() {
+        k.push("pooler");
+    }
+    if r["cases"][0].get("logits").is_some() {
+        k.push("logits");
+    }
+    k
+}
+
+#[test]
+fn executables_match_the_references() {
+    let dir = scratch("exe");
+    for name in RANDOM_MODELS {
+        for (fmt, path) in [
+            ("onnx", model_dir(name).join("model.onnx")),
+            ("hf", model_dir(name)),
+        ] {
+            for kind in kinds(name) {
+                if fmt == "hf" && !["last_hidden_state", "pooler", "logits"].contains(&kind) {
+                    continue;
+                }
+                let exe = dir.join(format!("{name}-{fmt}-{kind}"));
+                compile(&path, &exe, &["--output", kind]);
+                let err = check_exe(&[exe.to_str().unwrap().to_string()], name, kind, &dir);
+                eprintln!("{name} {fmt} {kind}: max abs error {err:.2e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn minilm_executable_matches_the_reference() {
+    let dir = scratch("minilm");
+    let r = reference("all-MiniLM-L6-v2");
+    for (fmt, path) in [
+        ("onnx", model_dir("all-MiniLM-L6-v2").join("model.onnx")),
+        ("hf", minilm_hf_dir()),
+    ] {
+        let exe = dir.join(format!("minilm-{fmt}"));
+        let t = std::time::Instant::now();
+        compile(&path, &exe, &["--output", "mean"]);
+        eprintln!(
+            "minilm {fmt}: compiled in {:.2}s",
+            t.elapsed().as_secs_f64()
+        );
+        let b = &r["batched"];
+        std::fs::write(dir.join("mask.txt"), lines(&b["attention_mask"])).unwrap();
+        let o = run_with(
+            Command::new(&exe).args([
+                "--mask",
+                dir.join("mask.txt").to_str().unwrap(),
+                "--batch",
+                "3",
+            ]),
+            &lines(&b["input_ids"]),
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let got: Vec<f32> = String::from_utf8(o.stdout)
+            .unwrap()
+            .split_whitespace()
+            .map(|v| v.parse().unwrap())
+            .collect();
+        let err = max_err(&got, &floats(&b["mean_pooled"]), None, 384);
+        eprintln!("minilm {fmt} mean: max abs error {err:.2e}");
+        assert!(err <= TOL);
+    }
+}
+
+#[test]
+fn artifacts_are_byte_identical_and_need_only_libc() {
+    let dir = scratch("same");
+    let model = model_dir("bert-small-random").join("model.onnx");
+    for emit in ["exe", "staticlib", "sharedlib", "obj"] {
+        let mut bytes = Vec::new();
+        for i in 0..2 {
+            let sub = dir.join(format!("{emit}{i}"));
+            std::fs::create_dir_all(&sub).unwrap();
+            compile(
+                &model,
+                &sub.join("m"),
+                &["--emit", emit, "--output", "logits"],
+            );
+            let file = match emit {
+                "exe" => "m",
+                "staticlib" => "libm.a",
+                "sharedlib" => "libm.so",
+                _ => "m.o",
+            };
+            bytes.push(std::fs::read(sub.join(file)).unwrap());
+            if emit != "exe" {
+                bytes.push(std::fs::read(sub.join("m.h")).unwrap());
+            }
+        }
+        let half = bytes.len() / 2;
+        assert!(
+            bytes[..half] == bytes[half..],
+            "{emit}: two compiles differ"
+        );
+    }
+    for f in [dir.join("exe0/m"), dir.join("sharedlib0/libm.so")] {
+        let o = Command::new("readelf")
+            .arg("-d")
+            .arg(&f)
+            .output()
+            .expect("readelf");
+        let text = String::from_utf8_lossy(&o.stdout);
+        let needed: Vec<&str> = text.lines().filter(|l| l.contains("(NEEDED)")).collect();
+        assert_eq!(needed.len(), 1, "{}: {needed:?}", f.display());
+        assert!(needed[0].contains("[libc.so.6]"), "{needed:?}");
+    }
+}
+
+#[test]
+fn the_header_is_stable() {
+    let dir = scratch("header");
+    compile(
+        &model_dir("bert-small-random").join("model.onnx"),
+        &dir.join("classifier"),
+        &["--emit", "staticlib", "--output", "logits"],
+    );
+    let h = std::fs::read_to_string(dir.join("classifier.h")).unwrap();
+    insta::assert_snapshot!("header-bert-small-random-logits", h);
+}
+
+fn fails(args: &[&str]) -> String {
+    let o = bertc(args);
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+    assert!(
+        !err.contains("panicked")
+            && err.trim_end().lines().count() == 1
+            && err.starts_with("error: "),
+        "{err}"
+    );
+    err
+}
+
+#[test]
+fn compile_errors_are_one_line() {
+    let dir = scratch("errors");
+    let model = model_dir("bert-micro-random").join("model.onnx");
+    let m = model.to_str().unwrap();
+    let out = dir.join("x");
+    let o = out.to_str().unwrap();
+    let e = fails(&[
+        "compile",
+        m,
+        "-o",
+        o,
+        "--target",
+        "sparc64-unknown-linux-gnu",
+    ]);
+    assert!(
+        e.contains("unknown target 'sparc64-unknown-linux-gnu'"),
+        "{e}"
+    );
+    let e = fails(&["compile", m, "-o", o, "--cpu", "pentium2"]);
+    assert!(e.contains("unknown cpu 'pentium2'"), "{e}");
+    let e = fails(&["compile", m, "-o", o, "--output", "logits"]);
+    assert!(e.contains("no classifier"), "{e}");
+    let e = fails(&["compile", m, "-o", o, "--max-seq", "4000"]);
+    assert!(e.contains("--max-seq 4000") && e.contains("128"), "{e}");
+    // a missing cross linker: run bertc with a PATH that has no C compilers
+    let empty = dir.join("empty-path");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bertc"))
+        .args([
+            "compile",
+            m,
+            "-o",
+            o,
+            "--target",
+            "aarch64-unknown-linux-gnu",
+        ])
+        .env("PATH", &empty)
+        .output()
+        .unwrap();
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        e.contains("'aarch64-linux-gnu-gcc' not found") && e.contains("gcc-aarch64-linux-gnu"),
+        "{e}"
+    );
+}
+
+#[test]
+fn executable_rejects_bad_input_lines() {
+    let dir = scratch("badexe");
+    let exe = dir.join("micro");
+    compile(&model_dir("bert-micro-random"), &exe, &[]);
+    let run = |stdin: &str, args: &[&str]| {
+        let o = run_with(Command::new(&exe).args(args), stdin);
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert_eq!(o.status.code(), Some(1), "{stdin:?}: {err}");
+        assert!(
+            err.starts_with("error: ") && err.trim_end().lines().count() == 1,
+            "{err}"
+        );
+        assert!(
+            o.stdout.is_empty(),
+            "nothing is printed before the input is checked"
+        );
+        err
+    };
+    assert!(run("2 73 3\n2 5000 3\n", &[]).contains("input line 2: token id 5000 is out of range"));
+    assert!(run("2 -4 3\n", &[]).contains("token id -4"));
+    assert!(run("2 x 3\n", &[]).contains("input line 1: 'x' is not an integer"));
+    assert!(run("2 3\n\n", &[]).contains("input line 2: empty sequence"));
+    assert!(run("2 99999999999 3\n", &[]).contains("is not an integer"));
+    let long = vec!["5"; 129].join(" ");
+    assert!(run(&long, &[]).contains("129 tokens, more than the model's maximum of 128"));
+    std::fs::write(dir.join("m.txt"), "1 2 1\n").unwrap();
+    assert!(
+        run("2 4 3\n", &["--mask", dir.join("m.txt").to_str().unwrap()])
+            .contains("value 2 is not 0 or 1")
+    );
+    assert!(run("2 4 3\n", &["--threads", "many"]).contains("--threads"));
+    assert!(run("2 4 3\n", &["--bogus", "1"]).contains("unknown argument '--bogus'"));
+}
