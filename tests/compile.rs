@@ -4,12 +4,8 @@
 mod common;
 
 use common::*;
-use serde_json::Value as Json;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-
-const TOL: f32 = 1e-4;
+use std::process::{Command, Output};
 
 fn scratch(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("bertc-compile-{}-{tag}", std::process::id()));
@@ -40,106 +36,6 @@ fn compile(model: &Path, out: &Path, extra: &[&str]) {
         "bertc {args:?}: {}",
         String::from_utf8_lossy(&o.stderr)
     );
-}
-
-pub fn run_with(cmd: &mut Command, stdin: &str) -> Output {
-    let mut child = cmd
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn lines(j: &Json) -> String {
-    j.as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            r.as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.to_string())
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// Runs an executable on a reference case; returns its output, one vector per line.
-fn run_case(exe: &[String], case: &Json, dir: &Path, batch: usize) -> Vec<Vec<f32>> {
-    std::fs::write(dir.join("mask.txt"), lines(&case["attention_mask"])).unwrap();
-    let mut cmd = Command::new(&exe[0]);
-    cmd.args(&exe[1..]);
-    cmd.args([
-        "--mask",
-        dir.join("mask.txt").to_str().unwrap(),
-        "--batch",
-        &batch.to_string(),
-    ]);
-    if let Some(t) = case.get("token_type_ids") {
-        if t.as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|r| r.as_array().unwrap())
-            .any(|v| v.as_i64() != Some(0))
-        {
-            std::fs::write(dir.join("types.txt"), lines(t)).unwrap();
-            cmd.args(["--type-ids", dir.join("types.txt").to_str().unwrap()]);
-        }
-    }
-    let o = run_with(&mut cmd, &lines(&case["input_ids"]));
-    assert!(
-        o.status.success(),
-        "{exe:?} failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| l.split(' ').map(|v| v.parse::<f32>().unwrap()).collect())
-        .collect()
-}
-
-/// Compares an executable's output for every case with the reference of `kind`.
-pub fn check_exe(exe: &[String], name: &str, kind: &str, dir: &Path) -> f32 {
-    let r = reference(name);
-    let mut worst = 0f32;
-    for case in r["cases"].as_array().unwrap() {
-        let (_, mask) = ints2(&case["attention_mask"]);
-        let batch = case["input_ids"].as_array().unwrap().len();
-        let got = run_case(exe, case, dir, batch);
-        let lhs = floats(&case["last_hidden_state"]);
-        let width = lhs.len() / mask.len();
-        let seq = mask.len() / batch;
-        let (want, per_token): (Vec<f32>, bool) = match kind {
-            "last_hidden_state" => (lhs.clone(), true),
-            "mean" => (floats(&case["mean_pooled"]), false),
-            "pooler" => (floats(&case["pooler_output"]), false),
-            "logits" => (floats(&case["logits"]), false),
-            "cls" => (
-                lhs.chunks(width * seq)
-                    .flat_map(|s| s[..width].to_vec())
-                    .collect(),
-                false,
-            ),
-            _ => unreachable!(),
-        };
-        let got: Vec<f32> = got.concat();
-        let w = if per_token { width } else { want.len() / batch };
-        let err = max_err(&got, &want, per_token.then_some(&mask[..]), w);
-        assert!(err <= TOL, "{name} {} {kind}: {err}", case["name"]);
-        worst = worst.max(err);
-    }
-    worst
 }
 
 fn kinds(name: &str) -> Vec<&'static str> {
@@ -363,4 +259,20 @@ fn executable_rejects_bad_input_lines() {
     );
     assert!(run("2 4 3\n", &["--threads", "many"]).contains("--threads"));
     assert!(run("2 4 3\n", &["--bogus", "1"]).contains("unknown argument '--bogus'"));
+}
+
+#[test]
+fn executables_check_the_cpu_at_start_up() {
+    let dir = scratch("cpu");
+    let exe = dir.join("v4");
+    compile(&model_dir("bert-micro-random"), &exe, &["--cpu", "x86-64-v4"]);
+    let o = run_with(&mut Command::new(&exe), "2 4 3\n");
+    let host_has_avx512 = bertc_targets::Target::host().has("avx512f");
+    if host_has_avx512 {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    } else {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1));
+        assert!(err.contains("compiled for a CPU with") && err.contains("avx512f") && err.contains("lacks"), "{err}");
+    }
 }
