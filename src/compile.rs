@@ -33,11 +33,6 @@ pub struct Options {
     pub quiet: bool,
 }
 
-/// The files a compile produced.
-pub struct Produced {
-    pub files: Vec<PathBuf>,
-}
-
 /// A C identifier from a file stem: letters, digits and `_`, not starting with a digit.
 fn c_name(stem: &str) -> String {
     let mut s: String = stem
@@ -100,7 +95,7 @@ fn cpu_checks(t: &Target) -> Vec<&'static str> {
     .collect()
 }
 
-pub fn compile(o: &Options) -> Result<Produced, CliError> {
+pub fn compile(o: &Options) -> Result<Vec<PathBuf>, CliError> {
     let start = Instant::now();
     let target = match &o.target {
         Some(t) => Target::with_cpu(t, o.cpu.as_deref()),
@@ -267,5 +262,5 @@ pub fn compile(o: &Options) -> Result<Produced, CliError> {
             eprintln!("    Wrote {}", f.display());
         }
     }
-    Ok(Produced { files: produced })
+    Ok(produced)
 }

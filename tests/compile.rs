@@ -265,7 +265,11 @@ fn executable_rejects_bad_input_lines() {
 fn executables_check_the_cpu_at_start_up() {
     let dir = scratch("cpu");
     let exe = dir.join("v4");
-    compile(&model_dir("bert-micro-random"), &exe, &["--cpu", "x86-64-v4"]);
+    compile(
+        &model_dir("bert-micro-random"),
+        &exe,
+        &["--cpu", "x86-64-v4"],
+    );
     let o = run_with(&mut Command::new(&exe), "2 4 3\n");
     let host_has_avx512 = bertc_targets::Target::host().has("avx512f");
     if host_has_avx512 {
@@ -273,6 +277,11 @@ fn executables_check_the_cpu_at_start_up() {
     } else {
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(1));
-        assert!(err.contains("compiled for a CPU with") && err.contains("avx512f") && err.contains("lacks"), "{err}");
+        assert!(
+            err.contains("compiled for a CPU with")
+                && err.contains("avx512f")
+                && err.contains("lacks"),
+            "{err}"
+        );
     }
 }

@@ -25,12 +25,26 @@ fn cross(triple: &str, cpu: Option<&str>, qemu: &[&str]) {
         ("electra-micro-random", "cls"),
     ] {
         let exe = dir.join(name);
-        let mut args: Vec<String> = vec!["compile".into(), model_dir(name).to_str().unwrap().into(), "-o".into(), exe.to_str().unwrap().into()];
-        args.extend(["--target".into(), triple.into(), "--output".into(), kind.into(), "-q".into()]);
+        let mut args: Vec<String> = vec![
+            "compile".into(),
+            model_dir(name).to_str().unwrap().into(),
+            "-o".into(),
+            exe.to_str().unwrap().into(),
+        ];
+        args.extend([
+            "--target".into(),
+            triple.into(),
+            "--output".into(),
+            kind.into(),
+            "-q".into(),
+        ]);
         if let Some(c) = cpu {
             args.extend(["--cpu".into(), c.into()]);
         }
-        let o = Command::new(env!("CARGO_BIN_EXE_bertc")).args(&args).output().unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_bertc"))
+            .args(&args)
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         let mut runner: Vec<String> = qemu.iter().map(|s| s.to_string()).collect();
         runner.push(exe.to_str().unwrap().into());
@@ -46,7 +60,11 @@ fn aarch64_under_qemu() {
 
 #[test]
 fn riscv64_scalar_under_qemu() {
-    cross("riscv64gc-unknown-linux-gnu", None, &["qemu-riscv64-static", "-cpu", "rv64"]);
+    cross(
+        "riscv64gc-unknown-linux-gnu",
+        None,
+        &["qemu-riscv64-static", "-cpu", "rv64"],
+    );
 }
 
 #[test]
@@ -54,6 +72,10 @@ fn riscv64_vector_under_qemu() {
     cross(
         "riscv64gc-unknown-linux-gnu",
         Some("rv64gcv"),
-        &["qemu-riscv64-static", "-cpu", "rv64,v=true,vlen=128,elen=64,vext_spec=v1.0"],
+        &[
+            "qemu-riscv64-static",
+            "-cpu",
+            "rv64,v=true,vlen=128,elen=64,vext_spec=v1.0",
+        ],
     );
 }

@@ -3,6 +3,10 @@
 //! token-id text format every bertc program reads, and pooling helpers. This crate never
 //! depends on the compiler or on Cranelift.
 
+mod artifact;
+
+pub use artifact::{Api, Artifact, Model};
+
 use std::path::Path;
 
 /// Errors of the runtime helpers.
@@ -12,6 +16,10 @@ pub enum RuntimeError {
     Tokenizer { file: String, msg: String },
     #[error("cannot tokenize {text:?}: {msg}")]
     Encode { text: String, msg: String },
+    #[error("{file}: {msg}")]
+    Artifact { file: String, msg: String },
+    #[error("{0}")]
+    Run(String),
     #[error("{source_name} line {line}: {msg}")]
     Parse {
         source_name: String,

@@ -213,4 +213,3 @@ pub fn check_exe(exe: &[String], name: &str, kind: &str, dir: &Path) -> f32 {
     }
     worst
 }
-

@@ -3,7 +3,7 @@
 //! without `v`), and the math functions the kernels need (`exp`, `erf`, `tanh`) as
 //! branch-free polynomial approximations.
 
-use cranelift_codegen::ir::condcodes::{FloatCC, IntCC};
+use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, Endianness, InstBuilder, MemFlagsData, Type, Value};
 use cranelift_frontend::{FunctionBuilder, Variable};
 
@@ -44,13 +44,6 @@ impl<'a> Emit<'a> {
         match s {
             Shape::Vector => self.vty(),
             Shape::Scalar => types::F32,
-        }
-    }
-
-    pub fn width(&self, s: Shape) -> usize {
-        match s {
-            Shape::Vector => self.lanes,
-            Shape::Scalar => 1,
         }
     }
 
@@ -149,13 +142,6 @@ impl<'a> Emit<'a> {
         self.b.seal_block(header);
         self.b.switch_to_block(exit);
         self.b.seal_block(exit);
-    }
-
-    /// `for i in 0..n` with a constant bound.
-    pub fn for_n(&mut self, n: usize, body: impl FnMut(&mut Self, Value)) {
-        let z = self.i(0);
-        let e = self.i(n as i64);
-        self.for_range(z, e, 1, body);
     }
 
     /// Runs `then` when `cond` (an integer) is non-zero.
@@ -337,10 +323,5 @@ impl<'a> Emit<'a> {
         let m = self.b.ins().fmax(ax, tiny);
         let sign = self.b.ins().fdiv(x, m);
         self.b.ins().fmul(y, sign)
-    }
-
-    /// `x > y` for scalars, as an i8 condition.
-    pub fn fgt(&mut self, x: Value, y: Value) -> Value {
-        self.b.ins().fcmp(FloatCC::GreaterThan, x, y)
     }
 }

@@ -64,7 +64,7 @@ fn isa_for(
     let mut flags = settings::builder();
     flags.set("opt_level", "none").map_err(cl_err)?;
     flags.set("is_pic", "true").map_err(cl_err)?;
-    let triple = target_lexicon::Triple::from_str(&target.triple.replace("riscv64gc", "riscv64gc"))
+    let triple = target_lexicon::Triple::from_str(&target.triple)
         .map_err(|e| CodegenError::Cranelift(format!("triple '{}': {e}", target.triple)))?;
     let mut isa = cranelift_codegen::isa::lookup(triple).map_err(cl_err)?;
     let cfg = match target.arch {

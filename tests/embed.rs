@@ -1,0 +1,180 @@
+//! Programs that embed a compiled model: the C example (static library), the Python example
+//! (ctypes on the shared library), the Rust example and `bertc-runtime` (dlopen), each against
+//! the PyTorch references.
+
+mod common;
+
+use bertc_runtime::Artifact;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+
+fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("bertc-embed-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
+}
+
+fn compile(model: &Path, out: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "compile",
+        model.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+    ];
+    args.extend_from_slice(extra);
+    let o = Command::new(env!("CARGO_BIN_EXE_bertc"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+fn single() -> (Vec<i64>, Vec<f32>, String) {
+    let r = reference("bert-micro-random");
+    let c = &r["cases"][0];
+    let (_, ids) = ints2(&c["input_ids"]);
+    (
+        ids,
+        floats(&c["mean_pooled"]),
+        c["texts"][0].as_str().unwrap().to_string(),
+    )
+}
+
+fn parse(s: &[u8]) -> Vec<f32> {
+    String::from_utf8_lossy(s)
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn c_program_with_the_static_library() {
+    let out = scratch("c");
+    let o = Command::new(root().join("examples/embed-c/build.sh"))
+        .env("BERTC", env!("CARGO_BIN_EXE_bertc"))
+        .env("OUT", &out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let (ids, want, _) = single();
+    let args: Vec<String> = ids.iter().map(|v| v.to_string()).collect();
+    let o = Command::new(out.join("embed"))
+        .args(&args)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = max_err(&parse(&o.stdout), &want, None, want.len());
+    assert!(err <= TOL, "{err}");
+}
+
+#[test]
+fn python_with_ctypes() {
+    let out = scratch("py");
+    compile(
+        &root().join("examples/bert-micro-random"),
+        &out.join("encoder"),
+        &["--emit", "sharedlib", "--output", "mean"],
+    );
+    let (ids, want, _) = single();
+    let line = ids
+        .iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let o = run_with(
+        Command::new("python3")
+            .arg(root().join("examples/python/embed.py"))
+            .arg(out.join("libencoder.so"))
+            .arg("encoder"),
+        &format!("{line}\n{line}\n"),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert_eq!(text.lines().count(), 2);
+    for l in text.lines() {
+        let err = max_err(&parse(l.as_bytes()), &want, None, want.len());
+        assert!(err <= TOL, "{err}");
+    }
+}
+
+#[test]
+fn rust_example_through_the_runtime() {
+    let out = scratch("rust");
+    compile(
+        &root().join("examples/bert-micro-random"),
+        &out.join("encoder"),
+        &["--emit", "sharedlib", "--output", "mean"],
+    );
+    // the example binary is built beside this test's binary (cargo test --workspace)
+    let exe = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .join("embed-rust");
+    assert!(
+        exe.exists(),
+        "{} is not built: run the tests with --workspace",
+        exe.display()
+    );
+    let (_, want, text) = single();
+    let o = Command::new(exe)
+        .arg(out.join("libencoder.so"))
+        .arg("encoder")
+        .arg(root().join("examples/bert-micro-random/tokenizer.json"))
+        .arg(&text)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let unit = bertc_runtime::l2_normalize(&want);
+    let err = max_err(&parse(&o.stdout), &unit, None, unit.len());
+    assert!(err <= TOL, "{err}");
+}
+
+#[test]
+fn runtime_runs_a_padded_batch_and_reports_errors() {
+    let out = scratch("runtime");
+    let name = "bert-small-random";
+    compile(
+        &model_dir(name).join("model.onnx"),
+        &out.join("cls3"),
+        &["--emit", "sharedlib", "--output", "logits"],
+    );
+    let art = Arc::new(Artifact::open(&out.join("libcls3.so"), "cls3").unwrap());
+    let mut m = art.model(1).unwrap();
+    let r = reference(name);
+    let c = &r["cases"][1];
+    let (shape, ids) = ints2(&c["input_ids"]);
+    let (_, mask) = ints2(&c["attention_mask"]);
+    let i32s = |v: &[i64]| v.iter().map(|&x| x as i32).collect::<Vec<_>>();
+    let got = m
+        .run(&i32s(&ids), Some(&i32s(&mask)), None, shape[0], shape[1])
+        .unwrap();
+    let err = max_err(&got, &floats(&c["logits"]), None, 3);
+    assert!(err <= TOL, "{err}");
+    let e = m.run(&[2, 99999, 3], None, None, 1, 3).unwrap_err();
+    assert_eq!(e.to_string(), "a token id is out of the vocabulary");
+    let e = m.run(&[2, 5, 3], Some(&[1, 2, 1]), None, 1, 3).unwrap_err();
+    assert_eq!(e.to_string(), "an attention mask value is not 0 or 1");
+    let long = vec![5; 257];
+    let e = m.run(&long, None, None, 1, 257).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "the sequence is longer than the model's maximum"
+    );
+    let e = m.run(&[2, 5], None, None, 1, 3).unwrap_err();
+    assert!(e.to_string().contains("ids has 2 values"), "{e}");
+    let e = Artifact::open(&out.join("libcls3.so"), "other")
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("no symbol 'other_create'"), "{e}");
+}
