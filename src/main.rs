@@ -1,6 +1,7 @@
 //! `bertc`, the driver: parses the command line, loads models through the importers, runs the
 //! passes and the interpreter, and reports errors in one line with their context.
 
+mod bench;
 mod compile;
 mod inputs;
 mod inspect;
@@ -101,6 +102,38 @@ Examples:
         /// Print nothing on success.
         #[arg(short, long)]
         quiet: bool,
+    },
+    /// Measure generated code: the GEMM kernel (--gemm) or whole inferences of a model.
+    #[command(after_help = "\
+Examples:
+  bertc bench --gemm 128x768x768             # GFLOP/s of the GEMM kernel, one thread, vs the FMA peak
+  bertc bench model.onnx --batch 1 --seq 128 # compile to a shared library and time inferences
+  bertc bench libmodel.so --name model --batch 8 --seq 128 --ragged")]
+    Bench {
+        /// A model (.onnx or Hugging Face folder) or a compiled shared library (.so).
+        model: Option<PathBuf>,
+        /// Time the GEMM kernel on an MxKxN problem instead of a model.
+        #[arg(long)]
+        gemm: Option<String>,
+        /// Symbol prefix of a .so artifact.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, default_value = "1")]
+        batch: usize,
+        #[arg(long, default_value = "128")]
+        seq: usize,
+        /// Sequence i of the batch has (i+1)*seq/batch real tokens, the rest padding.
+        #[arg(long)]
+        ragged: bool,
+        /// Worker threads (0: all cores).
+        #[arg(long, default_value = "0")]
+        threads: i32,
+        /// Timed runs (after 3 warm-up runs).
+        #[arg(long, default_value = "30")]
+        runs: usize,
+        /// CPU model for the generated code (default: this machine's).
+        #[arg(long)]
+        cpu: Option<String>,
     },
     /// Print a model's architecture, sizes, parameters and op counts.
     #[command(
@@ -205,6 +238,45 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
                 name,
                 quiet,
             })?;
+        }
+        Cmd::Bench {
+            model,
+            gemm,
+            name,
+            batch,
+            seq,
+            ragged,
+            threads,
+            runs,
+            cpu,
+        } => {
+            let runs = runs.max(1);
+            let text = match (gemm, model) {
+                (Some(g), None) => bench::gemm(&g, cpu.as_deref(), runs)?,
+                (None, Some(model)) => {
+                    if batch == 0 || seq == 0 {
+                        return Err(CliError::Input(
+                            "--batch and --seq must be at least 1".into(),
+                        ));
+                    }
+                    bench::model(&bench::ModelBench {
+                        model,
+                        name,
+                        batch,
+                        seq,
+                        ragged,
+                        threads,
+                        runs,
+                        cpu,
+                    })?
+                }
+                _ => {
+                    return Err(CliError::Input(
+                        "give a MODEL or --gemm MxKxN (not both)".into(),
+                    ))
+                }
+            };
+            out.write_all(text.as_bytes()).map_err(io_err)?;
         }
         Cmd::Inspect { model } => {
             let text = inspect::inspect(&model)?;

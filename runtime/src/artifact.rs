@@ -54,7 +54,51 @@ fn last_dl_error() -> String {
     }
 }
 
-/// A loaded shared library artifact. It stays loaded for the life of the process.
+/// A shared library loaded with `dlopen`; it stays loaded for the life of the process.
+pub struct Library {
+    handle: *mut c_void,
+    file: String,
+}
+
+impl Library {
+    pub fn open(path: &Path) -> Result<Library, RuntimeError> {
+        let file = path.display().to_string();
+        let cpath = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| {
+            RuntimeError::Artifact {
+                file: file.clone(),
+                msg: "path contains a NUL byte".into(),
+            }
+        })?;
+        // SAFETY: dlopen with a valid C string; the handle is never closed, so symbols found
+        // in it stay valid for the life of the process.
+        let handle = unsafe { dlopen(cpath.as_ptr(), RTLD_NOW | RTLD_LOCAL) };
+        if handle.is_null() {
+            return Err(RuntimeError::Artifact {
+                file,
+                msg: last_dl_error(),
+            });
+        }
+        Ok(Library { handle, file })
+    }
+
+    /// The address of a symbol.
+    pub fn symbol(&self, name: &str) -> Result<*mut c_void, RuntimeError> {
+        let err = |msg: String| RuntimeError::Artifact {
+            file: self.file.clone(),
+            msg,
+        };
+        let c = CString::new(name).map_err(|_| err("bad symbol name".into()))?;
+        // SAFETY: the handle is live and c a valid C string.
+        let p = unsafe { dlsym(self.handle, c.as_ptr()) };
+        if p.is_null() {
+            Err(err(format!("no symbol '{name}'")))
+        } else {
+            Ok(p)
+        }
+    }
+}
+
+/// A loaded shared library artifact.
 pub struct Artifact {
     api: Api,
 }
@@ -63,30 +107,15 @@ impl Artifact {
     /// Loads `libNAME.so` and finds its entry points; `name` is the symbol prefix (the `-o`
     /// file name given to `bertc compile`).
     pub fn open(path: &Path, name: &str) -> Result<Artifact, RuntimeError> {
-        let err = |msg: String| RuntimeError::Artifact {
-            file: path.display().to_string(),
-            msg,
-        };
-        let cpath = CString::new(path.as_os_str().as_encoded_bytes())
-            .map_err(|_| err("path contains a NUL byte".into()))?;
-        // SAFETY: dlopen with a valid C string; the handle is never closed, so symbols found
-        // in it stay valid for the life of the process.
-        let h = unsafe { dlopen(cpath.as_ptr(), RTLD_NOW | RTLD_LOCAL) };
-        if h.is_null() {
-            return Err(err(last_dl_error()));
-        }
-        let sym = |s: &str| -> Result<*mut c_void, RuntimeError> {
-            let c =
-                CString::new(format!("{name}_{s}")).map_err(|_| err("bad symbol name".into()))?;
-            // SAFETY: h is a live handle and c a valid C string.
-            let p = unsafe { dlsym(h, c.as_ptr()) };
-            if p.is_null() {
-                Err(err(format!(
-                    "no symbol '{name}_{s}' (is '{name}' the name given to bertc compile?)"
-                )))
-            } else {
-                Ok(p)
-            }
+        let lib = Library::open(path)?;
+        let sym = |s: &str| {
+            lib.symbol(&format!("{name}_{s}"))
+                .map_err(|_| RuntimeError::Artifact {
+                    file: path.display().to_string(),
+                    msg: format!(
+                        "no symbol '{name}_{s}' (is '{name}' the name given to bertc compile?)"
+                    ),
+                })
         };
         // SAFETY: the symbols are the artifact's C functions with exactly these signatures
         // (see the generated header).

@@ -5,7 +5,7 @@
 
 mod artifact;
 
-pub use artifact::{Api, Artifact, Model};
+pub use artifact::{Api, Artifact, Library, Model};
 
 use std::path::Path;
 

@@ -117,11 +117,13 @@ fn isa_for(
     Ok((isa, cfg))
 }
 
-/// Compiles a raised graph (one output selected) for `target`; symbols are prefixed `name`.
-pub fn compile(g: &Graph, target: &Target, name: &str) -> Result<Compiled, CodegenError> {
-    let program = lower(g)?;
+/// A module for `target` with the hand-assembled microkernels declared, when the target has
+/// them.
+fn new_module(
+    target: &Target,
+    name: &str,
+) -> Result<(ObjectModule, Cfg, Vec<FuncId>), CodegenError> {
     let (isa, cfg) = isa_for(target)?;
-    let call_conv = isa.default_call_conv();
     let builder = ObjectBuilder::new(
         isa,
         name.as_bytes().to_vec(),
@@ -129,6 +131,90 @@ pub fn compile(g: &Graph, target: &Target, name: &str) -> Result<Compiled, Codeg
     )
     .map_err(cl_err)?;
     let mut module = ObjectModule::new(builder);
+    let mut micro: Vec<FuncId> = Vec::new();
+    if cfg.avx2 {
+        let sig = sig_n(module.isa().default_call_conv(), 6);
+        for mr in 1..=6 {
+            let id = module
+                .declare_function(&format!("{name}__avx2_6x16_m{mr}"), Linkage::Local, &sig)
+                .map_err(cl_err)?;
+            module
+                .define_function_bytes(id, 16, &x86::avx2_kernel(mr)?, &[])
+                .map_err(cl_err)?;
+            micro.push(id);
+        }
+    }
+    Ok((module, cfg, micro))
+}
+
+fn sig_n(cc: cranelift_codegen::isa::CallConv, n: usize) -> Signature {
+    let mut s = Signature::new(cc);
+    for _ in 0..n {
+        s.params.push(AbiParam::new(types::I64));
+    }
+    s
+}
+
+/// An object for measuring the GEMM code compiled models use: the exported
+/// `bertc_bench_linear(x, out, rows, packed)` is the linear kernel for a `k -> n` layer, and,
+/// on x86-64 with AVX2, `bertc_bench_peak(iters)` runs `iters` rounds of 12 independent 8-wide
+/// FMAs (192 flops a round) to measure the core's peak. Returns the object and whether the
+/// peak function is there.
+pub fn compile_gemm_bench(
+    target: &Target,
+    k: usize,
+    n: usize,
+) -> Result<(Vec<u8>, bool), CodegenError> {
+    let (mut module, cfg, micro) = new_module(target, "bertc_bench")?;
+    let cc = module.isa().default_call_conv();
+    let fe = module.isa().frontend_config();
+    let id = module
+        .declare_function("bertc_bench_linear", Linkage::Export, &sig_n(cc, 4))
+        .map_err(cl_err)?;
+    let mut fctx = module.make_context();
+    fctx.func.signature = sig_n(cc, 4);
+    let micro_refs: Vec<_> = micro
+        .iter()
+        .map(|&m| module.declare_func_in_func(m, &mut fctx.func))
+        .collect();
+    let mut fbc = FunctionBuilderContext::new();
+    {
+        let mut b = FunctionBuilder::new(&mut fctx.func, &mut fbc);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        b.seal_block(entry);
+        let a: Vec<Value> = b.block_params(entry).to_vec();
+        let mut e = Emit::new(b, cfg.lanes, cfg.fma);
+        if cfg.avx2 {
+            linear_avx2(&mut e, [a[0], a[1], a[2], a[3]], k, n, &micro_refs);
+        } else {
+            kernels::linear_portable(&mut e, [a[0], a[1], a[2], a[3]], k, n, cfg.regs);
+        }
+        e.b.ins().return_(&[]);
+        e.b.finalize(fe);
+    }
+    module
+        .define_function(id, &mut fctx)
+        .map_err(|e| CodegenError::Cranelift(format!("{e:?}")))?;
+    module.clear_context(&mut fctx);
+    if cfg.avx2 {
+        let id = module
+            .declare_function("bertc_bench_peak", Linkage::Export, &sig_n(cc, 1))
+            .map_err(cl_err)?;
+        module
+            .define_function_bytes(id, 16, &x86::avx2_peak()?, &[])
+            .map_err(cl_err)?;
+    }
+    let object = module.finish().emit().map_err(cl_err)?;
+    Ok((object, cfg.avx2))
+}
+
+/// Compiles a raised graph (one output selected) for `target`; symbols are prefixed `name`.
+pub fn compile(g: &Graph, target: &Target, name: &str) -> Result<Compiled, CodegenError> {
+    let program = lower(g)?;
+    let (mut module, cfg, micro) = new_module(target, name)?;
+    let call_conv = module.isa().default_call_conv();
     let fe = module.isa().frontend_config();
 
     // weights in read-only data
@@ -145,32 +231,6 @@ pub fn compile(g: &Graph, target: &Target, name: &str) -> Result<Compiled, Codeg
         weight_ids.push(id);
     }
 
-    let sig_n = |n: usize| {
-        let mut s = Signature::new(call_conv);
-        for _ in 0..n {
-            s.params.push(AbiParam::new(types::I64));
-        }
-        s
-    };
-
-    // hand-assembled microkernels
-    let mut micro: Vec<FuncId> = Vec::new();
-    if cfg.avx2 {
-        for mr in 1..=6 {
-            let id = module
-                .declare_function(
-                    &format!("{name}__avx2_6x16_m{mr}"),
-                    Linkage::Local,
-                    &sig_n(6),
-                )
-                .map_err(cl_err)?;
-            module
-                .define_function_bytes(id, 16, &x86::avx2_kernel(mr)?, &[])
-                .map_err(cl_err)?;
-            micro.push(id);
-        }
-    }
-
     let mut fctx = module.make_context();
     let mut fbc = FunctionBuilderContext::new();
     let mut kernels: BTreeMap<String, FuncId> = BTreeMap::new();
@@ -184,9 +244,9 @@ pub fn compile(g: &Graph, target: &Target, name: &str) -> Result<Compiled, Codeg
         }
         let fname = format!("{name}__k{}", kernels.len());
         let id = module
-            .declare_function(&fname, Linkage::Local, &sig_n(nargs))
+            .declare_function(&fname, Linkage::Local, &sig_n(call_conv, nargs))
             .map_err(cl_err)?;
-        fctx.func.signature = sig_n(nargs);
+        fctx.func.signature = sig_n(call_conv, nargs);
         let micro_refs: Vec<_> = micro
             .iter()
             .map(|&m| module.declare_func_in_func(m, &mut fctx.func))
@@ -214,9 +274,13 @@ pub fn compile(g: &Graph, target: &Target, name: &str) -> Result<Compiled, Codeg
 
     // the entry: NAME__forward(ctx)
     let fwd = module
-        .declare_function(&format!("{name}__forward"), Linkage::Export, &sig_n(1))
+        .declare_function(
+            &format!("{name}__forward"),
+            Linkage::Export,
+            &sig_n(call_conv, 1),
+        )
         .map_err(cl_err)?;
-    fctx.func.signature = sig_n(1);
+    fctx.func.signature = sig_n(call_conv, 1);
     {
         let wrefs: Vec<_> = weight_ids
             .iter()

@@ -77,3 +77,33 @@ pub fn avx2_kernel(mr: usize) -> Result<Vec<u8>, CodegenError> {
     .map_err(asm_err)?;
     a.assemble(0).map_err(asm_err)
 }
+
+/// A peak-throughput loop: `iters` rounds of 12 independent `vfmadd231ps` on ymm registers
+/// (192 flops a round), no memory traffic. `peak(iters)`, System V.
+pub fn avx2_peak() -> Result<Vec<u8>, CodegenError> {
+    let y = [
+        ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11,
+    ];
+    let mut a = CodeAssembler::new(64).map_err(asm_err)?;
+    (|| -> Result<(), IcedError> {
+        for r in y.iter().chain([ymm12, ymm13].iter()) {
+            a.vxorps(*r, *r, *r)?;
+        }
+        let mut done = a.create_label();
+        let mut top = a.create_label();
+        a.test(rdi, rdi)?;
+        a.jz(done)?;
+        a.set_label(&mut top)?;
+        for r in y {
+            a.vfmadd231ps(r, ymm12, ymm13)?;
+        }
+        a.dec(rdi)?;
+        a.jnz(top)?;
+        a.set_label(&mut done)?;
+        a.vzeroupper()?;
+        a.ret()?;
+        Ok(())
+    })()
+    .map_err(asm_err)?;
+    a.assemble(0).map_err(asm_err)
+}

@@ -1,0 +1,228 @@
+//! `bertc bench`: measures generated code. `--gemm MxKxN` times the GEMM kernel compiled
+//! models use (one thread) against the core's measured FMA peak; `bench MODEL` compiles the
+//! model to a shared library (or loads an artifact) and times whole inferences. Reports
+//! medians and minimums; never used by tests.
+
+use std::ffi::c_void;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bertc_compiler::codegen::{self, pack_linear};
+use bertc_passes::OutputKind;
+use bertc_runtime::{Artifact, Library};
+use bertc_targets::Target;
+
+use crate::CliError;
+
+fn stats(mut t: Vec<f64>) -> (f64, f64) {
+    t.sort_by(|a, b| a.total_cmp(b));
+    (t[t.len() / 2], t[0])
+}
+
+fn link_shared(tmp: &Path, obj: &[u8], so: &str) -> Result<PathBuf, CliError> {
+    std::fs::create_dir_all(tmp).map_err(|e| CliError::Io {
+        what: tmp.display().to_string(),
+        source: e,
+    })?;
+    std::fs::write(tmp.join("k.o"), obj).map_err(|e| CliError::Io {
+        what: "k.o".into(),
+        source: e,
+    })?;
+    let out = Command::new("cc")
+        .current_dir(tmp)
+        .args(["-shared", "-o", so, "k.o"])
+        .output()
+        .map_err(|e| CliError::Io {
+            what: "cc".into(),
+            source: e,
+        })?;
+    if !out.status.success() {
+        return Err(CliError::Input(format!(
+            "linking the benchmark failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(tmp.join(so))
+}
+
+fn parse_gemm(s: &str) -> Result<(usize, usize, usize), CliError> {
+    let v: Vec<usize> = s
+        .split('x')
+        .map(|p| p.parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| CliError::Input(format!("--gemm '{s}': expected MxKxN, e.g. 128x768x768")))?;
+    match v.as_slice() {
+        [m, k, n] if *m > 0 && *k > 0 && *n > 0 => Ok((*m, *k, *n)),
+        _ => Err(CliError::Input(format!(
+            "--gemm '{s}': expected MxKxN, e.g. 128x768x768"
+        ))),
+    }
+}
+
+/// Times the GEMM kernel; prints GFLOP/s and the fraction of the measured peak.
+pub fn gemm(spec: &str, cpu: Option<&str>, runs: usize) -> Result<String, CliError> {
+    let (m, k, n) = parse_gemm(spec)?;
+    let target = Target::with_cpu(&Target::host().triple, cpu)
+        .map_err(|e| CliError::Input(e.to_string()))?;
+    let (obj, has_peak) =
+        codegen::compile_gemm_bench(&target, k, n).map_err(|e| CliError::Input(e.to_string()))?;
+    let tmp = std::env::temp_dir().join(format!("bertc-bench-{}", std::process::id()));
+    let so = link_shared(&tmp, &obj, "libgemm.so")?;
+    let lib = Library::open(&so)?;
+    type Linear = unsafe extern "C" fn(*const f32, *mut f32, i64, *const f32);
+    type Peak = unsafe extern "C" fn(i64);
+    // SAFETY: the symbol is the generated function with this signature.
+    let linear: Linear =
+        unsafe { std::mem::transmute::<*mut c_void, Linear>(lib.symbol("bertc_bench_linear")?) };
+    let x: Vec<f32> = (0..m * k)
+        .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
+    let w: Vec<f32> = (0..n * k)
+        .map(|i| ((i * 104729) % 1000) as f32 / 1000.0 - 0.5)
+        .collect();
+    let packed = pack_linear(&w, None, n, k);
+    let mut out = vec![0f32; m * n];
+    let flops = 2.0 * (m * k * n) as f64;
+    let mut times = Vec::with_capacity(runs);
+    for i in 0..runs + 3 {
+        let t = Instant::now();
+        // SAFETY: x holds m*k floats, out m*n, packed the layout the kernel reads.
+        unsafe { linear(x.as_ptr(), out.as_mut_ptr(), m as i64, packed.as_ptr()) };
+        if i >= 3 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    // check one element against a plain dot product
+    let (r, c) = (m / 2, n / 3);
+    let want: f64 = (0..k)
+        .map(|kk| x[r * k + kk] as f64 * w[c * k + kk] as f64)
+        .sum();
+    if (out[r * n + c] as f64 - want).abs() > 1e-3 * want.abs().max(1.0) {
+        return Err(CliError::Input(format!(
+            "the GEMM kernel computed {} instead of {want}",
+            out[r * n + c]
+        )));
+    }
+    let (med, min) = stats(times);
+    let mut s = format!(
+        "gemm {m}x{k}x{n} f32, 1 thread, {}: median {:.1} us ({:.1} GFLOP/s), best {:.1} us ({:.1} GFLOP/s)\n",
+        target,
+        med * 1e6,
+        flops / med / 1e9,
+        min * 1e6,
+        flops / min / 1e9
+    );
+    if has_peak {
+        // SAFETY: the symbol is the generated peak loop with this signature.
+        let peak: Peak =
+            unsafe { std::mem::transmute::<*mut c_void, Peak>(lib.symbol("bertc_bench_peak")?) };
+        let iters = 20_000_000i64;
+        let mut pt = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            // SAFETY: register-only loop.
+            unsafe { peak(iters) };
+            pt.push(t.elapsed().as_secs_f64());
+        }
+        let (_, pmin) = stats(pt);
+        let peak_gflops = iters as f64 * 192.0 / pmin / 1e9;
+        s += &format!(
+            "peak (measured, 12 independent 8-wide FMAs a round): {:.1} GFLOP/s; the kernel reaches {:.0}% (median) / {:.0}% (best)\n",
+            peak_gflops,
+            100.0 * flops / med / 1e9 / peak_gflops,
+            100.0 * flops / min / 1e9 / peak_gflops
+        );
+    } else {
+        s += "peak: not measured for this CPU (no AVX2 FMA peak loop)\n";
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(s)
+}
+
+pub struct ModelBench {
+    pub model: PathBuf,
+    pub name: Option<String>,
+    pub batch: usize,
+    pub seq: usize,
+    pub ragged: bool,
+    pub threads: i32,
+    pub runs: usize,
+    pub cpu: Option<String>,
+}
+
+/// Times whole inferences of a compiled model (a `.so` artifact, or a model compiled here).
+pub fn model(o: &ModelBench) -> Result<String, CliError> {
+    let tmp = std::env::temp_dir().join(format!("bertc-bench-model-{}", std::process::id()));
+    let is_so = o.model.extension().is_some_and(|e| e == "so");
+    let (so, name, vocab) = if is_so {
+        let name = o.name.clone().ok_or_else(|| {
+            CliError::Input("--name: the symbol prefix of the artifact is needed for a .so".into())
+        })?;
+        (o.model.clone(), name, 1000)
+    } else {
+        std::fs::create_dir_all(&tmp).map_err(|e| CliError::Io {
+            what: tmp.display().to_string(),
+            source: e,
+        })?;
+        let out = tmp.join("bench");
+        let opts = crate::compile::Options {
+            model: o.model.clone(),
+            out,
+            emit: crate::compile::Emit::Sharedlib,
+            target: None,
+            cpu: o.cpu.clone(),
+            output: OutputKind::LastHiddenState,
+            max_seq: None,
+            name: Some("bench".into()),
+            quiet: true,
+        };
+        crate::compile::compile(&opts)?;
+        let h = std::fs::read_to_string(tmp.join("bench.h")).unwrap_or_default();
+        let vocab = h
+            .lines()
+            .find_map(|l| l.strip_prefix("#define BENCH_VOCAB "))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(1000);
+        (tmp.join("libbench.so"), "bench".to_string(), vocab)
+    };
+    let art = Arc::new(Artifact::open(&so, &name)?);
+    let mut m = art.model(o.threads)?;
+    let (b, s) = (o.batch, o.seq);
+    let ids: Vec<i32> = (0..b * s)
+        .map(|i| (100 + (i * 7919) % (vocab.max(200) - 100)) as i32)
+        .collect();
+    let mut mask = vec![1i32; b * s];
+    let mut tokens = b * s;
+    if o.ragged {
+        // sequence i has (i + 1) * seq / batch tokens, padded to seq
+        tokens = 0;
+        for i in 0..b {
+            let len = ((i + 1) * s / b).max(1);
+            tokens += len;
+            for t in len..s {
+                mask[i * s + t] = 0;
+            }
+        }
+    }
+    let mut times = Vec::with_capacity(o.runs);
+    for i in 0..o.runs + 3 {
+        let t = Instant::now();
+        m.run(&ids, Some(&mask), None, b, s)?;
+        if i >= 3 {
+            times.push(t.elapsed().as_secs_f64());
+        }
+    }
+    let (med, min) = stats(times);
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(format!(
+        "{} batch {b} x seq {s}{}, threads {}: median {:.2} ms, best {:.2} ms, {:.0} tokens/s (median)\n",
+        o.model.display(),
+        if o.ragged { format!(" (ragged, {tokens} real tokens)") } else { String::new() },
+        o.threads,
+        med * 1e3,
+        min * 1e3,
+        tokens as f64 / med
+    ))
+}
