@@ -113,17 +113,18 @@ fn rust_example_through_the_runtime() {
         &out.join("encoder"),
         &["--emit", "sharedlib", "--output", "mean"],
     );
-    // the example binary is built beside this test's binary (cargo test --workspace)
-    let exe = std::env::current_exe()
+    // cargo test builds the package's examples into target/<profile>/examples
+    let dir = std::env::current_exe()
         .unwrap()
         .parent()
         .unwrap()
         .parent()
         .unwrap()
-        .join("embed-rust");
+        .to_path_buf();
+    let exe = dir.join("examples/embed-rust");
     assert!(
         exe.exists(),
-        "{} is not built: run the tests with --workspace",
+        "{} is not built (a plain `cargo test` builds the examples; a filtered run does not)",
         exe.display()
     );
     let (_, want, text) = single();

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! bertc compile ../bert-micro-random -o build/encoder --emit sharedlib --output mean
-//! embed-rust build/libencoder.so encoder ../bert-micro-random/tokenizer.json "A sentence."
+//! cargo run --release --example embed-rust -- build/libencoder.so encoder \
+//!     examples/bert-micro-random/tokenizer.json "A sentence."
 //! ```
 
 use std::path::Path;
