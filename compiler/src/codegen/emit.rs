@@ -157,6 +157,29 @@ impl<'a> Emit<'a> {
         self.b.seal_block(done);
     }
 
+    /// Runs `then` when `cond` is non-zero, else `otherwise`.
+    pub fn if_else(
+        &mut self,
+        cond: Value,
+        then: impl FnOnce(&mut Self),
+        otherwise: impl FnOnce(&mut Self),
+    ) {
+        let t = self.b.create_block();
+        let f = self.b.create_block();
+        let done = self.b.create_block();
+        self.b.ins().brif(cond, t, &[], f, &[]);
+        self.b.switch_to_block(t);
+        self.b.seal_block(t);
+        then(self);
+        self.b.ins().jump(done, &[]);
+        self.b.switch_to_block(f);
+        self.b.seal_block(f);
+        otherwise(self);
+        self.b.ins().jump(done, &[]);
+        self.b.switch_to_block(done);
+        self.b.seal_block(done);
+    }
+
     /// Visits a row of `width` floats (a constant): vectors over the largest multiple of the
     /// lane count, then scalars. The body gets the byte offset and the shape.
     pub fn row(&mut self, width: usize, mut body: impl FnMut(&mut Self, Value, Shape)) {

@@ -1,7 +1,11 @@
-//! The body of each kernel in Cranelift IR. Every kernel is a function of pointers and row
-//! counts; widths, epsilons, scales and weight layouts are constants baked into its code.
-//! Inputs are validated before the generated code runs (ids in range, lengths within the
-//! position table), so kernels index without checks.
+//! The body of each kernel in Cranelift IR. Every kernel is a task function
+//! `kernel(args, begin, end)`: `args` points to its i64 arguments (pointers and counts), and it
+//! runs tasks `begin..end` of its step (row blocks, sequences, heads or GEMM tiles), so that
+//! the thread pool can split a step between threads. Widths, epsilons, scales and weight
+//! layouts are constants baked into the code. Token rows are packed: only tokens with mask 1,
+//! sequence by sequence (`seq_start[b]..seq_start[b+1]`). Inputs are validated before the
+//! generated code runs (ids in range, lengths within the position table), so kernels index
+//! without checks.
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, InstBuilder, Value};
@@ -10,20 +14,36 @@ use super::emit::{Emit, Shape};
 use super::lower::{Act, PANEL};
 use crate::ir::{GeluApprox, Positions, TokenTypes};
 
-/// `out[tok] = word[id] (+ type[tid]) + pos[p]` for every token.
+/// Rows per task of the row-wise kernels.
+pub const ROW_BLOCK: i64 = 8;
+
+/// The rows `begin*ROW_BLOCK .. min(end*ROW_BLOCK, rows)` of row-block tasks.
+pub fn row_range(e: &mut Emit, begin: Value, end: Value, rows: Value) -> (Value, Value) {
+    let r0 = e.b.ins().imul_imm_s(begin, ROW_BLOCK);
+    let r1 = e.b.ins().imul_imm_s(end, ROW_BLOCK);
+    let r1 = e.b.ins().smin(r1, rows);
+    (r0, r1)
+}
+
+/// `packed[i] = word[id] (+ type[tid]) + pos[p]` for the tokens with mask 1 of sequences
+/// `begin..end`, written at `seq_start[b]..`. Positions count from the sequence start (RoBERTa:
+/// the padding-aware count over all ids of the sequence).
 #[allow(clippy::too_many_arguments)]
 pub fn embedding(
     e: &mut Emit,
-    [ids, types_p, out, batch, seq, word, pos, typ]: [Value; 8],
+    [ids, types_p, mask, seq_start, out, seq, word, pos, typ]: [Value; 9],
+    [begin, end]: [Value; 2],
     positions: Positions,
     tt: TokenTypes,
     width: usize,
 ) {
     let rowb = width as i64 * 4;
-    let zero = e.i(0);
-    e.for_range(zero, batch, 1, |e, bi| {
+    e.for_range(begin, end, 1, |e, bi| {
         let z = e.i(0);
         let count = e.var(types::I64, z);
+        let sa = e.addr(seq_start, bi, 4);
+        let first = e.load_i32(sa, 0);
+        let slot = e.var(types::I64, first);
         let z = e.i(0);
         e.for_range(z, seq, 1, |e, t| {
             let bs = e.b.ins().imul(bi, seq);
@@ -43,41 +63,54 @@ pub fn embedding(
                     e.b.ins().select(is_tok, with, padv)
                 }
             };
-            let orow = e.addr(out, tok, rowb);
-            let wrow = e.addr(word, id, rowb);
-            let prow = e.addr(pos, p, rowb);
-            let trow = match tt {
-                TokenTypes::Input => {
-                    let ta = e.addr(types_p, tok, 4);
-                    let tid = e.load_i32(ta, 0);
-                    Some(e.addr(typ, tid, rowb))
-                }
-                TokenTypes::Zero => Some(typ),
-                TokenTypes::Absent => None,
-            };
-            e.row(width, |e, off, s| {
-                let wa = e.b.ins().iadd(wrow, off);
-                let mut v = e.load(s, wa, 0);
-                if let Some(tr) = trow {
-                    let ta = e.b.ins().iadd(tr, off);
-                    let tv = e.load(s, ta, 0);
-                    v = e.b.ins().fadd(v, tv);
-                }
-                let pa = e.b.ins().iadd(prow, off);
-                let pv = e.load(s, pa, 0);
-                v = e.b.ins().fadd(v, pv);
-                let oa = e.b.ins().iadd(orow, off);
-                e.store(v, oa, 0);
+            let ma = e.addr(mask, tok, 4);
+            let m = e.load_i32(ma, 0);
+            e.if_nonzero(m, |e| {
+                let dst = e.b.use_var(slot);
+                let next = e.b.ins().iadd_imm_s(dst, 1);
+                e.b.def_var(slot, next);
+                let orow = e.addr(out, dst, rowb);
+                let wrow = e.addr(word, id, rowb);
+                let prow = e.addr(pos, p, rowb);
+                let trow = match tt {
+                    TokenTypes::Input => {
+                        let ta = e.addr(types_p, tok, 4);
+                        let tid = e.load_i32(ta, 0);
+                        Some(e.addr(typ, tid, rowb))
+                    }
+                    TokenTypes::Zero => Some(typ),
+                    TokenTypes::Absent => None,
+                };
+                e.row(width, |e, off, s| {
+                    let wa = e.b.ins().iadd(wrow, off);
+                    let mut v = e.load(s, wa, 0);
+                    if let Some(tr) = trow {
+                        let ta = e.b.ins().iadd(tr, off);
+                        let tv = e.load(s, ta, 0);
+                        v = e.b.ins().fadd(v, tv);
+                    }
+                    let pa = e.b.ins().iadd(prow, off);
+                    let pv = e.load(s, pa, 0);
+                    v = e.b.ins().fadd(v, pv);
+                    let oa = e.b.ins().iadd(orow, off);
+                    e.store(v, oa, 0);
+                });
             });
         });
     });
 }
 
-/// Layer normalisation of `rows` rows of `width`.
-pub fn layer_norm(e: &mut Emit, [x, out, rows, gamma, beta]: [Value; 5], width: usize, eps: f32) {
+/// Layer normalisation of the rows of row-block tasks `begin..end`.
+pub fn layer_norm(
+    e: &mut Emit,
+    [x, out, rows, gamma, beta]: [Value; 5],
+    [begin, end]: [Value; 2],
+    width: usize,
+    eps: f32,
+) {
     let rowb = width as i64 * 4;
-    let zero = e.i(0);
-    e.for_range(zero, rows, 1, |e, r| {
+    let (r0, r1) = row_range(e, begin, end, rows);
+    e.for_range(r0, r1, 1, |e, r| {
         let xr = e.addr(x, r, rowb);
         let or = e.addr(out, r, rowb);
         let sum = e.row_sum(width, |e, off, s| {
@@ -194,49 +227,117 @@ fn gemm_tile(
 
 /// Rows per tile of the portable GEMM.
 pub fn portable_mr(lanes: usize, regs: usize) -> usize {
-    // accumulators (mr * 16/lanes) + B vectors + one broadcast must fit the registers
+    // accumulators (mr * 8/lanes) + B vectors + one broadcast must fit the registers
     let nv = 8 / lanes.max(1);
     ((regs.saturating_sub(nv + 1)) / nv).clamp(1, 4)
 }
 
-/// `out[rows, n] = x[rows, k] @ W + b` with W packed in panels (portable Cranelift code).
-pub fn linear_portable(
+/// Panels (of `PANEL` columns) per GEMM task.
+pub const PANELS_PER_TASK: usize = 4;
+
+/// One GEMM tile for `tile` functions: rows `a..` (`m` of them, stride `lda` bytes) times the
+/// packed panel `bp`, into `c` (the panel's first column, stride `ldc`), `ncols` columns kept.
+pub struct Tile {
+    pub a: Value,
+    pub c: Value,
+    pub bp: Value,
+    pub m: usize,
+    pub ncols: usize,
+}
+
+/// The number of tasks of a linear step over `rows` rows (a runtime value).
+pub fn linear_task_count(e: &mut Emit, rows: Value, n: usize, mr: usize) -> Value {
+    let chunks = n.div_ceil(PANEL).div_ceil(PANELS_PER_TASK) as i64;
+    let rb = e.b.ins().iadd_imm_s(rows, mr as i64 - 1);
+    let rb = e.b.ins().udiv_imm_u(rb, mr as i64);
+    e.b.ins().imul_imm_s(rb, chunks)
+}
+
+/// The GEMM task driver: task `t` is row block `t % nrb` (of `mr` rows) of panel chunk
+/// `t / nrb`; `tile` emits the code of one tile with a constant row count.
+#[allow(clippy::too_many_arguments)]
+pub fn linear_tasks(
     e: &mut Emit,
     [x, out, rows, packed]: [Value; 4],
+    [begin, end]: [Value; 2],
     k: usize,
     n: usize,
-    regs: usize,
+    mr: usize,
+    tile: &dyn Fn(&mut Emit, &Tile),
 ) {
     let panels = n.div_ceil(PANEL);
-    // tiles of 8 columns keep the accumulators in registers on 16-register targets
-    let half = 8usize.max(e.lanes);
-    let mr = portable_mr(e.lanes, regs);
+    let last_cols = n - (panels - 1) * PANEL;
     let lda = k as i64 * 4;
     let ldc = n as i64 * 4;
-    for p in 0..panels {
-        let bp =
-            e.b.ins()
-                .iadd_imm_s(packed, (p * PANEL * (k + 1) * 4) as i64);
-        let ncols = (n - p * PANEL).min(PANEL);
-        for col0 in (0..ncols).step_by(half) {
-            let store = (ncols - col0).min(half);
-            let cols = store.div_ceil(e.lanes) * e.lanes;
-            let cbase = e.b.ins().iadd_imm_s(out, ((p * PANEL) * 4) as i64);
-            // full tiles of mr rows, then single rows
-            let full = e.b.ins().udiv_imm_u(rows, mr as i64);
-            let full = e.b.ins().imul_imm_s(full, mr as i64);
-            let z = e.i(0);
-            e.for_range(z, full, mr as i64, |e, r| {
-                let a = e.addr(x, r, lda);
-                let c = e.addr(cbase, r, ldc);
-                gemm_tile(e, a, lda, bp, c, ldc, k, mr, col0, cols, store);
-            });
-            e.for_range(full, rows, 1, |e, r| {
-                let a = e.addr(x, r, lda);
-                let c = e.addr(cbase, r, ldc);
-                gemm_tile(e, a, lda, bp, c, ldc, k, 1, col0, cols, store);
-            });
-        }
+    let nrb = e.b.ins().iadd_imm_s(rows, mr as i64 - 1);
+    let nrb = e.b.ins().udiv_imm_u(nrb, mr as i64);
+    e.for_range(begin, end, 1, |e, t| {
+        let chunk = e.b.ins().udiv(t, nrb);
+        let cn = e.b.ins().imul(chunk, nrb);
+        let rb = e.b.ins().isub(t, cn);
+        let r = e.b.ins().imul_imm_s(rb, mr as i64);
+        let left = e.b.ins().isub(rows, r);
+        let mrv = e.i(mr as i64);
+        let m = e.b.ins().smin(left, mrv);
+        let p0 = e.b.ins().imul_imm_s(chunk, PANELS_PER_TASK as i64);
+        let p1 = e.b.ins().iadd_imm_s(p0, PANELS_PER_TASK as i64);
+        let pn = e.i(panels as i64);
+        let p1 = e.b.ins().smin(p1, pn);
+        let a = e.addr(x, r, lda);
+        let crow = e.addr(out, r, ldc);
+        e.for_range(p0, p1, 1, |e, p| {
+            let bp = e.addr(packed, p, (PANEL * (k + 1) * 4) as i64);
+            let c = e.addr(crow, p, (PANEL * 4) as i64);
+            let rows_dispatch = |e: &mut Emit, ncols: usize| {
+                for mm in (1..=mr).rev() {
+                    let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
+                    e.if_nonzero(is, |e| {
+                        tile(
+                            e,
+                            &Tile {
+                                a,
+                                c,
+                                bp,
+                                m: mm,
+                                ncols,
+                            },
+                        )
+                    });
+                }
+            };
+            if last_cols == PANEL {
+                rows_dispatch(e, PANEL);
+            } else {
+                let is_last = e.b.ins().icmp_imm_s(IntCC::Equal, p, panels as i64 - 1);
+                e.if_else(
+                    is_last,
+                    |e| rows_dispatch(e, last_cols),
+                    |e| rows_dispatch(e, PANEL),
+                );
+            }
+        });
+    });
+}
+
+/// The portable (Cranelift vector) tile: 8-column halves of the panel.
+pub fn portable_tile(e: &mut Emit, t: &Tile, k: usize, n: usize) {
+    let half = 8usize.max(e.lanes);
+    for col0 in (0..t.ncols).step_by(half) {
+        let store = (t.ncols - col0).min(half);
+        let cols = store.div_ceil(e.lanes) * e.lanes;
+        gemm_tile(
+            e,
+            t.a,
+            k as i64 * 4,
+            t.bp,
+            t.c,
+            n as i64 * 4,
+            k,
+            t.m,
+            col0,
+            cols,
+            store,
+        );
     }
 }
 
@@ -274,9 +375,20 @@ fn act_value(e: &mut Emit, s: Shape, v: Value, act: Act) -> Value {
     }
 }
 
-/// An elementwise activation over `rows * width` floats.
-pub fn activation(e: &mut Emit, [x, out, rows]: [Value; 3], width: usize, act: Act) {
-    let n = e.b.ins().imul_imm_s(rows, width as i64);
+/// An elementwise activation over the rows of row-block tasks `begin..end`.
+pub fn activation(
+    e: &mut Emit,
+    [x, out, rows]: [Value; 3],
+    [begin, end]: [Value; 2],
+    width: usize,
+    act: Act,
+) {
+    let (r0, r1) = row_range(e, begin, end, rows);
+    let base = e.b.ins().imul_imm_s(r0, width as i64 * 4);
+    let x = e.b.ins().iadd(x, base);
+    let out = e.b.ins().iadd(out, base);
+    let nr = e.b.ins().isub(r1, r0);
+    let n = e.b.ins().imul_imm_s(nr, width as i64);
     e.span(n, |e, off, s| {
         let a = e.b.ins().iadd(x, off);
         let v = e.load(s, a, 0);
@@ -286,9 +398,15 @@ pub fn activation(e: &mut Emit, [x, out, rows]: [Value; 3], width: usize, act: A
     });
 }
 
-/// `out = a + b` over `rows * width` floats.
-pub fn add(e: &mut Emit, [a, b, out, rows]: [Value; 4], width: usize) {
-    let n = e.b.ins().imul_imm_s(rows, width as i64);
+/// `out = a + b` over the rows of row-block tasks `begin..end`.
+pub fn add(e: &mut Emit, [a, b, out, rows]: [Value; 4], [begin, end]: [Value; 2], width: usize) {
+    let (r0, r1) = row_range(e, begin, end, rows);
+    let base = e.b.ins().imul_imm_s(r0, width as i64 * 4);
+    let a = e.b.ins().iadd(a, base);
+    let b = e.b.ins().iadd(b, base);
+    let out = e.b.ins().iadd(out, base);
+    let nr = e.b.ins().isub(r1, r0);
+    let n = e.b.ins().imul_imm_s(nr, width as i64);
     e.span(n, |e, off, s| {
         let pa = e.b.ins().iadd(a, off);
         let pb = e.b.ins().iadd(b, off);
@@ -310,110 +428,116 @@ pub struct AttnShape {
     pub wv: usize,
     pub dv: usize,
     pub scale: f32,
-    pub masked: bool,
 }
 
-/// Multi-head attention for every (sequence, head, query): scores against every key of the
-/// sequence (keys with mask 0 get `f32::MIN`), softmax, weighted sum of values.
+/// Multi-head attention for tasks `begin..end`, task `t` being head `t % heads` of sequence
+/// `t / heads`: for each of the sequence's (packed) tokens, scores against every token of the
+/// sequence, softmax, weighted sum of values. Each task has a scratch row of `seq` floats.
 pub fn attention(
     e: &mut Emit,
-    [q, k, v, out, mask, scratch, batch, seq]: [Value; 8],
+    [q, k, v, out, seq_start, scratch, seq]: [Value; 7],
+    [begin, end]: [Value; 2],
     a: &AttnShape,
 ) {
-    let zero = e.i(0);
-    e.for_range(zero, batch, 1, |e, bi| {
-        let base_tok = e.b.ins().imul(bi, seq);
-        let z = e.i(0);
-        let heads = e.i(a.heads as i64);
-        e.for_range(z, heads, 1, |e, h| {
-            let z = e.i(0);
-            e.for_range(z, seq, 1, |e, i| {
-                let tok = e.b.ins().iadd(base_tok, i);
-                let qrow = e.addr(q, tok, a.wq as i64 * 4);
-                let qrow = e.addr(qrow, h, a.dq as i64 * 4);
-                let minv = e.f(f32::MIN);
-                let maxv = e.var(types::F32, minv);
-                let z = e.i(0);
-                e.for_range(z, seq, 1, |e, j| {
-                    let ktok = e.b.ins().iadd(base_tok, j);
-                    let krow = e.addr(k, ktok, a.wq as i64 * 4);
-                    let krow = e.addr(krow, h, a.dq as i64 * 4);
-                    let dot = e.row_sum(a.dq, |e, off, s| {
-                        let pa = e.b.ins().iadd(qrow, off);
-                        let pb = e.b.ins().iadd(krow, off);
-                        let x = e.load(s, pa, 0);
-                        let y = e.load(s, pb, 0);
-                        e.b.ins().fmul(x, y)
-                    });
-                    let sc = e.f(a.scale);
-                    let mut sv = e.b.ins().fmul(dot, sc);
-                    if a.masked {
-                        let ma = e.addr(mask, ktok, 4);
-                        let m = e.load_i32(ma, 0);
-                        let keep = e.b.ins().icmp_imm_s(IntCC::NotEqual, m, 0);
-                        let minv = e.f(f32::MIN);
-                        sv = e.b.ins().select(keep, sv, minv);
-                    }
-                    let sa = e.addr(scratch, j, 4);
-                    e.b.ins().store(super::emit::mem(), sv, sa, 0);
-                    let cur = e.b.use_var(maxv);
-                    let nm = e.b.ins().fmax(cur, sv);
-                    e.b.def_var(maxv, nm);
+    e.for_range(begin, end, 1, |e, task| {
+        let bi = e.b.ins().udiv_imm_u(task, a.heads as i64);
+        let bh = e.b.ins().imul_imm_s(bi, a.heads as i64);
+        let h = e.b.ins().isub(task, bh);
+        let sa = e.addr(seq_start, bi, 4);
+        let s0 = e.load_i32(sa, 0);
+        let s1 = e.load_i32(sa, 4);
+        let srow = e.b.ins().imul(task, seq);
+        let srow = e.addr(scratch, srow, 4);
+        // scratch[j - s0] for key j
+        let sbase = e.b.ins().imul_imm_s(s0, 4);
+        let sbase = e.b.ins().isub(srow, sbase);
+        e.for_range(s0, s1, 1, |e, i| {
+            let qrow = e.addr(q, i, a.wq as i64 * 4);
+            let qrow = e.addr(qrow, h, a.dq as i64 * 4);
+            let minv = e.f(f32::MIN);
+            let maxv = e.var(types::F32, minv);
+            e.for_range(s0, s1, 1, |e, j| {
+                let krow = e.addr(k, j, a.wq as i64 * 4);
+                let krow = e.addr(krow, h, a.dq as i64 * 4);
+                let dot = e.row_sum(a.dq, |e, off, s| {
+                    let pa = e.b.ins().iadd(qrow, off);
+                    let pb = e.b.ins().iadd(krow, off);
+                    let x = e.load(s, pa, 0);
+                    let y = e.load(s, pb, 0);
+                    e.b.ins().fmul(x, y)
                 });
-                let mx = e.b.use_var(maxv);
-                let zf = e.f(0.0);
-                let sum = e.var(types::F32, zf);
-                let z = e.i(0);
-                e.for_range(z, seq, 1, |e, j| {
-                    let sa = e.addr(scratch, j, 4);
-                    let sv = e.b.ins().load(types::F32, super::emit::mem(), sa, 0);
-                    let d = e.b.ins().fsub(sv, mx);
-                    let p = e.exp(Shape::Scalar, d);
-                    e.b.ins().store(super::emit::mem(), p, sa, 0);
-                    let cur = e.b.use_var(sum);
-                    let ns = e.b.ins().fadd(cur, p);
-                    e.b.def_var(sum, ns);
-                });
-                let one = e.f(1.0);
-                let total = e.b.use_var(sum);
-                let inv = e.b.ins().fdiv(one, total);
-                let orow = e.addr(out, tok, a.wv as i64 * 4);
-                let orow = e.addr(orow, h, a.dv as i64 * 4);
+                let sc = e.f(a.scale);
+                let sv = e.b.ins().fmul(dot, sc);
+                let sa = e.addr(sbase, j, 4);
+                e.b.ins().store(super::emit::mem(), sv, sa, 0);
+                let cur = e.b.use_var(maxv);
+                let nm = e.b.ins().fmax(cur, sv);
+                e.b.def_var(maxv, nm);
+            });
+            let mx = e.b.use_var(maxv);
+            // exponentials over the score row, vectorised
+            let len = e.b.ins().isub(s1, s0);
+            let zf = e.fs(super::emit::Shape::Vector, 0.0);
+            let vt = e.vty();
+            let vsum = e.var(vt, zf);
+            let zs = e.f(0.0);
+            let ssum = e.var(types::F32, zs);
+            e.span(len, |e, off, s| {
+                let pa = e.b.ins().iadd(srow, off);
+                let sv = e.load(s, pa, 0);
+                let m = e.splat(s, mx);
+                let d = e.b.ins().fsub(sv, m);
+                let p = e.exp(s, d);
+                e.store(p, pa, 0);
+                let acc = if s == Shape::Vector && e.lanes > 1 {
+                    vsum
+                } else {
+                    ssum
+                };
+                let cur = e.b.use_var(acc);
+                let ns = e.b.ins().fadd(cur, p);
+                e.b.def_var(acc, ns);
+            });
+            let vs = e.b.use_var(vsum);
+            let hs = e.hsum(Shape::Vector, vs);
+            let ss = e.b.use_var(ssum);
+            let total = e.b.ins().fadd(hs, ss);
+            let one = e.f(1.0);
+            let inv = e.b.ins().fdiv(one, total);
+            let orow = e.addr(out, i, a.wv as i64 * 4);
+            let orow = e.addr(orow, h, a.dv as i64 * 4);
+            e.row(a.dv, |e, off, s| {
+                let z = e.fs(s, 0.0);
+                let oa = e.b.ins().iadd(orow, off);
+                e.store(z, oa, 0);
+            });
+            e.for_range(s0, s1, 1, |e, j| {
+                let sa = e.addr(sbase, j, 4);
+                let p = e.b.ins().load(types::F32, super::emit::mem(), sa, 0);
+                let p = e.b.ins().fmul(p, inv);
+                let vrow = e.addr(v, j, a.wv as i64 * 4);
+                let vrow = e.addr(vrow, h, a.dv as i64 * 4);
                 e.row(a.dv, |e, off, s| {
-                    let z = e.fs(s, 0.0);
+                    let pv = e.splat(s, p);
+                    let va = e.b.ins().iadd(vrow, off);
+                    let x = e.load(s, va, 0);
                     let oa = e.b.ins().iadd(orow, off);
-                    e.store(z, oa, 0);
-                });
-                let z = e.i(0);
-                e.for_range(z, seq, 1, |e, j| {
-                    let sa = e.addr(scratch, j, 4);
-                    let p = e.b.ins().load(types::F32, super::emit::mem(), sa, 0);
-                    let p = e.b.ins().fmul(p, inv);
-                    let vtok = e.b.ins().iadd(base_tok, j);
-                    let vrow = e.addr(v, vtok, a.wv as i64 * 4);
-                    let vrow = e.addr(vrow, h, a.dv as i64 * 4);
-                    e.row(a.dv, |e, off, s| {
-                        let pv = e.splat(s, p);
-                        let va = e.b.ins().iadd(vrow, off);
-                        let x = e.load(s, va, 0);
-                        let oa = e.b.ins().iadd(orow, off);
-                        let o = e.load(s, oa, 0);
-                        let y = e.mul_add(pv, x, o);
-                        e.store(y, oa, 0);
-                    });
+                    let o = e.load(s, oa, 0);
+                    let y = e.mul_add(pv, x, o);
+                    e.store(y, oa, 0);
                 });
             });
         });
     });
 }
 
-/// The first row of each sequence.
-pub fn cls(e: &mut Emit, [x, out, batch, seq]: [Value; 4], width: usize) {
+/// The first (packed) row of each sequence of tasks `begin..end`.
+pub fn cls(e: &mut Emit, [x, out, seq_start]: [Value; 3], [begin, end]: [Value; 2], width: usize) {
     let rowb = width as i64 * 4;
-    let zero = e.i(0);
-    e.for_range(zero, batch, 1, |e, bi| {
-        let tok = e.b.ins().imul(bi, seq);
-        let src = e.addr(x, tok, rowb);
+    e.for_range(begin, end, 1, |e, bi| {
+        let sa = e.addr(seq_start, bi, 4);
+        let first = e.load_i32(sa, 0);
+        let src = e.addr(x, first, rowb);
         let dst = e.addr(out, bi, rowb);
         e.row(width, |e, off, s| {
             let a = e.b.ins().iadd(src, off);
@@ -424,45 +548,39 @@ pub fn cls(e: &mut Emit, [x, out, batch, seq]: [Value; 4], width: usize) {
     });
 }
 
-/// The mean of the rows of each sequence whose mask is non-zero.
-pub fn mean_pool(e: &mut Emit, [x, out, mask, batch, seq]: [Value; 5], width: usize) {
+/// The mean of the (packed) rows of each sequence of tasks `begin..end`.
+pub fn mean_pool(
+    e: &mut Emit,
+    [x, out, seq_start]: [Value; 3],
+    [begin, end]: [Value; 2],
+    width: usize,
+) {
     let rowb = width as i64 * 4;
-    let zero = e.i(0);
-    e.for_range(zero, batch, 1, |e, bi| {
+    e.for_range(begin, end, 1, |e, bi| {
         let dst = e.addr(out, bi, rowb);
         e.row(width, |e, off, s| {
             let z = e.fs(s, 0.0);
             let o = e.b.ins().iadd(dst, off);
             e.store(z, o, 0);
         });
-        let zf = e.f(0.0);
-        let count = e.var(types::F32, zf);
-        let z = e.i(0);
-        e.for_range(z, seq, 1, |e, t| {
-            let base = e.b.ins().imul(bi, seq);
-            let tok = e.b.ins().iadd(base, t);
-            let ma = e.addr(mask, tok, 4);
-            let m = e.load_i32(ma, 0);
-            let keep = e.b.ins().icmp_imm_s(IntCC::NotEqual, m, 0);
-            e.if_nonzero(keep, |e| {
-                let c = e.b.use_var(count);
-                let one = e.f(1.0);
-                let c = e.b.ins().fadd(c, one);
-                e.b.def_var(count, c);
-                let src = e.addr(x, tok, rowb);
-                e.row(width, |e, off, s| {
-                    let a = e.b.ins().iadd(src, off);
-                    let v = e.load(s, a, 0);
-                    let o = e.b.ins().iadd(dst, off);
-                    let acc = e.load(s, o, 0);
-                    let y = e.b.ins().fadd(acc, v);
-                    e.store(y, o, 0);
-                });
+        let sa = e.addr(seq_start, bi, 4);
+        let s0 = e.load_i32(sa, 0);
+        let s1 = e.load_i32(sa, 4);
+        e.for_range(s0, s1, 1, |e, r| {
+            let src = e.addr(x, r, rowb);
+            e.row(width, |e, off, s| {
+                let a = e.b.ins().iadd(src, off);
+                let v = e.load(s, a, 0);
+                let o = e.b.ins().iadd(dst, off);
+                let acc = e.load(s, o, 0);
+                let y = e.b.ins().fadd(acc, v);
+                e.store(y, o, 0);
             });
         });
-        let c = e.b.use_var(count);
+        let n = e.b.ins().isub(s1, s0);
+        let nf = e.b.ins().fcvt_from_sint(types::F32, n);
         let one = e.f(1.0);
-        let c = e.b.ins().fmax(c, one);
+        let c = e.b.ins().fmax(nf, one);
         let inv = e.b.ins().fdiv(one, c);
         e.row(width, |e, off, s| {
             let iv = e.splat(s, inv);
@@ -470,6 +588,30 @@ pub fn mean_pool(e: &mut Emit, [x, out, mask, batch, seq]: [Value; 5], width: us
             let acc = e.load(s, o, 0);
             let y = e.b.ins().fmul(acc, iv);
             e.store(y, o, 0);
+        });
+    });
+}
+
+/// Writes packed rows back to their places in the padded `[batch, seq]` output (the rows of
+/// masked tokens are left as the caller set them).
+pub fn scatter(
+    e: &mut Emit,
+    [x, out, tok_src, rows]: [Value; 4],
+    [begin, end]: [Value; 2],
+    width: usize,
+) {
+    let rowb = width as i64 * 4;
+    let (r0, r1) = row_range(e, begin, end, rows);
+    e.for_range(r0, r1, 1, |e, r| {
+        let ta = e.addr(tok_src, r, 4);
+        let dst = e.load_i32(ta, 0);
+        let src = e.addr(x, r, rowb);
+        let dst = e.addr(out, dst, rowb);
+        e.row(width, |e, off, s| {
+            let a = e.b.ins().iadd(src, off);
+            let v = e.load(s, a, 0);
+            let o = e.b.ins().iadd(dst, off);
+            e.store(v, o, 0);
         });
     });
 }

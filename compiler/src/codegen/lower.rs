@@ -109,6 +109,11 @@ pub enum Step {
         x: BufId,
         out: BufId,
     },
+    /// Packed token rows back to the padded `[batch, seq]` layout of the caller's output (added
+    /// by code generation after the last step when the output is per token).
+    Scatter {
+        x: BufId,
+    },
 }
 
 /// Columns per packed weight panel.
@@ -121,8 +126,10 @@ pub struct Program {
     pub buffers: Vec<Buffer>,
     pub weights: Vec<Weight>,
     pub output: BufId,
-    /// Floats of workspace per token (activations and attention scratch).
+    /// Floats of workspace per token of the padded batch (activations and attention scratch).
     pub ws_per_token: usize,
+    /// Offset of the attention scratch (`heads` floats per padded token), in floats per token.
+    pub scratch_offset: usize,
     pub vocab: usize,
     pub type_vocab: usize,
     pub max_seq: usize,
@@ -252,6 +259,7 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
             weights: vec![],
             output: 0,
             ws_per_token: 0,
+            scratch_offset: 0,
             vocab: 0,
             type_vocab: 0,
             max_seq: g.max_seq.unwrap_or(0),
@@ -480,12 +488,14 @@ fn step_io(s: &Step) -> (Vec<BufId>, BufId) {
         Step::Cls { x, out } | Step::MeanPool { x, out } => (vec![x], out),
         Step::Add { a, b, out } => (vec![a, b], out),
         Step::Attention { q, k, v, out, .. } => (vec![q, k, v], out),
+        Step::Scatter { x } => (vec![x], x),
     }
 }
 
-/// Assigns workspace offsets: a buffer's region is reused once its last reader has run. The
-/// output buffer is the caller's memory and gets no region. Attention scratch (one score row
-/// per sequence position) goes at the end.
+/// Assigns workspace offsets: a buffer's region is reused once its last reader has run. A
+/// per-sequence output buffer is the caller's memory and gets no region; a per-token output
+/// is packed in the workspace and scattered to the caller's memory at the end. Attention
+/// scratch (one score row per head and sequence position) goes at the end.
 fn plan_memory(l: &mut Lowering) {
     let p = &mut l.p;
     let mut last_read: HashMap<BufId, usize> = HashMap::new();
@@ -496,9 +506,10 @@ fn plan_memory(l: &mut Lowering) {
     }
     let mut free: Vec<(usize, usize)> = Vec::new(); // (offset, width)
     let mut top = 0usize;
+    let per_token = p.buffers[p.output].rows == Rows::Tokens;
     for i in 0..p.steps.len() {
         let (_, out) = step_io(&p.steps[i]);
-        if out != p.output {
+        if out != p.output || per_token {
             let w = p.buffers[out].width;
             let slot = free.iter().position(|&(_, fw)| fw >= w);
             p.buffers[out].offset = match slot {
@@ -521,6 +532,15 @@ fn plan_memory(l: &mut Lowering) {
             }
         }
     }
-    // scratch for one attention score row: `seq` floats, at most one per token
-    p.ws_per_token = top + 1;
+    let heads = p
+        .steps
+        .iter()
+        .map(|s| match s {
+            Step::Attention { heads, .. } => *heads,
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0);
+    p.scratch_offset = top;
+    p.ws_per_token = top + heads.max(1);
 }

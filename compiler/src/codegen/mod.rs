@@ -36,6 +36,13 @@ pub mod ctx {
     pub const TYPES: i32 = 32;
     pub const WS: i32 = 40;
     pub const OUT: i32 = 48;
+    pub const POOL: i32 = 56;
+    /// Packed tokens (those with mask 1).
+    pub const TOKENS: i32 = 64;
+    /// For each packed token, its index in the padded `[batch, seq]` layout (i32).
+    pub const TOK_SRC: i32 = 72;
+    /// `batch + 1` offsets of each sequence's first packed token (i32).
+    pub const SEQ_START: i32 = 80;
 }
 
 /// The object and what the glue needs to know about it.
@@ -186,10 +193,16 @@ pub fn compile_gemm_bench(
         b.seal_block(entry);
         let a: Vec<Value> = b.block_params(entry).to_vec();
         let mut e = Emit::new(b, cfg.lanes, cfg.fma);
+        let mr = gemm_mr(&cfg);
+        let tasks = kernels::linear_task_count(&mut e, a[2], n, mr);
+        let zero = e.i(0);
+        let args = [a[0], a[1], a[2], a[3]];
         if cfg.avx2 {
-            linear_avx2(&mut e, [a[0], a[1], a[2], a[3]], k, n, &micro_refs);
+            let tile = |e: &mut Emit, t: &kernels::Tile| avx2_tile(e, t, k, n, &micro_refs);
+            kernels::linear_tasks(&mut e, args, [zero, tasks], k, n, mr, &tile);
         } else {
-            kernels::linear_portable(&mut e, [a[0], a[1], a[2], a[3]], k, n, cfg.regs);
+            let tile = |e: &mut Emit, t: &kernels::Tile| kernels::portable_tile(e, t, k, n);
+            kernels::linear_tasks(&mut e, args, [zero, tasks], k, n, mr, &tile);
         }
         e.b.ins().return_(&[]);
         e.b.finalize(fe);
@@ -236,17 +249,21 @@ pub fn compile(g: &Graph, target: &Target, name: &str) -> Result<Compiled, Codeg
     let mut kernels: BTreeMap<String, FuncId> = BTreeMap::new();
     let mut step_funcs: Vec<FuncId> = Vec::new();
     let mut instructions = 0usize;
-    for step in &program.steps {
-        let (key, nargs) = kernel_key(step, &program);
+    let mut all_steps: Vec<Step> = program.steps.clone();
+    if program.output_per_token() {
+        all_steps.push(Step::Scatter { x: program.output });
+    }
+    for step in &all_steps {
+        let key = kernel_key(step, &program);
         if let Some(&id) = kernels.get(&key) {
             step_funcs.push(id);
             continue;
         }
         let fname = format!("{name}__k{}", kernels.len());
         let id = module
-            .declare_function(&fname, Linkage::Local, &sig_n(call_conv, nargs))
+            .declare_function(&fname, Linkage::Local, &sig_n(call_conv, 3))
             .map_err(cl_err)?;
-        fctx.func.signature = sig_n(call_conv, nargs);
+        fctx.func.signature = sig_n(call_conv, 3);
         let micro_refs: Vec<_> = micro
             .iter()
             .map(|&m| module.declare_func_in_func(m, &mut fctx.func))
@@ -257,9 +274,24 @@ pub fn compile(g: &Graph, target: &Target, name: &str) -> Result<Compiled, Codeg
             b.append_block_params_for_function_params(entry);
             b.switch_to_block(entry);
             b.seal_block(entry);
-            let args: Vec<Value> = b.block_params(entry).to_vec();
+            let params: Vec<Value> = b.block_params(entry).to_vec();
             let mut e = Emit::new(b, cfg.lanes, cfg.fma);
-            emit_step(&mut e, step, &program, &args, &cfg, &micro_refs);
+            let nargs = step_arg_count(step);
+            let args: Vec<Value> = (0..nargs)
+                .map(|i| {
+                    e.b.ins()
+                        .load(types::I64, emit::mem(), params[0], (i * 8) as i32)
+                })
+                .collect();
+            emit_step(
+                &mut e,
+                step,
+                &program,
+                &args,
+                [params[1], params[2]],
+                &cfg,
+                &micro_refs,
+            );
             e.b.ins().return_(&[]);
             e.b.finalize(fe);
         }
@@ -272,6 +304,14 @@ pub fn compile(g: &Graph, target: &Target, name: &str) -> Result<Compiled, Codeg
         step_funcs.push(id);
     }
 
+    // the thread pool's parallel-for, defined in the C glue
+    let par = module
+        .declare_function(
+            &format!("{name}__parallel"),
+            Linkage::Import,
+            &sig_n(call_conv, 4),
+        )
+        .map_err(cl_err)?;
     // the entry: NAME__forward(ctx)
     let fwd = module
         .declare_function(
@@ -290,50 +330,61 @@ pub fn compile(g: &Graph, target: &Target, name: &str) -> Result<Compiled, Codeg
             .iter()
             .map(|&f| module.declare_func_in_func(f, &mut fctx.func))
             .collect();
+        let par_ref = module.declare_func_in_func(par, &mut fctx.func);
         let mut b = FunctionBuilder::new(&mut fctx.func, &mut fbc);
         let entry = b.create_block();
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
         b.seal_block(entry);
         let c = b.block_params(entry)[0];
-        let f = emit::mem();
-        let field = |b: &mut FunctionBuilder, off: i32| b.ins().load(types::I64, f, c, off);
-        let batch = field(&mut b, ctx::BATCH);
-        let seq = field(&mut b, ctx::SEQ);
-        let ids = field(&mut b, ctx::IDS);
-        let mask = field(&mut b, ctx::MASK);
-        let typ = field(&mut b, ctx::TYPES);
-        let ws = field(&mut b, ctx::WS);
-        let out = field(&mut b, ctx::OUT);
-        let tokens = b.ins().imul(batch, seq);
-        let tok_bytes = b.ins().imul_imm_s(tokens, 4);
+        let mut e = Emit::new(b, cfg.lanes, cfg.fma);
+        let field = |e: &mut Emit, off: i32| e.b.ins().load(types::I64, emit::mem(), c, off);
+        let batch = field(&mut e, ctx::BATCH);
+        let seq = field(&mut e, ctx::SEQ);
+        let ids = field(&mut e, ctx::IDS);
+        let mask = field(&mut e, ctx::MASK);
+        let typ = field(&mut e, ctx::TYPES);
+        let ws = field(&mut e, ctx::WS);
+        let out = field(&mut e, ctx::OUT);
+        let pool = field(&mut e, ctx::POOL);
+        let tokens = field(&mut e, ctx::TOKENS);
+        let tok_src = field(&mut e, ctx::TOK_SRC);
+        let seq_start = field(&mut e, ctx::SEQ_START);
+        let padded = e.b.ins().imul(batch, seq);
+        let pad_bytes = e.b.ins().imul_imm_s(padded, 4);
         let bufs: Vec<Value> = program
             .buffers
             .iter()
             .enumerate()
             .map(|(i, buf)| {
-                if i == program.output {
+                if i == program.output && !program.output_per_token() {
                     out
                 } else {
-                    let o = b.ins().imul_imm_s(tok_bytes, buf.offset as i64);
-                    b.ins().iadd(ws, o)
+                    let o = e.b.ins().imul_imm_s(pad_bytes, buf.offset as i64);
+                    e.b.ins().iadd(ws, o)
                 }
             })
             .collect();
-        let so = b
-            .ins()
-            .imul_imm_s(tok_bytes, program.ws_per_token as i64 - 1);
-        let scratch = b.ins().iadd(ws, so);
+        let so =
+            e.b.ins()
+                .imul_imm_s(pad_bytes, program.scratch_offset as i64);
+        let scratch = e.b.ins().iadd(ws, so);
         let weights: Vec<Value> = wrefs
             .iter()
-            .map(|&w| b.ins().symbol_value(types::I64, w))
+            .map(|&w| e.b.ins().symbol_value(types::I64, w))
             .collect();
+        let slot =
+            e.b.create_sized_stack_slot(StackSlotData::new(StackSlotKind::ExplicitSlot, 16 * 8, 3));
         let rows = |r: Rows| match r {
             Rows::Tokens => tokens,
             Rows::Seqs => batch,
         };
-        for (step, &fref) in program.steps.iter().zip(&frefs) {
-            let args: Vec<Value> = match *step {
+        for (step, &fref) in all_steps.iter().zip(&frefs) {
+            let row_tasks = |e: &mut Emit, rows: Value| {
+                let r = e.b.ins().iadd_imm_s(rows, kernels::ROW_BLOCK - 1);
+                e.b.ins().udiv_imm_u(r, kernels::ROW_BLOCK)
+            };
+            let (args, tasks): (Vec<Value>, Value) = match *step {
                 Step::Embedding {
                     out,
                     word,
@@ -342,16 +393,20 @@ pub fn compile(g: &Graph, target: &Target, name: &str) -> Result<Compiled, Codeg
                     ..
                 } => {
                     let tw = t.map_or(weights[word], |t| weights[t]);
-                    vec![
-                        ids,
-                        typ,
-                        bufs[out],
+                    (
+                        vec![
+                            ids,
+                            typ,
+                            mask,
+                            seq_start,
+                            bufs[out],
+                            seq,
+                            weights[word],
+                            weights[pos],
+                            tw,
+                        ],
                         batch,
-                        seq,
-                        weights[word],
-                        weights[pos],
-                        tw,
-                    ]
+                    )
                 }
                 Step::LayerNorm {
                     x,
@@ -360,34 +415,60 @@ pub fn compile(g: &Graph, target: &Target, name: &str) -> Result<Compiled, Codeg
                     beta,
                     ..
                 } => {
-                    vec![
-                        bufs[x],
-                        bufs[out],
-                        rows(program.buffers[x].rows),
-                        weights[gamma],
-                        weights[beta],
-                    ]
+                    let r = rows(program.buffers[x].rows);
+                    (
+                        vec![bufs[x], bufs[out], r, weights[gamma], weights[beta]],
+                        row_tasks(&mut e, r),
+                    )
                 }
-                Step::Linear { x, out, packed, .. } => vec![
-                    bufs[x],
-                    bufs[out],
-                    rows(program.buffers[x].rows),
-                    weights[packed],
-                ],
-                Step::Act { x, out, .. } => vec![bufs[x], bufs[out], rows(program.buffers[x].rows)],
+                Step::Linear {
+                    x, out, packed, n, ..
+                } => {
+                    let r = rows(program.buffers[x].rows);
+                    let t = kernels::linear_task_count(&mut e, r, n, gemm_mr(&cfg));
+                    (vec![bufs[x], bufs[out], r, weights[packed]], t)
+                }
+                Step::Act { x, out, .. } => {
+                    let r = rows(program.buffers[x].rows);
+                    (vec![bufs[x], bufs[out], r], row_tasks(&mut e, r))
+                }
                 Step::Add { a, b: bb, out } => {
-                    vec![bufs[a], bufs[bb], bufs[out], rows(program.buffers[a].rows)]
+                    let r = rows(program.buffers[a].rows);
+                    (vec![bufs[a], bufs[bb], bufs[out], r], row_tasks(&mut e, r))
                 }
-                Step::Attention { q, k, v, out, .. } => vec![
-                    bufs[q], bufs[k], bufs[v], bufs[out], mask, scratch, batch, seq,
-                ],
-                Step::Cls { x, out } => vec![bufs[x], bufs[out], batch, seq],
-                Step::MeanPool { x, out } => vec![bufs[x], bufs[out], mask, batch, seq],
+                Step::Attention {
+                    q,
+                    k,
+                    v,
+                    out,
+                    heads,
+                    ..
+                } => {
+                    let t = e.b.ins().imul_imm_s(batch, heads as i64);
+                    (
+                        vec![
+                            bufs[q], bufs[k], bufs[v], bufs[out], seq_start, scratch, seq,
+                        ],
+                        t,
+                    )
+                }
+                Step::Cls { x, out } | Step::MeanPool { x, out } => {
+                    (vec![bufs[x], bufs[out], seq_start], batch)
+                }
+                Step::Scatter { x } => (
+                    vec![bufs[x], out, tok_src, tokens],
+                    row_tasks(&mut e, tokens),
+                ),
             };
-            b.ins().call(fref, &args);
+            for (i, &a) in args.iter().enumerate() {
+                e.b.ins().stack_store(types::I64, a, slot, (i * 8) as i32);
+            }
+            let args_ptr = e.b.ins().stack_addr(types::I64, slot, 0);
+            let fp = e.b.ins().func_addr(types::I64, fref);
+            e.b.ins().call(par_ref, &[pool, fp, args_ptr, tasks]);
         }
-        b.ins().return_(&[]);
-        b.finalize(fe);
+        e.b.ins().return_(&[]);
+        e.b.finalize(fe);
     }
     instructions += fctx.func.dfg.num_insts();
     module
@@ -404,8 +485,27 @@ pub fn compile(g: &Graph, target: &Target, name: &str) -> Result<Compiled, Codeg
     })
 }
 
-/// A key that identifies a kernel's code (constants, not buffers), and its argument count.
-fn kernel_key(step: &Step, p: &Program) -> (String, usize) {
+/// Rows per GEMM tile for the target.
+fn gemm_mr(cfg: &Cfg) -> usize {
+    if cfg.avx2 {
+        6
+    } else {
+        kernels::portable_mr(cfg.lanes, cfg.regs)
+    }
+}
+
+fn step_arg_count(step: &Step) -> usize {
+    match step {
+        Step::Embedding { .. } => 9,
+        Step::LayerNorm { .. } => 5,
+        Step::Linear { .. } | Step::Add { .. } | Step::Scatter { .. } => 4,
+        Step::Act { .. } | Step::Cls { .. } | Step::MeanPool { .. } => 3,
+        Step::Attention { .. } => 7,
+    }
+}
+
+/// A key that identifies a kernel's code (constants, not buffers).
+fn kernel_key(step: &Step, p: &Program) -> String {
     let w = |b: usize| p.buffers[b].width;
     match step {
         Step::Embedding {
@@ -413,24 +513,17 @@ fn kernel_key(step: &Step, p: &Program) -> (String, usize) {
             types,
             width,
             ..
-        } => (format!("emb {positions:?} {types:?} {width}"), 8),
-        Step::LayerNorm { x, eps, .. } => (format!("ln {} {eps:e}", w(*x)), 5),
-        Step::Linear { k, n, .. } => (format!("linear {k} {n}"), 4),
-        Step::Act { x, act, .. } => (format!("act {act:?} {}", w(*x)), 3),
-        Step::Add { a, .. } => (format!("add {}", w(*a)), 4),
+        } => format!("emb {positions:?} {types:?} {width}"),
+        Step::LayerNorm { x, eps, .. } => format!("ln {} {eps:e}", w(*x)),
+        Step::Linear { k, n, .. } => format!("linear {k} {n}"),
+        Step::Act { x, act, .. } => format!("act {act:?} {}", w(*x)),
+        Step::Add { a, .. } => format!("add {}", w(*a)),
         Step::Attention {
-            q,
-            v,
-            heads,
-            scale,
-            masked,
-            ..
-        } => (
-            format!("attn {} {} {heads} {scale:e} {masked}", w(*q), w(*v)),
-            8,
-        ),
-        Step::Cls { x, .. } => (format!("cls {}", w(*x)), 4),
-        Step::MeanPool { x, .. } => (format!("mean {}", w(*x)), 5),
+            q, v, heads, scale, ..
+        } => format!("attn {} {} {heads} {scale:e}", w(*q), w(*v)),
+        Step::Cls { x, .. } => format!("cls {}", w(*x)),
+        Step::MeanPool { x, .. } => format!("mean {}", w(*x)),
+        Step::Scatter { x } => format!("scatter {}", w(*x)),
     }
 }
 
@@ -439,6 +532,7 @@ fn emit_step(
     step: &Step,
     p: &Program,
     a: &[Value],
+    range: [Value; 2],
     cfg: &Cfg,
     micro: &[cranelift_codegen::ir::FuncRef],
 ) {
@@ -451,30 +545,37 @@ fn emit_step(
             ..
         } => kernels::embedding(
             e,
-            [a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]],
+            [a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]],
+            range,
             *positions,
             *types,
             *width,
         ),
         Step::LayerNorm { x, eps, .. } => {
-            kernels::layer_norm(e, [a[0], a[1], a[2], a[3], a[4]], w(*x), *eps)
+            kernels::layer_norm(e, [a[0], a[1], a[2], a[3], a[4]], range, w(*x), *eps)
         }
         Step::Linear { k, n, .. } => {
+            let (k, n) = (*k, *n);
             if cfg.avx2 {
-                linear_avx2(e, [a[0], a[1], a[2], a[3]], *k, *n, micro);
+                let tile = |e: &mut Emit, t: &kernels::Tile| avx2_tile(e, t, k, n, micro);
+                kernels::linear_tasks(e, [a[0], a[1], a[2], a[3]], range, k, n, 6, &tile);
             } else {
-                kernels::linear_portable(e, [a[0], a[1], a[2], a[3]], *k, *n, cfg.regs);
+                let tile = |e: &mut Emit, t: &kernels::Tile| kernels::portable_tile(e, t, k, n);
+                kernels::linear_tasks(
+                    e,
+                    [a[0], a[1], a[2], a[3]],
+                    range,
+                    k,
+                    n,
+                    gemm_mr(cfg),
+                    &tile,
+                );
             }
         }
-        Step::Act { x, act, .. } => kernels::activation(e, [a[0], a[1], a[2]], w(*x), *act),
-        Step::Add { a: x, .. } => kernels::add(e, [a[0], a[1], a[2], a[3]], w(*x)),
+        Step::Act { x, act, .. } => kernels::activation(e, [a[0], a[1], a[2]], range, w(*x), *act),
+        Step::Add { a: x, .. } => kernels::add(e, [a[0], a[1], a[2], a[3]], range, w(*x)),
         Step::Attention {
-            q,
-            v,
-            heads,
-            scale,
-            masked,
-            ..
+            q, v, heads, scale, ..
         } => {
             let shape = kernels::AttnShape {
                 heads: *heads,
@@ -483,76 +584,48 @@ fn emit_step(
                 wv: w(*v),
                 dv: w(*v) / heads,
                 scale: *scale,
-                masked: *masked,
             };
-            kernels::attention(e, [a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]], &shape)
+            kernels::attention(e, [a[0], a[1], a[2], a[3], a[4], a[5], a[6]], range, &shape)
         }
-        Step::Cls { x, .. } => kernels::cls(e, [a[0], a[1], a[2], a[3]], w(*x)),
-        Step::MeanPool { x, .. } => kernels::mean_pool(e, [a[0], a[1], a[2], a[3], a[4]], w(*x)),
+        Step::Cls { x, .. } => kernels::cls(e, [a[0], a[1], a[2]], range, w(*x)),
+        Step::MeanPool { x, .. } => kernels::mean_pool(e, [a[0], a[1], a[2]], range, w(*x)),
+        Step::Scatter { x } => kernels::scatter(e, [a[0], a[1], a[2], a[3]], range, w(*x)),
     }
 }
 
-/// The GEMM driver around the AVX2 microkernels: 6-row tiles over full panels, a call of the
-/// right smaller kernel for the remaining rows, and a stack tile for a partial last panel.
-fn linear_avx2(
+/// One tile through the AVX2 microkernels: straight into the output for a full panel, through
+/// a stack tile for a partial last panel.
+fn avx2_tile(
     e: &mut Emit,
-    [x, out, rows, packed]: [Value; 4],
+    t: &kernels::Tile,
     k: usize,
     n: usize,
     micro: &[cranelift_codegen::ir::FuncRef],
 ) {
-    let panels = n.div_ceil(PANEL);
     let lda = e.i(k as i64 * 4);
     let ldc = e.i(n as i64 * 4);
     let kk = e.i(k as i64);
+    if t.ncols == PANEL {
+        e.b.ins()
+            .call(micro[t.m - 1], &[t.a, lda, t.bp, t.c, ldc, kk]);
+        return;
+    }
     let tile = e.b.create_sized_stack_slot(StackSlotData::new(
         StackSlotKind::ExplicitSlot,
         (6 * PANEL * 4) as u32,
         6,
     ));
-    let tile_ld = e.i((PANEL * 4) as i64);
-    for p in 0..panels {
-        let bp =
+    let tp = e.b.ins().stack_addr(types::I64, tile, 0);
+    let tld = e.i((PANEL * 4) as i64);
+    e.b.ins()
+        .call(micro[t.m - 1], &[t.a, lda, t.bp, tp, tld, kk]);
+    for i in 0..t.m {
+        for j in 0..t.ncols {
+            let v =
+                e.b.ins()
+                    .stack_load(types::I64, types::F32, tile, ((i * PANEL + j) * 4) as i32);
             e.b.ins()
-                .iadd_imm_s(packed, (p * PANEL * (k + 1) * 4) as i64);
-        let ncols = (n - p * PANEL).min(PANEL);
-        let cbase = e.b.ins().iadd_imm_s(out, (p * PANEL * 4) as i64);
-        let full = e.b.ins().udiv_imm_u(rows, 6);
-        let full = e.b.ins().imul_imm_s(full, 6);
-        // calls kernel `mr` (1..=6, known here) for the rows starting at r
-        let call = |e: &mut Emit, r: Value, mr: usize| {
-            let a = e.addr(x, r, k as i64 * 4);
-            if ncols == PANEL {
-                let c = e.addr(cbase, r, n as i64 * 4);
-                e.b.ins().call(micro[mr - 1], &[a, lda, bp, c, ldc, kk]);
-            } else {
-                let t = e.b.ins().stack_addr(types::I64, tile, 0);
-                e.b.ins().call(micro[mr - 1], &[a, lda, bp, t, tile_ld, kk]);
-                for i in 0..mr {
-                    let ri = e.b.ins().iadd_imm_s(r, i as i64);
-                    let c = e.addr(cbase, ri, n as i64 * 4);
-                    for j in 0..ncols {
-                        let v = e.b.ins().stack_load(
-                            types::I64,
-                            types::F32,
-                            tile,
-                            ((i * PANEL + j) * 4) as i32,
-                        );
-                        e.b.ins().store(emit::mem(), v, c, (j * 4) as i32);
-                    }
-                }
-            }
-        };
-        let z = e.i(0);
-        e.for_range(z, full, 6, |e, r| call(e, r, 6));
-        let rem = e.b.ins().isub(rows, full);
-        for mr in 1..6 {
-            let is = e.b.ins().icmp_imm_s(
-                cranelift_codegen::ir::condcodes::IntCC::Equal,
-                rem,
-                mr as i64,
-            );
-            e.if_nonzero(is, |e| call(e, full, mr));
+                .store(emit::mem(), v, t.c, (i * n * 4 + j * 4) as i32);
         }
     }
 }
