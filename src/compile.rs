@@ -172,7 +172,10 @@ pub fn compile(o: &Options) -> Result<Vec<PathBuf>, CliError> {
     );
     write(&obj, &compiled.object)?;
     write(&h, header.as_bytes())?;
-    write(&glue, shim::glue(&compiled.program, &info).as_bytes())?;
+    write(
+        &glue,
+        shim::glue(&compiled.program, &info, &compiled.scratch_floats_c).as_bytes(),
+    )?;
     let cc = target.cc();
     let cross = !target.is_host_arch();
     let cflags = ["-O2", "-std=gnu11", "-fPIC", "-fno-ident"];

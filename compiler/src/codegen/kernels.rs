@@ -435,7 +435,7 @@ pub struct AttnShape {
 /// sequence, softmax, weighted sum of values. Each task has a scratch row of `seq` floats.
 pub fn attention(
     e: &mut Emit,
-    [q, k, v, out, seq_start, scratch, seq]: [Value; 7],
+    [q, k, v, out, seq_start, scratch, seq, _stride]: [Value; 8],
     [begin, end]: [Value; 2],
     a: &AttnShape,
 ) {

@@ -128,8 +128,10 @@ pub struct Program {
     pub output: BufId,
     /// Floats of workspace per token of the padded batch (activations and attention scratch).
     pub ws_per_token: usize,
-    /// Offset of the attention scratch (`heads` floats per padded token), in floats per token.
+    /// Offset of the attention scratch, after the activations, in floats per padded token.
     pub scratch_offset: usize,
+    /// The most heads of any attention step.
+    pub max_heads: usize,
     pub vocab: usize,
     pub type_vocab: usize,
     pub max_seq: usize,
@@ -260,6 +262,7 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
             output: 0,
             ws_per_token: 0,
             scratch_offset: 0,
+            max_heads: 0,
             vocab: 0,
             type_vocab: 0,
             max_seq: g.max_seq.unwrap_or(0),
@@ -542,5 +545,6 @@ fn plan_memory(l: &mut Lowering) {
         .max()
         .unwrap_or(0);
     p.scratch_offset = top;
-    p.ws_per_token = top + heads.max(1);
+    p.ws_per_token = top;
+    p.max_heads = heads;
 }

@@ -52,6 +52,9 @@ pub struct Compiled {
     /// Whether the x86 AVX2 microkernels are used (the artifact checks the CPU for them).
     pub uses_avx2: bool,
     pub instructions: usize,
+    /// A C expression of `batch`, `seq` and `threads`: the floats of attention scratch the
+    /// workspace needs after the activations.
+    pub scratch_floats_c: String,
 }
 
 fn cl_err(e: impl std::fmt::Display) -> CodegenError {
@@ -261,9 +264,9 @@ pub fn compile(g: &Graph, target: &Target, name: &str) -> Result<Compiled, Codeg
         }
         let fname = format!("{name}__k{}", kernels.len());
         let id = module
-            .declare_function(&fname, Linkage::Local, &sig_n(call_conv, 3))
+            .declare_function(&fname, Linkage::Local, &sig_n(call_conv, 4))
             .map_err(cl_err)?;
-        fctx.func.signature = sig_n(call_conv, 3);
+        fctx.func.signature = sig_n(call_conv, 4);
         let micro_refs: Vec<_> = micro
             .iter()
             .map(|&m| module.declare_func_in_func(m, &mut fctx.func))
@@ -288,7 +291,7 @@ pub fn compile(g: &Graph, target: &Target, name: &str) -> Result<Compiled, Codeg
                 step,
                 &program,
                 &args,
-                [params[1], params[2]],
+                [params[1], params[2], params[3]],
                 &cfg,
                 &micro_refs,
             );
@@ -445,12 +448,26 @@ pub fn compile(g: &Graph, target: &Target, name: &str) -> Result<Compiled, Codeg
                     ..
                 } => {
                     let t = e.b.ins().imul_imm_s(batch, heads as i64);
-                    (
-                        vec![
-                            bufs[q], bufs[k], bufs[v], bufs[out], seq_start, scratch, seq,
-                        ],
-                        t,
-                    )
+                    // the scratch of one thread (GEMM attention) or of one task (portable)
+                    let stride = match attn_dims(&program) {
+                        Some((d, dv)) if cfg.avx2 => {
+                            let dv16 = dv.div_ceil(PANEL) * PANEL;
+                            let l = e.b.ins().iadd_imm_s(seq, PANEL as i64 - 1);
+                            let l = e.b.ins().band_imm_s(l, -(PANEL as i64));
+                            let ll = e.b.ins().imul(l, l);
+                            let kd = e.b.ins().imul_imm_s(l, d as i64 + 1);
+                            let l1 = e.b.ins().iadd_imm_s(l, 1);
+                            let vd = e.b.ins().imul_imm_s(l1, dv16 as i64);
+                            let f = e.b.ins().iadd(ll, kd);
+                            let f = e.b.ins().iadd(f, vd);
+                            e.b.ins().imul_imm_s(f, 4)
+                        }
+                        _ => e.b.ins().imul_imm_s(seq, 4),
+                    };
+                    let args = vec![
+                        bufs[q], bufs[k], bufs[v], bufs[out], seq_start, scratch, seq, stride,
+                    ];
+                    (args, t)
                 }
                 Step::Cls { x, out } | Step::MeanPool { x, out } => {
                     (vec![bufs[x], bufs[out], seq_start], batch)
@@ -477,12 +494,34 @@ pub fn compile(g: &Graph, target: &Target, name: &str) -> Result<Compiled, Codeg
     module.clear_context(&mut fctx);
     let product = module.finish();
     let object = product.emit().map_err(cl_err)?;
+    let scratch_floats_c = match attn_dims(&program) {
+        Some((d, dv)) if cfg.avx2 => {
+            let dv16 = dv.div_ceil(PANEL) * PANEL;
+            format!("(size_t)threads * attn_thread_floats(seq, {d}, {dv16})")
+        }
+        Some(_) => format!("(size_t)batch * (size_t)seq * {}", program.max_heads),
+        None => "0".to_string(),
+    };
     Ok(Compiled {
         object,
         program,
         uses_avx2: cfg.avx2,
         instructions,
+        scratch_floats_c,
     })
+}
+
+/// The largest per-head q/k and v widths of the attention steps.
+fn attn_dims(p: &Program) -> Option<(usize, usize)> {
+    p.steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Attention { q, v, heads, .. } => {
+                Some((p.buffers[*q].width / heads, p.buffers[*v].width / heads))
+            }
+            _ => None,
+        })
+        .reduce(|a, b| (a.0.max(b.0), a.1.max(b.1)))
 }
 
 /// Rows per GEMM tile for the target.
@@ -500,7 +539,7 @@ fn step_arg_count(step: &Step) -> usize {
         Step::LayerNorm { .. } => 5,
         Step::Linear { .. } | Step::Add { .. } | Step::Scatter { .. } => 4,
         Step::Act { .. } | Step::Cls { .. } | Step::MeanPool { .. } => 3,
-        Step::Attention { .. } => 7,
+        Step::Attention { .. } => 8,
     }
 }
 
@@ -532,10 +571,11 @@ fn emit_step(
     step: &Step,
     p: &Program,
     a: &[Value],
-    range: [Value; 2],
+    [begin, end, tid]: [Value; 3],
     cfg: &Cfg,
     micro: &[cranelift_codegen::ir::FuncRef],
 ) {
+    let range = [begin, end];
     let w = |b: usize| p.buffers[b].width;
     match step {
         Step::Embedding {
@@ -585,7 +625,22 @@ fn emit_step(
                 dv: w(*v) / heads,
                 scale: *scale,
             };
-            kernels::attention(e, [a[0], a[1], a[2], a[3], a[4], a[5], a[6]], range, &shape)
+            let args = [a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]];
+            if cfg.avx2 {
+                let (d, dv) = attn_dims(p).unwrap_or((shape.dq, shape.dv));
+                attention_gemm(
+                    e,
+                    args,
+                    range,
+                    tid,
+                    &shape,
+                    d,
+                    dv.div_ceil(PANEL) * PANEL,
+                    micro,
+                );
+            } else {
+                kernels::attention(e, args, range, &shape)
+            }
         }
         Step::Cls { x, .. } => kernels::cls(e, [a[0], a[1], a[2]], range, w(*x)),
         Step::MeanPool { x, .. } => kernels::mean_pool(e, [a[0], a[1], a[2]], range, w(*x)),
@@ -626,6 +681,268 @@ fn avx2_tile(
                     .stack_load(types::I64, types::F32, tile, ((i * PANEL + j) * 4) as i32);
             e.b.ins()
                 .store(emit::mem(), v, t.c, (i * n * 4 + j * 4) as i32);
+        }
+    }
+}
+
+/// Attention as two GEMMs per (sequence, head) task on the AVX2 microkernels: K of the head
+/// packed transposed into 16-key panels, scores `Q Kᵀ` for 6-query tiles, a vectorised
+/// softmax over each row (scaled), V packed into panels, `P V` straight into the output.
+/// Each thread has its own scratch (`tid` selects it): scores `L x L`, packed K and V, with
+/// `L` the sequence length rounded up to 16. `dmax`/`dv16max` size the scratch layout.
+#[allow(clippy::too_many_arguments)]
+fn attention_gemm(
+    e: &mut Emit,
+    [q, k, v, out, seq_start, scratch, seq, stride]: [Value; 8],
+    [begin, end]: [Value; 2],
+    tid: Value,
+    a: &kernels::AttnShape,
+    dmax: usize,
+    dv16max: usize,
+    micro: &[cranelift_codegen::ir::FuncRef],
+) {
+    use cranelift_codegen::ir::condcodes::IntCC;
+    let _ = dv16max;
+    let (d, dv) = (a.dq, a.dv);
+    let lp = e.b.ins().iadd_imm_s(seq, PANEL as i64 - 1);
+    let lp = e.b.ins().band_imm_s(lp, -(PANEL as i64));
+    let base = e.b.ins().imul(tid, stride);
+    let sbuf = e.b.ins().iadd(scratch, base);
+    let ll = e.b.ins().imul(lp, lp);
+    let kp = e.addr(sbuf, ll, 4);
+    let kd = e.b.ins().imul_imm_s(lp, dmax as i64 + 1);
+    let vp = e.addr(kp, kd, 4);
+    let ld_s = e.b.ins().imul_imm_s(lp, 4);
+    let lda_q = e.i(a.wq as i64 * 4);
+    let ldc_o = e.i(a.wv as i64 * 4);
+    let dk = e.i(d as i64);
+    let panel_k = (PANEL * (d + 1) * 4) as i64;
+    let vpanels = dv.div_ceil(PANEL);
+    e.for_range(begin, end, 1, |e, task| {
+        let bi = e.b.ins().udiv_imm_u(task, a.heads as i64);
+        let bh = e.b.ins().imul_imm_s(bi, a.heads as i64);
+        let h = e.b.ins().isub(task, bh);
+        let sa = e.addr(seq_start, bi, 4);
+        let s0 = e.load_i32(sa, 0);
+        let s1 = e.load_i32(sa, 4);
+        let len = e.b.ins().isub(s1, s0);
+        let len16 = e.b.ins().iadd_imm_s(len, PANEL as i64 - 1);
+        let kpanels = e.b.ins().udiv_imm_u(len16, PANEL as i64);
+        // pack Kᵀ: panel p holds keys 16p..16p+15: [16 zeros][d rows of 16]
+        let kbytes = e.b.ins().imul_imm_s(kpanels, panel_k);
+        let zero_from = e.i(0);
+        e.for_range(zero_from, kbytes, 16, |e, off| {
+            let z = e.fs(emit::Shape::Vector, 0.0);
+            let a = e.b.ins().iadd(kp, off);
+            e.store(z, a, 0);
+        });
+        let z = e.i(0);
+        e.for_range(z, len, 1, |e, j| {
+            let src = e.b.ins().iadd(s0, j);
+            let krow = e.addr(k, src, a.wq as i64 * 4);
+            let krow = e.addr(krow, h, d as i64 * 4);
+            let p = e.b.ins().ushr_imm_u(j, 4);
+            let jj = e.b.ins().band_imm_s(j, 15);
+            let dst = e.addr(kp, p, panel_k);
+            let dst = e.addr(dst, jj, 4);
+            for c in 0..d {
+                let x =
+                    e.b.ins()
+                        .load(types::F32, emit::mem(), krow, (c * 4) as i32);
+                e.b.ins()
+                    .store(emit::mem(), x, dst, ((PANEL + c * PANEL) * 4) as i32);
+            }
+        });
+        // scores S[i, j] = q_i · k_j for 6-query tiles and every key panel
+        let rows6 = e.b.ins().iadd_imm_s(len, 5);
+        let rows6 = e.b.ins().udiv_imm_u(rows6, 6);
+        let z = e.i(0);
+        e.for_range(z, rows6, 1, |e, rb| {
+            let i0 = e.b.ins().imul_imm_s(rb, 6);
+            let left = e.b.ins().isub(len, i0);
+            let six = e.i(6);
+            let m = e.b.ins().smin(left, six);
+            let qi = e.b.ins().iadd(s0, i0);
+            let qa = e.addr(q, qi, a.wq as i64 * 4);
+            let qa = e.addr(qa, h, d as i64 * 4);
+            let crow = e.b.ins().imul(i0, ld_s);
+            let crow = e.b.ins().iadd(sbuf, crow);
+            let z = e.i(0);
+            e.for_range(z, kpanels, 1, |e, p| {
+                let bp = e.addr(kp, p, panel_k);
+                let c = e.addr(crow, p, (PANEL * 4) as i64);
+                for mm in 1..=6usize {
+                    let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
+                    e.if_nonzero(is, |e| {
+                        e.b.ins().call(micro[mm - 1], &[qa, lda_q, bp, c, ld_s, dk]);
+                    });
+                }
+            });
+        });
+        // softmax over each row's first len scores (scaled)
+        let z = e.i(0);
+        e.for_range(z, len, 1, |e, i| {
+            let row = e.b.ins().imul(i, ld_s);
+            let row = e.b.ins().iadd(sbuf, row);
+            let minv = e.fs(emit::Shape::Vector, f32::MIN);
+            let vt = e.vty();
+            let vmax = e.var(vt, minv);
+            let smin = e.f(f32::MIN);
+            let smax = e.var(types::F32, smin);
+            e.span(len, |e, off, s| {
+                let pa = e.b.ins().iadd(row, off);
+                let x = e.load(s, pa, 0);
+                let acc = if s == emit::Shape::Vector { vmax } else { smax };
+                let cur = e.b.use_var(acc);
+                let m = e.b.ins().fmax(cur, x);
+                e.b.def_var(acc, m);
+            });
+            let vm = e.b.use_var(vmax);
+            let mut mx = e.b.use_var(smax);
+            for l in 0..4u8 {
+                let x = e.b.ins().extractlane(vm, l);
+                mx = e.b.ins().fmax(mx, x);
+            }
+            let scale = e.f(a.scale);
+            let mxs = e.b.ins().fmul(mx, scale);
+            let zf = e.fs(emit::Shape::Vector, 0.0);
+            let vsum = e.var(vt, zf);
+            let zs = e.f(0.0);
+            let ssum = e.var(types::F32, zs);
+            e.span(len, |e, off, s| {
+                let pa = e.b.ins().iadd(row, off);
+                let x = e.load(s, pa, 0);
+                let sc = e.fs(s, a.scale);
+                let m = e.splat(s, mxs);
+                let y = e.b.ins().fmul(x, sc);
+                let y = e.b.ins().fsub(y, m);
+                let p = e.exp(s, y);
+                e.store(p, pa, 0);
+                let acc = if s == emit::Shape::Vector { vsum } else { ssum };
+                let cur = e.b.use_var(acc);
+                let ns = e.b.ins().fadd(cur, p);
+                e.b.def_var(acc, ns);
+            });
+            let vs = e.b.use_var(vsum);
+            let hs = e.hsum(emit::Shape::Vector, vs);
+            let ss = e.b.use_var(ssum);
+            let total = e.b.ins().fadd(hs, ss);
+            let one = e.f(1.0);
+            let inv = e.b.ins().fdiv(one, total);
+            e.span(len, |e, off, s| {
+                let pa = e.b.ins().iadd(row, off);
+                let x = e.load(s, pa, 0);
+                let iv = e.splat(s, inv);
+                let y = e.b.ins().fmul(x, iv);
+                e.store(y, pa, 0);
+            });
+        });
+        // pack V: panel p holds value columns 16p..: [16 zeros][len rows of 16]
+        let len1 = e.b.ins().iadd_imm_s(len, 1);
+        let vpanel_bytes = e.b.ins().imul_imm_s(len1, (PANEL * 4) as i64);
+        let z = e.i(0);
+        let vbytes = e.b.ins().imul_imm_s(vpanel_bytes, vpanels as i64);
+        e.for_range(z, vbytes, 16, |e, off| {
+            let zv = e.fs(emit::Shape::Vector, 0.0);
+            let a = e.b.ins().iadd(vp, off);
+            e.store(zv, a, 0);
+        });
+        let z = e.i(0);
+        e.for_range(z, len, 1, |e, j| {
+            let src = e.b.ins().iadd(s0, j);
+            let vrow = e.addr(v, src, a.wv as i64 * 4);
+            let vrow = e.addr(vrow, h, dv as i64 * 4);
+            let j1 = e.b.ins().iadd_imm_s(j, 1);
+            for p in 0..vpanels {
+                let dst = e.b.ins().imul_imm_s(vpanel_bytes, p as i64);
+                let dst = e.b.ins().iadd(vp, dst);
+                let dst = e.addr(dst, j1, (PANEL * 4) as i64);
+                let cols = (dv - p * PANEL).min(PANEL);
+                let mut c = 0;
+                while c < cols {
+                    if c + 4 <= cols {
+                        let x = e.load(emit::Shape::Vector, vrow, ((p * PANEL + c) * 4) as i32);
+                        e.store(x, dst, (c * 4) as i32);
+                        c += 4;
+                    } else {
+                        let x = e.b.ins().load(
+                            types::F32,
+                            emit::mem(),
+                            vrow,
+                            ((p * PANEL + c) * 4) as i32,
+                        );
+                        e.b.ins().store(emit::mem(), x, dst, (c * 4) as i32);
+                        c += 1;
+                    }
+                }
+            }
+        });
+        // out = P V for 6-query tiles and every value panel (k = len)
+        let z = e.i(0);
+        e.for_range(z, rows6, 1, |e, rb| {
+            let i0 = e.b.ins().imul_imm_s(rb, 6);
+            let left = e.b.ins().isub(len, i0);
+            let six = e.i(6);
+            let m = e.b.ins().smin(left, six);
+            let prow = e.b.ins().imul(i0, ld_s);
+            let prow = e.b.ins().iadd(sbuf, prow);
+            let oi = e.b.ins().iadd(s0, i0);
+            let orow = e.addr(out, oi, a.wv as i64 * 4);
+            let orow = e.addr(orow, h, dv as i64 * 4);
+            for p in 0..vpanels {
+                let bp = e.b.ins().imul_imm_s(vpanel_bytes, p as i64);
+                let bp = e.b.ins().iadd(vp, bp);
+                let c = e.b.ins().iadd_imm_s(orow, (p * PANEL * 4) as i64);
+                let cols = (dv - p * PANEL).min(PANEL);
+                for mm in 1..=6usize {
+                    let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
+                    e.if_nonzero(is, |e| {
+                        let t = kernels::Tile {
+                            a: prow,
+                            c,
+                            bp,
+                            m: mm,
+                            ncols: cols,
+                        };
+                        avx2_tile_ld(e, &t, ld_s, len, ldc_o, micro);
+                    });
+                }
+            }
+        });
+    });
+}
+
+/// Like `avx2_tile` with runtime strides and depth: `lda`, `k` and `ldc` are values.
+fn avx2_tile_ld(
+    e: &mut Emit,
+    t: &kernels::Tile,
+    lda: Value,
+    k: Value,
+    ldc: Value,
+    micro: &[cranelift_codegen::ir::FuncRef],
+) {
+    if t.ncols == PANEL {
+        e.b.ins()
+            .call(micro[t.m - 1], &[t.a, lda, t.bp, t.c, ldc, k]);
+        return;
+    }
+    let tile = e.b.create_sized_stack_slot(StackSlotData::new(
+        StackSlotKind::ExplicitSlot,
+        (6 * PANEL * 4) as u32,
+        6,
+    ));
+    let tp = e.b.ins().stack_addr(types::I64, tile, 0);
+    let tld = e.i((PANEL * 4) as i64);
+    e.b.ins()
+        .call(micro[t.m - 1], &[t.a, lda, t.bp, tp, tld, k]);
+    for i in 0..t.m {
+        let row = e.b.ins().imul_imm_s(ldc, i as i64);
+        let row = e.b.ins().iadd(t.c, row);
+        for j in 0..t.ncols {
+            let v =
+                e.b.ins()
+                    .stack_load(types::I64, types::F32, tile, ((i * PANEL + j) * 4) as i32);
+            e.b.ins().store(emit::mem(), v, row, (j * 4) as i32);
         }
     }
 }

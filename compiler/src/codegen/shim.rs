@@ -113,7 +113,7 @@ const char *{n}_cpu_features(void);
 
 /// The glue implementing the ABI: argument checks, packing of the tokens with mask 1, the
 /// workspace, and the thread pool behind `NAME__parallel`.
-pub fn glue(p: &Program, s: &ShimInfo) -> String {
+pub fn glue(p: &Program, s: &ShimInfo, scratch_floats_c: &str) -> String {
     let n = s.name;
     let up = n.to_uppercase();
     let checks: Vec<String> = s
@@ -136,6 +136,7 @@ pub fn glue(p: &Program, s: &ShimInfo) -> String {
         .replace("@WS_PER_TOKEN@", &p.ws_per_token.to_string())
         .replace("@HAS_TYPE_INPUT@", &(has_type_input as u8).to_string())
         .replace("@NEEDS_FIRST@", &(needs_first as u8).to_string())
+        .replace("@SCRATCH@", scratch_floats_c)
         .replace("@UP@", &up)
         .replace("@N@", n)
 }
@@ -158,10 +159,18 @@ extern void @N@__forward(int64_t *ctx);
 #define NEEDS_FIRST_TOKEN @NEEDS_FIRST@
 
 /* ---- thread pool: workers started once, a parallel-for per step ---- */
-typedef void (*task_fn)(const int64_t *args, int64_t begin, int64_t end);
+/* a kernel: runs tasks begin..end of its step; tid (0..threads-1) selects per-thread scratch */
+typedef void (*task_fn)(const int64_t *args, int64_t begin, int64_t end, int64_t tid);
 
+typedef struct pool pool_t;
 typedef struct {
+    pool_t *pool;
+    int64_t tid;
+} worker_arg;
+
+struct pool {
     pthread_t *threads;
+    worker_arg *wargs;
     int nworkers;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -173,19 +182,20 @@ typedef struct {
     int64_t ntasks, grain;
     atomic_long next;      /* next task to take */
     atomic_int pending;    /* workers still in the current job */
-} pool_t;
+};
 
-static void pool_work(pool_t *p) {
+static void pool_work(pool_t *p, int64_t tid) {
     for (;;) {
         int64_t b = atomic_fetch_add(&p->next, p->grain);
         if (b >= p->ntasks) break;
         int64_t e = b + p->grain < p->ntasks ? b + p->grain : p->ntasks;
-        p->fn(p->args, b, e);
+        p->fn(p->args, b, e, tid);
     }
 }
 
 static void *pool_worker(void *arg) {
-    pool_t *p = (pool_t *)arg;
+    pool_t *p = ((worker_arg *)arg)->pool;
+    int64_t tid = ((worker_arg *)arg)->tid;
     long seen = 0;
     for (;;) {
         long g;
@@ -206,7 +216,7 @@ static void *pool_worker(void *arg) {
         }
         if (atomic_load(&p->stop)) return NULL;
         seen = g;
-        pool_work(p);
+        pool_work(p, tid);
         atomic_fetch_sub(&p->pending, 1);
     }
 }
@@ -215,7 +225,7 @@ static void *pool_worker(void *arg) {
 void @N@__parallel(pool_t *p, task_fn fn, const int64_t *args, int64_t ntasks) {
     if (ntasks <= 0) return;
     if (!p || p->nworkers == 0 || ntasks == 1) {
-        fn(args, 0, ntasks);
+        fn(args, 0, ntasks, 0);
         return;
     }
     int threads = p->nworkers + 1;
@@ -232,7 +242,7 @@ void @N@__parallel(pool_t *p, task_fn fn, const int64_t *args, int64_t ntasks) {
         pthread_cond_broadcast(&p->cv);
         pthread_mutex_unlock(&p->mu);
     }
-    pool_work(p);
+    pool_work(p, 0);
     while (atomic_load(&p->pending) > 0) {
 #if defined(__x86_64__)
         __builtin_ia32_pause();
@@ -246,8 +256,11 @@ static pool_t *pool_create(int nworkers) {
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     p->threads = nworkers > 0 ? (pthread_t *)calloc((size_t)nworkers, sizeof(pthread_t)) : NULL;
-    for (int i = 0; i < nworkers; i++) {
-        if (pthread_create(&p->threads[i], NULL, pool_worker, p) != 0) break;
+    p->wargs = nworkers > 0 ? (worker_arg *)calloc((size_t)nworkers, sizeof(worker_arg)) : NULL;
+    for (int i = 0; i < nworkers && p->threads && p->wargs; i++) {
+        p->wargs[i].pool = p;
+        p->wargs[i].tid = i + 1;
+        if (pthread_create(&p->threads[i], NULL, pool_worker, &p->wargs[i]) != 0) break;
         p->nworkers++;
     }
     return p;
@@ -261,9 +274,26 @@ static void pool_destroy(pool_t *p) {
     pthread_mutex_unlock(&p->mu);
     for (int i = 0; i < p->nworkers; i++) pthread_join(p->threads[i], NULL);
     free(p->threads);
+    free(p->wargs);
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
     free(p);
+}
+
+/* floats of one thread's attention scratch: scores L x L, K packed in 16-key panels, V packed
+   in 16-column panels, L = seq rounded up to 16 */
+static size_t attn_thread_floats(int32_t seq, size_t d, size_t dv16) {
+    size_t l = ((size_t)seq + 15) / 16 * 16;
+    return l * l + l * (d + 1) + dv16 * (l + 1);
+}
+
+/* floats of attention scratch after the activations */
+static size_t scratch_floats(int32_t batch, int32_t seq, int threads) {
+    (void)batch;
+    (void)seq;
+    (void)threads;
+    (void)attn_thread_floats;
+    return @SCRATCH@;
 }
 
 /* ---- the model handle ---- */
@@ -334,7 +364,7 @@ int32_t @N@_run(@N@_model *m, const int32_t *input_ids, const int32_t *attention
     if (!m || !input_ids || !out) return @UP@_E_NULL;
     if (batch < 1 || seq < 1) return @UP@_E_SHAPE;
     if (seq > @UP@_MAX_SEQ) return @UP@_E_SEQ;
-    if ((size_t)batch > SIZE_MAX / (size_t)seq / (WS_PER_TOKEN * sizeof(float) + 4 * sizeof(int32_t)))
+    if ((size_t)batch > ((size_t)1 << 40) / (size_t)seq / (WS_PER_TOKEN * sizeof(float) + 4 * sizeof(int32_t) + 1))
         return @UP@_E_NOMEM;
     size_t tokens = (size_t)batch * (size_t)seq;
     if (out_len < @N@_output_len(batch, seq)) return @UP@_E_OUT_LEN;
@@ -347,7 +377,7 @@ int32_t @N@_run(@N@_model *m, const int32_t *input_ids, const int32_t *attention
         for (size_t i = 0; i < tokens; i++)
             if (token_type_ids[i] < 0 || token_type_ids[i] >= (HAS_TYPE_INPUT ? @UP@_TYPE_VOCAB : 1))
                 return @UP@_E_TYPE;
-    size_t need = WS_PER_TOKEN * tokens;
+    size_t need = WS_PER_TOKEN * tokens + scratch_floats(batch, seq, m->pool->nworkers + 1);
     if (need > m->ws_len) {
         float *ws = (float *)realloc(m->ws, need * sizeof(float));
         if (!ws) return @UP@_E_NOMEM;
