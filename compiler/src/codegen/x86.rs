@@ -30,6 +30,14 @@ pub fn avx2_kernel(mr: usize) -> Result<Vec<u8>, CodegenError> {
         4 => dword_ptr(r10 + rsi),
         _ => dword_ptr(r10 + rsi * 2),
     };
+    let src_off = |r: usize, off: i32| match r {
+        0 => dword_ptr(rdi + off),
+        1 => dword_ptr(rdi + rsi + off),
+        2 => dword_ptr(rdi + rsi * 2 + off),
+        3 => dword_ptr(r10 + off),
+        4 => dword_ptr(r10 + rsi + off),
+        _ => dword_ptr(r10 + rsi * 2 + off),
+    };
     let dst = |r: usize, off: i32| match r {
         0 => ymmword_ptr(rcx + off),
         1 => ymmword_ptr(rcx + r8 + off),
@@ -46,11 +54,33 @@ pub fn avx2_kernel(mr: usize) -> Result<Vec<u8>, CodegenError> {
         a.add(rdx, 64)?;
         a.lea(r10, ptr(rdi + rsi * 2))?;
         a.add(r10, rsi)?;
+        // main loop: 4 steps of k per iteration, then single steps
         let mut done = a.create_label();
-        let mut top = a.create_label();
+        let mut top4 = a.create_label();
+        let mut tail = a.create_label();
+        let mut top1 = a.create_label();
+        a.cmp(r9, 4)?;
+        a.jl(tail)?;
+        a.set_label(&mut top4)?;
+        for u in 0..4i32 {
+            a.vmovups(ymm12, ymmword_ptr(rdx + 64 * u))?;
+            a.vmovups(ymm13, ymmword_ptr(rdx + 64 * u + 32))?;
+            for r in 0..mr {
+                a.vbroadcastss(ymm14, src_off(r, 4 * u))?;
+                a.vfmadd231ps(y[2 * r], ymm12, ymm14)?;
+                a.vfmadd231ps(y[2 * r + 1], ymm13, ymm14)?;
+            }
+        }
+        a.add(rdx, 256)?;
+        a.add(rdi, 16)?;
+        a.add(r10, 16)?;
+        a.sub(r9, 4)?;
+        a.cmp(r9, 4)?;
+        a.jge(top4)?;
+        a.set_label(&mut tail)?;
         a.test(r9, r9)?;
         a.jz(done)?;
-        a.set_label(&mut top)?;
+        a.set_label(&mut top1)?;
         a.vmovups(ymm12, ymmword_ptr(rdx))?;
         a.vmovups(ymm13, ymmword_ptr(rdx + 32))?;
         for r in 0..mr {
@@ -62,7 +92,7 @@ pub fn avx2_kernel(mr: usize) -> Result<Vec<u8>, CodegenError> {
         a.add(rdi, 4)?;
         a.add(r10, 4)?;
         a.dec(r9)?;
-        a.jnz(top)?;
+        a.jnz(top1)?;
         a.set_label(&mut done)?;
         a.lea(r11, ptr(rcx + r8 * 2))?;
         a.add(r11, r8)?;
