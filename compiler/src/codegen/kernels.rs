@@ -349,14 +349,14 @@ fn act_value(e: &mut Emit, s: Shape, v: Value, act: Act) -> Value {
         }
         Act::Tanh => e.tanh(s, v),
         Act::Gelu(GeluApprox::Erf) => {
+            // 0.5 x (1 + erf(x/√2)) = 0.5 (x + |x| erf(|x|/√2)): no sign handling needed
+            let ax = e.b.ins().fabs(v);
             let k = e.fs(s, std::f32::consts::FRAC_1_SQRT_2);
-            let z = e.b.ins().fmul(v, k);
-            let er = e.erf(s, z);
-            let one = e.fs(s, 1.0);
-            let t = e.b.ins().fadd(er, one);
+            let z = e.b.ins().fmul(ax, k);
+            let er = e.erf_nonneg(s, z);
+            let t = e.mul_add(ax, er, v);
             let half = e.fs(s, 0.5);
-            let hx = e.b.ins().fmul(v, half);
-            e.b.ins().fmul(hx, t)
+            e.b.ins().fmul(t, half)
         }
         Act::Gelu(GeluApprox::Tanh) => {
             let c3 = e.fs(s, 0.044715);
