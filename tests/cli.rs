@@ -54,13 +54,6 @@ fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("bertc-test-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 /// A copy of a model folder whose files can be damaged.
 fn copy_model(name: &str, tag: &str) -> PathBuf {
     let d = scratch(tag);

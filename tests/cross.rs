@@ -5,15 +5,7 @@
 mod common;
 
 use common::*;
-use std::path::PathBuf;
 use std::process::Command;
-
-fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("bertc-cross-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn cross(triple: &str, cpu: Option<&str>, qemu: &[&str]) {
     let dir = scratch(&format!("{triple}{}", cpu.unwrap_or("")));

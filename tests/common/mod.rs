@@ -20,6 +20,14 @@ pub const RANDOM_MODELS: [&str; 5] = [
     "electra-micro-random",
 ];
 
+/// A fresh scratch folder for one test (`tag` names it).
+pub fn scratch(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("bertc-test-{}-{tag}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
 pub fn shared() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
 }

@@ -660,29 +660,7 @@ fn avx2_tile(
     let lda = e.i(k as i64 * 4);
     let ldc = e.i(n as i64 * 4);
     let kk = e.i(k as i64);
-    if t.ncols == PANEL {
-        e.b.ins()
-            .call(micro[t.m - 1], &[t.a, lda, t.bp, t.c, ldc, kk]);
-        return;
-    }
-    let tile = e.b.create_sized_stack_slot(StackSlotData::new(
-        StackSlotKind::ExplicitSlot,
-        (6 * PANEL * 4) as u32,
-        6,
-    ));
-    let tp = e.b.ins().stack_addr(types::I64, tile, 0);
-    let tld = e.i((PANEL * 4) as i64);
-    e.b.ins()
-        .call(micro[t.m - 1], &[t.a, lda, t.bp, tp, tld, kk]);
-    for i in 0..t.m {
-        for j in 0..t.ncols {
-            let v =
-                e.b.ins()
-                    .stack_load(types::I64, types::F32, tile, ((i * PANEL + j) * 4) as i32);
-            e.b.ins()
-                .store(emit::mem(), v, t.c, (i * n * 4 + j * 4) as i32);
-        }
-    }
+    avx2_tile_ld(e, t, lda, kk, ldc, micro);
 }
 
 /// Attention as two GEMMs per (sequence, head) task on the AVX2 microkernels: K of the head
