@@ -102,8 +102,9 @@ pub fn compile(o: &Options) -> Result<Vec<PathBuf>, CliError> {
         None => Target::with_cpu(&Target::host().triple, o.cpu.as_deref()),
     }
     .map_err(|e| CliError::Input(e.to_string()))?;
-    let (mut g, reports) = crate::load_raised(&o.model)?;
+    let (mut g, mut reports) = crate::load_raised(&o.model)?;
     select_output(&mut g, o.output)?;
+    reports.extend(bertc_passes::optimize(&mut g)?);
     if let Some(m) = o.max_seq {
         let model_max = g.max_seq.unwrap_or(usize::MAX);
         if m == 0 || m > model_max {

@@ -159,6 +159,9 @@ Examples:
         /// Print what each pass did (to stderr).
         #[arg(long)]
         report: bool,
+        /// Also run the fusion passes that `bertc compile` runs (with --output).
+        #[arg(long, requires = "output")]
+        optimize: bool,
     },
     /// Run a model with the reference interpreter.
     #[command(after_help = "\
@@ -287,6 +290,7 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             raw,
             output,
             report,
+            optimize,
         } => {
             let g = if raw {
                 bertc_compiler::load_model(&model)?
@@ -299,6 +303,13 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
                 }
                 if let Some(k) = output {
                     select_output(&mut g, k)?;
+                }
+                if optimize {
+                    for r in bertc_passes::optimize(&mut g)? {
+                        if report {
+                            eprintln!("{r}");
+                        }
+                    }
                 }
                 g
             };

@@ -1108,6 +1108,25 @@ pub fn eval_op(op: &Op, v: &[&Value], bind: &Binding) -> R<Value> {
                 linear_rows(x.as_f32()?, w.as_f32()?, bias, rows, k, n),
             )
         }
+        Op::FusedLinear { act, .. } => {
+            let mut y = eval_op(&Op::Linear, &v[..3], bind)?;
+            if let Data::F(yv) = &mut y.data {
+                for e in yv.iter_mut() {
+                    *e = match act {
+                        None => *e,
+                        Some(crate::ir::FusedAct::Gelu(a)) => gelu(*e, *a),
+                        Some(crate::ir::FusedAct::Tanh) => e.tanh(),
+                        Some(crate::ir::FusedAct::Relu) => e.max(0.0),
+                    };
+                }
+                if let Some(r) = v.get(3) {
+                    for (e, rv) in yv.iter_mut().zip(r.as_f32()?) {
+                        *e += rv;
+                    }
+                }
+            }
+            y
+        }
         Op::Gelu { approx } => {
             let x = x0()?;
             Value::f32(

@@ -7,6 +7,7 @@
 //! it cannot see structurally (mask and position arithmetic) by evaluating it on probes.
 
 mod fold;
+mod fuse;
 mod names;
 mod output;
 mod pattern;
@@ -95,7 +96,24 @@ pub fn canonicalize(g: &mut Graph) -> Result<Vec<PassReport>, PassError> {
         .collect()
 }
 
-/// Runs a single pass by name (for tests and `bertc ir --passes`).
+/// The passes of `optimize`, in order.
+pub fn optimize_pipeline() -> Vec<Box<dyn Pass>> {
+    vec![Box::new(fuse::FuseLinearAct), Box::new(fuse::FuseResidual)]
+}
+
+/// Fuses for code generation (after `canonicalize` and the output selection): activations and
+/// residual adds into the linears' epilogues.
+pub fn optimize(g: &mut Graph) -> Result<Vec<PassReport>, PassError> {
+    optimize_pipeline()
+        .iter()
+        .map(|p| run_pass(p.as_ref(), g))
+        .collect()
+}
+
+/// Runs a single pass by name.
 pub fn pass_by_name(name: &str) -> Option<Box<dyn Pass>> {
-    canonical_pipeline().into_iter().find(|p| p.name() == name)
+    canonical_pipeline()
+        .into_iter()
+        .chain(optimize_pipeline())
+        .find(|p| p.name() == name)
 }

@@ -60,3 +60,37 @@ fn each_pass_before_and_after() {
         }
     }
 }
+
+#[test]
+fn fusion_passes_before_and_after() {
+    let mut g = model();
+    bertc_passes::canonicalize(&mut g).unwrap();
+    let reference = outputs(&g);
+    insta::assert_snapshot!("fuse-00-raised", g.to_text());
+    for (i, pass) in bertc_passes::optimize_pipeline().iter().enumerate() {
+        let report = run_pass(pass.as_ref(), &mut g).unwrap();
+        let name = format!("fuse-{:02}-after-{}", i + 1, pass.name());
+        insta::assert_snapshot!(name, format!("# {report}\n{}", g.to_text()));
+        for (a, b) in outputs(&g).iter().zip(&reference) {
+            let err = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0f32, f32::max);
+            assert!(
+                err < 1e-5,
+                "pass {} changed the outputs by {err}",
+                pass.name()
+            );
+        }
+    }
+    let counts = g.op_counts();
+    // per layer: attention output + residual, FFN up + GELU, FFN down + residual; pooler + tanh
+    assert!(
+        counts
+            .iter()
+            .any(|(op, n)| *op == "fused_linear" && *n == 2 * 3 + 1),
+        "{counts:?}"
+    );
+    assert!(!counts.iter().any(|(op, _)| *op == "gelu"), "{counts:?}");
+}

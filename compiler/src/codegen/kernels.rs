@@ -253,8 +253,56 @@ pub fn linear_task_count(e: &mut Emit, rows: Value, n: usize, mr: usize) -> Valu
     e.b.ins().imul_imm_s(rb, chunks)
 }
 
+/// What a linear does to each output tile after the GEMM: an activation, then a residual add
+/// (`residual` points to a tensor of the output's shape).
+pub struct Epilogue {
+    pub act: Option<Act>,
+    pub residual: Option<Value>,
+}
+
+impl Epilogue {
+    pub const NONE: Epilogue = Epilogue {
+        act: None,
+        residual: None,
+    };
+}
+
+/// Applies the epilogue to `m` rows (a value) of `ncols` columns at `c` (row stride `ldc`).
+fn epilogue(
+    e: &mut Emit,
+    epi: &Epilogue,
+    c: Value,
+    res: Option<Value>,
+    m: Value,
+    ncols: usize,
+    ldc: i64,
+) {
+    if epi.act.is_none() && res.is_none() {
+        return;
+    }
+    let z = e.i(0);
+    e.for_range(z, m, 1, |e, i| {
+        let crow = e.addr(c, i, ldc);
+        let rrow = res.map(|r| e.addr(r, i, ldc));
+        e.row(ncols, |e, off, s| {
+            let ca = e.b.ins().iadd(crow, off);
+            let mut v = e.load(s, ca, 0);
+            if let Some(act) = epi.act {
+                v = act_value(e, s, v, act);
+            }
+            if let Some(rr) = rrow {
+                let ra = e.b.ins().iadd(rr, off);
+                let r = e.load(s, ra, 0);
+                v = e.b.ins().fadd(v, r);
+            }
+            e.store(v, ca, 0);
+        });
+    });
+}
+
 /// The GEMM task driver: task `t` is row block `t % nrb` (of `mr` rows) of panel chunk
-/// `t / nrb`; `tile` emits the code of one tile with a constant row count.
+/// `t / nrb`; `tile` emits the code of one tile with a constant row count, and the epilogue
+/// runs on the tile right after.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_tasks(
     e: &mut Emit,
@@ -264,6 +312,7 @@ pub fn linear_tasks(
     n: usize,
     mr: usize,
     tile: &dyn Fn(&mut Emit, &Tile),
+    epi: &Epilogue,
 ) {
     let panels = n.div_ceil(PANEL);
     let last_cols = n - (panels - 1) * PANEL;
@@ -285,25 +334,24 @@ pub fn linear_tasks(
         let p1 = e.b.ins().smin(p1, pn);
         let a = e.addr(x, r, lda);
         let crow = e.addr(out, r, ldc);
+        let rrow = epi.residual.map(|res| e.addr(res, r, ldc));
         e.for_range(p0, p1, 1, |e, p| {
             let bp = e.addr(packed, p, (PANEL * (k + 1) * 4) as i64);
             let c = e.addr(crow, p, (PANEL * 4) as i64);
+            let rc = rrow.map(|rr| e.addr(rr, p, (PANEL * 4) as i64));
             let rows_dispatch = |e: &mut Emit, ncols: usize| {
                 for mm in (1..=mr).rev() {
                     let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
-                    e.if_nonzero(is, |e| {
-                        tile(
-                            e,
-                            &Tile {
-                                a,
-                                c,
-                                bp,
-                                m: mm,
-                                ncols,
-                            },
-                        )
-                    });
+                    let t = Tile {
+                        a,
+                        c,
+                        bp,
+                        m: mm,
+                        ncols,
+                    };
+                    e.if_nonzero(is, |e| tile(e, &t));
                 }
+                epilogue(e, epi, c, rc, m, ncols, ldc);
             };
             if last_cols == PANEL {
                 rows_dispatch(e, PANEL);

@@ -73,13 +73,16 @@ pub enum Step {
         beta: WeightId,
         eps: f32,
     },
-    /// `out = x @ wᵀ + b`, the weight packed in panels of 16 columns (`[bias 16][k x 16]`).
+    /// `out = act(x @ wᵀ + b) (+ residual)`, the weight packed in panels of 16 columns
+    /// (`[bias 16][k x 16]`); activation and residual applied to each tile in cache.
     Linear {
         x: BufId,
         out: BufId,
         packed: WeightId,
         k: usize,
         n: usize,
+        act: Option<Act>,
+        residual: Option<BufId>,
     },
     Act {
         x: BufId,
@@ -355,7 +358,19 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
                     eps,
                 }
             }
-            Op::Linear => {
+            Op::Linear | Op::FusedLinear { .. } => {
+                let (act, has_res) = match g.op(n) {
+                    Op::FusedLinear { act, residual } => (
+                        act.map(|a| match a {
+                            crate::ir::FusedAct::Gelu(g) => Act::Gelu(g),
+                            crate::ir::FusedAct::Tanh => Act::Tanh,
+                            crate::ir::FusedAct::Relu => Act::Relu,
+                        }),
+                        *residual,
+                    ),
+                    _ => (None, false),
+                };
+                let residual = if has_res { Some(l.buf(ops[3])?) } else { None };
                 let x = l.buf(ops[0])?;
                 let wt = g
                     .const_value(ops[1])
@@ -381,6 +396,8 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
                     packed: id,
                     k,
                     n: nn,
+                    act,
+                    residual,
                 }
             }
             Op::Gelu { approx } => Step::Act {
@@ -485,6 +502,12 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
 fn step_io(s: &Step) -> (Vec<BufId>, BufId) {
     match *s {
         Step::Embedding { out, .. } => (vec![], out),
+        Step::Linear {
+            x,
+            out,
+            residual: Some(r),
+            ..
+        } => (vec![x, r], out),
         Step::LayerNorm { x, out, .. } | Step::Linear { x, out, .. } | Step::Act { x, out, .. } => {
             (vec![x], out)
         }

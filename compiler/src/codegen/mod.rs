@@ -202,10 +202,28 @@ pub fn compile_gemm_bench(
         let args = [a[0], a[1], a[2], a[3]];
         if cfg.avx2 {
             let tile = |e: &mut Emit, t: &kernels::Tile| avx2_tile(e, t, k, n, &micro_refs);
-            kernels::linear_tasks(&mut e, args, [zero, tasks], k, n, mr, &tile);
+            kernels::linear_tasks(
+                &mut e,
+                args,
+                [zero, tasks],
+                k,
+                n,
+                mr,
+                &tile,
+                &kernels::Epilogue::NONE,
+            );
         } else {
             let tile = |e: &mut Emit, t: &kernels::Tile| kernels::portable_tile(e, t, k, n);
-            kernels::linear_tasks(&mut e, args, [zero, tasks], k, n, mr, &tile);
+            kernels::linear_tasks(
+                &mut e,
+                args,
+                [zero, tasks],
+                k,
+                n,
+                mr,
+                &tile,
+                &kernels::Epilogue::NONE,
+            );
         }
         e.b.ins().return_(&[]);
         e.b.finalize(fe);
@@ -425,11 +443,17 @@ pub fn compile(g: &Graph, target: &Target, name: &str) -> Result<Compiled, Codeg
                     )
                 }
                 Step::Linear {
-                    x, out, packed, n, ..
+                    x,
+                    out,
+                    packed,
+                    n,
+                    residual,
+                    ..
                 } => {
                     let r = rows(program.buffers[x].rows);
                     let t = kernels::linear_task_count(&mut e, r, n, gemm_mr(&cfg));
-                    (vec![bufs[x], bufs[out], r, weights[packed]], t)
+                    let res = residual.map_or(bufs[x], |b| bufs[b]);
+                    (vec![bufs[x], bufs[out], r, weights[packed], res], t)
                 }
                 Step::Act { x, out, .. } => {
                     let r = rows(program.buffers[x].rows);
@@ -537,7 +561,8 @@ fn step_arg_count(step: &Step) -> usize {
     match step {
         Step::Embedding { .. } => 9,
         Step::LayerNorm { .. } => 5,
-        Step::Linear { .. } | Step::Add { .. } | Step::Scatter { .. } => 4,
+        Step::Linear { .. } => 5,
+        Step::Add { .. } | Step::Scatter { .. } => 4,
         Step::Act { .. } | Step::Cls { .. } | Step::MeanPool { .. } => 3,
         Step::Attention { .. } => 8,
     }
@@ -554,7 +579,13 @@ fn kernel_key(step: &Step, p: &Program) -> String {
             ..
         } => format!("emb {positions:?} {types:?} {width}"),
         Step::LayerNorm { x, eps, .. } => format!("ln {} {eps:e}", w(*x)),
-        Step::Linear { k, n, .. } => format!("linear {k} {n}"),
+        Step::Linear {
+            k,
+            n,
+            act,
+            residual,
+            ..
+        } => format!("linear {k} {n} {act:?} {}", residual.is_some()),
         Step::Act { x, act, .. } => format!("act {act:?} {}", w(*x)),
         Step::Add { a, .. } => format!("add {}", w(*a)),
         Step::Attention {
@@ -594,11 +625,21 @@ fn emit_step(
         Step::LayerNorm { x, eps, .. } => {
             kernels::layer_norm(e, [a[0], a[1], a[2], a[3], a[4]], range, w(*x), *eps)
         }
-        Step::Linear { k, n, .. } => {
+        Step::Linear {
+            k,
+            n,
+            act,
+            residual,
+            ..
+        } => {
             let (k, n) = (*k, *n);
+            let epi = kernels::Epilogue {
+                act: *act,
+                residual: residual.map(|_| a[4]),
+            };
             if cfg.avx2 {
                 let tile = |e: &mut Emit, t: &kernels::Tile| avx2_tile(e, t, k, n, micro);
-                kernels::linear_tasks(e, [a[0], a[1], a[2], a[3]], range, k, n, 6, &tile);
+                kernels::linear_tasks(e, [a[0], a[1], a[2], a[3]], range, k, n, 6, &tile, &epi);
             } else {
                 let tile = |e: &mut Emit, t: &kernels::Tile| kernels::portable_tile(e, t, k, n);
                 kernels::linear_tasks(
@@ -609,6 +650,7 @@ fn emit_step(
                     n,
                     gemm_mr(cfg),
                     &tile,
+                    &epi,
                 );
             }
         }

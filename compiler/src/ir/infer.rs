@@ -699,6 +699,21 @@ pub fn infer(op: &Op, ins: &[Operand]) -> Result<Inferred, String> {
             *shape.last_mut().unwrap_or(&mut Dim::c(0)) = w.shape[0];
             Ok((t(DType::F32, shape), None))
         }
+        Op::FusedLinear { residual, .. } => {
+            if *residual != (ins.len() == 4) {
+                return Err(format!(
+                    "fused_linear with residual={residual} takes {} operands",
+                    3 + *residual as usize
+                ));
+            }
+            let (ty, _) = infer(&Op::Linear, &ins[..3])?;
+            if let Some(r) = ins.get(3) {
+                if r.ty != &ty {
+                    return Err(format!("residual {} does not match the output {ty}", r.ty));
+                }
+            }
+            Ok((ty, None))
+        }
         Op::Gelu { .. } => {
             if !ins[0].ty.dtype.is_float() {
                 return Err(format!("gelu needs a float operand, found {}", ins[0].ty));

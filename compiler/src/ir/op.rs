@@ -67,6 +67,14 @@ pub enum GeluApprox {
     Tanh,
 }
 
+/// An activation fused into a linear's epilogue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FusedAct {
+    Gelu(GeluApprox),
+    Tanh,
+    Relu,
+}
+
 /// How an `Embedding` computes position ids.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Positions {
@@ -210,6 +218,12 @@ pub enum Op {
     },
     /// `linear(x, w[n,k], b[n]?)`: `x @ wᵀ + b` over the last axis.
     Linear,
+    /// `fused_linear(x, w[n,k], b[n], residual?)`: `act(x @ wᵀ + b) (+ residual)`, the
+    /// activation and the residual add done on each output tile while it is in cache.
+    FusedLinear {
+        act: Option<FusedAct>,
+        residual: bool,
+    },
     Gelu {
         approx: GeluApprox,
     },
@@ -291,6 +305,7 @@ impl Op {
             Op::Embedding { .. } => "embedding",
             Op::LayerNorm { .. } => "layer_norm",
             Op::Linear => "linear",
+            Op::FusedLinear { .. } => "fused_linear",
             Op::Gelu { .. } => "gelu",
             Op::Attention { .. } => "attention",
             Op::MeanPool => "mean_pool",
@@ -330,6 +345,7 @@ impl Op {
             Op::Gemm { .. } => (2, 3),
             Op::LayerNormalization { .. } => (2, 3),
             Op::Linear => (2, 3),
+            Op::FusedLinear { .. } => (3, 4),
             Op::Attention { .. } => (3, 4),
             Op::Embedding { .. } => (3, 5),
         }
@@ -342,6 +358,7 @@ impl Op {
             Op::Embedding { .. }
                 | Op::LayerNorm { .. }
                 | Op::Linear
+                | Op::FusedLinear { .. }
                 | Op::Gelu { .. }
                 | Op::Attention { .. }
                 | Op::MeanPool

@@ -163,6 +163,16 @@ fn attrs(op: &Op) -> String {
             format!(" positions={p} types={t}")
         }
         Op::LayerNorm { eps } => format!(" eps={}", fmt_f32(*eps)),
+        Op::FusedLinear { act, residual } => {
+            let a = match act {
+                None => String::new(),
+                Some(crate::ir::FusedAct::Gelu(GeluApprox::Erf)) => " act=gelu_erf".into(),
+                Some(crate::ir::FusedAct::Gelu(GeluApprox::Tanh)) => " act=gelu_tanh".into(),
+                Some(crate::ir::FusedAct::Tanh) => " act=tanh".into(),
+                Some(crate::ir::FusedAct::Relu) => " act=relu".into(),
+            };
+            format!("{a}{}", if *residual { " residual" } else { "" })
+        }
         Op::Gelu { approx } => match approx {
             GeluApprox::Erf => " approx=erf".into(),
             GeluApprox::Tanh => " approx=tanh".into(),
