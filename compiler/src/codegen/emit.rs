@@ -157,6 +157,17 @@ impl<'a> Emit<'a> {
         self.b.seal_block(done);
     }
 
+    /// Zeroes `bytes` bytes at `ptr` (a multiple of the vector width in bytes).
+    pub fn zero_bytes(&mut self, ptr: Value, bytes: Value) {
+        let step = self.lanes as i64 * 4;
+        let z = self.i(0);
+        self.for_range(z, bytes, step, |e, off| {
+            let zv = e.fs(Shape::Vector, 0.0);
+            let a = e.b.ins().iadd(ptr, off);
+            e.store(zv, a, 0);
+        });
+    }
+
     /// Runs `then` when `cond` is non-zero, else `otherwise`.
     pub fn if_else(
         &mut self,

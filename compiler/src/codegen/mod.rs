@@ -750,12 +750,7 @@ fn attention_gemm(
         let kpanels = e.b.ins().udiv_imm_u(len16, PANEL as i64);
         // pack Kᵀ: panel p holds keys 16p..16p+15: [16 zeros][d rows of 16]
         let kbytes = e.b.ins().imul_imm_s(kpanels, panel_k);
-        let zero_from = e.i(0);
-        e.for_range(zero_from, kbytes, 16, |e, off| {
-            let z = e.fs(emit::Shape::Vector, 0.0);
-            let a = e.b.ins().iadd(kp, off);
-            e.store(z, a, 0);
-        });
+        e.zero_bytes(kp, kbytes);
         let z = e.i(0);
         e.for_range(z, len, 1, |e, j| {
             let src = e.b.ins().iadd(s0, j);
@@ -860,13 +855,8 @@ fn attention_gemm(
         // pack V: panel p holds value columns 16p..: [16 zeros][len rows of 16]
         let len1 = e.b.ins().iadd_imm_s(len, 1);
         let vpanel_bytes = e.b.ins().imul_imm_s(len1, (PANEL * 4) as i64);
-        let z = e.i(0);
         let vbytes = e.b.ins().imul_imm_s(vpanel_bytes, vpanels as i64);
-        e.for_range(z, vbytes, 16, |e, off| {
-            let zv = e.fs(emit::Shape::Vector, 0.0);
-            let a = e.b.ins().iadd(vp, off);
-            e.store(zv, a, 0);
-        });
+        e.zero_bytes(vp, vbytes);
         let z = e.i(0);
         e.for_range(z, len, 1, |e, j| {
             let src = e.b.ins().iadd(s0, j);
