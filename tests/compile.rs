@@ -31,18 +31,6 @@ fn compile(model: &Path, out: &Path, extra: &[&str]) {
     );
 }
 
-fn kinds(name: &str) -> Vec<&'static str> {
-    let mut k = vec!["last_hidden_state", "mean", "cls"];
-    let r = reference(name);
-    if r["cases"][0].get("pooler_output").is_some() {
-        k.push("pooler");
-    }
-    if r["cases"][0].get("logits").is_some() {
-        k.push("logits");
-    }
-    k
-}
-
 #[test]
 fn executables_match_the_references() {
     let dir = scratch("exe");

@@ -9,14 +9,12 @@ use std::process::Command;
 
 fn cross(triple: &str, cpu: Option<&str>, qemu: &[&str]) {
     let dir = scratch(&format!("{triple}{}", cpu.unwrap_or("")));
-    for (name, kind) in [
-        ("bert-micro-random", "last_hidden_state"),
-        ("bert-small-random", "logits"),
-        ("roberta-micro-random", "mean"),
-        ("distilbert-micro-random", "last_hidden_state"),
-        ("electra-micro-random", "cls"),
-    ] {
-        let exe = dir.join(name);
+    let cases: Vec<(&str, &str)> = RANDOM_MODELS
+        .iter()
+        .flat_map(|&m| kinds(m).into_iter().map(move |k| (m, k)))
+        .collect();
+    for (name, kind) in cases {
+        let exe = dir.join(format!("{name}-{kind}"));
         let mut args: Vec<String> = vec![
             "compile".into(),
             model_dir(name).to_str().unwrap().into(),

@@ -181,3 +181,66 @@ fn runtime_runs_a_padded_batch_and_reports_errors() {
         .unwrap();
     assert!(e.to_string().contains("no symbol 'other_create'"), "{e}");
 }
+
+/// Every shared model and output kind through `bertc-runtime` on a shared library.
+#[test]
+fn runtime_matches_the_references_for_every_model_and_kind() {
+    let out = scratch("runtime-all");
+    for name in RANDOM_MODELS {
+        let r = reference(name);
+        for kind in kinds(name) {
+            let lib = out.join(format!("{name}-{kind}").replace('-', "_"));
+            compile(
+                &model_dir(name).join("model.onnx"),
+                &lib,
+                &["--emit", "sharedlib", "--output", kind],
+            );
+            let stem = lib.file_name().unwrap().to_str().unwrap().to_string();
+            let art = Arc::new(Artifact::open(&out.join(format!("lib{stem}.so")), &stem).unwrap());
+            let mut m = art.model(0).unwrap();
+            for case in r["cases"].as_array().unwrap() {
+                let (shape, ids) = ints2(&case["input_ids"]);
+                let (_, mask) = ints2(&case["attention_mask"]);
+                let i32s = |v: &[i64]| v.iter().map(|&x| x as i32).collect::<Vec<_>>();
+                let types = case.get("token_type_ids").map(|t| i32s(&ints2(t).1));
+                let types = types.filter(|_| {
+                    r["inputs"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|i| i == "token_type_ids")
+                });
+                let got = m
+                    .run(
+                        &i32s(&ids),
+                        Some(&i32s(&mask)),
+                        types.as_deref(),
+                        shape[0],
+                        shape[1],
+                    )
+                    .unwrap();
+                let lhs = floats(&case["last_hidden_state"]);
+                let width = lhs.len() / mask.len();
+                let (want, per_token) = match kind {
+                    "last_hidden_state" => (lhs.clone(), true),
+                    "mean" => (floats(&case["mean_pooled"]), false),
+                    "pooler" => (floats(&case["pooler_output"]), false),
+                    "logits" => (floats(&case["logits"]), false),
+                    _ => (
+                        lhs.chunks(width * shape[1])
+                            .flat_map(|s| s[..width].to_vec())
+                            .collect(),
+                        false,
+                    ),
+                };
+                let w = if per_token {
+                    width
+                } else {
+                    want.len() / shape[0]
+                };
+                let err = max_err(&got, &want, per_token.then_some(&mask[..]), w);
+                assert!(err <= TOL, "{name} {kind} {}: {err}", case["name"]);
+            }
+        }
+    }
+}

@@ -217,3 +217,16 @@ pub fn check_exe(exe: &[String], name: &str, kind: &str, dir: &Path) -> f32 {
     }
     worst
 }
+
+/// The output kinds a shared model's reference covers.
+pub fn kinds(name: &str) -> Vec<&'static str> {
+    let mut k = vec!["last_hidden_state", "mean", "cls"];
+    let r = reference(name);
+    if r["cases"][0].get("pooler_output").is_some() {
+        k.push("pooler");
+    }
+    if r["cases"][0].get("logits").is_some() {
+        k.push("logits");
+    }
+    k
+}
