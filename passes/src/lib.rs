@@ -9,6 +9,7 @@
 mod fold;
 mod fuse;
 mod names;
+pub mod obs;
 mod output;
 mod pattern;
 mod probe;
