@@ -252,7 +252,7 @@ pub fn compile(o: &Options) -> Result<Vec<PathBuf>, CliError> {
         }
         let p = &compiled.program;
         eprintln!(
-            "   Compiled {} for {} in {:.2}s: {} kernels steps, {} weights ({:.1} MB), {} Cranelift instructions{}",
+            "   Compiled {} for {} in {:.2}s: {} kernel steps, {} weights ({:.1} MB), {} Cranelift instructions{}",
             o.model.display(),
             target,
             start.elapsed().as_secs_f64(),
