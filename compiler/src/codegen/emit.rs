@@ -157,6 +157,16 @@ impl<'a> Emit<'a> {
         self.b.seal_block(done);
     }
 
+    /// Copies a row of `width` floats from `src` to `dst`.
+    pub fn copy_row(&mut self, src: Value, dst: Value, width: usize) {
+        self.row(width, |e, off, s| {
+            let a = e.b.ins().iadd(src, off);
+            let v = e.load(s, a, 0);
+            let o = e.b.ins().iadd(dst, off);
+            e.store(v, o, 0);
+        });
+    }
+
     /// Zeroes `bytes` bytes at `ptr` (a multiple of the vector width in bytes).
     pub fn zero_bytes(&mut self, ptr: Value, bytes: Value) {
         let step = self.lanes as i64 * 4;

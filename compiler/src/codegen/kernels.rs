@@ -587,12 +587,7 @@ pub fn cls(e: &mut Emit, [x, out, seq_start]: [Value; 3], [begin, end]: [Value; 
         let first = e.load_i32(sa, 0);
         let src = e.addr(x, first, rowb);
         let dst = e.addr(out, bi, rowb);
-        e.row(width, |e, off, s| {
-            let a = e.b.ins().iadd(src, off);
-            let v = e.load(s, a, 0);
-            let o = e.b.ins().iadd(dst, off);
-            e.store(v, o, 0);
-        });
+        e.copy_row(src, dst, width);
     });
 }
 
@@ -655,11 +650,6 @@ pub fn scatter(
         let dst = e.load_i32(ta, 0);
         let src = e.addr(x, r, rowb);
         let dst = e.addr(out, dst, rowb);
-        e.row(width, |e, off, s| {
-            let a = e.b.ins().iadd(src, off);
-            let v = e.load(s, a, 0);
-            let o = e.b.ins().iadd(dst, off);
-            e.store(v, o, 0);
-        });
+        e.copy_row(src, dst, width);
     });
 }

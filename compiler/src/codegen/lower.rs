@@ -101,7 +101,6 @@ pub enum Step {
         out: BufId,
         heads: usize,
         scale: f32,
-        masked: bool,
     },
     /// The first token's row of each sequence.
     Cls {
@@ -439,6 +438,15 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
                         "the attention mask must be the attention_mask input",
                     ));
                 }
+                // execution is padding-free: masked tokens are dropped everywhere, so an
+                // attention that attends to them cannot be compiled faithfully
+                if !masked && l.p.has_mask {
+                    return Err(unsupported(
+                        g,
+                        n,
+                        "an attention without the mask in a model with an attention_mask input",
+                    ));
+                }
                 Step::Attention {
                     q: l.buf(ops[0])?,
                     k: l.buf(ops[1])?,
@@ -446,7 +454,6 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
                     out: l.new_buf(n)?,
                     heads,
                     scale,
-                    masked,
                 }
             }
             Op::Gather { axis: 1 }

@@ -196,35 +196,19 @@ pub fn compile_gemm_bench(
         b.seal_block(entry);
         let a: Vec<Value> = b.block_params(entry).to_vec();
         let mut e = Emit::new(b, cfg.lanes, cfg.fma);
-        let mr = gemm_mr(&cfg);
-        let tasks = kernels::linear_task_count(&mut e, a[2], n, mr);
+        let tasks = kernels::linear_task_count(&mut e, a[2], n, gemm_mr(&cfg));
         let zero = e.i(0);
         let args = [a[0], a[1], a[2], a[3]];
-        if cfg.avx2 {
-            let tile = |e: &mut Emit, t: &kernels::Tile| avx2_tile(e, t, k, n, &micro_refs);
-            kernels::linear_tasks(
-                &mut e,
-                args,
-                [zero, tasks],
-                k,
-                n,
-                mr,
-                &tile,
-                &kernels::Epilogue::NONE,
-            );
-        } else {
-            let tile = |e: &mut Emit, t: &kernels::Tile| kernels::portable_tile(e, t, k, n);
-            kernels::linear_tasks(
-                &mut e,
-                args,
-                [zero, tasks],
-                k,
-                n,
-                mr,
-                &tile,
-                &kernels::Epilogue::NONE,
-            );
-        }
+        emit_linear(
+            &mut e,
+            args,
+            [zero, tasks],
+            k,
+            n,
+            &cfg,
+            &micro_refs,
+            &kernels::Epilogue::NONE,
+        );
         e.b.ins().return_(&[]);
         e.b.finalize(fe);
     }
@@ -632,27 +616,11 @@ fn emit_step(
             residual,
             ..
         } => {
-            let (k, n) = (*k, *n);
             let epi = kernels::Epilogue {
                 act: *act,
                 residual: residual.map(|_| a[4]),
             };
-            if cfg.avx2 {
-                let tile = |e: &mut Emit, t: &kernels::Tile| avx2_tile(e, t, k, n, micro);
-                kernels::linear_tasks(e, [a[0], a[1], a[2], a[3]], range, k, n, 6, &tile, &epi);
-            } else {
-                let tile = |e: &mut Emit, t: &kernels::Tile| kernels::portable_tile(e, t, k, n);
-                kernels::linear_tasks(
-                    e,
-                    [a[0], a[1], a[2], a[3]],
-                    range,
-                    k,
-                    n,
-                    gemm_mr(cfg),
-                    &tile,
-                    &epi,
-                );
-            }
+            emit_linear(e, [a[0], a[1], a[2], a[3]], range, *k, *n, cfg, micro, &epi);
         }
         Step::Act { x, act, .. } => kernels::activation(e, [a[0], a[1], a[2]], range, w(*x), *act),
         Step::Add { a: x, .. } => kernels::add(e, [a[0], a[1], a[2], a[3]], range, w(*x)),
@@ -669,17 +637,8 @@ fn emit_step(
             };
             let args = [a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]];
             if cfg.avx2 {
-                let (d, dv) = attn_dims(p).unwrap_or((shape.dq, shape.dv));
-                attention_gemm(
-                    e,
-                    args,
-                    range,
-                    tid,
-                    &shape,
-                    d,
-                    dv.div_ceil(PANEL) * PANEL,
-                    micro,
-                );
+                let dmax = attn_dims(p).map_or(shape.dq, |(d, _)| d);
+                attention_gemm(e, args, range, tid, &shape, dmax, micro);
             } else {
                 kernels::attention(e, args, range, &shape)
             }
@@ -687,6 +646,29 @@ fn emit_step(
         Step::Cls { x, .. } => kernels::cls(e, [a[0], a[1], a[2]], range, w(*x)),
         Step::MeanPool { x, .. } => kernels::mean_pool(e, [a[0], a[1], a[2]], range, w(*x)),
         Step::Scatter { x } => kernels::scatter(e, [a[0], a[1], a[2], a[3]], range, w(*x)),
+    }
+}
+
+/// A linear step's tasks: AVX2 microkernel tiles where the target has them, portable
+/// Cranelift tiles elsewhere, then the epilogue.
+#[allow(clippy::too_many_arguments)]
+fn emit_linear(
+    e: &mut Emit,
+    args: [Value; 4],
+    range: [Value; 2],
+    k: usize,
+    n: usize,
+    cfg: &Cfg,
+    micro: &[cranelift_codegen::ir::FuncRef],
+    epi: &kernels::Epilogue,
+) {
+    let mr = gemm_mr(cfg);
+    if cfg.avx2 {
+        let tile = |e: &mut Emit, t: &kernels::Tile| avx2_tile(e, t, k, n, micro);
+        kernels::linear_tasks(e, args, range, k, n, mr, &tile, epi);
+    } else {
+        let tile = |e: &mut Emit, t: &kernels::Tile| kernels::portable_tile(e, t, k, n);
+        kernels::linear_tasks(e, args, range, k, n, mr, &tile, epi);
     }
 }
 
@@ -709,7 +691,8 @@ fn avx2_tile(
 /// packed transposed into 16-key panels, scores `Q Kᵀ` for 6-query tiles, a vectorised
 /// softmax over each row (scaled), V packed into panels, `P V` straight into the output.
 /// Each thread has its own scratch (`tid` selects it): scores `L x L`, packed K and V, with
-/// `L` the sequence length rounded up to 16. `dmax`/`dv16max` size the scratch layout.
+/// `L` the sequence length rounded up to 16. `dmax` (the widest head of any step) places
+/// packed V after packed K in the scratch layout.
 #[allow(clippy::too_many_arguments)]
 fn attention_gemm(
     e: &mut Emit,
@@ -718,11 +701,9 @@ fn attention_gemm(
     tid: Value,
     a: &kernels::AttnShape,
     dmax: usize,
-    dv16max: usize,
     micro: &[cranelift_codegen::ir::FuncRef],
 ) {
     use cranelift_codegen::ir::condcodes::IntCC;
-    let _ = dv16max;
     let (d, dv) = (a.dq, a.dv);
     let lp = e.b.ins().iadd_imm_s(seq, PANEL as i64 - 1);
     let lp = e.b.ins().band_imm_s(lp, -(PANEL as i64));
