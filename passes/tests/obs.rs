@@ -45,7 +45,7 @@ fn ffn_neuron_pruning_matches_least_squares() {
         .unwrap()
         .remove(0);
     let mut hs = Hessian::new(n_in);
-    hs.add(x.as_f32().unwrap(), n_in);
+    hs.add(x.as_f32().unwrap());
     let h = hs.finish(0.01);
     let mut hinv = spd_inverse(&h).unwrap();
     let mut w = Mat {
