@@ -177,6 +177,7 @@ pub fn model(o: &ModelBench) -> Result<String, CliError> {
             max_seq: None,
             name: Some("bench".into()),
             quiet: true,
+            prune: None,
         };
         crate::compile::compile(&opts)?;
         let h = std::fs::read_to_string(tmp.join("bench.h")).unwrap_or_default();

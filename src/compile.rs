@@ -31,6 +31,32 @@ pub struct Options {
     pub max_seq: Option<usize>,
     pub name: Option<String>,
     pub quiet: bool,
+    /// Structured pruning before code generation.
+    pub prune: Option<crate::prune::PruneOptions>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            model: PathBuf::new(),
+            out: PathBuf::new(),
+            emit: Emit::Exe,
+            target: None,
+            cpu: None,
+            output: OutputKind::LastHiddenState,
+            max_seq: None,
+            name: None,
+            quiet: false,
+            prune: None,
+        }
+    }
+}
+
+/// What `compile` did, for reports.
+pub struct Outcome {
+    pub prune: Option<crate::prune::PruneOutcome>,
+    /// The pruned graph (raised, every output), when pruning ran.
+    pub pruned_graph: Option<bertc_compiler::ir::Graph>,
 }
 
 /// A C identifier from a file stem: letters, digits and `_`, not starting with a digit.
@@ -51,7 +77,7 @@ fn c_name(stem: &str) -> String {
     s
 }
 
-fn run_tool(cmd: &mut Command, what: &str, target: &Target) -> Result<(), CliError> {
+pub(crate) fn run_tool(cmd: &mut Command, what: &str, target: &Target) -> Result<(), CliError> {
     let program = cmd.get_program().to_string_lossy().to_string();
     let out = cmd.output().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
@@ -82,7 +108,7 @@ fn run_tool(cmd: &mut Command, what: &str, target: &Target) -> Result<(), CliErr
     Ok(())
 }
 
-fn cpu_checks(t: &Target) -> Vec<&'static str> {
+pub(crate) fn cpu_checks(t: &Target) -> Vec<&'static str> {
     if t.arch != Arch::X86_64 {
         return vec![];
     }
@@ -95,7 +121,7 @@ fn cpu_checks(t: &Target) -> Vec<&'static str> {
     .collect()
 }
 
-pub fn compile(o: &Options) -> Result<Vec<PathBuf>, CliError> {
+pub fn compile(o: &Options) -> Result<Outcome, CliError> {
     let start = Instant::now();
     let target = match &o.target {
         Some(t) => Target::with_cpu(t, o.cpu.as_deref()),
@@ -103,6 +129,14 @@ pub fn compile(o: &Options) -> Result<Vec<PathBuf>, CliError> {
     }
     .map_err(|e| CliError::Input(e.to_string()))?;
     let (mut g, mut reports) = crate::load_raised(&o.model)?;
+    let mut pruned = None;
+    let mut pruned_graph = None;
+    if let Some(p) = &o.prune {
+        let (r, outcome) = crate::prune::prune(&mut g, &o.model, p, o.quiet)?;
+        reports.push(r);
+        pruned = Some(outcome);
+        pruned_graph = Some(g.clone());
+    }
     select_output(&mut g, o.output)?;
     reports.extend(bertc_passes::optimize(&mut g)?);
     if let Some(m) = o.max_seq {
@@ -262,9 +296,27 @@ pub fn compile(o: &Options) -> Result<Vec<PathBuf>, CliError> {
             compiled.instructions,
             if compiled.uses_avx2 { ", AVX2 GEMM microkernels" } else { "" }
         );
+        if let Some(p) = &pruned {
+            eprintln!(
+                "     Pruned ({}) in {:.1}s (calibration {:.1}s on {} sequences / {} tokens, levels {:.1}s): predicted {:.2} ms, dense {:.2} ms ({:.2}x), target {:.2} ms",
+                p.method.name(),
+                p.total_secs,
+                p.calibration_secs,
+                p.calibration_sequences,
+                p.calibration_tokens,
+                p.database_secs,
+                p.predicted_ms,
+                p.dense_ms,
+                p.dense_ms / p.predicted_ms,
+                p.target_ms
+            );
+        }
         for f in &produced {
             eprintln!("    Wrote {}", f.display());
         }
     }
-    Ok(produced)
+    Ok(Outcome {
+        prune: pruned,
+        pruned_graph,
+    })
 }

@@ -3,8 +3,13 @@
 
 mod bench;
 mod compile;
+mod eval;
 mod inputs;
 mod inspect;
+mod profile;
+mod progress;
+mod prune;
+mod report;
 
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -42,6 +47,66 @@ Examples:
   bertc ir examples/bert-micro-random --raw                  # IR as imported from safetensors
   echo '2 73 1043 3' | bertc run examples/bert-micro-random --output mean
   bertc run examples/bert-micro-random --text 'Hello world!' --output pooler";
+
+/// Structured pruning (ZipLM) options of `bertc compile`.
+#[derive(clap::Args)]
+struct PruneArgs {
+    /// Prune heads and FFN neurons until the predicted latency is the dense model's / X.
+    #[arg(long, requires = "profile", conflicts_with = "latency")]
+    speedup: Option<f64>,
+    /// Prune until the predicted latency is at most MS milliseconds.
+    #[arg(long, requires = "profile")]
+    latency: Option<f64>,
+    /// The latency profile (from `bertc profile`) the prediction uses.
+    #[arg(long)]
+    profile: Option<PathBuf>,
+    /// Calibration text, one text a line (or an STS Benchmark file)
+    /// [default: ../shared/data/sts-b/sts-train.csv].
+    #[arg(long)]
+    calibration: Option<PathBuf>,
+    /// Calibration texts used (the first N).
+    #[arg(long = "calibration-samples", default_value = "512")]
+    calibration_samples: usize,
+    /// How structures are chosen: obs (second order, with weight updates) or magnitude
+    /// (smallest weight norms, no update; the baseline).
+    #[arg(long = "prune-method", value_enum, default_value = "obs")]
+    prune_method: PruneMethod,
+    /// The tokenizer.json for the calibration text (default: the one beside the model).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PruneMethod {
+    Obs,
+    Magnitude,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ProfileEmit {
+    Profile,
+    Exe,
+}
+
+impl PruneArgs {
+    fn options(&self) -> Option<prune::PruneOptions> {
+        if self.speedup.is_none() && self.latency.is_none() {
+            return None;
+        }
+        Some(prune::PruneOptions {
+            speedup: self.speedup,
+            latency_ms: self.latency,
+            profile: self.profile.clone()?,
+            calibration: self.calibration.clone(),
+            samples: self.calibration_samples,
+            method: match self.prune_method {
+                PruneMethod::Obs => bertc_passes::prune::Method::Obs,
+                PruneMethod::Magnitude => bertc_passes::prune::Method::Magnitude,
+            },
+            tokenizer: self.tokenizer.clone(),
+        })
+    }
+}
 
 /// bertc: an ahead-of-time compiler for BERT-family text encoders.
 #[derive(Parser)]
@@ -102,6 +167,90 @@ Examples:
         /// Print nothing on success.
         #[arg(short, long)]
         quiet: bool,
+        #[command(flatten)]
+        prune: PruneArgs,
+        /// Write an HTML report of what pruning did (with --speedup or --latency).
+        #[arg(long, requires = "profile")]
+        report: Option<PathBuf>,
+        /// STS Benchmark file to score the dense and the pruned model on for the report.
+        #[arg(long, requires = "report")]
+        sts: Option<PathBuf>,
+    },
+    /// Measure this machine's latency profile for structured pruning.
+    #[command(after_help = "\
+Measures one encoder layer's attention block for every number of kept heads and its FFN block
+for kept neurons in steps, with the generated kernels, at the given shape and threads; writes
+the JSON profile that `bertc compile --speedup/--latency --profile` reads. The layer shape
+comes from MODEL, or from --hidden/--heads/--intermediate.
+
+Examples:
+  bertc profile ../shared/models/all-MiniLM-L6-v2/model.onnx --batch 1 --seq 128 --threads 2 -o minilm.profile.json
+  bertc profile model.onnx --target aarch64-unknown-linux-gnu --emit exe -o profiler-arm
+  ./profiler-arm board.profile.json      # on the board")]
+    Profile {
+        /// A model whose layer shape to measure (.onnx or Hugging Face folder).
+        model: Option<PathBuf>,
+        /// Where to write the profile (or the profiler, with --emit exe).
+        #[arg(short = 'o', long = "out")]
+        out: PathBuf,
+        /// Target triple (default: this machine's).
+        #[arg(long)]
+        target: Option<String>,
+        #[arg(long)]
+        cpu: Option<String>,
+        /// `profile` measures here; `exe` writes the profiler executable for the target.
+        #[arg(long, value_enum, default_value = "profile")]
+        emit: ProfileEmit,
+        #[arg(long, default_value = "1")]
+        batch: usize,
+        #[arg(long, default_value = "128")]
+        seq: usize,
+        /// Worker threads (0: all cores).
+        #[arg(long, default_value = "0")]
+        threads: usize,
+        /// FFN neurons between measured levels.
+        #[arg(long = "ffn-step", default_value = "32")]
+        ffn_step: usize,
+        /// Timed runs per level (the median is kept).
+        #[arg(long, default_value = "30")]
+        runs: usize,
+        #[arg(long)]
+        hidden: Option<usize>,
+        #[arg(long)]
+        heads: Option<usize>,
+        #[arg(long)]
+        intermediate: Option<usize>,
+    },
+    /// Score a model or a compiled shared library on sentence similarity.
+    #[command(after_help = "\
+--sts prints the Spearman correlation (x100) of the cosine similarities of the mean-pooled
+embeddings against the gold scores of an STS Benchmark file; --against prints how closely
+the embeddings agree with another model's on the same sentences (mean and least cosine).
+
+Examples:
+  bertc eval ../shared/models/all-MiniLM-L6-v2/model.onnx --sts ../shared/data/sts-b/sts-test.csv
+  bertc eval libminilm2x.so --tokenizer tokenizer.json --sts sts-test.csv --against model.onnx")]
+    Eval {
+        /// A model (.onnx or Hugging Face folder) or a shared library artifact (libNAME.so).
+        model: PathBuf,
+        /// Symbol prefix of a .so artifact (default: its file name without lib).
+        #[arg(long)]
+        name: Option<String>,
+        /// The tokenizer.json (default: the one beside the model).
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
+        /// An STS Benchmark file (tab-separated: ..., score, sentence 1, sentence 2).
+        #[arg(long)]
+        sts: Option<PathBuf>,
+        /// Another model or artifact to compare embeddings with.
+        #[arg(long)]
+        against: Option<PathBuf>,
+        /// Symbol prefix of the --against .so artifact.
+        #[arg(long = "against-name")]
+        against_name: Option<String>,
+        /// Worker threads (0: all cores).
+        #[arg(long, default_value = "0")]
+        threads: i32,
     },
     /// Measure generated code: the GEMM kernel (--gemm) or whole inferences of a model.
     #[command(after_help = "\
@@ -229,8 +378,17 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             max_seq,
             name,
             quiet,
+            prune,
+            report,
+            sts,
         } => {
-            compile::compile(&compile::Options {
+            let popts = prune.options();
+            if report.is_some() && popts.is_none() {
+                return Err(CliError::Input(
+                    "--report describes pruning: give --speedup or --latency".into(),
+                ));
+            }
+            let o = compile::Options {
                 model,
                 out: path,
                 emit,
@@ -240,7 +398,124 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
                 max_seq,
                 name,
                 quiet,
+                prune: popts,
+            };
+            let outcome = compile::compile(&o)?;
+            if let (Some(r), Some(_)) = (report, &outcome.prune) {
+                report::write(&r, &o, &outcome, sts.as_deref())?;
+                if !o.quiet {
+                    eprintln!("    Wrote {}", r.display());
+                }
+            }
+        }
+        Cmd::Profile {
+            model,
+            out: path,
+            target,
+            cpu,
+            emit,
+            batch,
+            seq,
+            threads,
+            ffn_step,
+            runs,
+            hidden,
+            heads,
+            intermediate,
+        } => {
+            let shape = match (&model, hidden, heads, intermediate) {
+                (Some(m), None, None, None) => profile::LayerShape::of_model(m)?,
+                (None, Some(h), Some(n), Some(i)) if n > 0 && h % n == 0 => profile::LayerShape {
+                    hidden: h,
+                    heads: n,
+                    head_dim: h / n,
+                    intermediate: i,
+                    act: profile::default_act(),
+                    eps: 1e-12,
+                },
+                _ => return Err(CliError::Input(
+                    "give a MODEL, or all of --hidden, --heads (dividing it) and --intermediate"
+                        .into(),
+                )),
+            };
+            let t = match &target {
+                Some(t) => bertc_targets::Target::with_cpu(t, cpu.as_deref()),
+                None => bertc_targets::Target::with_cpu(
+                    &bertc_targets::Target::host().triple,
+                    cpu.as_deref(),
+                ),
+            }
+            .map_err(|e| CliError::Input(e.to_string()))?;
+            let p = profile::profile(&profile::ProfileOptions {
+                shape,
+                target: t,
+                batch,
+                seq,
+                threads,
+                ffn_step,
+                runs,
+                out: path.clone(),
+                emit_exe: emit == ProfileEmit::Exe,
             })?;
+            if let Some(p) = p {
+                eprint!("{}", profile::summary(&p));
+                eprintln!("    Wrote {}", path.display());
+            }
+        }
+        Cmd::Eval {
+            model,
+            name,
+            tokenizer,
+            sts,
+            against,
+            against_name,
+            threads,
+        } => {
+            if sts.is_none() && against.is_none() {
+                return Err(CliError::Input(
+                    "give --sts FILE and/or --against OTHER".into(),
+                ));
+            }
+            let tok_path = tokenizer.unwrap_or_else(|| inputs::tokenizer_beside(&model));
+            let tok = bertc_runtime::Tokenizer::from_file(&tok_path)?;
+            let mut enc = eval::Encoder::open(&model, name.as_deref(), threads)?;
+            let pairs = match &sts {
+                Some(f) => Some(eval::read_sts(f)?),
+                None => None,
+            };
+            if let (Some(f), Some(pairs)) = (&sts, &pairs) {
+                let (sp, pe) = eval::sts_score(&mut enc, &tok, pairs)?;
+                writeln!(
+                    out,
+                    "{}: STS Spearman x100 {sp:.2}, Pearson x100 {pe:.2} ({} pairs of {})",
+                    model.display(),
+                    pairs.len(),
+                    f.display()
+                )
+                .map_err(io_err)?;
+            }
+            if let Some(other) = &against {
+                let mut enc2 = eval::Encoder::open(other, against_name.as_deref(), threads)?;
+                let texts: Vec<String> =
+                    match &pairs {
+                        Some(p) => p.iter().flat_map(|p| [p.a.clone(), p.b.clone()]).collect(),
+                        None => return Err(CliError::Input(
+                            "--against compares embeddings of the --sts sentences: give --sts FILE"
+                                .into(),
+                        )),
+                    };
+                let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+                let seqs = eval::tokenize_texts(&tok, &refs)?;
+                let (mean, min) = eval::agreement(&mut enc, &mut enc2, &seqs)?;
+                writeln!(
+                    out,
+                    "{} against {}: embedding cosine mean {mean:.5}, least {min:.5} ({} texts)",
+                    model.display(),
+                    other.display(),
+                    seqs.len()
+                )
+                .map_err(io_err)?;
+            }
         }
         Cmd::Bench {
             model,

@@ -13,6 +13,7 @@ pub mod obs;
 mod output;
 mod pattern;
 mod probe;
+pub mod prune;
 mod raise_attention;
 mod raise_embedding;
 mod raise_gelu;

@@ -155,50 +155,93 @@ impl Hessian {
     }
 }
 
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    // four partial sums, so the loop vectorises
+    let mut acc = [0.0; 4];
+    let n4 = a.len().min(b.len()) / 4 * 4;
+    for (x, y) in a[..n4].chunks_exact(4).zip(b[..n4].chunks_exact(4)) {
+        for l in 0..4 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let tail: f64 = a[n4..].iter().zip(&b[n4..]).map(|(x, y)| x * y).sum();
+    acc.iter().sum::<f64>() + tail
+}
+
 /// The inverse of a symmetric positive definite matrix (Cholesky); `None` if it is not.
 pub fn spd_inverse(a: &Mat) -> Option<Mat> {
     let n = a.rows;
+    // A = L Lᵀ, L lower triangular (row-major)
     let mut l = Mat::zeros(n, n);
     for i in 0..n {
         for j in 0..=i {
-            let mut s = a.at(i, j);
-            for k in 0..j {
-                s -= l.at(i, k) * l.at(j, k);
-            }
+            let (ri, rj) = (&l.data[i * n..i * n + j], &l.data[j * n..j * n + j]);
+            let s = a.at(i, j) - dot(ri, rj);
             if i == j {
-                if s <= 0.0 {
+                if s <= 0.0 || !s.is_finite() {
                     return None;
                 }
-                l.set(i, i, s.sqrt());
+                l.data[i * n + i] = s.sqrt();
             } else {
-                l.set(i, j, s / l.at(j, j));
+                l.data[i * n + j] = s / l.data[j * n + j];
             }
         }
     }
-    // inverse of L (lower triangular), then A⁻¹ = L⁻ᵀ L⁻¹
-    let mut li = Mat::zeros(n, n);
-    for i in 0..n {
-        li.set(i, i, 1.0 / l.at(i, i));
-        for j in 0..i {
-            let mut s = 0.0;
-            for k in j..i {
-                s -= l.at(i, k) * li.at(k, j);
-            }
-            li.set(i, j, s / l.at(i, i));
+    // M = L⁻¹, kept transposed (column j of M as row j of `mt`) so the sums are contiguous
+    let mut mt = Mat::zeros(n, n);
+    for j in 0..n {
+        let col = &mut mt.data[j * n..(j + 1) * n];
+        col[j] = 1.0 / l.data[j * n + j];
+        for i in j + 1..n {
+            let s = dot(&l.data[i * n + j..i * n + i], &col[j..i]);
+            col[i] = -s / l.data[i * n + i];
         }
     }
+    // A⁻¹ = Mᵀ M: (i, j) = Σ_k M[k,i] M[k,j] = row i of mt · row j of mt, over k >= max(i, j)
     let mut inv = Mat::zeros(n, n);
     for i in 0..n {
         for j in 0..=i {
-            let mut s = 0.0;
-            for k in i..n {
-                s += li.at(k, i) * li.at(k, j);
-            }
-            inv.set(i, j, s);
-            inv.set(j, i, s);
+            let s = dot(
+                &mt.data[i * n + i..(i + 1) * n],
+                &mt.data[j * n + i..(j + 1) * n],
+            );
+            inv.data[i * n + j] = s;
+            inv.data[j * n + i] = s;
         }
     }
     Some(inv)
+}
+
+/// The optimal weights over the kept input columns `cols`: the least-squares refit
+/// `W[:,S]' = W H[:,S] (H[S,S])⁻¹`, which equals the result of removing the other columns by
+/// successive OBS updates in any order (row-major `out x |S|`); `None` if `H[S,S]` is singular.
+pub fn refit(w: &Mat, h: &Mat, cols: &[usize]) -> Option<Mat> {
+    use rayon::prelude::*;
+    let n = h.cols;
+    let k = cols.len();
+    let mut hss = Mat::zeros(k, k);
+    for (a, &i) in cols.iter().enumerate() {
+        for (b, &j) in cols.iter().enumerate() {
+            hss.data[a * k + b] = h.data[i * n + j];
+        }
+    }
+    let inv = spd_inverse(&hss)?;
+    let mut out = Mat::zeros(w.rows, k);
+    out.data
+        .par_chunks_mut(k.max(1))
+        .enumerate()
+        .for_each(|(r, orow)| {
+            let wr = &w.data[r * n..(r + 1) * n];
+            // (W H)[r, S]; H is symmetric, so its column s is its row s
+            let wh: Vec<f64> = cols
+                .iter()
+                .map(|&s| dot(wr, &h.data[s * n..(s + 1) * n]))
+                .collect();
+            for (b, o) in orow.iter_mut().enumerate() {
+                *o = dot(&wh, &inv.data[b * k..(b + 1) * k]);
+            }
+        });
+    Some(out)
 }
 
 /// One greedy step's outcome.
@@ -220,92 +263,108 @@ fn sub_inverse(hinv: &Mat, m: &[usize]) -> Option<Mat> {
     spd_inverse(&s)
 }
 
-/// The cost of removing columns `m` of `w` given `H⁻¹`.
-fn cost(w: &Mat, hinv: &Mat, m: &[usize]) -> Option<f64> {
-    let inv = sub_inverse(hinv, m)?;
-    let mut total = 0.0;
+/// For every group, the Gram matrix `Σ_rows W[r,M]ᵀ W[r,M]` (`|M| x |M|`, row-major), in one
+/// sweep over the rows of `w`.
+fn group_grams(w: &Mat, groups: &[Vec<usize>], alive: &[bool]) -> Vec<Vec<f64>> {
+    let mut grams: Vec<Vec<f64>> = groups
+        .iter()
+        .map(|m| vec![0.0; m.len() * m.len()])
+        .collect();
     for r in 0..w.rows {
-        for (a, &i) in m.iter().enumerate() {
-            for (b, &j) in m.iter().enumerate() {
-                total += w.at(r, i) * inv.at(a, b) * w.at(r, j);
+        let row = &w.data[r * w.cols..(r + 1) * w.cols];
+        for (g, m) in groups.iter().enumerate() {
+            if !alive[g] {
+                continue;
+            }
+            let gram = &mut grams[g];
+            for (a, &i) in m.iter().enumerate() {
+                let wi = row[i];
+                for (b, &j) in m.iter().enumerate() {
+                    gram[a * m.len() + b] += wi * row[j];
+                }
             }
         }
     }
-    Some(total)
+    grams
 }
 
 /// Greedily removes `count` groups of input columns from `w` (`out x in`), updating the
 /// remaining weights optimally after each removal; `hinv` is `H⁻¹` (`in x in`) and is updated
-/// too. Returns the removals in order with their errors; the removed columns of `w` are zero.
+/// too (its rows and columns of removed groups are left stale: they are never read again).
+/// Returns the removals in order with their errors; the removed columns of `w` are zero.
 pub fn prune_greedy(
     w: &mut Mat,
     hinv: &mut Mat,
     groups: &[Vec<usize>],
     count: usize,
 ) -> Vec<Removal> {
+    let n = hinv.cols;
     let mut alive: Vec<bool> = vec![true; groups.len()];
-    let mut removed_cols: Vec<usize> = Vec::new();
+    let mut dead_col = vec![false; n];
     let mut out = Vec::new();
     for _ in 0..count.min(groups.len()) {
+        // cost of each alive group: tr((H⁻¹[M,M])⁻¹ Σ_r W[r,M]ᵀ W[r,M])
+        let grams = group_grams(w, groups, &alive);
         let best = (0..groups.len())
             .filter(|&g| alive[g])
-            .filter_map(|g| cost(w, hinv, &groups[g]).map(|c| (g, c)))
+            .filter_map(|g| {
+                let inv = sub_inverse(hinv, &groups[g])?;
+                let c: f64 = inv.data.iter().zip(&grams[g]).map(|(a, b)| a * b).sum();
+                Some((g, c, inv))
+            })
             .min_by(|a, b| a.1.total_cmp(&b.1));
-        let Some((g, err)) = best else { break };
+        let Some((g, err, inv)) = best else { break };
         let m = &groups[g];
-        let Some(inv) = sub_inverse(hinv, m) else {
-            break;
-        };
+        let k = m.len();
+        // rows M of H⁻¹ (read by both updates, left unchanged by them)
+        let hm: Vec<Vec<f64>> = m
+            .iter()
+            .map(|&j| hinv.data[j * n..(j + 1) * n].to_vec())
+            .collect();
         // W -= W[:,M] (H⁻¹[M,M])⁻¹ H⁻¹[M,:]
-        let n = hinv.cols;
+        let mut coef = vec![0.0; k];
         for r in 0..w.rows {
-            let coef: Vec<f64> = (0..m.len())
-                .map(|b| {
-                    m.iter()
-                        .enumerate()
-                        .map(|(a, &i)| w.at(r, i) * inv.at(a, b))
-                        .sum()
-                })
-                .collect();
-            for c in 0..n {
-                let d: f64 = m
+            let row = &mut w.data[r * n..(r + 1) * n];
+            for (b, cb) in coef.iter_mut().enumerate() {
+                *cb = m
                     .iter()
                     .enumerate()
-                    .map(|(b, &j)| coef[b] * hinv.at(j, c))
+                    .map(|(a, &i)| row[i] * inv.at(a, b))
                     .sum();
-                let v = w.at(r, c) - d;
-                w.set(r, c, v);
+            }
+            for (cb, h) in coef.iter().zip(&hm) {
+                for (x, y) in row.iter_mut().zip(h) {
+                    *x -= cb * y;
+                }
             }
         }
-        removed_cols.extend_from_slice(m);
+        // H⁻¹ -= H⁻¹[:,M] (H⁻¹[M,M])⁻¹ H⁻¹[M,:], over the rows still alive
+        for &c in m {
+            dead_col[c] = true;
+        }
+        for (r, row) in hinv.data.chunks_mut(n).enumerate() {
+            if dead_col[r] {
+                continue;
+            }
+            for (b, cb) in coef.iter_mut().enumerate() {
+                *cb = m
+                    .iter()
+                    .enumerate()
+                    .map(|(a, &i)| row[i] * inv.at(a, b))
+                    .sum();
+            }
+            for (cb, h) in coef.iter().zip(&hm) {
+                for (x, y) in row.iter_mut().zip(h) {
+                    *x -= cb * y;
+                }
+            }
+        }
         // removed columns stay exactly zero (the update leaves them at rounding noise)
-        for r in 0..w.rows {
-            for &i in &removed_cols {
-                w.set(r, i, 0.0);
-            }
-        }
-        // H⁻¹ -= H⁻¹[:,M] (H⁻¹[M,M])⁻¹ H⁻¹[M,:]
-        let cols: Vec<Vec<f64>> = (0..n)
-            .map(|r| {
-                (0..m.len())
-                    .map(|b| {
-                        m.iter()
-                            .enumerate()
-                            .map(|(a, &i)| hinv.at(r, i) * inv.at(a, b))
-                            .sum()
-                    })
-                    .collect()
-            })
-            .collect();
-        let rows_m: Vec<Vec<f64>> = m
-            .iter()
-            .map(|&j| (0..n).map(|c| hinv.at(j, c)).collect())
-            .collect();
-        for (r, col) in cols.iter().enumerate() {
-            for c in 0..n {
-                let d: f64 = col.iter().zip(&rows_m).map(|(x, row)| x * row[c]).sum();
-                let v = hinv.at(r, c) - d;
-                hinv.set(r, c, v);
+        for row in w.data.chunks_mut(n) {
+            for (x, &dead) in row.iter_mut().zip(&dead_col) {
+                if dead {
+                    *x = 0.0;
+                }
             }
         }
         alive[g] = false;

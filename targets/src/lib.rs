@@ -1,5 +1,10 @@
 //! Target descriptions: which triples bertc can compile for, their ISA features and vector
-//! widths, and detection of the host. Knows nothing of the IR.
+//! widths, detection of the host, and the latency profiles measured on a target. Knows
+//! nothing of the IR.
+
+mod profile;
+
+pub use profile::{BlockKind, LatencyProfile, Point, ProfileError, PROFILE_FORMAT};
 
 use std::fmt;
 

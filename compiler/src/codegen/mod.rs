@@ -242,8 +242,13 @@ pub fn compile(g: &Graph, target: &Target, name: &str) -> Result<Compiled, Codeg
             .declare_data(&format!("{name}__w{i}"), Linkage::Local, false, false)
             .map_err(cl_err)?;
         let mut d = DataDescription::new();
-        let bytes: Vec<u8> = w.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-        d.define(bytes.into_boxed_slice());
+        if w.data.iter().all(|v| v.to_bits() == 0) {
+            // all +0.0: zero-initialised data takes no space in the file
+            d.define_zeroinit(w.data.len() * 4);
+        } else {
+            let bytes: Vec<u8> = w.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+            d.define(bytes.into_boxed_slice());
+        }
         d.set_align(64);
         module.define_data(id, &d).map_err(cl_err)?;
         weight_ids.push(id);

@@ -1,0 +1,288 @@
+//! `bertc eval`: accuracy of a model or a compiled shared library on sentence similarity (the
+//! Spearman correlation of embedding cosines with gold scores, as the STS Benchmark reports
+//! it) and the agreement of two models' embeddings.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bertc_passes::OutputKind;
+use bertc_runtime::{l2_normalize, Artifact, Model, Tokenizer};
+
+use crate::CliError;
+
+/// One sentence pair with its gold similarity.
+pub struct Pair {
+    pub a: String,
+    pub b: String,
+    pub gold: f64,
+}
+
+/// Reads an STS Benchmark file: tab-separated, no quoting, gold score in field 5, the two
+/// sentences in fields 6 and 7.
+pub fn read_sts(path: &Path) -> Result<Vec<Pair>, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| CliError::Io {
+        what: path.display().to_string(),
+        source: e,
+    })?;
+    let mut out = Vec::new();
+    for (i, line) in text.split('\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let f: Vec<&str> = line.split('\t').collect();
+        let bad = |msg: &str| CliError::Input(format!("{}:{}: {msg}", path.display(), i + 1));
+        if f.len() < 7 {
+            return Err(bad(
+                "expected at least 7 tab-separated fields (STS Benchmark format)",
+            ));
+        }
+        let gold: f64 = f[4]
+            .trim()
+            .parse()
+            .map_err(|_| bad(&format!("gold score '{}' is not a number", f[4])))?;
+        out.push(Pair {
+            a: f[5].to_string(),
+            b: f[6].to_string(),
+            gold,
+        });
+    }
+    if out.is_empty() {
+        return Err(CliError::Input(format!(
+            "{}: no sentence pairs",
+            path.display()
+        )));
+    }
+    Ok(out)
+}
+
+/// Ranks with ties given their mean rank.
+fn ranks(v: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+    let mut r = vec![0.0; v.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && v[idx[j + 1]] == v[idx[i]] {
+            j += 1;
+        }
+        let mean = (i + j) as f64 / 2.0 + 1.0;
+        for &k in &idx[i..=j] {
+            r[k] = mean;
+        }
+        i = j + 1;
+    }
+    r
+}
+
+pub fn pearson(a: &[f64], b: &[f64]) -> f64 {
+    let n = a.len() as f64;
+    let (ma, mb) = (a.iter().sum::<f64>() / n, b.iter().sum::<f64>() / n);
+    let (mut sab, mut saa, mut sbb) = (0.0, 0.0, 0.0);
+    for (x, y) in a.iter().zip(b) {
+        sab += (x - ma) * (y - mb);
+        saa += (x - ma) * (x - ma);
+        sbb += (y - mb) * (y - mb);
+    }
+    sab / (saa * sbb).sqrt()
+}
+
+/// Spearman's rank correlation.
+pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
+    pearson(&ranks(a), &ranks(b))
+}
+
+/// A compiled model that maps token sequences to mean-pooled embeddings.
+pub struct Encoder {
+    model: Model,
+    pooled: bool,
+    tmp: Option<PathBuf>,
+}
+
+static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Sequences per call (sorted by length, so padding stays small).
+const BATCH: usize = 32;
+
+impl Encoder {
+    /// Opens a `.so` artifact (`name` is its symbol prefix) or compiles a model (an .onnx file
+    /// or a Hugging Face folder) to one, with `prepare` applied to the graph before code
+    /// generation.
+    pub fn open(path: &Path, name: Option<&str>, threads: i32) -> Result<Encoder, CliError> {
+        let is_so = path.extension().is_some_and(|e| e == "so");
+        let (so, name, tmp) = if is_so {
+            let name = match name {
+                Some(n) => n.to_string(),
+                None => path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .and_then(|s| s.strip_prefix("lib"))
+                    .ok_or_else(|| {
+                        CliError::Input(format!(
+                            "{}: give the artifact's symbol prefix with --name",
+                            path.display()
+                        ))
+                    })?
+                    .to_string(),
+            };
+            (path.to_path_buf(), name, None)
+        } else {
+            let tmp = std::env::temp_dir().join(format!(
+                "bertc-eval-{}-{}",
+                std::process::id(),
+                path.file_stem().and_then(|s| s.to_str()).unwrap_or("m")
+            ));
+            std::fs::create_dir_all(&tmp).map_err(|e| CliError::Io {
+                what: tmp.display().to_string(),
+                source: e,
+            })?;
+            let opts = crate::compile::Options {
+                model: path.to_path_buf(),
+                out: tmp.join("eval"),
+                emit: crate::compile::Emit::Sharedlib,
+                output: OutputKind::Mean,
+                name: Some("eval".into()),
+                quiet: true,
+                ..crate::compile::Options::default()
+            };
+            crate::compile::compile(&opts)?;
+            (tmp.join("libeval.so"), "eval".to_string(), Some(tmp))
+        };
+        Encoder::from_so(&so, &name, threads, tmp)
+    }
+
+    /// Compiles a raised graph (mean output selected here) to a temporary library.
+    pub fn from_graph(g: &bertc_compiler::ir::Graph, threads: i32) -> Result<Encoder, CliError> {
+        let mut g = g.clone();
+        bertc_passes::select_output(&mut g, OutputKind::Mean)?;
+        bertc_passes::optimize(&mut g)?;
+        let tmp = std::env::temp_dir().join(format!(
+            "bertc-eval-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&tmp).map_err(|e| CliError::Io {
+            what: tmp.display().to_string(),
+            source: e,
+        })?;
+        let target = bertc_targets::Target::host();
+        let so = crate::profile::build_so(&g, &target, "evalg", &tmp)?;
+        Encoder::from_so(&so, "evalg", threads, Some(tmp))
+    }
+
+    fn from_so(
+        so: &Path,
+        name: &str,
+        threads: i32,
+        tmp: Option<PathBuf>,
+    ) -> Result<Encoder, CliError> {
+        let art = Arc::new(Artifact::open(so, name)?);
+        let mut model = art.model(threads)?;
+        // pooled (one row per sequence) or per token: compare output sizes for two lengths
+        let one = model.run(&[0], Some(&[1]), None, 1, 1)?.len();
+        let two = model.run(&[0, 0], Some(&[1, 1]), None, 1, 2)?.len();
+        Ok(Encoder {
+            model,
+            pooled: one == two,
+            tmp,
+        })
+    }
+
+    /// L2-normalised mean-pooled embeddings of `seqs`.
+    pub fn embed(&mut self, seqs: &[Vec<i64>]) -> Result<Vec<Vec<f32>>, CliError> {
+        let mut order: Vec<usize> = (0..seqs.len()).collect();
+        order.sort_by_key(|&i| seqs[i].len());
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); seqs.len()];
+        for chunk in order.chunks(BATCH) {
+            let b = chunk.len();
+            let s = chunk
+                .iter()
+                .map(|&i| seqs[i].len())
+                .max()
+                .unwrap_or(1)
+                .max(1);
+            let mut ids = vec![0i32; b * s];
+            let mut mask = vec![0i32; b * s];
+            for (r, &i) in chunk.iter().enumerate() {
+                for (c, &t) in seqs[i].iter().enumerate() {
+                    ids[r * s + c] = i32::try_from(t)
+                        .map_err(|_| CliError::Input(format!("token id {t} out of range")))?;
+                    mask[r * s + c] = 1;
+                }
+            }
+            let y = self.model.run(&ids, Some(&mask), None, b, s)?;
+            for (r, &i) in chunk.iter().enumerate() {
+                let e = if self.pooled {
+                    let w = y.len() / b;
+                    y[r * w..(r + 1) * w].to_vec()
+                } else {
+                    let w = y.len() / (b * s);
+                    let m64: Vec<i64> =
+                        mask[r * s..(r + 1) * s].iter().map(|&v| v as i64).collect();
+                    bertc_runtime::mean_pool(&y[r * s * w..(r + 1) * s * w], &m64, w)
+                };
+                out[i] = l2_normalize(&e);
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Encoder {
+    fn drop(&mut self) {
+        if let Some(t) = &self.tmp {
+            let _ = std::fs::remove_dir_all(t);
+        }
+    }
+}
+
+fn dotf(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum()
+}
+
+/// Tokenizes texts (special tokens included).
+pub fn tokenize_texts(tok: &Tokenizer, texts: &[&str]) -> Result<Vec<Vec<i64>>, CliError> {
+    texts.iter().map(|t| Ok(tok.encode(t, None)?.ids)).collect()
+}
+
+/// STS scores of an encoder on pairs: (Spearman x100, Pearson x100).
+pub fn sts_score(
+    enc: &mut Encoder,
+    tok: &Tokenizer,
+    pairs: &[Pair],
+) -> Result<(f64, f64), CliError> {
+    let a: Vec<&str> = pairs.iter().map(|p| p.a.as_str()).collect();
+    let b: Vec<&str> = pairs.iter().map(|p| p.b.as_str()).collect();
+    let ea = enc.embed(&tokenize_texts(tok, &a)?)?;
+    let eb = enc.embed(&tokenize_texts(tok, &b)?)?;
+    let cos: Vec<f64> = ea.iter().zip(&eb).map(|(x, y)| dotf(x, y)).collect();
+    let gold: Vec<f64> = pairs.iter().map(|p| p.gold).collect();
+    Ok((100.0 * spearman(&cos, &gold), 100.0 * pearson(&cos, &gold)))
+}
+
+/// Mean and minimum cosine between two encoders' embeddings of the same texts.
+pub fn agreement(
+    a: &mut Encoder,
+    b: &mut Encoder,
+    seqs: &[Vec<i64>],
+) -> Result<(f64, f64), CliError> {
+    let (ea, eb) = (a.embed(seqs)?, b.embed(seqs)?);
+    let cos: Vec<f64> = ea.iter().zip(&eb).map(|(x, y)| dotf(x, y)).collect();
+    let mean = cos.iter().sum::<f64>() / cos.len().max(1) as f64;
+    let min = cos.iter().copied().fold(f64::INFINITY, f64::min);
+    Ok((mean, min))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spearman_with_ties() {
+        // by hand: ranks [1, 2.5, 2.5, 4, 5] and [2, 1, 3.5, 3.5, 5]; Σdxdy = 7.25,
+        // Σdx² = Σdy² = 9.5
+        let r = spearman(&[1.0, 2.0, 2.0, 3.0, 5.0], &[2.0, 1.0, 4.0, 4.0, 9.0]);
+        assert!((r - 7.25 / 9.5).abs() < 1e-12, "{r}");
+        assert_eq!(ranks(&[3.0, 1.0, 3.0]), vec![2.5, 1.0, 2.5]);
+    }
+}

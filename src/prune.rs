@@ -1,0 +1,235 @@
+//! Pruning in `bertc compile --speedup X | --latency MS`: reads the latency profile and the
+//! calibration text, runs calibration, builds the level database (structured OBS or the
+//! magnitude baseline), searches the levels that meet the target, and applies them. Returns
+//! what it did for the pass report and the HTML report.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use bertc_compiler::ir::Graph;
+use bertc_passes::prune::{self, Block, Choice, Method, PruneStructures};
+use bertc_passes::{run_pass, PassReport};
+use bertc_runtime::Tokenizer;
+use bertc_targets::{BlockKind, LatencyProfile};
+
+use crate::CliError;
+
+pub struct PruneOptions {
+    pub speedup: Option<f64>,
+    pub latency_ms: Option<f64>,
+    pub profile: PathBuf,
+    pub calibration: Option<PathBuf>,
+    pub samples: usize,
+    pub method: Method,
+    pub tokenizer: Option<PathBuf>,
+}
+
+/// One block's outcome.
+#[derive(Clone, Debug)]
+pub struct BlockOutcome {
+    pub kind: BlockKind,
+    pub name: String,
+    pub size: usize,
+    pub kept: usize,
+    pub dense_ms: f64,
+    pub ms: f64,
+    pub error: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct PruneOutcome {
+    pub method: Method,
+    pub profile: LatencyProfile,
+    pub blocks: Vec<BlockOutcome>,
+    pub dense_ms: f64,
+    pub target_ms: f64,
+    pub predicted_ms: f64,
+    pub calibration_sequences: usize,
+    pub calibration_tokens: usize,
+    pub calibration_secs: f64,
+    pub database_secs: f64,
+    pub total_secs: f64,
+}
+
+/// The calibration file used when `--calibration` is not given.
+const DEFAULT_CALIBRATION: &str = "../shared/data/sts-b/sts-train.csv";
+
+/// Texts of a calibration file: one a line, or both sentences of each row of an STS Benchmark
+/// file (tab-separated, gold score in field 5).
+pub fn read_texts(path: &Path) -> Result<Vec<String>, CliError> {
+    let text = std::fs::read_to_string(path).map_err(|e| CliError::Io {
+        what: path.display().to_string(),
+        source: e,
+    })?;
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let f: Vec<&str> = line.split('\t').collect();
+        if f.len() >= 7 && f[4].trim().parse::<f64>().is_ok() {
+            out.push(f[5].to_string());
+            out.push(f[6].to_string());
+        } else if !line.trim().is_empty() {
+            out.push(line.to_string());
+        }
+    }
+    Ok(out)
+}
+
+fn kind_of(b: &Block) -> BlockKind {
+    match b {
+        Block::Attn(_) => BlockKind::Attention,
+        Block::Ffn(_) => BlockKind::Ffn,
+    }
+}
+
+pub fn prune(
+    g: &mut Graph,
+    model: &Path,
+    o: &PruneOptions,
+    quiet: bool,
+) -> Result<(PassReport, PruneOutcome), CliError> {
+    let start = Instant::now();
+    let input = |m: String| CliError::Input(m);
+    let profile = LatencyProfile::load(&o.profile).map_err(|e| input(e.to_string()))?;
+    let blocks = prune::find_blocks(g);
+    if blocks.is_empty() {
+        return Err(input(format!(
+            "{}: no attention or FFN blocks to prune",
+            model.display()
+        )));
+    }
+    for b in &blocks {
+        let (hidden, heads, head_dim, inter) = match b {
+            Block::Attn(a) => (a.hidden, a.heads, a.head_dim, profile.intermediate),
+            Block::Ffn(f) => (f.hidden, profile.heads, profile.head_dim, f.neurons),
+        };
+        profile
+            .check_shape(&o.profile, hidden, heads, head_dim, inter)
+            .map_err(|e| input(e.to_string()))?;
+    }
+    let kinds: Vec<(BlockKind, usize)> = blocks.iter().map(|b| (kind_of(b), b.size())).collect();
+    let dense_ms = profile
+        .predict_ms(&kinds)
+        .ok_or_else(|| input(format!("{}: no dense levels", o.profile.display())))?;
+    let target_ms = match (o.speedup, o.latency_ms) {
+        (Some(x), None) if x >= 1.0 && x.is_finite() => dense_ms / x,
+        (Some(x), None) => return Err(input(format!("--speedup {x}: must be at least 1"))),
+        (None, Some(ms)) if ms > 0.0 && ms.is_finite() => ms,
+        (None, Some(ms)) => return Err(input(format!("--latency {ms}: must be positive"))),
+        _ => return Err(input("give one of --speedup and --latency".into())),
+    };
+    let budget = target_ms - profile.base_ms;
+
+    // calibration text
+    let cal_path = match &o.calibration {
+        Some(p) => p.clone(),
+        None => {
+            let p = PathBuf::from(DEFAULT_CALIBRATION);
+            if !p.exists() {
+                return Err(input(format!(
+                    "no calibration text: give --calibration FILE (one text a line; the default {DEFAULT_CALIBRATION} is not here)"
+                )));
+            }
+            p
+        }
+    };
+    let texts = read_texts(&cal_path)?;
+    let tok_path = o
+        .tokenizer
+        .clone()
+        .unwrap_or_else(|| crate::inputs::tokenizer_beside(model));
+    let tok = Tokenizer::from_file(&tok_path)?;
+    let max = g.max_seq.unwrap_or(512);
+    let seqs: Vec<Vec<i64>> = texts
+        .iter()
+        .take(o.samples)
+        .map(|t| {
+            let mut ids = tok.encode(t, None)?.ids;
+            ids.truncate(max);
+            Ok(ids)
+        })
+        .collect::<Result<_, CliError>>()?;
+    if seqs.is_empty() {
+        return Err(input(format!(
+            "{}: no calibration text",
+            cal_path.display()
+        )));
+    }
+    let t0 = Instant::now();
+    let calib = prune::calibrate(g, &blocks, &seqs, 0.01, &mut |d, t| {
+        if !quiet {
+            crate::progress::bar("Calibrating", d, t)
+        }
+    })
+    .map_err(|e| input(e.to_string()))?;
+    let calibration_secs = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let levels =
+        prune::all_levels(g, &blocks, &calib, o.method).map_err(|e| input(e.to_string()))?;
+    let database_secs = t1.elapsed().as_secs_f64();
+
+    // the search over the profile's levels
+    let options: Vec<Vec<Choice>> = blocks
+        .iter()
+        .zip(&levels)
+        .map(|(b, l)| {
+            profile
+                .points(kind_of(b))
+                .iter()
+                .filter(|p| p.kept > 0 || b.add().is_some())
+                .map(|p| Choice {
+                    kept: p.kept,
+                    ms: p.ms,
+                    error: l.error_at(p.kept),
+                })
+                .collect()
+        })
+        .collect();
+    let picks = prune::search(&options, budget).ok_or_else(|| {
+        input(format!(
+            "a latency of {target_ms:.2} ms cannot be met: removing every block leaves {:.2} ms (dense: {dense_ms:.2} ms)",
+            profile.base_ms
+        ))
+    })?;
+    let kept: Vec<usize> = picks
+        .iter()
+        .zip(&options)
+        .map(|(&i, o)| o[i].kept)
+        .collect();
+    let plan = prune::plan(g, &blocks, &calib, &levels, &kept, o.method)
+        .map_err(|e| input(e.to_string()))?;
+    let outcome_blocks: Vec<BlockOutcome> = blocks
+        .iter()
+        .zip(&picks)
+        .zip(&options)
+        .map(|((b, &i), opts)| {
+            let k = kind_of(b);
+            BlockOutcome {
+                kind: k,
+                name: g.node(b.pruned_linear()).name.clone(),
+                size: b.size(),
+                kept: opts[i].kept,
+                dense_ms: profile.block_ms(k, b.size()).unwrap_or(0.0),
+                ms: opts[i].ms,
+                error: opts[i].error,
+            }
+        })
+        .collect();
+    let report = run_pass(&PruneStructures { plan }, g)?;
+    let predicted_ms = profile.base_ms + outcome_blocks.iter().map(|b| b.ms).sum::<f64>();
+    Ok((
+        report,
+        PruneOutcome {
+            method: o.method,
+            profile,
+            blocks: outcome_blocks,
+            dense_ms,
+            target_ms,
+            predicted_ms,
+            calibration_sequences: calib.sequences,
+            calibration_tokens: calib.tokens,
+            calibration_secs,
+            database_secs,
+            total_secs: start.elapsed().as_secs_f64(),
+        },
+    ))
+}
