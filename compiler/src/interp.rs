@@ -599,6 +599,35 @@ fn linear_rows(
     k: usize,
     n: usize,
 ) -> Vec<f32> {
+    // the same arithmetic in AVX2 vectors when the CPU has them
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
+        unsafe fn wide(
+            x: &[f32],
+            w: &[f32],
+            bias: Option<&[f32]>,
+            rows: usize,
+            k: usize,
+            n: usize,
+        ) -> Vec<f32> {
+            linear_rows_impl(x, w, bias, rows, k, n)
+        }
+        // SAFETY: the CPU has AVX2.
+        return unsafe { wide(x, w, bias, rows, k, n) };
+    }
+    linear_rows_impl(x, w, bias, rows, k, n)
+}
+
+#[inline(always)]
+fn linear_rows_impl(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    rows: usize,
+    k: usize,
+    n: usize,
+) -> Vec<f32> {
     use rayon::prelude::*;
     const R: usize = 4;
     const C: usize = 4;

@@ -81,6 +81,20 @@ impl Hessian {
     }
 
     fn flush(&mut self) {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") {
+            #[target_feature(enable = "avx2")]
+            unsafe fn wide(h: &mut Hessian) {
+                h.flush_impl()
+            }
+            // SAFETY: the CPU has AVX2.
+            return unsafe { wide(self) };
+        }
+        self.flush_impl()
+    }
+
+    #[inline(always)]
+    fn flush_impl(&mut self) {
         use rayon::prelude::*;
         let d = self.dim;
         let n = self.pending.len() / d.max(1);
@@ -155,6 +169,7 @@ impl Hessian {
     }
 }
 
+#[inline(always)]
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     // four partial sums, so the loop vectorises
     let mut acc = [0.0; 4];
@@ -168,8 +183,24 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     acc.iter().sum::<f64>() + tail
 }
 
-/// The inverse of a symmetric positive definite matrix (Cholesky); `None` if it is not.
+/// Dispatches to a copy compiled for AVX2 when the CPU has it (the same arithmetic in wider
+/// vectors).
 pub fn spd_inverse(a: &Mat) -> Option<Mat> {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
+        unsafe fn wide(a: &Mat) -> Option<Mat> {
+            spd_inverse_impl(a)
+        }
+        // SAFETY: the CPU has AVX2.
+        return unsafe { wide(a) };
+    }
+    spd_inverse_impl(a)
+}
+
+/// The inverse of a symmetric positive definite matrix (Cholesky); `None` if it is not.
+#[inline(always)]
+fn spd_inverse_impl(a: &Mat) -> Option<Mat> {
     let n = a.rows;
     // A = L Lᵀ, L lower triangular (row-major)
     let mut l = Mat::zeros(n, n);
@@ -212,10 +243,26 @@ pub fn spd_inverse(a: &Mat) -> Option<Mat> {
     Some(inv)
 }
 
+/// Dispatches to a copy compiled for AVX2 when the CPU has it (the same arithmetic in wider
+/// vectors).
+pub fn refit(w: &Mat, h: &Mat, cols: &[usize]) -> Option<Mat> {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
+        unsafe fn wide(w: &Mat, h: &Mat, cols: &[usize]) -> Option<Mat> {
+            refit_impl(w, h, cols)
+        }
+        // SAFETY: the CPU has AVX2.
+        return unsafe { wide(w, h, cols) };
+    }
+    refit_impl(w, h, cols)
+}
+
 /// The optimal weights over the kept input columns `cols`: the least-squares refit
 /// `W[:,S]' = W H[:,S] (H[S,S])⁻¹`, which equals the result of removing the other columns by
 /// successive OBS updates in any order (row-major `out x |S|`); `None` if `H[S,S]` is singular.
-pub fn refit(w: &Mat, h: &Mat, cols: &[usize]) -> Option<Mat> {
+#[inline(always)]
+fn refit_impl(w: &Mat, h: &Mat, cols: &[usize]) -> Option<Mat> {
     use rayon::prelude::*;
     let n = h.cols;
     let k = cols.len();
@@ -253,6 +300,7 @@ pub struct Removal {
     pub error: f64,
 }
 
+#[inline(always)]
 fn sub_inverse(hinv: &Mat, m: &[usize]) -> Option<Mat> {
     let mut s = Mat::zeros(m.len(), m.len());
     for (a, &i) in m.iter().enumerate() {
@@ -265,6 +313,7 @@ fn sub_inverse(hinv: &Mat, m: &[usize]) -> Option<Mat> {
 
 /// For every group, the Gram matrix `Σ_rows W[r,M]ᵀ W[r,M]` (`|M| x |M|`, row-major), in one
 /// sweep over the rows of `w`.
+#[inline(always)]
 fn group_grams(w: &Mat, groups: &[Vec<usize>], alive: &[bool]) -> Vec<Vec<f64>> {
     let mut grams: Vec<Vec<f64>> = groups
         .iter()
@@ -288,11 +337,37 @@ fn group_grams(w: &Mat, groups: &[Vec<usize>], alive: &[bool]) -> Vec<Vec<f64>> 
     grams
 }
 
+/// Dispatches to a copy compiled for AVX2 when the CPU has it (the same arithmetic in wider
+/// vectors).
+pub fn prune_greedy(
+    w: &mut Mat,
+    hinv: &mut Mat,
+    groups: &[Vec<usize>],
+    count: usize,
+) -> Vec<Removal> {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        #[target_feature(enable = "avx2")]
+        unsafe fn wide(
+            w: &mut Mat,
+            hinv: &mut Mat,
+            groups: &[Vec<usize>],
+            count: usize,
+        ) -> Vec<Removal> {
+            prune_greedy_impl(w, hinv, groups, count)
+        }
+        // SAFETY: the CPU has AVX2.
+        return unsafe { wide(w, hinv, groups, count) };
+    }
+    prune_greedy_impl(w, hinv, groups, count)
+}
+
 /// Greedily removes `count` groups of input columns from `w` (`out x in`), updating the
 /// remaining weights optimally after each removal; `hinv` is `H⁻¹` (`in x in`) and is updated
 /// too (its rows and columns of removed groups are left stale: they are never read again).
 /// Returns the removals in order with their errors; the removed columns of `w` are zero.
-pub fn prune_greedy(
+#[inline(always)]
+fn prune_greedy_impl(
     w: &mut Mat,
     hinv: &mut Mat,
     groups: &[Vec<usize>],
@@ -302,17 +377,40 @@ pub fn prune_greedy(
     let mut alive: Vec<bool> = vec![true; groups.len()];
     let mut dead_col = vec![false; n];
     let mut out = Vec::new();
+    let singletons = groups.iter().all(|m| m.len() == 1);
     for _ in 0..count.min(groups.len()) {
         // cost of each alive group: tr((H⁻¹[M,M])⁻¹ Σ_r W[r,M]ᵀ W[r,M])
-        let grams = group_grams(w, groups, &alive);
-        let best = (0..groups.len())
-            .filter(|&g| alive[g])
-            .filter_map(|g| {
-                let inv = sub_inverse(hinv, &groups[g])?;
-                let c: f64 = inv.data.iter().zip(&grams[g]).map(|(a, b)| a * b).sum();
-                Some((g, c, inv))
-            })
-            .min_by(|a, b| a.1.total_cmp(&b.1));
+        let best = if singletons {
+            // one column a group: Σ_r W[r,i]² / H⁻¹[i,i], the column sums in one row sweep
+            let mut sq = vec![0.0; n];
+            for row in w.data.chunks(n) {
+                for (a, &x) in sq.iter_mut().zip(row) {
+                    *a += x * x;
+                }
+            }
+            (0..groups.len())
+                .filter(|&g| alive[g])
+                .filter_map(|g| {
+                    let i = groups[g][0];
+                    let d = hinv.data[i * n + i];
+                    (d > 0.0).then(|| {
+                        let mut inv = Mat::zeros(1, 1);
+                        inv.data[0] = 1.0 / d;
+                        (g, sq[i] / d, inv)
+                    })
+                })
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+        } else {
+            let grams = group_grams(w, groups, &alive);
+            (0..groups.len())
+                .filter(|&g| alive[g])
+                .filter_map(|g| {
+                    let inv = sub_inverse(hinv, &groups[g])?;
+                    let c: f64 = inv.data.iter().zip(&grams[g]).map(|(a, b)| a * b).sum();
+                    Some((g, c, inv))
+                })
+                .min_by(|a, b| a.1.total_cmp(&b.1))
+        };
         let Some((g, err, inv)) = best else { break };
         let m = &groups[g];
         let k = m.len();
