@@ -599,39 +599,7 @@ fn linear_rows(
     k: usize,
     n: usize,
 ) -> Vec<f32> {
-    // the same arithmetic in AVX2 vectors when the CPU has them
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        #[target_feature(enable = "avx2")]
-        unsafe fn wide(
-            x: &[f32],
-            w: &[f32],
-            bias: Option<&[f32]>,
-            rows: usize,
-            k: usize,
-            n: usize,
-        ) -> Vec<f32> {
-            linear_rows_impl(x, w, bias, rows, k, n)
-        }
-        // SAFETY: the CPU has AVX2.
-        return unsafe { wide(x, w, bias, rows, k, n) };
-    }
-    linear_rows_impl(x, w, bias, rows, k, n)
-}
-
-#[inline(always)]
-fn linear_rows_impl(
-    x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    rows: usize,
-    k: usize,
-    n: usize,
-) -> Vec<f32> {
     use rayon::prelude::*;
-    const R: usize = 4;
-    const C: usize = 4;
-    const L: usize = 8;
     let mut out = vec![0f32; rows * n];
     if k == 0 {
         for row in out.chunks_mut(n.max(1)) {
@@ -641,50 +609,75 @@ fn linear_rows_impl(
         }
         return out;
     }
-    let kl = k / L * L;
-    out.par_chunks_mut(R * n.max(1))
+    out.par_chunks_mut(LIN_R * n.max(1))
         .enumerate()
-        .for_each(|(blk, ob)| {
-            let r0 = blk * R;
-            let nr = (rows - r0).min(R);
-            let xs: Vec<&[f32]> = (0..R)
-                .map(|a| {
-                    let r = r0 + a.min(nr - 1);
-                    &x[r * k..(r + 1) * k]
-                })
-                .collect();
-            for j0 in (0..n).step_by(C) {
-                let nc = (n - j0).min(C);
-                let ws: Vec<&[f32]> = (0..C)
-                    .map(|b| {
-                        let j = j0 + b.min(nc - 1);
-                        &w[j * k..(j + 1) * k]
-                    })
-                    .collect();
-                let mut acc = [[[0f32; L]; C]; R];
-                for p in (0..kl).step_by(L) {
-                    for a in 0..R {
-                        let xa = &xs[a][p..p + L];
-                        for b in 0..C {
-                            let wb = &ws[b][p..p + L];
-                            for l in 0..L {
-                                acc[a][b][l] += xa[l] * wb[l];
-                            }
-                        }
-                    }
-                }
-                for a in 0..nr {
-                    for b in 0..nc {
-                        let mut s: f32 = acc[a][b].iter().sum();
-                        for p in kl..k {
-                            s += xs[a][p] * ws[b][p];
-                        }
-                        ob[a * n + j0 + b] = s + bias.map_or(0.0, |bv| bv[j0 + b]);
+        .for_each(|(blk, ob)| linear_block(x, w, bias, rows, k, n, blk * LIN_R, ob));
+    out
+}
+
+const LIN_R: usize = 4;
+
+crate::avx2_dispatch!(fn linear_block(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    rows: usize,
+    k: usize,
+    n: usize,
+    r0: usize,
+    ob: &mut [f32],
+) = linear_block_impl);
+
+/// Rows `r0..r0+4` of the linear into `ob`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn linear_block_impl(
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    rows: usize,
+    k: usize,
+    n: usize,
+    r0: usize,
+    ob: &mut [f32],
+) {
+    const R: usize = LIN_R;
+    const C: usize = 4;
+    const L: usize = 8;
+    let kl = k / L * L;
+    let nr = (rows - r0).min(R);
+    let xs: [&[f32]; R] = std::array::from_fn(|a| {
+        let r = r0 + a.min(nr - 1);
+        &x[r * k..(r + 1) * k]
+    });
+    for j0 in (0..n).step_by(C) {
+        let nc = (n - j0).min(C);
+        let ws: [&[f32]; C] = std::array::from_fn(|b| {
+            let j = j0 + b.min(nc - 1);
+            &w[j * k..(j + 1) * k]
+        });
+        let mut acc = [[[0f32; L]; C]; R];
+        for p in (0..kl).step_by(L) {
+            for a in 0..R {
+                let xa = &xs[a][p..p + L];
+                for b in 0..C {
+                    let wb = &ws[b][p..p + L];
+                    for l in 0..L {
+                        acc[a][b][l] += xa[l] * wb[l];
                     }
                 }
             }
-        });
-    out
+        }
+        for a in 0..nr {
+            for b in 0..nc {
+                let mut s: f32 = acc[a][b].iter().sum();
+                for p in kl..k {
+                    s += xs[a][p] * ws[b][p];
+                }
+                ob[a * n + j0 + b] = s + bias.map_or(0.0, |bv| bv[j0 + b]);
+            }
+        }
+    }
 }
 
 fn softmax_rows(v: &mut [f32], len: usize) {
@@ -1303,8 +1296,29 @@ pub fn bind_inputs(g: &Graph, feeds: &HashMap<NodeId, Value>) -> Result<Binding,
 pub fn eval_nodes(
     g: &Graph,
     targets: &[NodeId],
+    feeds: HashMap<NodeId, Value>,
+    bind: &Binding,
+) -> Result<Vec<Value>, InterpError> {
+    eval_nodes_with(g, targets, feeds, bind, &HashMap::new())
+}
+
+/// The values of every constant of `g`, converted once for repeated evaluation
+/// (`eval_nodes_with`).
+pub fn const_values(g: &Graph) -> HashMap<NodeId, Value> {
+    g.node_ids()
+        .into_iter()
+        .filter_map(|n| g.const_value(n).map(|t| (n, Value::from_tensor(t))))
+        .collect()
+}
+
+/// `eval_nodes` reading constants from `consts` (see `const_values`) instead of converting
+/// them on every call.
+pub fn eval_nodes_with(
+    g: &Graph,
+    targets: &[NodeId],
     mut feeds: HashMap<NodeId, Value>,
     bind: &Binding,
+    consts: &HashMap<NodeId, Value>,
 ) -> Result<Vec<Value>, InterpError> {
     // the ancestors of the targets, in topological order
     let mut need: HashSet<NodeId> = HashSet::new();
@@ -1324,14 +1338,14 @@ pub fn eval_nodes(
         }
     }
     for (i, &n) in order.iter().enumerate() {
-        if feeds.contains_key(&n) {
+        if feeds.contains_key(&n) || (consts.contains_key(&n) && !targets.contains(&n)) {
             continue;
         }
         let ops = g.operands(n);
         let node = g.node(n);
         let vals: Vec<&Value> = ops
             .iter()
-            .map(|o| feeds.get(o))
+            .map(|o| feeds.get(o).or_else(|| consts.get(o)))
             .collect::<Option<_>>()
             .ok_or_else(|| InterpError::Op {
                 node: node.name.clone(),

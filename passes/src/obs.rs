@@ -81,20 +81,6 @@ impl Hessian {
     }
 
     fn flush(&mut self) {
-        #[cfg(target_arch = "x86_64")]
-        if std::is_x86_feature_detected!("avx2") {
-            #[target_feature(enable = "avx2")]
-            unsafe fn wide(h: &mut Hessian) {
-                h.flush_impl()
-            }
-            // SAFETY: the CPU has AVX2.
-            return unsafe { wide(self) };
-        }
-        self.flush_impl()
-    }
-
-    #[inline(always)]
-    fn flush_impl(&mut self) {
         use rayon::prelude::*;
         let d = self.dim;
         let n = self.pending.len() / d.max(1);
@@ -114,36 +100,7 @@ impl Hessian {
             .data
             .par_chunks_mut(TILE * d)
             .enumerate()
-            .for_each(|(ib, rows)| {
-                let i0 = ib * TILE;
-                let ni = (d - i0).min(TILE);
-                for j0 in (i0..d).step_by(TILE) {
-                    let nj = (d - j0).min(TILE);
-                    let mut acc = [[[0f64; 2]; TILE]; TILE];
-                    let col = |c: usize| &xt[c * n..(c + 1) * n];
-                    let ci: Vec<&[f64]> = (0..TILE).map(|a| col(i0 + a.min(ni - 1))).collect();
-                    let cj: Vec<&[f64]> = (0..TILE).map(|b| col(j0 + b.min(nj - 1))).collect();
-                    let n2 = n / 2 * 2;
-                    for t in (0..n2).step_by(2) {
-                        for a in 0..TILE {
-                            let (x0, x1) = (ci[a][t], ci[a][t + 1]);
-                            for b in 0..TILE {
-                                acc[a][b][0] += x0 * cj[b][t];
-                                acc[a][b][1] += x1 * cj[b][t + 1];
-                            }
-                        }
-                    }
-                    for a in 0..ni {
-                        for b in 0..nj {
-                            let mut s = acc[a][b][0] + acc[a][b][1];
-                            if n2 < n {
-                                s += ci[a][n - 1] * cj[b][n - 1];
-                            }
-                            rows[a * d + j0 + b] += s;
-                        }
-                    }
-                }
-            });
+            .for_each(|(ib, rows)| hessian_rows(xt, n, d, ib * TILE, rows));
     }
 
     /// `2/N Σ x xᵀ + λ I` with `λ` = `damp` times the mean diagonal.
@@ -169,6 +126,45 @@ impl Hessian {
     }
 }
 
+bertc_compiler::avx2_dispatch!(
+    /// Rows `i0..i0+TILE` of `Σ x xᵀ` from columns `j >= i0`, added to `rows`; `xt` holds the
+    /// samples column by column (`d` runs of `n`).
+    fn hessian_rows(xt: &[f64], n: usize, d: usize, i0: usize, rows: &mut [f64]) = hessian_rows_impl);
+
+#[inline(always)]
+fn hessian_rows_impl(xt: &[f64], n: usize, d: usize, i0: usize, rows: &mut [f64]) {
+    let ni = (d - i0).min(TILE);
+    let col = |c: usize| &xt[c * n..(c + 1) * n];
+    let ci: [&[f64]; TILE] = std::array::from_fn(|a| col(i0 + a.min(ni - 1)));
+    // tiles of TILE rows by 2 columns, 4 lanes of partial sums over the samples
+    for j0 in (i0..d).step_by(2) {
+        let nj = (d - j0).min(2);
+        let mut acc = [[[0f64; 4]; 2]; TILE];
+        let cj: [&[f64]; 2] = std::array::from_fn(|b| col(j0 + b.min(nj - 1)));
+        let n4 = n / 4 * 4;
+        for t in (0..n4).step_by(4) {
+            for a in 0..TILE {
+                let x = &ci[a][t..t + 4];
+                for b in 0..2 {
+                    let y = &cj[b][t..t + 4];
+                    for l in 0..4 {
+                        acc[a][b][l] += x[l] * y[l];
+                    }
+                }
+            }
+        }
+        for a in 0..ni {
+            for b in 0..nj {
+                let mut s: f64 = acc[a][b].iter().sum();
+                for t in n4..n {
+                    s += ci[a][t] * cj[b][t];
+                }
+                rows[a * d + j0 + b] += s;
+            }
+        }
+    }
+}
+
 #[inline(always)]
 fn dot(a: &[f64], b: &[f64]) -> f64 {
     // four partial sums, so the loop vectorises
@@ -183,22 +179,10 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
     acc.iter().sum::<f64>() + tail
 }
 
-/// Dispatches to a copy compiled for AVX2 when the CPU has it (the same arithmetic in wider
-/// vectors).
-pub fn spd_inverse(a: &Mat) -> Option<Mat> {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        #[target_feature(enable = "avx2")]
-        unsafe fn wide(a: &Mat) -> Option<Mat> {
-            spd_inverse_impl(a)
-        }
-        // SAFETY: the CPU has AVX2.
-        return unsafe { wide(a) };
-    }
-    spd_inverse_impl(a)
-}
+bertc_compiler::avx2_dispatch!(
+    /// The inverse of a symmetric positive definite matrix (Cholesky); `None` if it is not.
+    pub fn spd_inverse(a: &Mat) -> Option<Mat> = spd_inverse_impl);
 
-/// The inverse of a symmetric positive definite matrix (Cholesky); `None` if it is not.
 #[inline(always)]
 fn spd_inverse_impl(a: &Mat) -> Option<Mat> {
     let n = a.rows;
@@ -243,24 +227,12 @@ fn spd_inverse_impl(a: &Mat) -> Option<Mat> {
     Some(inv)
 }
 
-/// Dispatches to a copy compiled for AVX2 when the CPU has it (the same arithmetic in wider
-/// vectors).
-pub fn refit(w: &Mat, h: &Mat, cols: &[usize]) -> Option<Mat> {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        #[target_feature(enable = "avx2")]
-        unsafe fn wide(w: &Mat, h: &Mat, cols: &[usize]) -> Option<Mat> {
-            refit_impl(w, h, cols)
-        }
-        // SAFETY: the CPU has AVX2.
-        return unsafe { wide(w, h, cols) };
-    }
-    refit_impl(w, h, cols)
-}
+bertc_compiler::avx2_dispatch!(
+    /// The optimal weights over the kept input columns `cols`: the least-squares refit
+    /// `W[:,S]' = W H[:,S] (H[S,S])⁻¹`, which equals the result of removing the other columns by
+    /// successive OBS updates in any order (row-major `out x |S|`); `None` if `H[S,S]` is singular.
+    pub fn refit(w: &Mat, h: &Mat, cols: &[usize]) -> Option<Mat> = refit_impl);
 
-/// The optimal weights over the kept input columns `cols`: the least-squares refit
-/// `W[:,S]' = W H[:,S] (H[S,S])⁻¹`, which equals the result of removing the other columns by
-/// successive OBS updates in any order (row-major `out x |S|`); `None` if `H[S,S]` is singular.
 #[inline(always)]
 fn refit_impl(w: &Mat, h: &Mat, cols: &[usize]) -> Option<Mat> {
     use rayon::prelude::*;
@@ -277,18 +249,26 @@ fn refit_impl(w: &Mat, h: &Mat, cols: &[usize]) -> Option<Mat> {
     out.data
         .par_chunks_mut(k.max(1))
         .enumerate()
-        .for_each(|(r, orow)| {
-            let wr = &w.data[r * n..(r + 1) * n];
-            // (W H)[r, S]; H is symmetric, so its column s is its row s
-            let wh: Vec<f64> = cols
-                .iter()
-                .map(|&s| dot(wr, &h.data[s * n..(s + 1) * n]))
-                .collect();
-            for (b, o) in orow.iter_mut().enumerate() {
-                *o = dot(&wh, &inv.data[b * k..(b + 1) * k]);
-            }
-        });
+        .for_each(|(r, orow)| refit_row(&w.data[r * n..(r + 1) * n], h, cols, &inv, orow));
     Some(out)
+}
+
+bertc_compiler::avx2_dispatch!(
+    /// One row of the refit: `(W H)[r, S] (H[S,S])⁻¹`.
+    fn refit_row(wr: &[f64], h: &Mat, cols: &[usize], inv: &Mat, orow: &mut [f64]) = refit_row_impl);
+
+#[inline(always)]
+fn refit_row_impl(wr: &[f64], h: &Mat, cols: &[usize], inv: &Mat, orow: &mut [f64]) {
+    let n = h.cols;
+    let k = cols.len();
+    // H is symmetric, so its column s is its row s
+    let wh: Vec<f64> = cols
+        .iter()
+        .map(|&s| dot(wr, &h.data[s * n..(s + 1) * n]))
+        .collect();
+    for (b, o) in orow.iter_mut().enumerate() {
+        *o = dot(&wh, &inv.data[b * k..(b + 1) * k]);
+    }
 }
 
 /// One greedy step's outcome.
@@ -337,35 +317,18 @@ fn group_grams(w: &Mat, groups: &[Vec<usize>], alive: &[bool]) -> Vec<Vec<f64>> 
     grams
 }
 
-/// Dispatches to a copy compiled for AVX2 when the CPU has it (the same arithmetic in wider
-/// vectors).
-pub fn prune_greedy(
+bertc_compiler::avx2_dispatch!(
+    /// Greedily removes `count` groups of input columns from `w` (`out x in`), updating the
+    /// remaining weights optimally after each removal; `hinv` is `H⁻¹` (`in x in`) and is updated
+    /// too (its rows and columns of removed groups are left stale: they are never read again).
+    /// Returns the removals in order with their errors; the removed columns of `w` are zero.
+    pub fn prune_greedy(
     w: &mut Mat,
     hinv: &mut Mat,
     groups: &[Vec<usize>],
     count: usize,
-) -> Vec<Removal> {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        #[target_feature(enable = "avx2")]
-        unsafe fn wide(
-            w: &mut Mat,
-            hinv: &mut Mat,
-            groups: &[Vec<usize>],
-            count: usize,
-        ) -> Vec<Removal> {
-            prune_greedy_impl(w, hinv, groups, count)
-        }
-        // SAFETY: the CPU has AVX2.
-        return unsafe { wide(w, hinv, groups, count) };
-    }
-    prune_greedy_impl(w, hinv, groups, count)
-}
+) -> Vec<Removal> = prune_greedy_impl);
 
-/// Greedily removes `count` groups of input columns from `w` (`out x in`), updating the
-/// remaining weights optimally after each removal; `hinv` is `H⁻¹` (`in x in`) and is updated
-/// too (its rows and columns of removed groups are left stale: they are never read again).
-/// Returns the removals in order with their errors; the removed columns of `w` are zero.
 #[inline(always)]
 fn prune_greedy_impl(
     w: &mut Mat,

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use bertc_compiler::interp::{bind_inputs, eval_nodes, Value};
+use bertc_compiler::interp::{bind_inputs, const_values, eval_nodes_with, Value};
 use bertc_compiler::ir::Graph;
 
 use super::blocks::Block;
@@ -27,7 +27,7 @@ pub struct Calibration {
 }
 
 /// Sequences per interpreter batch (sorted by length, so padding stays small).
-const BATCH: usize = 16;
+const BATCH: usize = 32;
 
 /// Runs calibration on `seqs` (token ids, special tokens included). `progress(done, total)` is
 /// called after each batch.
@@ -77,6 +77,7 @@ pub fn calibrate(
         })
         .collect();
 
+    let consts = const_values(g);
     let mut tokens = 0usize;
     let mut done = 0usize;
     for chunk in order.chunks(BATCH) {
@@ -104,7 +105,7 @@ pub fn calibrate(
             feeds.insert(t, Value::i64(vec![b, s], vec![0; b * s]));
         }
         let bind = bind_inputs(g, &feeds).map_err(|e| PruneError::Calibration(e.to_string()))?;
-        let vals = eval_nodes(g, &targets, feeds, &bind)
+        let vals = eval_nodes_with(g, &targets, feeds, &bind, &consts)
             .map_err(|e| PruneError::Calibration(e.to_string()))?;
         let real: Vec<usize> = (0..b * s).filter(|&t| mask[t] == 1).collect();
         for (k, h) in hess.iter_mut().enumerate() {
