@@ -19,10 +19,12 @@ pub use load::{load_model, LoadError, ModelSource};
 macro_rules! avx2_dispatch {
     ($(#[$m:meta])* $vis:vis fn $name:ident($($p:ident: $t:ty),* $(,)?) $(-> $r:ty)? = $body_fn:path) => {
         $(#[$m])*
+        #[allow(clippy::too_many_arguments)]
         $vis fn $name($($p: $t),*) $(-> $r)? {
             #[cfg(target_arch = "x86_64")]
             if std::is_x86_feature_detected!("avx2") {
                 #[target_feature(enable = "avx2")]
+                #[allow(clippy::too_many_arguments)]
                 unsafe fn wide($($p: $t),*) $(-> $r)? {
                     $body_fn($($p),*)
                 }
