@@ -298,18 +298,32 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
         );
         if let Some(p) = &pruned {
             eprintln!(
-                "     Pruned ({}) in {:.1}s (calibration {:.1}s on {} sequences / {} tokens, levels {:.1}s): predicted {:.2} ms, dense {:.2} ms ({:.2}x), target {:.2} ms",
+                "     Pruned ({}) in {:.1}s (calibration {:.1}s on {} sequences / {} tokens, levels {:.1}s, search {:.1}s, refit {:.1}s): predicted {:.2} ms, dense {:.2} ms ({:.2}x), target {:.2} ms",
                 p.method.name(),
                 p.total_secs,
                 p.calibration_secs,
                 p.calibration_sequences,
                 p.calibration_tokens,
                 p.database_secs,
+                p.search_secs,
+                p.refit_secs,
                 p.predicted_ms,
                 p.dense_ms,
                 p.dense_ms / p.predicted_ms,
                 p.target_ms
             );
+            for (kind, what) in [
+                (bertc_targets::BlockKind::Attention, "heads"),
+                (bertc_targets::BlockKind::Ffn, "FFN neurons"),
+            ] {
+                let v: Vec<String> = p
+                    .blocks
+                    .iter()
+                    .filter(|b| b.kind == kind)
+                    .map(|b| format!("{}/{}", b.kept, b.size))
+                    .collect();
+                eprintln!("            {what} kept by layer: {}", v.join(" "));
+            }
         }
         for f in &produced {
             eprintln!("    Wrote {}", f.display());

@@ -74,6 +74,14 @@ struct PruneArgs {
     /// The tokenizer.json for the calibration text (default: the one beside the model).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
+    /// Refit the kept weights of all blocks at once on the dense model's inputs, instead of
+    /// block by block on the pruned model's own inputs.
+    #[arg(long = "no-sequential")]
+    no_sequential: bool,
+    /// Rounds of SPDY's correction: each measures the model's loss with each pruned block
+    /// alone and scales the block's error by it before searching again (0: plain search).
+    #[arg(long = "spdy-rounds", default_value = "1")]
+    spdy_rounds: usize,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -104,6 +112,8 @@ impl PruneArgs {
                 PruneMethod::Magnitude => bertc_passes::prune::Method::Magnitude,
             },
             tokenizer: self.tokenizer.clone(),
+            sequential: !self.no_sequential,
+            spdy_rounds: self.spdy_rounds,
         })
     }
 }

@@ -22,6 +22,10 @@ pub struct PruneOptions {
     pub samples: usize,
     pub method: Method,
     pub tokenizer: Option<PathBuf>,
+    /// Refit each block on the pruned model's own inputs, in order (OBS only).
+    pub sequential: bool,
+    /// Rounds of SPDY's correction of block errors by the measured loss (0: none).
+    pub spdy_rounds: usize,
 }
 
 /// One block's outcome.
@@ -48,6 +52,10 @@ pub struct PruneOutcome {
     pub calibration_tokens: usize,
     pub calibration_secs: f64,
     pub database_secs: f64,
+    pub refit_secs: f64,
+    pub search_secs: f64,
+    /// The coefficient each block's error was scaled by in the final search.
+    pub coefficients: Vec<f64>,
     pub total_secs: f64,
 }
 
@@ -184,12 +192,58 @@ pub fn prune(
                 .collect()
         })
         .collect();
-    let picks = prune::search(&options, budget).ok_or_else(|| {
+    let infeasible = || {
         input(format!(
             "a latency of {target_ms:.2} ms cannot be met: removing every block leaves {:.2} ms (dense: {dense_ms:.2} ms)",
             profile.base_ms
         ))
-    })?;
+    };
+    let t2 = Instant::now();
+    let dense_kept: Vec<usize> = blocks.iter().map(|b| b.size()).collect();
+    let (picks, coefficients) = if o.spdy_rounds > 0 {
+        // the real loss: 1 - cosine of the mean-pooled embeddings to the dense model's, on the
+        // calibration sequences, with the candidate compiled here
+        let reference = crate::eval::Encoder::from_graph(g, 0)?.embed(&seqs)?;
+        let evaluations = blocks.len() * o.spdy_rounds;
+        let mut done = 0;
+        let mut loss = |kept: &[usize]| -> Result<f64, prune::PruneError> {
+            let serr = |e: CliError| prune::PruneError::Search(e.to_string());
+            let plan = prune::plan(g, &blocks, &calib, &levels, kept, o.method)?;
+            let mut gc = g.clone();
+            run_pass(&PruneStructures { plan }, &mut gc)
+                .map_err(|e| prune::PruneError::Search(e.to_string()))?;
+            let emb = crate::eval::Encoder::from_graph(&gc, 0)
+                .and_then(|mut e| e.embed(&seqs))
+                .map_err(serr)?;
+            done += 1;
+            if !quiet {
+                crate::progress::bar("Searching", done.min(evaluations), evaluations);
+            }
+            let l: f64 = emb
+                .iter()
+                .zip(&reference)
+                .map(|(a, b)| {
+                    1.0 - a
+                        .iter()
+                        .zip(b)
+                        .map(|(x, y)| *x as f64 * *y as f64)
+                        .sum::<f64>()
+                })
+                .sum();
+            Ok(l / emb.len().max(1) as f64)
+        };
+        let r = prune::search::refine(&options, budget, &dense_kept, o.spdy_rounds, &mut loss)
+            .map_err(|e| input(e.to_string()))?
+            .ok_or_else(infeasible)?;
+        if !quiet && done < evaluations {
+            crate::progress::bar("Searching", evaluations, evaluations);
+        }
+        r
+    } else {
+        let p = prune::search(&options, budget).ok_or_else(infeasible)?;
+        (p, vec![1.0; blocks.len()])
+    };
+    let search_secs = t2.elapsed().as_secs_f64();
     let kept: Vec<usize> = picks
         .iter()
         .zip(&options)
@@ -197,6 +251,7 @@ pub fn prune(
         .collect();
     let plan = prune::plan(g, &blocks, &calib, &levels, &kept, o.method)
         .map_err(|e| input(e.to_string()))?;
+    let mut refit_secs = 0.0;
     let outcome_blocks: Vec<BlockOutcome> = blocks
         .iter()
         .zip(&picks)
@@ -214,7 +269,38 @@ pub fn prune(
             }
         })
         .collect();
-    let report = run_pass(&PruneStructures { plan }, g)?;
+    let count = |k: BlockKind, kept: bool| -> usize {
+        outcome_blocks
+            .iter()
+            .filter(|b| b.kind == k)
+            .map(|b| if kept { b.kept } else { b.size })
+            .sum()
+    };
+    let report = if o.method == Method::Obs && o.sequential {
+        let t2 = Instant::now();
+        let changed = prune::apply_sequential(g, &blocks, &plan, &calib, 0.01, &mut |d, t| {
+            if !quiet {
+                crate::progress::bar("Refitting", d, t)
+            }
+        })
+        .map_err(|e| input(e.to_string()))?;
+        g.verify().map_err(|e| input(e.to_string()))?;
+        refit_secs = t2.elapsed().as_secs_f64();
+        PassReport {
+            pass: "prune-structures",
+            summary: format!(
+                "{} blocks pruned (sequential refit); heads {}/{}, FFN neurons {}/{}",
+                changed.len(),
+                count(BlockKind::Attention, true),
+                count(BlockKind::Attention, false),
+                count(BlockKind::Ffn, true),
+                count(BlockKind::Ffn, false)
+            ),
+        }
+    } else {
+        run_pass(&PruneStructures { plan }, g)?
+    };
+    let _ = &count;
     let predicted_ms = profile.base_ms + outcome_blocks.iter().map(|b| b.ms).sum::<f64>();
     Ok((
         report,
@@ -229,6 +315,9 @@ pub fn prune(
             calibration_tokens: calib.tokens,
             calibration_secs,
             database_secs,
+            refit_secs,
+            search_secs,
+            coefficients,
             total_secs: start.elapsed().as_secs_f64(),
         },
     ))

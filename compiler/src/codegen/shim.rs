@@ -710,7 +710,7 @@ typedef struct {{
 static const variant VARIANTS[] = {{
 {table}}};
 
-enum {{ BATCH = {batch}, SEQ = {seq}, RUNS = {runs}, WARMUP = 3 }};
+enum {{ BATCH = {batch}, SEQ = {seq}, RUNS = {runs}, ROUNDS = 5, WARMUP = 2 }};
 
 static double now(void) {{
     struct timespec t;
@@ -756,27 +756,37 @@ int main(int argc, char **argv) {{
     double *ms = calloc(n, sizeof(double));
     int32_t *ids = calloc(BATCH * SEQ, sizeof(int32_t));
     int32_t *mask = malloc(BATCH * SEQ * sizeof(int32_t));
-    double *t = calloc(RUNS, sizeof(double));
-    if (!ms || !ids || !mask || !t) {{ fprintf(stderr, "out of memory\n"); return 1; }}
+    if (!ms || !ids || !mask) {{ fprintf(stderr, "out of memory\n"); return 1; }}
     for (int i = 0; i < BATCH * SEQ; i++) mask[i] = 1;
-    for (size_t v = 0; v < n; v++) {{
-        const variant *x = &VARIANTS[v];
-        void *m = x->create((int32_t)threads);
-        size_t out_len = x->output_len(BATCH, SEQ);
-        float *out = malloc(out_len * sizeof(float));
-        if (!m || !out) {{ fprintf(stderr, "cannot create the %s model (CPU features?)\n", x->kind); return 1; }}
-        for (int r = 0; r < WARMUP + RUNS; r++) {{
-            double t0 = now();
-            if (x->run(m, ids, mask, NULL, BATCH, SEQ, out, out_len) != 0) {{ fprintf(stderr, "run failed\n"); return 1; }}
-            if (r >= WARMUP) t[r - WARMUP] = (now() - t0) * 1e3;
+    /* rounds over all variants, so that slow drift of the machine spreads evenly over them;
+       each variant's pool is stopped before the next one runs */
+    int per = RUNS / ROUNDS > 0 ? RUNS / ROUNDS : 1;
+    double *all = calloc(n * (size_t)per * ROUNDS, sizeof(double));
+    if (!all) {{ fprintf(stderr, "out of memory\n"); return 1; }}
+    int tty = isatty(2);
+    for (int round = 0; round < ROUNDS; round++) {{
+        for (size_t v = 0; v < n; v++) {{
+            const variant *x = &VARIANTS[v];
+            void *m = x->create((int32_t)threads);
+            size_t out_len = x->output_len(BATCH, SEQ);
+            float *out = malloc(out_len * sizeof(float));
+            if (!m || !out) {{ fprintf(stderr, "cannot create the %s model (CPU features?)\n", x->kind); return 1; }}
+            for (int r = 0; r < WARMUP + per; r++) {{
+                double t0 = now();
+                if (x->run(m, ids, mask, NULL, BATCH, SEQ, out, out_len) != 0) {{ fprintf(stderr, "run failed\n"); return 1; }}
+                if (r >= WARMUP) all[(v * ROUNDS + round) * per + (r - WARMUP)] = (now() - t0) * 1e3;
+            }}
+            x->destroy(m);
+            free(out);
         }}
-        qsort(t, RUNS, sizeof(double), cmp);
-        ms[v] = t[RUNS / 2];
-        x->destroy(m);
-        free(out);
-        fprintf(stderr, "\r  measured %zu/%zu", v + 1, n);
+        if (tty) fprintf(stderr, "\r  measured round %d/%d", round + 1, ROUNDS);
     }}
-    fprintf(stderr, "\n");
+    if (tty) fprintf(stderr, "\n");
+    for (size_t v = 0; v < n; v++) {{
+        double *tv = all + v * ROUNDS * per;
+        qsort(tv, (size_t)ROUNDS * per, sizeof(double), cmp);
+        ms[v] = tv[ROUNDS * per / 2];
+    }}
     double base = 0;
     for (size_t v = 0; v < n; v++)
         if (!strcmp(VARIANTS[v].kind, "base")) base = ms[v];

@@ -1,7 +1,7 @@
 //! The `prune-structures` pass: rewrites each planned block to the heads or neurons it keeps,
 //! with truly smaller weights (the generated code does less work). A block that keeps nothing
 //! becomes its output bias added to the residual, folded into the preceding LayerNorm's bias
-//! when that LayerNorm feeds nothing else.
+//! when that LayerNorm feeds nothing else (after all blocks are rewritten).
 
 use bertc_compiler::ir::{BinaryOp, Graph, NodeId, Op, Tensor};
 
@@ -108,8 +108,9 @@ fn linear_cols(
     g.add(Op::Linear, &ops, &name).map_err(ir_err)
 }
 
-/// Removes a block entirely: its output is its bias (if any) added to the residual.
-fn remove_block(g: &mut Graph, b: &Block) -> Result<(), PassError> {
+/// Removes a block entirely: its output is its bias (if any) added to the residual. Returns
+/// the add of the bias, if there is one.
+fn remove_block(g: &mut Graph, b: &Block) -> Result<Option<NodeId>, PassError> {
     let lin = b.pruned_linear();
     let add = b.add().ok_or_else(|| {
         fail(format!(
@@ -122,52 +123,63 @@ fn remove_block(g: &mut Graph, b: &Block) -> Result<(), PassError> {
         .into_iter()
         .find(|&o| o != lin)
         .ok_or_else(|| fail("residual add of the block with itself".into()))?;
-    let bias = const_of(g, lin, 2);
-    let Some((bn, bias)) = bias else {
-        g.replace_uses(add, resid);
-        return Ok(());
-    };
-    // fold into the LayerNorm that produced the residual, when nothing else reads it
-    let users_left = g
-        .users(resid)
-        .into_iter()
-        .filter(|&u| u != add && !block_nodes(b).contains(&u))
-        .count();
-    if users_left == 0 && !g.is_output(resid) && matches!(g.op(resid), Op::LayerNorm { .. }) {
-        if let Some((betan, beta)) = const_of(g, resid, 2) {
-            if beta.shape == bias.shape {
-                let sum: Vec<f32> = beta
-                    .to_f32_vec()
-                    .iter()
-                    .zip(bias.to_f32_vec())
-                    .map(|(a, b)| a + b)
-                    .collect();
-                let name = g.node(betan).name.clone();
-                let nb = g.add_const(&name, Tensor::from_f32(beta.shape.clone(), &sum));
-                let mut ops = g.operands(resid);
-                ops[2] = nb;
-                let op = g.op(resid).clone();
-                g.rewrite(resid, op, &ops).map_err(ir_err)?;
-                g.replace_uses(add, resid);
-                return Ok(());
-            }
+    match g.operand(lin, 2) {
+        Some(bias) => {
+            g.rewrite(add, Op::Binary(BinaryOp::Add), &[resid, bias])
+                .map_err(ir_err)?;
+            Ok(Some(add))
+        }
+        None => {
+            g.replace_uses(add, resid);
+            Ok(None)
         }
     }
-    g.rewrite(add, Op::Binary(BinaryOp::Add), &[resid, bn])
-        .map_err(ir_err)
 }
 
-fn block_nodes(b: &Block) -> Vec<NodeId> {
-    match b {
-        Block::Attn(a) => vec![a.q, a.k, a.v, a.attn, a.out],
-        Block::Ffn(f) => vec![f.up, f.act, f.down],
+/// Folds `add(layer_norm(x), bias)` into the LayerNorm's own bias when nothing else reads the
+/// LayerNorm (a removed block right after it).
+pub fn fold_bias_add(g: &mut Graph, add: NodeId) -> Result<bool, PassError> {
+    if !g.contains(add) {
+        return Ok(false);
     }
+    let ops = g.operands(add);
+    let (Some(&ln), Some(&bn)) = (ops.first(), ops.get(1)) else {
+        return Ok(false);
+    };
+    if !matches!(g.op(ln), Op::LayerNorm { .. }) || g.users(ln).len() != 1 || g.is_output(ln) {
+        return Ok(false);
+    }
+    let (Some(bias), Some((betan, beta))) = (g.const_value(bn).cloned(), const_of(g, ln, 2)) else {
+        return Ok(false);
+    };
+    if beta.shape != bias.shape {
+        return Ok(false);
+    }
+    let sum: Vec<f32> = beta
+        .to_f32_vec()
+        .iter()
+        .zip(bias.to_f32_vec())
+        .map(|(a, b)| a + b)
+        .collect();
+    let name = g.node(betan).name.clone();
+    let nb = g.add_const(&name, Tensor::from_f32(beta.shape.clone(), &sum));
+    let mut lops = g.operands(ln);
+    lops[2] = nb;
+    let op = g.op(ln).clone();
+    g.rewrite(ln, op, &lops).map_err(ir_err)?;
+    g.replace_uses(add, ln);
+    Ok(true)
 }
 
-fn apply_block(g: &mut Graph, p: &BlockPlan) -> Result<Option<String>, PassError> {
+/// Rewrites one block to its plan; returns a description of the change (if any) and the bias
+/// add left by a removed block (for `fold_bias_add`).
+pub fn apply_block(
+    g: &mut Graph,
+    p: &BlockPlan,
+) -> Result<(Option<String>, Option<NodeId>), PassError> {
     let b = &p.block;
     if p.kept.len() == b.size() && p.weight.is_none() {
-        return Ok(None);
+        return Ok((None, None));
     }
     if p.kept.iter().any(|&k| k >= b.size()) || p.kept.windows(2).any(|w| w[0] >= w[1]) {
         return Err(fail("kept structures out of range or not ascending".into()));
@@ -182,8 +194,8 @@ fn apply_block(g: &mut Graph, p: &BlockPlan) -> Result<Option<String>, PassError
         b.size()
     );
     if p.kept.is_empty() {
-        remove_block(g, b)?;
-        return Ok(Some(what));
+        let add = remove_block(g, b)?;
+        return Ok((Some(what), add));
     }
     let cols: Vec<usize> = p.kept.iter().flat_map(|&s| b.columns(s)).collect();
     let new_in = match b {
@@ -215,7 +227,7 @@ fn apply_block(g: &mut Graph, p: &BlockPlan) -> Result<Option<String>, PassError
     };
     let out = linear_cols(g, lin, new_in, &cols, p.weight.as_deref())?;
     g.replace_uses(lin, out);
-    Ok(Some(what))
+    Ok((Some(what), None))
 }
 
 impl Pass for PruneStructures {
@@ -225,6 +237,7 @@ impl Pass for PruneStructures {
 
     fn run(&self, g: &mut Graph) -> Result<String, PassError> {
         let mut changed = Vec::new();
+        let mut adds = Vec::new();
         let (mut heads, mut heads0, mut neurons, mut neurons0) = (0, 0, 0, 0);
         for p in &self.plan {
             match &p.block {
@@ -237,11 +250,15 @@ impl Pass for PruneStructures {
                     neurons0 += f.neurons;
                 }
             }
-            if let Some(w) = apply_block(g, p)? {
+            let (what, add) = apply_block(g, p)?;
+            if let Some(w) = what {
                 changed.push(w);
-                // the replaced nodes go, so residual users are counted on live nodes only
                 g.remove_dead();
             }
+            adds.extend(add);
+        }
+        for a in adds {
+            fold_bias_add(g, a)?;
         }
         if changed.is_empty() {
             return Ok("nothing pruned".into());

@@ -95,8 +95,9 @@ pub fn levels(
     let size = b.size();
     let groups: Vec<Vec<usize>> = (0..size).map(|i| b.columns(i)).collect();
     // the scale: per-token mean squared error is err/2 (H carries the factor 2)
+    let own = std::env::var("BERTC_NORM").is_ok_and(|v| v == "own");
     let norm = match stats.residual_energy {
-        Some(e) if e > 0.0 => 2.0 * e,
+        Some(e) if e > 0.0 && !own => 2.0 * e,
         _ => {
             // no residual: relative to the block's own output energy tr(W H Wᵀ)
             let e = quad_error(&w, h);

@@ -9,12 +9,14 @@ pub mod blocks;
 pub mod calibrate;
 pub mod database;
 pub mod search;
+pub mod sequential;
 
 pub use apply::{BlockPlan, PruneStructures};
 pub use blocks::{find_blocks, Block};
 pub use calibrate::{calibrate, Calibration};
 pub use database::{levels, BlockLevels, Method};
 pub use search::{search, Choice};
+pub use sequential::apply_sequential;
 
 use bertc_compiler::ir::Graph;
 
