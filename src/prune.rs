@@ -238,7 +238,7 @@ pub fn prune(
         if !quiet && done < evaluations {
             crate::progress::bar("Searching", evaluations, evaluations);
         }
-        r
+        (r.picks, r.coefficients)
     } else {
         let p = prune::search(&options, budget).ok_or_else(infeasible)?;
         (p, vec![1.0; blocks.len()])

@@ -59,6 +59,73 @@ pub fn search(options: &[Vec<Choice>], budget_ms: f64) -> Option<Vec<usize>> {
     Some(picks)
 }
 
+/// The outcome of `refine`: the choice of each block in the last round and the coefficients its
+/// errors were scaled by.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Refined {
+    pub picks: Vec<usize>,
+    pub coefficients: Vec<f64>,
+}
+
+/// SPDY's correction of the per-block errors by the model's real loss: the dynamic programme
+/// assumes that block errors add up equally, which they do not (an early block's error is
+/// amplified by the layers after it). Starting from the plain solution, each round measures,
+/// for every pruned block, the model's loss with only that block pruned at its chosen level
+/// (`loss(kept)`, kept per block), sets the block's coefficient to that loss over its database
+/// error, and solves again with the errors scaled.
+pub fn refine(
+    options: &[Vec<Choice>],
+    budget_ms: f64,
+    dense: &[usize],
+    rounds: usize,
+    loss: &mut dyn FnMut(&[usize]) -> Result<f64, super::PruneError>,
+) -> Result<Option<Refined>, super::PruneError> {
+    let mut coef = vec![1.0f64; options.len()];
+    let Some(mut picks) = search(options, budget_ms) else {
+        return Ok(None);
+    };
+    for _ in 0..rounds {
+        let mut measured: Vec<Option<f64>> = vec![None; options.len()];
+        for (u, opts) in options.iter().enumerate() {
+            let c = &opts[picks[u]];
+            if c.kept == dense[u] || c.error <= 0.0 {
+                continue;
+            }
+            let mut kept = dense.to_vec();
+            kept[u] = c.kept;
+            measured[u] = Some(loss(&kept)? / c.error);
+        }
+        // blocks left dense take the mean coefficient of those measured
+        let vals: Vec<f64> = measured.iter().flatten().copied().collect();
+        let mean = if vals.is_empty() {
+            1.0
+        } else {
+            vals.iter().sum::<f64>() / vals.len() as f64
+        };
+        coef = measured.iter().map(|m| m.unwrap_or(mean)).collect();
+        let scaled: Vec<Vec<Choice>> = options
+            .iter()
+            .zip(&coef)
+            .map(|(o, &c)| {
+                o.iter()
+                    .map(|x| Choice {
+                        error: x.error * c,
+                        ..x.clone()
+                    })
+                    .collect()
+            })
+            .collect();
+        match search(&scaled, budget_ms) {
+            Some(p) => picks = p,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(Refined {
+        picks,
+        coefficients: coef,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -122,61 +189,4 @@ mod tests {
             Some(vec![1])
         );
     }
-}
-
-/// SPDY's correction of the per-block errors by the model's real loss: the dynamic programme
-/// assumes that block errors add up equally, which they do not (an early block's error is
-/// amplified by the layers after it). Starting from the plain solution, each round measures,
-/// for every pruned block, the model's loss with only that block pruned at its chosen level
-/// (`loss(kept)`, kept per block), sets the block's coefficient to that loss over its database
-/// error, and solves again with the errors scaled. Returns the picks of the last round and the
-/// coefficients used.
-pub fn refine(
-    options: &[Vec<Choice>],
-    budget_ms: f64,
-    dense: &[usize],
-    rounds: usize,
-    loss: &mut dyn FnMut(&[usize]) -> Result<f64, super::PruneError>,
-) -> Result<Option<(Vec<usize>, Vec<f64>)>, super::PruneError> {
-    let mut coef = vec![1.0f64; options.len()];
-    let Some(mut picks) = search(options, budget_ms) else {
-        return Ok(None);
-    };
-    for _ in 0..rounds {
-        let mut measured: Vec<Option<f64>> = vec![None; options.len()];
-        for (u, opts) in options.iter().enumerate() {
-            let c = &opts[picks[u]];
-            if c.kept == dense[u] || c.error <= 0.0 {
-                continue;
-            }
-            let mut kept = dense.to_vec();
-            kept[u] = c.kept;
-            measured[u] = Some(loss(&kept)? / c.error);
-        }
-        // blocks left dense take the mean coefficient of those measured
-        let vals: Vec<f64> = measured.iter().flatten().copied().collect();
-        let mean = if vals.is_empty() {
-            1.0
-        } else {
-            vals.iter().sum::<f64>() / vals.len() as f64
-        };
-        coef = measured.iter().map(|m| m.unwrap_or(mean)).collect();
-        let scaled: Vec<Vec<Choice>> = options
-            .iter()
-            .zip(&coef)
-            .map(|(o, &c)| {
-                o.iter()
-                    .map(|x| Choice {
-                        error: x.error * c,
-                        ..x.clone()
-                    })
-                    .collect()
-            })
-            .collect();
-        match search(&scaled, budget_ms) {
-            Some(p) => picks = p,
-            None => return Ok(None),
-        }
-    }
-    Ok(Some((picks, coef)))
 }
