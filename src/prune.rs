@@ -204,7 +204,7 @@ pub fn prune(
         // the real loss: 1 - cosine of the mean-pooled embeddings to the dense model's, on the
         // calibration sequences, with the candidate compiled here
         let reference = crate::eval::Encoder::from_graph(g, 0)?.embed(&seqs)?;
-        let evaluations = blocks.len() * o.spdy_rounds;
+        let evaluations = (blocks.len() + 1) * o.spdy_rounds + 1;
         let mut done = 0;
         let mut loss = |kept: &[usize]| -> Result<f64, prune::PruneError> {
             let serr = |e: CliError| prune::PruneError::Search(e.to_string());

@@ -65,14 +65,17 @@ pub fn search(options: &[Vec<Choice>], budget_ms: f64) -> Option<Vec<usize>> {
 pub struct Refined {
     pub picks: Vec<usize>,
     pub coefficients: Vec<f64>,
+    /// The measured loss of the chosen configuration.
+    pub loss: f64,
 }
 
 /// SPDY's correction of the per-block errors by the model's real loss: the dynamic programme
 /// assumes that block errors add up equally, which they do not (an early block's error is
 /// amplified by the layers after it). Starting from the plain solution, each round measures,
-/// for every pruned block, the model's loss with only that block pruned at its chosen level
-/// (`loss(kept)`, kept per block), sets the block's coefficient to that loss over its database
-/// error, and solves again with the errors scaled.
+/// for every block, the model's loss with only that block pruned, at its chosen level (at half
+/// its size if it was left dense) (`loss(kept)`, kept per block), sets the block's
+/// coefficient to that loss over its database error, and solves again with the errors scaled. Every round's configuration (and the plain
+/// one) is then measured whole, and the one of least loss is returned.
 pub fn refine(
     options: &[Vec<Choice>],
     budget_ms: f64,
@@ -84,18 +87,34 @@ pub fn refine(
     let Some(mut picks) = search(options, budget_ms) else {
         return Ok(None);
     };
+    let kept_of = |p: &[usize]| -> Vec<usize> {
+        p.iter().zip(options).map(|(&i, o)| o[i].kept).collect()
+    };
+    // every round's solution is judged by the loss of the whole configuration; the best wins
+    let mut best = (loss(&kept_of(&picks))?, picks.clone(), coef.clone());
     for _ in 0..rounds {
+        // each block measured at its chosen level, or at half its size when left dense
         let mut measured: Vec<Option<f64>> = vec![None; options.len()];
         for (u, opts) in options.iter().enumerate() {
-            let c = &opts[picks[u]];
-            if c.kept == dense[u] || c.error <= 0.0 {
+            let mut c = &opts[picks[u]];
+            if c.kept == dense[u] {
+                match opts
+                    .iter()
+                    .filter(|x| x.error > 0.0)
+                    .min_by_key(|x| x.kept.abs_diff(dense[u] / 2))
+                {
+                    Some(h) => c = h,
+                    None => continue,
+                }
+            }
+            if c.error <= 0.0 {
                 continue;
             }
             let mut kept = dense.to_vec();
             kept[u] = c.kept;
             measured[u] = Some(loss(&kept)? / c.error);
         }
-        // blocks left dense take the mean coefficient of those measured
+        // blocks that cannot be measured take the mean coefficient
         let vals: Vec<f64> = measured.iter().flatten().copied().collect();
         let mean = if vals.is_empty() {
             1.0
@@ -117,12 +136,17 @@ pub fn refine(
             .collect();
         match search(&scaled, budget_ms) {
             Some(p) => picks = p,
-            None => return Ok(None),
+            None => break,
+        }
+        let l = loss(&kept_of(&picks))?;
+        if l < best.0 {
+            best = (l, picks.clone(), coef.clone());
         }
     }
     Ok(Some(Refined {
-        picks,
-        coefficients: coef,
+        picks: best.1,
+        coefficients: best.2,
+        loss: best.0,
     }))
 }
 
@@ -188,5 +212,31 @@ mod tests {
             search(&[vec![c(1, 2.0, 1.0), c(0, 0.5, 3.0)]], 1.0),
             Some(vec![1])
         );
+    }
+
+    /// With a loss that is exactly a weighted sum of block errors, one round learns the
+    /// weights and finds the optimum of the true loss, which the plain search misses.
+    #[test]
+    fn refine_learns_block_weights() {
+        // block 0 is cheap to prune by its error but 10x as harmful as it looks
+        let opts = vec![
+            vec![c(2, 1.0, 0.0), c(1, 0.5, 1.0), c(0, 0.0, 2.0)],
+            vec![c(2, 1.0, 0.0), c(1, 0.5, 1.5), c(0, 0.0, 3.0)],
+        ];
+        let alpha = [10.0, 1.0];
+        let dense = [2, 2];
+        let mut loss = |kept: &[usize]| -> Result<f64, crate::prune::PruneError> {
+            Ok(kept
+                .iter()
+                .enumerate()
+                .map(|(u, &k)| alpha[u] * opts[u].iter().find(|x| x.kept == k).unwrap().error)
+                .sum())
+        };
+        let plain = search(&opts, 1.6).unwrap();
+        assert_eq!(plain, vec![1, 0]); // prunes block 0 (error 1.0 < 1.5)
+        let r = refine(&opts, 1.6, &dense, 1, &mut loss).unwrap().unwrap();
+        assert_eq!(r.picks, vec![0, 1]); // true loss 1.5 instead of 10
+        assert!((r.loss - 1.5).abs() < 1e-12);
+        assert!((r.coefficients[0] - 10.0).abs() < 1e-12);
     }
 }
