@@ -144,6 +144,9 @@ pub fn gemm(spec: &str, cpu: Option<&str>, runs: usize) -> Result<String, CliErr
 pub struct ModelBench {
     pub model: PathBuf,
     pub name: Option<String>,
+    /// A second model or artifact, timed in the same run (interleaved rounds).
+    pub against: Option<PathBuf>,
+    pub against_name: Option<String>,
     pub batch: usize,
     pub seq: usize,
     pub ragged: bool,
@@ -152,44 +155,70 @@ pub struct ModelBench {
     pub cpu: Option<String>,
 }
 
-/// Times whole inferences of a compiled model (a `.so` artifact, or a model compiled here).
+/// A `.so` artifact, or a model compiled here to one in `tmp`: the library, its symbol prefix
+/// and its vocabulary size.
+fn open_artifact(
+    model: &Path,
+    name: Option<&str>,
+    cpu: Option<&str>,
+    tmp: &Path,
+    tag: &str,
+) -> Result<(Arc<Artifact>, usize), CliError> {
+    let is_so = model.extension().is_some_and(|e| e == "so");
+    if is_so {
+        let name = crate::eval::artifact_name(model, name)?;
+        return Ok((Arc::new(Artifact::open(model, &name)?), 1000));
+    }
+    std::fs::create_dir_all(tmp).map_err(|e| CliError::Io {
+        what: tmp.display().to_string(),
+        source: e,
+    })?;
+    let opts = crate::compile::Options {
+        model: model.to_path_buf(),
+        out: tmp.join(tag),
+        emit: crate::compile::Emit::Sharedlib,
+        cpu: cpu.map(str::to_string),
+        output: OutputKind::LastHiddenState,
+        name: Some(tag.into()),
+        quiet: true,
+        ..crate::compile::Options::default()
+    };
+    crate::compile::compile(&opts)?;
+    let h = std::fs::read_to_string(tmp.join(format!("{tag}.h"))).unwrap_or_default();
+    let prefix = format!("#define {}_VOCAB ", tag.to_uppercase());
+    let vocab = h
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(1000);
+    let so = tmp.join(format!("lib{tag}.so"));
+    Ok((Arc::new(Artifact::open(&so, tag)?), vocab))
+}
+
+/// Rounds the runs are spread over, so that drift of the machine hits every model alike.
+const ROUNDS: usize = 5;
+
+/// Times whole inferences of a compiled model (a `.so` artifact, or a model compiled here), and
+/// of a second one in the same run with `--against`.
 pub fn model(o: &ModelBench) -> Result<String, CliError> {
     let tmp = std::env::temp_dir().join(format!("bertc-bench-model-{}", std::process::id()));
-    let is_so = o.model.extension().is_some_and(|e| e == "so");
-    let (so, name, vocab) = if is_so {
-        let name = o.name.clone().ok_or_else(|| {
-            CliError::Input("--name: the symbol prefix of the artifact is needed for a .so".into())
-        })?;
-        (o.model.clone(), name, 1000)
-    } else {
-        std::fs::create_dir_all(&tmp).map_err(|e| CliError::Io {
-            what: tmp.display().to_string(),
-            source: e,
-        })?;
-        let out = tmp.join("bench");
-        let opts = crate::compile::Options {
-            model: o.model.clone(),
-            out,
-            emit: crate::compile::Emit::Sharedlib,
-            target: None,
-            cpu: o.cpu.clone(),
-            output: OutputKind::LastHiddenState,
-            max_seq: None,
-            name: Some("bench".into()),
-            quiet: true,
-            prune: None,
-        };
-        crate::compile::compile(&opts)?;
-        let h = std::fs::read_to_string(tmp.join("bench.h")).unwrap_or_default();
-        let vocab = h
-            .lines()
-            .find_map(|l| l.strip_prefix("#define BENCH_VOCAB "))
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .unwrap_or(1000);
-        (tmp.join("libbench.so"), "bench".to_string(), vocab)
-    };
-    let art = Arc::new(Artifact::open(&so, &name)?);
-    let mut m = art.model(o.threads)?;
+    let mut arts = vec![open_artifact(
+        &o.model,
+        o.name.as_deref(),
+        o.cpu.as_deref(),
+        &tmp,
+        "bench",
+    )?];
+    if let Some(a) = &o.against {
+        arts.push(open_artifact(
+            a,
+            o.against_name.as_deref(),
+            o.cpu.as_deref(),
+            &tmp,
+            "against",
+        )?);
+    }
+    let vocab = arts.iter().map(|a| a.1).min().unwrap_or(1000);
     let (b, s) = (o.batch, o.seq);
     let ids: Vec<i32> = (0..b * s)
         .map(|i| (100 + (i * 7919) % (vocab.max(200) - 100)) as i32)
@@ -207,23 +236,49 @@ pub fn model(o: &ModelBench) -> Result<String, CliError> {
             }
         }
     }
-    let mut times = Vec::with_capacity(o.runs);
-    for i in 0..o.runs + 3 {
-        let t = Instant::now();
-        m.run(&ids, Some(&mask), None, b, s)?;
-        if i >= 3 {
-            times.push(t.elapsed().as_secs_f64());
+    // rounds: each model in turn, its thread pool stopped before the next one runs
+    let per = o.runs.div_ceil(ROUNDS).max(1);
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); arts.len()];
+    for _ in 0..ROUNDS {
+        for ((art, _), t) in arts.iter().zip(times.iter_mut()) {
+            let mut m = art.model(o.threads)?;
+            for i in 0..per + 3 {
+                let t0 = Instant::now();
+                m.run(&ids, Some(&mask), None, b, s)?;
+                if i >= 3 {
+                    t.push(t0.elapsed().as_secs_f64());
+                }
+            }
         }
     }
-    let (med, min) = stats(times);
+    drop(arts);
     let _ = std::fs::remove_dir_all(&tmp);
-    Ok(format!(
-        "{} batch {b} x seq {s}{}, threads {}: median {:.2} ms, best {:.2} ms, {:.0} tokens/s (median)\n",
-        o.model.display(),
-        if o.ragged { format!(" (ragged, {tokens} real tokens)") } else { String::new() },
-        o.threads,
-        med * 1e3,
-        min * 1e3,
-        tokens as f64 / med
-    ))
+    let names: Vec<String> = std::iter::once(&o.model)
+        .chain(o.against.as_ref())
+        .map(|p| p.display().to_string())
+        .collect();
+    let mut out = String::new();
+    let mut medians = Vec::new();
+    for (name, t) in names.iter().zip(times) {
+        let (med, min) = stats(t);
+        medians.push(med);
+        out += &format!(
+            "{name} batch {b} x seq {s}{}, threads {}: median {:.2} ms, best {:.2} ms, {:.0} tokens/s (median)\n",
+            if o.ragged { format!(" (ragged, {tokens} real tokens)") } else { String::new() },
+            o.threads,
+            med * 1e3,
+            min * 1e3,
+            tokens as f64 / med
+        );
+    }
+    if medians.len() == 2 {
+        out += &format!(
+            "ratio of medians: {:.3} ({} is {:.2}x as fast as {})\n",
+            medians[0] / medians[1],
+            names[0],
+            medians[1] / medians[0],
+            names[1]
+        );
+    }
+    Ok(out)
 }

@@ -60,7 +60,7 @@ pub struct Outcome {
 }
 
 /// A C identifier from a file stem: letters, digits and `_`, not starting with a digit.
-fn c_name(stem: &str) -> String {
+pub(crate) fn c_name(stem: &str) -> String {
     let mut s: String = stem
         .chars()
         .map(|c| {

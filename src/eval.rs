@@ -92,6 +92,25 @@ pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
     pearson(&ranks(a), &ranks(b))
 }
 
+/// The symbol prefix of a `libNAME.so` artifact: `name` if given, else from the file name as
+/// `bertc compile` derives it.
+pub fn artifact_name(path: &Path, name: Option<&str>) -> Result<String, CliError> {
+    if let Some(n) = name {
+        return Ok(n.to_string());
+    }
+    path.file_name()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.strip_prefix("lib"))
+        .and_then(|s| s.strip_suffix(".so"))
+        .map(crate::compile::c_name)
+        .ok_or_else(|| {
+            CliError::Input(format!(
+                "{}: give the artifact's symbol prefix with --name",
+                path.display()
+            ))
+        })
+}
+
 /// A compiled model that maps token sequences to mean-pooled embeddings.
 pub struct Encoder {
     model: Model,
@@ -111,20 +130,7 @@ impl Encoder {
     pub fn open(path: &Path, name: Option<&str>, threads: i32) -> Result<Encoder, CliError> {
         let is_so = path.extension().is_some_and(|e| e == "so");
         let (so, name, tmp) = if is_so {
-            let name = match name {
-                Some(n) => n.to_string(),
-                None => path
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .and_then(|s| s.strip_prefix("lib"))
-                    .ok_or_else(|| {
-                        CliError::Input(format!(
-                            "{}: give the artifact's symbol prefix with --name",
-                            path.display()
-                        ))
-                    })?
-                    .to_string(),
-            };
+            let name = crate::eval::artifact_name(path, name)?;
             (path.to_path_buf(), name, None)
         } else {
             let tmp = std::env::temp_dir().join(format!(

@@ -72,8 +72,8 @@ struct PruneArgs {
     #[arg(long = "prune-method", value_enum, default_value = "obs")]
     prune_method: PruneMethod,
     /// The tokenizer.json for the calibration text (default: the one beside the model).
-    #[arg(long)]
-    tokenizer: Option<PathBuf>,
+    #[arg(long = "calibration-tokenizer")]
+    calibration_tokenizer: Option<PathBuf>,
     /// Refit the kept weights block by block on the pruned model's own inputs against the
     /// dense outputs (OBC's sequential order), instead of all at once on the dense inputs.
     /// Measured worse on all-MiniLM-L6-v2 (see BENCHMARKS.md); kept for other models.
@@ -112,7 +112,7 @@ impl PruneArgs {
                 PruneMethod::Obs => bertc_passes::prune::Method::Obs,
                 PruneMethod::Magnitude => bertc_passes::prune::Method::Magnitude,
             },
-            tokenizer: self.tokenizer.clone(),
+            tokenizer: self.calibration_tokenizer.clone(),
             sequential: self.sequential,
             spdy_rounds: self.spdy_rounds,
         })
@@ -231,6 +231,9 @@ Examples:
         heads: Option<usize>,
         #[arg(long)]
         intermediate: Option<usize>,
+        /// Encoder layers (copies of the block measured together; default: the model's, or 6).
+        #[arg(long)]
+        layers: Option<usize>,
     },
     /// Score a model or a compiled shared library on sentence similarity.
     #[command(after_help = "\
@@ -268,7 +271,8 @@ Examples:
 Examples:
   bertc bench --gemm 128x768x768             # GFLOP/s of the GEMM kernel, one thread, vs the FMA peak
   bertc bench model.onnx --batch 1 --seq 128 # compile to a shared library and time inferences
-  bertc bench libmodel.so --name model --batch 8 --seq 128 --ragged")]
+  bertc bench libmodel.so --name model --batch 8 --seq 128 --ragged
+  bertc bench libpruned.so --against libdense.so --threads 2   # two artifacts, interleaved")]
     Bench {
         /// A model (.onnx or Hugging Face folder) or a compiled shared library (.so).
         model: Option<PathBuf>,
@@ -294,6 +298,12 @@ Examples:
         /// CPU model for the generated code (default: this machine's).
         #[arg(long)]
         cpu: Option<String>,
+        /// Another model or .so artifact to time in the same run (e.g. dense against pruned).
+        #[arg(long)]
+        against: Option<PathBuf>,
+        /// Symbol prefix of the --against .so artifact.
+        #[arg(long = "against-name")]
+        against_name: Option<String>,
     },
     /// Print a model's architecture, sizes, parameters and op counts.
     #[command(
@@ -322,6 +332,9 @@ Examples:
         /// Also run the fusion passes that `bertc compile` runs (with --output).
         #[arg(long, requires = "output")]
         optimize: bool,
+        /// Prune as `bertc compile` does (--speedup or --latency with --profile).
+        #[command(flatten)]
+        prune: PruneArgs,
     },
     /// Run a model with the reference interpreter.
     #[command(after_help = "\
@@ -350,6 +363,9 @@ Examples:
         /// The tokenizer.json to use with --text (default: the one beside the model).
         #[arg(long)]
         tokenizer: Option<PathBuf>,
+        /// Prune as `bertc compile` does (--speedup or --latency with --profile), then run.
+        #[command(flatten)]
+        prune: PruneArgs,
     },
 }
 
@@ -433,10 +449,18 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             hidden,
             heads,
             intermediate,
+            layers,
         } => {
             let shape = match (&model, hidden, heads, intermediate) {
-                (Some(m), None, None, None) => profile::LayerShape::of_model(m)?,
+                (Some(m), None, None, None) => {
+                    let mut s = profile::LayerShape::of_model(m)?;
+                    if let Some(l) = layers {
+                        s.layers = l;
+                    }
+                    s
+                }
                 (None, Some(h), Some(n), Some(i)) if n > 0 && h % n == 0 => profile::LayerShape {
+                    layers: layers.unwrap_or(6),
                     hidden: h,
                     heads: n,
                     head_dim: h / n,
@@ -538,6 +562,8 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             threads,
             runs,
             cpu,
+            against,
+            against_name,
         } => {
             let runs = runs.max(1);
             let text = match (gemm, model) {
@@ -551,6 +577,8 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
                     bench::model(&bench::ModelBench {
                         model,
                         name,
+                        against,
+                        against_name,
                         batch,
                         seq,
                         ragged,
@@ -577,11 +605,21 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             output,
             report,
             optimize,
+            prune,
         } => {
+            let popts = prune.options();
+            if raw && popts.is_some() {
+                return Err(CliError::Input(
+                    "--raw shows the imported IR: it cannot be pruned".into(),
+                ));
+            }
             let g = if raw {
                 bertc_compiler::load_model(&model)?
             } else {
-                let (mut g, reports) = load_raised(&model)?;
+                let (mut g, mut reports) = load_raised(&model)?;
+                if let Some(p) = &popts {
+                    reports.push(prune::prune(&mut g, &model, p, true)?.0);
+                }
                 if report {
                     for r in reports {
                         eprintln!("{r}");
@@ -608,8 +646,12 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             type_ids,
             text,
             tokenizer,
+            prune,
         } => {
             let (mut g, _) = load_raised(&model)?;
+            if let Some(p) = prune.options() {
+                prune::prune(&mut g, &model, &p, true)?;
+            }
             select_output(&mut g, output)?;
             let batch = if text.is_empty() {
                 inputs::read_id_files(mask.as_deref(), type_ids.as_deref())?

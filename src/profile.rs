@@ -4,6 +4,10 @@
 //! LayerNorm, the block) compiled with zero weights (timing does not depend on the values, and
 //! zero data costs no file space); the block's time is the model's minus the base model's. All
 //! levels go into one profiler executable: run here, or emitted for a board (`--emit exe`).
+//! Each level chains as many copies of the block as the model has layers, each with its own
+//! weights, and the profiler writes every weight before timing: the weights then stream from
+//! memory as in the real model (untouched zero pages would all be one cached page). A block's
+//! time is the level's minus the base's, over the layers.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,6 +26,9 @@ use crate::CliError;
 /// The layer shape a profile is measured for.
 #[derive(Clone, Debug)]
 pub struct LayerShape {
+    /// Encoder layers: each level is measured as this many copies of the block (with their own
+    /// weights), so that weights stream from memory as in the whole model.
+    pub layers: usize,
     pub hidden: usize,
     pub heads: usize,
     pub head_dim: usize,
@@ -57,7 +64,12 @@ impl LayerShape {
                 _ => None,
             })
             .unwrap_or(1e-12);
+        let layers = blocks
+            .iter()
+            .filter(|b| matches!(b, Block::Attn(_)))
+            .count();
         Ok(LayerShape {
+            layers,
             hidden: a.hidden,
             heads: a.heads,
             head_dim: a.head_dim,
@@ -122,41 +134,45 @@ fn layer_graph(s: &LayerShape, seq: usize, block: Option<BlockKind>) -> Result<G
             let b = zeros(g, &format!("{name}.b"), &[n]);
             g.add(Op::Linear, &[x, w, b], name).map_err(ir)
         };
-    let x = ln(&mut g, emb, "ln0")?;
-    let y = match block {
-        None => x,
-        Some(BlockKind::Attention) => {
-            let w = s.heads * s.head_dim;
-            let q = lin(&mut g, x, w, h, "q")?;
-            let k = lin(&mut g, x, w, h, "k")?;
-            let v = lin(&mut g, x, w, h, "v")?;
-            let scale = (s.head_dim as f32).powf(-0.5);
-            let a = g
-                .add(
-                    Op::Attention {
-                        heads: s.heads,
-                        scale,
-                    },
-                    &[q, k, v, mask],
-                    "attention",
-                )
-                .map_err(ir)?;
-            let o = lin(&mut g, a, h, w, "out")?;
-            let r = g
-                .add(Op::Binary(BinaryOp::Add), &[o, x], "residual")
-                .map_err(ir)?;
-            ln(&mut g, r, "ln1")?
-        }
-        Some(BlockKind::Ffn) => {
-            let up = lin(&mut g, x, s.intermediate, h, "up")?;
-            let a = g.add(s.act.clone(), &[up], "act").map_err(ir)?;
-            let down = lin(&mut g, a, h, s.intermediate, "down")?;
-            let r = g
-                .add(Op::Binary(BinaryOp::Add), &[down, x], "residual")
-                .map_err(ir)?;
-            ln(&mut g, r, "ln1")?
-        }
-    };
+    let mut y = ln(&mut g, emb, "ln0")?;
+    for l in 0..if block.is_some() { s.layers.max(1) } else { 0 } {
+        let x = y;
+        let n = |what: &str| format!("{what}{l}");
+        y = match block {
+            None => x,
+            Some(BlockKind::Attention) => {
+                let w = s.heads * s.head_dim;
+                let q = lin(&mut g, x, w, h, &n("q"))?;
+                let k = lin(&mut g, x, w, h, &n("k"))?;
+                let v = lin(&mut g, x, w, h, &n("v"))?;
+                let scale = (s.head_dim as f32).powf(-0.5);
+                let a = g
+                    .add(
+                        Op::Attention {
+                            heads: s.heads,
+                            scale,
+                        },
+                        &[q, k, v, mask],
+                        &n("attention"),
+                    )
+                    .map_err(ir)?;
+                let o = lin(&mut g, a, h, w, &n("out"))?;
+                let r = g
+                    .add(Op::Binary(BinaryOp::Add), &[o, x], &n("residual"))
+                    .map_err(ir)?;
+                ln(&mut g, r, &n("ln_a"))?
+            }
+            Some(BlockKind::Ffn) => {
+                let up = lin(&mut g, x, s.intermediate, h, &n("up"))?;
+                let a = g.add(s.act.clone(), &[up], &n("act")).map_err(ir)?;
+                let down = lin(&mut g, a, h, s.intermediate, &n("down"))?;
+                let r = g
+                    .add(Op::Binary(BinaryOp::Add), &[down, x], &n("residual"))
+                    .map_err(ir)?;
+                ln(&mut g, r, &n("ln_f"))?
+            }
+        };
+    }
     g.outputs = vec![("last_hidden_state".into(), y)];
     g.verify().map_err(ir)?;
     Ok(g)
@@ -182,16 +198,19 @@ fn variant_graph(
     let mut g = layer_graph(s, seq, kind.map(|k| k.0))?;
     if let Some((_, kept)) = kind {
         let blocks = find_blocks(&g);
-        let [b] = blocks.as_slice() else {
+        if blocks.len() != s.layers.max(1) {
             return Err(CliError::Input(
-                "profile: the block was not recognised".into(),
+                "profile: the blocks were not recognised".into(),
             ));
-        };
-        let plan = vec![BlockPlan {
-            block: b.clone(),
-            kept: (0..kept).collect(),
-            weight: None,
-        }];
+        }
+        let plan = blocks
+            .iter()
+            .map(|b| BlockPlan {
+                block: b.clone(),
+                kept: (0..kept).collect(),
+                weight: None,
+            })
+            .collect();
         run_pass(&PruneStructures { plan }, &mut g)?;
     }
     select_output(&mut g, OutputKind::LastHiddenState)?;
@@ -231,7 +250,16 @@ pub fn profile(o: &ProfileOptions) -> Result<Option<LatencyProfile>, CliError> {
     for (i, kind) in kinds.iter().enumerate() {
         let name = format!("p{i}");
         let g = variant_graph(s, o.seq, *kind)?;
-        let c = codegen::compile(&g, &o.target, &name).map_err(ir)?;
+        let c = codegen::compile_with(
+            &g,
+            &o.target,
+            &name,
+            &codegen::Options {
+                writable_weights: true,
+            },
+        )
+        .map_err(ir)?;
+        let weights: Vec<usize> = c.program.weights.iter().map(|w| w.data.len()).collect();
         let info = shim::ShimInfo {
             name: &name,
             output_kind: "last_hidden_state",
@@ -255,11 +283,17 @@ pub fn profile(o: &ProfileOptions) -> Result<Option<LatencyProfile>, CliError> {
             Some((BlockKind::Attention, k)) => ("attention", *k),
             Some((BlockKind::Ffn, k)) => ("ffn", *k),
         };
-        variants.push(shim::ProfileVariant { name, kind, kept });
+        variants.push(shim::ProfileVariant {
+            name,
+            kind,
+            kept,
+            weights,
+        });
         crate::progress::bar("Compiling", i + 1, kinds.len());
     }
     let features: Vec<String> = cpu.iter().map(|f| f.to_string()).collect();
     let info = shim::ProfileInfo {
+        layers: s.layers.max(1),
         target: &o.target.triple,
         cpu_features: &features,
         batch: o.batch,

@@ -36,6 +36,9 @@ pub struct LatencyProfile {
     pub heads: usize,
     pub head_dim: usize,
     pub intermediate: usize,
+    /// Copies of the block each level was measured with (the model's layers), so that the
+    /// weights streamed from memory as in the whole model; the times are per block.
+    pub layers: usize,
     /// Timed runs per level (the figure is their median).
     pub runs: usize,
     /// Everything but the layers: embedding, its LayerNorm and the output copy.

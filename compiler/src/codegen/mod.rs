@@ -230,6 +230,26 @@ pub fn compile_gemm_bench(
 
 /// Compiles a raised graph (one output selected) for `target`; symbols are prefixed `name`.
 pub fn compile(g: &Graph, target: &Target, name: &str) -> Result<Compiled, CodegenError> {
+    compile_with(g, target, name, &Options::default())
+}
+
+/// Choices of `compile_with` beyond the target.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Weights as exported, writable symbols `NAME__wI` (I the index in `Program::weights`)
+    /// instead of local read-only data: for the latency profiler, which compiles with zero
+    /// weights (no file space) and writes them before timing, so that every weight page is
+    /// real memory and not the shared zero page.
+    pub writable_weights: bool,
+}
+
+/// `compile` with `Options`.
+pub fn compile_with(
+    g: &Graph,
+    target: &Target,
+    name: &str,
+    opts: &Options,
+) -> Result<Compiled, CodegenError> {
     let program = lower(g)?;
     let (mut module, cfg, micro) = new_module(target, name)?;
     let call_conv = module.isa().default_call_conv();
@@ -238,8 +258,13 @@ pub fn compile(g: &Graph, target: &Target, name: &str) -> Result<Compiled, Codeg
     // weights in read-only data
     let mut weight_ids: Vec<DataId> = Vec::new();
     for (i, w) in program.weights.iter().enumerate() {
+        let (linkage, writable) = if opts.writable_weights {
+            (Linkage::Export, true)
+        } else {
+            (Linkage::Local, false)
+        };
         let id = module
-            .declare_data(&format!("{name}__w{i}"), Linkage::Local, false, false)
+            .declare_data(&format!("{name}__w{i}"), linkage, writable, false)
             .map_err(cl_err)?;
         let mut d = DataDescription::new();
         if w.data.iter().all(|v| v.to_bits() == 0) {

@@ -53,7 +53,7 @@ impl BlockLevels {
 }
 
 /// The pruned linear's weight (`out x in`) as f64.
-pub(crate) fn weight(g: &Graph, b: &Block) -> Result<Mat, PruneError> {
+pub fn weight_of(g: &Graph, b: &Block) -> Result<Mat, PruneError> {
     let lin = b.pruned_linear();
     let w = g
         .operand(lin, 1)
@@ -90,7 +90,7 @@ pub fn levels(
     stats: &BlockStats,
     method: Method,
 ) -> Result<BlockLevels, PruneError> {
-    let w = weight(g, b)?;
+    let w = weight_of(g, b)?;
     let h = &stats.hessian;
     let size = b.size();
     let groups: Vec<Vec<usize>> = (0..size).map(|i| b.columns(i)).collect();

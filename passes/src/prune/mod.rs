@@ -63,7 +63,7 @@ pub fn plan(
         .map(|(i, b)| {
             let keep = levels[i].kept(kept[i]);
             let weight = if method == Method::Obs && !keep.is_empty() && keep.len() < b.size() {
-                let w = database::weight(g, b)?;
+                let w = database::weight_of(g, b)?;
                 let cols: Vec<usize> = keep.iter().flat_map(|&s| b.columns(s)).collect();
                 let r =
                     crate::obs::refit(&w, &calib.blocks[i].hessian, &cols).ok_or_else(|| {

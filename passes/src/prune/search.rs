@@ -87,9 +87,8 @@ pub fn refine(
     let Some(mut picks) = search(options, budget_ms) else {
         return Ok(None);
     };
-    let kept_of = |p: &[usize]| -> Vec<usize> {
-        p.iter().zip(options).map(|(&i, o)| o[i].kept).collect()
-    };
+    let kept_of =
+        |p: &[usize]| -> Vec<usize> { p.iter().zip(options).map(|(&i, o)| o[i].kept).collect() };
     // every round's solution is judged by the loss of the whole configuration; the best wins
     let mut best = (loss(&kept_of(&picks))?, picks.clone(), coef.clone());
     for _ in 0..rounds {
