@@ -14,6 +14,7 @@ use bertc_passes::OutputKind;
 use bertc_runtime::{Artifact, Library};
 use bertc_targets::Target;
 
+use crate::scratch::Scratch;
 use crate::CliError;
 
 fn stats(mut t: Vec<f64>) -> (f64, f64) {
@@ -21,17 +22,10 @@ fn stats(mut t: Vec<f64>) -> (f64, f64) {
     (t[t.len() / 2], t[0])
 }
 
-fn link_shared(tmp: &Path, obj: &[u8], so: &str) -> Result<PathBuf, CliError> {
-    std::fs::create_dir_all(tmp).map_err(|e| CliError::Io {
-        what: tmp.display().to_string(),
-        source: e,
-    })?;
-    std::fs::write(tmp.join("k.o"), obj).map_err(|e| CliError::Io {
-        what: "k.o".into(),
-        source: e,
-    })?;
+fn link_shared(tmp: &Scratch, obj: &[u8], so: &str) -> Result<PathBuf, CliError> {
+    tmp.write("k.o", obj)?;
     let out = Command::new("cc")
-        .current_dir(tmp)
+        .current_dir(tmp.dir())
         .args(["-shared", "-o", so, "k.o"])
         .output()
         .map_err(|e| CliError::Io {
@@ -44,7 +38,7 @@ fn link_shared(tmp: &Path, obj: &[u8], so: &str) -> Result<PathBuf, CliError> {
             String::from_utf8_lossy(&out.stderr).trim()
         )));
     }
-    Ok(tmp.join(so))
+    Ok(tmp.path(so))
 }
 
 fn parse_gemm(s: &str) -> Result<(usize, usize, usize), CliError> {
@@ -68,7 +62,7 @@ pub fn gemm(spec: &str, cpu: Option<&str>, runs: usize) -> Result<String, CliErr
         .map_err(|e| CliError::Input(e.to_string()))?;
     let (obj, has_peak) =
         codegen::compile_gemm_bench(&target, k, n).map_err(|e| CliError::Input(e.to_string()))?;
-    let tmp = std::env::temp_dir().join(format!("bertc-bench-{}", std::process::id()));
+    let tmp = Scratch::new("bench-gemm")?;
     let so = link_shared(&tmp, &obj, "libgemm.so")?;
     let lib = Library::open(&so)?;
     type Linear = unsafe extern "C" fn(*const f32, *mut f32, i64, *const f32);
@@ -137,7 +131,7 @@ pub fn gemm(spec: &str, cpu: Option<&str>, runs: usize) -> Result<String, CliErr
     } else {
         s += "peak: not measured for this CPU (no AVX2 FMA peak loop)\n";
     }
-    let _ = std::fs::remove_dir_all(&tmp);
+    drop(lib);
     Ok(s)
 }
 
@@ -161,7 +155,7 @@ fn open_artifact(
     model: &Path,
     name: Option<&str>,
     cpu: Option<&str>,
-    tmp: &Path,
+    tmp: &Scratch,
     tag: &str,
 ) -> Result<(Arc<Artifact>, usize), CliError> {
     let is_so = model.extension().is_some_and(|e| e == "so");
@@ -169,13 +163,9 @@ fn open_artifact(
         let name = crate::eval::artifact_name(model, name)?;
         return Ok((Arc::new(Artifact::open(model, &name)?), 1000));
     }
-    std::fs::create_dir_all(tmp).map_err(|e| CliError::Io {
-        what: tmp.display().to_string(),
-        source: e,
-    })?;
     let opts = crate::compile::Options {
         model: model.to_path_buf(),
-        out: tmp.join(tag),
+        out: tmp.path(tag),
         emit: crate::compile::Emit::Sharedlib,
         cpu: cpu.map(str::to_string),
         output: OutputKind::LastHiddenState,
@@ -184,14 +174,14 @@ fn open_artifact(
         ..crate::compile::Options::default()
     };
     crate::compile::compile(&opts)?;
-    let h = std::fs::read_to_string(tmp.join(format!("{tag}.h"))).unwrap_or_default();
+    let h = std::fs::read_to_string(tmp.path(&format!("{tag}.h"))).unwrap_or_default();
     let prefix = format!("#define {}_VOCAB ", tag.to_uppercase());
     let vocab = h
         .lines()
         .find_map(|l| l.strip_prefix(prefix.as_str()))
         .and_then(|v| v.trim().parse::<usize>().ok())
         .unwrap_or(1000);
-    let so = tmp.join(format!("lib{tag}.so"));
+    let so = tmp.path(&format!("lib{tag}.so"));
     Ok((Arc::new(Artifact::open(&so, tag)?), vocab))
 }
 
@@ -201,7 +191,7 @@ const ROUNDS: usize = 5;
 /// Times whole inferences of a compiled model (a `.so` artifact, or a model compiled here), and
 /// of a second one in the same run with `--against`.
 pub fn model(o: &ModelBench) -> Result<String, CliError> {
-    let tmp = std::env::temp_dir().join(format!("bertc-bench-model-{}", std::process::id()));
+    let tmp = Scratch::new("bench-model")?;
     let mut arts = vec![open_artifact(
         &o.model,
         o.name.as_deref(),
@@ -252,7 +242,6 @@ pub fn model(o: &ModelBench) -> Result<String, CliError> {
         }
     }
     drop(arts);
-    let _ = std::fs::remove_dir_all(&tmp);
     let names: Vec<String> = std::iter::once(&o.model)
         .chain(o.against.as_ref())
         .map(|p| p.display().to_string())

@@ -7,6 +7,8 @@ use std::process::Command;
 use std::time::Instant;
 
 use bertc_compiler::codegen::{self, shim};
+
+use crate::scratch::Scratch;
 use bertc_passes::{select_output, OutputKind};
 use bertc_targets::{Arch, Target};
 
@@ -166,62 +168,38 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."))
         .to_path_buf();
-    let compiled = codegen::compile(&g, &target, &name)
-        .map_err(|e| CliError::Input(format!("{}: {e}", o.model.display())))?;
-    let mut cpu = cpu_checks(&target);
-    if !compiled.uses_avx2 {
-        cpu.retain(|f| !f.starts_with("avx512") || target.has(f));
-    }
-    let kind = o.output.to_string();
     let source = o
         .model
         .file_name()
         .map(|s| s.to_string_lossy().to_string())
         .unwrap_or_default();
+    let tmp = Scratch::new(&name)?;
+    let compiled = tmp.write_model(&g, &target, &name, &source, &codegen::Options::default())?;
     let info = shim::ShimInfo {
         name: &name,
-        output_kind: &kind,
-        cpu_features: cpu,
+        output_kind: o.output.name(),
+        cpu_features: vec![],
         target: &target.triple,
         source: &source,
     };
-    let header = shim::header(&compiled.program, &info);
-
-    let tmp = std::env::temp_dir().join(format!("bertc-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| CliError::Io {
-        what: tmp.display().to_string(),
-        source: e,
-    })?;
-    let write = |file: &str, data: &[u8]| {
-        std::fs::write(tmp.join(file), data).map_err(|e| CliError::Io {
-            what: tmp.join(file).display().to_string(),
-            source: e,
-        })
-    };
+    let write = |file: &str, data: &[u8]| tmp.write(file, data);
     let (obj, glue, main, h) = (
-        format!("{name}_model.o"),
+        format!("{name}.o"),
         format!("{name}_glue.c"),
         format!("{name}_main.c"),
         format!("{name}.h"),
     );
-    write(&obj, &compiled.object)?;
-    write(&h, header.as_bytes())?;
-    write(
-        &glue,
-        shim::glue(&compiled.program, &info, &compiled.scratch_floats_c).as_bytes(),
-    )?;
     let cc = target.cc();
     let cross = !target.is_host_arch();
     let cflags = ["-O2", "-std=gnu11", "-fPIC", "-fno-ident"];
     let cmd = |prog: &str| {
         let mut c = Command::new(prog);
-        c.current_dir(&tmp);
+        c.current_dir(tmp.dir());
         c
     };
     let mut produced = Vec::new();
     let mut copy_out = |from: &str, to: PathBuf| -> Result<(), CliError> {
-        std::fs::copy(tmp.join(from), &to).map_err(|e| CliError::Io {
+        std::fs::copy(tmp.path(from), &to).map_err(|e| CliError::Io {
             what: to.display().to_string(),
             source: e,
         })?;
@@ -279,7 +257,7 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
             copy_out(&h, dir.join(format!("{stem}.h")))?;
         }
     }
-    let _ = std::fs::remove_dir_all(&tmp);
+    drop(tmp);
     if !o.quiet {
         for r in &reports {
             eprintln!("      {r}");

@@ -2,12 +2,13 @@
 //! Spearman correlation of embedding cosines with gold scores, as the STS Benchmark reports
 //! it) and the agreement of two models' embeddings.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use bertc_passes::OutputKind;
 use bertc_runtime::{l2_normalize, Artifact, Model, Tokenizer};
 
+use crate::scratch::Scratch;
 use crate::CliError;
 
 /// One sentence pair with its gold similarity.
@@ -115,10 +116,9 @@ pub fn artifact_name(path: &Path, name: Option<&str>) -> Result<String, CliError
 pub struct Encoder {
     model: Model,
     pooled: bool,
-    tmp: Option<PathBuf>,
+    /// Where a library compiled here lives; dropped (removed) after the model.
+    _tmp: Option<Scratch>,
 }
-
-static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Sequences per call (sorted by length, so padding stays small).
 const BATCH: usize = 32;
@@ -133,18 +133,10 @@ impl Encoder {
             let name = crate::eval::artifact_name(path, name)?;
             (path.to_path_buf(), name, None)
         } else {
-            let tmp = std::env::temp_dir().join(format!(
-                "bertc-eval-{}-{}",
-                std::process::id(),
-                path.file_stem().and_then(|s| s.to_str()).unwrap_or("m")
-            ));
-            std::fs::create_dir_all(&tmp).map_err(|e| CliError::Io {
-                what: tmp.display().to_string(),
-                source: e,
-            })?;
+            let tmp = Scratch::new("eval")?;
             let opts = crate::compile::Options {
                 model: path.to_path_buf(),
-                out: tmp.join("eval"),
+                out: tmp.path("eval"),
                 emit: crate::compile::Emit::Sharedlib,
                 output: OutputKind::Mean,
                 name: Some("eval".into()),
@@ -152,7 +144,7 @@ impl Encoder {
                 ..crate::compile::Options::default()
             };
             crate::compile::compile(&opts)?;
-            (tmp.join("libeval.so"), "eval".to_string(), Some(tmp))
+            (tmp.path("libeval.so"), "eval".to_string(), Some(tmp))
         };
         Encoder::from_so(&so, &name, threads, tmp)
     }
@@ -162,15 +154,7 @@ impl Encoder {
         let mut g = g.clone();
         bertc_passes::select_output(&mut g, OutputKind::Mean)?;
         bertc_passes::optimize(&mut g)?;
-        let tmp = std::env::temp_dir().join(format!(
-            "bertc-eval-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&tmp).map_err(|e| CliError::Io {
-            what: tmp.display().to_string(),
-            source: e,
-        })?;
+        let tmp = Scratch::new("eval")?;
         let target = bertc_targets::Target::host();
         let so = crate::profile::build_so(&g, &target, "evalg", &tmp)?;
         Encoder::from_so(&so, "evalg", threads, Some(tmp))
@@ -180,7 +164,7 @@ impl Encoder {
         so: &Path,
         name: &str,
         threads: i32,
-        tmp: Option<PathBuf>,
+        tmp: Option<Scratch>,
     ) -> Result<Encoder, CliError> {
         let art = Arc::new(Artifact::open(so, name)?);
         let mut model = art.model(threads)?;
@@ -190,7 +174,7 @@ impl Encoder {
         Ok(Encoder {
             model,
             pooled: one == two,
-            tmp,
+            _tmp: tmp,
         })
     }
 
@@ -231,14 +215,6 @@ impl Encoder {
             }
         }
         Ok(out)
-    }
-}
-
-impl Drop for Encoder {
-    fn drop(&mut self) {
-        if let Some(t) = &self.tmp {
-            let _ = std::fs::remove_dir_all(t);
-        }
     }
 }
 

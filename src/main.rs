@@ -10,6 +10,7 @@ mod profile;
 mod progress;
 mod prune;
 mod report;
+mod scratch;
 
 use clap::{Parser, Subcommand};
 use std::io::Write;

@@ -21,6 +21,7 @@ use bertc_passes::prune::{find_blocks, Block, BlockPlan, PruneStructures};
 use bertc_passes::{run_pass, select_output, OutputKind};
 use bertc_targets::{BlockKind, LatencyProfile, Target};
 
+use crate::scratch::Scratch;
 use crate::CliError;
 
 /// The layer shape a profile is measured for.
@@ -102,8 +103,9 @@ fn ir(e: impl std::fmt::Display) -> CliError {
     CliError::Input(format!("profile: {e}"))
 }
 
-/// `embedding -> layer_norm [-> block -> residual -> layer_norm]`, zero weights.
-fn layer_graph(s: &LayerShape, seq: usize, block: Option<BlockKind>) -> Result<Graph, CliError> {
+/// `embedding -> layer_norm`, then `layers` times the blocks `per_layer` (each `block ->
+/// residual -> layer_norm`), zero weights.
+fn layer_graph(s: &LayerShape, seq: usize, per_layer: &[BlockKind]) -> Result<Graph, CliError> {
     let mut g = Graph::new();
     let ty = TensorType::new(DType::I64, vec![Dim::BATCH, Dim::SEQ]);
     let ids = g.add_input("input_ids", ty.clone());
@@ -135,12 +137,16 @@ fn layer_graph(s: &LayerShape, seq: usize, block: Option<BlockKind>) -> Result<G
             g.add(Op::Linear, &[x, w, b], name).map_err(ir)
         };
     let mut y = ln(&mut g, emb, "ln0")?;
-    for l in 0..if block.is_some() { s.layers.max(1) } else { 0 } {
+    let layers = if per_layer.is_empty() {
+        0
+    } else {
+        s.layers.max(1)
+    };
+    for (l, block) in (0..layers).flat_map(|l| per_layer.iter().map(move |b| (l, *b))) {
         let x = y;
         let n = |what: &str| format!("{what}{l}");
         y = match block {
-            None => x,
-            Some(BlockKind::Attention) => {
+            BlockKind::Attention => {
                 let w = s.heads * s.head_dim;
                 let q = lin(&mut g, x, w, h, &n("q"))?;
                 let k = lin(&mut g, x, w, h, &n("k"))?;
@@ -162,7 +168,7 @@ fn layer_graph(s: &LayerShape, seq: usize, block: Option<BlockKind>) -> Result<G
                     .map_err(ir)?;
                 ln(&mut g, r, &n("ln_a"))?
             }
-            Some(BlockKind::Ffn) => {
+            BlockKind::Ffn => {
                 let up = lin(&mut g, x, s.intermediate, h, &n("up"))?;
                 let a = g.add(s.act.clone(), &[up], &n("act")).map_err(ir)?;
                 let down = lin(&mut g, a, h, s.intermediate, &n("down"))?;
@@ -178,6 +184,17 @@ fn layer_graph(s: &LayerShape, seq: usize, block: Option<BlockKind>) -> Result<G
     Ok(g)
 }
 
+/// What one model of the profiler measures.
+#[derive(Clone, Copy, Debug)]
+enum Level {
+    /// The embedding and its LayerNorm alone.
+    Base,
+    /// `layers` copies of one block at this many structures.
+    Block(BlockKind, usize),
+    /// The dense layers, attention and FFN in turn: what the blocks' sum is scaled to.
+    Model,
+}
+
 /// The levels measured: every head count, and neurons in steps of `step` (0 and all included).
 pub fn levels(s: &LayerShape, step: usize) -> (Vec<usize>, Vec<usize>) {
     let heads: Vec<usize> = (0..=s.heads).collect();
@@ -190,13 +207,17 @@ pub fn levels(s: &LayerShape, step: usize) -> (Vec<usize>, Vec<usize>) {
 
 /// The variant's graph, pruned to `kept` by the same pass real pruning uses, then fused as
 /// `bertc compile` fuses.
-fn variant_graph(
-    s: &LayerShape,
-    seq: usize,
-    kind: Option<(BlockKind, usize)>,
-) -> Result<Graph, CliError> {
-    let mut g = layer_graph(s, seq, kind.map(|k| k.0))?;
-    if let Some((_, kept)) = kind {
+fn variant_graph(s: &LayerShape, seq: usize, level: Level) -> Result<Graph, CliError> {
+    let per_layer: &[BlockKind] = match level {
+        Level::Base => &[],
+        Level::Block(k, _) => match k {
+            BlockKind::Attention => &[BlockKind::Attention],
+            BlockKind::Ffn => &[BlockKind::Ffn],
+        },
+        Level::Model => &[BlockKind::Attention, BlockKind::Ffn],
+    };
+    let mut g = layer_graph(s, seq, per_layer)?;
+    if let Level::Block(_, kept) = level {
         let blocks = find_blocks(&g);
         if blocks.len() != s.layers.max(1) {
             return Err(CliError::Input(
@@ -228,60 +249,34 @@ pub fn profile(o: &ProfileOptions) -> Result<Option<LatencyProfile>, CliError> {
         ));
     }
     let (heads, ffn) = levels(s, o.ffn_step);
-    let mut kinds: Vec<Option<(BlockKind, usize)>> = vec![None];
-    kinds.extend(heads.iter().map(|&k| Some((BlockKind::Attention, k))));
-    kinds.extend(ffn.iter().map(|&k| Some((BlockKind::Ffn, k))));
+    let mut kinds: Vec<Level> = vec![Level::Base, Level::Model];
+    kinds.extend(heads.iter().map(|&k| Level::Block(BlockKind::Attention, k)));
+    kinds.extend(ffn.iter().map(|&k| Level::Block(BlockKind::Ffn, k)));
 
-    let tmp = std::env::temp_dir().join(format!("bertc-profile-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| CliError::Io {
-        what: tmp.display().to_string(),
-        source: e,
-    })?;
-    let write = |file: &str, data: &[u8]| {
-        std::fs::write(tmp.join(file), data).map_err(|e| CliError::Io {
-            what: tmp.join(file).display().to_string(),
-            source: e,
-        })
-    };
+    let tmp = Scratch::new("profile")?;
     let cpu = crate::compile::cpu_checks(&o.target);
     let mut variants = Vec::new();
     let mut files = Vec::new();
     for (i, kind) in kinds.iter().enumerate() {
         let name = format!("p{i}");
         let g = variant_graph(s, o.seq, *kind)?;
-        let c = codegen::compile_with(
+        let c = tmp.write_model(
             &g,
             &o.target,
             &name,
+            "profile",
             &codegen::Options {
                 writable_weights: true,
             },
-        )
-        .map_err(ir)?;
+        )?;
         let weights: Vec<usize> = c.program.weights.iter().map(|w| w.data.len()).collect();
-        let info = shim::ShimInfo {
-            name: &name,
-            output_kind: "last_hidden_state",
-            cpu_features: cpu.clone(),
-            target: &o.target.triple,
-            source: "profile",
-        };
-        write(&format!("{name}.o"), &c.object)?;
-        write(
-            &format!("{name}.h"),
-            shim::header(&c.program, &info).as_bytes(),
-        )?;
-        write(
-            &format!("{name}_glue.c"),
-            shim::glue(&c.program, &info, &c.scratch_floats_c).as_bytes(),
-        )?;
         files.push(format!("{name}_glue.c"));
         files.push(format!("{name}.o"));
         let (kind, kept) = match kind {
-            None => ("base", 0),
-            Some((BlockKind::Attention, k)) => ("attention", *k),
-            Some((BlockKind::Ffn, k)) => ("ffn", *k),
+            Level::Base => ("base", 0),
+            Level::Model => ("model", 0),
+            Level::Block(BlockKind::Attention, k) => ("attention", *k),
+            Level::Block(BlockKind::Ffn, k) => ("ffn", *k),
         };
         variants.push(shim::ProfileVariant {
             name,
@@ -305,10 +300,10 @@ pub fn profile(o: &ProfileOptions) -> Result<Option<LatencyProfile>, CliError> {
         intermediate: s.intermediate,
         runs: o.runs,
     };
-    write("profiler.c", shim::profiler_c(&variants, &info).as_bytes())?;
+    tmp.write("profiler.c", shim::profiler_c(&variants, &info).as_bytes())?;
     let cross = !o.target.is_host_arch();
     let mut c = Command::new(o.target.cc());
-    c.current_dir(&tmp)
+    c.current_dir(tmp.dir())
         .args([
             "-O2",
             "-std=gnu11",
@@ -329,7 +324,7 @@ pub fn profile(o: &ProfileOptions) -> Result<Option<LatencyProfile>, CliError> {
         start.elapsed().as_secs_f64()
     );
     let result = if o.emit_exe {
-        std::fs::copy(tmp.join("profiler"), &o.out).map_err(|e| CliError::Io {
+        std::fs::copy(tmp.path("profiler"), &o.out).map_err(|e| CliError::Io {
             what: o.out.display().to_string(),
             source: e,
         })?;
@@ -346,7 +341,7 @@ pub fn profile(o: &ProfileOptions) -> Result<Option<LatencyProfile>, CliError> {
                 o.target.triple
             )));
         }
-        let st = Command::new(tmp.join("profiler"))
+        let st = Command::new(tmp.path("profiler"))
             .arg(&o.out)
             .status()
             .map_err(|e| CliError::Io {
@@ -359,7 +354,6 @@ pub fn profile(o: &ProfileOptions) -> Result<Option<LatencyProfile>, CliError> {
         let p = LatencyProfile::load(&o.out).map_err(|e| CliError::Input(e.to_string()))?;
         Some(p)
     };
-    let _ = std::fs::remove_dir_all(&tmp);
     Ok(result)
 }
 
@@ -407,12 +401,7 @@ pub fn time_models(
 ) -> Result<Vec<f64>, CliError> {
     use bertc_runtime::Artifact;
     use std::sync::Arc;
-    let tmp = std::env::temp_dir().join(format!("bertc-time-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(&tmp).map_err(|e| CliError::Io {
-        what: tmp.display().to_string(),
-        source: e,
-    })?;
+    let tmp = Scratch::new("time")?;
     let mut arts = Vec::new();
     for (i, g) in graphs.iter().enumerate() {
         let name = format!("t{i}");
@@ -435,7 +424,6 @@ pub fn time_models(
         }
     }
     drop(arts);
-    let _ = std::fs::remove_dir_all(&tmp);
     Ok(times
         .into_iter()
         .map(|mut t| {
@@ -445,35 +433,16 @@ pub fn time_models(
         .collect())
 }
 
-/// Compiles a graph ready for code generation into `dir/libNAME.so` (host target).
-pub fn build_so(g: &Graph, target: &Target, name: &str, dir: &Path) -> Result<PathBuf, CliError> {
-    let cpu = crate::compile::cpu_checks(target);
-    let c = codegen::compile(g, target, name).map_err(ir)?;
-    let kind = g.outputs.first().map(|o| o.0.clone()).unwrap_or_default();
-    let info = shim::ShimInfo {
-        name,
-        output_kind: &kind,
-        cpu_features: cpu,
-        target: &target.triple,
-        source: "bertc",
-    };
-    let w = |f: String, d: &[u8]| {
-        std::fs::write(dir.join(&f), d).map_err(|e| CliError::Io {
-            what: dir.join(&f).display().to_string(),
-            source: e,
-        })
-    };
-    w(format!("{name}.o"), &c.object)?;
-    w(
-        format!("{name}.h"),
-        shim::header(&c.program, &info).as_bytes(),
-    )?;
-    w(
-        format!("{name}_glue.c"),
-        shim::glue(&c.program, &info, &c.scratch_floats_c).as_bytes(),
-    )?;
+/// Compiles a graph ready for code generation into `libNAME.so` in `dir` (host target).
+pub fn build_so(
+    g: &Graph,
+    target: &Target,
+    name: &str,
+    dir: &Scratch,
+) -> Result<PathBuf, CliError> {
+    dir.write_model(g, target, name, "bertc", &codegen::Options::default())?;
     let mut cc = Command::new(target.cc());
-    cc.current_dir(dir).args([
+    cc.current_dir(dir.dir()).args([
         "-O2",
         "-std=gnu11",
         "-fPIC",
@@ -484,5 +453,5 @@ pub fn build_so(g: &Graph, target: &Target, name: &str, dir: &Path) -> Result<Pa
         &format!("{name}.o"),
     ]);
     crate::compile::run_tool(&mut cc, "link", target)?;
-    Ok(dir.join(format!("lib{name}.so")))
+    Ok(dir.path(&format!("lib{name}.so")))
 }

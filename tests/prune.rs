@@ -47,7 +47,7 @@ fn profile(dir: &Path, name: &str, attn_ms: f64, ffn_ms: f64) -> String {
         "format": 1, "machine": "test", "target": "x86_64-unknown-linux-gnu",
         "cpu_features": [], "date": "2026-01-01T00:00:00Z", "batch": 1, "seq": 16,
         "threads": 1, "hidden": 32, "heads": 2, "head_dim": 16, "intermediate": 64, "layers": 2,
-        "runs": 1, "base_ms": 0.1,
+        "runs": 1, "base_ms": 0.1, "model_ms": 0.0,
         "attention": (0..=2).map(|k| serde_json::json!({"kept": k, "ms": attn_ms * k as f64 / 2.0})).collect::<Vec<_>>(),
         "ffn": (0..=4).map(|i| serde_json::json!({"kept": i * 16, "ms": ffn_ms * i as f64 / 4.0})).collect::<Vec<_>>(),
     });

@@ -63,6 +63,12 @@ pub struct Library {
 impl Library {
     pub fn open(path: &Path) -> Result<Library, RuntimeError> {
         let file = path.display().to_string();
+        // a bare file name would make dlopen search the library path instead of this folder
+        let path = if path.components().count() == 1 {
+            Path::new(".").join(path)
+        } else {
+            path.to_path_buf()
+        };
         let cpath = CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| {
             RuntimeError::Artifact {
                 file: file.clone(),

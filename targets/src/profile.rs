@@ -43,7 +43,13 @@ pub struct LatencyProfile {
     pub runs: usize,
     /// Everything but the layers: embedding, its LayerNorm and the output copy.
     pub base_ms: f64,
+    /// The whole dense model of this shape (base and the layers, attention and FFN in turn),
+    /// measured in the same run. `load` scales the block times so that the dense blocks add up
+    /// to it: blocks timed alone miss how the two kinds share caches and memory bandwidth.
+    pub model_ms: f64,
     /// Attention block (Q/K/V, attention, output projection, residual, LayerNorm) by kept heads.
+    /// As measured in the file; `load` makes it non-decreasing (isotonic regression), so that
+    /// noise never says that a block gets faster with more heads.
     pub attention: Vec<Point>,
     /// FFN block (up, activation, down, residual, LayerNorm) by kept neurons.
     pub ffn: Vec<Point>,
@@ -71,7 +77,7 @@ impl LatencyProfile {
             msg,
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let p: LatencyProfile = serde_json::from_str(&text)
+        let mut p: LatencyProfile = serde_json::from_str(&text)
             .map_err(|e| err(format!("not a bertc latency profile: {e}")))?;
         if p.format != PROFILE_FORMAT {
             return Err(err(format!(
@@ -88,6 +94,20 @@ impl LatencyProfile {
             }
             if !pts.iter().any(|q| q.kept == max) {
                 return Err(err(format!("no dense {what} level ({max})")));
+            }
+        }
+        // a block never gets faster with more structures: noise that says otherwise is pooled
+        p.attention.sort_by_key(|q| q.kept);
+        p.ffn.sort_by_key(|q| q.kept);
+        monotone(&mut p.attention);
+        monotone(&mut p.ffn);
+        let dense = p.layers as f64
+            * (p.block_ms(BlockKind::Attention, p.heads).unwrap_or(0.0)
+                + p.block_ms(BlockKind::Ffn, p.intermediate).unwrap_or(0.0));
+        if p.model_ms > p.base_ms && dense > 0.0 {
+            let scale = (p.model_ms - p.base_ms) / dense;
+            for q in p.attention.iter_mut().chain(p.ffn.iter_mut()) {
+                q.ms *= scale;
             }
         }
         Ok(p)
@@ -141,5 +161,48 @@ impl LatencyProfile {
             });
         }
         Ok(())
+    }
+}
+
+/// Isotonic regression (pool adjacent violators, equal weights): the non-decreasing sequence
+/// closest to the measured times in least squares. Points must be sorted by `kept`.
+fn monotone(points: &mut [Point]) {
+    // blocks of (sum, count), merged while a block's mean is below the previous one's
+    let mut blocks: Vec<(f64, usize)> = Vec::new();
+    for q in points.iter() {
+        blocks.push((q.ms, 1));
+        while blocks.len() > 1 {
+            let (s2, n2) = blocks[blocks.len() - 1];
+            let (s1, n1) = blocks[blocks.len() - 2];
+            if s1 / n1 as f64 <= s2 / n2 as f64 {
+                break;
+            }
+            blocks.pop();
+            *blocks.last_mut().expect("two blocks") = (s1 + s2, n1 + n2);
+        }
+    }
+    let mut i = 0;
+    for (s, n) in blocks {
+        for q in &mut points[i..i + n] {
+            q.ms = s / n as f64;
+        }
+        i += n;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn monotone_pools_violators() {
+        let mut p: Vec<Point> = [1.0, 3.0, 2.0, 4.0, 3.5, 3.5, 6.0]
+            .iter()
+            .enumerate()
+            .map(|(k, &ms)| Point { kept: k, ms })
+            .collect();
+        monotone(&mut p);
+        let ms: Vec<f64> = p.iter().map(|q| q.ms).collect();
+        assert_eq!(ms, [1.0, 2.5, 2.5, 11.0 / 3.0, 11.0 / 3.0, 11.0 / 3.0, 6.0]);
     }
 }

@@ -645,7 +645,7 @@ int main(int argc, char **argv) {{
 pub struct ProfileVariant {
     /// Symbol prefix.
     pub name: String,
-    /// `"base"`, `"attention"` or `"ffn"`.
+    /// `"base"`, `"model"` (the dense layers), `"attention"` or `"ffn"`.
     pub kind: &'static str,
     pub kept: usize,
     /// Floats of each weight `NAME__wI` (compiled with writable weights).
@@ -748,7 +748,7 @@ static void touch(const weight *w, int on) {{
 static const variant VARIANTS[] = {{
 {table}}};
 
-enum {{ BATCH = {batch}, SEQ = {seq}, RUNS = {runs}, ROUNDS = 5, WARMUP = 2, LAYERS = {layers} }};
+enum {{ BATCH = {batch}, SEQ = {seq}, RUNS = {runs}, ROUNDS = 10, WARMUP = 2, LAYERS = {layers} }};
 
 static double now(void) {{
     struct timespec t;
@@ -827,9 +827,11 @@ int main(int argc, char **argv) {{
         qsort(tv, (size_t)ROUNDS * per, sizeof(double), cmp);
         ms[v] = tv[ROUNDS * per / 2];
     }}
-    double base = 0;
-    for (size_t v = 0; v < n; v++)
+    double base = 0, model = 0;
+    for (size_t v = 0; v < n; v++) {{
         if (!strcmp(VARIANTS[v].kind, "base")) base = ms[v];
+        if (!strcmp(VARIANTS[v].kind, "model")) model = ms[v];
+    }}
     FILE *f = strcmp(argv[1], "-") ? fopen(argv[1], "w") : stdout;
     if (!f) {{ perror(argv[1]); return 1; }}
     char mach[256], date[64];
@@ -837,7 +839,7 @@ int main(int argc, char **argv) {{
     time_t now_t = time(NULL);
     strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now_t));
     fprintf(f, "{{\n  \"format\": 1,\n  \"machine\": \"%s\",\n  \"target\": \"{target}\",\n  \"cpu_features\": [{features}],\n  \"date\": \"%s\",\n", mach, date);
-    fprintf(f, "  \"batch\": %d,\n  \"seq\": %d,\n  \"threads\": %ld,\n  \"hidden\": {hidden},\n  \"heads\": {heads},\n  \"head_dim\": {head_dim},\n  \"intermediate\": {intermediate},\n  \"layers\": {layers},\n  \"runs\": %d,\n  \"base_ms\": %.6f,\n", BATCH, SEQ, threads, RUNS, base);
+    fprintf(f, "  \"batch\": %d,\n  \"seq\": %d,\n  \"threads\": %ld,\n  \"hidden\": {hidden},\n  \"heads\": {heads},\n  \"head_dim\": {head_dim},\n  \"intermediate\": {intermediate},\n  \"layers\": {layers},\n  \"runs\": %d,\n  \"base_ms\": %.6f,\n  \"model_ms\": %.6f,\n", BATCH, SEQ, threads, RUNS, base, model);
     const char *kinds[2] = {{"attention", "ffn"}};
     for (int k = 0; k < 2; k++) {{
         fprintf(f, "  \"%s\": [", kinds[k]);
