@@ -151,7 +151,9 @@ Examples:
   bertc compile model.onnx -o model
   echo '101 7592 2088 102' | ./model --output mean
   bertc compile ./all-MiniLM-L6-v2 -o minilm --emit staticlib --output mean
-  bertc compile model.onnx -o model-arm --target aarch64-unknown-linux-gnu")]
+  bertc compile model.onnx -o model-arm --target aarch64-unknown-linux-gnu
+  bertc profile model.onnx --batch 1 --seq 128 -o p.json     # then prune to half the latency:
+  bertc compile model.onnx -o model2x --speedup 2 --profile p.json --report model2x.html")]
     Compile {
         /// An .onnx file or a Hugging Face folder.
         model: PathBuf,
