@@ -5,6 +5,10 @@
 //! (`layer_norm`, `gelu`, `linear`, `attention`, `embedding`) and canonical weight names. A
 //! pass never changes the numbers the model computes beyond float rounding; raising checks what
 //! it cannot see structurally (mask and position arithmetic) by evaluating it on probes.
+//!
+//! The exception is `prune`, structured pruning (ZipLM), which removes attention heads and FFN
+//! neurons on purpose: it calibrates, builds every pruning level with its error, searches the
+//! levels that meet a latency budget, and rewrites the graph with the `prune-structures` pass.
 
 mod fold;
 mod fuse;

@@ -6,7 +6,7 @@
 //! `Σ_rows W[:,M] (H⁻¹[M,M])⁻¹ W[:,M]ᵀ`, and the optimal update of the remaining weights is
 //! `W -= W[:,M] (H⁻¹[M,M])⁻¹ H⁻¹[M,:]`, after which `H⁻¹` loses the rows and columns of `M`
 //! by the same Schur complement. Greedy removal gives every level of sparsity with its error in
-//! one sweep. This module holds the numerics; the pruning pass that applies them is to come.
+//! one sweep. This module holds the numerics; `prune` uses them.
 
 /// A dense row-major f64 matrix.
 #[derive(Clone, Debug, PartialEq)]
