@@ -158,22 +158,9 @@ fn open_artifact(
     tmp: &Scratch,
     tag: &str,
 ) -> Result<(Arc<Artifact>, usize), CliError> {
-    let is_so = model.extension().is_some_and(|e| e == "so");
-    if is_so {
-        let name = crate::eval::artifact_name(model, name)?;
-        return Ok((Arc::new(Artifact::open(model, &name)?), 1000));
-    }
-    let opts = crate::compile::Options {
-        model: model.to_path_buf(),
-        out: tmp.path(tag),
-        emit: crate::compile::Emit::Sharedlib,
-        cpu: cpu.map(str::to_string),
-        output: OutputKind::LastHiddenState,
-        name: Some(tag.into()),
-        quiet: true,
-        ..crate::compile::Options::default()
-    };
-    crate::compile::compile(&opts)?;
+    let (so, name) =
+        crate::compile::shared_library(model, name, OutputKind::LastHiddenState, cpu, tmp, tag)?;
+    // the vocabulary from the header of a model compiled here (an artifact's is not known)
     let h = std::fs::read_to_string(tmp.path(&format!("{tag}.h"))).unwrap_or_default();
     let prefix = format!("#define {}_VOCAB ", tag.to_uppercase());
     let vocab = h
@@ -181,8 +168,7 @@ fn open_artifact(
         .find_map(|l| l.strip_prefix(prefix.as_str()))
         .and_then(|v| v.trim().parse::<usize>().ok())
         .unwrap_or(1000);
-    let so = tmp.path(&format!("lib{tag}.so"));
-    Ok((Arc::new(Artifact::open(&so, tag)?), vocab))
+    Ok((Arc::new(Artifact::open(&so, &name)?), vocab))
 }
 
 /// Rounds the runs are spread over, so that drift of the machine hits every model alike.

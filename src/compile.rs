@@ -312,3 +312,29 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
         pruned_graph,
     })
 }
+
+/// A `.so` artifact as it is (its symbol prefix from `name` or its file name), or a model
+/// compiled here to `lib{tag}.so` in `tmp` with `output`: the library and its prefix.
+pub fn shared_library(
+    path: &Path,
+    name: Option<&str>,
+    output: OutputKind,
+    cpu: Option<&str>,
+    tmp: &Scratch,
+    tag: &str,
+) -> Result<(PathBuf, String), CliError> {
+    if path.extension().is_some_and(|e| e == "so") {
+        return Ok((path.to_path_buf(), crate::eval::artifact_name(path, name)?));
+    }
+    compile(&Options {
+        model: path.to_path_buf(),
+        out: tmp.path(tag),
+        emit: Emit::Sharedlib,
+        cpu: cpu.map(str::to_string),
+        output,
+        name: Some(tag.into()),
+        quiet: true,
+        ..Options::default()
+    })?;
+    Ok((tmp.path(&format!("lib{tag}.so")), tag.to_string()))
+}

@@ -128,25 +128,10 @@ impl Encoder {
     /// or a Hugging Face folder) to one, with `prepare` applied to the graph before code
     /// generation.
     pub fn open(path: &Path, name: Option<&str>, threads: i32) -> Result<Encoder, CliError> {
-        let is_so = path.extension().is_some_and(|e| e == "so");
-        let (so, name, tmp) = if is_so {
-            let name = crate::eval::artifact_name(path, name)?;
-            (path.to_path_buf(), name, None)
-        } else {
-            let tmp = Scratch::new("eval")?;
-            let opts = crate::compile::Options {
-                model: path.to_path_buf(),
-                out: tmp.path("eval"),
-                emit: crate::compile::Emit::Sharedlib,
-                output: OutputKind::Mean,
-                name: Some("eval".into()),
-                quiet: true,
-                ..crate::compile::Options::default()
-            };
-            crate::compile::compile(&opts)?;
-            (tmp.path("libeval.so"), "eval".to_string(), Some(tmp))
-        };
-        Encoder::from_so(&so, &name, threads, tmp)
+        let tmp = Scratch::new("eval")?;
+        let (so, name) =
+            crate::compile::shared_library(path, name, OutputKind::Mean, None, &tmp, "eval")?;
+        Encoder::from_so(&so, &name, threads, Some(tmp))
     }
 
     /// Compiles a raised graph (mean output selected here) to a temporary library.

@@ -227,14 +227,10 @@ fn spd_inverse_impl(a: &Mat) -> Option<Mat> {
     Some(inv)
 }
 
-bertc_compiler::avx2_dispatch!(
-    /// The optimal weights over the kept input columns `cols`: the least-squares refit
-    /// `W[:,S]' = W H[:,S] (H[S,S])⁻¹`, which equals the result of removing the other columns by
-    /// successive OBS updates in any order (row-major `out x |S|`); `None` if `H[S,S]` is singular.
-    pub fn refit(w: &Mat, h: &Mat, cols: &[usize]) -> Option<Mat> = refit_impl);
-
-#[inline(always)]
-fn refit_impl(w: &Mat, h: &Mat, cols: &[usize]) -> Option<Mat> {
+/// The optimal weights over the kept input columns `cols`: the least-squares refit
+/// `W[:,S]' = W H[:,S] (H[S,S])⁻¹`, which equals the result of removing the other columns by
+/// successive OBS updates in any order (row-major `out x |S|`); `None` if `H[S,S]` is singular.
+pub fn refit(w: &Mat, h: &Mat, cols: &[usize]) -> Option<Mat> {
     use rayon::prelude::*;
     let n = h.cols;
     let k = cols.len();

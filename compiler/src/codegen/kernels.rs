@@ -488,12 +488,7 @@ pub fn attention(
     a: &AttnShape,
 ) {
     e.for_range(begin, end, 1, |e, task| {
-        let bi = e.b.ins().udiv_imm_u(task, a.heads as i64);
-        let bh = e.b.ins().imul_imm_s(bi, a.heads as i64);
-        let h = e.b.ins().isub(task, bh);
-        let sa = e.addr(seq_start, bi, 4);
-        let s0 = e.load_i32(sa, 0);
-        let s1 = e.load_i32(sa, 4);
+        let (h, s0, s1) = attention_task(e, task, seq_start, a.heads);
         let srow = e.b.ins().imul(task, seq);
         let srow = e.addr(scratch, srow, 4);
         // scratch[j - s0] for key j
@@ -652,4 +647,21 @@ pub fn scatter(
         let dst = e.addr(out, dst, rowb);
         e.copy_row(src, dst, width);
     });
+}
+
+/// The head and the packed token range `s0..s1` of attention task `task` (one per sequence and
+/// head: `task = sequence * heads + head`).
+pub(crate) fn attention_task(
+    e: &mut Emit,
+    task: Value,
+    seq_start: Value,
+    heads: usize,
+) -> (Value, Value, Value) {
+    let bi = e.b.ins().udiv_imm_u(task, heads as i64);
+    let bh = e.b.ins().imul_imm_s(bi, heads as i64);
+    let h = e.b.ins().isub(task, bh);
+    let sa = e.addr(seq_start, bi, 4);
+    let s0 = e.load_i32(sa, 0);
+    let s1 = e.load_i32(sa, 4);
+    (h, s0, s1)
 }

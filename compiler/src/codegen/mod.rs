@@ -750,12 +750,7 @@ fn attention_gemm(
     let panel_k = (PANEL * (d + 1) * 4) as i64;
     let vpanels = dv.div_ceil(PANEL);
     e.for_range(begin, end, 1, |e, task| {
-        let bi = e.b.ins().udiv_imm_u(task, a.heads as i64);
-        let bh = e.b.ins().imul_imm_s(bi, a.heads as i64);
-        let h = e.b.ins().isub(task, bh);
-        let sa = e.addr(seq_start, bi, 4);
-        let s0 = e.load_i32(sa, 0);
-        let s1 = e.load_i32(sa, 4);
+        let (h, s0, s1) = kernels::attention_task(e, task, seq_start, a.heads);
         let len = e.b.ins().isub(s1, s0);
         let len16 = e.b.ins().iadd_imm_s(len, PANEL as i64 - 1);
         let kpanels = e.b.ins().udiv_imm_u(len16, PANEL as i64);
