@@ -243,6 +243,8 @@ pub struct Tile {
     pub bp: Value,
     pub m: usize,
     pub ncols: usize,
+    /// The residual tile (same stride as `c`) when the linear has a residual epilogue.
+    pub res: Option<Value>,
 }
 
 /// The number of tasks of a linear step over `rows` rows (a runtime value).
@@ -302,7 +304,8 @@ fn epilogue(
 
 /// The GEMM task driver: task `t` is row block `t % nrb` (of `mr` rows) of panel chunk
 /// `t / nrb`; `tile` emits the code of one tile with a constant row count, and the epilogue
-/// runs on the tile right after.
+/// runs on the tile right after, unless `tile_epilogue` says that the tile applies it itself
+/// to full panels.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_tasks(
     e: &mut Emit,
@@ -313,6 +316,7 @@ pub fn linear_tasks(
     mr: usize,
     tile: &dyn Fn(&mut Emit, &Tile),
     epi: &Epilogue,
+    tile_epilogue: bool,
 ) {
     let panels = n.div_ceil(PANEL);
     let last_cols = n - (panels - 1) * PANEL;
@@ -348,10 +352,13 @@ pub fn linear_tasks(
                         bp,
                         m: mm,
                         ncols,
+                        res: rc,
                     };
                     e.if_nonzero(is, |e| tile(e, &t));
                 }
-                epilogue(e, epi, c, rc, m, ncols, ldc);
+                if !(tile_epilogue && ncols == PANEL) {
+                    epilogue(e, epi, c, rc, m, ncols, ldc);
+                }
             };
             if last_cols == PANEL {
                 rows_dispatch(e, PANEL);

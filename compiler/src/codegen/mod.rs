@@ -15,7 +15,7 @@ use std::str::FromStr;
 
 use bertc_targets::{Arch, Target};
 use cranelift_codegen::ir::{
-    types, AbiParam, InstBuilder, Signature, StackSlotData, StackSlotKind, Value,
+    types, AbiParam, FuncRef, InstBuilder, Signature, StackSlotData, StackSlotKind, Value,
 };
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
@@ -127,12 +127,112 @@ fn isa_for(
     Ok((isa, cfg))
 }
 
-/// A module for `target` with the hand-assembled microkernels declared, when the target has
-/// them.
-fn new_module(
-    target: &Target,
-    name: &str,
-) -> Result<(ObjectModule, Cfg, Vec<FuncId>), CodegenError> {
+/// The hand-assembled kernels of a module (x86-64 with AVX2 only), each defined the first time
+/// a kernel asks for it, so that the object holds just the variants the program uses.
+struct Asm {
+    prefix: String,
+    enabled: bool,
+    tiles: BTreeMap<String, Vec<FuncId>>,
+    softmax: BTreeMap<u32, FuncId>,
+}
+
+/// The hand-assembled kernels one Cranelift function calls.
+struct AsmRefs {
+    /// The plain GEMM microkernels for 1..=6 rows.
+    plain: Vec<FuncRef>,
+    /// The microkernels with this step's epilogue (empty: none).
+    fused: Vec<FuncRef>,
+    softmax: Option<FuncRef>,
+}
+
+impl Asm {
+    /// The microkernels for 1..=6 rows with epilogue `epi`.
+    fn tiles(
+        &mut self,
+        module: &mut ObjectModule,
+        epi: x86::MicroEpi,
+    ) -> Result<Vec<FuncId>, CodegenError> {
+        let tag = epi.tag();
+        if let Some(ids) = self.tiles.get(&tag) {
+            return Ok(ids.clone());
+        }
+        let nargs = if epi.residual { 7 } else { 6 };
+        let sig = sig_n(module.isa().default_call_conv(), nargs);
+        let mut ids = Vec::new();
+        for mr in 1..=6 {
+            let sym = if tag.is_empty() {
+                format!("{}__avx2_6x16_m{mr}", self.prefix)
+            } else {
+                format!("{}__avx2_6x16_m{mr}_{tag}", self.prefix)
+            };
+            let id = module
+                .declare_function(&sym, Linkage::Local, &sig)
+                .map_err(cl_err)?;
+            module
+                .define_function_bytes(id, 16, &x86::avx2_kernel(mr, epi)?, &[])
+                .map_err(cl_err)?;
+            ids.push(id);
+        }
+        self.tiles.insert(tag, ids.clone());
+        Ok(ids)
+    }
+
+    fn softmax(&mut self, module: &mut ObjectModule, scale: f32) -> Result<FuncId, CodegenError> {
+        if let Some(&id) = self.softmax.get(&scale.to_bits()) {
+            return Ok(id);
+        }
+        let sig = sig_n(module.isa().default_call_conv(), 4);
+        let sym = format!("{}__avx2_softmax{}", self.prefix, self.softmax.len());
+        let id = module
+            .declare_function(&sym, Linkage::Local, &sig)
+            .map_err(cl_err)?;
+        module
+            .define_function_bytes(id, 16, &x86::avx2_softmax(scale)?, &[])
+            .map_err(cl_err)?;
+        self.softmax.insert(scale.to_bits(), id);
+        Ok(id)
+    }
+
+    /// Declares in `func` the kernels a kernel for `step` calls.
+    fn refs_for(
+        &mut self,
+        module: &mut ObjectModule,
+        func: &mut cranelift_codegen::ir::Function,
+        step: Option<&Step>,
+    ) -> Result<AsmRefs, CodegenError> {
+        let mut r = AsmRefs {
+            plain: Vec::new(),
+            fused: Vec::new(),
+            softmax: None,
+        };
+        if !self.enabled {
+            return Ok(r);
+        }
+        for id in self.tiles(module, x86::MicroEpi::NONE)? {
+            r.plain.push(module.declare_func_in_func(id, func));
+        }
+        match step {
+            Some(Step::Linear { act, residual, .. }) if act.is_some() || residual.is_some() => {
+                let epi = x86::MicroEpi {
+                    act: *act,
+                    residual: residual.is_some(),
+                };
+                for id in self.tiles(module, epi)? {
+                    r.fused.push(module.declare_func_in_func(id, func));
+                }
+            }
+            Some(Step::Attention { scale, .. }) => {
+                let id = self.softmax(module, *scale)?;
+                r.softmax = Some(module.declare_func_in_func(id, func));
+            }
+            _ => {}
+        }
+        Ok(r)
+    }
+}
+
+/// A module for `target`, and its hand-assembled kernels when the target has them.
+fn new_module(target: &Target, name: &str) -> Result<(ObjectModule, Cfg, Asm), CodegenError> {
     let (isa, cfg) = isa_for(target)?;
     let builder = ObjectBuilder::new(
         isa,
@@ -140,21 +240,14 @@ fn new_module(
         cranelift_module::default_libcall_names(),
     )
     .map_err(cl_err)?;
-    let mut module = ObjectModule::new(builder);
-    let mut micro: Vec<FuncId> = Vec::new();
-    if cfg.avx2 {
-        let sig = sig_n(module.isa().default_call_conv(), 6);
-        for mr in 1..=6 {
-            let id = module
-                .declare_function(&format!("{name}__avx2_6x16_m{mr}"), Linkage::Local, &sig)
-                .map_err(cl_err)?;
-            module
-                .define_function_bytes(id, 16, &x86::avx2_kernel(mr)?, &[])
-                .map_err(cl_err)?;
-            micro.push(id);
-        }
-    }
-    Ok((module, cfg, micro))
+    let module = ObjectModule::new(builder);
+    let asm = Asm {
+        prefix: name.to_string(),
+        enabled: cfg.avx2,
+        tiles: BTreeMap::new(),
+        softmax: BTreeMap::new(),
+    };
+    Ok((module, cfg, asm))
 }
 
 fn sig_n(cc: cranelift_codegen::isa::CallConv, n: usize) -> Signature {
@@ -175,7 +268,7 @@ pub fn compile_gemm_bench(
     k: usize,
     n: usize,
 ) -> Result<(Vec<u8>, bool), CodegenError> {
-    let (mut module, cfg, micro) = new_module(target, "bertc_bench")?;
+    let (mut module, cfg, mut asm) = new_module(target, "bertc_bench")?;
     let cc = module.isa().default_call_conv();
     let fe = module.isa().frontend_config();
     let id = module
@@ -183,10 +276,7 @@ pub fn compile_gemm_bench(
         .map_err(cl_err)?;
     let mut fctx = module.make_context();
     fctx.func.signature = sig_n(cc, 4);
-    let micro_refs: Vec<_> = micro
-        .iter()
-        .map(|&m| module.declare_func_in_func(m, &mut fctx.func))
-        .collect();
+    let micro_refs = asm.refs_for(&mut module, &mut fctx.func, None)?;
     let mut fbc = FunctionBuilderContext::new();
     {
         let mut b = FunctionBuilder::new(&mut fctx.func, &mut fbc);
@@ -251,7 +341,7 @@ pub fn compile_with(
     opts: &Options,
 ) -> Result<Compiled, CodegenError> {
     let program = lower(g)?;
-    let (mut module, cfg, micro) = new_module(target, name)?;
+    let (mut module, cfg, mut asm) = new_module(target, name)?;
     let call_conv = module.isa().default_call_conv();
     let fe = module.isa().frontend_config();
 
@@ -299,10 +389,7 @@ pub fn compile_with(
             .declare_function(&fname, Linkage::Local, &sig_n(call_conv, 4))
             .map_err(cl_err)?;
         fctx.func.signature = sig_n(call_conv, 4);
-        let micro_refs: Vec<_> = micro
-            .iter()
-            .map(|&m| module.declare_func_in_func(m, &mut fctx.func))
-            .collect();
+        let micro_refs = asm.refs_for(&mut module, &mut fctx.func, Some(step))?;
         {
             let mut b = FunctionBuilder::new(&mut fctx.func, &mut fbc);
             let entry = b.create_block();
@@ -618,7 +705,7 @@ fn emit_step(
     a: &[Value],
     [begin, end, tid]: [Value; 3],
     cfg: &Cfg,
-    micro: &[cranelift_codegen::ir::FuncRef],
+    micro: &AsmRefs,
 ) {
     let range = [begin, end];
     let w = |b: usize| p.buffers[b].width;
@@ -689,31 +776,33 @@ fn emit_linear(
     k: usize,
     n: usize,
     cfg: &Cfg,
-    micro: &[cranelift_codegen::ir::FuncRef],
+    micro: &AsmRefs,
     epi: &kernels::Epilogue,
 ) {
     let mr = gemm_mr(cfg);
     if cfg.avx2 {
-        let tile = |e: &mut Emit, t: &kernels::Tile| avx2_tile(e, t, k, n, micro);
-        kernels::linear_tasks(e, args, range, k, n, mr, &tile, epi);
+        // full panels run the epilogue in the microkernel's registers
+        let fused = !micro.fused.is_empty();
+        let tile = |e: &mut Emit, t: &kernels::Tile| avx2_tile(e, t, k, n, micro, fused);
+        kernels::linear_tasks(e, args, range, k, n, mr, &tile, epi, fused);
     } else {
         let tile = |e: &mut Emit, t: &kernels::Tile| kernels::portable_tile(e, t, k, n);
-        kernels::linear_tasks(e, args, range, k, n, mr, &tile, epi);
+        kernels::linear_tasks(e, args, range, k, n, mr, &tile, epi, false);
     }
 }
 
-/// One tile through the AVX2 microkernels: straight into the output for a full panel, through
-/// a stack tile for a partial last panel.
-fn avx2_tile(
-    e: &mut Emit,
-    t: &kernels::Tile,
-    k: usize,
-    n: usize,
-    micro: &[cranelift_codegen::ir::FuncRef],
-) {
+/// One tile through the AVX2 microkernels: straight into the output for a full panel (with
+/// the epilogue in registers when `fused`), through a stack tile for a partial last panel.
+fn avx2_tile(e: &mut Emit, t: &kernels::Tile, k: usize, n: usize, micro: &AsmRefs, fused: bool) {
     let lda = e.i(k as i64 * 4);
     let ldc = e.i(n as i64 * 4);
     let kk = e.i(k as i64);
+    if fused && t.ncols == PANEL {
+        let mut args = vec![t.a, lda, t.bp, t.c, ldc, kk];
+        args.extend(t.res);
+        e.b.ins().call(micro.fused[t.m - 1], &args);
+        return;
+    }
     avx2_tile_ld(e, t, lda, kk, ldc, micro);
 }
 
@@ -731,7 +820,7 @@ fn attention_gemm(
     tid: Value,
     a: &kernels::AttnShape,
     dmax: usize,
-    micro: &[cranelift_codegen::ir::FuncRef],
+    micro: &AsmRefs,
 ) {
     use cranelift_codegen::ir::condcodes::IntCC;
     let (d, dv) = (a.dq, a.dv);
@@ -795,69 +884,17 @@ fn attention_gemm(
                 for mm in 1..=6usize {
                     let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
                     e.if_nonzero(is, |e| {
-                        e.b.ins().call(micro[mm - 1], &[qa, lda_q, bp, c, ld_s, dk]);
+                        e.b.ins()
+                            .call(micro.plain[mm - 1], &[qa, lda_q, bp, c, ld_s, dk]);
                     });
                 }
             });
         });
         // softmax over each row's first len scores (scaled)
-        let z = e.i(0);
-        e.for_range(z, len, 1, |e, i| {
-            let row = e.b.ins().imul(i, ld_s);
-            let row = e.b.ins().iadd(sbuf, row);
-            let minv = e.fs(emit::Shape::Vector, f32::MIN);
-            let vt = e.vty();
-            let vmax = e.var(vt, minv);
-            let smin = e.f(f32::MIN);
-            let smax = e.var(types::F32, smin);
-            e.span(len, |e, off, s| {
-                let pa = e.b.ins().iadd(row, off);
-                let x = e.load(s, pa, 0);
-                let acc = if s == emit::Shape::Vector { vmax } else { smax };
-                let cur = e.b.use_var(acc);
-                let m = e.b.ins().fmax(cur, x);
-                e.b.def_var(acc, m);
-            });
-            let vm = e.b.use_var(vmax);
-            let mut mx = e.b.use_var(smax);
-            for l in 0..4u8 {
-                let x = e.b.ins().extractlane(vm, l);
-                mx = e.b.ins().fmax(mx, x);
-            }
-            let scale = e.f(a.scale);
-            let mxs = e.b.ins().fmul(mx, scale);
-            let zf = e.fs(emit::Shape::Vector, 0.0);
-            let vsum = e.var(vt, zf);
-            let zs = e.f(0.0);
-            let ssum = e.var(types::F32, zs);
-            e.span(len, |e, off, s| {
-                let pa = e.b.ins().iadd(row, off);
-                let x = e.load(s, pa, 0);
-                let sc = e.fs(s, a.scale);
-                let m = e.splat(s, mxs);
-                let y = e.b.ins().fmul(x, sc);
-                let y = e.b.ins().fsub(y, m);
-                let p = e.exp(s, y);
-                e.store(p, pa, 0);
-                let acc = if s == emit::Shape::Vector { vsum } else { ssum };
-                let cur = e.b.use_var(acc);
-                let ns = e.b.ins().fadd(cur, p);
-                e.b.def_var(acc, ns);
-            });
-            let vs = e.b.use_var(vsum);
-            let hs = e.hsum(emit::Shape::Vector, vs);
-            let ss = e.b.use_var(ssum);
-            let total = e.b.ins().fadd(hs, ss);
-            let one = e.f(1.0);
-            let inv = e.b.ins().fdiv(one, total);
-            e.span(len, |e, off, s| {
-                let pa = e.b.ins().iadd(row, off);
-                let x = e.load(s, pa, 0);
-                let iv = e.splat(s, inv);
-                let y = e.b.ins().fmul(x, iv);
-                e.store(y, pa, 0);
-            });
-        });
+        let sm = micro
+            .softmax
+            .expect("attention kernels declare the softmax");
+        e.b.ins().call(sm, &[sbuf, ld_s, len, len]);
         // pack V: panel p holds value columns 16p..: [16 zeros][len rows of 16]
         let len1 = e.b.ins().iadd_imm_s(len, 1);
         let vpanel_bytes = e.b.ins().imul_imm_s(len1, (PANEL * 4) as i64);
@@ -919,6 +956,7 @@ fn attention_gemm(
                             bp,
                             m: mm,
                             ncols: cols,
+                            res: None,
                         };
                         avx2_tile_ld(e, &t, ld_s, len, ldc_o, micro);
                     });
@@ -935,11 +973,11 @@ fn avx2_tile_ld(
     lda: Value,
     k: Value,
     ldc: Value,
-    micro: &[cranelift_codegen::ir::FuncRef],
+    micro: &AsmRefs,
 ) {
     if t.ncols == PANEL {
         e.b.ins()
-            .call(micro[t.m - 1], &[t.a, lda, t.bp, t.c, ldc, k]);
+            .call(micro.plain[t.m - 1], &[t.a, lda, t.bp, t.c, ldc, k]);
         return;
     }
     let tile = e.b.create_sized_stack_slot(StackSlotData::new(
@@ -950,7 +988,7 @@ fn avx2_tile_ld(
     let tp = e.b.ins().stack_addr(types::I64, tile, 0);
     let tld = e.i((PANEL * 4) as i64);
     e.b.ins()
-        .call(micro[t.m - 1], &[t.a, lda, t.bp, tp, tld, k]);
+        .call(micro.plain[t.m - 1], &[t.a, lda, t.bp, tp, tld, k]);
     for i in 0..t.m {
         let row = e.b.ins().imul_imm_s(ldc, i as i64);
         let row = e.b.ins().iadd(t.c, row);

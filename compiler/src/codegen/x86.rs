@@ -1,27 +1,236 @@
-//! Hand-assembled x86-64 GEMM microkernels (iced-x86), placed into the object beside the
-//! Cranelift code with `define_function_bytes`. Cranelift's x64 backend has 128-bit vectors
-//! only; these use 256-bit AVX2 registers with FMA.
+//! Hand-assembled x86-64 kernels (iced-x86), placed into the object beside the Cranelift code
+//! with `define_function_bytes`. Cranelift's x64 backend has 128-bit vectors only; these use
+//! 256-bit AVX2 registers with FMA.
 //!
-//! `kernel(a, lda, bp, c, ldc, k)` (System V: rdi, rsi, rdx, rcx, r8, r9) computes an
-//! `mr x 16` tile: `c[i][0..16] = bp[0..16] + sum_kk a[i*lda + kk] * bp[16 + kk*16 ..]` where
-//! `bp` is one packed panel (bias row, then `k` rows of 16 weights), `lda` and `ldc` are row
-//! strides in bytes. It only touches caller-saved registers.
+//! The GEMM microkernel `kernel(a, lda, bp, c, ldc, k[, res])` (System V: rdi, rsi, rdx, rcx,
+//! r8, r9, then the stack) computes an `mr x 16` tile:
+//! `c[i][0..16] = epi(bp[0..16] + sum_kk a[i*lda + kk] * bp[16 + kk*16 ..])` where `bp` is one
+//! packed panel (bias row, then `k` rows of 16 weights), `lda` and `ldc` are row strides in
+//! bytes, and the epilogue `epi` (an activation, then adding the tile at `res`, stride `ldc`)
+//! runs on the registers before the store. `softmax` normalises rows of scores. Constants
+//! (polynomial coefficients, clamps) sit after the code and are read RIP-relative, so the
+//! bytes are position independent. Every kernel only touches caller-saved registers.
 
 use iced_x86::code_asm::*;
 
-use super::lower::CodegenError;
+use super::lower::{Act, CodegenError};
+use crate::ir::GeluApprox;
 
 fn asm_err(e: IcedError) -> CodegenError {
     CodegenError::Asm(e.to_string())
 }
 
-/// The AVX2 + FMA microkernel for `mr` rows (1 to 6).
-pub fn avx2_kernel(mr: usize) -> Result<Vec<u8>, CodegenError> {
+/// What a microkernel does to its tile between the accumulation and the store.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MicroEpi {
+    pub act: Option<Act>,
+    /// Add the tile at the 7th argument (same row stride as the output).
+    pub residual: bool,
+}
+
+impl MicroEpi {
+    pub const NONE: MicroEpi = MicroEpi {
+        act: None,
+        residual: false,
+    };
+
+    /// A short name for symbols.
+    pub fn tag(&self) -> String {
+        let act = match self.act {
+            None => "",
+            Some(Act::Relu) => "relu",
+            Some(Act::Tanh) => "tanh",
+            Some(Act::Gelu(GeluApprox::Erf)) => "gelu",
+            Some(Act::Gelu(GeluApprox::Tanh)) => "gelut",
+        };
+        let res = if self.residual { "res" } else { "" };
+        format!("{act}{res}")
+    }
+}
+
+/// f32 constants broadcast to 8 lanes, placed after the code and addressed RIP-relative.
+struct Consts {
+    items: Vec<(u32, CodeLabel)>,
+}
+
+impl Consts {
+    fn new() -> Self {
+        Consts { items: Vec::new() }
+    }
+
+    fn bits(&mut self, a: &mut CodeAssembler, bits: u32) -> AsmMemoryOperand {
+        if let Some((_, l)) = self.items.iter().find(|(b, _)| *b == bits) {
+            return ymmword_ptr(*l);
+        }
+        let l = a.create_label();
+        self.items.push((bits, l));
+        ymmword_ptr(l)
+    }
+
+    fn f(&mut self, a: &mut CodeAssembler, v: f32) -> AsmMemoryOperand {
+        self.bits(a, v.to_bits())
+    }
+
+    /// Emits the table (after the last instruction).
+    fn place(self, a: &mut CodeAssembler) -> Result<(), IcedError> {
+        for (bits, mut l) in self.items {
+            a.set_label(&mut l)?;
+            a.dd(&[bits; 8])?;
+        }
+        Ok(())
+    }
+}
+
+/// `x = exp(x)` on 8 lanes, with `t1` and `t2` as scratch: `x` clamped to [-87.3, 88],
+/// `n = round(x / ln 2)` by the 1.5·2²³ trick, `r = x - n ln 2` (two-part ln 2), a degree-6
+/// Taylor polynomial on |r| <= ln2/2 (relative error below 2e-7), times 2ⁿ built in the
+/// exponent bits.
+fn exp8(
+    a: &mut CodeAssembler,
+    k: &mut Consts,
+    x: AsmRegisterYmm,
+    t1: AsmRegisterYmm,
+    t2: AsmRegisterYmm,
+) -> Result<(), IcedError> {
+    let lo = k.f(a, -87.3);
+    a.vmaxps(x, x, lo)?;
+    let hi = k.f(a, 88.0);
+    a.vminps(x, x, hi)?;
+    let magic = k.f(a, 12582912.0);
+    a.vmovups(t1, magic)?;
+    let log2e = k.f(a, std::f32::consts::LOG2_E);
+    a.vfmadd231ps(t1, x, log2e)?;
+    a.vsubps(t2, t1, magic)?;
+    let ln2_hi = k.f(a, -0.693_145_75);
+    a.vfmadd231ps(x, t2, ln2_hi)?;
+    let ln2_lo = k.f(a, -1.428_606_8e-6);
+    a.vfmadd231ps(x, t2, ln2_lo)?;
+    // 2^n: bits(t) = bits(magic) + n, and bits(magic) << 23 vanishes mod 2^32
+    a.vpslld(t1, t1, 23)?;
+    let one_bits = k.bits(a, 127 << 23);
+    a.vpaddd(t1, t1, one_bits)?;
+    let c = [
+        1.0 / 720.0,
+        1.0 / 120.0,
+        1.0 / 24.0,
+        1.0 / 6.0,
+        0.5,
+        1.0,
+        1.0,
+    ];
+    let c0 = k.f(a, c[0]);
+    a.vmovups(t2, c0)?;
+    for &cv in &c[1..] {
+        let m = k.f(a, cv);
+        a.vfmadd213ps(t2, x, m)?;
+    }
+    a.vmulps(x, t2, t1)?;
+    Ok(())
+}
+
+/// The coefficients of the rational erf approximation `erf(z) = z P(z²) / Q(z²)` on
+/// z in [-4, 4] (clamped outside, where erf is ±1 in f32): the numerator's from z¹³ down to z¹,
+/// the denominator's from z⁸ down to z⁰. Maximum absolute error about 1e-7 (tested against
+/// libm in this module).
+pub const ERF_P: [f32; 7] = [
+    -2.726_142_3e-10,
+    2.770_681_4e-8,
+    -2.101_024e-6,
+    -5.692_506_4e-5,
+    -7.349_906_3e-4,
+    -2.954_6e-3,
+    -1.609_603_3e-2,
+];
+pub const ERF_Q: [f32; 5] = [
+    -1.456_607_2e-5,
+    -2.133_740_6e-4,
+    -1.682_827e-3,
+    -7.373_329e-3,
+    -1.426_474e-2,
+];
+
+/// `y = act(y)` on 8 lanes with the four scratch registers `t`.
+fn act8(
+    a: &mut CodeAssembler,
+    k: &mut Consts,
+    act: Act,
+    y: AsmRegisterYmm,
+    t: [AsmRegisterYmm; 4],
+) -> Result<(), IcedError> {
+    match act {
+        Act::Relu => {
+            a.vxorps(t[0], t[0], t[0])?;
+            a.vmaxps(y, y, t[0])?;
+        }
+        Act::Gelu(GeluApprox::Erf) => {
+            // 0.5 x (1 + erf(x / sqrt 2))
+            let [z, z2, p, q] = t;
+            let r2 = k.f(a, std::f32::consts::FRAC_1_SQRT_2);
+            a.vmulps(z, y, r2)?;
+            let m4 = k.f(a, -4.0);
+            a.vmaxps(z, z, m4)?;
+            let p4 = k.f(a, 4.0);
+            a.vminps(z, z, p4)?;
+            a.vmulps(z2, z, z)?;
+            let c = k.f(a, ERF_P[0]);
+            a.vmovups(p, c)?;
+            for &cv in &ERF_P[1..] {
+                let m = k.f(a, cv);
+                a.vfmadd213ps(p, z2, m)?;
+            }
+            a.vmulps(p, p, z)?;
+            let c = k.f(a, ERF_Q[0]);
+            a.vmovups(q, c)?;
+            for &cv in &ERF_Q[1..] {
+                let m = k.f(a, cv);
+                a.vfmadd213ps(q, z2, m)?;
+            }
+            a.vdivps(p, p, q)?;
+            let half = k.f(a, 0.5);
+            a.vmulps(z, y, half)?;
+            a.vfmadd213ps(p, z, z)?;
+            a.vmovaps(y, p)?;
+        }
+        Act::Gelu(GeluApprox::Tanh) => {
+            // x sigmoid(2u) = x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3)
+            let [u, t1, t2, _] = t;
+            let kk = (2.0 / std::f64::consts::PI).sqrt() as f32;
+            a.vmulps(u, y, y)?;
+            let c3 = k.f(a, -2.0 * kk * 0.044715);
+            a.vmovups(t1, c3)?;
+            let c1 = k.f(a, -2.0 * kk);
+            a.vfmadd213ps(u, t1, c1)?;
+            a.vmulps(u, u, y)?;
+            exp8(a, k, u, t1, t2)?;
+            let one = k.f(a, 1.0);
+            a.vaddps(u, u, one)?;
+            a.vdivps(y, y, u)?;
+        }
+        Act::Tanh => {
+            // 2 / (1 + exp(-2x)) - 1
+            let [u, t1, t2, _] = t;
+            let m2 = k.f(a, -2.0);
+            a.vmulps(u, y, m2)?;
+            exp8(a, k, u, t1, t2)?;
+            let one = k.f(a, 1.0);
+            a.vaddps(u, u, one)?;
+            let two = k.f(a, 2.0);
+            a.vmovups(t1, two)?;
+            a.vdivps(y, t1, u)?;
+            a.vsubps(y, y, one)?;
+        }
+    }
+    Ok(())
+}
+
+/// The AVX2 + FMA microkernel for `mr` rows (1 to 6) with epilogue `epi`.
+pub fn avx2_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
     assert!((1..=6).contains(&mr), "mr out of range");
     let y = [
         ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11,
     ];
     let mut a = CodeAssembler::new(64).map_err(asm_err)?;
+    let mut consts = Consts::new();
     let src = |r: usize| match r {
         0 => dword_ptr(rdi),
         1 => dword_ptr(rdi + rsi),
@@ -96,12 +305,165 @@ pub fn avx2_kernel(mr: usize) -> Result<Vec<u8>, CodegenError> {
         a.set_label(&mut done)?;
         a.lea(r11, ptr(rcx + r8 * 2))?;
         a.add(r11, r8)?;
+        if let Some(act) = epi.act {
+            for acc in y.iter().take(2 * mr) {
+                act8(&mut a, &mut consts, act, *acc, [ymm12, ymm13, ymm14, ymm15])?;
+            }
+        }
+        if epi.residual {
+            // the residual tile: rax (rows 0-2) and r10 (rows 3-5), stride r8
+            a.mov(rax, qword_ptr(rsp + 8))?;
+            a.lea(r10, ptr(rax + r8 * 2))?;
+            a.add(r10, r8)?;
+            let res = |r: usize, off: i32| match r {
+                0 => ymmword_ptr(rax + off),
+                1 => ymmword_ptr(rax + r8 + off),
+                2 => ymmword_ptr(rax + r8 * 2 + off),
+                3 => ymmword_ptr(r10 + off),
+                4 => ymmword_ptr(r10 + r8 + off),
+                _ => ymmword_ptr(r10 + r8 * 2 + off),
+            };
+            for r in 0..mr {
+                a.vaddps(y[2 * r], y[2 * r], res(r, 0))?;
+                a.vaddps(y[2 * r + 1], y[2 * r + 1], res(r, 32))?;
+            }
+        }
         for r in 0..mr {
             a.vmovups(dst(r, 0), y[2 * r])?;
             a.vmovups(dst(r, 32), y[2 * r + 1])?;
         }
         a.vzeroupper()?;
         a.ret()?;
+        consts.place(&mut a)?;
+        Ok(())
+    })()
+    .map_err(asm_err)?;
+    a.assemble(0).map_err(asm_err)
+}
+
+/// Horizontal reduction of the 8 lanes of `x` into every lane (`max` or add), `t` scratch.
+fn hreduce(
+    a: &mut CodeAssembler,
+    x: AsmRegisterYmm,
+    t: AsmRegisterYmm,
+    max: bool,
+) -> Result<(), IcedError> {
+    a.vperm2f128(t, x, x, 1)?;
+    let op = |a: &mut CodeAssembler| {
+        if max {
+            a.vmaxps(x, x, t)
+        } else {
+            a.vaddps(x, x, t)
+        }
+    };
+    op(a)?;
+    a.vpermilps(t, x, 0x4e)?;
+    op(a)?;
+    a.vpermilps(t, x, 0xb1)?;
+    op(a)
+}
+
+/// `softmax(rows_ptr, ld, rows, len)`: for each of `rows` rows (stride `ld` bytes) of `len`
+/// scores, `p_j = exp(s x_j - max) / sum` with the scale `s` baked in. Each row must have
+/// room for `len` rounded up to 8 floats: the lanes past `len` of the last vector are written
+/// with junk and left out of the max and the sum.
+pub fn avx2_softmax(scale: f32) -> Result<Vec<u8>, CodegenError> {
+    let mut a = CodeAssembler::new(64).map_err(asm_err)?;
+    let mut k = Consts::new();
+    let mut masks = a.create_label();
+    (|| -> Result<(), IcedError> {
+        let mut end = a.create_label();
+        let mut row = a.create_label();
+        a.test(rdx, rdx)?;
+        a.jz(end)?;
+        // r8 = len & !7 (full vectors), r9 = len - r8 (the tail), ymm7 = the tail's mask
+        a.mov(r8, rcx)?;
+        a.and(r8, -8)?;
+        a.mov(r9, rcx)?;
+        a.sub(r9, r8)?;
+        a.lea(r10, ptr(masks))?;
+        a.shl(r9, 2)?;
+        a.sub(r10, r9)?;
+        a.vmovups(ymm7, ymmword_ptr(r10 + 32))?;
+        let sc = k.f(&mut a, scale);
+        a.vmovups(ymm6, sc)?;
+        let lowest = k.f(&mut a, f32::MIN);
+        a.vmovups(ymm8, lowest)?;
+        a.set_label(&mut row)?;
+        // pass 1: the maximum of the scaled scores
+        a.vmovaps(ymm0, ymm8)?;
+        a.xor(eax, eax)?;
+        let mut l1 = a.create_label();
+        let mut t1 = a.create_label();
+        a.set_label(&mut l1)?;
+        a.cmp(rax, r8)?;
+        a.jge(t1)?;
+        a.vmulps(ymm1, ymm6, ymmword_ptr(rdi + rax * 4))?;
+        a.vmaxps(ymm0, ymm0, ymm1)?;
+        a.add(rax, 8)?;
+        a.jmp(l1)?;
+        a.set_label(&mut t1)?;
+        let mut h1 = a.create_label();
+        a.cmp(r8, rcx)?;
+        a.je(h1)?;
+        a.vmulps(ymm1, ymm6, ymmword_ptr(rdi + rax * 4))?;
+        a.vblendvps(ymm1, ymm8, ymm1, ymm7)?;
+        a.vmaxps(ymm0, ymm0, ymm1)?;
+        a.set_label(&mut h1)?;
+        hreduce(&mut a, ymm0, ymm1, true)?;
+        // pass 2: exponentials, stored, summed
+        a.vxorps(ymm5, ymm5, ymm5)?;
+        a.xor(eax, eax)?;
+        let mut l2 = a.create_label();
+        let mut t2 = a.create_label();
+        a.set_label(&mut l2)?;
+        a.cmp(rax, r8)?;
+        a.jge(t2)?;
+        a.vmulps(ymm1, ymm6, ymmword_ptr(rdi + rax * 4))?;
+        a.vsubps(ymm1, ymm1, ymm0)?;
+        exp8(&mut a, &mut k, ymm1, ymm2, ymm3)?;
+        a.vmovups(ymmword_ptr(rdi + rax * 4), ymm1)?;
+        a.vaddps(ymm5, ymm5, ymm1)?;
+        a.add(rax, 8)?;
+        a.jmp(l2)?;
+        a.set_label(&mut t2)?;
+        let mut h2 = a.create_label();
+        a.cmp(r8, rcx)?;
+        a.je(h2)?;
+        a.vmulps(ymm1, ymm6, ymmword_ptr(rdi + rax * 4))?;
+        a.vsubps(ymm1, ymm1, ymm0)?;
+        exp8(&mut a, &mut k, ymm1, ymm2, ymm3)?;
+        a.vandps(ymm1, ymm1, ymm7)?;
+        a.vmovups(ymmword_ptr(rdi + rax * 4), ymm1)?;
+        a.vaddps(ymm5, ymm5, ymm1)?;
+        a.set_label(&mut h2)?;
+        hreduce(&mut a, ymm5, ymm1, false)?;
+        let one = k.f(&mut a, 1.0);
+        a.vmovups(ymm1, one)?;
+        a.vdivps(ymm1, ymm1, ymm5)?;
+        // pass 3: scale by 1 / sum (whole vectors; the tail lanes are junk anyway)
+        a.xor(eax, eax)?;
+        let mut l3 = a.create_label();
+        let mut d3 = a.create_label();
+        a.set_label(&mut l3)?;
+        a.cmp(rax, rcx)?;
+        a.jge(d3)?;
+        a.vmulps(ymm2, ymm1, ymmword_ptr(rdi + rax * 4))?;
+        a.vmovups(ymmword_ptr(rdi + rax * 4), ymm2)?;
+        a.add(rax, 8)?;
+        a.jmp(l3)?;
+        a.set_label(&mut d3)?;
+        a.add(rdi, rsi)?;
+        a.dec(rdx)?;
+        a.jnz(row)?;
+        a.set_label(&mut end)?;
+        a.vzeroupper()?;
+        a.ret()?;
+        // 8 lanes of all-ones then 8 of zeros: the mask of the first r lanes is at 32 - 4r
+        a.set_label(&mut masks)?;
+        a.dd(&[u32::MAX; 8])?;
+        a.dd(&[0; 8])?;
+        k.place(&mut a)?;
         Ok(())
     })()
     .map_err(asm_err)?;
@@ -136,4 +498,53 @@ pub fn avx2_peak() -> Result<Vec<u8>, CodegenError> {
     })()
     .map_err(asm_err)?;
     a.assemble(0).map_err(asm_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    extern "C" {
+        fn erf(x: f64) -> f64;
+    }
+
+    /// The rational erf in f32 arithmetic with fused multiply-adds, as the kernels evaluate it.
+    fn erf_f32(x: f32) -> f32 {
+        let z = x.clamp(-4.0, 4.0);
+        let z2 = z * z;
+        let p = ERF_P[1..].iter().fold(ERF_P[0], |p, &c| p.mul_add(z2, c)) * z;
+        let q = ERF_Q[1..].iter().fold(ERF_Q[0], |q, &c| q.mul_add(z2, c));
+        p / q
+    }
+
+    #[test]
+    fn rational_erf_is_within_its_error_budget() {
+        let mut worst = 0f64;
+        for i in -60000..=60000 {
+            let x = i as f32 * 1e-4;
+            let want = unsafe { erf(x as f64) };
+            worst = worst.max((erf_f32(x) as f64 - want).abs());
+        }
+        assert!(worst < 5e-7, "max |erf error| {worst:e}");
+    }
+
+    #[test]
+    fn kernels_assemble() {
+        for mr in 1..=6 {
+            for act in [
+                None,
+                Some(Act::Relu),
+                Some(Act::Tanh),
+                Some(Act::Gelu(GeluApprox::Erf)),
+                Some(Act::Gelu(GeluApprox::Tanh)),
+            ] {
+                for residual in [false, true] {
+                    assert!(!avx2_kernel(mr, MicroEpi { act, residual })
+                        .unwrap()
+                        .is_empty());
+                }
+            }
+        }
+        assert!(!avx2_softmax(0.125).unwrap().is_empty());
+    }
 }
