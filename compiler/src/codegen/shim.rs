@@ -184,11 +184,20 @@ struct pool {
     atomic_int pending;    /* workers still in the current job */
 };
 
+/* Guided self-scheduling: each grab takes a share of what is left (at least `grain`), so that
+   big grabs keep consecutive tasks (same weights) on one thread and the last grabs are small
+   enough that no thread waits long at the end of a step. */
 static void pool_work(pool_t *p, int64_t tid) {
+    int threads = p->nworkers + 1;
     for (;;) {
-        int64_t b = atomic_fetch_add(&p->next, p->grain);
-        if (b >= p->ntasks) break;
-        int64_t e = b + p->grain < p->ntasks ? b + p->grain : p->ntasks;
+        int64_t b = atomic_load(&p->next);
+        int64_t take;
+        do {
+            if (b >= p->ntasks) return;
+            take = (p->ntasks - b) / (2 * threads);
+            if (take < p->grain) take = p->grain;
+        } while (!atomic_compare_exchange_weak(&p->next, &b, b + take));
+        int64_t e = b + take < p->ntasks ? b + take : p->ntasks;
         p->fn(p->args, b, e, tid);
     }
 }
@@ -229,7 +238,7 @@ void @N@__parallel(pool_t *p, task_fn fn, const int64_t *args, int64_t ntasks) {
         return;
     }
     int threads = p->nworkers + 1;
-    int64_t grain = ntasks / (threads * 4);
+    int64_t grain = ntasks / (threads * 32);
     p->fn = fn;
     p->args = args;
     p->ntasks = ntasks;
