@@ -579,7 +579,7 @@ pub fn compile_with(
                             let dv16 = dv.div_ceil(PANEL) * PANEL;
                             let l = e.b.ins().iadd_imm_s(seq, PANEL as i64 - 1);
                             let l = e.b.ins().band_imm_s(l, -(PANEL as i64));
-                            let ll = e.b.ins().imul(l, l);
+                            let ll = e.b.ins().imul_imm_s(l, ATTN_TILE as i64);
                             let kd = e.b.ins().imul_imm_s(l, d as i64 + 1);
                             let l1 = e.b.ins().iadd_imm_s(l, 1);
                             let vd = e.b.ins().imul_imm_s(l1, dv16 as i64);
@@ -622,7 +622,7 @@ pub fn compile_with(
     let scratch_floats_c = match attn_dims(&program) {
         Some((d, dv)) if cfg.avx2 => {
             let dv16 = dv.div_ceil(PANEL) * PANEL;
-            format!("(size_t)threads * attn_thread_floats(seq, {d}, {dv16})")
+            format!("(size_t)threads * attn_thread_floats(seq, {d}, {dv16}, {ATTN_TILE})")
         }
         Some(_) => format!("(size_t)batch * (size_t)seq * {}", program.max_heads),
         None => "0".to_string(),
@@ -806,11 +806,16 @@ fn avx2_tile(e: &mut Emit, t: &kernels::Tile, k: usize, n: usize, micro: &AsmRef
     avx2_tile_ld(e, t, lda, kk, ldc, micro);
 }
 
+/// Queries per attention tile: the scores of one tile (`ATTN_TILE x L` floats, 24 KiB at
+/// L = 128, 96 KiB at 512) stay in L2 while K and V are swept once each per tile.
+pub const ATTN_TILE: usize = 48;
+
 /// Attention as two GEMMs per (sequence, head) task on the AVX2 microkernels: K of the head
-/// packed transposed into 16-key panels, scores `Q Kᵀ` for 6-query tiles, a vectorised
-/// softmax over each row (scaled), V packed into panels, `P V` straight into the output.
-/// Each thread has its own scratch (`tid` selects it): scores `L x L`, packed K and V, with
-/// `L` the sequence length rounded up to 16. `dmax` (the widest head of any step) places
+/// packed transposed into 16-key panels and V into 16-column panels, then for each tile of 6
+/// queries (`ATTN_TILE`): the scores `Q Kᵀ` against every key panel, the AVX2 softmax of
+/// those rows (scaled), and `P V` straight into the output. Only one tile of scores exists at
+/// a time. Each thread has its own scratch (`tid` selects it): the score tile, packed K and V,
+/// with `L` the sequence length rounded up to 16. `dmax` (the widest head of any step) places
 /// packed V after packed K in the scratch layout.
 #[allow(clippy::too_many_arguments)]
 fn attention_gemm(
@@ -828,7 +833,7 @@ fn attention_gemm(
     let lp = e.b.ins().band_imm_s(lp, -(PANEL as i64));
     let base = e.b.ins().imul(tid, stride);
     let sbuf = e.b.ins().iadd(scratch, base);
-    let ll = e.b.ins().imul(lp, lp);
+    let ll = e.b.ins().imul_imm_s(lp, ATTN_TILE as i64);
     let kp = e.addr(sbuf, ll, 4);
     let kd = e.b.ins().imul_imm_s(lp, dmax as i64 + 1);
     let vp = e.addr(kp, kd, 4);
@@ -863,38 +868,6 @@ fn attention_gemm(
                     .store(emit::mem(), x, dst, ((PANEL + c * PANEL) * 4) as i32);
             }
         });
-        // scores S[i, j] = q_i · k_j for 6-query tiles and every key panel
-        let rows6 = e.b.ins().iadd_imm_s(len, 5);
-        let rows6 = e.b.ins().udiv_imm_u(rows6, 6);
-        let z = e.i(0);
-        e.for_range(z, rows6, 1, |e, rb| {
-            let i0 = e.b.ins().imul_imm_s(rb, 6);
-            let left = e.b.ins().isub(len, i0);
-            let six = e.i(6);
-            let m = e.b.ins().smin(left, six);
-            let qi = e.b.ins().iadd(s0, i0);
-            let qa = e.addr(q, qi, a.wq as i64 * 4);
-            let qa = e.addr(qa, h, d as i64 * 4);
-            let crow = e.b.ins().imul(i0, ld_s);
-            let crow = e.b.ins().iadd(sbuf, crow);
-            let z = e.i(0);
-            e.for_range(z, kpanels, 1, |e, p| {
-                let bp = e.addr(kp, p, panel_k);
-                let c = e.addr(crow, p, (PANEL * 4) as i64);
-                for mm in 1..=6usize {
-                    let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
-                    e.if_nonzero(is, |e| {
-                        e.b.ins()
-                            .call(micro.plain[mm - 1], &[qa, lda_q, bp, c, ld_s, dk]);
-                    });
-                }
-            });
-        });
-        // softmax over each row's first len scores (scaled)
-        let sm = micro
-            .softmax
-            .expect("attention kernels declare the softmax");
-        e.b.ins().call(sm, &[sbuf, ld_s, len, len]);
         // pack V: panel p holds value columns 16p..: [16 zeros][len rows of 16]
         let len1 = e.b.ins().iadd_imm_s(len, 1);
         let vpanel_bytes = e.b.ins().imul_imm_s(len1, (PANEL * 4) as i64);
@@ -930,38 +903,79 @@ fn attention_gemm(
                 }
             }
         });
-        // out = P V for 6-query tiles and every value panel (k = len)
+        // per tile of ATTN_TILE queries: scores against every key panel (6 queries at a
+        // time), softmax of the tile's rows, then P V into the output
+        let ntiles = e.b.ins().iadd_imm_s(len, ATTN_TILE as i64 - 1);
+        let ntiles = e.b.ins().udiv_imm_u(ntiles, ATTN_TILE as i64);
         let z = e.i(0);
-        e.for_range(z, rows6, 1, |e, rb| {
-            let i0 = e.b.ins().imul_imm_s(rb, 6);
-            let left = e.b.ins().isub(len, i0);
-            let six = e.i(6);
-            let m = e.b.ins().smin(left, six);
-            let prow = e.b.ins().imul(i0, ld_s);
-            let prow = e.b.ins().iadd(sbuf, prow);
-            let oi = e.b.ins().iadd(s0, i0);
-            let orow = e.addr(out, oi, a.wv as i64 * 4);
-            let orow = e.addr(orow, h, dv as i64 * 4);
-            for p in 0..vpanels {
-                let bp = e.b.ins().imul_imm_s(vpanel_bytes, p as i64);
-                let bp = e.b.ins().iadd(vp, bp);
-                let c = e.b.ins().iadd_imm_s(orow, (p * PANEL * 4) as i64);
-                let cols = (dv - p * PANEL).min(PANEL);
-                for mm in 1..=6usize {
-                    let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
-                    e.if_nonzero(is, |e| {
-                        let t = kernels::Tile {
-                            a: prow,
-                            c,
-                            bp,
-                            m: mm,
-                            ncols: cols,
-                            res: None,
-                        };
-                        avx2_tile_ld(e, &t, ld_s, len, ldc_o, micro);
-                    });
+        e.for_range(z, ntiles, 1, |e, qt| {
+            let t0 = e.b.ins().imul_imm_s(qt, ATTN_TILE as i64);
+            let tleft = e.b.ins().isub(len, t0);
+            let tmax = e.i(ATTN_TILE as i64);
+            let tlen = e.b.ins().smin(tleft, tmax);
+            let rows6 = e.b.ins().iadd_imm_s(tlen, 5);
+            let rows6 = e.b.ins().udiv_imm_u(rows6, 6);
+            // the 6-row blocks of the tile: (rows, first query, its score row)
+            let block = |e: &mut Emit, rb: Value| {
+                let i0 = e.b.ins().imul_imm_s(rb, 6);
+                let left = e.b.ins().isub(tlen, i0);
+                let six = e.i(6);
+                let m = e.b.ins().smin(left, six);
+                let qi = e.b.ins().iadd(s0, t0);
+                let qi = e.b.ins().iadd(qi, i0);
+                let srow = e.b.ins().imul(i0, ld_s);
+                let srow = e.b.ins().iadd(sbuf, srow);
+                (m, qi, srow)
+            };
+            let z = e.i(0);
+            e.for_range(z, rows6, 1, |e, rb| {
+                let (m, qi, srow) = block(e, rb);
+                let qa = e.addr(q, qi, a.wq as i64 * 4);
+                let qa = e.addr(qa, h, d as i64 * 4);
+                let z = e.i(0);
+                e.for_range(z, kpanels, 1, |e, p| {
+                    let bp = e.addr(kp, p, panel_k);
+                    let c = e.addr(srow, p, (PANEL * 4) as i64);
+                    for mm in 1..=6usize {
+                        let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
+                        e.if_nonzero(is, |e| {
+                            e.b.ins()
+                                .call(micro.plain[mm - 1], &[qa, lda_q, bp, c, ld_s, dk]);
+                        });
+                    }
+                });
+            });
+            // softmax over each row's first len scores (scaled)
+            let sm = micro
+                .softmax
+                .expect("attention kernels declare the softmax");
+            e.b.ins().call(sm, &[sbuf, ld_s, tlen, len]);
+            let z = e.i(0);
+            e.for_range(z, rows6, 1, |e, rb| {
+                let (m, qi, srow) = block(e, rb);
+                let orow = e.addr(out, qi, a.wv as i64 * 4);
+                let orow = e.addr(orow, h, dv as i64 * 4);
+                for p in 0..vpanels {
+                    let bp = e.b.ins().imul_imm_s(vpanel_bytes, p as i64);
+                    let bp = e.b.ins().iadd(vp, bp);
+                    let c = e.b.ins().iadd_imm_s(orow, (p * PANEL * 4) as i64);
+                    let cols = (dv - p * PANEL).min(PANEL);
+                    for mm in 1..=6usize {
+                        let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
+                        e.if_nonzero(is, |e| {
+                            let t = kernels::Tile {
+                                a: srow,
+                                c,
+                                bp,
+                                m: mm,
+                                ncols: cols,
+                                res: None,
+                            };
+                            avx2_tile_ld(e, &t, ld_s, len, ldc_o, micro);
+                        });
+                    }
                 }
-            }
+            });
         });
     });
 }
