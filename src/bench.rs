@@ -149,17 +149,26 @@ pub struct ModelBench {
     pub cpu: Option<String>,
 }
 
-/// A `.so` artifact, or a model compiled here to one in `tmp`: the library, its symbol prefix
-/// and its vocabulary size.
+/// `NAME_flops(mask, batch, seq)` of an artifact.
+type FlopsFn = unsafe extern "C" fn(*const i32, i32, i32) -> f64;
+
+/// A `.so` artifact, or a model compiled here to one in `tmp`: the library, its vocabulary
+/// size, and its `NAME_flops` (artifacts of older bertc versions lack it).
 fn open_artifact(
     model: &Path,
     name: Option<&str>,
     cpu: Option<&str>,
     tmp: &Scratch,
     tag: &str,
-) -> Result<(Arc<Artifact>, usize), CliError> {
+) -> Result<(Arc<Artifact>, usize, Option<FlopsFn>), CliError> {
     let (so, name) =
         crate::compile::shared_library(model, name, OutputKind::LastHiddenState, cpu, tmp, tag)?;
+    let flops = bertc_runtime::Library::open(&so)?
+        .symbol(&format!("{name}_flops"))
+        .ok()
+        // SAFETY: `NAME_flops` has this signature in every artifact that exports it (see the
+        // generated header).
+        .map(|f| unsafe { std::mem::transmute::<*mut std::ffi::c_void, FlopsFn>(f) });
     // the vocabulary from the header of a model compiled here (an artifact's is not known)
     let h = std::fs::read_to_string(tmp.path(&format!("{tag}.h"))).unwrap_or_default();
     let prefix = format!("#define {}_VOCAB ", tag.to_uppercase());
@@ -168,7 +177,7 @@ fn open_artifact(
         .find_map(|l| l.strip_prefix(prefix.as_str()))
         .and_then(|v| v.trim().parse::<usize>().ok())
         .unwrap_or(1000);
-    Ok((Arc::new(Artifact::open(&so, &name)?), vocab))
+    Ok((Arc::new(Artifact::open(&so, &name)?), vocab, flops))
 }
 
 /// Rounds the runs are spread over, so that drift of the machine hits every model alike.
@@ -216,7 +225,7 @@ pub fn model(o: &ModelBench) -> Result<String, CliError> {
     let per = o.runs.div_ceil(ROUNDS).max(1);
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); arts.len()];
     for _ in 0..ROUNDS {
-        for ((art, _), t) in arts.iter().zip(times.iter_mut()) {
+        for ((art, _, _), t) in arts.iter().zip(times.iter_mut()) {
             let mut m = art.model(o.threads)?;
             for i in 0..per + 3 {
                 let t0 = Instant::now();
@@ -227,6 +236,11 @@ pub fn model(o: &ModelBench) -> Result<String, CliError> {
             }
         }
     }
+    // SAFETY: the mask holds b * s values.
+    let flops: Vec<Option<f64>> = arts
+        .iter()
+        .map(|a| a.2.map(|f| unsafe { f(mask.as_ptr(), b as i32, s as i32) }))
+        .collect();
     drop(arts);
     let names: Vec<String> = std::iter::once(&o.model)
         .chain(o.against.as_ref())
@@ -234,11 +248,18 @@ pub fn model(o: &ModelBench) -> Result<String, CliError> {
         .collect();
     let mut out = String::new();
     let mut medians = Vec::new();
-    for (name, t) in names.iter().zip(times) {
+    for ((name, t), fl) in names.iter().zip(times).zip(flops) {
         let (med, min) = stats(t);
         medians.push(med);
+        let gflops = fl.map_or(String::new(), |f| {
+            format!(
+                ", {:.1} GFLOP/s ({:.2} GFLOP a run)",
+                f / med * 1e-9,
+                f * 1e-9
+            )
+        });
         out += &format!(
-            "{name} batch {b} x seq {s}{}, threads {}: median {:.2} ms, best {:.2} ms, {:.0} tokens/s (median)\n",
+            "{name} batch {b} x seq {s}{}, threads {}: median {:.2} ms, best {:.2} ms, {:.0} tokens/s{gflops} (median)\n",
             if o.ragged { format!(" (ragged, {tokens} real tokens)") } else { String::new() },
             o.threads,
             med * 1e3,

@@ -366,6 +366,9 @@ Examples:
         /// The tokenizer.json to use with --text (default: the one beside the model).
         #[arg(long)]
         tokenizer: Option<PathBuf>,
+        /// Interpret the graph after the fusion passes that `bertc compile` runs.
+        #[arg(long)]
+        optimize: bool,
         /// Prune as `bertc compile` does (--speedup or --latency with --profile), then run.
         #[command(flatten)]
         prune: PruneArgs,
@@ -649,6 +652,7 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             type_ids,
             text,
             tokenizer,
+            optimize,
             prune,
         } => {
             let (mut g, _) = load_raised(&model)?;
@@ -656,6 +660,9 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
                 prune::prune(&mut g, &model, &p, true)?;
             }
             select_output(&mut g, output)?;
+            if optimize {
+                bertc_passes::optimize(&mut g)?;
+            }
             let batch = if text.is_empty() {
                 inputs::read_id_files(mask.as_deref(), type_ids.as_deref())?
             } else {

@@ -244,3 +244,39 @@ fn runtime_matches_the_references_for_every_model_and_kind() {
         }
     }
 }
+
+#[test]
+fn flops_count_the_real_tokens_and_pairs() {
+    let out = scratch("flops");
+    let dir = model_dir("bert-micro-random");
+    compile(
+        &dir.join("model.onnx"),
+        &out.join("fl"),
+        &["--emit", "sharedlib"],
+    );
+    // the expected count from config.json: per layer and token the q, k, v, output, up and
+    // down projections; per layer and (query, key) pair the scores and the weighted sum
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    let (h, i, l) = (
+        cfg["hidden_size"].as_f64().unwrap(),
+        cfg["intermediate_size"].as_f64().unwrap(),
+        cfg["num_hidden_layers"].as_f64().unwrap(),
+    );
+    let per_token = l * (2.0 * h * 4.0 * h + 2.0 * 2.0 * h * i);
+    let per_pair = l * 2.0 * 2.0 * h;
+    let lib = bertc_runtime::Library::open(&out.join("libfl.so")).unwrap();
+    type FlopsFn = unsafe extern "C" fn(*const i32, i32, i32) -> f64;
+    // SAFETY: NAME_flops has this signature (see the header).
+    let flops = unsafe {
+        std::mem::transmute::<*mut std::ffi::c_void, FlopsFn>(lib.symbol("fl_flops").unwrap())
+    };
+    // two sequences of 5 and 3 real tokens, padded to 6
+    let mask = [1, 1, 1, 1, 1, 0, 1, 1, 1, 0, 0, 0];
+    // SAFETY: the mask holds batch * seq values.
+    let got = unsafe { flops(mask.as_ptr(), 2, 6) };
+    let want = per_token * 8.0 + per_pair * (25.0 + 9.0);
+    assert_eq!(got, want);
+    let all = unsafe { flops(std::ptr::null(), 2, 6) };
+    assert_eq!(all, per_token * 12.0 + per_pair * 72.0);
+}

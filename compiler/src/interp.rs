@@ -1202,6 +1202,19 @@ pub fn eval_op(op: &Op, v: &[&Value], bind: &Binding) -> R<Value> {
             )
         }
         Op::Attention { heads, scale } => attention(*heads, *scale, v)?,
+        Op::QkvAttention { heads, scale, qk } => {
+            let x = v[0];
+            let (b, s, w) = (x.shape[0], x.shape[1], x.shape[2]);
+            let xv = x.as_f32()?;
+            let cols = |lo: usize, hi: usize| {
+                let data: Vec<f32> = xv.chunks(w).flat_map(|r| r[lo..hi].to_vec()).collect();
+                Value::f32(vec![b, s, hi - lo], data)
+            };
+            let (q, k, vv) = (cols(0, *qk), cols(*qk, 2 * qk), cols(2 * qk, w));
+            let mut ops = vec![&q, &k, &vv];
+            ops.extend(v.get(1).copied());
+            attention(*heads, *scale, &ops)?
+        }
         Op::MeanPool => {
             let (x, m) = (v[0], v[1].as_i64()?);
             let (b, s, h) = (x.shape[0], x.shape[1], x.shape[2]);

@@ -1,13 +1,15 @@
-//! Fusion passes over raised IR (`optimize`): a linear's activation (`fuse-linear-act`) and
-//! the residual add that follows it (`fuse-residual`) become its epilogue, `fused_linear`, so
-//! that generated code applies them to each output tile while it is in cache instead of
-//! sweeping the whole tensor again.
+//! Fusion passes over raised IR (`optimize`): the three projections of an attention become
+//! one linear over concatenated weights read by `qkv_attention` (`fuse-qkv`); a linear's
+//! activation (`fuse-linear-act`) and the residual add that follows it (`fuse-residual`)
+//! become its epilogue, `fused_linear`, so that generated code applies them to each output
+//! tile while it is in registers instead of sweeping the whole tensor again.
 
 use bertc_compiler::ir::{BinaryOp, FusedAct, Graph, NodeId, Op, Tensor, UnaryOp};
 
 use crate::pattern::{binary, single_user};
 use crate::{Pass, PassError};
 
+pub struct FuseQkv;
 pub struct FuseLinearAct;
 pub struct FuseResidual;
 
@@ -38,6 +40,90 @@ fn linear_parts(g: &mut Graph, n: NodeId) -> Option<(NodeId, NodeId, NodeId, Opt
         }
     };
     Some((ops[0], ops[1], b, act))
+}
+
+/// `(x, w, b)` of a plain linear with constant f32 weights whose only user is `user`.
+fn projection(g: &Graph, n: NodeId, user: NodeId) -> Option<(NodeId, Tensor, Option<Tensor>)> {
+    if !matches!(g.op(n), Op::Linear) || single_user(g, n) != Some(user) || g.is_output(n) {
+        return None;
+    }
+    let ops = g.operands(n);
+    let w = g.const_value(ops[1])?.clone();
+    let b = match ops.get(2) {
+        Some(&b) => Some(g.const_value(b)?.clone()),
+        None => None,
+    };
+    Some((ops[0], w, b))
+}
+
+impl Pass for FuseQkv {
+    fn name(&self) -> &'static str {
+        "fuse-qkv"
+    }
+
+    fn run(&self, g: &mut Graph) -> Result<String, PassError> {
+        let mut fused = 0;
+        for n in g.canonical_order() {
+            if !g.contains(n) {
+                continue;
+            }
+            let Op::Attention { heads, scale } = *g.op(n) else {
+                continue;
+            };
+            let ops = g.operands(n);
+            // the same node may feed two slots (q = k): then it has two uses, not one user
+            let parts: Vec<_> = ops[..3]
+                .iter()
+                .filter_map(|&p| projection(g, p, n))
+                .collect();
+            if parts.len() != 3 || ops[0] == ops[1] || ops[1] == ops[2] || ops[0] == ops[2] {
+                continue;
+            }
+            let x = parts[0].0;
+            if parts.iter().any(|p| p.0 != x) {
+                continue;
+            }
+            let k = g.ty(x).shape.last().and_then(|d| d.as_const());
+            let mut rows = 0usize;
+            let mut w = Vec::new();
+            let mut b = Vec::new();
+            for (_, wt, bt) in &parts {
+                let n_out = wt.ty().shape[0].as_const().unwrap_or(0) as usize;
+                w.extend(wt.to_f32_vec());
+                match bt {
+                    Some(bt) => b.extend(bt.to_f32_vec()),
+                    None => b.extend(std::iter::repeat_n(0.0, n_out)),
+                }
+                rows += n_out;
+            }
+            let Some(k) = k else { continue };
+            let qk = g
+                .ty(ops[0])
+                .shape
+                .last()
+                .and_then(|d| d.as_const())
+                .unwrap_or(0) as usize;
+            let wn = g.add_const(
+                &format!("qkv{fused}.w"),
+                Tensor::from_f32(vec![rows, k as usize], &w),
+            );
+            let bn = g.add_const(&format!("qkv{fused}.b"), Tensor::from_f32(vec![rows], &b));
+            let qname = g.node(ops[0]).name.clone();
+            let lin = g
+                .add(Op::Linear, &[x, wn, bn], &format!("{qname}.qkv"))
+                .map_err(err("fuse-qkv"))?;
+            let mut aops = vec![lin];
+            aops.extend(ops.get(3).copied());
+            let name = g.node(n).name.clone();
+            let a = g
+                .add(Op::QkvAttention { heads, scale, qk }, &aops, &name)
+                .map_err(err("fuse-qkv"))?;
+            g.replace_uses(n, a);
+            g.remove_dead();
+            fused += 1;
+        }
+        Ok(format!("{fused} attentions read one fused q/k/v linear"))
+    }
 }
 
 impl Pass for FuseLinearAct {

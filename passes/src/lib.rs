@@ -104,11 +104,15 @@ pub fn canonicalize(g: &mut Graph) -> Result<Vec<PassReport>, PassError> {
 
 /// The passes of `optimize`, in order.
 pub fn optimize_pipeline() -> Vec<Box<dyn Pass>> {
-    vec![Box::new(fuse::FuseLinearAct), Box::new(fuse::FuseResidual)]
+    vec![
+        Box::new(fuse::FuseQkv),
+        Box::new(fuse::FuseLinearAct),
+        Box::new(fuse::FuseResidual),
+    ]
 }
 
-/// Fuses for code generation (after `canonicalize` and the output selection): activations and
-/// residual adds into the linears' epilogues.
+/// Fuses for code generation (after `canonicalize` and the output selection): the q, k and v
+/// projections into one linear, activations and residual adds into the linears' epilogues.
 pub fn optimize(g: &mut Graph) -> Result<Vec<PassReport>, PassError> {
     optimize_pipeline()
         .iter()

@@ -93,4 +93,15 @@ fn fusion_passes_before_and_after() {
         "{counts:?}"
     );
     assert!(!counts.iter().any(|(op, _)| *op == "gelu"), "{counts:?}");
+    // every attention reads one fused q/k/v projection
+    assert!(
+        counts
+            .iter()
+            .any(|(op, n)| *op == "qkv_attention" && *n == 2),
+        "{counts:?}"
+    );
+    assert!(
+        !counts.iter().any(|(op, _)| *op == "attention"),
+        "{counts:?}"
+    );
 }

@@ -476,11 +476,13 @@ pub fn add(e: &mut Emit, [a, b, out, rows]: [Value; 4], [begin, end]: [Value; 2]
 /// Attention geometry, all constants.
 pub struct AttnShape {
     pub heads: usize,
-    /// Width of q and k rows, and of one head's q/k slice.
-    pub wq: usize,
+    /// Row strides (floats) of q, k, v and the output.
+    pub ldq: usize,
+    pub ldk: usize,
+    pub ldv: usize,
+    pub ldo: usize,
+    /// Widths of one head's q/k and v slices.
     pub dq: usize,
-    /// Width of v rows, and of one head's v slice.
-    pub wv: usize,
     pub dv: usize,
     pub scale: f32,
 }
@@ -502,12 +504,12 @@ pub fn attention(
         let sbase = e.b.ins().imul_imm_s(s0, 4);
         let sbase = e.b.ins().isub(srow, sbase);
         e.for_range(s0, s1, 1, |e, i| {
-            let qrow = e.addr(q, i, a.wq as i64 * 4);
+            let qrow = e.addr(q, i, a.ldq as i64 * 4);
             let qrow = e.addr(qrow, h, a.dq as i64 * 4);
             let minv = e.f(f32::MIN);
             let maxv = e.var(types::F32, minv);
             e.for_range(s0, s1, 1, |e, j| {
-                let krow = e.addr(k, j, a.wq as i64 * 4);
+                let krow = e.addr(k, j, a.ldk as i64 * 4);
                 let krow = e.addr(krow, h, a.dq as i64 * 4);
                 let dot = e.row_sum(a.dq, |e, off, s| {
                     let pa = e.b.ins().iadd(qrow, off);
@@ -554,7 +556,7 @@ pub fn attention(
             let total = e.b.ins().fadd(hs, ss);
             let one = e.f(1.0);
             let inv = e.b.ins().fdiv(one, total);
-            let orow = e.addr(out, i, a.wv as i64 * 4);
+            let orow = e.addr(out, i, a.ldo as i64 * 4);
             let orow = e.addr(orow, h, a.dv as i64 * 4);
             e.row(a.dv, |e, off, s| {
                 let z = e.fs(s, 0.0);
@@ -565,7 +567,7 @@ pub fn attention(
                 let sa = e.addr(sbase, j, 4);
                 let p = e.b.ins().load(types::F32, super::emit::mem(), sa, 0);
                 let p = e.b.ins().fmul(p, inv);
-                let vrow = e.addr(v, j, a.wv as i64 * 4);
+                let vrow = e.addr(v, j, a.ldv as i64 * 4);
                 let vrow = e.addr(vrow, h, a.dv as i64 * 4);
                 e.row(a.dv, |e, off, s| {
                     let pv = e.splat(s, p);

@@ -94,6 +94,8 @@ pub enum Step {
         b: BufId,
         out: BufId,
     },
+    /// `q`, `k` and `v` are one buffer when `qk` is set: its columns `0..qk` are q, `qk..2qk`
+    /// are k and the rest v (`qkv_attention`).
     Attention {
         q: BufId,
         k: BufId,
@@ -101,6 +103,7 @@ pub enum Step {
         out: BufId,
         heads: usize,
         scale: f32,
+        qk: Option<usize>,
     },
     /// The first token's row of each sequence.
     Cls {
@@ -425,28 +428,7 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
                 }
             }
             Op::Attention { heads, scale } => {
-                let masked = ops.len() == 4;
-                if masked
-                    && g.op(ops[3])
-                        != &(Op::Input {
-                            name: "attention_mask".into(),
-                        })
-                {
-                    return Err(unsupported(
-                        g,
-                        n,
-                        "the attention mask must be the attention_mask input",
-                    ));
-                }
-                // execution is padding-free: masked tokens are dropped everywhere, so an
-                // attention that attends to them cannot be compiled faithfully
-                if !masked && l.p.has_mask {
-                    return Err(unsupported(
-                        g,
-                        n,
-                        "an attention without the mask in a model with an attention_mask input",
-                    ));
-                }
+                check_attention_mask(g, n, ops.get(3).copied(), l.p.has_mask)?;
                 Step::Attention {
                     q: l.buf(ops[0])?,
                     k: l.buf(ops[1])?,
@@ -454,6 +436,20 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
                     out: l.new_buf(n)?,
                     heads,
                     scale,
+                    qk: None,
+                }
+            }
+            Op::QkvAttention { heads, scale, qk } => {
+                check_attention_mask(g, n, ops.get(1).copied(), l.p.has_mask)?;
+                let x = l.buf(ops[0])?;
+                Step::Attention {
+                    q: x,
+                    k: x,
+                    v: x,
+                    out: l.new_buf(n)?,
+                    heads,
+                    scale,
+                    qk: Some(qk),
                 }
             }
             Op::Gather { axis: 1 }
@@ -525,6 +521,106 @@ fn step_io(s: &Step) -> (Vec<BufId>, BufId) {
     }
 }
 
+/// An attention's mask operand must be the `attention_mask` input, and a model with that input
+/// must mask every attention: execution is padding-free (masked tokens are dropped
+/// everywhere), so an attention that attends to them cannot be compiled faithfully.
+fn check_attention_mask(
+    g: &Graph,
+    n: NodeId,
+    mask: Option<NodeId>,
+    has_mask: bool,
+) -> Result<(), CodegenError> {
+    match mask {
+        Some(m)
+            if g.op(m)
+                != &(Op::Input {
+                    name: "attention_mask".into(),
+                }) =>
+        {
+            Err(unsupported(
+                g,
+                n,
+                "the attention mask must be the attention_mask input",
+            ))
+        }
+        None if has_mask => Err(unsupported(
+            g,
+            n,
+            "an attention without the mask in a model with an attention_mask input",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Where an attention step reads q, k and v: offsets of the first column in floats, row
+/// strides in floats, and the q/k and v widths (all heads).
+#[derive(Clone, Copy, Debug)]
+pub struct AttnGeom {
+    pub q_off: usize,
+    pub k_off: usize,
+    pub v_off: usize,
+    pub ldq: usize,
+    pub ldk: usize,
+    pub ldv: usize,
+    pub qk_width: usize,
+    pub v_width: usize,
+}
+
+impl Program {
+    /// Floating-point operations (a multiply-add counts two) of the steps that do arithmetic:
+    /// `(per real token, per sequence, per (query, key) pair of a sequence)`.
+    pub fn flop_counts(&self) -> (u64, u64, u64) {
+        let (mut tok, mut seq, mut pair) = (0u64, 0u64, 0u64);
+        for s in &self.steps {
+            match s {
+                Step::Linear { x, k, n, .. } => {
+                    let f = 2 * (*k as u64) * (*n as u64);
+                    match self.buffers[*x].rows {
+                        Rows::Tokens => tok += f,
+                        Rows::Seqs => seq += f,
+                    }
+                }
+                Step::Attention { .. } => {
+                    let g = self.attn_geom(s).expect("an attention step");
+                    pair += 2 * (g.qk_width + g.v_width) as u64;
+                }
+                _ => {}
+            }
+        }
+        (tok, seq, pair)
+    }
+
+    /// The geometry of attention step `s` (`None` for other steps).
+    pub fn attn_geom(&self, s: &Step) -> Option<AttnGeom> {
+        let Step::Attention { q, k, v, qk, .. } = *s else {
+            return None;
+        };
+        let w = |b: usize| self.buffers[b].width;
+        Some(match qk {
+            Some(qk) => AttnGeom {
+                q_off: 0,
+                k_off: qk,
+                v_off: 2 * qk,
+                ldq: w(q),
+                ldk: w(q),
+                ldv: w(q),
+                qk_width: qk,
+                v_width: w(q) - 2 * qk,
+            },
+            None => AttnGeom {
+                q_off: 0,
+                k_off: 0,
+                v_off: 0,
+                ldq: w(q),
+                ldk: w(k),
+                ldv: w(v),
+                qk_width: w(q),
+                v_width: w(v),
+            },
+        })
+    }
+}
+
 /// Assigns workspace offsets: a buffer's region is reused once its last reader has run. A
 /// per-sequence output buffer is the caller's memory and gets no region; a per-token output
 /// is packed in the workspace and scattered to the caller's memory at the end. Attention
@@ -559,7 +655,11 @@ fn plan_memory(l: &mut Lowering) {
                 }
             };
         }
-        for b in step_io(&p.steps[i]).0 {
+        // a buffer read through several operands (q, k and v of one) is freed once
+        let mut reads = step_io(&p.steps[i]).0;
+        reads.sort_unstable();
+        reads.dedup();
+        for b in reads {
             if last_read.get(&b) == Some(&i) && b != p.output {
                 free.push((p.buffers[b].offset, p.buffers[b].width));
             }

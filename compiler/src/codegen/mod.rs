@@ -589,9 +589,11 @@ pub fn compile_with(
                         }
                         _ => e.b.ins().imul_imm_s(seq, 4),
                     };
-                    let args = vec![
-                        bufs[q], bufs[k], bufs[v], bufs[out], seq_start, scratch, seq, stride,
-                    ];
+                    let g = program.attn_geom(step).expect("an attention step");
+                    let qp = e.b.ins().iadd_imm_s(bufs[q], g.q_off as i64 * 4);
+                    let kp = e.b.ins().iadd_imm_s(bufs[k], g.k_off as i64 * 4);
+                    let vp = e.b.ins().iadd_imm_s(bufs[v], g.v_off as i64 * 4);
+                    let args = vec![qp, kp, vp, bufs[out], seq_start, scratch, seq, stride];
                     (args, t)
                 }
                 Step::Cls { x, out } | Step::MeanPool { x, out } => {
@@ -640,9 +642,9 @@ pub fn compile_with(
 fn attn_dims(p: &Program) -> Option<(usize, usize)> {
     p.steps
         .iter()
-        .filter_map(|s| match s {
-            Step::Attention { q, v, heads, .. } => {
-                Some((p.buffers[*q].width / heads, p.buffers[*v].width / heads))
+        .filter_map(|s| match (s, p.attn_geom(s)) {
+            (Step::Attention { heads, .. }, Some(g)) => {
+                Some((g.qk_width / heads, g.v_width / heads))
             }
             _ => None,
         })
@@ -689,9 +691,9 @@ fn kernel_key(step: &Step, p: &Program) -> String {
         } => format!("linear {k} {n} {act:?} {}", residual.is_some()),
         Step::Act { x, act, .. } => format!("act {act:?} {}", w(*x)),
         Step::Add { a, .. } => format!("add {}", w(*a)),
-        Step::Attention {
-            q, v, heads, scale, ..
-        } => format!("attn {} {} {heads} {scale:e}", w(*q), w(*v)),
+        Step::Attention { heads, scale, .. } => {
+            format!("attn {:?} {heads} {scale:e}", p.attn_geom(step))
+        }
         Step::Cls { x, .. } => format!("cls {}", w(*x)),
         Step::MeanPool { x, .. } => format!("mean {}", w(*x)),
         Step::Scatter { x } => format!("scatter {}", w(*x)),
@@ -742,14 +744,17 @@ fn emit_step(
         Step::Act { x, act, .. } => kernels::activation(e, [a[0], a[1], a[2]], range, w(*x), *act),
         Step::Add { a: x, .. } => kernels::add(e, [a[0], a[1], a[2], a[3]], range, w(*x)),
         Step::Attention {
-            q, v, heads, scale, ..
+            heads, scale, out, ..
         } => {
+            let g = p.attn_geom(step).expect("an attention step");
             let shape = kernels::AttnShape {
                 heads: *heads,
-                wq: w(*q),
-                dq: w(*q) / heads,
-                wv: w(*v),
-                dv: w(*v) / heads,
+                ldq: g.ldq,
+                ldk: g.ldk,
+                ldv: g.ldv,
+                ldo: w(*out),
+                dq: g.qk_width / heads,
+                dv: g.v_width / heads,
                 scale: *scale,
             };
             let args = [a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]];
@@ -838,8 +843,8 @@ fn attention_gemm(
     let kd = e.b.ins().imul_imm_s(lp, dmax as i64 + 1);
     let vp = e.addr(kp, kd, 4);
     let ld_s = e.b.ins().imul_imm_s(lp, 4);
-    let lda_q = e.i(a.wq as i64 * 4);
-    let ldc_o = e.i(a.wv as i64 * 4);
+    let lda_q = e.i(a.ldq as i64 * 4);
+    let ldc_o = e.i(a.ldo as i64 * 4);
     let dk = e.i(d as i64);
     let panel_k = (PANEL * (d + 1) * 4) as i64;
     let vpanels = dv.div_ceil(PANEL);
@@ -854,7 +859,7 @@ fn attention_gemm(
         let z = e.i(0);
         e.for_range(z, len, 1, |e, j| {
             let src = e.b.ins().iadd(s0, j);
-            let krow = e.addr(k, src, a.wq as i64 * 4);
+            let krow = e.addr(k, src, a.ldk as i64 * 4);
             let krow = e.addr(krow, h, d as i64 * 4);
             let p = e.b.ins().ushr_imm_u(j, 4);
             let jj = e.b.ins().band_imm_s(j, 15);
@@ -876,7 +881,7 @@ fn attention_gemm(
         let z = e.i(0);
         e.for_range(z, len, 1, |e, j| {
             let src = e.b.ins().iadd(s0, j);
-            let vrow = e.addr(v, src, a.wv as i64 * 4);
+            let vrow = e.addr(v, src, a.ldv as i64 * 4);
             let vrow = e.addr(vrow, h, dv as i64 * 4);
             let j1 = e.b.ins().iadd_imm_s(j, 1);
             for p in 0..vpanels {
@@ -930,7 +935,7 @@ fn attention_gemm(
             let z = e.i(0);
             e.for_range(z, rows6, 1, |e, rb| {
                 let (m, qi, srow) = block(e, rb);
-                let qa = e.addr(q, qi, a.wq as i64 * 4);
+                let qa = e.addr(q, qi, a.ldq as i64 * 4);
                 let qa = e.addr(qa, h, d as i64 * 4);
                 let z = e.i(0);
                 e.for_range(z, kpanels, 1, |e, p| {
@@ -953,7 +958,7 @@ fn attention_gemm(
             let z = e.i(0);
             e.for_range(z, rows6, 1, |e, rb| {
                 let (m, qi, srow) = block(e, rb);
-                let orow = e.addr(out, qi, a.wv as i64 * 4);
+                let orow = e.addr(out, qi, a.ldo as i64 * 4);
                 let orow = e.addr(orow, h, dv as i64 * 4);
                 for p in 0..vpanels {
                     let bp = e.b.ins().imul_imm_s(vpanel_bytes, p as i64);

@@ -83,6 +83,11 @@ int32_t {n}_run({n}_model *m, const int32_t *input_ids, const int32_t *attention
 /* Floats written by {n}_run for a batch of this shape. */
 size_t {n}_output_len(int32_t batch, int32_t seq);
 
+/* Floating-point operations of one {n}_run on this batch (a multiply-add counts two): the
+   linears over the tokens with mask 1, attention over each sequence's own length (the mask
+   may be NULL: all ones). For reporting GFLOP/s. */
+double {n}_flops(const int32_t *attention_mask, int32_t batch, int32_t seq);
+
 void {n}_destroy({n}_model *m);
 
 /* A message for an error code. */
@@ -131,7 +136,11 @@ pub fn glue(p: &Program, s: &ShimInfo, scratch_floats_c: &str) -> String {
     };
     let has_type_input = p.token_types == TokenTypes::Input;
     let needs_first = !p.output_per_token();
+    let (ft, fs, fp) = p.flop_counts();
     GLUE.replace("@CPU_CHECK@", &cpu_check)
+        .replace("@FLOPS_TOKEN@", &ft.to_string())
+        .replace("@FLOPS_SEQ@", &fs.to_string())
+        .replace("@FLOPS_PAIR@", &fp.to_string())
         .replace("@FEATURES@", &s.cpu_features.join(","))
         .replace("@WS_PER_TOKEN@", &p.ws_per_token.to_string())
         .replace("@HAS_TYPE_INPUT@", &(has_type_input as u8).to_string())
@@ -343,6 +352,17 @@ void @N@_destroy(@N@_model *m) {
     free(m->ws);
     free(m->aux);
     free(m);
+}
+
+double @N@_flops(const int32_t *mask, int32_t batch, int32_t seq) {
+    double tokens = 0, pairs = 0;
+    for (int32_t b = 0; b < batch; b++) {
+        double len = 0;
+        for (int32_t t = 0; t < seq; t++) len += mask ? (mask[(size_t)b * seq + t] == 1) : 1;
+        tokens += len;
+        pairs += len * len;
+    }
+    return @FLOPS_TOKEN@.0 * tokens + @FLOPS_SEQ@.0 * (batch > 0 ? batch : 0) + @FLOPS_PAIR@.0 * pairs;
 }
 
 size_t @N@_output_len(int32_t batch, int32_t seq) {

@@ -751,6 +751,37 @@ pub fn infer(op: &Op, ins: &[Operand]) -> Result<Inferred, String> {
                 None,
             ))
         }
+        Op::QkvAttention { heads, qk, .. } => {
+            let x = ins[0].ty;
+            expect_rank(x, 3, "qkv")?;
+            let w = x.shape[2]
+                .as_const()
+                .ok_or("qkv_attention width must be constant")? as usize;
+            if 2 * qk >= w {
+                return Err(format!("qkv width {w} leaves no room for v after 2 x {qk}"));
+            }
+            let v = w - 2 * qk;
+            for (name, w) in [("q/k", *qk), ("v", v)] {
+                if *heads == 0 || w % *heads != 0 {
+                    return Err(format!(
+                        "{name} width {w} is not a multiple of {heads} heads"
+                    ));
+                }
+            }
+            if let Some(m) = ins.get(1) {
+                if !m.ty.dtype.is_int() || m.ty.rank() != 2 {
+                    return Err(format!(
+                        "attention mask must be integer [batch, seq], found {}",
+                        m.ty
+                    ));
+                }
+                same_dim(m.ty.shape[1], x.shape[1], "attention mask length")?;
+            }
+            Ok((
+                t(DType::F32, vec![x.shape[0], x.shape[1], Dim::c(v as i64)]),
+                None,
+            ))
+        }
         Op::MeanPool => {
             let (x, m) = (ins[0].ty, ins[1].ty);
             expect_rank(x, 3, "mean pool input")?;

@@ -233,6 +233,14 @@ pub enum Op {
         heads: usize,
         scale: f32,
     },
+    /// `qkv_attention(qkv, mask?)`: `attention` over one `[batch, seq, 2*qk + v]` tensor whose
+    /// columns are q (`0..qk`), k (`qk..2qk`) and v (the rest): the output of the three
+    /// projections fused into one linear.
+    QkvAttention {
+        heads: usize,
+        scale: f32,
+        qk: usize,
+    },
     /// `mean_pool(x[b,s,h], mask[b,s])`: mean of the rows with mask 1.
     MeanPool,
 }
@@ -308,6 +316,7 @@ impl Op {
             Op::FusedLinear { .. } => "fused_linear",
             Op::Gelu { .. } => "gelu",
             Op::Attention { .. } => "attention",
+            Op::QkvAttention { .. } => "qkv_attention",
             Op::MeanPool => "mean_pool",
         }
     }
@@ -347,6 +356,7 @@ impl Op {
             Op::Linear => (2, 3),
             Op::FusedLinear { .. } => (3, 4),
             Op::Attention { .. } => (3, 4),
+            Op::QkvAttention { .. } => (1, 2),
             Op::Embedding { .. } => (3, 5),
         }
     }
@@ -361,6 +371,7 @@ impl Op {
                 | Op::FusedLinear { .. }
                 | Op::Gelu { .. }
                 | Op::Attention { .. }
+                | Op::QkvAttention { .. }
                 | Op::MeanPool
         )
     }

@@ -178,6 +178,9 @@ fn attrs(op: &Op) -> String {
             GeluApprox::Tanh => " approx=tanh".into(),
         },
         Op::Attention { heads, scale } => format!(" heads={heads} scale={}", fmt_f32(*scale)),
+        Op::QkvAttention { heads, scale, qk } => {
+            format!(" heads={heads} scale={} qk={qk}", fmt_f32(*scale))
+        }
         _ => String::new(),
     }
 }
