@@ -245,6 +245,8 @@ pub struct Tile {
     pub ncols: usize,
     /// The residual tile (same stride as `c`) when the linear has a residual epilogue.
     pub res: Option<Value>,
+    /// Whether this is the panel's first row block (an i8 condition), when known.
+    pub first: Option<Value>,
 }
 
 /// The number of tasks of a linear step over `rows` rows (a runtime value).
@@ -336,6 +338,7 @@ pub fn linear_tasks(
         let p1 = e.b.ins().iadd_imm_s(p0, PANELS_PER_TASK as i64);
         let pn = e.i(panels as i64);
         let p1 = e.b.ins().smin(p1, pn);
+        let first = e.b.ins().icmp_imm_s(IntCC::Equal, rb, 0);
         let a = e.addr(x, r, lda);
         let crow = e.addr(out, r, ldc);
         let rrow = epi.residual.map(|res| e.addr(res, r, ldc));
@@ -353,6 +356,7 @@ pub fn linear_tasks(
                         m: mm,
                         ncols,
                         res: rc,
+                        first: Some(first),
                     };
                     e.if_nonzero(is, |e| tile(e, &t));
                 }

@@ -142,6 +142,9 @@ struct AsmRefs {
     plain: Vec<FuncRef>,
     /// The microkernels with this step's epilogue (empty: none).
     fused: Vec<FuncRef>,
+    /// `plain` and `fused` that also prefetch the next panel.
+    plain_pf: Vec<FuncRef>,
+    fused_pf: Vec<FuncRef>,
     softmax: Option<FuncRef>,
 }
 
@@ -203,6 +206,8 @@ impl Asm {
         let mut r = AsmRefs {
             plain: Vec::new(),
             fused: Vec::new(),
+            plain_pf: Vec::new(),
+            fused_pf: Vec::new(),
             softmax: None,
         };
         if !self.enabled {
@@ -211,14 +216,27 @@ impl Asm {
         for id in self.tiles(module, x86::MicroEpi::NONE)? {
             r.plain.push(module.declare_func_in_func(id, func));
         }
+        let pf = |epi: x86::MicroEpi| x86::MicroEpi {
+            prefetch: true,
+            ..epi
+        };
         match step {
-            Some(Step::Linear { act, residual, .. }) if act.is_some() || residual.is_some() => {
-                let epi = x86::MicroEpi {
-                    act: *act,
-                    residual: residual.is_some(),
-                };
-                for id in self.tiles(module, epi)? {
-                    r.fused.push(module.declare_func_in_func(id, func));
+            Some(Step::Linear { act, residual, .. }) => {
+                for id in self.tiles(module, pf(x86::MicroEpi::NONE))? {
+                    r.plain_pf.push(module.declare_func_in_func(id, func));
+                }
+                if act.is_some() || residual.is_some() {
+                    let epi = x86::MicroEpi {
+                        act: *act,
+                        residual: residual.is_some(),
+                        prefetch: false,
+                    };
+                    for id in self.tiles(module, epi)? {
+                        r.fused.push(module.declare_func_in_func(id, func));
+                    }
+                    for id in self.tiles(module, pf(epi))? {
+                        r.fused_pf.push(module.declare_func_in_func(id, func));
+                    }
                 }
             }
             Some(Step::Attention { scale, .. }) => {
@@ -802,10 +820,31 @@ fn avx2_tile(e: &mut Emit, t: &kernels::Tile, k: usize, n: usize, micro: &AsmRef
     let lda = e.i(k as i64 * 4);
     let ldc = e.i(n as i64 * 4);
     let kk = e.i(k as i64);
-    if fused && t.ncols == PANEL {
+    if t.ncols == PANEL {
+        // the first row block of a panel prefetches the next panel
+        let (with, without) = if fused {
+            (&micro.fused_pf, &micro.fused)
+        } else {
+            (&micro.plain_pf, &micro.plain)
+        };
         let mut args = vec![t.a, lda, t.bp, t.c, ldc, kk];
-        args.extend(t.res);
-        e.b.ins().call(micro.fused[t.m - 1], &args);
+        if fused {
+            args.extend(t.res);
+        }
+        match t.first {
+            Some(first) if !with.is_empty() => e.if_else(
+                first,
+                |e| {
+                    e.b.ins().call(with[t.m - 1], &args);
+                },
+                |e| {
+                    e.b.ins().call(without[t.m - 1], &args);
+                },
+            ),
+            _ => {
+                e.b.ins().call(without[t.m - 1], &args);
+            }
+        }
         return;
     }
     avx2_tile_ld(e, t, lda, kk, ldc, micro);
@@ -975,6 +1014,7 @@ fn attention_gemm(
                                 m: mm,
                                 ncols: cols,
                                 res: None,
+                                first: None,
                             };
                             avx2_tile_ld(e, &t, ld_s, len, ldc_o, micro);
                         });

@@ -26,12 +26,17 @@ pub struct MicroEpi {
     pub act: Option<Act>,
     /// Add the tile at the 7th argument (same row stride as the output).
     pub residual: bool,
+    /// Prefetch the next panel (the `k + 1` rows after this one), a line per step of k, so
+    /// that weights stream from memory while this tile computes: for the first row block of
+    /// a panel, the one that reads the weights from memory.
+    pub prefetch: bool,
 }
 
 impl MicroEpi {
     pub const NONE: MicroEpi = MicroEpi {
         act: None,
         residual: false,
+        prefetch: false,
     };
 
     /// A short name for symbols.
@@ -44,7 +49,8 @@ impl MicroEpi {
             Some(Act::Gelu(GeluApprox::Tanh)) => "gelut",
         };
         let res = if self.residual { "res" } else { "" };
-        format!("{act}{res}")
+        let pf = if self.prefetch { "pf" } else { "" };
+        format!("{act}{res}{pf}")
     }
 }
 
@@ -263,6 +269,12 @@ pub fn avx2_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
         a.add(rdx, 64)?;
         a.lea(r10, ptr(rdi + rsi * 2))?;
         a.add(r10, rsi)?;
+        // rax: the next panel (bias row, then k rows)
+        if epi.prefetch {
+            a.mov(rax, r9)?;
+            a.shl(rax, 6)?;
+            a.add(rax, rdx)?;
+        }
         // main loop: 4 steps of k per iteration, then single steps
         let mut done = a.create_label();
         let mut top4 = a.create_label();
@@ -272,6 +284,9 @@ pub fn avx2_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
         a.jl(tail)?;
         a.set_label(&mut top4)?;
         for u in 0..4i32 {
+            if epi.prefetch {
+                a.prefetcht0(byte_ptr(rax + 64 * u))?;
+            }
             a.vmovups(ymm12, ymmword_ptr(rdx + 64 * u))?;
             a.vmovups(ymm13, ymmword_ptr(rdx + 64 * u + 32))?;
             for r in 0..mr {
@@ -281,6 +296,9 @@ pub fn avx2_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
             }
         }
         a.add(rdx, 256)?;
+        if epi.prefetch {
+            a.add(rax, 256)?;
+        }
         a.add(rdi, 16)?;
         a.add(r10, 16)?;
         a.sub(r9, 4)?;
@@ -539,9 +557,14 @@ mod tests {
                 Some(Act::Gelu(GeluApprox::Tanh)),
             ] {
                 for residual in [false, true] {
-                    assert!(!avx2_kernel(mr, MicroEpi { act, residual })
-                        .unwrap()
-                        .is_empty());
+                    for prefetch in [false, true] {
+                        let epi = MicroEpi {
+                            act,
+                            residual,
+                            prefetch,
+                        };
+                        assert!(!avx2_kernel(mr, epi).unwrap().is_empty());
+                    }
                 }
             }
         }
