@@ -249,12 +249,23 @@ pub struct Tile {
     pub first: Option<Value>,
 }
 
+/// Up to this many rows, a linear's task is one panel with all its row blocks (each weight is
+/// read from memory once and used by every row while in cache); above, a task is one row block
+/// of `PANELS_PER_TASK` panels.
+pub const SMALL_ROWS: i64 = 64;
+
 /// The number of tasks of a linear step over `rows` rows (a runtime value).
 pub fn linear_task_count(e: &mut Emit, rows: Value, n: usize, mr: usize) -> Value {
+    let panels = n.div_ceil(PANEL) as i64;
     let chunks = n.div_ceil(PANEL).div_ceil(PANELS_PER_TASK) as i64;
     let rb = e.b.ins().iadd_imm_s(rows, mr as i64 - 1);
     let rb = e.b.ins().udiv_imm_u(rb, mr as i64);
-    e.b.ins().imul_imm_s(rb, chunks)
+    let big = e.b.ins().imul_imm_s(rb, chunks);
+    let small = e.i(panels);
+    let few =
+        e.b.ins()
+            .icmp_imm_s(IntCC::SignedLessThanOrEqual, rows, SMALL_ROWS);
+    e.b.ins().select(few, small, big)
 }
 
 /// What a linear does to each output tile after the GEMM: an activation, then a residual add
@@ -305,9 +316,9 @@ fn epilogue(
 }
 
 /// The GEMM task driver: task `t` is row block `t % nrb` (of `mr` rows) of panel chunk
-/// `t / nrb`; `tile` emits the code of one tile with a constant row count, and the epilogue
-/// runs on the tile right after, unless `tile_epilogue` says that the tile applies it itself
-/// to full panels.
+/// `t / nrb`, or with at most `SMALL_ROWS` rows panel `t` with all its row blocks; `tile`
+/// emits the code of one tile with a constant row count, and the epilogue runs on the tile
+/// right after, unless `tile_epilogue` says that the tile applies it itself to full panels.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_tasks(
     e: &mut Emit,
@@ -326,56 +337,78 @@ pub fn linear_tasks(
     let ldc = n as i64 * 4;
     let nrb = e.b.ins().iadd_imm_s(rows, mr as i64 - 1);
     let nrb = e.b.ins().udiv_imm_u(nrb, mr as i64);
-    e.for_range(begin, end, 1, |e, t| {
-        let chunk = e.b.ins().udiv(t, nrb);
-        let cn = e.b.ins().imul(chunk, nrb);
-        let rb = e.b.ins().isub(t, cn);
+    // one tile: row block `rb` of panel `p`, then the epilogue unless the tile applied it
+    let tile_at = |e: &mut Emit, rb: Value, p: Value| {
         let r = e.b.ins().imul_imm_s(rb, mr as i64);
         let left = e.b.ins().isub(rows, r);
         let mrv = e.i(mr as i64);
         let m = e.b.ins().smin(left, mrv);
-        let p0 = e.b.ins().imul_imm_s(chunk, PANELS_PER_TASK as i64);
-        let p1 = e.b.ins().iadd_imm_s(p0, PANELS_PER_TASK as i64);
-        let pn = e.i(panels as i64);
-        let p1 = e.b.ins().smin(p1, pn);
         let first = e.b.ins().icmp_imm_s(IntCC::Equal, rb, 0);
         let a = e.addr(x, r, lda);
         let crow = e.addr(out, r, ldc);
-        let rrow = epi.residual.map(|res| e.addr(res, r, ldc));
-        e.for_range(p0, p1, 1, |e, p| {
-            let bp = e.addr(packed, p, (PANEL * (k + 1) * 4) as i64);
-            let c = e.addr(crow, p, (PANEL * 4) as i64);
-            let rc = rrow.map(|rr| e.addr(rr, p, (PANEL * 4) as i64));
-            let rows_dispatch = |e: &mut Emit, ncols: usize| {
-                for mm in (1..=mr).rev() {
-                    let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
-                    let t = Tile {
-                        a,
-                        c,
-                        bp,
-                        m: mm,
-                        ncols,
-                        res: rc,
-                        first: Some(first),
-                    };
-                    e.if_nonzero(is, |e| tile(e, &t));
-                }
-                if !(tile_epilogue && ncols == PANEL) {
-                    epilogue(e, epi, c, rc, m, ncols, ldc);
-                }
-            };
-            if last_cols == PANEL {
-                rows_dispatch(e, PANEL);
-            } else {
-                let is_last = e.b.ins().icmp_imm_s(IntCC::Equal, p, panels as i64 - 1);
-                e.if_else(
-                    is_last,
-                    |e| rows_dispatch(e, last_cols),
-                    |e| rows_dispatch(e, PANEL),
-                );
-            }
+        let bp = e.addr(packed, p, (PANEL * (k + 1) * 4) as i64);
+        let c = e.addr(crow, p, (PANEL * 4) as i64);
+        let rc = epi.residual.map(|res| {
+            let rr = e.addr(res, r, ldc);
+            e.addr(rr, p, (PANEL * 4) as i64)
         });
-    });
+        let rows_dispatch = |e: &mut Emit, ncols: usize| {
+            for mm in (1..=mr).rev() {
+                let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
+                let t = Tile {
+                    a,
+                    c,
+                    bp,
+                    m: mm,
+                    ncols,
+                    res: rc,
+                    first: Some(first),
+                };
+                e.if_nonzero(is, |e| tile(e, &t));
+            }
+            if !(tile_epilogue && ncols == PANEL) {
+                epilogue(e, epi, c, rc, m, ncols, ldc);
+            }
+        };
+        if last_cols == PANEL {
+            rows_dispatch(e, PANEL);
+        } else {
+            let is_last = e.b.ins().icmp_imm_s(IntCC::Equal, p, panels as i64 - 1);
+            e.if_else(
+                is_last,
+                |e| rows_dispatch(e, last_cols),
+                |e| rows_dispatch(e, PANEL),
+            );
+        }
+    };
+    let few =
+        e.b.ins()
+            .icmp_imm_s(IntCC::SignedLessThanOrEqual, rows, SMALL_ROWS);
+    e.if_else(
+        few,
+        |e| {
+            // few rows: task t is panel t, all its row blocks in turn (the panel is read from
+            // memory once, while the first row block prefetches the next panel)
+            e.for_range(begin, end, 1, |e, p| {
+                let z = e.i(0);
+                e.for_range(z, nrb, 1, |e, rb| tile_at(e, rb, p));
+            });
+        },
+        |e| {
+            // task t is row block t % nrb of panel chunk t / nrb: consecutive tasks share a
+            // chunk, which stays in L2
+            e.for_range(begin, end, 1, |e, t| {
+                let chunk = e.b.ins().udiv(t, nrb);
+                let cn = e.b.ins().imul(chunk, nrb);
+                let rb = e.b.ins().isub(t, cn);
+                let p0 = e.b.ins().imul_imm_s(chunk, PANELS_PER_TASK as i64);
+                let p1 = e.b.ins().iadd_imm_s(p0, PANELS_PER_TASK as i64);
+                let pn = e.i(panels as i64);
+                let p1 = e.b.ins().smin(p1, pn);
+                e.for_range(p0, p1, 1, |e, p| tile_at(e, rb, p));
+            });
+        },
+    );
 }
 
 /// The portable (Cranelift vector) tile: 8-column halves of the panel.
