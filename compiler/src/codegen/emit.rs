@@ -236,6 +236,42 @@ impl<'a> Emit<'a> {
     }
 
     /// A reduction over a row: `f` maps each element (group) to a value that is summed.
+    /// Two sums over a row in one pass: `f` gives both terms of each element (or vector).
+    pub fn row_sum2(
+        &mut self,
+        width: usize,
+        mut f: impl FnMut(&mut Self, Value, Shape) -> (Value, Value),
+    ) -> (Value, Value) {
+        let vt = self.vty();
+        let mut accs = Vec::new();
+        for _ in 0..2 {
+            let vz = self.fs(Shape::Vector, 0.0);
+            let sz = self.f(0.0);
+            accs.push((self.var(vt, vz), self.var(types::F32, sz)));
+        }
+        self.row(width, |e, off, s| {
+            let (x, y) = f(e, off, s);
+            for (v, &(vacc, sacc)) in [x, y].into_iter().zip(&accs) {
+                let acc = if s == Shape::Vector && e.lanes > 1 {
+                    vacc
+                } else {
+                    sacc
+                };
+                let a = e.b.use_var(acc);
+                let r = e.b.ins().fadd(a, v);
+                e.b.def_var(acc, r);
+            }
+        });
+        let mut out = Vec::new();
+        for (vacc, sacc) in accs {
+            let v = self.b.use_var(vacc);
+            let h = self.hsum(Shape::Vector, v);
+            let s = self.b.use_var(sacc);
+            out.push(self.b.ins().fadd(h, s));
+        }
+        (out[0], out[1])
+    }
+
     pub fn row_sum(
         &mut self,
         width: usize,

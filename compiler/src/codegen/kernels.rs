@@ -100,7 +100,9 @@ pub fn embedding(
     });
 }
 
-/// Layer normalisation of the rows of row-block tasks `begin..end`.
+/// Layer normalisation of the rows of row-block tasks `begin..end`, in two passes over each
+/// row: the sums of `x - x0` and of its squares (shifted by the row's first element `x0`, so
+/// that a large mean does not cancel the variance away), then the normalised row.
 pub fn layer_norm(
     e: &mut Emit,
     [x, out, rows, gamma, beta]: [Value; 5],
@@ -113,20 +115,23 @@ pub fn layer_norm(
     e.for_range(r0, r1, 1, |e, r| {
         let xr = e.addr(x, r, rowb);
         let or = e.addr(out, r, rowb);
-        let sum = e.row_sum(width, |e, off, s| {
-            let a = e.b.ins().iadd(xr, off);
-            e.load(s, a, 0)
-        });
-        let inv_n = e.f(1.0 / width as f32);
-        let mean = e.b.ins().fmul(sum, inv_n);
-        let var = e.row_sum(width, |e, off, s| {
+        let x0 = e.b.ins().load(types::F32, super::emit::mem(), xr, 0);
+        let (sum, sq) = e.row_sum2(width, |e, off, s| {
             let a = e.b.ins().iadd(xr, off);
             let v = e.load(s, a, 0);
-            let m = e.splat(s, mean);
-            let d = e.b.ins().fsub(v, m);
-            e.b.ins().fmul(d, d)
+            let shift = e.splat(s, x0);
+            let d = e.b.ins().fsub(v, shift);
+            let d2 = e.b.ins().fmul(d, d);
+            (d, d2)
         });
-        let var = e.b.ins().fmul(var, inv_n);
+        let inv_n = e.f(1.0 / width as f32);
+        let md = e.b.ins().fmul(sum, inv_n);
+        let mean = e.b.ins().fadd(x0, md);
+        let msq = e.b.ins().fmul(sq, inv_n);
+        let md2 = e.b.ins().fmul(md, md);
+        let var = e.b.ins().fsub(msq, md2);
+        let zero = e.f(0.0);
+        let var = e.b.ins().fmax(var, zero);
         let epsv = e.f(eps);
         let ve = e.b.ins().fadd(var, epsv);
         let sd = e.b.ins().sqrt(ve);

@@ -184,7 +184,7 @@ impl Asm {
         if let Some(&id) = self.softmax.get(&scale.to_bits()) {
             return Ok(id);
         }
-        let sig = sig_n(module.isa().default_call_conv(), 4);
+        let sig = sig_n(module.isa().default_call_conv(), 5);
         let sym = format!("{}__avx2_softmax{}", self.prefix, self.softmax.len());
         let id = module
             .declare_function(&sym, Linkage::Local, &sig)
@@ -603,6 +603,7 @@ pub fn compile_with(
                             let vd = e.b.ins().imul_imm_s(l1, dv16 as i64);
                             let f = e.b.ins().iadd(ll, kd);
                             let f = e.b.ins().iadd(f, vd);
+                            let f = e.b.ins().iadd_imm_s(f, ATTN_TILE as i64);
                             e.b.ins().imul_imm_s(f, 4)
                         }
                         _ => e.b.ins().imul_imm_s(seq, 4),
@@ -777,8 +778,8 @@ fn emit_step(
             };
             let args = [a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]];
             if cfg.avx2 {
-                let dmax = attn_dims(p).map_or(shape.dq, |(d, _)| d);
-                attention_gemm(e, args, range, tid, &shape, dmax, micro);
+                let dims = attn_dims(p).unwrap_or((shape.dq, shape.dv));
+                attention_gemm(e, args, range, tid, &shape, dims, micro);
             } else {
                 kernels::attention(e, args, range, &shape)
             }
@@ -868,7 +869,7 @@ fn attention_gemm(
     [begin, end]: [Value; 2],
     tid: Value,
     a: &kernels::AttnShape,
-    dmax: usize,
+    (dmax, dvmax): (usize, usize),
     micro: &AsmRefs,
 ) {
     use cranelift_codegen::ir::condcodes::IntCC;
@@ -881,6 +882,12 @@ fn attention_gemm(
     let kp = e.addr(sbuf, ll, 4);
     let kd = e.b.ins().imul_imm_s(lp, dmax as i64 + 1);
     let vp = e.addr(kp, kd, 4);
+    // after packed V ((lp + 1) x dv16 floats): 1 / sum of each score row of the tile
+    let lp1 = e.b.ins().iadd_imm_s(lp, 1);
+    let vfl =
+        e.b.ins()
+            .imul_imm_s(lp1, (dvmax.div_ceil(PANEL) * PANEL) as i64);
+    let inv = e.addr(vp, vfl, 4);
     let ld_s = e.b.ins().imul_imm_s(lp, 4);
     let lda_q = e.i(a.ldq as i64 * 4);
     let ldc_o = e.i(a.ldo as i64 * 4);
@@ -993,7 +1000,7 @@ fn attention_gemm(
             let sm = micro
                 .softmax
                 .expect("attention kernels declare the softmax");
-            e.b.ins().call(sm, &[sbuf, ld_s, tlen, len]);
+            e.b.ins().call(sm, &[sbuf, ld_s, tlen, len, inv]);
             let z = e.i(0);
             e.for_range(z, rows6, 1, |e, rb| {
                 let (m, qi, srow) = block(e, rb);
@@ -1020,6 +1027,22 @@ fn attention_gemm(
                         });
                     }
                 }
+                // the softmax's normalisation, on dv outputs instead of len probabilities
+                let i0 = e.b.ins().imul_imm_s(rb, 6);
+                let z = e.i(0);
+                e.for_range(z, m, 1, |e, i| {
+                    let o = e.addr(orow, i, a.ldo as i64 * 4);
+                    let ti = e.b.ins().iadd(i0, i);
+                    let ia = e.addr(inv, ti, 4);
+                    let s = e.b.ins().load(types::F32, emit::mem(), ia, 0);
+                    e.row(dv, |e, off, sh| {
+                        let pa = e.b.ins().iadd(o, off);
+                        let x = e.load(sh, pa, 0);
+                        let sv = e.splat(sh, s);
+                        let y = e.b.ins().fmul(x, sv);
+                        e.store(y, pa, 0);
+                    });
+                });
             });
         });
     });

@@ -381,10 +381,13 @@ fn hreduce(
     op(a)
 }
 
-/// `softmax(rows_ptr, ld, rows, len)`: for each of `rows` rows (stride `ld` bytes) of `len`
-/// scores, `p_j = exp(s x_j - max) / sum` with the scale `s` baked in. Each row must have
-/// room for `len` rounded up to 8 floats: the lanes past `len` of the last vector are written
-/// with junk and left out of the max and the sum.
+/// `softmax(rows_ptr, ld, rows, len, inv)`: for each of `rows` rows (stride `ld` bytes) of
+/// `len` scores, in two passes: the maximum of the scaled scores, then
+/// `p_j = exp(s x_j - max)` stored in place and summed, with the scale `s` baked in; the
+/// normalisation `1 / sum` of row `i` goes to `inv[i]`, for the caller to apply to `P V`
+/// (dv columns instead of len). Each row must have room for `len` rounded up to 8 floats: the
+/// lanes past `len` of the last vector are written with junk and left out of the max and the
+/// sum.
 pub fn avx2_softmax(scale: f32) -> Result<Vec<u8>, CodegenError> {
     let mut a = CodeAssembler::new(64).map_err(asm_err)?;
     let mut k = Consts::new();
@@ -392,6 +395,7 @@ pub fn avx2_softmax(scale: f32) -> Result<Vec<u8>, CodegenError> {
     (|| -> Result<(), IcedError> {
         let mut end = a.create_label();
         let mut row = a.create_label();
+        a.mov(r11, r8)?;
         a.test(rdx, rdx)?;
         a.jz(end)?;
         // r8 = len & !7 (full vectors), r9 = len - r8 (the tail), ymm7 = the tail's mask
@@ -459,18 +463,8 @@ pub fn avx2_softmax(scale: f32) -> Result<Vec<u8>, CodegenError> {
         let one = k.f(&mut a, 1.0);
         a.vmovups(ymm1, one)?;
         a.vdivps(ymm1, ymm1, ymm5)?;
-        // pass 3: scale by 1 / sum (whole vectors; the tail lanes are junk anyway)
-        a.xor(eax, eax)?;
-        let mut l3 = a.create_label();
-        let mut d3 = a.create_label();
-        a.set_label(&mut l3)?;
-        a.cmp(rax, rcx)?;
-        a.jge(d3)?;
-        a.vmulps(ymm2, ymm1, ymmword_ptr(rdi + rax * 4))?;
-        a.vmovups(ymmword_ptr(rdi + rax * 4), ymm2)?;
-        a.add(rax, 8)?;
-        a.jmp(l3)?;
-        a.set_label(&mut d3)?;
+        a.vmovss(dword_ptr(r11), xmm1)?;
+        a.add(r11, 4)?;
         a.add(rdi, rsi)?;
         a.dec(rdx)?;
         a.jnz(row)?;
