@@ -23,6 +23,18 @@ pub enum Shape {
     Scalar,
 }
 
+/// The Taylor coefficients of e^r to degree 6, highest first (for Horner's rule), which both
+/// the Cranelift and the AVX2 exp use on |r| <= ln2/2 (relative error below 2e-7).
+pub const EXP_TAYLOR: [f32; 7] = [
+    1.0 / 720.0,
+    1.0 / 120.0,
+    1.0 / 24.0,
+    1.0 / 6.0,
+    0.5,
+    1.0,
+    1.0,
+];
+
 pub fn mem() -> MemFlagsData {
     MemFlagsData::new().with_notrap()
 }
@@ -236,22 +248,23 @@ impl<'a> Emit<'a> {
     }
 
     /// A reduction over a row: `f` maps each element (group) to a value that is summed.
-    /// Two sums over a row in one pass: `f` gives both terms of each element (or vector).
-    pub fn row_sum2(
+    /// Sums over a row in one pass: `f` gives the `n` terms of each element (or vector).
+    pub fn row_sums(
         &mut self,
         width: usize,
-        mut f: impl FnMut(&mut Self, Value, Shape) -> (Value, Value),
-    ) -> (Value, Value) {
+        n: usize,
+        mut f: impl FnMut(&mut Self, Value, Shape) -> Vec<Value>,
+    ) -> Vec<Value> {
         let vt = self.vty();
         let mut accs = Vec::new();
-        for _ in 0..2 {
+        for _ in 0..n {
             let vz = self.fs(Shape::Vector, 0.0);
             let sz = self.f(0.0);
             accs.push((self.var(vt, vz), self.var(types::F32, sz)));
         }
         self.row(width, |e, off, s| {
-            let (x, y) = f(e, off, s);
-            for (v, &(vacc, sacc)) in [x, y].into_iter().zip(&accs) {
+            let terms = f(e, off, s);
+            for (v, &(vacc, sacc)) in terms.into_iter().zip(&accs) {
                 let acc = if s == Shape::Vector && e.lanes > 1 {
                     vacc
                 } else {
@@ -262,14 +275,14 @@ impl<'a> Emit<'a> {
                 e.b.def_var(acc, r);
             }
         });
-        let mut out = Vec::new();
-        for (vacc, sacc) in accs {
-            let v = self.b.use_var(vacc);
-            let h = self.hsum(Shape::Vector, v);
-            let s = self.b.use_var(sacc);
-            out.push(self.b.ins().fadd(h, s));
-        }
-        (out[0], out[1])
+        accs.into_iter()
+            .map(|(vacc, sacc)| {
+                let v = self.b.use_var(vacc);
+                let h = self.hsum(Shape::Vector, v);
+                let s = self.b.use_var(sacc);
+                self.b.ins().fadd(h, s)
+            })
+            .collect()
     }
 
     pub fn row_sum(
@@ -277,26 +290,7 @@ impl<'a> Emit<'a> {
         width: usize,
         mut f: impl FnMut(&mut Self, Value, Shape) -> Value,
     ) -> Value {
-        let vz = self.fs(Shape::Vector, 0.0);
-        let vt = self.vty();
-        let vacc = self.var(vt, vz);
-        let sz = self.f(0.0);
-        let sacc = self.var(types::F32, sz);
-        self.row(width, |e, off, s| {
-            let x = f(e, off, s);
-            let acc = if s == Shape::Vector && e.lanes > 1 {
-                vacc
-            } else {
-                sacc
-            };
-            let a = e.b.use_var(acc);
-            let y = e.b.ins().fadd(a, x);
-            e.b.def_var(acc, y);
-        });
-        let v = self.b.use_var(vacc);
-        let h = self.hsum(Shape::Vector, v);
-        let s = self.b.use_var(sacc);
-        self.b.ins().fadd(h, s)
+        self.row_sums(width, 1, |e, off, s| vec![f(e, off, s)])[0]
     }
 
     fn bitcast_f(&mut self, s: Shape, x: Value) -> Value {
@@ -325,17 +319,8 @@ impl<'a> Emit<'a> {
         let r = self.mul_add(n, ln2_hi, x);
         let r = self.mul_add(n, ln2_lo, r);
         // e^r on |r| <= ln2/2: Taylor to degree 6
-        let coeffs = [
-            1.0 / 720.0,
-            1.0 / 120.0,
-            1.0 / 24.0,
-            1.0 / 6.0,
-            0.5,
-            1.0,
-            1.0,
-        ];
-        let mut p = self.fs(s, coeffs[0]);
-        for &c in &coeffs[1..] {
+        let mut p = self.fs(s, EXP_TAYLOR[0]);
+        for &c in &EXP_TAYLOR[1..] {
             let cv = self.fs(s, c);
             p = self.mul_add(p, r, cv);
         }

@@ -116,14 +116,15 @@ pub fn layer_norm(
         let xr = e.addr(x, r, rowb);
         let or = e.addr(out, r, rowb);
         let x0 = e.b.ins().load(types::F32, super::emit::mem(), xr, 0);
-        let (sum, sq) = e.row_sum2(width, |e, off, s| {
+        let sums = e.row_sums(width, 2, |e, off, s| {
             let a = e.b.ins().iadd(xr, off);
             let v = e.load(s, a, 0);
             let shift = e.splat(s, x0);
             let d = e.b.ins().fsub(v, shift);
             let d2 = e.b.ins().fmul(d, d);
-            (d, d2)
+            vec![d, d2]
         });
+        let (sum, sq) = (sums[0], sums[1]);
         let inv_n = e.f(1.0 / width as f32);
         let md = e.b.ins().fmul(sum, inv_n);
         let mean = e.b.ins().fadd(x0, md);

@@ -115,15 +115,7 @@ fn exp8(
     a.vpslld(t1, t1, 23)?;
     let one_bits = k.bits(a, 127 << 23);
     a.vpaddd(t1, t1, one_bits)?;
-    let c = [
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-        1.0,
-        1.0,
-    ];
+    let c = super::emit::EXP_TAYLOR;
     let c0 = k.f(a, c[0]);
     a.vmovups(t2, c0)?;
     for &cv in &c[1..] {
