@@ -299,3 +299,73 @@ fn thread_counts_give_identical_outputs() {
         assert!(o == &outputs[0], "outputs differ between thread counts");
     }
 }
+
+/// Every activation the GEMM epilogue applies in registers (GELU erf and tanh, ReLU, and tanh
+/// in the BERT pooler), checked against the interpreter: bert-micro's Hugging Face folder
+/// with `hidden_act` switched, sequences long enough for several attention tiles and both
+/// GEMM task orders (at most and more than 64 rows).
+#[test]
+fn every_fused_activation_matches_the_interpreter() {
+    let src = model_dir("bert-micro-random");
+    let ids: String = [5usize, 13, 70, 100]
+        .iter()
+        .map(|&n| {
+            (0..n)
+                .map(|i| (100 + (i * 37) % 1900).to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+                + "\n"
+        })
+        .collect();
+    for act in ["gelu", "gelu_new", "relu"] {
+        let dir = scratch(&format!("act-{act}"));
+        for f in ["model.safetensors", "tokenizer.json"] {
+            std::fs::copy(src.join(f), dir.join(f)).unwrap();
+        }
+        let cfg = std::fs::read_to_string(src.join("config.json")).unwrap();
+        let cfg = cfg.replace(
+            "\"hidden_act\": \"gelu\"",
+            &format!("\"hidden_act\": \"{act}\""),
+        );
+        assert!(cfg.contains(&format!("\"hidden_act\": \"{act}\"")));
+        std::fs::write(dir.join("config.json"), cfg).unwrap();
+        for output in ["last_hidden_state", "pooler"] {
+            let exe = dir.join(format!("m-{output}"));
+            compile(&dir, &exe, &["--output", output]);
+            let got = run_with(&mut Command::new(&exe), &ids);
+            assert!(
+                got.status.success(),
+                "{}",
+                String::from_utf8_lossy(&got.stderr)
+            );
+            let want = run_with(
+                Command::new(env!("CARGO_BIN_EXE_bertc")).args([
+                    "run",
+                    dir.to_str().unwrap(),
+                    "--output",
+                    output,
+                ]),
+                &ids,
+            );
+            assert!(
+                want.status.success(),
+                "{}",
+                String::from_utf8_lossy(&want.stderr)
+            );
+            let parse = |o: &Output| -> Vec<f32> {
+                String::from_utf8_lossy(&o.stdout)
+                    .split_whitespace()
+                    .map(|v| v.parse::<f32>().unwrap())
+                    .collect()
+            };
+            let (g, w) = (parse(&got), parse(&want));
+            assert_eq!(g.len(), w.len(), "{act} {output}");
+            let err = g
+                .iter()
+                .zip(&w)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(err <= 1e-4, "{act} {output}: max error {err}");
+        }
+    }
+}
