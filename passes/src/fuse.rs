@@ -83,29 +83,22 @@ impl Pass for FuseQkv {
             if parts.iter().any(|p| p.0 != x) {
                 continue;
             }
-            let k = g.ty(x).shape.last().and_then(|d| d.as_const());
-            let mut rows = 0usize;
+            // weights are [n, k]: the rows of q, then k, then v
+            let k = parts[0].1.shape[1];
+            let qk = parts[0].1.shape[0];
             let mut w = Vec::new();
             let mut b = Vec::new();
             for (_, wt, bt) in &parts {
-                let n_out = wt.ty().shape[0].as_const().unwrap_or(0) as usize;
                 w.extend(wt.to_f32_vec());
                 match bt {
                     Some(bt) => b.extend(bt.to_f32_vec()),
-                    None => b.extend(std::iter::repeat_n(0.0, n_out)),
+                    None => b.extend(std::iter::repeat_n(0.0, wt.shape[0])),
                 }
-                rows += n_out;
             }
-            let Some(k) = k else { continue };
-            let qk = g
-                .ty(ops[0])
-                .shape
-                .last()
-                .and_then(|d| d.as_const())
-                .unwrap_or(0) as usize;
+            let rows = b.len();
             let wn = g.add_const(
                 &format!("qkv{fused}.w"),
-                Tensor::from_f32(vec![rows, k as usize], &w),
+                Tensor::from_f32(vec![rows, k], &w),
             );
             let bn = g.add_const(&format!("qkv{fused}.b"), Tensor::from_f32(vec![rows], &b));
             let qname = g.node(ops[0]).name.clone();

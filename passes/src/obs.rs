@@ -378,10 +378,9 @@ fn prune_greedy_impl(
             .iter()
             .map(|&j| hinv.data[j * n..(j + 1) * n].to_vec())
             .collect();
-        // W -= W[:,M] (H⁻¹[M,M])⁻¹ H⁻¹[M,:]
+        // row -= row[M] (H⁻¹[M,M])⁻¹ H⁻¹[M,:], for W's rows and H⁻¹'s
         let mut coef = vec![0.0; k];
-        for r in 0..w.rows {
-            let row = &mut w.data[r * n..(r + 1) * n];
+        let mut update = |row: &mut [f64]| {
             for (b, cb) in coef.iter_mut().enumerate() {
                 *cb = m
                     .iter()
@@ -394,26 +393,17 @@ fn prune_greedy_impl(
                     *x -= cb * y;
                 }
             }
+        };
+        for row in w.data.chunks_mut(n) {
+            update(row);
         }
-        // H⁻¹ -= H⁻¹[:,M] (H⁻¹[M,M])⁻¹ H⁻¹[M,:], over the rows still alive
+        // H⁻¹ over the rows still alive
         for &c in m {
             dead_col[c] = true;
         }
         for (r, row) in hinv.data.chunks_mut(n).enumerate() {
-            if dead_col[r] {
-                continue;
-            }
-            for (b, cb) in coef.iter_mut().enumerate() {
-                *cb = m
-                    .iter()
-                    .enumerate()
-                    .map(|(a, &i)| row[i] * inv.at(a, b))
-                    .sum();
-            }
-            for (cb, h) in coef.iter().zip(&hm) {
-                for (x, y) in row.iter_mut().zip(h) {
-                    *x -= cb * y;
-                }
+            if !dead_col[r] {
+                update(row);
             }
         }
         // removed columns stay exactly zero (the update leaves them at rounding noise)

@@ -260,6 +260,12 @@ pub struct Tile {
 /// of `PANELS_PER_TASK` panels.
 pub const SMALL_ROWS: i64 = 64;
 
+/// Whether a linear over `rows` rows uses the few-rows task order (an i8 condition).
+fn few_rows(e: &mut Emit, rows: Value) -> Value {
+    e.b.ins()
+        .icmp_imm_s(IntCC::SignedLessThanOrEqual, rows, SMALL_ROWS)
+}
+
 /// The number of tasks of a linear step over `rows` rows (a runtime value).
 pub fn linear_task_count(e: &mut Emit, rows: Value, n: usize, mr: usize) -> Value {
     let panels = n.div_ceil(PANEL) as i64;
@@ -268,9 +274,7 @@ pub fn linear_task_count(e: &mut Emit, rows: Value, n: usize, mr: usize) -> Valu
     let rb = e.b.ins().udiv_imm_u(rb, mr as i64);
     let big = e.b.ins().imul_imm_s(rb, chunks);
     let small = e.i(panels);
-    let few =
-        e.b.ins()
-            .icmp_imm_s(IntCC::SignedLessThanOrEqual, rows, SMALL_ROWS);
+    let few = few_rows(e, rows);
     e.b.ins().select(few, small, big)
 }
 
@@ -387,9 +391,7 @@ pub fn linear_tasks(
             );
         }
     };
-    let few =
-        e.b.ins()
-            .icmp_imm_s(IntCC::SignedLessThanOrEqual, rows, SMALL_ROWS);
+    let few = few_rows(e, rows);
     e.if_else(
         few,
         |e| {

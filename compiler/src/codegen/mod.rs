@@ -213,30 +213,28 @@ impl Asm {
         if !self.enabled {
             return Ok(r);
         }
-        for id in self.tiles(module, x86::MicroEpi::NONE)? {
-            r.plain.push(module.declare_func_in_func(id, func));
-        }
         let pf = |epi: x86::MicroEpi| x86::MicroEpi {
             prefetch: true,
             ..epi
         };
+        for id in self.tiles(module, x86::MicroEpi::NONE)? {
+            r.plain.push(module.declare_func_in_func(id, func));
+        }
+        for id in self.tiles(module, pf(x86::MicroEpi::NONE))? {
+            r.plain_pf.push(module.declare_func_in_func(id, func));
+        }
         match step {
-            Some(Step::Linear { act, residual, .. }) => {
-                for id in self.tiles(module, pf(x86::MicroEpi::NONE))? {
-                    r.plain_pf.push(module.declare_func_in_func(id, func));
+            Some(Step::Linear { act, residual, .. }) if act.is_some() || residual.is_some() => {
+                let epi = x86::MicroEpi {
+                    act: *act,
+                    residual: residual.is_some(),
+                    prefetch: false,
+                };
+                for id in self.tiles(module, epi)? {
+                    r.fused.push(module.declare_func_in_func(id, func));
                 }
-                if act.is_some() || residual.is_some() {
-                    let epi = x86::MicroEpi {
-                        act: *act,
-                        residual: residual.is_some(),
-                        prefetch: false,
-                    };
-                    for id in self.tiles(module, epi)? {
-                        r.fused.push(module.declare_func_in_func(id, func));
-                    }
-                    for id in self.tiles(module, pf(epi))? {
-                        r.fused_pf.push(module.declare_func_in_func(id, func));
-                    }
+                for id in self.tiles(module, pf(epi))? {
+                    r.fused_pf.push(module.declare_func_in_func(id, func));
                 }
             }
             Some(Step::Attention { scale, .. }) => {
@@ -593,17 +591,12 @@ pub fn compile_with(
                     let t = e.b.ins().imul_imm_s(batch, heads as i64);
                     // the scratch of one thread (GEMM attention) or of one task (portable)
                     let stride = match attn_dims(&program) {
-                        Some((d, dv)) if cfg.avx2 => {
-                            let dv16 = dv.div_ceil(PANEL) * PANEL;
+                        Some(dims) if cfg.avx2 => {
+                            let sc = AttnScratch::new(dims);
                             let l = e.b.ins().iadd_imm_s(seq, PANEL as i64 - 1);
                             let l = e.b.ins().band_imm_s(l, -(PANEL as i64));
-                            let ll = e.b.ins().imul_imm_s(l, ATTN_TILE as i64);
-                            let kd = e.b.ins().imul_imm_s(l, d as i64 + 1);
-                            let l1 = e.b.ins().iadd_imm_s(l, 1);
-                            let vd = e.b.ins().imul_imm_s(l1, dv16 as i64);
-                            let f = e.b.ins().iadd(ll, kd);
-                            let f = e.b.ins().iadd(f, vd);
-                            let f = e.b.ins().iadd_imm_s(f, ATTN_TILE as i64);
+                            let f = e.b.ins().imul_imm_s(l, sc.per_l() as i64);
+                            let f = e.b.ins().iadd_imm_s(f, sc.fixed() as i64);
                             e.b.ins().imul_imm_s(f, 4)
                         }
                         _ => e.b.ins().imul_imm_s(seq, 4),
@@ -641,9 +634,14 @@ pub fn compile_with(
     let product = module.finish();
     let object = product.emit().map_err(cl_err)?;
     let scratch_floats_c = match attn_dims(&program) {
-        Some((d, dv)) if cfg.avx2 => {
-            let dv16 = dv.div_ceil(PANEL) * PANEL;
-            format!("(size_t)threads * attn_thread_floats(seq, {d}, {dv16}, {ATTN_TILE})")
+        Some(dims) if cfg.avx2 => {
+            let sc = AttnScratch::new(dims);
+            format!(
+                "(size_t)threads * ((((size_t)seq + {}) / {PANEL} * {PANEL}) * {} + {})",
+                PANEL - 1,
+                sc.per_l(),
+                sc.fixed()
+            )
         }
         Some(_) => format!("(size_t)batch * (size_t)seq * {}", program.max_heads),
         None => "0".to_string(),
@@ -778,8 +776,8 @@ fn emit_step(
             };
             let args = [a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]];
             if cfg.avx2 {
-                let dims = attn_dims(p).unwrap_or((shape.dq, shape.dv));
-                attention_gemm(e, args, range, tid, &shape, dims, micro);
+                let layout = AttnScratch::new(attn_dims(p).unwrap_or((shape.dq, shape.dv)));
+                attention_gemm(e, args, range, tid, &shape, &layout, micro);
             } else {
                 kernels::attention(e, args, range, &shape)
             }
@@ -851,17 +849,43 @@ fn avx2_tile(e: &mut Emit, t: &kernels::Tile, k: usize, n: usize, micro: &AsmRef
     avx2_tile_ld(e, t, lda, kk, ldc, micro);
 }
 
+/// The per-thread scratch of the GEMM attention, for the widest heads `d` (q/k) and `dv` of the
+/// program, in floats, with `L` the sequence length rounded up to 16: the scores of one tile
+/// of queries (`ATTN_TILE x L`), K packed in 16-key panels (`L x (d + 1)`: a zero bias row per
+/// panel), V packed in 16-column panels (`(L + 1) x dv16`), and the tile's softmax
+/// normalisations (`ATTN_TILE`), in that order. `per_l() * L + fixed()` floats.
+struct AttnScratch {
+    d: usize,
+    dv16: usize,
+}
+
+impl AttnScratch {
+    fn new((d, dv): (usize, usize)) -> Self {
+        AttnScratch {
+            d,
+            dv16: dv.div_ceil(PANEL) * PANEL,
+        }
+    }
+
+    fn per_l(&self) -> usize {
+        ATTN_TILE + self.d + 1 + self.dv16
+    }
+
+    fn fixed(&self) -> usize {
+        self.dv16 + ATTN_TILE
+    }
+}
+
 /// Queries per attention tile: the scores of one tile (`ATTN_TILE x L` floats, 24 KiB at
 /// L = 128, 96 KiB at 512) stay in L2 while K and V are swept once each per tile.
 pub const ATTN_TILE: usize = 48;
 
 /// Attention as two GEMMs per (sequence, head) task on the AVX2 microkernels: K of the head
-/// packed transposed into 16-key panels and V into 16-column panels, then for each tile of 6
-/// queries (`ATTN_TILE`): the scores `Q Kᵀ` against every key panel, the AVX2 softmax of
-/// those rows (scaled), and `P V` straight into the output. Only one tile of scores exists at
-/// a time. Each thread has its own scratch (`tid` selects it): the score tile, packed K and V,
-/// with `L` the sequence length rounded up to 16. `dmax` (the widest head of any step) places
-/// packed V after packed K in the scratch layout.
+/// packed transposed into 16-key panels and V into 16-column panels, then for each tile of
+/// `ATTN_TILE` queries: the scores `Q Kᵀ` against every key panel, the AVX2 softmax of those
+/// rows (scaled), and `P V` straight into the output, scaled by the softmax's 1/sum. Only one
+/// tile of scores exists at a time. Each thread has its own scratch (`tid` selects it), laid
+/// out as `layout` says (sized for the widest heads of any step).
 #[allow(clippy::too_many_arguments)]
 fn attention_gemm(
     e: &mut Emit,
@@ -869,7 +893,7 @@ fn attention_gemm(
     [begin, end]: [Value; 2],
     tid: Value,
     a: &kernels::AttnShape,
-    (dmax, dvmax): (usize, usize),
+    layout: &AttnScratch,
     micro: &AsmRefs,
 ) {
     use cranelift_codegen::ir::condcodes::IntCC;
@@ -880,13 +904,10 @@ fn attention_gemm(
     let sbuf = e.b.ins().iadd(scratch, base);
     let ll = e.b.ins().imul_imm_s(lp, ATTN_TILE as i64);
     let kp = e.addr(sbuf, ll, 4);
-    let kd = e.b.ins().imul_imm_s(lp, dmax as i64 + 1);
+    let kd = e.b.ins().imul_imm_s(lp, layout.d as i64 + 1);
     let vp = e.addr(kp, kd, 4);
-    // after packed V ((lp + 1) x dv16 floats): 1 / sum of each score row of the tile
     let lp1 = e.b.ins().iadd_imm_s(lp, 1);
-    let vfl =
-        e.b.ins()
-            .imul_imm_s(lp1, (dvmax.div_ceil(PANEL) * PANEL) as i64);
+    let vfl = e.b.ins().imul_imm_s(lp1, layout.dv16 as i64);
     let inv = e.addr(vp, vfl, 4);
     let ld_s = e.b.ins().imul_imm_s(lp, 4);
     let lda_q = e.i(a.ldq as i64 * 4);

@@ -298,20 +298,11 @@ static void pool_destroy(pool_t *p) {
     free(p);
 }
 
-/* floats of one thread's attention scratch: the scores of one tile of queries (tile x L), K
-   packed in 16-key panels, V packed in 16-column panels, the tile's softmax normalisations
-   (tile), L = seq rounded up to 16 */
-static size_t attn_thread_floats(int32_t seq, size_t d, size_t dv16, size_t tile) {
-    size_t l = ((size_t)seq + 15) / 16 * 16;
-    return tile * l + l * (d + 1) + dv16 * (l + 1) + tile;
-}
-
 /* floats of attention scratch after the activations */
 static size_t scratch_floats(int32_t batch, int32_t seq, int threads) {
     (void)batch;
     (void)seq;
     (void)threads;
-    (void)attn_thread_floats;
     return @SCRATCH@;
 }
 
