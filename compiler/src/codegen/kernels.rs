@@ -251,8 +251,17 @@ pub struct Tile {
     pub ncols: usize,
     /// The residual tile (same stride as `c`) when the linear has a residual epilogue.
     pub res: Option<Value>,
-    /// Whether this is the panel's first row block (an i8 condition), when known.
-    pub first: Option<Value>,
+    /// How the tile prefetches the next panel, if it does.
+    pub prefetch: Option<Prefetch>,
+}
+
+/// A tile's share of the next panel to prefetch while it computes: from `addr`, advancing
+/// `step` bytes at each step of k, when the i8 condition `when` holds (always without one).
+#[derive(Clone, Copy)]
+pub struct Prefetch {
+    pub when: Option<Value>,
+    pub addr: Value,
+    pub step: Value,
 }
 
 /// Up to this many rows, a linear's task is one panel with all its row blocks (each weight is
@@ -347,21 +356,44 @@ pub fn linear_tasks(
     let ldc = n as i64 * 4;
     let nrb = e.b.ins().iadd_imm_s(rows, mr as i64 - 1);
     let nrb = e.b.ins().udiv_imm_u(nrb, mr as i64);
-    // one tile: row block `rb` of panel `p`, then the epilogue unless the tile applied it
-    let tile_at = |e: &mut Emit, rb: Value, p: Value| {
+    let panel_bytes = (PANEL * (k + 1) * 4) as i64;
+    // one tile: row block `rb` of panel `p`, then the epilogue unless the tile applied it.
+    // With `spread`, the panel's row blocks run one after another and each prefetches its
+    // share of the next panel (a `1 / nrb` slice: the weights stream from memory during all
+    // of them); otherwise the first row block prefetches the whole next panel.
+    let tile_at = |e: &mut Emit, rb: Value, p: Value, spread: bool| {
         let r = e.b.ins().imul_imm_s(rb, mr as i64);
         let left = e.b.ins().isub(rows, r);
         let mrv = e.i(mr as i64);
         let m = e.b.ins().smin(left, mrv);
-        let first = e.b.ins().icmp_imm_s(IntCC::Equal, rb, 0);
         let a = e.addr(x, r, lda);
         let crow = e.addr(out, r, ldc);
-        let bp = e.addr(packed, p, (PANEL * (k + 1) * 4) as i64);
+        let bp = e.addr(packed, p, panel_bytes);
         let c = e.addr(crow, p, (PANEL * 4) as i64);
         let rc = epi.residual.map(|res| {
             let rr = e.addr(res, r, ldc);
             e.addr(rr, p, (PANEL * 4) as i64)
         });
+        let next = e.b.ins().iadd_imm_s(bp, panel_bytes);
+        let prefetch = if spread {
+            // ceil(64 / nrb) bytes a step, from this block's slice
+            let step = e.b.ins().iadd_imm_s(nrb, 63);
+            let step = e.b.ins().udiv(step, nrb);
+            let share = e.b.ins().imul_imm_s(step, k as i64);
+            let addr = e.b.ins().imul(rb, share);
+            let addr = e.b.ins().iadd(next, addr);
+            Prefetch {
+                when: None,
+                addr,
+                step,
+            }
+        } else {
+            Prefetch {
+                when: Some(e.b.ins().icmp_imm_s(IntCC::Equal, rb, 0)),
+                addr: next,
+                step: e.i(64),
+            }
+        };
         let rows_dispatch = |e: &mut Emit, ncols: usize| {
             for mm in (1..=mr).rev() {
                 let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
@@ -372,7 +404,7 @@ pub fn linear_tasks(
                     m: mm,
                     ncols,
                     res: rc,
-                    first: Some(first),
+                    prefetch: Some(prefetch),
                 };
                 e.if_nonzero(is, |e| tile(e, &t));
             }
@@ -396,10 +428,10 @@ pub fn linear_tasks(
         few,
         |e| {
             // few rows: task t is panel t, all its row blocks in turn (the panel is read from
-            // memory once, while the first row block prefetches the next panel)
+            // memory once, while the row blocks prefetch the next panel)
             e.for_range(begin, end, 1, |e, p| {
                 let z = e.i(0);
-                e.for_range(z, nrb, 1, |e, rb| tile_at(e, rb, p));
+                e.for_range(z, nrb, 1, |e, rb| tile_at(e, rb, p, true));
             });
         },
         |e| {
@@ -413,7 +445,7 @@ pub fn linear_tasks(
                 let p1 = e.b.ins().iadd_imm_s(p0, PANELS_PER_TASK as i64);
                 let pn = e.i(panels as i64);
                 let p1 = e.b.ins().smin(p1, pn);
-                e.for_range(p0, p1, 1, |e, p| tile_at(e, rb, p));
+                e.for_range(p0, p1, 1, |e, p| tile_at(e, rb, p, false));
             });
         },
     );

@@ -159,8 +159,7 @@ impl Asm {
         if let Some(ids) = self.tiles.get(&tag) {
             return Ok(ids.clone());
         }
-        let nargs = if epi.residual { 7 } else { 6 };
-        let sig = sig_n(module.isa().default_call_conv(), nargs);
+        let sig = sig_n(module.isa().default_call_conv(), epi.args());
         let mut ids = Vec::new();
         for mr in 1..=6 {
             let sym = if tag.is_empty() {
@@ -820,7 +819,7 @@ fn avx2_tile(e: &mut Emit, t: &kernels::Tile, k: usize, n: usize, micro: &AsmRef
     let ldc = e.i(n as i64 * 4);
     let kk = e.i(k as i64);
     if t.ncols == PANEL {
-        // the first row block of a panel prefetches the next panel
+        // tiles that prefetch (a share of) the next panel run the prefetching variant
         let (with, without) = if fused {
             (&micro.fused_pf, &micro.fused)
         } else {
@@ -830,19 +829,22 @@ fn avx2_tile(e: &mut Emit, t: &kernels::Tile, k: usize, n: usize, micro: &AsmRef
         if fused {
             args.extend(t.res);
         }
-        match t.first {
-            Some(first) if !with.is_empty() => e.if_else(
-                first,
-                |e| {
-                    e.b.ins().call(with[t.m - 1], &args);
-                },
-                |e| {
-                    e.b.ins().call(without[t.m - 1], &args);
-                },
-            ),
-            _ => {
-                e.b.ins().call(without[t.m - 1], &args);
+        let plain = |e: &mut Emit| {
+            e.b.ins().call(without[t.m - 1], &args);
+        };
+        match t.prefetch {
+            Some(pf) if !with.is_empty() => {
+                let mut pf_args = args.clone();
+                pf_args.extend([pf.addr, pf.step]);
+                let prefetching = |e: &mut Emit| {
+                    e.b.ins().call(with[t.m - 1], &pf_args);
+                };
+                match pf.when {
+                    Some(cond) => e.if_else(cond, prefetching, plain),
+                    None => prefetching(e),
+                }
             }
+            _ => plain(e),
         }
         return;
     }
@@ -1042,7 +1044,7 @@ fn attention_gemm(
                                 m: mm,
                                 ncols: cols,
                                 res: None,
-                                first: None,
+                                prefetch: None,
                             };
                             avx2_tile_ld(e, &t, ld_s, len, ldc_o, micro);
                         });

@@ -26,9 +26,10 @@ pub struct MicroEpi {
     pub act: Option<Act>,
     /// Add the tile at the 7th argument (same row stride as the output).
     pub residual: bool,
-    /// Prefetch the next panel (the `k + 1` rows after this one), a line per step of k, so
-    /// that weights stream from memory while this tile computes: for the first row block of
-    /// a panel, the one that reads the weights from memory.
+    /// Prefetch from the address in the argument after the regular ones, advancing it by the
+    /// next argument's bytes at each step of k (in the 4-step loop), so that the next panel's
+    /// weights stream from memory while this tile computes. The caller splits the next panel
+    /// among the row blocks of this one.
     pub prefetch: bool,
 }
 
@@ -38,6 +39,12 @@ impl MicroEpi {
         residual: false,
         prefetch: false,
     };
+
+    /// The kernel's argument count: `(a, lda, bp, c, ldc, k)`, then the residual tile, then
+    /// the prefetch address and step.
+    pub fn args(&self) -> usize {
+        6 + usize::from(self.residual) + 2 * usize::from(self.prefetch)
+    }
 
     /// A short name for symbols.
     pub fn tag(&self) -> String {
@@ -261,11 +268,11 @@ pub fn avx2_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
         a.add(rdx, 64)?;
         a.lea(r10, ptr(rdi + rsi * 2))?;
         a.add(r10, rsi)?;
-        // rax: the next panel (bias row, then k rows)
+        // rax: the prefetch address, advanced by the step at `pf_step`
+        let pf_arg = 8 + 8 * i32::from(epi.residual);
+        let pf_step = qword_ptr(rsp + (pf_arg + 8));
         if epi.prefetch {
-            a.mov(rax, r9)?;
-            a.shl(rax, 6)?;
-            a.add(rax, rdx)?;
+            a.mov(rax, qword_ptr(rsp + pf_arg))?;
         }
         // main loop: 4 steps of k per iteration, then single steps
         let mut done = a.create_label();
@@ -277,7 +284,8 @@ pub fn avx2_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
         a.set_label(&mut top4)?;
         for u in 0..4i32 {
             if epi.prefetch {
-                a.prefetcht0(byte_ptr(rax + 64 * u))?;
+                a.prefetcht0(byte_ptr(rax))?;
+                a.add(rax, pf_step)?;
             }
             a.vmovups(ymm12, ymmword_ptr(rdx + 64 * u))?;
             a.vmovups(ymm13, ymmword_ptr(rdx + 64 * u + 32))?;
@@ -288,9 +296,6 @@ pub fn avx2_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
             }
         }
         a.add(rdx, 256)?;
-        if epi.prefetch {
-            a.add(rax, 256)?;
-        }
         a.add(rdi, 16)?;
         a.add(r10, 16)?;
         a.sub(r9, 4)?;
