@@ -58,8 +58,14 @@ fn parse_gemm(s: &str) -> Result<(usize, usize, usize), CliError> {
 /// Times the GEMM kernel; prints GFLOP/s and the fraction of the measured peak.
 pub fn gemm(spec: &str, cpu: Option<&str>, runs: usize) -> Result<String, CliError> {
     let (m, k, n) = parse_gemm(spec)?;
-    let target = Target::with_cpu(&Target::host().triple, cpu)
-        .map_err(|e| CliError::Input(e.to_string()))?;
+    let host = Target::host();
+    let target = Target::with_cpu(&host.triple, cpu).map_err(|e| CliError::Input(e.to_string()))?;
+    if let Some(f) = target.features.iter().find(|f| !host.has(f)) {
+        return Err(CliError::Input(format!(
+            "--cpu {}: this machine lacks '{f}', and the GEMM bench runs here",
+            cpu.unwrap_or("native")
+        )));
+    }
     let (obj, has_peak) =
         codegen::compile_gemm_bench(&target, k, n).map_err(|e| CliError::Input(e.to_string()))?;
     let tmp = Scratch::new("bench-gemm")?;

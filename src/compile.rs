@@ -272,7 +272,13 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
             p.weights.len(),
             p.weights.iter().map(|w| w.data.len() * 4).sum::<usize>() as f64 / 1e6,
             compiled.instructions,
-            if compiled.uses_avx2 { ", AVX2 GEMM microkernels" } else { "" }
+            if compiled.uses_avx512 {
+                ", AVX-512 GEMM microkernels"
+            } else if compiled.uses_avx2 {
+                ", AVX2 GEMM microkernels"
+            } else {
+                ""
+            }
         );
         if let Some(p) = &pruned {
             eprintln!(

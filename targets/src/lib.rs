@@ -82,12 +82,16 @@ impl Target {
                 )*};
             }
             detect!(
+                "sse3",
+                "ssse3",
                 "sse4.1",
+                "sse4.2",
                 "avx",
                 "avx2",
                 "fma",
                 "avx512f",
                 "avx512bw",
+                "avx512dq",
                 "avx512vl",
                 "avx512vnni"
             );

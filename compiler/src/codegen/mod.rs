@@ -51,6 +51,8 @@ pub struct Compiled {
     pub program: Program,
     /// Whether the x86 AVX2 microkernels are used (the artifact checks the CPU for them).
     pub uses_avx2: bool,
+    /// Whether the linears run the AVX-512 microkernels (`x86::avx512_kernel`).
+    pub uses_avx512: bool,
     pub instructions: usize,
     /// A C expression of `batch`, `seq` and `threads`: the floats of attention scratch the
     /// workspace needs after the activations.
@@ -66,6 +68,8 @@ struct Cfg {
     fma: bool,
     regs: usize,
     avx2: bool,
+    /// AVX-512 GEMM microkernels for every GEMM (the rest stays AVX2).
+    avx512: bool,
 }
 
 fn isa_for(
@@ -101,6 +105,7 @@ fn isa_for(
                 fma: target.has("fma"),
                 regs: 16,
                 avx2: target.has("avx2") && target.has("fma"),
+                avx512: target.has("avx2") && target.has("fma") && target.has("avx512f"),
             }
         }
         Arch::Aarch64 => Cfg {
@@ -108,6 +113,7 @@ fn isa_for(
             fma: true,
             regs: 32,
             avx2: false,
+            avx512: false,
         },
         Arch::Riscv64 => {
             let v = target.has("v");
@@ -120,6 +126,7 @@ fn isa_for(
                 fma: true,
                 regs: 32,
                 avx2: false,
+                avx512: false,
             }
         }
     };
@@ -128,17 +135,20 @@ fn isa_for(
 }
 
 /// The hand-assembled kernels of a module (x86-64 with AVX2 only), each defined the first time
-/// a kernel asks for it, so that the object holds just the variants the program uses.
+/// a kernel asks for it, so that the object holds just the variants the program uses. With
+/// `avx512` the GEMM microkernels are the AVX-512 ones (same arguments, up to
+/// `x86::AVX512_MR` rows), the softmax stays AVX2.
 struct Asm {
     prefix: String,
     enabled: bool,
+    avx512: bool,
     tiles: BTreeMap<String, Vec<FuncId>>,
     softmax: BTreeMap<u32, FuncId>,
 }
 
 /// The hand-assembled kernels one Cranelift function calls.
 struct AsmRefs {
-    /// The plain GEMM microkernels for 1..=6 rows.
+    /// The plain GEMM microkernels for 1..=mr rows (`gemm_mr`).
     plain: Vec<FuncRef>,
     /// The microkernels with this step's epilogue (empty: none).
     fused: Vec<FuncRef>,
@@ -149,7 +159,7 @@ struct AsmRefs {
 }
 
 impl Asm {
-    /// The microkernels for 1..=6 rows with epilogue `epi`.
+    /// The microkernels for 1..=mr rows with epilogue `epi`.
     fn tiles(
         &mut self,
         module: &mut ObjectModule,
@@ -161,17 +171,27 @@ impl Asm {
         }
         let sig = sig_n(module.isa().default_call_conv(), epi.args());
         let mut ids = Vec::new();
-        for mr in 1..=6 {
+        let (family, max_mr) = if self.avx512 {
+            ("avx512_12x16", x86::AVX512_MR)
+        } else {
+            ("avx2_6x16", 6)
+        };
+        for mr in 1..=max_mr {
             let sym = if tag.is_empty() {
-                format!("{}__avx2_6x16_m{mr}", self.prefix)
+                format!("{}__{family}_m{mr}", self.prefix)
             } else {
-                format!("{}__avx2_6x16_m{mr}_{tag}", self.prefix)
+                format!("{}__{family}_m{mr}_{tag}", self.prefix)
             };
             let id = module
                 .declare_function(&sym, Linkage::Local, &sig)
                 .map_err(cl_err)?;
+            let code = if self.avx512 {
+                x86::avx512_kernel(mr, epi)?
+            } else {
+                x86::avx2_kernel(mr, epi)?
+            };
             module
-                .define_function_bytes(id, 16, &x86::avx2_kernel(mr, epi)?, &[])
+                .define_function_bytes(id, 16, &code, &[])
                 .map_err(cl_err)?;
             ids.push(id);
         }
@@ -259,6 +279,7 @@ fn new_module(target: &Target, name: &str) -> Result<(ObjectModule, Cfg, Asm), C
     let asm = Asm {
         prefix: name.to_string(),
         enabled: cfg.avx2,
+        avx512: cfg.avx512,
         tiles: BTreeMap::new(),
         softmax: BTreeMap::new(),
     };
@@ -649,6 +670,7 @@ pub fn compile_with(
         object,
         program,
         uses_avx2: cfg.avx2,
+        uses_avx512: cfg.avx512,
         instructions,
         scratch_floats_c,
     })
@@ -669,7 +691,9 @@ fn attn_dims(p: &Program) -> Option<(usize, usize)> {
 
 /// Rows per GEMM tile for the target.
 fn gemm_mr(cfg: &Cfg) -> usize {
-    if cfg.avx2 {
+    if cfg.avx512 {
+        x86::AVX512_MR
+    } else if cfg.avx2 {
         6
     } else {
         kernels::portable_mr(cfg.lanes, cfg.regs)
@@ -1087,7 +1111,7 @@ fn avx2_tile_ld(
     }
     let tile = e.b.create_sized_stack_slot(StackSlotData::new(
         StackSlotKind::ExplicitSlot,
-        (6 * PANEL * 4) as u32,
+        (x86::AVX512_MR.max(6) * PANEL * 4) as u32,
         6,
     ));
     let tp = e.b.ins().stack_addr(types::I64, tile, 0);

@@ -1,6 +1,7 @@
 //! Hand-assembled x86-64 kernels (iced-x86), placed into the object beside the Cranelift code
 //! with `define_function_bytes`. Cranelift's x64 backend has 128-bit vectors only; these use
-//! 256-bit AVX2 registers with FMA.
+//! 256-bit AVX2 registers with FMA, and for targets with AVX-512, a GEMM microkernel on
+//! 512-bit registers (`avx512_kernel`, tested under an emulator: `x86_emulated.rs`).
 //!
 //! The GEMM microkernel `kernel(a, lda, bp, c, ldc, k[, res])` (System V: rdi, rsi, rdx, rcx,
 //! r8, r9, then the stack) computes an `mr x 16` tile:
@@ -234,16 +235,6 @@ pub fn avx2_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
     let y = [
         ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11,
     ];
-    let mut a = CodeAssembler::new(64).map_err(asm_err)?;
-    let mut consts = Consts::new();
-    let src = |r: usize| match r {
-        0 => dword_ptr(rdi),
-        1 => dword_ptr(rdi + rsi),
-        2 => dword_ptr(rdi + rsi * 2),
-        3 => dword_ptr(r10),
-        4 => dword_ptr(r10 + rsi),
-        _ => dword_ptr(r10 + rsi * 2),
-    };
     let src_off = |r: usize, off: i32| match r {
         0 => dword_ptr(rdi + off),
         1 => dword_ptr(rdi + rsi + off),
@@ -260,7 +251,7 @@ pub fn avx2_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
         4 => ymmword_ptr(r11 + r8 + off),
         _ => ymmword_ptr(r11 + r8 * 2 + off),
     };
-    (|| -> Result<(), IcedError> {
+    function(|a, consts| {
         for r in 0..mr {
             a.vmovups(y[2 * r], ymmword_ptr(rdx))?;
             a.vmovups(y[2 * r + 1], ymmword_ptr(rdx + 32))?;
@@ -274,19 +265,7 @@ pub fn avx2_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
         if epi.prefetch {
             a.mov(rax, qword_ptr(rsp + pf_arg))?;
         }
-        // main loop: 4 steps of k per iteration, then single steps
-        let mut done = a.create_label();
-        let mut top4 = a.create_label();
-        let mut tail = a.create_label();
-        let mut top1 = a.create_label();
-        a.cmp(r9, 4)?;
-        a.jl(tail)?;
-        a.set_label(&mut top4)?;
-        for u in 0..4i32 {
-            if epi.prefetch {
-                a.prefetcht0(byte_ptr(rax))?;
-                a.add(rax, pf_step)?;
-            }
+        k_loop(a, epi.prefetch.then_some(pf_step), &[rdi, r10], |a, u| {
             a.vmovups(ymm12, ymmword_ptr(rdx + 64 * u))?;
             a.vmovups(ymm13, ymmword_ptr(rdx + 64 * u + 32))?;
             for r in 0..mr {
@@ -294,35 +273,13 @@ pub fn avx2_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
                 a.vfmadd231ps(y[2 * r], ymm12, ymm14)?;
                 a.vfmadd231ps(y[2 * r + 1], ymm13, ymm14)?;
             }
-        }
-        a.add(rdx, 256)?;
-        a.add(rdi, 16)?;
-        a.add(r10, 16)?;
-        a.sub(r9, 4)?;
-        a.cmp(r9, 4)?;
-        a.jge(top4)?;
-        a.set_label(&mut tail)?;
-        a.test(r9, r9)?;
-        a.jz(done)?;
-        a.set_label(&mut top1)?;
-        a.vmovups(ymm12, ymmword_ptr(rdx))?;
-        a.vmovups(ymm13, ymmword_ptr(rdx + 32))?;
-        for r in 0..mr {
-            a.vbroadcastss(ymm14, src(r))?;
-            a.vfmadd231ps(y[2 * r], ymm12, ymm14)?;
-            a.vfmadd231ps(y[2 * r + 1], ymm13, ymm14)?;
-        }
-        a.add(rdx, 64)?;
-        a.add(rdi, 4)?;
-        a.add(r10, 4)?;
-        a.dec(r9)?;
-        a.jnz(top1)?;
-        a.set_label(&mut done)?;
+            Ok(())
+        })?;
         a.lea(r11, ptr(rcx + r8 * 2))?;
         a.add(r11, r8)?;
         if let Some(act) = epi.act {
             for acc in y.iter().take(2 * mr) {
-                act8(&mut a, &mut consts, act, *acc, [ymm12, ymm13, ymm14, ymm15])?;
+                act8(a, consts, act, *acc, [ymm12, ymm13, ymm14, ymm15])?;
             }
         }
         if epi.residual {
@@ -347,13 +304,175 @@ pub fn avx2_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
             a.vmovups(dst(r, 0), y[2 * r])?;
             a.vmovups(dst(r, 32), y[2 * r + 1])?;
         }
+        Ok(())
+    })
+}
+
+/// Assembles a function: `body`, then `vzeroupper; ret`, then the constants `body` asked for.
+fn function(
+    body: impl FnOnce(&mut CodeAssembler, &mut Consts) -> Result<(), IcedError>,
+) -> Result<Vec<u8>, CodegenError> {
+    let mut a = CodeAssembler::new(64).map_err(asm_err)?;
+    let mut consts = Consts::new();
+    (|| {
+        body(&mut a, &mut consts)?;
         a.vzeroupper()?;
         a.ret()?;
-        consts.place(&mut a)?;
-        Ok(())
+        consts.place(&mut a)
     })()
     .map_err(asm_err)?;
     a.assemble(0).map_err(asm_err)
+}
+
+/// The k loop of the GEMM microkernels: 4 steps an iteration, then single steps. `r9` counts
+/// the steps down, `rdx` walks the panel's rows (64 bytes a step) and each of `bases` (rows of
+/// `a`) 4 bytes a step; `step(a, u)` emits step `u` of an iteration, reading the panel row at
+/// `rdx + 64 u` and `a` at `+ 4 u`. With `prefetch` (the step's memory operand), each step of
+/// the 4-step loop also prefetches the line at `rax` and advances `rax` by that step.
+fn k_loop(
+    a: &mut CodeAssembler,
+    prefetch: Option<AsmMemoryOperand>,
+    bases: &[AsmRegister64],
+    mut step: impl FnMut(&mut CodeAssembler, i32) -> Result<(), IcedError>,
+) -> Result<(), IcedError> {
+    let mut done = a.create_label();
+    let mut top4 = a.create_label();
+    let mut tail = a.create_label();
+    let mut top1 = a.create_label();
+    a.cmp(r9, 4)?;
+    a.jl(tail)?;
+    a.set_label(&mut top4)?;
+    for u in 0..4i32 {
+        if let Some(pf_step) = prefetch {
+            a.prefetcht0(byte_ptr(rax))?;
+            a.add(rax, pf_step)?;
+        }
+        step(a, u)?;
+    }
+    a.add(rdx, 256)?;
+    for base in bases {
+        a.add(*base, 16)?;
+    }
+    a.sub(r9, 4)?;
+    a.cmp(r9, 4)?;
+    a.jge(top4)?;
+    a.set_label(&mut tail)?;
+    a.test(r9, r9)?;
+    a.jz(done)?;
+    a.set_label(&mut top1)?;
+    step(a, 0)?;
+    a.add(rdx, 64)?;
+    for base in bases {
+        a.add(*base, 4)?;
+    }
+    a.dec(r9)?;
+    a.jnz(top1)?;
+    a.set_label(&mut done)
+}
+
+/// Rows of the AVX-512 GEMM microkernel's tile.
+pub const AVX512_MR: usize = 12;
+
+/// The GEMM microkernel for AVX-512 (AVX512F, with AVX2 and FMA for the epilogue): an
+/// `mr x 16` tile (`mr <= AVX512_MR`) with one zmm accumulator a row, the same arguments,
+/// panel layout and epilogues as [`avx2_kernel`]. Each step of k loads the panel row once
+/// and multiplies it by each row's `a` broadcast from memory (`{1to16}`), so a step is `mr`
+/// FMAs for `mr + 1` loads. The accumulators are zmm16..zmm27 (EVEX only), so that the
+/// epilogue can run the AVX2 activation code on each half (ymm0, ymm1) with ymm12..ymm15 as
+/// scratch. Rows are addressed from up to four base registers, three rows each (base,
+/// base + stride, base + 2 stride); the fourth A base is rcx, kept in the red zone meanwhile.
+pub fn avx512_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
+    assert!((1..=AVX512_MR).contains(&mr), "mr out of range");
+    let acc = [
+        zmm16, zmm17, zmm18, zmm19, zmm20, zmm21, zmm22, zmm23, zmm24, zmm25, zmm26, zmm27,
+    ];
+    let bregs = [zmm28, zmm29];
+    // row r at base (r / 3) plus (r % 3) strides
+    fn row(
+        bases: &[AsmRegister64; 4],
+        stride: AsmRegister64,
+        r: usize,
+        off: i32,
+    ) -> AsmMemoryOperand {
+        let b = bases[r / 3];
+        match r % 3 {
+            0 => b + off,
+            1 => b + stride + off,
+            _ => b + stride * 2 + off,
+        }
+    }
+    let nbases = mr.div_ceil(3);
+    function(|a, consts| {
+        let pf_arg = 8 + 8 * i32::from(epi.residual);
+        let pf_step = qword_ptr(rsp + (pf_arg + 8));
+        if epi.prefetch {
+            a.mov(rax, qword_ptr(rsp + pf_arg))?;
+        }
+        // the bias row starts every accumulator
+        for r in acc.iter().take(mr) {
+            a.vmovups(*r, zmmword_ptr(rdx))?;
+        }
+        a.add(rdx, 64)?;
+        // A bases: rdi, r10, r11, rcx (rcx saved below the stack pointer, in the red zone)
+        let abase = [rdi, r10, r11, rcx];
+        if nbases == 4 {
+            a.mov(qword_ptr(rsp - 8), rcx)?;
+        }
+        for j in 1..nbases {
+            a.lea(abase[j], ptr(abase[j - 1] + rsi * 2))?;
+            a.add(abase[j], rsi)?;
+        }
+        k_loop(
+            a,
+            epi.prefetch.then_some(pf_step),
+            &abase[..nbases],
+            |a, u| {
+                let b = bregs[u as usize % 2];
+                a.vmovups(b, zmmword_ptr(rdx + 64 * u))?;
+                for (r, acc_r) in acc.iter().enumerate().take(mr) {
+                    a.vfmadd231ps(*acc_r, b, dword_bcst(row(&abase, rsi, r, 4 * u)))?;
+                }
+                Ok(())
+            },
+        )?;
+        if nbases == 4 {
+            a.mov(rcx, qword_ptr(rsp - 8))?;
+        }
+        // C bases rcx, rsi, rdi, r9 (stride r8); residual bases rax, r10, r11, rdx
+        let cbase = [rcx, rsi, rdi, r9];
+        for j in 1..nbases {
+            a.lea(cbase[j], ptr(cbase[j - 1] + r8 * 2))?;
+            a.add(cbase[j], r8)?;
+        }
+        if epi.act.is_none() && !epi.residual {
+            for (r, acc_r) in acc.iter().enumerate().take(mr) {
+                a.vmovups(zmmword_ptr(row(&cbase, r8, r, 0)), *acc_r)?;
+            }
+        } else {
+            let rbase = [rax, r10, r11, rdx];
+            if epi.residual {
+                a.mov(rax, qword_ptr(rsp + 8))?;
+                for j in 1..nbases {
+                    a.lea(rbase[j], ptr(rbase[j - 1] + r8 * 2))?;
+                    a.add(rbase[j], r8)?;
+                }
+            }
+            for (r, acc_r) in acc.iter().enumerate().take(mr) {
+                for (half, y) in [ymm0, ymm1].into_iter().enumerate() {
+                    let off = 32 * half as i32;
+                    a.vextractf64x4(y, *acc_r, half as u32)?;
+                    if let Some(act) = epi.act {
+                        act8(a, consts, act, y, [ymm12, ymm13, ymm14, ymm15])?;
+                    }
+                    if epi.residual {
+                        a.vaddps(y, y, ymmword_ptr(row(&rbase, r8, r, off)))?;
+                    }
+                    a.vmovups(ymmword_ptr(row(&cbase, r8, r, off)), y)?;
+                }
+            }
+        }
+        Ok(())
+    })
 }
 
 /// Horizontal reduction of the 8 lanes of `x` into every lane (`max` or add), `t` scratch.
@@ -539,22 +658,26 @@ mod tests {
 
     #[test]
     fn kernels_assemble() {
-        for mr in 1..=6 {
-            for act in [
-                None,
-                Some(Act::Relu),
-                Some(Act::Tanh),
-                Some(Act::Gelu(GeluApprox::Erf)),
-                Some(Act::Gelu(GeluApprox::Tanh)),
-            ] {
-                for residual in [false, true] {
-                    for prefetch in [false, true] {
-                        let epi = MicroEpi {
-                            act,
-                            residual,
-                            prefetch,
-                        };
-                        assert!(!avx2_kernel(mr, epi).unwrap().is_empty());
+        type Kernel = fn(usize, MicroEpi) -> Result<Vec<u8>, CodegenError>;
+        let kernels: [(Kernel, usize); 2] = [(avx2_kernel, 6), (avx512_kernel, AVX512_MR)];
+        for (kernel, max_mr) in kernels {
+            for mr in 1..=max_mr {
+                for act in [
+                    None,
+                    Some(Act::Relu),
+                    Some(Act::Tanh),
+                    Some(Act::Gelu(GeluApprox::Erf)),
+                    Some(Act::Gelu(GeluApprox::Tanh)),
+                ] {
+                    for residual in [false, true] {
+                        for prefetch in [false, true] {
+                            let epi = MicroEpi {
+                                act,
+                                residual,
+                                prefetch,
+                            };
+                            assert!(!kernel(mr, epi).unwrap().is_empty());
+                        }
                     }
                 }
             }
@@ -562,3 +685,7 @@ mod tests {
         assert!(!avx2_softmax(0.125).unwrap().is_empty());
     }
 }
+
+#[cfg(test)]
+#[path = "x86_emulated.rs"]
+mod emulated;

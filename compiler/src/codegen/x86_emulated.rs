@@ -1,0 +1,219 @@
+//! The AVX-512 microkernels against an f64 reference, run under BochsCPU (an emulated x86-64
+//! CPU with AVX-512; `scripts/x86-emulate`), since the machines the tests run on may lack
+//! AVX-512. The emulator is a Python package: `scripts/setup-x86-emulator` installs it into
+//! `target/x86-emu-venv`, or `BERTC_X86_EMULATOR` names a Python that has it. Without it the
+//! test says so and passes, unless `BERTC_REQUIRE_EMULATOR=1` (set by CI), where it fails.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::{avx512_kernel, Act, GeluApprox, MicroEpi, AVX512_MR};
+
+const CODE: u64 = 0x1000_0000;
+const A: u64 = 0x2000_0000;
+const B: u64 = 0x3000_0000;
+const C: u64 = 0x4000_0000;
+const RES: u64 = 0x5000_0000;
+const STACK: u64 = 0x6000_0000;
+const HLT: u64 = 0x7000_0000;
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn emulator_python() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("BERTC_X86_EMULATOR") {
+        return Some(PathBuf::from(p));
+    }
+    let venv = repo().join("target/x86-emu-venv/bin/python");
+    venv.exists().then_some(venv)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn floats_hex(v: &[f32]) -> String {
+    hex(&v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())
+}
+
+fn unhex_floats(s: &str) -> Vec<f32> {
+    let b: Vec<u8> = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect();
+    b.chunks(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Deterministic values in [-2, 2).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+    }
+}
+
+fn act_ref(act: Option<Act>, x: f64) -> f64 {
+    match act {
+        None => x,
+        Some(Act::Relu) => x.max(0.0),
+        Some(Act::Tanh) => x.tanh(),
+        Some(Act::Gelu(GeluApprox::Erf)) => 0.5 * x * (1.0 + libm::erf(x / 2f64.sqrt())),
+        Some(Act::Gelu(GeluApprox::Tanh)) => {
+            let c = (2.0 / std::f64::consts::PI).sqrt();
+            0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
+        }
+    }
+}
+
+struct Case {
+    mr: usize,
+    k: usize,
+    epi: MicroEpi,
+    want: Vec<f64>,
+    /// The output rows' values beyond the tile's 16 columns, which must stay untouched.
+    canary: f32,
+}
+
+/// Column stride of the output and residual (floats): wider than the tile.
+const LDC: usize = 21;
+
+#[test]
+fn avx512_kernels_match_the_reference_under_emulation() {
+    let Some(python) = emulator_python() else {
+        assert!(
+            std::env::var("BERTC_REQUIRE_EMULATOR").as_deref() != Ok("1"),
+            "BERTC_REQUIRE_EMULATOR=1 but no emulator: run scripts/setup-x86-emulator"
+        );
+        eprintln!("skipped: no x86 emulator (scripts/setup-x86-emulator installs it)");
+        return;
+    };
+    let acts = [
+        None,
+        Some(Act::Relu),
+        Some(Act::Tanh),
+        Some(Act::Gelu(GeluApprox::Erf)),
+        Some(Act::Gelu(GeluApprox::Tanh)),
+    ];
+    let mut rng = Lcg(7);
+    let mut jobs = Vec::new();
+    let mut cases = Vec::new();
+    for mr in 1..=AVX512_MR {
+        for (i, act) in acts.iter().enumerate() {
+            for residual in [false, true] {
+                let prefetch = (mr + i) % 2 == 0;
+                // depths with and without a tail after the 4-step loop, and below 4
+                let k = [1, 3, 4, 7, 37][(mr + i + residual as usize) % 5];
+                let epi = MicroEpi {
+                    act: *act,
+                    residual,
+                    prefetch,
+                };
+                let lda = k + 3;
+                let a: Vec<f32> = (0..mr * lda).map(|_| rng.next()).collect();
+                let panel: Vec<f32> = (0..(k + 1) * 16).map(|_| rng.next() * 0.5).collect();
+                let res: Vec<f32> = (0..mr * LDC).map(|_| rng.next()).collect();
+                let canary = 1234.5;
+                let c = vec![canary; mr * LDC];
+                let mut want = vec![0f64; mr * 16];
+                for r in 0..mr {
+                    for j in 0..16 {
+                        let mut s = panel[j] as f64;
+                        for kk in 0..k {
+                            s += a[r * lda + kk] as f64 * panel[16 + kk * 16 + j] as f64;
+                        }
+                        let mut v = act_ref(*act, s);
+                        if residual {
+                            v += res[r * LDC + j] as f64;
+                        }
+                        want[r * 16 + j] = v;
+                    }
+                }
+                // the stack: return address, then the residual, prefetch address and step
+                let mut stack = vec![HLT];
+                if residual {
+                    stack.push(RES);
+                }
+                if prefetch {
+                    stack.extend([B, 22]);
+                }
+                let stack_bytes: Vec<u8> = stack.iter().flat_map(|v| v.to_le_bytes()).collect();
+                let code = avx512_kernel(mr, epi).unwrap();
+                let f4 = |addr: u64, data: String| format!(r#"{{"addr":{addr},"data":"{data}"}}"#);
+                // each job's code at its own address: the emulator caches decoded code
+                let code_addr = CODE + 0x1_0000 * jobs.len() as u64;
+                jobs.push(format!(
+                    r#"{{"code_addr":{code_addr},"code":"{}","regions":[{},{},{},{},{},{}],"regs":{{"rdi":{A},"rsi":{},"rdx":{B},"rcx":{C},"r8":{},"r9":{k},"rsp":{}}},"read":[{{"addr":{C},"len":{}}}]}}"#,
+                    hex(&code),
+                    f4(A, floats_hex(&a)),
+                    f4(B, floats_hex(&panel)),
+                    f4(C, floats_hex(&c)),
+                    f4(RES, floats_hex(&res)),
+                    f4(STACK + 0x800, hex(&stack_bytes)),
+                    f4(HLT, "f4".to_string()),
+                    lda * 4,
+                    LDC * 4,
+                    STACK + 0x800,
+                    mr * LDC * 4,
+                ));
+                cases.push(Case {
+                    mr,
+                    k,
+                    epi,
+                    want,
+                    canary,
+                });
+            }
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("bertc-x86-emu-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let job_file = dir.join("jobs.json");
+    std::fs::write(&job_file, format!(r#"{{"jobs":[{}]}}"#, jobs.join(","))).unwrap();
+    let out = Command::new(&python)
+        .arg(repo().join("scripts/x86-emulate"))
+        .arg(&job_file)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", python.display()));
+    if std::env::var_os("BERTC_KEEP_JOBS").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    assert!(
+        out.status.success(),
+        "x86-emulate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("emulator output");
+    let results = v["results"].as_array().expect("results");
+    assert_eq!(results.len(), cases.len());
+    for (case, r) in cases.iter().zip(results) {
+        let what = format!("mr {} k {} {:?}", case.mr, case.k, case.epi);
+        assert!(r["ok"].as_bool().unwrap(), "{what}: {}", r["error"]);
+        let got = unhex_floats(r["read"][0].as_str().unwrap());
+        for row in 0..case.mr {
+            for j in 0..LDC {
+                let g = got[row * LDC + j];
+                if j >= 16 {
+                    assert_eq!(g, case.canary, "{what}: row {row} col {j} written");
+                    continue;
+                }
+                let w = case.want[row * 16 + j];
+                assert!(
+                    (g as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                    "{what}: row {row} col {j}: {g} vs {w}"
+                );
+            }
+        }
+    }
+}
