@@ -1,6 +1,6 @@
-//! The AVX-512 microkernels against an f64 reference, run under BochsCPU (an emulated x86-64
-//! CPU with AVX-512; `scripts/x86-emulate`), since the machines the tests run on may lack
-//! AVX-512. The emulator is a Python package: `scripts/setup-x86-emulator` installs it into
+//! The AVX-512 microkernels, and the GEMM driver that calls them, against an f64 reference,
+//! run under BochsCPU (an emulated x86-64 CPU with AVX-512; `scripts/x86-emulate`), since the
+//! machines the tests run on may lack AVX-512. The emulator is a Python package: `scripts/setup-x86-emulator` installs it into
 //! `target/x86-emu-venv`, or `BERTC_X86_EMULATOR` names a Python that has it. Without it the
 //! test says so and passes, unless `BERTC_REQUIRE_EMULATOR=1` (set by CI), where it fails.
 
@@ -91,12 +91,7 @@ const LDC: usize = 21;
 
 #[test]
 fn avx512_kernels_match_the_reference_under_emulation() {
-    let Some(python) = emulator_python() else {
-        assert!(
-            std::env::var("BERTC_REQUIRE_EMULATOR").as_deref() != Ok("1"),
-            "BERTC_REQUIRE_EMULATOR=1 but no emulator: run scripts/setup-x86-emulator"
-        );
-        eprintln!("skipped: no x86 emulator (scripts/setup-x86-emulator installs it)");
+    let Some(python) = emulator_or_skip() else {
         return;
     };
     let acts = [
@@ -177,24 +172,7 @@ fn avx512_kernels_match_the_reference_under_emulation() {
             }
         }
     }
-    let dir = std::env::temp_dir().join(format!("bertc-x86-emu-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let job_file = dir.join("jobs.json");
-    std::fs::write(&job_file, format!(r#"{{"jobs":[{}]}}"#, jobs.join(","))).unwrap();
-    let out = Command::new(&python)
-        .arg(repo().join("scripts/x86-emulate"))
-        .arg(&job_file)
-        .output()
-        .unwrap_or_else(|e| panic!("{}: {e}", python.display()));
-    if std::env::var_os("BERTC_KEEP_JOBS").is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-    assert!(
-        out.status.success(),
-        "x86-emulate failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("emulator output");
+    let v = emulate(&python, &jobs, "kernels");
     let results = v["results"].as_array().expect("results");
     assert_eq!(results.len(), cases.len());
     for (case, r) in cases.iter().zip(results) {
@@ -215,5 +193,167 @@ fn avx512_kernels_match_the_reference_under_emulation() {
                 );
             }
         }
+    }
+}
+
+/// The emulator's Python, or `None` (the test skips) unless `BERTC_REQUIRE_EMULATOR=1`.
+fn emulator_or_skip() -> Option<PathBuf> {
+    let python = emulator_python();
+    if python.is_none() {
+        assert!(
+            std::env::var("BERTC_REQUIRE_EMULATOR").as_deref() != Ok("1"),
+            "BERTC_REQUIRE_EMULATOR=1 but no emulator: run scripts/setup-x86-emulator"
+        );
+        eprintln!("skipped: no x86 emulator (scripts/setup-x86-emulator installs it)");
+    }
+    python
+}
+
+/// Runs the jobs (JSON objects, see `scripts/x86-emulate`) and returns the emulator's answer.
+fn emulate(python: &Path, jobs: &[String], tag: &str) -> serde_json::Value {
+    let dir = std::env::temp_dir().join(format!("bertc-x86-emu-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let job_file = dir.join("jobs.json");
+    std::fs::write(&job_file, format!(r#"{{"jobs":[{}]}}"#, jobs.join(","))).unwrap();
+    let out = Command::new(python)
+        .arg(repo().join("scripts/x86-emulate"))
+        .arg(&job_file)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", python.display()));
+    if std::env::var_os("BERTC_KEEP_JOBS").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    assert!(
+        out.status.success(),
+        "x86-emulate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("emulator output")
+}
+
+fn region(addr: u64, data: &str) -> String {
+    format!(r#"{{"addr":{addr},"data":"{data}"}}"#)
+}
+
+/// The loadable segments of an ELF64 file as (address from `base`, bytes).
+fn elf_segments(elf: &[u8], base: u64) -> Vec<(u64, Vec<u8>)> {
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
+    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap());
+    let (phoff, phentsize, phnum) = (u64_at(0x20) as usize, u16_at(0x36), u16_at(0x38));
+    (0..phnum)
+        .map(|i| phoff + i * phentsize)
+        .filter(|&ph| u32::from_le_bytes(elf[ph..ph + 4].try_into().unwrap()) == 1)
+        .map(|ph| {
+            let (off, vaddr) = (u64_at(ph + 8) as usize, u64_at(ph + 16));
+            let (filesz, memsz) = (u64_at(ph + 32) as usize, u64_at(ph + 40) as usize);
+            let mut data = elf[off..off + filesz].to_vec();
+            data.resize(memsz, 0);
+            (base + vaddr, data)
+        })
+        .collect()
+}
+
+/// The whole GEMM driver for an AVX-512 target (the Cranelift task loop over row blocks and
+/// panels, both task orders, partial last panels through the stack tile, prefetch shares,
+/// all row counts of the microkernel) as `bertc bench --gemm` builds it, linked into a shared
+/// object and run under the emulator on all its tasks, against an f64 reference.
+#[test]
+fn avx512_linear_driver_matches_the_reference_under_emulation() {
+    let Some(python) = emulator_or_skip() else {
+        return;
+    };
+    let target =
+        bertc_targets::Target::with_cpu("x86_64-unknown-linux-gnu", Some("x86-64-v4")).unwrap();
+    // (rows, k, n): few rows and many (above SMALL_ROWS), full and partial last panels
+    let shapes = [
+        (5, 37, 40),
+        (12, 8, 16),
+        (23, 5, 50),
+        (70, 6, 35),
+        (131, 4, 20),
+    ];
+    let dir = std::env::temp_dir().join(format!("bertc-x86-emu-link-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut rng = Lcg(11);
+    let mut jobs = Vec::new();
+    let mut wants = Vec::new();
+    for (i, &(rows, k, n)) in shapes.iter().enumerate() {
+        let (obj, _) = crate::codegen::compile_gemm_bench(&target, k, n).unwrap();
+        let (o, so) = (dir.join(format!("g{i}.o")), dir.join(format!("g{i}.so")));
+        std::fs::write(&o, obj).unwrap();
+        let st = Command::new("cc")
+            .args(["-shared", "-nostdlib", "-o"])
+            .arg(&so)
+            .arg(&o)
+            .status()
+            .expect("cc");
+        assert!(st.success());
+        let nm = Command::new("nm").arg("-D").arg(&so).output().expect("nm");
+        let nm = String::from_utf8(nm.stdout).unwrap();
+        let entry = nm
+            .lines()
+            .find(|l| l.ends_with(" bertc_bench_linear"))
+            .and_then(|l| u64::from_str_radix(l.split(' ').next()?, 16).ok())
+            .expect("bertc_bench_linear in nm -D");
+        let relocs = Command::new("readelf").arg("-r").arg(&so).output();
+        let relocs = String::from_utf8(relocs.expect("readelf").stdout).unwrap();
+        assert!(relocs.contains("no relocations"), "{relocs}");
+        let base = CODE + 0x100_0000 * i as u64;
+        let x: Vec<f32> = (0..rows * k).map(|_| rng.next()).collect();
+        let w: Vec<f32> = (0..n * k).map(|_| rng.next()).collect();
+        let bias: Vec<f32> = (0..n).map(|_| rng.next()).collect();
+        let packed = crate::codegen::lower::pack_linear(&w, Some(&bias), n, k);
+        let canary = 777.0f32;
+        let out = vec![canary; rows * n + 16];
+        let want: Vec<f64> = (0..rows * n)
+            .map(|e| {
+                let (r, c) = (e / n, e % n);
+                (0..k).fold(bias[c] as f64, |s, kk| {
+                    s + x[r * k + kk] as f64 * w[c * k + kk] as f64
+                })
+            })
+            .collect();
+        let mut regions: Vec<String> = elf_segments(&std::fs::read(&so).unwrap(), base)
+            .into_iter()
+            .map(|(addr, data)| region(addr, &hex(&data)))
+            .collect();
+        // the driver is a Cranelift function: a 64 KiB stack, rsp 8 below 16-byte alignment
+        let rsp = STACK + 0xfff8;
+        regions.extend([
+            region(A, &floats_hex(&x)),
+            region(B, &floats_hex(&packed)),
+            region(C, &floats_hex(&out)),
+            region(STACK, &hex(&vec![0u8; 0xfff8])),
+            region(rsp, &hex(&HLT.to_le_bytes())),
+            region(HLT, "f4"),
+        ]);
+        jobs.push(format!(
+            r#"{{"code_addr":{},"code":"","regions":[{}],"regs":{{"rdi":{A},"rsi":{C},"rdx":{rows},"rcx":{B},"rsp":{rsp}}},"read":[{{"addr":{C},"len":{}}}]}}"#,
+            base + entry,
+            regions.join(","),
+            (rows * n + 16) * 4
+        ));
+        wants.push((rows, k, n, want, canary));
+    }
+    let v = emulate(&python, &jobs, "driver");
+    let _ = std::fs::remove_dir_all(&dir);
+    let results = v["results"].as_array().expect("results");
+    for ((rows, k, n, want, canary), r) in wants.iter().zip(results) {
+        let what = format!("{rows}x{k}x{n}");
+        assert!(r["ok"].as_bool().unwrap(), "{what}: {}", r["error"]);
+        let got = unhex_floats(r["read"][0].as_str().unwrap());
+        for (e, w) in want.iter().enumerate() {
+            let g = got[e] as f64;
+            assert!(
+                (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                "{what}: row {} col {}: {g} vs {w}",
+                e / n,
+                e % n
+            );
+        }
+        assert!(
+            got[rows * n..].iter().all(|g| g == canary),
+            "{what}: wrote past the output"
+        );
     }
 }
