@@ -238,6 +238,40 @@ pub fn portable_mr(lanes: usize, regs: usize) -> usize {
     ((regs.saturating_sub(nv + 1)) / nv).clamp(1, 4)
 }
 
+/// `rows` rows in `ceil(rows / mr)` blocks of as even sizes as can be (they differ by at most
+/// one row): a block of one or two rows runs the microkernel far below its rate (too few
+/// independent accumulators to cover the FMA latency), so 128 rows run as 18 x 6 + 4 x 5, not
+/// 21 x 6 + 2.
+pub struct RowBlocks {
+    pub count: Value,
+    size: Value,
+    rem: Value,
+}
+
+impl RowBlocks {
+    pub fn new(e: &mut Emit, rows: Value, mr: usize) -> RowBlocks {
+        let count = e.b.ins().iadd_imm_s(rows, mr as i64 - 1);
+        let count = e.b.ins().udiv_imm_u(count, mr as i64);
+        let one = e.i(1);
+        let div = e.b.ins().smax(count, one);
+        let size = e.b.ins().udiv(rows, div);
+        let used = e.b.ins().imul(size, div);
+        let rem = e.b.ins().isub(rows, used);
+        RowBlocks { count, size, rem }
+    }
+
+    /// The first row and the row count of block `rb`: the first `rem` blocks have a row more.
+    pub fn block(&self, e: &mut Emit, rb: Value) -> (Value, Value) {
+        let base = e.b.ins().imul(rb, self.size);
+        let extra = e.b.ins().smin(rb, self.rem);
+        let first = e.b.ins().iadd(base, extra);
+        let longer = e.b.ins().icmp(IntCC::SignedLessThan, rb, self.rem);
+        let longer = e.b.ins().uextend(types::I64, longer);
+        let m = e.b.ins().iadd(self.size, longer);
+        (first, m)
+    }
+}
+
 /// Panels (of `PANEL` columns) per GEMM task.
 pub const PANELS_PER_TASK: usize = 4;
 
@@ -279,8 +313,7 @@ fn few_rows(e: &mut Emit, rows: Value) -> Value {
 pub fn linear_task_count(e: &mut Emit, rows: Value, n: usize, mr: usize) -> Value {
     let panels = n.div_ceil(PANEL) as i64;
     let chunks = n.div_ceil(PANEL).div_ceil(PANELS_PER_TASK) as i64;
-    let rb = e.b.ins().iadd_imm_s(rows, mr as i64 - 1);
-    let rb = e.b.ins().udiv_imm_u(rb, mr as i64);
+    let rb = RowBlocks::new(e, rows, mr).count;
     let big = e.b.ins().imul_imm_s(rb, chunks);
     let small = e.i(panels);
     let few = few_rows(e, rows);
@@ -354,18 +387,15 @@ pub fn linear_tasks(
     let last_cols = n - (panels - 1) * PANEL;
     let lda = k as i64 * 4;
     let ldc = n as i64 * 4;
-    let nrb = e.b.ins().iadd_imm_s(rows, mr as i64 - 1);
-    let nrb = e.b.ins().udiv_imm_u(nrb, mr as i64);
+    let blocks = RowBlocks::new(e, rows, mr);
+    let nrb = blocks.count;
     let panel_bytes = (PANEL * (k + 1) * 4) as i64;
     // one tile: row block `rb` of panel `p`, then the epilogue unless the tile applied it.
     // With `spread`, the panel's row blocks run one after another and each prefetches its
     // share of the next panel (a `1 / nrb` slice: the weights stream from memory during all
     // of them); otherwise the first row block prefetches the whole next panel.
     let tile_at = |e: &mut Emit, rb: Value, p: Value, spread: bool| {
-        let r = e.b.ins().imul_imm_s(rb, mr as i64);
-        let left = e.b.ins().isub(rows, r);
-        let mrv = e.i(mr as i64);
-        let m = e.b.ins().smin(left, mrv);
+        let (r, m) = blocks.block(e, rb);
         let a = e.addr(x, r, lda);
         let crow = e.addr(out, r, ldc);
         let bp = e.addr(packed, p, panel_bytes);

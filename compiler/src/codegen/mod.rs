@@ -1011,23 +1011,21 @@ fn attention_gemm(
             let tleft = e.b.ins().isub(len, t0);
             let tmax = e.i(ATTN_TILE as i64);
             let tlen = e.b.ins().smin(tleft, tmax);
-            let rows6 = e.b.ins().iadd_imm_s(tlen, 5);
-            let rows6 = e.b.ins().udiv_imm_u(rows6, 6);
-            // the 6-row blocks of the tile: (rows, first query, its score row)
+            let blocks = kernels::RowBlocks::new(e, tlen, 6);
+            let rows6 = blocks.count;
+            // the blocks of up to 6 rows of the tile: (rows, first query, its score row, its
+            // first row in the tile)
             let block = |e: &mut Emit, rb: Value| {
-                let i0 = e.b.ins().imul_imm_s(rb, 6);
-                let left = e.b.ins().isub(tlen, i0);
-                let six = e.i(6);
-                let m = e.b.ins().smin(left, six);
+                let (i0, m) = blocks.block(e, rb);
                 let qi = e.b.ins().iadd(s0, t0);
                 let qi = e.b.ins().iadd(qi, i0);
                 let srow = e.b.ins().imul(i0, ld_s);
                 let srow = e.b.ins().iadd(sbuf, srow);
-                (m, qi, srow)
+                (m, qi, srow, i0)
             };
             let z = e.i(0);
             e.for_range(z, rows6, 1, |e, rb| {
-                let (m, qi, srow) = block(e, rb);
+                let (m, qi, srow, _) = block(e, rb);
                 let qa = e.addr(q, qi, a.ldq as i64 * 4);
                 let qa = e.addr(qa, h, d as i64 * 4);
                 let z = e.i(0);
@@ -1050,7 +1048,7 @@ fn attention_gemm(
             e.b.ins().call(sm, &[sbuf, ld_s, tlen, len, inv]);
             let z = e.i(0);
             e.for_range(z, rows6, 1, |e, rb| {
-                let (m, qi, srow) = block(e, rb);
+                let (m, qi, srow, i0) = block(e, rb);
                 let orow = e.addr(out, qi, a.ldo as i64 * 4);
                 let orow = e.addr(orow, h, dv as i64 * 4);
                 for p in 0..vpanels {
@@ -1075,7 +1073,6 @@ fn attention_gemm(
                     }
                 }
                 // the softmax's normalisation, on dv outputs instead of len probabilities
-                let i0 = e.b.ins().imul_imm_s(rb, 6);
                 let z = e.i(0);
                 e.for_range(z, m, 1, |e, i| {
                     let o = e.addr(orow, i, a.ldo as i64 * 4);
