@@ -32,6 +32,8 @@ pub struct Options {
     pub output: OutputKind,
     pub max_seq: Option<usize>,
     pub name: Option<String>,
+    /// Link the executable statically (always so when cross compiling).
+    pub static_exe: bool,
     pub quiet: bool,
     /// Structured pruning before code generation.
     pub prune: Option<crate::prune::PruneOptions>,
@@ -48,6 +50,7 @@ impl Default for Options {
             output: OutputKind::LastHiddenState,
             max_seq: None,
             name: None,
+            static_exe: false,
             quiet: false,
             prune: None,
         }
@@ -125,6 +128,11 @@ pub(crate) fn cpu_checks(t: &Target) -> Vec<&'static str> {
 
 pub fn compile(o: &Options) -> Result<Outcome, CliError> {
     let start = Instant::now();
+    if o.static_exe && o.emit != Emit::Exe {
+        return Err(CliError::Input(
+            "--static links executables: it needs --emit exe".into(),
+        ));
+    }
     let target = match &o.target {
         Some(t) => Target::with_cpu(t, o.cpu.as_deref()),
         None => Target::with_cpu(&Target::host().triple, o.cpu.as_deref()),
@@ -211,7 +219,7 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
             write(&main, shim::main_c(&info).as_bytes())?;
             let mut c = cmd(cc);
             c.args(cflags).args(["-o", "a.out", &main, &glue, &obj]);
-            if cross {
+            if cross || o.static_exe {
                 c.arg("-static");
             }
             run_tool(&mut c, "link", &target)?;

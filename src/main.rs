@@ -178,6 +178,10 @@ Examples:
         /// Prefix of the C symbols (default: the output file name).
         #[arg(long)]
         name: Option<String>,
+        /// Link the executable statically: no shared C library needed where it runs (always
+        /// so for other architectures than this machine's).
+        #[arg(long = "static")]
+        static_exe: bool,
         /// Print nothing on success.
         #[arg(short, long)]
         quiet: bool,
@@ -410,6 +414,7 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             output,
             max_seq,
             name,
+            static_exe,
             quiet,
             prune,
             report,
@@ -430,6 +435,7 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
                 output,
                 max_seq,
                 name,
+                static_exe,
                 quiet,
                 prune: popts,
             };

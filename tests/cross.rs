@@ -1,5 +1,6 @@
 //! Cross compilation: the same models compiled for aarch64 and riscv64 (scalar and with the
-//! vector extension), linked with Debian's cross compilers and run under qemu, match the
+//! vector extension), linked with Debian's cross compilers and run under qemu, and for x86-64
+//! with AVX-512, linked statically and run under BochsCPU (`scripts/x86-emulate`), match the
 //! PyTorch references like the native build.
 
 mod common;
@@ -7,7 +8,9 @@ mod common;
 use common::*;
 use std::process::Command;
 
-fn cross(triple: &str, cpu: Option<&str>, qemu: &[&str]) {
+/// Compiles every random model for `triple` and `cpu` (with `extra` arguments) and checks each
+/// output kind against the references, running the executable as `runner exe exe_args`.
+fn cross_with(triple: &str, cpu: Option<&str>, runner: &[&str], extra: &[&str], exe_args: &[&str]) {
     let dir = scratch(&format!("{triple}{}", cpu.unwrap_or("")));
     let cases: Vec<(&str, &str)> = RANDOM_MODELS
         .iter()
@@ -31,16 +34,41 @@ fn cross(triple: &str, cpu: Option<&str>, qemu: &[&str]) {
         if let Some(c) = cpu {
             args.extend(["--cpu".into(), c.into()]);
         }
+        args.extend(extra.iter().map(|s| s.to_string()));
         let o = Command::new(env!("CARGO_BIN_EXE_bertc"))
             .args(&args)
             .output()
             .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let mut runner: Vec<String> = qemu.iter().map(|s| s.to_string()).collect();
+        let mut runner: Vec<String> = runner.iter().map(|s| s.to_string()).collect();
         runner.push(exe.to_str().unwrap().into());
+        runner.extend(exe_args.iter().map(|s| s.to_string()));
         let err = check_exe(&runner, name, kind, &dir);
         eprintln!("{triple} {cpu:?} {name} {kind}: max abs error {err:.2e}");
     }
+}
+
+fn cross(triple: &str, cpu: Option<&str>, qemu: &[&str]) {
+    cross_with(triple, cpu, qemu, &[], &[]);
+}
+
+/// The AVX-512 code end to end (GEMMs on the 12-row AVX-512 microkernels, attention calling
+/// them with 6-row blocks, the glue's CPU check passing): static executables run on one
+/// thread (the emulator has no threads) under BochsCPU.
+#[test]
+fn x86_64_avx512_under_emulation() {
+    let repo = emulator::repo_root(env!("CARGO_MANIFEST_DIR"));
+    let Some(python) = emulator::x86_emulator(&repo) else {
+        return;
+    };
+    let script = repo.join("scripts/x86-emulate");
+    cross_with(
+        "x86_64-unknown-linux-gnu",
+        Some("x86-64-v4"),
+        &[python.to_str().unwrap(), script.to_str().unwrap(), "--run"],
+        &["--static"],
+        &["--threads", "1"],
+    );
 }
 
 #[test]

@@ -2,6 +2,8 @@
 //! references, and running a model through import, raising and the interpreter.
 #![allow(dead_code)]
 
+pub mod emulator;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -18,16 +18,11 @@ const RES: u64 = 0x5000_0000;
 const STACK: u64 = 0x6000_0000;
 const HLT: u64 = 0x7000_0000;
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+#[path = "../../../tests/common/emulator.rs"]
+mod emulator;
 
-fn emulator_python() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("BERTC_X86_EMULATOR") {
-        return Some(PathBuf::from(p));
-    }
-    let venv = repo().join("target/x86-emu-venv/bin/python");
-    venv.exists().then_some(venv)
+fn repo() -> PathBuf {
+    emulator::repo_root(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -198,15 +193,7 @@ fn avx512_kernels_match_the_reference_under_emulation() {
 
 /// The emulator's Python, or `None` (the test skips) unless `BERTC_REQUIRE_EMULATOR=1`.
 fn emulator_or_skip() -> Option<PathBuf> {
-    let python = emulator_python();
-    if python.is_none() {
-        assert!(
-            std::env::var("BERTC_REQUIRE_EMULATOR").as_deref() != Ok("1"),
-            "BERTC_REQUIRE_EMULATOR=1 but no emulator: run scripts/setup-x86-emulator"
-        );
-        eprintln!("skipped: no x86 emulator (scripts/setup-x86-emulator installs it)");
-    }
-    python
+    emulator::x86_emulator(&repo())
 }
 
 /// Runs the jobs (JSON objects, see `scripts/x86-emulate`) and returns the emulator's answer.
