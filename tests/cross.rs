@@ -97,3 +97,45 @@ fn riscv64_vector_under_qemu() {
         ],
     );
 }
+
+/// The real MiniLM (384 wide, 12 heads of 32) compiled for AVX-512 and run under BochsCPU on
+/// the reference's padded batch (lengths 5, 12 and 24): last_hidden_state on the real tokens.
+#[test]
+fn minilm_avx512_under_emulation() {
+    let repo = emulator::repo_root(env!("CARGO_MANIFEST_DIR"));
+    let Some(python) = emulator::x86_emulator(&repo) else {
+        return;
+    };
+    let dir = scratch("minilm-avx512");
+    let exe = dir.join("minilm");
+    let o = Command::new(env!("CARGO_BIN_EXE_bertc"))
+        .arg("compile")
+        .arg(model_dir("all-MiniLM-L6-v2").join("model.onnx"))
+        .arg("-o")
+        .arg(&exe)
+        .args(["--cpu", "x86-64-v4", "--static", "-q"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let b = &reference("all-MiniLM-L6-v2")["batched"];
+    std::fs::write(dir.join("mask.txt"), lines(&b["attention_mask"])).unwrap();
+    let o = run_with(
+        Command::new(python)
+            .arg(repo.join("scripts/x86-emulate"))
+            .arg("--run")
+            .arg(&exe)
+            .args(["--threads", "1", "--batch", "3", "--mask"])
+            .arg(dir.join("mask.txt")),
+        &lines(&b["input_ids"]),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let got: Vec<f32> = String::from_utf8(o.stdout)
+        .unwrap()
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    let (_, mask) = ints2(&b["attention_mask"]);
+    let err = max_err(&got, &floats(&b["last_hidden_state"]), Some(&mask), 384);
+    eprintln!("minilm x86-64-v4 under emulation: max abs error {err:.2e}");
+    assert!(err <= TOL, "{err}");
+}
