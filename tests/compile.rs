@@ -75,12 +75,7 @@ fn minilm_executable_matches_the_reference() {
             ]),
             &lines(&b["input_ids"]),
         );
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let got: Vec<f32> = String::from_utf8(o.stdout)
-            .unwrap()
-            .split_whitespace()
-            .map(|v| v.parse().unwrap())
-            .collect();
+        let got = output_floats(&o);
         let err = max_err(&got, &floats(&b["mean_pooled"]), None, 384);
         eprintln!("minilm {fmt} mean: max abs error {err:.2e}");
         assert!(err <= TOL);
@@ -352,13 +347,7 @@ fn every_fused_activation_matches_the_interpreter() {
                 "{}",
                 String::from_utf8_lossy(&want.stderr)
             );
-            let parse = |o: &Output| -> Vec<f32> {
-                String::from_utf8_lossy(&o.stdout)
-                    .split_whitespace()
-                    .map(|v| v.parse::<f32>().unwrap())
-                    .collect()
-            };
-            let (g, w) = (parse(&got), parse(&want));
+            let (g, w) = (parse_floats(&got.stdout), parse_floats(&want.stdout));
             assert_eq!(g.len(), w.len(), "{act} {output}");
             let err = g
                 .iter()

@@ -128,12 +128,7 @@ fn minilm_avx512_under_emulation() {
             .arg(dir.join("mask.txt")),
         &lines(&b["input_ids"]),
     );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let got: Vec<f32> = String::from_utf8(o.stdout)
-        .unwrap()
-        .split_whitespace()
-        .map(|v| v.parse().unwrap())
-        .collect();
+    let got = output_floats(&o);
     let (_, mask) = ints2(&b["attention_mask"]);
     let err = max_err(&got, &floats(&b["last_hidden_state"]), Some(&mask), 384);
     eprintln!("minilm x86-64-v4 under emulation: max abs error {err:.2e}");

@@ -41,13 +41,6 @@ fn single() -> (Vec<i64>, Vec<f32>, String) {
     )
 }
 
-fn parse(s: &[u8]) -> Vec<f32> {
-    String::from_utf8_lossy(s)
-        .split_whitespace()
-        .map(|v| v.parse().unwrap())
-        .collect()
-}
-
 #[test]
 fn c_program_with_the_static_library() {
     let out = scratch("c");
@@ -64,7 +57,7 @@ fn c_program_with_the_static_library() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let err = max_err(&parse(&o.stdout), &want, None, want.len());
+    let err = max_err(&parse_floats(&o.stdout), &want, None, want.len());
     assert!(err <= TOL, "{err}");
 }
 
@@ -93,7 +86,7 @@ fn python_with_ctypes() {
     let text = String::from_utf8(o.stdout).unwrap();
     assert_eq!(text.lines().count(), 2);
     for l in text.lines() {
-        let err = max_err(&parse(l.as_bytes()), &want, None, want.len());
+        let err = max_err(&parse_floats(l.as_bytes()), &want, None, want.len());
         assert!(err <= TOL, "{err}");
     }
 }
@@ -130,7 +123,7 @@ fn rust_example_through_the_runtime() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let unit = bertc_runtime::l2_normalize(&want);
-    let err = max_err(&parse(&o.stdout), &unit, None, unit.len());
+    let err = max_err(&parse_floats(&o.stdout), &unit, None, unit.len());
     assert!(err <= TOL, "{err}");
 }
 

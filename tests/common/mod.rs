@@ -121,6 +121,20 @@ pub fn max_err(got: &[f32], want: &[f32], mask: Option<&[i64]>, width: usize) ->
     err
 }
 
+/// Whitespace-separated floats.
+pub fn parse_floats(s: &[u8]) -> Vec<f32> {
+    String::from_utf8_lossy(s)
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect()
+}
+
+/// The floats a run printed, after checking that it succeeded (its stderr otherwise).
+pub fn output_floats(o: &Output) -> Vec<f32> {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    parse_floats(&o.stdout)
+}
+
 /// Tolerance against the PyTorch references.
 pub const TOL: f32 = 1e-4;
 
