@@ -16,6 +16,7 @@ const B: u64 = 0x3000_0000;
 const C: u64 = 0x4000_0000;
 const RES: u64 = 0x5000_0000;
 const STACK: u64 = 0x6000_0000;
+/// A page holding `hlt` (0xf4), where the functions return to: the run stops there.
 const HLT: u64 = 0x7000_0000;
 
 #[path = "../../../tests/common/emulator.rs"]
@@ -140,18 +141,17 @@ fn avx512_kernels_match_the_reference_under_emulation() {
                 }
                 let stack_bytes: Vec<u8> = stack.iter().flat_map(|v| v.to_le_bytes()).collect();
                 let code = avx512_kernel(mr, epi).unwrap();
-                let f4 = |addr: u64, data: String| format!(r#"{{"addr":{addr},"data":"{data}"}}"#);
                 // each job's code at its own address: the emulator caches decoded code
                 let code_addr = CODE + 0x1_0000 * jobs.len() as u64;
                 jobs.push(format!(
                     r#"{{"code_addr":{code_addr},"code":"{}","regions":[{},{},{},{},{},{}],"regs":{{"rdi":{A},"rsi":{},"rdx":{B},"rcx":{C},"r8":{},"r9":{k},"rsp":{}}},"read":[{{"addr":{C},"len":{}}}]}}"#,
                     hex(&code),
-                    f4(A, floats_hex(&a)),
-                    f4(B, floats_hex(&panel)),
-                    f4(C, floats_hex(&c)),
-                    f4(RES, floats_hex(&res)),
-                    f4(STACK + 0x800, hex(&stack_bytes)),
-                    f4(HLT, "f4".to_string()),
+                    region(A, &floats_hex(&a)),
+                    region(B, &floats_hex(&panel)),
+                    region(C, &floats_hex(&c)),
+                    region(RES, &floats_hex(&res)),
+                    region(STACK + 0x800, &hex(&stack_bytes)),
+                    region(HLT, "f4"),
                     lda * 4,
                     LDC * 4,
                     STACK + 0x800,
