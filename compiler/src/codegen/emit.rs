@@ -16,6 +16,13 @@ pub struct Emit<'a> {
     pub fma: bool,
 }
 
+/// How many floats a loop over a row covers: known when compiling, or a runtime count.
+#[derive(Clone, Copy)]
+enum Extent {
+    Fixed(usize),
+    Runtime(Value),
+}
+
 /// The element shape of a value in a row loop: the vector type or its scalar tail.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
@@ -247,11 +254,30 @@ impl<'a> Emit<'a> {
         self.for_range(start, bytes, 4, |s, off| body(s, off, Shape::Scalar));
     }
 
-    /// A reduction over a row: `f` maps each element (group) to a value that is summed.
-    /// Sums over a row in one pass: `f` gives the `n` terms of each element (or vector).
+    /// Sums over a row of `width` floats in one pass: `f` gives the `n` terms of each element
+    /// (or vector).
     pub fn row_sums(
         &mut self,
         width: usize,
+        n: usize,
+        f: impl FnMut(&mut Self, Value, Shape) -> Vec<Value>,
+    ) -> Vec<Value> {
+        self.sums(Extent::Fixed(width), n, f)
+    }
+
+    /// The sum over a span of `n` floats (a runtime count) of `f`'s term for each element (or
+    /// vector), as `row_sum` for a fixed width.
+    pub fn span_sum(
+        &mut self,
+        n: Value,
+        mut f: impl FnMut(&mut Self, Value, Shape) -> Value,
+    ) -> Value {
+        self.sums(Extent::Runtime(n), 1, |e, off, s| vec![f(e, off, s)])[0]
+    }
+
+    fn sums(
+        &mut self,
+        extent: Extent,
         n: usize,
         mut f: impl FnMut(&mut Self, Value, Shape) -> Vec<Value>,
     ) -> Vec<Value> {
@@ -262,7 +288,7 @@ impl<'a> Emit<'a> {
             let sz = self.f(0.0);
             accs.push((self.var(vt, vz), self.var(types::F32, sz)));
         }
-        self.row(width, |e, off, s| {
+        let body = |e: &mut Self, off: Value, s: Shape| {
             let terms = f(e, off, s);
             for (v, &(vacc, sacc)) in terms.into_iter().zip(&accs) {
                 let acc = if s == Shape::Vector && e.lanes > 1 {
@@ -274,7 +300,11 @@ impl<'a> Emit<'a> {
                 let r = e.b.ins().fadd(a, v);
                 e.b.def_var(acc, r);
             }
-        });
+        };
+        match extent {
+            Extent::Fixed(width) => self.row(width, body),
+            Extent::Runtime(n) => self.span(n, body),
+        }
         accs.into_iter()
             .map(|(vacc, sacc)| {
                 let v = self.b.use_var(vacc);

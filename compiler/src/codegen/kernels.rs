@@ -391,10 +391,11 @@ pub fn linear_tasks(
     let nrb = blocks.count;
     let panel_bytes = (PANEL * (k + 1) * 4) as i64;
     // one tile: row block `rb` of panel `p`, then the epilogue unless the tile applied it.
-    // With `spread`, the panel's row blocks run one after another and each prefetches its
-    // share of the next panel (a `1 / nrb` slice: the weights stream from memory during all
-    // of them); otherwise the first row block prefetches the whole next panel.
-    let tile_at = |e: &mut Emit, rb: Value, p: Value, spread: bool| {
+    // With `spread` (the bytes a row block prefetches per step of k), the panel's row blocks
+    // run one after another and each prefetches its share of the next panel (a `1 / nrb`
+    // slice: the weights stream from memory during all of them); otherwise the first row
+    // block prefetches the whole next panel.
+    let tile_at = |e: &mut Emit, rb: Value, p: Value, spread: Option<Value>| {
         let (r, m) = blocks.block(e, rb);
         let a = e.addr(x, r, lda);
         let crow = e.addr(out, r, ldc);
@@ -405,10 +406,8 @@ pub fn linear_tasks(
             e.addr(rr, p, (PANEL * 4) as i64)
         });
         let next = e.b.ins().iadd_imm_s(bp, panel_bytes);
-        let prefetch = if spread {
-            // ceil(64 / nrb) bytes a step, from this block's slice
-            let step = e.b.ins().iadd_imm_s(nrb, 63);
-            let step = e.b.ins().udiv(step, nrb);
+        let prefetch = if let Some(step) = spread {
+            // from this block's slice
             let share = e.b.ins().imul_imm_s(step, k as i64);
             let addr = e.b.ins().imul(rb, share);
             let addr = e.b.ins().iadd(next, addr);
@@ -459,9 +458,14 @@ pub fn linear_tasks(
         |e| {
             // few rows: task t is panel t, all its row blocks in turn (the panel is read from
             // memory once, while the row blocks prefetch the next panel)
+            // ceil(64 / nrb) bytes a step (nrb >= 1: a task exists only with rows)
+            let step = e.b.ins().iadd_imm_s(nrb, 63);
+            let one = e.i(1);
+            let div = e.b.ins().smax(nrb, one);
+            let step = e.b.ins().udiv(step, div);
             e.for_range(begin, end, 1, |e, p| {
                 let z = e.i(0);
-                e.for_range(z, nrb, 1, |e, rb| tile_at(e, rb, p, true));
+                e.for_range(z, nrb, 1, |e, rb| tile_at(e, rb, p, Some(step)));
             });
         },
         |e| {
@@ -475,7 +479,7 @@ pub fn linear_tasks(
                 let p1 = e.b.ins().iadd_imm_s(p0, PANELS_PER_TASK as i64);
                 let pn = e.i(panels as i64);
                 let p1 = e.b.ins().smin(p1, pn);
-                e.for_range(p0, p1, 1, |e, p| tile_at(e, rb, p, false));
+                e.for_range(p0, p1, 1, |e, p| tile_at(e, rb, p, None));
             });
         },
     );
@@ -636,31 +640,15 @@ pub fn attention(
             let mx = e.b.use_var(maxv);
             // exponentials over the score row, vectorised
             let len = e.b.ins().isub(s1, s0);
-            let zf = e.fs(super::emit::Shape::Vector, 0.0);
-            let vt = e.vty();
-            let vsum = e.var(vt, zf);
-            let zs = e.f(0.0);
-            let ssum = e.var(types::F32, zs);
-            e.span(len, |e, off, s| {
+            let total = e.span_sum(len, |e, off, s| {
                 let pa = e.b.ins().iadd(srow, off);
                 let sv = e.load(s, pa, 0);
                 let m = e.splat(s, mx);
                 let d = e.b.ins().fsub(sv, m);
                 let p = e.exp(s, d);
                 e.store(p, pa, 0);
-                let acc = if s == Shape::Vector && e.lanes > 1 {
-                    vsum
-                } else {
-                    ssum
-                };
-                let cur = e.b.use_var(acc);
-                let ns = e.b.ins().fadd(cur, p);
-                e.b.def_var(acc, ns);
+                p
             });
-            let vs = e.b.use_var(vsum);
-            let hs = e.hsum(Shape::Vector, vs);
-            let ss = e.b.use_var(ssum);
-            let total = e.b.ins().fadd(hs, ss);
             let one = e.f(1.0);
             let inv = e.b.ins().fdiv(one, total);
             let orow = e.addr(out, i, a.ldo as i64 * 4);
