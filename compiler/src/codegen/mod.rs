@@ -174,7 +174,7 @@ impl Asm {
         let (family, max_mr) = if self.avx512 {
             ("avx512_12x16", x86::AVX512_MR)
         } else {
-            ("avx2_6x16", 6)
+            ("avx2_6x16", x86::AVX2_MR)
         };
         for mr in 1..=max_mr {
             let sym = if tag.is_empty() {
@@ -694,7 +694,7 @@ fn gemm_mr(cfg: &Cfg) -> usize {
     if cfg.avx512 {
         x86::AVX512_MR
     } else if cfg.avx2 {
-        6
+        x86::AVX2_MR
     } else {
         kernels::portable_mr(cfg.lanes, cfg.regs)
     }
@@ -1011,7 +1011,7 @@ fn attention_gemm(
             let tleft = e.b.ins().isub(len, t0);
             let tmax = e.i(ATTN_TILE as i64);
             let tlen = e.b.ins().smin(tleft, tmax);
-            let blocks = kernels::RowBlocks::new(e, tlen, 6);
+            let blocks = kernels::RowBlocks::new(e, tlen, x86::AVX2_MR);
             let rows6 = blocks.count;
             // the blocks of up to 6 rows of the tile: (rows, first query, its score row, its
             // first row in the tile)
@@ -1032,7 +1032,7 @@ fn attention_gemm(
                 e.for_range(z, kpanels, 1, |e, p| {
                     let bp = e.addr(kp, p, panel_k);
                     let c = e.addr(srow, p, (PANEL * 4) as i64);
-                    for mm in 1..=6usize {
+                    for mm in 1..=x86::AVX2_MR {
                         let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
                         e.if_nonzero(is, |e| {
                             e.b.ins()
@@ -1056,7 +1056,7 @@ fn attention_gemm(
                     let bp = e.b.ins().iadd(vp, bp);
                     let c = e.b.ins().iadd_imm_s(orow, (p * PANEL * 4) as i64);
                     let cols = (dv - p * PANEL).min(PANEL);
-                    for mm in 1..=6usize {
+                    for mm in 1..=x86::AVX2_MR {
                         let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
                         e.if_nonzero(is, |e| {
                             let t = kernels::Tile {
@@ -1108,7 +1108,7 @@ fn avx2_tile_ld(
     }
     let tile = e.b.create_sized_stack_slot(StackSlotData::new(
         StackSlotKind::ExplicitSlot,
-        (x86::AVX512_MR.max(6) * PANEL * 4) as u32,
+        (x86::AVX512_MR.max(x86::AVX2_MR) * PANEL * 4) as u32,
         6,
     ));
     let tp = e.b.ins().stack_addr(types::I64, tile, 0);

@@ -231,7 +231,7 @@ fn act8(
 
 /// The AVX2 + FMA microkernel for `mr` rows (1 to 6) with epilogue `epi`.
 pub fn avx2_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
-    assert!((1..=6).contains(&mr), "mr out of range");
+    assert!((1..=AVX2_MR).contains(&mr), "mr out of range");
     let y = [
         ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11,
     ];
@@ -369,6 +369,9 @@ fn k_loop(
     a.jnz(top1)?;
     a.set_label(&mut done)
 }
+
+/// Rows of the AVX2 GEMM microkernel's tile.
+pub const AVX2_MR: usize = 6;
 
 /// Rows of the AVX-512 GEMM microkernel's tile.
 pub const AVX512_MR: usize = 12;
@@ -659,7 +662,7 @@ mod tests {
     #[test]
     fn kernels_assemble() {
         type Kernel = fn(usize, MicroEpi) -> Result<Vec<u8>, CodegenError>;
-        let kernels: [(Kernel, usize); 2] = [(avx2_kernel, 6), (avx512_kernel, AVX512_MR)];
+        let kernels: [(Kernel, usize); 2] = [(avx2_kernel, AVX2_MR), (avx512_kernel, AVX512_MR)];
         for (kernel, max_mr) in kernels {
             for mr in 1..=max_mr {
                 for act in [
