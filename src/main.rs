@@ -61,8 +61,7 @@ struct PruneArgs {
     /// The latency profile (from `bertc profile`) the prediction uses.
     #[arg(long)]
     profile: Option<PathBuf>,
-    /// Calibration text, one text a line (or an STS Benchmark file)
-    /// [default: ../shared/data/sts-b/sts-train.csv].
+    /// Calibration text, one text a line (or an STS Benchmark file); needed to prune.
     #[arg(long)]
     calibration: Option<PathBuf>,
     /// Calibration texts used (the first N).
@@ -153,7 +152,8 @@ Examples:
   bertc compile ./all-MiniLM-L6-v2 -o minilm --emit staticlib --output mean
   bertc compile model.onnx -o model-arm --target aarch64-unknown-linux-gnu
   bertc profile model.onnx --batch 1 --seq 128 -o p.json     # then prune to half the latency:
-  bertc compile model.onnx -o model2x --speedup 2 --profile p.json --report model2x.html")]
+  bertc compile model.onnx -o model2x --speedup 2 --profile p.json --calibration texts.txt \
+        --report model2x.html")]
     Compile {
         /// An .onnx file or a Hugging Face folder.
         model: PathBuf,

@@ -59,9 +59,6 @@ pub struct PruneOutcome {
     pub total_secs: f64,
 }
 
-/// The calibration file used when `--calibration` is not given.
-const DEFAULT_CALIBRATION: &str = "../shared/data/sts-b/sts-train.csv";
-
 /// Texts of a calibration file: one a line, or both sentences of each row of an STS Benchmark
 /// file (tab-separated, gold score in field 5).
 pub fn read_texts(path: &Path) -> Result<Vec<String>, CliError> {
@@ -128,17 +125,10 @@ pub fn prune(
     let budget = target_ms - profile.base_ms;
 
     // calibration text
-    let cal_path = match &o.calibration {
-        Some(p) => p.clone(),
-        None => {
-            let p = PathBuf::from(DEFAULT_CALIBRATION);
-            if !p.exists() {
-                return Err(input(format!(
-                    "no calibration text: give --calibration FILE (one text a line; the default {DEFAULT_CALIBRATION} is not here)"
-                )));
-            }
-            p
-        }
+    let Some(cal_path) = o.calibration.clone() else {
+        return Err(input(
+            "--calibration FILE is needed to prune: text like the model's inputs, one text a line (or an STS Benchmark file)".into(),
+        ));
     };
     let texts = read_texts(&cal_path)?;
     let tok_path = o

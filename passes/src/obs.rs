@@ -70,16 +70,6 @@ impl Hessian {
         }
     }
 
-    /// Folds another accumulator's samples into this one.
-    pub fn merge(&mut self, mut other: Hessian) {
-        other.flush();
-        self.flush();
-        for (a, b) in self.sum.data.iter_mut().zip(&other.sum.data) {
-            *a += b;
-        }
-        self.count += other.count;
-    }
-
     fn flush(&mut self) {
         use rayon::prelude::*;
         let d = self.dim;

@@ -208,17 +208,6 @@ impl Target {
     pub fn has(&self, feature: &str) -> bool {
         self.features.iter().any(|f| f == feature)
     }
-
-    /// Width in bytes of the widest vector registers the target's features allow.
-    pub fn vector_bytes(&self) -> usize {
-        match self.arch {
-            Arch::X86_64 if self.has("avx512f") => 64,
-            Arch::X86_64 if self.has("avx2") => 32,
-            Arch::X86_64 | Arch::Aarch64 => 16,
-            Arch::Riscv64 if self.has("v") => 16,
-            Arch::Riscv64 => 8,
-        }
-    }
 }
 
 impl fmt::Display for Target {
@@ -246,6 +235,5 @@ mod tests {
             Arch::Riscv64
         );
         assert!(Target::from_triple("sparc-sun-solaris").is_err());
-        assert!(Target::host().vector_bytes() >= 8);
     }
 }

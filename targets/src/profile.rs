@@ -113,10 +113,6 @@ impl LatencyProfile {
         Ok(p)
     }
 
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("a profile serialises")
-    }
-
     /// The measured levels of a block kind.
     pub fn points(&self, kind: BlockKind) -> &[Point] {
         match kind {

@@ -4,6 +4,8 @@
 
 pub mod emulator;
 
+use bertc_targets::Target;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -245,4 +247,40 @@ pub fn kinds(name: &str) -> Vec<&'static str> {
         k.push("logits");
     }
     k
+}
+
+/// True when `program` is an executable file in a folder of `PATH`.
+pub fn on_path(program: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+}
+
+/// The command line that runs a program built for `triple` (with `cpu`) here, from
+/// `Target::runner`, when the target's C compiler and that runner are installed. Otherwise
+/// `None`: the test prints one line saying what it skipped and how to install the tools,
+/// unless `BERTC_REQUIRE_CROSS=1` (set by CI), where it fails.
+pub fn cross_runner(triple: &str, cpu: Option<&str>) -> Option<Vec<String>> {
+    let target = Target::with_cpu(triple, cpu).expect("a known target");
+    let runner = target.runner();
+    let mut missing: Vec<&str> = Vec::new();
+    if !on_path(target.cc()) {
+        missing.push(target.cc());
+    }
+    if let Some(program) = runner.first().filter(|p| !on_path(p)) {
+        missing.push(program);
+    }
+    if missing.is_empty() {
+        return Some(runner);
+    }
+    let install = format!("{} qemu-user-static", target.cc_packages());
+    assert!(
+        std::env::var("BERTC_REQUIRE_CROSS").as_deref() != Ok("1"),
+        "BERTC_REQUIRE_CROSS=1 but {} not found (Debian packages: {install})",
+        missing.join(" and ")
+    );
+    eprintln!(
+        "skipped: {triple} tests need {} (Debian packages: {install}; qemu 8 or newer)",
+        missing.join(" and ")
+    );
+    None
 }

@@ -360,19 +360,4 @@ impl Op {
             Op::Embedding { .. } => (3, 5),
         }
     }
-
-    /// True for encoder-level ops (what raising produces).
-    pub fn is_encoder_level(&self) -> bool {
-        matches!(
-            self,
-            Op::Embedding { .. }
-                | Op::LayerNorm { .. }
-                | Op::Linear
-                | Op::FusedLinear { .. }
-                | Op::Gelu { .. }
-                | Op::Attention { .. }
-                | Op::QkvAttention { .. }
-                | Op::MeanPool
-        )
-    }
 }
