@@ -9,7 +9,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bertc_compiler::codegen::{self, pack_linear};
+use bertc_codegen::{self as codegen, pack_linear};
 use bertc_passes::OutputKind;
 use bertc_runtime::{Artifact, Library};
 use bertc_targets::Target;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use bertc_compiler::codegen::{self, shim};
+use bertc_codegen::{self as codegen, shim};
 
 use crate::scratch::Scratch;
 use bertc_passes::{select_output, OutputKind};
@@ -61,7 +61,7 @@ impl Default for Options {
 pub struct Outcome {
     pub prune: Option<crate::prune::PruneOutcome>,
     /// The pruned graph (raised, every output), when pruning ran.
-    pub pruned_graph: Option<bertc_compiler::ir::Graph>,
+    pub pruned_graph: Option<bertc_ir::Graph>,
 }
 
 /// A C identifier from a file stem: letters, digits and `_`, not starting with a digit.

@@ -135,7 +135,7 @@ impl Encoder {
     }
 
     /// Compiles a raised graph (mean output selected here) to a temporary library.
-    pub fn from_graph(g: &bertc_compiler::ir::Graph, threads: i32) -> Result<Encoder, CliError> {
+    pub fn from_graph(g: &bertc_ir::Graph, threads: i32) -> Result<Encoder, CliError> {
         let mut g = g.clone();
         bertc_passes::select_output(&mut g, OutputKind::Mean)?;
         bertc_passes::optimize(&mut g)?;

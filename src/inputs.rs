@@ -4,7 +4,7 @@
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
-use bertc_compiler::ir::{Graph, Op, TokenTypes};
+use bertc_ir::{Graph, Op, TokenTypes};
 use bertc_runtime::{parse_id_line, Tokenizer};
 
 use crate::CliError;

@@ -3,14 +3,14 @@
 use std::fmt::Write;
 use std::path::Path;
 
-use bertc_compiler::ir::{Op, Positions, TokenTypes, UnaryOp};
-use bertc_compiler::ModelSource;
+use bertc_import::ModelSource;
+use bertc_ir::{Op, Positions, TokenTypes, UnaryOp};
 use bertc_passes::supported_outputs;
 
 use crate::CliError;
 
 pub fn inspect(path: &Path) -> Result<String, CliError> {
-    let raw = bertc_compiler::load_model(path)?;
+    let raw = bertc_import::load_model(path)?;
     let raw_counts = raw.op_counts();
     let (g, _) = crate::load_raised(path)?;
     let order = g.canonical_order();
@@ -30,8 +30,8 @@ pub fn inspect(path: &Path) -> Result<String, CliError> {
             Op::Gelu { approx } if intermediate.is_none() => {
                 intermediate = g.ty(n).shape.last().copied();
                 activation = match approx {
-                    bertc_compiler::ir::GeluApprox::Erf => "gelu (erf)",
-                    bertc_compiler::ir::GeluApprox::Tanh => "gelu (tanh)",
+                    bertc_ir::GeluApprox::Erf => "gelu (erf)",
+                    bertc_ir::GeluApprox::Tanh => "gelu (tanh)",
                 };
             }
             Op::Unary(UnaryOp::Relu) if intermediate.is_none() => {
@@ -60,7 +60,7 @@ pub fn inspect(path: &Path) -> Result<String, CliError> {
     if family == "bert" && emb_width.is_some() && emb_width != hidden {
         family = "electra";
     }
-    let show = |d: Option<bertc_compiler::ir::Dim>| d.map_or("?".to_string(), |d| d.to_string());
+    let show = |d: Option<bertc_ir::Dim>| d.map_or("?".to_string(), |d| d.to_string());
     let mut s = String::new();
     let source = match ModelSource::of(path) {
         ModelSource::Onnx => "onnx",

@@ -17,15 +17,15 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use bertc_compiler::interp::{self, Value};
-use bertc_compiler::ir::Graph;
+use bertc_interp::{self as interp, Value};
+use bertc_ir::Graph;
 use bertc_passes::{canonicalize, select_output, OutputKind, PassReport};
 
 /// Everything that can go wrong in a command, reported as one line.
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error(transparent)]
-    Load(#[from] bertc_compiler::LoadError),
+    Load(#[from] bertc_import::ImportError),
     #[error(transparent)]
     Pass(#[from] bertc_passes::PassError),
     #[error("{0}")]
@@ -392,7 +392,7 @@ fn main() -> ExitCode {
 
 /// Loads, canonicalises and raises a model.
 pub fn load_raised(path: &Path) -> Result<(Graph, Vec<PassReport>), CliError> {
-    let mut g = bertc_compiler::load_model(path)?;
+    let mut g = bertc_import::load_model(path)?;
     let reports = canonicalize(&mut g)?;
     Ok((g, reports))
 }
@@ -626,7 +626,7 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
                 ));
             }
             let g = if raw {
-                bertc_compiler::load_model(&model)?
+                bertc_import::load_model(&model)?
             } else {
                 let (mut g, mut reports) = load_raised(&model)?;
                 if let Some(p) = &popts {

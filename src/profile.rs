@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use bertc_compiler::codegen::{self, shim};
-use bertc_compiler::ir::{
+use bertc_codegen::{self as codegen, shim};
+use bertc_ir::{
     BinaryOp, DType, Dim, GeluApprox, Graph, NodeId, Op, Positions, Tensor, TensorType, TokenTypes,
 };
 use bertc_passes::prune::{find_blocks, Block, BlockPlan, PruneStructures};

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use bertc_compiler::ir::Graph;
+use bertc_ir::Graph;
 use bertc_passes::prune::{self, Block, Choice, Method, PruneStructures};
 use bertc_passes::{run_pass, PassReport};
 use bertc_runtime::Tokenizer;

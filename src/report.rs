@@ -7,7 +7,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use bertc_compiler::ir::{Graph, Op};
+use bertc_ir::{Graph, Op};
 use bertc_passes::{optimize, select_output, OutputKind};
 use bertc_targets::{BlockKind, Target};
 

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bertc_compiler::codegen::{self, shim, Compiled};
-use bertc_compiler::ir::Graph;
+use bertc_codegen::{self as codegen, shim, Compiled};
+use bertc_ir::Graph;
 use bertc_targets::Target;
 
 use crate::CliError;

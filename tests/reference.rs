@@ -129,7 +129,7 @@ fn minilm_safetensors() {
 #[test]
 fn interpreter_runs_op_soup() {
     let name = "bert-small-random";
-    let g = bertc_compiler::load_model(&model_dir(name).join("model.onnx")).unwrap();
+    let g = bertc_import::load_model(&model_dir(name).join("model.onnx")).unwrap();
     assert!(g.op_counts().iter().any(|(op, _)| *op == "softmax"));
     let r = reference(name);
     let case = &r["cases"][1];

@@ -4,7 +4,7 @@
 
 mod common;
 
-use bertc_compiler::ir::{Graph, Op};
+use bertc_ir::{Graph, Op};
 use common::*;
 use std::collections::BTreeMap;
 use std::path::Path;

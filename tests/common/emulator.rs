@@ -4,14 +4,14 @@
 
 use std::path::{Path, PathBuf};
 
-/// The repository root, from a crate's manifest directory (the root or a member crate).
+/// The repository root, from a crate's manifest directory (the root or a member crate): the
+/// nearest folder above it that holds `scripts/x86-emulate`.
 pub fn repo_root(manifest_dir: &str) -> PathBuf {
     let dir = Path::new(manifest_dir);
-    if dir.join("scripts/x86-emulate").exists() {
-        dir.to_path_buf()
-    } else {
-        dir.join("..")
-    }
+    dir.ancestors()
+        .find(|d| d.join("scripts/x86-emulate").exists())
+        .unwrap_or(dir)
+        .to_path_buf()
 }
 
 /// A Python that has BochsCPU: `BERTC_X86_EMULATOR`, or the venv `scripts/setup-x86-emulator`

@@ -10,8 +10,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use bertc_compiler::interp::{self, Value};
-use bertc_compiler::ir::Graph;
+use bertc_interp::{self as interp, Value};
+use bertc_ir::Graph;
 use bertc_passes::{canonicalize, select_output, OutputKind};
 use serde_json::Value as Json;
 
@@ -60,7 +60,7 @@ pub fn minilm_hf_dir() -> PathBuf {
 }
 
 pub fn load_raised(path: &Path) -> Graph {
-    let mut g = bertc_compiler::load_model(path).unwrap_or_else(|e| panic!("{e}"));
+    let mut g = bertc_import::load_model(path).unwrap_or_else(|e| panic!("{e}"));
     canonicalize(&mut g).unwrap_or_else(|e| panic!("{e}"));
     g
 }

@@ -1,0 +1,680 @@
+//! Lowering of a raised graph with one selected output into a `Program`: a sequence of kernel
+//! steps over activation buffers whose rows are tokens (`batch * seq`) or sequences (`batch`),
+//! with weights in the layouts the kernels read, and a memory plan for the workspace.
+
+use std::collections::HashMap;
+
+use bertc_ir::{BinaryOp, GeluApprox, Graph, NodeId, Op, Positions, TokenTypes, UnaryOp};
+
+/// Why a graph cannot be compiled.
+#[derive(Debug, thiserror::Error)]
+pub enum CodegenError {
+    #[error("node '{node}': {msg}")]
+    Unsupported { node: String, msg: String },
+    #[error("{0}")]
+    Model(String),
+    #[error("cranelift: {0}")]
+    Cranelift(String),
+    #[error("x86 assembler: {0}")]
+    Asm(String),
+}
+
+/// What the rows of a buffer are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rows {
+    /// One row per token: `batch * seq` rows.
+    Tokens,
+    /// One row per sequence: `batch` rows.
+    Seqs,
+}
+
+/// An activation buffer: `rows x width` f32.
+#[derive(Clone, Debug)]
+pub struct Buffer {
+    pub rows: Rows,
+    pub width: usize,
+    /// Offset in the workspace, in floats per token (the workspace holds `tokens` of each).
+    pub offset: usize,
+}
+
+pub type BufId = usize;
+pub type WeightId = usize;
+
+/// A weight in read-only data.
+#[derive(Clone, Debug)]
+pub struct Weight {
+    pub name: String,
+    pub data: Vec<f32>,
+}
+
+/// Elementwise functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Act {
+    Gelu(GeluApprox),
+    Tanh,
+    Relu,
+}
+
+#[derive(Clone, Debug)]
+pub enum Step {
+    Embedding {
+        out: BufId,
+        word: WeightId,
+        pos: WeightId,
+        typ: Option<WeightId>,
+        positions: Positions,
+        types: TokenTypes,
+        width: usize,
+    },
+    LayerNorm {
+        x: BufId,
+        out: BufId,
+        gamma: WeightId,
+        beta: WeightId,
+        eps: f32,
+    },
+    /// `out = act(x @ wᵀ + b) (+ residual)`, the weight packed in panels of 16 columns
+    /// (`[bias 16][k x 16]`); activation and residual applied to each tile in cache.
+    Linear {
+        x: BufId,
+        out: BufId,
+        packed: WeightId,
+        k: usize,
+        n: usize,
+        act: Option<Act>,
+        residual: Option<BufId>,
+    },
+    Act {
+        x: BufId,
+        out: BufId,
+        act: Act,
+    },
+    Add {
+        a: BufId,
+        b: BufId,
+        out: BufId,
+    },
+    /// `q`, `k` and `v` are one buffer when `qk` is set: its columns `0..qk` are q, `qk..2qk`
+    /// are k and the rest v (`qkv_attention`).
+    Attention {
+        q: BufId,
+        k: BufId,
+        v: BufId,
+        out: BufId,
+        heads: usize,
+        scale: f32,
+        qk: Option<usize>,
+    },
+    /// The first token's row of each sequence.
+    Cls {
+        x: BufId,
+        out: BufId,
+    },
+    MeanPool {
+        x: BufId,
+        out: BufId,
+    },
+    /// Packed token rows back to the padded `[batch, seq]` layout of the caller's output (added
+    /// by code generation after the last step when the output is per token).
+    Scatter {
+        x: BufId,
+    },
+}
+
+/// Columns per packed weight panel.
+pub const PANEL: usize = 16;
+
+/// A model lowered for code generation.
+#[derive(Clone, Debug)]
+pub struct Program {
+    pub steps: Vec<Step>,
+    pub buffers: Vec<Buffer>,
+    pub weights: Vec<Weight>,
+    pub output: BufId,
+    /// Floats of workspace per token of the padded batch (activations and attention scratch).
+    pub ws_per_token: usize,
+    /// Offset of the attention scratch, after the activations, in floats per padded token.
+    pub scratch_offset: usize,
+    /// The most heads of any attention step.
+    pub max_heads: usize,
+    pub vocab: usize,
+    pub type_vocab: usize,
+    pub max_seq: usize,
+    pub token_types: TokenTypes,
+    pub has_mask: bool,
+}
+
+impl Program {
+    pub fn output_width(&self) -> usize {
+        self.buffers[self.output].width
+    }
+    pub fn output_per_token(&self) -> bool {
+        self.buffers[self.output].rows == Rows::Tokens
+    }
+}
+
+/// Packs `w[n, k]` (row-major) and `b[n]` into panels of `PANEL` columns: for each panel,
+/// `PANEL` bias values, then `k` rows of `PANEL` weights (`w[j, kk]` at `[kk][j % PANEL]`),
+/// zero beyond `n`.
+pub fn pack_linear(w: &[f32], b: Option<&[f32]>, n: usize, k: usize) -> Vec<f32> {
+    let panels = n.div_ceil(PANEL);
+    let mut out = vec![0f32; panels * PANEL * (k + 1)];
+    for p in 0..panels {
+        let base = p * PANEL * (k + 1);
+        for c in 0..PANEL {
+            let j = p * PANEL + c;
+            if j >= n {
+                continue;
+            }
+            out[base + c] = b.map_or(0.0, |b| b[j]);
+            for kk in 0..k {
+                out[base + PANEL + kk * PANEL + c] = w[j * k + kk];
+            }
+        }
+    }
+    out
+}
+
+struct Lowering<'g> {
+    g: &'g Graph,
+    p: Program,
+    buf_of: HashMap<NodeId, BufId>,
+    weight_of: HashMap<NodeId, WeightId>,
+    last_use: HashMap<NodeId, usize>,
+}
+
+fn unsupported(g: &Graph, n: NodeId, msg: impl Into<String>) -> CodegenError {
+    CodegenError::Unsupported {
+        node: g.node(n).name.clone(),
+        msg: msg.into(),
+    }
+}
+
+fn const_width(g: &Graph, n: NodeId) -> Result<usize, CodegenError> {
+    g.ty(n)
+        .shape
+        .last()
+        .and_then(|d| d.as_const())
+        .map(|v| v as usize)
+        .ok_or_else(|| unsupported(g, n, "the last dimension must be constant"))
+}
+
+impl Lowering<'_> {
+    fn weight(&mut self, n: NodeId) -> Result<WeightId, CodegenError> {
+        if let Some(&w) = self.weight_of.get(&n) {
+            return Ok(w);
+        }
+        let t = self
+            .g
+            .const_value(n)
+            .filter(|t| t.dtype.is_float())
+            .ok_or_else(|| unsupported(self.g, n, "expected a float constant"))?;
+        let id = self.p.weights.len();
+        self.p.weights.push(Weight {
+            name: self.g.node(n).name.clone(),
+            data: t.to_f32_vec(),
+        });
+        self.weight_of.insert(n, id);
+        Ok(id)
+    }
+
+    fn new_buf(&mut self, n: NodeId) -> Result<BufId, CodegenError> {
+        let ty = self.g.ty(n);
+        let rows = match ty.rank() {
+            3 => Rows::Tokens,
+            2 => Rows::Seqs,
+            _ => {
+                return Err(unsupported(
+                    self.g,
+                    n,
+                    format!("values of type {ty} are not supported"),
+                ))
+            }
+        };
+        let id = self.p.buffers.len();
+        self.p.buffers.push(Buffer {
+            rows,
+            width: const_width(self.g, n)?,
+            offset: 0,
+        });
+        self.buf_of.insert(n, id);
+        Ok(id)
+    }
+
+    fn buf(&self, n: NodeId) -> Result<BufId, CodegenError> {
+        self.buf_of
+            .get(&n)
+            .copied()
+            .ok_or_else(|| unsupported(self.g, n, "value is not computed by a supported op"))
+    }
+}
+
+/// Lowers a raised graph whose only output is the one to compile.
+pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
+    if g.outputs.len() != 1 {
+        return Err(CodegenError::Model(format!(
+            "expected one selected output, found {}",
+            g.outputs.len()
+        )));
+    }
+    let order = g.canonical_order();
+    let mut l = Lowering {
+        g,
+        p: Program {
+            steps: vec![],
+            buffers: vec![],
+            weights: vec![],
+            output: 0,
+            ws_per_token: 0,
+            scratch_offset: 0,
+            max_heads: 0,
+            vocab: 0,
+            type_vocab: 0,
+            max_seq: g.max_seq.unwrap_or(0),
+            token_types: TokenTypes::Absent,
+            has_mask: g.input_named("attention_mask").is_some(),
+        },
+        buf_of: HashMap::new(),
+        weight_of: HashMap::new(),
+        last_use: HashMap::new(),
+    };
+    for &n in &order {
+        let ops = g.operands(n);
+        let step = match g.op(n).clone() {
+            Op::Input { name } => {
+                if !["input_ids", "attention_mask", "token_type_ids"].contains(&name.as_str()) {
+                    return Err(unsupported(g, n, format!("unknown input '{name}'")));
+                }
+                continue;
+            }
+            Op::Const { .. } => continue,
+            Op::Embedding { positions, types } => {
+                let first = 1 + (types == TokenTypes::Input) as usize;
+                if g.op(ops[0])
+                    != &(Op::Input {
+                        name: "input_ids".into(),
+                    })
+                {
+                    return Err(unsupported(
+                        g,
+                        n,
+                        "embedding ids must be the input_ids input",
+                    ));
+                }
+                if types == TokenTypes::Input
+                    && g.op(ops[1])
+                        != &(Op::Input {
+                            name: "token_type_ids".into(),
+                        })
+                {
+                    return Err(unsupported(
+                        g,
+                        n,
+                        "token types must be the token_type_ids input",
+                    ));
+                }
+                let word = l.weight(ops[first])?;
+                let pos = l.weight(ops[first + 1])?;
+                let typ = match ops.get(first + 2) {
+                    Some(&t) => Some(l.weight(t)?),
+                    None => None,
+                };
+                l.p.vocab = g.ty(ops[first]).shape[0].as_const().unwrap_or(0) as usize;
+                l.p.type_vocab = ops
+                    .get(first + 2)
+                    .and_then(|&t| g.ty(t).shape[0].as_const())
+                    .unwrap_or(0) as usize;
+                l.p.token_types = types;
+                let rows = g.ty(ops[first + 1]).shape[0].as_const().unwrap_or(0) as usize;
+                let max = match positions {
+                    Positions::Arange { offset } => rows as i64 - offset,
+                    Positions::PaddingAware { pad } => rows as i64 - pad - 1,
+                };
+                if max < 1 {
+                    return Err(unsupported(g, n, "the position table is too small"));
+                }
+                l.p.max_seq = if l.p.max_seq == 0 {
+                    max as usize
+                } else {
+                    l.p.max_seq.min(max as usize)
+                };
+                let out = l.new_buf(n)?;
+                Step::Embedding {
+                    out,
+                    word,
+                    pos,
+                    typ,
+                    positions,
+                    types,
+                    width: const_width(g, n)?,
+                }
+            }
+            Op::LayerNorm { eps } => {
+                let x = l.buf(ops[0])?;
+                let (gamma, beta) = (l.weight(ops[1])?, l.weight(ops[2])?);
+                Step::LayerNorm {
+                    x,
+                    out: l.new_buf(n)?,
+                    gamma,
+                    beta,
+                    eps,
+                }
+            }
+            Op::Linear | Op::FusedLinear { .. } => {
+                let (act, has_res) = match g.op(n) {
+                    Op::FusedLinear { act, residual } => (
+                        act.map(|a| match a {
+                            bertc_ir::FusedAct::Gelu(g) => Act::Gelu(g),
+                            bertc_ir::FusedAct::Tanh => Act::Tanh,
+                            bertc_ir::FusedAct::Relu => Act::Relu,
+                        }),
+                        *residual,
+                    ),
+                    _ => (None, false),
+                };
+                let residual = if has_res { Some(l.buf(ops[3])?) } else { None };
+                let x = l.buf(ops[0])?;
+                let wt = g
+                    .const_value(ops[1])
+                    .ok_or_else(|| unsupported(g, n, "linear weights must be constant"))?;
+                let (nn, k) = (wt.shape[0], wt.shape[1]);
+                let w = wt.to_f32_vec();
+                let b = match ops.get(2) {
+                    Some(&b) => Some(
+                        g.const_value(b)
+                            .ok_or_else(|| unsupported(g, n, "linear bias must be constant"))?
+                            .to_f32_vec(),
+                    ),
+                    None => None,
+                };
+                let id = l.p.weights.len();
+                l.p.weights.push(Weight {
+                    name: format!("{}.packed", g.node(ops[1]).name),
+                    data: pack_linear(&w, b.as_deref(), nn, k),
+                });
+                Step::Linear {
+                    x,
+                    out: l.new_buf(n)?,
+                    packed: id,
+                    k,
+                    n: nn,
+                    act,
+                    residual,
+                }
+            }
+            Op::Gelu { approx } => Step::Act {
+                x: l.buf(ops[0])?,
+                out: l.new_buf(n)?,
+                act: Act::Gelu(approx),
+            },
+            Op::Unary(UnaryOp::Tanh) => Step::Act {
+                x: l.buf(ops[0])?,
+                out: l.new_buf(n)?,
+                act: Act::Tanh,
+            },
+            Op::Unary(UnaryOp::Relu) => Step::Act {
+                x: l.buf(ops[0])?,
+                out: l.new_buf(n)?,
+                act: Act::Relu,
+            },
+            Op::Binary(BinaryOp::Add) => {
+                if g.ty(ops[0]) != g.ty(ops[1]) {
+                    return Err(unsupported(g, n, "only adds of equal shapes are supported"));
+                }
+                Step::Add {
+                    a: l.buf(ops[0])?,
+                    b: l.buf(ops[1])?,
+                    out: l.new_buf(n)?,
+                }
+            }
+            Op::Attention { heads, scale } => {
+                check_attention_mask(g, n, ops.get(3).copied(), l.p.has_mask)?;
+                Step::Attention {
+                    q: l.buf(ops[0])?,
+                    k: l.buf(ops[1])?,
+                    v: l.buf(ops[2])?,
+                    out: l.new_buf(n)?,
+                    heads,
+                    scale,
+                    qk: None,
+                }
+            }
+            Op::QkvAttention { heads, scale, qk } => {
+                check_attention_mask(g, n, ops.get(1).copied(), l.p.has_mask)?;
+                let x = l.buf(ops[0])?;
+                Step::Attention {
+                    q: x,
+                    k: x,
+                    v: x,
+                    out: l.new_buf(n)?,
+                    heads,
+                    scale,
+                    qk: Some(qk),
+                }
+            }
+            Op::Gather { axis: 1 }
+                if g.ty(ops[0]).rank() == 3 && g.const_scalar(ops[1]) == Some(0.0) =>
+            {
+                Step::Cls {
+                    x: l.buf(ops[0])?,
+                    out: l.new_buf(n)?,
+                }
+            }
+            Op::MeanPool => {
+                if g.op(ops[1])
+                    != &(Op::Input {
+                        name: "attention_mask".into(),
+                    })
+                {
+                    return Err(unsupported(
+                        g,
+                        n,
+                        "mean pooling must use the attention_mask input",
+                    ));
+                }
+                Step::MeanPool {
+                    x: l.buf(ops[0])?,
+                    out: l.new_buf(n)?,
+                }
+            }
+            other => {
+                return Err(unsupported(
+                    g,
+                    n,
+                    format!(
+                    "op '{}' has no code generator (raising left it in the graph; see `bertc ir`)",
+                    other.mnemonic()
+                ),
+                ))
+            }
+        };
+        let idx = l.p.steps.len();
+        for o in ops {
+            l.last_use.insert(o, idx);
+        }
+        l.p.steps.push(step);
+    }
+    if l.p.vocab == 0 {
+        return Err(CodegenError::Model("the model has no embedding op".into()));
+    }
+    l.p.output = l.buf(g.outputs[0].1)?;
+    plan_memory(&mut l);
+    Ok(l.p)
+}
+
+fn step_io(s: &Step) -> (Vec<BufId>, BufId) {
+    match *s {
+        Step::Embedding { out, .. } => (vec![], out),
+        Step::Linear {
+            x,
+            out,
+            residual: Some(r),
+            ..
+        } => (vec![x, r], out),
+        Step::LayerNorm { x, out, .. } | Step::Linear { x, out, .. } | Step::Act { x, out, .. } => {
+            (vec![x], out)
+        }
+        Step::Cls { x, out } | Step::MeanPool { x, out } => (vec![x], out),
+        Step::Add { a, b, out } => (vec![a, b], out),
+        Step::Attention { q, k, v, out, .. } => (vec![q, k, v], out),
+        Step::Scatter { x } => (vec![x], x),
+    }
+}
+
+/// An attention's mask operand must be the `attention_mask` input, and a model with that input
+/// must mask every attention: execution is padding-free (masked tokens are dropped
+/// everywhere), so an attention that attends to them cannot be compiled faithfully.
+fn check_attention_mask(
+    g: &Graph,
+    n: NodeId,
+    mask: Option<NodeId>,
+    has_mask: bool,
+) -> Result<(), CodegenError> {
+    match mask {
+        Some(m)
+            if g.op(m)
+                != &(Op::Input {
+                    name: "attention_mask".into(),
+                }) =>
+        {
+            Err(unsupported(
+                g,
+                n,
+                "the attention mask must be the attention_mask input",
+            ))
+        }
+        None if has_mask => Err(unsupported(
+            g,
+            n,
+            "an attention without the mask in a model with an attention_mask input",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Where an attention step reads q, k and v: offsets of the first column in floats, row
+/// strides in floats, and the q/k and v widths (all heads).
+#[derive(Clone, Copy, Debug)]
+pub struct AttnGeom {
+    pub q_off: usize,
+    pub k_off: usize,
+    pub v_off: usize,
+    pub ldq: usize,
+    pub ldk: usize,
+    pub ldv: usize,
+    pub qk_width: usize,
+    pub v_width: usize,
+}
+
+impl Program {
+    /// Floating-point operations (a multiply-add counts two) of the steps that do arithmetic:
+    /// `(per real token, per sequence, per (query, key) pair of a sequence)`.
+    pub fn flop_counts(&self) -> (u64, u64, u64) {
+        let (mut tok, mut seq, mut pair) = (0u64, 0u64, 0u64);
+        for s in &self.steps {
+            match s {
+                Step::Linear { x, k, n, .. } => {
+                    let f = 2 * (*k as u64) * (*n as u64);
+                    match self.buffers[*x].rows {
+                        Rows::Tokens => tok += f,
+                        Rows::Seqs => seq += f,
+                    }
+                }
+                Step::Attention { .. } => {
+                    let g = self.attn_geom(s).expect("an attention step");
+                    pair += 2 * (g.qk_width + g.v_width) as u64;
+                }
+                _ => {}
+            }
+        }
+        (tok, seq, pair)
+    }
+
+    /// The geometry of attention step `s` (`None` for other steps).
+    pub fn attn_geom(&self, s: &Step) -> Option<AttnGeom> {
+        let Step::Attention { q, k, v, qk, .. } = *s else {
+            return None;
+        };
+        let w = |b: usize| self.buffers[b].width;
+        Some(match qk {
+            Some(qk) => AttnGeom {
+                q_off: 0,
+                k_off: qk,
+                v_off: 2 * qk,
+                ldq: w(q),
+                ldk: w(q),
+                ldv: w(q),
+                qk_width: qk,
+                v_width: w(q) - 2 * qk,
+            },
+            None => AttnGeom {
+                q_off: 0,
+                k_off: 0,
+                v_off: 0,
+                ldq: w(q),
+                ldk: w(k),
+                ldv: w(v),
+                qk_width: w(q),
+                v_width: w(v),
+            },
+        })
+    }
+}
+
+/// Assigns workspace offsets: a buffer's region is reused once its last reader has run. A
+/// per-sequence output buffer is the caller's memory and gets no region; a per-token output
+/// is packed in the workspace and scattered to the caller's memory at the end. Attention
+/// scratch (one score row per head and sequence position) goes at the end.
+fn plan_memory(l: &mut Lowering) {
+    let p = &mut l.p;
+    let mut last_read: HashMap<BufId, usize> = HashMap::new();
+    for (i, s) in p.steps.iter().enumerate() {
+        for b in step_io(s).0 {
+            last_read.insert(b, i);
+        }
+    }
+    let mut free: Vec<(usize, usize)> = Vec::new(); // (offset, width)
+    let mut top = 0usize;
+    let per_token = p.buffers[p.output].rows == Rows::Tokens;
+    for i in 0..p.steps.len() {
+        let (_, out) = step_io(&p.steps[i]);
+        if out != p.output || per_token {
+            let w = p.buffers[out].width;
+            let slot = free.iter().position(|&(_, fw)| fw >= w);
+            p.buffers[out].offset = match slot {
+                Some(k) => {
+                    let (off, fw) = free.remove(k);
+                    if fw > w {
+                        free.push((off + w, fw - w));
+                    }
+                    off
+                }
+                None => {
+                    top += w;
+                    top - w
+                }
+            };
+        }
+        // a buffer read through several operands (q, k and v of one) is freed once
+        let mut reads = step_io(&p.steps[i]).0;
+        reads.sort_unstable();
+        reads.dedup();
+        for b in reads {
+            if last_read.get(&b) == Some(&i) && b != p.output {
+                free.push((p.buffers[b].offset, p.buffers[b].width));
+            }
+        }
+    }
+    let heads = p
+        .steps
+        .iter()
+        .map(|s| match s {
+            Step::Attention { heads, .. } => *heads,
+            _ => 0,
+        })
+        .max()
+        .unwrap_or(0);
+    p.scratch_offset = top;
+    p.ws_per_token = top;
+    p.max_heads = heads;
+}

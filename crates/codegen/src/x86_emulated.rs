@@ -1,0 +1,346 @@
+//! The AVX-512 microkernels, and the GEMM driver that calls them, against an f64 reference,
+//! run under BochsCPU (an emulated x86-64 CPU with AVX-512; `scripts/x86-emulate`), since the
+//! machines the tests run on may lack AVX-512. The emulator is a Python package: `scripts/setup-x86-emulator` installs it into
+//! `target/x86-emu-venv`, or `BERTC_X86_EMULATOR` names a Python that has it. Without it the
+//! test says so and passes, unless `BERTC_REQUIRE_EMULATOR=1` (set by CI), where it fails.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::{avx512_kernel, Act, GeluApprox, MicroEpi, AVX512_MR};
+
+const CODE: u64 = 0x1000_0000;
+const A: u64 = 0x2000_0000;
+const B: u64 = 0x3000_0000;
+const C: u64 = 0x4000_0000;
+const RES: u64 = 0x5000_0000;
+const STACK: u64 = 0x6000_0000;
+/// A page holding `hlt` (0xf4), where the functions return to: the run stops there.
+const HLT: u64 = 0x7000_0000;
+
+#[path = "../../../tests/common/emulator.rs"]
+mod emulator;
+
+fn repo() -> PathBuf {
+    emulator::repo_root(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+fn floats_hex(v: &[f32]) -> String {
+    hex(&v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>())
+}
+
+fn unhex_floats(s: &str) -> Vec<f32> {
+    let b: Vec<u8> = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect();
+    b.chunks(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+/// Deterministic values in [-2, 2).
+struct Lcg(u64);
+
+impl Lcg {
+    fn next(&mut self) -> f32 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
+    }
+}
+
+fn act_ref(act: Option<Act>, x: f64) -> f64 {
+    match act {
+        None => x,
+        Some(Act::Relu) => x.max(0.0),
+        Some(Act::Tanh) => x.tanh(),
+        Some(Act::Gelu(GeluApprox::Erf)) => 0.5 * x * (1.0 + libm::erf(x / 2f64.sqrt())),
+        Some(Act::Gelu(GeluApprox::Tanh)) => {
+            let c = (2.0 / std::f64::consts::PI).sqrt();
+            0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
+        }
+    }
+}
+
+struct Case {
+    mr: usize,
+    k: usize,
+    epi: MicroEpi,
+    want: Vec<f64>,
+    /// The output rows' values beyond the tile's 16 columns, which must stay untouched.
+    canary: f32,
+}
+
+/// Column stride of the output and residual (floats): wider than the tile.
+const LDC: usize = 21;
+
+#[test]
+fn avx512_kernels_match_the_reference_under_emulation() {
+    let Some(python) = emulator_or_skip() else {
+        return;
+    };
+    let acts = [
+        None,
+        Some(Act::Relu),
+        Some(Act::Tanh),
+        Some(Act::Gelu(GeluApprox::Erf)),
+        Some(Act::Gelu(GeluApprox::Tanh)),
+    ];
+    let mut rng = Lcg(7);
+    let mut jobs = Vec::new();
+    let mut cases = Vec::new();
+    for mr in 1..=AVX512_MR {
+        for (i, act) in acts.iter().enumerate() {
+            for residual in [false, true] {
+                let prefetch = (mr + i) % 2 == 0;
+                // depths with and without a tail after the 4-step loop, and below 4
+                let k = [1, 3, 4, 7, 37][(mr + i + residual as usize) % 5];
+                let epi = MicroEpi {
+                    act: *act,
+                    residual,
+                    prefetch,
+                };
+                let lda = k + 3;
+                let a: Vec<f32> = (0..mr * lda).map(|_| rng.next()).collect();
+                let panel: Vec<f32> = (0..(k + 1) * 16).map(|_| rng.next() * 0.5).collect();
+                let res: Vec<f32> = (0..mr * LDC).map(|_| rng.next()).collect();
+                let canary = 1234.5;
+                let c = vec![canary; mr * LDC];
+                let mut want = vec![0f64; mr * 16];
+                for r in 0..mr {
+                    for j in 0..16 {
+                        let mut s = panel[j] as f64;
+                        for kk in 0..k {
+                            s += a[r * lda + kk] as f64 * panel[16 + kk * 16 + j] as f64;
+                        }
+                        let mut v = act_ref(*act, s);
+                        if residual {
+                            v += res[r * LDC + j] as f64;
+                        }
+                        want[r * 16 + j] = v;
+                    }
+                }
+                // the stack: return address, then the residual, prefetch address and step
+                let mut stack = vec![HLT];
+                if residual {
+                    stack.push(RES);
+                }
+                if prefetch {
+                    stack.extend([B, 22]);
+                }
+                let stack_bytes: Vec<u8> = stack.iter().flat_map(|v| v.to_le_bytes()).collect();
+                let code = avx512_kernel(mr, epi).unwrap();
+                // each job's code at its own address: the emulator caches decoded code
+                let code_addr = CODE + 0x1_0000 * jobs.len() as u64;
+                jobs.push(format!(
+                    r#"{{"code_addr":{code_addr},"code":"{}","regions":[{},{},{},{},{},{}],"regs":{{"rdi":{A},"rsi":{},"rdx":{B},"rcx":{C},"r8":{},"r9":{k},"rsp":{}}},"read":[{{"addr":{C},"len":{}}}]}}"#,
+                    hex(&code),
+                    region(A, &floats_hex(&a)),
+                    region(B, &floats_hex(&panel)),
+                    region(C, &floats_hex(&c)),
+                    region(RES, &floats_hex(&res)),
+                    region(STACK + 0x800, &hex(&stack_bytes)),
+                    region(HLT, "f4"),
+                    lda * 4,
+                    LDC * 4,
+                    STACK + 0x800,
+                    mr * LDC * 4,
+                ));
+                cases.push(Case {
+                    mr,
+                    k,
+                    epi,
+                    want,
+                    canary,
+                });
+            }
+        }
+    }
+    let v = emulate(&python, &jobs, "kernels");
+    let results = v["results"].as_array().expect("results");
+    assert_eq!(results.len(), cases.len());
+    for (case, r) in cases.iter().zip(results) {
+        let what = format!("mr {} k {} {:?}", case.mr, case.k, case.epi);
+        assert!(r["ok"].as_bool().unwrap(), "{what}: {}", r["error"]);
+        let got = unhex_floats(r["read"][0].as_str().unwrap());
+        for row in 0..case.mr {
+            for j in 0..LDC {
+                let g = got[row * LDC + j];
+                if j >= 16 {
+                    assert_eq!(g, case.canary, "{what}: row {row} col {j} written");
+                    continue;
+                }
+                let w = case.want[row * 16 + j];
+                assert!(
+                    (g as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                    "{what}: row {row} col {j}: {g} vs {w}"
+                );
+            }
+        }
+    }
+}
+
+/// The emulator's Python, or `None` (the test skips) unless `BERTC_REQUIRE_EMULATOR=1`.
+fn emulator_or_skip() -> Option<PathBuf> {
+    emulator::x86_emulator(&repo())
+}
+
+/// Runs the jobs (JSON objects, see `scripts/x86-emulate`) and returns the emulator's answer.
+fn emulate(python: &Path, jobs: &[String], tag: &str) -> serde_json::Value {
+    let dir = std::env::temp_dir().join(format!("bertc-x86-emu-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let job_file = dir.join("jobs.json");
+    std::fs::write(&job_file, format!(r#"{{"jobs":[{}]}}"#, jobs.join(","))).unwrap();
+    let out = Command::new(python)
+        .arg(repo().join("scripts/x86-emulate"))
+        .arg(&job_file)
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", python.display()));
+    if std::env::var_os("BERTC_KEEP_JOBS").is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    assert!(
+        out.status.success(),
+        "x86-emulate failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("emulator output")
+}
+
+fn region(addr: u64, data: &str) -> String {
+    format!(r#"{{"addr":{addr},"data":"{data}"}}"#)
+}
+
+/// The loadable segments of an ELF64 file as (address from `base`, bytes).
+fn elf_segments(elf: &[u8], base: u64) -> Vec<(u64, Vec<u8>)> {
+    let u16_at = |o: usize| u16::from_le_bytes([elf[o], elf[o + 1]]) as usize;
+    let u64_at = |o: usize| u64::from_le_bytes(elf[o..o + 8].try_into().unwrap());
+    let (phoff, phentsize, phnum) = (u64_at(0x20) as usize, u16_at(0x36), u16_at(0x38));
+    (0..phnum)
+        .map(|i| phoff + i * phentsize)
+        .filter(|&ph| u32::from_le_bytes(elf[ph..ph + 4].try_into().unwrap()) == 1)
+        .map(|ph| {
+            let (off, vaddr) = (u64_at(ph + 8) as usize, u64_at(ph + 16));
+            let (filesz, memsz) = (u64_at(ph + 32) as usize, u64_at(ph + 40) as usize);
+            let mut data = elf[off..off + filesz].to_vec();
+            data.resize(memsz, 0);
+            (base + vaddr, data)
+        })
+        .collect()
+}
+
+/// The whole GEMM driver for an AVX-512 target (the Cranelift task loop over row blocks and
+/// panels, both task orders, partial last panels through the stack tile, prefetch shares,
+/// all row counts of the microkernel) as `bertc bench --gemm` builds it, linked into a shared
+/// object and run under the emulator on all its tasks, against an f64 reference.
+#[test]
+fn avx512_linear_driver_matches_the_reference_under_emulation() {
+    let Some(python) = emulator_or_skip() else {
+        return;
+    };
+    let target =
+        bertc_targets::Target::with_cpu("x86_64-unknown-linux-gnu", Some("x86-64-v4")).unwrap();
+    // (rows, k, n): few rows and many (above SMALL_ROWS), full and partial last panels
+    let shapes = [
+        (5, 37, 40),
+        (12, 8, 16),
+        (23, 5, 50),
+        (70, 6, 35),
+        (131, 4, 20),
+    ];
+    let dir = std::env::temp_dir().join(format!("bertc-x86-emu-link-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut rng = Lcg(11);
+    let mut jobs = Vec::new();
+    let mut wants = Vec::new();
+    for (i, &(rows, k, n)) in shapes.iter().enumerate() {
+        let (obj, _) = crate::compile_gemm_bench(&target, k, n).unwrap();
+        let (o, so) = (dir.join(format!("g{i}.o")), dir.join(format!("g{i}.so")));
+        std::fs::write(&o, obj).unwrap();
+        let st = Command::new("cc")
+            .args(["-shared", "-nostdlib", "-o"])
+            .arg(&so)
+            .arg(&o)
+            .status()
+            .expect("cc");
+        assert!(st.success());
+        let nm = Command::new("nm").arg("-D").arg(&so).output().expect("nm");
+        let nm = String::from_utf8(nm.stdout).unwrap();
+        let entry = nm
+            .lines()
+            .find(|l| l.ends_with(" bertc_bench_linear"))
+            .and_then(|l| u64::from_str_radix(l.split(' ').next()?, 16).ok())
+            .expect("bertc_bench_linear in nm -D");
+        let relocs = Command::new("readelf").arg("-r").arg(&so).output();
+        let relocs = String::from_utf8(relocs.expect("readelf").stdout).unwrap();
+        assert!(relocs.contains("no relocations"), "{relocs}");
+        let base = CODE + 0x100_0000 * i as u64;
+        let x: Vec<f32> = (0..rows * k).map(|_| rng.next()).collect();
+        let w: Vec<f32> = (0..n * k).map(|_| rng.next()).collect();
+        let bias: Vec<f32> = (0..n).map(|_| rng.next()).collect();
+        let packed = crate::lower::pack_linear(&w, Some(&bias), n, k);
+        let canary = 777.0f32;
+        let out = vec![canary; rows * n + 16];
+        let want: Vec<f64> = (0..rows * n)
+            .map(|e| {
+                let (r, c) = (e / n, e % n);
+                (0..k).fold(bias[c] as f64, |s, kk| {
+                    s + x[r * k + kk] as f64 * w[c * k + kk] as f64
+                })
+            })
+            .collect();
+        let mut regions: Vec<String> = elf_segments(&std::fs::read(&so).unwrap(), base)
+            .into_iter()
+            .map(|(addr, data)| region(addr, &hex(&data)))
+            .collect();
+        // the driver is a Cranelift function: a 64 KiB stack, rsp 8 below 16-byte alignment
+        let rsp = STACK + 0xfff8;
+        regions.extend([
+            region(A, &floats_hex(&x)),
+            region(B, &floats_hex(&packed)),
+            region(C, &floats_hex(&out)),
+            region(STACK, &hex(&vec![0u8; 0xfff8])),
+            region(rsp, &hex(&HLT.to_le_bytes())),
+            region(HLT, "f4"),
+        ]);
+        jobs.push(format!(
+            r#"{{"code_addr":{},"code":"","regions":[{}],"regs":{{"rdi":{A},"rsi":{C},"rdx":{rows},"rcx":{B},"rsp":{rsp}}},"read":[{{"addr":{C},"len":{}}}]}}"#,
+            base + entry,
+            regions.join(","),
+            (rows * n + 16) * 4
+        ));
+        wants.push((rows, k, n, want, canary));
+    }
+    let v = emulate(&python, &jobs, "driver");
+    let _ = std::fs::remove_dir_all(&dir);
+    let results = v["results"].as_array().expect("results");
+    for ((rows, k, n, want, canary), r) in wants.iter().zip(results) {
+        let what = format!("{rows}x{k}x{n}");
+        assert!(r["ok"].as_bool().unwrap(), "{what}: {}", r["error"]);
+        let got = unhex_floats(r["read"][0].as_str().unwrap());
+        for (e, w) in want.iter().enumerate() {
+            let g = got[e] as f64;
+            assert!(
+                (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                "{what}: row {} col {}: {g} vs {w}",
+                e / n,
+                e % n
+            );
+        }
+        assert!(
+            got[rows * n..].iter().all(|g| g == canary),
+            "{what}: wrote past the output"
+        );
+    }
+}

@@ -1,0 +1,673 @@
+//! ONNX import: decodes a model file and builds the IR op for op, keeping the op soup of the
+//! export as it is (raising is a pass). Weights come from `raw_data`, the typed fields or
+//! external data files. Any op outside the supported set is an error naming the node.
+
+pub mod proto;
+
+use bytes::Bytes;
+use prost::Message;
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+
+use crate::ImportError;
+use bertc_ir::{BinaryOp, DType, Dim, Graph, NodeId, Op, ReduceKind, Tensor, TensorType, UnaryOp};
+use proto::{AttributeProto, NodeProto, TensorProto};
+
+/// Opset versions of the default domain that the importer accepts.
+pub const OPSETS: std::ops::RangeInclusive<i64> = 11..=21;
+
+/// Imports an ONNX file.
+pub fn import_file(path: &Path) -> Result<Graph, ImportError> {
+    let bytes = std::fs::read(path).map_err(|source| ImportError::Io {
+        file: path.to_path_buf(),
+        source,
+    })?;
+    import_bytes(Bytes::from(bytes), path)
+}
+
+/// Imports an ONNX model from memory; `path` names it in errors and locates external data.
+pub fn import_bytes(bytes: Bytes, path: &Path) -> Result<Graph, ImportError> {
+    let file = path.to_path_buf();
+    let model = proto::ModelProto::decode(bytes).map_err(|e| ImportError::Decode {
+        file: file.clone(),
+        msg: e.to_string(),
+    })?;
+    let model_err = |msg: String| ImportError::Model {
+        file: file.clone(),
+        msg,
+    };
+    let opset = model
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map(|o| o.version)
+        .ok_or_else(|| model_err("the model imports no opset of the default ONNX domain".into()))?;
+    if !OPSETS.contains(&opset) {
+        return Err(model_err(format!(
+            "opset {opset} is not supported (supported: {} to {})",
+            OPSETS.start(),
+            OPSETS.end()
+        )));
+    }
+    let graph = model
+        .graph
+        .ok_or_else(|| model_err("the model has no graph".into()))?;
+    if graph.node.is_empty() {
+        return Err(model_err("the graph has no nodes".into()));
+    }
+    let mut b = Builder {
+        file: file.clone(),
+        dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
+        g: Graph::new(),
+        values: HashMap::new(),
+        inits: HashMap::new(),
+        opset,
+    };
+    for t in graph.initializer {
+        b.inits.insert(t.name.clone(), t);
+    }
+    b.add_inputs(&graph.input)?;
+    for node in &graph.node {
+        b.add_node(node)?;
+    }
+    for o in &graph.output {
+        let id = b
+            .value(&o.name)
+            .map_err(|_| model_err(format!("graph output '{}' is produced by no node", o.name)))?;
+        b.g.outputs.push((o.name.clone(), id));
+    }
+    if b.g.outputs.is_empty() {
+        return Err(model_err("the graph has no outputs".into()));
+    }
+    b.g.remove_dead();
+    b.g.verify()
+        .map_err(|source| ImportError::Ir { file, source })?;
+    Ok(b.g)
+}
+
+enum Slot {
+    Node(NodeId),
+    /// A secondary output of a multi-output node, which bertc does not support.
+    Unsupported(String),
+}
+
+struct Builder {
+    file: PathBuf,
+    dir: PathBuf,
+    g: Graph,
+    values: HashMap<String, Slot>,
+    inits: HashMap<String, TensorProto>,
+    opset: i64,
+}
+
+impl Builder {
+    fn add_inputs(&mut self, inputs: &[proto::ValueInfoProto]) -> Result<(), ImportError> {
+        let mut params: HashMap<String, Dim> = HashMap::new();
+        for vi in inputs {
+            if self.inits.contains_key(&vi.name) {
+                continue;
+            }
+            let bad = |msg: String| ImportError::Model {
+                file: self.file.clone(),
+                msg: format!("input '{}': {msg}", vi.name),
+            };
+            let tt = vi
+                .r#type
+                .as_ref()
+                .and_then(|t| t.tensor_type.as_ref())
+                .ok_or_else(|| bad("not a tensor".into()))?;
+            let dtype = DType::from_onnx(tt.elem_type)
+                .ok_or_else(|| bad(format!("unsupported element type {}", tt.elem_type)))?;
+            let dims = tt.shape.as_ref().map(|s| s.dim.as_slice()).unwrap_or(&[]);
+            let mut shape = Vec::new();
+            for (i, d) in dims.iter().enumerate() {
+                let dim = match (&d.dim_param, d.dim_value) {
+                    (Some(p), _) if !p.is_empty() => {
+                        let sym = match i {
+                            0 => Dim::BATCH,
+                            1 => Dim::SEQ,
+                            _ => return Err(bad(format!("symbolic dimension '{p}' at axis {i} (only batch and sequence may be symbolic)"))),
+                        };
+                        match params.insert(p.clone(), sym) {
+                            Some(prev) if prev != sym => {
+                                return Err(bad(format!(
+                                    "symbolic dimension '{p}' used for both batch and sequence"
+                                )))
+                            }
+                            _ => sym,
+                        }
+                    }
+                    (_, Some(v)) if v > 0 => Dim::c(v),
+                    _ => match i {
+                        0 => Dim::BATCH,
+                        1 => Dim::SEQ,
+                        _ => return Err(bad(format!("axis {i} has no size"))),
+                    },
+                };
+                shape.push(dim);
+            }
+            let id = self.g.add_input(&vi.name, TensorType::new(dtype, shape));
+            self.values.insert(vi.name.clone(), Slot::Node(id));
+        }
+        Ok(())
+    }
+
+    /// The node that produces `name`, creating constant nodes for initializers on first use.
+    fn value(&mut self, name: &str) -> Result<NodeId, ValueErr> {
+        match self.values.get(name) {
+            Some(Slot::Node(n)) => return Ok(*n),
+            Some(Slot::Unsupported(node)) => {
+                let msg =
+                    format!("uses output '{name}' of node '{node}', which bertc does not support");
+                return Err(ValueErr::Msg(msg));
+            }
+            None => {}
+        }
+        let t = self.inits.get(name).ok_or_else(|| {
+            ValueErr::Msg(format!(
+                "uses '{name}', which no node or initializer produces"
+            ))
+        })?;
+        let tensor = self.tensor(t).map_err(ValueErr::Load)?;
+        let id = self.g.add_const(name, tensor);
+        self.values.insert(name.to_string(), Slot::Node(id));
+        Ok(id)
+    }
+
+    fn tensor(&self, t: &TensorProto) -> Result<Tensor, ImportError> {
+        decode_tensor(t, &self.file, &self.dir)
+    }
+
+    fn add_node(&mut self, node: &NodeProto) -> Result<(), ImportError> {
+        let name = if node.name.is_empty() {
+            node.output.first().cloned().unwrap_or_default()
+        } else {
+            node.name.clone()
+        };
+        let op_type = node.op_type.as_str();
+        let file = self.file.clone();
+        let node_err = |msg: String| ImportError::Node {
+            file: file.clone(),
+            node: name.clone(),
+            op: op_type.to_string(),
+            msg,
+        };
+        if !(node.domain.is_empty() || node.domain == "ai.onnx") {
+            return Err(ImportError::UnsupportedOp {
+                file: self.file.clone(),
+                node: name,
+                op: format!("{}::{}", node.domain, op_type),
+            });
+        }
+        let out_name = node
+            .output
+            .first()
+            .cloned()
+            .ok_or_else(|| node_err("the node has no output".into()))?;
+        // operands; empty names are absent optional inputs (only trailing ones are allowed)
+        let mut operands: Vec<NodeId> = Vec::new();
+        let mut gap = false;
+        for i in &node.input {
+            if i.is_empty() {
+                gap = true;
+                continue;
+            }
+            if gap {
+                return Err(node_err(
+                    "an optional input is skipped before a given one".into(),
+                ));
+            }
+            operands.push(self.value(i).map_err(|e| match e {
+                ValueErr::Msg(m) => node_err(m),
+                ValueErr::Load(l) => l,
+            })?);
+        }
+        let attrs = Attrs(&node.attribute);
+        let id = match op_type {
+            "Identity" | "Dropout" => *operands
+                .first()
+                .ok_or_else(|| node_err("no operand".into()))?,
+            "Constant" => {
+                let t = constant_value(&attrs).map_err(&node_err)?;
+                let t = self.tensor(&t)?;
+                self.g.add_const(&out_name, t)
+            }
+            _ => {
+                let (op, operands) =
+                    self.op_of(op_type, &attrs, operands).map_err(|e| match e {
+                        OpErr::Unsupported => ImportError::UnsupportedOp {
+                            file: self.file.clone(),
+                            node: name.clone(),
+                            op: op_type.to_string(),
+                        },
+                        OpErr::Bad(m) => node_err(m),
+                    })?;
+                self.g.add(op, &operands, &out_name).map_err(|e| match e {
+                    bertc_ir::IrError::Type { msg, .. } => node_err(msg),
+                    other => node_err(other.to_string()),
+                })?
+            }
+        };
+        self.values.insert(out_name, Slot::Node(id));
+        for extra in node.output.iter().skip(1).filter(|o| !o.is_empty()) {
+            self.values
+                .insert(extra.clone(), Slot::Unsupported(name.clone()));
+        }
+        Ok(())
+    }
+
+    /// Values of a constant operand (shape or axes inputs folded into attributes).
+    fn const_ints(&self, n: NodeId, what: &str) -> Result<Vec<i64>, OpErr> {
+        self.g
+            .const_value(n)
+            .filter(|t| t.dtype.is_int())
+            .map(|t| t.to_i64_vec())
+            .ok_or_else(|| OpErr::Bad(format!("the {what} input must be an integer constant")))
+    }
+
+    fn op_of(
+        &self,
+        op_type: &str,
+        a: &Attrs,
+        mut ins: Vec<NodeId>,
+    ) -> Result<(Op, Vec<NodeId>), OpErr> {
+        let unary = |u| Ok((Op::Unary(u), ins.clone()));
+        let binary = |b| Ok((Op::Binary(b), ins.clone()));
+        match op_type {
+            "Neg" => unary(UnaryOp::Neg),
+            "Abs" => unary(UnaryOp::Abs),
+            "Sqrt" => unary(UnaryOp::Sqrt),
+            "Reciprocal" => unary(UnaryOp::Reciprocal),
+            "Exp" => unary(UnaryOp::Exp),
+            "Log" => unary(UnaryOp::Log),
+            "Erf" => unary(UnaryOp::Erf),
+            "Tanh" => unary(UnaryOp::Tanh),
+            "Sigmoid" => unary(UnaryOp::Sigmoid),
+            "Relu" => unary(UnaryOp::Relu),
+            "Not" => unary(UnaryOp::Not),
+            "Add" => binary(BinaryOp::Add),
+            "Sub" => binary(BinaryOp::Sub),
+            "Mul" => binary(BinaryOp::Mul),
+            "Div" => binary(BinaryOp::Div),
+            "Pow" => binary(BinaryOp::Pow),
+            "Equal" => binary(BinaryOp::Equal),
+            "Less" => binary(BinaryOp::Less),
+            "LessOrEqual" => binary(BinaryOp::LessOrEqual),
+            "Greater" => binary(BinaryOp::Greater),
+            "GreaterOrEqual" => binary(BinaryOp::GreaterOrEqual),
+            "And" => binary(BinaryOp::And),
+            "Or" => binary(BinaryOp::Or),
+            "Min" | "Max" if ins.len() == 2 => binary(if op_type == "Min" {
+                BinaryOp::Min
+            } else {
+                BinaryOp::Max
+            }),
+            "Where" => Ok((Op::Where, ins)),
+            "Cast" => {
+                let to = a
+                    .int("to")
+                    .ok_or_else(|| OpErr::Bad("missing attribute 'to'".into()))?;
+                let to = DType::from_onnx(to as i32)
+                    .ok_or_else(|| OpErr::Bad(format!("unsupported cast target type {to}")))?;
+                Ok((Op::Cast { to }, ins))
+            }
+            "Shape" => Ok((
+                Op::Shape {
+                    start: a.int("start").unwrap_or(0),
+                    end: a.int("end"),
+                },
+                ins,
+            )),
+            "Reshape" => Ok((
+                Op::Reshape {
+                    allowzero: a.int("allowzero").unwrap_or(0) != 0,
+                },
+                ins,
+            )),
+            "Expand" => Ok((Op::Expand, ins)),
+            "ConstantOfShape" => {
+                let value = match a.get("value").and_then(|x| x.t.as_ref()) {
+                    Some(t) => self.tensor(t).map_err(|e| OpErr::Bad(e.to_string()))?,
+                    None => Tensor::from_f32(vec![1], &[0.0]),
+                };
+                if value.numel() != 1 {
+                    return Err(OpErr::Bad(
+                        "the value attribute must have one element".into(),
+                    ));
+                }
+                let value = Tensor::new(value.dtype, vec![], value.data)
+                    .ok_or_else(|| OpErr::Bad("bad value".into()))?;
+                Ok((Op::ConstantOfShape { value }, ins))
+            }
+            "Range" => Ok((Op::Range, ins)),
+            "Slice" => {
+                if self.opset < 10 {
+                    return Err(OpErr::Unsupported);
+                }
+                Ok((Op::Slice, ins))
+            }
+            "Unsqueeze" | "Squeeze" => {
+                let axes = if ins.len() > 1 {
+                    let axes = self.const_ints(ins[1], "axes")?;
+                    ins.truncate(1);
+                    axes
+                } else {
+                    a.ints("axes").unwrap_or_default()
+                };
+                if op_type == "Unsqueeze" {
+                    if axes.is_empty() {
+                        return Err(OpErr::Bad("unsqueeze needs axes".into()));
+                    }
+                    Ok((Op::Unsqueeze { axes }, ins))
+                } else {
+                    Ok((Op::Squeeze { axes }, ins))
+                }
+            }
+            "Concat" => Ok((
+                Op::Concat {
+                    axis: a
+                        .int("axis")
+                        .ok_or_else(|| OpErr::Bad("missing attribute 'axis'".into()))?,
+                },
+                ins,
+            )),
+            "Gather" => Ok((
+                Op::Gather {
+                    axis: a.int("axis").unwrap_or(0),
+                },
+                ins,
+            )),
+            "GatherElements" => Ok((
+                Op::GatherElements {
+                    axis: a.int("axis").unwrap_or(0),
+                },
+                ins,
+            )),
+            "Transpose" => {
+                let perm = a.ints("perm").unwrap_or_default();
+                let perm = perm
+                    .iter()
+                    .map(|&p| {
+                        usize::try_from(p).map_err(|_| OpErr::Bad(format!("bad perm {perm:?}")))
+                    })
+                    .collect::<Result<_, _>>()?;
+                Ok((Op::Transpose { perm }, ins))
+            }
+            "Flatten" => Ok((
+                Op::Flatten {
+                    axis: a.int("axis").unwrap_or(1),
+                },
+                ins,
+            )),
+            "CumSum" => {
+                if ins.len() != 2 {
+                    return Err(OpErr::Bad("cumsum takes 2 inputs".into()));
+                }
+                let axis = self.const_ints(ins[1], "axis")?;
+                let axis = *axis
+                    .first()
+                    .ok_or_else(|| OpErr::Bad("empty axis".into()))?;
+                Ok((
+                    Op::CumSum {
+                        axis,
+                        exclusive: a.int("exclusive").unwrap_or(0) != 0,
+                        reverse: a.int("reverse").unwrap_or(0) != 0,
+                    },
+                    ins,
+                ))
+            }
+            "MatMul" => Ok((Op::MatMul, ins)),
+            "Gemm" => Ok((
+                Op::Gemm {
+                    alpha: a.float("alpha").unwrap_or(1.0),
+                    beta: a.float("beta").unwrap_or(1.0),
+                    trans_a: a.int("transA").unwrap_or(0) != 0,
+                    trans_b: a.int("transB").unwrap_or(0) != 0,
+                },
+                ins,
+            )),
+            "Softmax" => {
+                if self.opset < 13 {
+                    // before opset 13 Softmax flattened the trailing axes: only the last axis agrees
+                    let axis = a.int("axis").unwrap_or(1);
+                    let rank = ins
+                        .first()
+                        .map(|&n| self.g.ty(n).rank() as i64)
+                        .unwrap_or(0);
+                    if axis != -1 && axis != rank - 1 {
+                        return Err(OpErr::Bad(format!(
+                            "opset {} softmax over axis {axis} of rank {rank} is not supported",
+                            self.opset
+                        )));
+                    }
+                    return Ok((Op::Softmax { axis: -1 }, ins));
+                }
+                Ok((
+                    Op::Softmax {
+                        axis: a.int("axis").unwrap_or(-1),
+                    },
+                    ins,
+                ))
+            }
+            "ReduceMean" | "ReduceSum" | "ReduceMax" => {
+                let kind = match op_type {
+                    "ReduceMean" => ReduceKind::Mean,
+                    "ReduceSum" => ReduceKind::Sum,
+                    _ => ReduceKind::Max,
+                };
+                let axes = if ins.len() > 1 {
+                    let axes = self.const_ints(ins[1], "axes")?;
+                    ins.truncate(1);
+                    axes
+                } else {
+                    a.ints("axes").unwrap_or_default()
+                };
+                if axes.is_empty() && a.int("noop_with_empty_axes").unwrap_or(0) != 0 {
+                    return Err(OpErr::Bad("noop_with_empty_axes is not supported".into()));
+                }
+                Ok((
+                    Op::Reduce {
+                        kind,
+                        axes,
+                        keepdims: a.int("keepdims").unwrap_or(1) != 0,
+                    },
+                    ins,
+                ))
+            }
+            "LayerNormalization" => {
+                if a.int("stash_type").is_some_and(|s| s != 1) {
+                    return Err(OpErr::Bad("only stash_type 1 (f32) is supported".into()));
+                }
+                Ok((
+                    Op::LayerNormalization {
+                        axis: a.int("axis").unwrap_or(-1),
+                        epsilon: a.float("epsilon").unwrap_or(1e-5),
+                    },
+                    ins,
+                ))
+            }
+            _ => Err(OpErr::Unsupported),
+        }
+    }
+}
+
+enum ValueErr {
+    Msg(String),
+    Load(ImportError),
+}
+
+enum OpErr {
+    Unsupported,
+    Bad(String),
+}
+
+struct Attrs<'a>(&'a [AttributeProto]);
+
+impl Attrs<'_> {
+    fn get(&self, name: &str) -> Option<&AttributeProto> {
+        self.0.iter().find(|a| a.name == name)
+    }
+    fn int(&self, name: &str) -> Option<i64> {
+        self.get(name).map(|a| a.i)
+    }
+    fn float(&self, name: &str) -> Option<f32> {
+        self.get(name).map(|a| a.f)
+    }
+    fn ints(&self, name: &str) -> Option<Vec<i64>> {
+        self.get(name).map(|a| a.ints.clone())
+    }
+}
+
+fn constant_value(a: &Attrs) -> Result<TensorProto, String> {
+    if let Some(t) = a.get("value").and_then(|x| x.t.clone()) {
+        return Ok(t);
+    }
+    let mk = |dims: Vec<i64>, data_type: i32| TensorProto {
+        dims,
+        data_type,
+        ..Default::default()
+    };
+    if let Some(x) = a.get("value_float") {
+        return Ok(TensorProto {
+            float_data: vec![x.f],
+            ..mk(vec![], 1)
+        });
+    }
+    if let Some(x) = a.get("value_floats") {
+        return Ok(TensorProto {
+            float_data: x.floats.clone(),
+            ..mk(vec![x.floats.len() as i64], 1)
+        });
+    }
+    if let Some(x) = a.get("value_int") {
+        return Ok(TensorProto {
+            int64_data: vec![x.i],
+            ..mk(vec![], 7)
+        });
+    }
+    if let Some(x) = a.get("value_ints") {
+        return Ok(TensorProto {
+            int64_data: x.ints.clone(),
+            ..mk(vec![x.ints.len() as i64], 7)
+        });
+    }
+    Err("constant has no supported value attribute".into())
+}
+
+/// Decodes a `TensorProto` from raw data, typed fields or an external file.
+fn decode_tensor(t: &TensorProto, file: &Path, dir: &Path) -> Result<Tensor, ImportError> {
+    let err = |msg: String| ImportError::Tensor {
+        file: file.to_path_buf(),
+        name: t.name.clone(),
+        msg,
+    };
+    let dtype = DType::from_onnx(t.data_type)
+        .ok_or_else(|| err(format!("unsupported data type {}", t.data_type)))?;
+    let shape: Vec<usize> = t
+        .dims
+        .iter()
+        .map(|&d| usize::try_from(d).map_err(|_| err(format!("negative dimension {d}"))))
+        .collect::<Result<_, _>>()?;
+    let numel = shape
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .filter(|&n| n < (1 << 40))
+        .ok_or_else(|| err("too many elements".into()))?;
+    let nbytes = numel * dtype.size();
+    let data: Bytes = if t.data_location == 1 {
+        external(t, dir).map_err(err)?
+    } else if !t.raw_data.is_empty() || numel == 0 {
+        t.raw_data.clone()
+    } else {
+        let mut b: Vec<u8> = Vec::with_capacity(nbytes);
+        match dtype {
+            DType::F32 => t
+                .float_data
+                .iter()
+                .for_each(|v| b.extend_from_slice(&v.to_le_bytes())),
+            DType::F64 => t
+                .double_data
+                .iter()
+                .for_each(|v| b.extend_from_slice(&v.to_le_bytes())),
+            DType::I64 => t
+                .int64_data
+                .iter()
+                .for_each(|v| b.extend_from_slice(&v.to_le_bytes())),
+            DType::I32 => t
+                .int32_data
+                .iter()
+                .for_each(|v| b.extend_from_slice(&v.to_le_bytes())),
+            DType::I16 | DType::F16 | DType::BF16 => t
+                .int32_data
+                .iter()
+                .for_each(|v| b.extend_from_slice(&(*v as u16).to_le_bytes())),
+            DType::I8 | DType::U8 | DType::Bool => {
+                t.int32_data.iter().for_each(|v| b.push(*v as u8))
+            }
+        }
+        Bytes::from(b)
+    };
+    if data.len() != nbytes {
+        return Err(err(format!(
+            "holds {} bytes but {} of {dtype} need {nbytes}",
+            data.len(),
+            shape
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("x")
+        )));
+    }
+    Tensor::new(dtype, shape, data).ok_or_else(|| err("inconsistent tensor".into()))
+}
+
+fn external(t: &TensorProto, dir: &Path) -> Result<Bytes, String> {
+    let get = |k: &str| {
+        t.external_data
+            .iter()
+            .find(|e| e.key == k)
+            .map(|e| e.value.clone())
+    };
+    let loc = get("location").ok_or("external data without a location")?;
+    let rel = Path::new(&loc);
+    if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(format!(
+            "external data location '{loc}' must be a plain relative path"
+        ));
+    }
+    let path = dir.join(rel);
+    let f =
+        std::fs::File::open(&path).map_err(|e| format!("external data {}: {e}", path.display()))?;
+    // SAFETY: the mapping is read-only; bertc does not modify model files while it runs.
+    let map = unsafe { memmap2::Mmap::map(&f) }
+        .map_err(|e| format!("external data {}: {e}", path.display()))?;
+    let parse = |k: &str| -> Result<Option<usize>, String> {
+        get(k)
+            .map(|v| {
+                v.parse::<usize>()
+                    .map_err(|_| format!("bad external data {k} '{v}'"))
+            })
+            .transpose()
+    };
+    let off = parse("offset")?.unwrap_or(0);
+    let len = match parse("length")? {
+        Some(l) => l,
+        None => map
+            .len()
+            .checked_sub(off)
+            .ok_or("external data offset beyond the file")?,
+    };
+    let end = off
+        .checked_add(len)
+        .filter(|&e| e <= map.len())
+        .ok_or_else(|| {
+            format!(
+                "external data {}..{} beyond the end of {} ({} bytes)",
+                off,
+                off.saturating_add(len),
+                path.display(),
+                map.len()
+            )
+        })?;
+    Ok(Bytes::from_owner(map).slice(off..end))
+}

@@ -1,0 +1,116 @@
+//! `select-output`: keeps the one output a compiled artifact returns, adding the pooling it
+//! needs: the last hidden state, the pooler output, the masked mean of the last hidden state,
+//! the first (CLS) token's hidden state, or the classifier logits.
+
+use bertc_ir::{Graph, NodeId, Op, Tensor};
+use std::fmt;
+use std::str::FromStr;
+
+use crate::PassError;
+
+/// What an artifact outputs, chosen at compile time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputKind {
+    LastHiddenState,
+    Pooler,
+    Mean,
+    Cls,
+    Logits,
+}
+
+impl OutputKind {
+    pub const ALL: [OutputKind; 5] = [
+        OutputKind::LastHiddenState,
+        OutputKind::Pooler,
+        OutputKind::Mean,
+        OutputKind::Cls,
+        OutputKind::Logits,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            OutputKind::LastHiddenState => "last_hidden_state",
+            OutputKind::Pooler => "pooler",
+            OutputKind::Mean => "mean",
+            OutputKind::Cls => "cls",
+            OutputKind::Logits => "logits",
+        }
+    }
+}
+
+impl fmt::Display for OutputKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for OutputKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        OutputKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| format!("unknown output kind '{s}' (expected one of: last_hidden_state, pooler, mean, cls, logits)"))
+    }
+}
+
+fn output(g: &Graph, name: &str) -> Option<NodeId> {
+    g.outputs.iter().find(|o| o.0 == name).map(|o| o.1)
+}
+
+/// The per-token hidden state output: `last_hidden_state`, or the only rank-3 output.
+fn hidden(g: &Graph) -> Result<NodeId, PassError> {
+    if let Some(n) = output(g, "last_hidden_state") {
+        return Ok(n);
+    }
+    let r3: Vec<NodeId> = g
+        .outputs
+        .iter()
+        .map(|o| o.1)
+        .filter(|&n| g.ty(n).rank() == 3)
+        .collect();
+    match r3.as_slice() {
+        [n] => Ok(*n),
+        _ => Err(PassError::Output(
+            "the model has no last_hidden_state output".into(),
+        )),
+    }
+}
+
+/// Replaces the graph's outputs by the one `kind` asks for, named after it.
+pub fn select_output(g: &mut Graph, kind: OutputKind) -> Result<(), PassError> {
+    let ir = |source| PassError::Ir {
+        pass: "select-output",
+        source,
+    };
+    let n = match kind {
+        OutputKind::LastHiddenState => hidden(g)?,
+        OutputKind::Pooler => output(g, "pooler_output").ok_or_else(|| PassError::Output("the model has no pooler (output kind 'pooler' needs one)".into()))?,
+        OutputKind::Logits => output(g, "logits").ok_or_else(|| PassError::Output("the model has no classifier (output kind 'logits' needs a sequence classification model)".into()))?,
+        OutputKind::Mean => {
+            let h = hidden(g)?;
+            let mask = g.input_named("attention_mask").ok_or_else(|| PassError::Output("the model has no attention_mask input (output kind 'mean' needs it)".into()))?;
+            g.add(Op::MeanPool, &[h, mask], "mean").map_err(ir)?
+        }
+        OutputKind::Cls => {
+            let h = hidden(g)?;
+            let zero = g.add_const("cls_index", Tensor::from_i64(vec![], &[0]));
+            g.add(Op::Gather { axis: 1 }, &[h, zero], "cls").map_err(ir)?
+        }
+    };
+    g.outputs = vec![(kind.name().to_string(), n)];
+    g.remove_dead();
+    g.verify().map_err(ir)?;
+    Ok(())
+}
+
+/// The output kinds a graph supports.
+pub fn supported_outputs(g: &Graph) -> Vec<OutputKind> {
+    OutputKind::ALL
+        .into_iter()
+        .filter(|&k| {
+            let mut c = g.clone();
+            select_output(&mut c, k).is_ok()
+        })
+        .collect()
+}
