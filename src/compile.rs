@@ -10,7 +10,7 @@ use bertc_codegen::{self as codegen, shim};
 
 use crate::scratch::Scratch;
 use bertc_passes::{select_output, OutputKind};
-use bertc_targets::{Arch, Target};
+use bertc_targets::Target;
 
 use crate::CliError;
 
@@ -111,19 +111,6 @@ pub(crate) fn run_tool(cmd: &mut Command, what: &str, target: &Target) -> Result
         )));
     }
     Ok(())
-}
-
-pub(crate) fn cpu_checks(t: &Target) -> Vec<&'static str> {
-    if t.arch != Arch::X86_64 {
-        return vec![];
-    }
-    [
-        "sse3", "ssse3", "sse4.1", "sse4.2", "avx", "avx2", "fma", "avx512f", "avx512bw",
-        "avx512dq", "avx512vl",
-    ]
-    .into_iter()
-    .filter(|f| t.has(f))
-    .collect()
 }
 
 pub fn compile(o: &Options) -> Result<Outcome, CliError> {

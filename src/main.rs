@@ -13,6 +13,7 @@ mod report;
 mod scratch;
 
 use clap::{Parser, Subcommand};
+use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -119,6 +120,51 @@ impl PruneArgs {
     }
 }
 
+/// `bertc compile --help`'s epilogue: the artifacts, and the targets with their C compilers,
+/// runners and CPU levels as `bertc-targets` describes them.
+fn compile_help() -> String {
+    let mut s = String::from(
+        "Artifacts (OUT is a path; its file name names the symbols, e.g. model_run):
+  exe        OUT: reads token ids on stdin like `bertc run`, prints one line per input line
+  staticlib  libOUT.a + OUT.h
+  sharedlib  libOUT.so + OUT.h
+  obj        OUT.o + OUT.h
+
+Targets: the C compiler each needs to link (Debian packages), how its executables run here,
+and its CPUs (--cpu; the default is native on this machine's architecture, else the first):
+",
+    );
+    for triple in bertc_targets::TRIPLES {
+        let t = bertc_targets::Target::from_triple(triple).expect("a known triple");
+        let runner = t.runner();
+        let _ = writeln!(
+            s,
+            "  {triple:28} {} ({})\n  {:28} {}; --cpu {}",
+            t.cc(),
+            t.cc_packages(),
+            "",
+            if runner.is_empty() {
+                "runs here".to_string()
+            } else {
+                format!("linked -static, runs under {}", runner.join(" "))
+            },
+            bertc_targets::cpu_names(t.arch),
+        );
+    }
+    s.push('\n');
+    s.push_str(EXAMPLES_COMPILE);
+    s
+}
+
+const EXAMPLES_COMPILE: &str = "Examples:
+  bertc compile model.onnx -o model
+  echo '101 7592 2088 102' | ./model --output mean
+  bertc compile ./all-MiniLM-L6-v2 -o minilm --emit staticlib --output mean
+  bertc compile model.onnx -o model-arm --target aarch64-unknown-linux-gnu
+  bertc profile model.onnx --batch 1 --seq 128 -o p.json     # then prune to half the latency:
+  bertc compile model.onnx -o model2x --speedup 2 --profile p.json --calibration texts.txt \
+        --report model2x.html";
+
 /// bertc: an ahead-of-time compiler for BERT-family text encoders.
 #[derive(Parser)]
 #[command(name = "bertc", version, about, after_help = EXAMPLES)]
@@ -130,30 +176,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Compile a model to a native executable, library or object.
-    #[command(after_help = "\
-Artifacts (OUT is a path; its file name names the symbols, e.g. model_run):
-  exe        OUT: reads token ids on stdin like `bertc run`, prints one line per input line
-  staticlib  libOUT.a + OUT.h
-  sharedlib  libOUT.so + OUT.h
-  obj        OUT.o + OUT.h
-
-Targets and the C compiler each needs to link (Debian packages):
-  x86_64-unknown-linux-gnu     cc (gcc, libc6-dev)
-  aarch64-unknown-linux-gnu    aarch64-linux-gnu-gcc (gcc-aarch64-linux-gnu, libc6-dev-arm64-cross)
-  riscv64gc-unknown-linux-gnu  riscv64-linux-gnu-gcc (gcc-riscv64-linux-gnu, libc6-dev-riscv64-cross)
-Cross executables are linked -static and run under qemu-aarch64-static / qemu-riscv64-static.
-
-CPUs (--cpu): x86-64: native (default), x86-64, x86-64-v2, x86-64-v3, x86-64-v4;
-aarch64: generic; riscv64: rv64gc (default, scalar), rv64gcv (vector extension).
-
-Examples:
-  bertc compile model.onnx -o model
-  echo '101 7592 2088 102' | ./model --output mean
-  bertc compile ./all-MiniLM-L6-v2 -o minilm --emit staticlib --output mean
-  bertc compile model.onnx -o model-arm --target aarch64-unknown-linux-gnu
-  bertc profile model.onnx --batch 1 --seq 128 -o p.json     # then prune to half the latency:
-  bertc compile model.onnx -o model2x --speedup 2 --profile p.json --calibration texts.txt \
-        --report model2x.html")]
+    #[command(after_help = compile_help())]
     Compile {
         /// An .onnx file or a Hugging Face folder.
         model: PathBuf,

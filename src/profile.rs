@@ -254,7 +254,7 @@ pub fn profile(o: &ProfileOptions) -> Result<Option<LatencyProfile>, CliError> {
     kinds.extend(ffn.iter().map(|&k| Level::Block(BlockKind::Ffn, k)));
 
     let tmp = Scratch::new("profile")?;
-    let cpu = crate::compile::cpu_checks(&o.target);
+    let cpu = o.target.cpu_checks();
     let mut variants = Vec::new();
     let mut files = Vec::new();
     for (i, kind) in kinds.iter().enumerate() {

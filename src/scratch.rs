@@ -58,7 +58,7 @@ impl Scratch {
     ) -> Result<Compiled, CliError> {
         let c = codegen::compile_with(g, target, name, opts)
             .map_err(|e| CliError::Input(format!("{source}: {e}")))?;
-        let mut cpu = crate::compile::cpu_checks(target);
+        let mut cpu = target.cpu_checks();
         if !c.uses_avx2 {
             cpu.retain(|f| !f.starts_with("avx512") || target.has(f));
         }

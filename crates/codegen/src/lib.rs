@@ -81,33 +81,17 @@ fn isa_for(
     let triple = target_lexicon::Triple::from_str(&target.triple)
         .map_err(|e| CodegenError::Cranelift(format!("triple '{}': {e}", target.triple)))?;
     let mut isa = cranelift_codegen::isa::lookup(triple).map_err(cl_err)?;
+    for flag in target.cranelift_flags() {
+        isa.set(flag, "true").map_err(cl_err)?;
+    }
     let cfg = match target.arch {
-        Arch::X86_64 => {
-            let map = [
-                ("sse3", "has_sse3"),
-                ("ssse3", "has_ssse3"),
-                ("sse4.1", "has_sse41"),
-                ("sse4.2", "has_sse42"),
-                ("avx", "has_avx"),
-                ("avx2", "has_avx2"),
-                ("fma", "has_fma"),
-                ("avx512f", "has_avx512f"),
-                ("avx512vl", "has_avx512vl"),
-                ("avx512dq", "has_avx512dq"),
-            ];
-            for (f, flag) in map {
-                if target.has(f) {
-                    isa.set(flag, "true").map_err(cl_err)?;
-                }
-            }
-            Cfg {
-                lanes: 4,
-                fma: target.has("fma"),
-                regs: 16,
-                avx2: target.has("avx2") && target.has("fma"),
-                avx512: target.has("avx2") && target.has("fma") && target.has("avx512f"),
-            }
-        }
+        Arch::X86_64 => Cfg {
+            lanes: 4,
+            fma: target.has("fma"),
+            regs: 16,
+            avx2: target.has("avx2") && target.has("fma"),
+            avx512: target.has("avx2") && target.has("fma") && target.has("avx512f"),
+        },
         Arch::Aarch64 => Cfg {
             lanes: 4,
             fma: true,
@@ -117,10 +101,6 @@ fn isa_for(
         },
         Arch::Riscv64 => {
             let v = target.has("v");
-            if v {
-                isa.set("has_v", "true").map_err(cl_err)?;
-                isa.set("has_zvl128b", "true").map_err(cl_err)?;
-            }
             Cfg {
                 lanes: if v { 4 } else { 1 },
                 fma: true,

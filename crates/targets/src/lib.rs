@@ -2,8 +2,10 @@
 //! widths, detection of the host, and the latency profiles measured on a target. Knows
 //! nothing of the IR.
 
+mod features;
 mod profile;
 
+pub use features::{cpu_features, feature, host_features, Feature, CPUS, FEATURES};
 pub use profile::{BlockKind, LatencyProfile, Point, ProfileError, PROFILE_FORMAT};
 
 use std::fmt;
@@ -26,23 +28,37 @@ pub struct Target {
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
-    #[error("unknown target '{0}' (supported: x86_64-unknown-linux-gnu, aarch64-unknown-linux-gnu, riscv64gc-unknown-linux-gnu)")]
+    #[error("unknown target '{0}' (supported: {supported})", supported = TRIPLES.join(", "))]
     UnknownTriple(String),
     #[error("unknown cpu '{cpu}' for {triple} (supported: {supported})")]
     UnknownCpu {
         cpu: String,
         triple: String,
-        supported: &'static str,
+        supported: String,
     },
 }
 
-/// The CPU names `--cpu` accepts for each architecture.
-pub fn cpu_names(arch: Arch) -> &'static str {
-    match arch {
-        Arch::X86_64 => "native, x86-64, x86-64-v2, x86-64-v3, x86-64-v4",
-        Arch::Aarch64 => "native, generic",
-        Arch::Riscv64 => "native, rv64gc, rv64gcv",
-    }
+/// The target triples bertc compiles for, one an architecture.
+pub const TRIPLES: [&str; 3] = [
+    "x86_64-unknown-linux-gnu",
+    "aarch64-unknown-linux-gnu",
+    "riscv64gc-unknown-linux-gnu",
+];
+
+/// The CPU names `--cpu` accepts for an architecture, for messages: `native, ` and its levels.
+pub fn cpu_names(arch: Arch) -> String {
+    std::iter::once("native")
+        .chain(CPUS.iter().filter(|c| c.0 == arch).map(|c| c.1))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The architecture's baseline level (its first `--cpu` level).
+fn baseline(arch: Arch) -> &'static str {
+    CPUS.iter()
+        .find(|c| c.0 == arch)
+        .map(|c| c.1)
+        .expect("every architecture has a level")
 }
 
 impl Target {
@@ -57,11 +73,7 @@ impl Target {
         if !triple.contains("linux") {
             return Err(TargetError::UnknownTriple(triple.into()));
         }
-        let features = match arch {
-            Arch::X86_64 => vec!["sse2".into()],
-            Arch::Aarch64 => vec!["neon".into()],
-            Arch::Riscv64 => vec![],
-        };
+        let features = cpu_features(arch, baseline(arch)).unwrap_or_default();
         Ok(Target {
             arch,
             triple: triple.into(),
@@ -71,51 +83,17 @@ impl Target {
 
     /// The machine bertc runs on, with the features its CPU reports.
     pub fn host() -> Target {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let mut features = vec!["sse2".to_string()];
-            macro_rules! detect {
-                ($($f:tt),*) => {$(
-                    if std::arch::is_x86_feature_detected!($f) {
-                        features.push($f.to_string());
-                    }
-                )*};
-            }
-            detect!(
-                "sse3",
-                "ssse3",
-                "sse4.1",
-                "sse4.2",
-                "avx",
-                "avx2",
-                "fma",
-                "avx512f",
-                "avx512bw",
-                "avx512dq",
-                "avx512vl",
-                "avx512vnni"
-            );
-            Target {
-                arch: Arch::X86_64,
-                triple: "x86_64-unknown-linux-gnu".into(),
-                features,
-            }
-        }
-        #[cfg(target_arch = "aarch64")]
-        {
-            Target {
-                arch: Arch::Aarch64,
-                triple: "aarch64-unknown-linux-gnu".into(),
-                features: vec!["neon".into()],
-            }
-        }
-        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-        {
-            Target {
-                arch: Arch::Riscv64,
-                triple: "riscv64gc-unknown-linux-gnu".into(),
-                features: vec![],
-            }
+        let (arch, triple) = if cfg!(target_arch = "x86_64") {
+            (Arch::X86_64, "x86_64-unknown-linux-gnu")
+        } else if cfg!(target_arch = "aarch64") {
+            (Arch::Aarch64, "aarch64-unknown-linux-gnu")
+        } else {
+            (Arch::Riscv64, "riscv64gc-unknown-linux-gnu")
+        };
+        Target {
+            arch,
+            triple: triple.into(),
+            features: host_features(arch),
         }
     }
 
@@ -135,23 +113,10 @@ impl Target {
             triple: triple.to_string(),
             supported: cpu_names(t.arch),
         };
-        let list = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        t.features = match (t.arch, cpu) {
-            (a, "native") if a == host.arch => host.features,
-            (_, "native") => return Err(bad()),
-            (Arch::X86_64, "x86-64" | "baseline") => list(&["sse2"]),
-            (Arch::X86_64, "x86-64-v2") => list(&["sse2", "sse3", "ssse3", "sse4.1", "sse4.2"]),
-            (Arch::X86_64, "x86-64-v3") => list(&[
-                "sse2", "sse3", "ssse3", "sse4.1", "sse4.2", "avx", "avx2", "fma",
-            ]),
-            (Arch::X86_64, "x86-64-v4") => list(&[
-                "sse2", "sse3", "ssse3", "sse4.1", "sse4.2", "avx", "avx2", "fma", "avx512f",
-                "avx512bw", "avx512dq", "avx512vl",
-            ]),
-            (Arch::Aarch64, "generic" | "baseline") => list(&["neon"]),
-            (Arch::Riscv64, "rv64gc" | "baseline") => vec![],
-            (Arch::Riscv64, "rv64gcv") => list(&["v"]),
-            _ => return Err(bad()),
+        t.features = match cpu {
+            "native" if t.arch == host.arch => host.features,
+            "baseline" => cpu_features(t.arch, baseline(t.arch)).ok_or_else(bad)?,
+            level => cpu_features(t.arch, level).ok_or_else(bad)?,
         };
         Ok(t)
     }
@@ -208,6 +173,24 @@ impl Target {
     pub fn has(&self, feature: &str) -> bool {
         self.features.iter().any(|f| f == feature)
     }
+
+    /// The `__builtin_cpu_supports` names the artifact checks at start-up: those of its
+    /// features that have one (the architecture's baseline needs none).
+    pub fn cpu_checks(&self) -> Vec<&'static str> {
+        self.features
+            .iter()
+            .filter_map(|f| feature(self.arch, f)?.c_check)
+            .collect()
+    }
+
+    /// The Cranelift ISA flags the target's features turn on.
+    pub fn cranelift_flags(&self) -> Vec<&'static str> {
+        self.features
+            .iter()
+            .filter_map(|f| feature(self.arch, f))
+            .flat_map(|f| f.cranelift.iter().copied())
+            .collect()
+    }
 }
 
 impl fmt::Display for Target {
@@ -235,5 +218,43 @@ mod tests {
             Arch::Riscv64
         );
         assert!(Target::from_triple("sparc-sun-solaris").is_err());
+    }
+
+    #[test]
+    fn cpu_levels_come_from_the_feature_table() {
+        let v = |cpu: &str| Target::with_cpu("x86_64-unknown-linux-gnu", Some(cpu)).unwrap();
+        // each level has every feature of the one below it
+        for w in ["x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4"].windows(2) {
+            let (lo, hi) = (v(w[0]), v(w[1]));
+            assert!(lo.features.iter().all(|f| hi.has(f)), "{lo} / {hi}");
+            assert!(hi.features.len() > lo.features.len());
+        }
+        assert!(v("x86-64-v3").has("fma") && !v("x86-64-v3").has("avx512f"));
+        assert_eq!(v("x86-64").cpu_checks(), Vec::<&str>::new());
+        assert_eq!(
+            v("x86-64-v4").cranelift_flags(),
+            [
+                "has_sse3",
+                "has_ssse3",
+                "has_sse41",
+                "has_sse42",
+                "has_avx",
+                "has_avx2",
+                "has_fma",
+                "has_avx512f",
+                "has_avx512dq",
+                "has_avx512vl"
+            ]
+        );
+        let rv = Target::with_cpu("riscv64gc-unknown-linux-gnu", Some("rv64gcv")).unwrap();
+        assert_eq!(rv.cranelift_flags(), ["has_v", "has_zvl128b"]);
+        assert!(Target::with_cpu("riscv64gc-unknown-linux-gnu", None)
+            .unwrap()
+            .features
+            .is_empty());
+        // the host reports at least its architecture's baseline
+        let host = Target::host();
+        let base = Target::from_triple(&host.triple).unwrap();
+        assert!(base.features.iter().all(|f| host.has(f)));
     }
 }
