@@ -5,7 +5,6 @@
 
 use std::ffi::c_void;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -24,9 +23,10 @@ fn stats(mut t: Vec<f64>) -> (f64, f64) {
 
 fn link_shared(tmp: &Scratch, obj: &[u8], so: &str) -> Result<PathBuf, CliError> {
     tmp.write("k.o", obj)?;
-    let out = Command::new("cc")
+    let out = Target::host()
+        .toolchain()
+        .shared(so, &["k.o"])
         .current_dir(tmp.dir())
-        .args(["-shared", "-o", so, "k.o"])
         .output()
         .map_err(|e| CliError::Io {
             what: "cc".into(),

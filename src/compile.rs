@@ -184,11 +184,8 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
         format!("{name}_main.c"),
         format!("{name}.h"),
     );
-    let cc = target.cc();
-    let cross = !target.is_host_arch();
-    let cflags = ["-O2", "-std=gnu11", "-fPIC", "-fno-ident"];
-    let cmd = |prog: &str| {
-        let mut c = Command::new(prog);
+    let tc = target.toolchain();
+    let here = |mut c: Command| {
         c.current_dir(tmp.dir());
         c
     };
@@ -204,35 +201,26 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
     match o.emit {
         Emit::Exe => {
             write(&main, shim::main_c(&info).as_bytes())?;
-            let mut c = cmd(cc);
-            c.args(cflags).args(["-o", "a.out", &main, &glue, &obj]);
-            if cross || o.static_exe {
-                c.arg("-static");
-            }
+            let mut c = here(tc.executable("a.out", &[&main, &glue, &obj], &[], o.static_exe));
             run_tool(&mut c, "link", &target)?;
             copy_out("a.out", o.out.clone())?;
         }
         Emit::Staticlib | Emit::Obj => {
             run_tool(
-                cmd(cc).args(cflags).args(["-c", &glue, "-o", "glue.o"]),
+                &mut here(tc.object(&glue, "glue.o")),
                 "compile the glue",
                 &target,
             )?;
             if o.emit == Emit::Staticlib {
-                let ar = if cross {
-                    format!("{}-ar", cc.trim_end_matches("-gcc"))
-                } else {
-                    "ar".into()
-                };
                 run_tool(
-                    cmd(&ar).args(["rcsD", "lib.a", &obj, "glue.o"]),
+                    &mut here(tc.archive("lib.a", &[obj.as_str(), "glue.o"])),
                     "archive",
                     &target,
                 )?;
                 copy_out("lib.a", dir.join(format!("lib{stem}.a")))?;
             } else {
                 run_tool(
-                    cmd(cc).args(["-r", "-nostdlib", "-o", "all.o", &obj, "glue.o"]),
+                    &mut here(tc.relocatable("all.o", &[obj.as_str(), "glue.o"])),
                     "link the object",
                     &target,
                 )?;
@@ -242,9 +230,7 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
         }
         Emit::Sharedlib => {
             run_tool(
-                cmd(cc)
-                    .args(cflags)
-                    .args(["-shared", "-o", "lib.so", &glue, &obj]),
+                &mut here(tc.shared("lib.so", &[&glue, &obj])),
                 "link the shared library",
                 &target,
             )?;

@@ -301,22 +301,14 @@ pub fn profile(o: &ProfileOptions) -> Result<Option<LatencyProfile>, CliError> {
         runs: o.runs,
     };
     tmp.write("profiler.c", shim::profiler_c(&variants, &info).as_bytes())?;
-    let cross = !o.target.is_host_arch();
-    let mut c = Command::new(o.target.cc());
-    c.current_dir(tmp.dir())
-        .args([
-            "-O2",
-            "-std=gnu11",
-            "-fno-ident",
-            "-o",
-            "profiler",
-            "profiler.c",
-        ])
-        .args(&files)
-        .args(["-lpthread", "-lm"]);
-    if cross {
-        c.arg("-static");
-    }
+    let inputs: Vec<&str> = std::iter::once("profiler.c")
+        .chain(files.iter().map(String::as_str))
+        .collect();
+    let mut c = o
+        .target
+        .toolchain()
+        .executable("profiler", &inputs, &["-lpthread", "-lm"], false);
+    c.current_dir(tmp.dir());
     crate::compile::run_tool(&mut c, "link the profiler", &o.target)?;
     eprintln!(
         "    Built the profiler ({} levels) in {:.1}s",
@@ -335,7 +327,7 @@ pub fn profile(o: &ProfileOptions) -> Result<Option<LatencyProfile>, CliError> {
         );
         None
     } else {
-        if cross {
+        if !o.target.is_host_arch() {
             return Err(CliError::Input(format!(
                 "--target {}: this machine cannot run it; use --emit exe and run the profiler on the board",
                 o.target.triple
@@ -441,17 +433,11 @@ pub fn build_so(
     dir: &Scratch,
 ) -> Result<PathBuf, CliError> {
     dir.write_model(g, target, name, "bertc", &codegen::Options::default())?;
-    let mut cc = Command::new(target.cc());
-    cc.current_dir(dir.dir()).args([
-        "-O2",
-        "-std=gnu11",
-        "-fPIC",
-        "-shared",
-        "-o",
+    let mut cc = target.toolchain().shared(
         &format!("lib{name}.so"),
-        &format!("{name}_glue.c"),
-        &format!("{name}.o"),
-    ]);
+        &[format!("{name}_glue.c"), format!("{name}.o")],
+    );
+    cc.current_dir(dir.dir());
     crate::compile::run_tool(&mut cc, "link", target)?;
     Ok(dir.path(&format!("lib{name}.so")))
 }

@@ -43,6 +43,37 @@ pub mod ctx {
     pub const TOK_SRC: i32 = 72;
     /// `batch + 1` offsets of each sequence's first packed token (i32).
     pub const SEQ_START: i32 = 80;
+
+    /// Every slot with its C name (`CTX_` + name), in order.
+    pub const SLOTS: [(&str, i32); 11] = [
+        ("BATCH", BATCH),
+        ("SEQ", SEQ),
+        ("IDS", IDS),
+        ("MASK", MASK),
+        ("TYPES", TYPES),
+        ("WS", WS),
+        ("OUT", OUT),
+        ("POOL", POOL),
+        ("TOKENS", TOKENS),
+        ("TOK_SRC", TOK_SRC),
+        ("SEQ_START", SEQ_START),
+    ];
+
+    /// The layout as C: `#define CTX_NAME index` for each slot, and `CTX_SLOTS`.
+    pub fn c_defines() -> String {
+        let mut s = String::new();
+        for (name, offset) in SLOTS {
+            s += &format!("#define CTX_{name} {}\n", offset / 8);
+        }
+        s + &format!("#define CTX_SLOTS {}\n", SLOTS.len())
+    }
+
+    #[test]
+    fn slots_are_consecutive_i64s() {
+        for (i, (_, offset)) in SLOTS.iter().enumerate() {
+            assert_eq!(*offset, 8 * i as i32);
+        }
+    }
 }
 
 /// The object and what the glue needs to know about it.

@@ -4,9 +4,11 @@
 
 mod features;
 mod profile;
+mod toolchain;
 
 pub use features::{cpu_features, feature, host_features, Feature, CPUS, FEATURES};
 pub use profile::{BlockKind, LatencyProfile, Point, ProfileError, PROFILE_FORMAT};
+pub use toolchain::{Toolchain, CFLAGS};
 
 use std::fmt;
 
