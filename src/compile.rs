@@ -251,14 +251,11 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
             start.elapsed().as_secs_f64(),
             p.steps.len(),
             p.weights.len(),
-            p.weights.iter().map(|w| w.data.len() * 4).sum::<usize>() as f64 / 1e6,
+            p.weights.iter().map(|w| w.bytes.len()).sum::<usize>() as f64 / 1e6,
             compiled.instructions,
-            if compiled.uses_avx512 {
-                ", AVX-512 GEMM microkernels"
-            } else if compiled.uses_avx2 {
-                ", AVX2 GEMM microkernels"
-            } else {
-                ""
+            match compiled.gemm_family {
+                Some(f) => format!(", {} GEMM microkernels ({f})", compiled.isa),
+                None => format!(", {} portable kernels", compiled.isa),
             }
         );
         if let Some(p) = &pruned {

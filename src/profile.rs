@@ -269,7 +269,7 @@ pub fn profile(o: &ProfileOptions) -> Result<Option<LatencyProfile>, CliError> {
                 writable_weights: true,
             },
         )?;
-        let weights: Vec<usize> = c.program.weights.iter().map(|w| w.data.len()).collect();
+        let weights: Vec<usize> = c.program.weights.iter().map(|w| w.len()).collect();
         files.push(format!("{name}_glue.c"));
         files.push(format!("{name}.o"));
         let (kind, kept) = match kind {

@@ -58,10 +58,7 @@ impl Scratch {
     ) -> Result<Compiled, CliError> {
         let c = codegen::compile_with(g, target, name, opts)
             .map_err(|e| CliError::Input(format!("{source}: {e}")))?;
-        let mut cpu = target.cpu_checks();
-        if !c.uses_avx2 {
-            cpu.retain(|f| !f.starts_with("avx512") || target.has(f));
-        }
+        let cpu = target.cpu_checks();
         // the output `select_output` kept is named by its kind
         let kind = g.outputs.first().map(|o| o.0.clone()).unwrap_or_default();
         let info = shim::ShimInfo {

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use bertc_ir::{BinaryOp, GeluApprox, Graph, NodeId, Op, Positions, TokenTypes, UnaryOp};
+use bertc_ir::{BinaryOp, DType, GeluApprox, Graph, NodeId, Op, Positions, TokenTypes, UnaryOp};
 
 /// Why a graph cannot be compiled.
 #[derive(Debug, thiserror::Error)]
@@ -40,11 +40,60 @@ pub struct Buffer {
 pub type BufId = usize;
 pub type WeightId = usize;
 
-/// A weight in read-only data.
+/// How a weight's elements are arranged for the kernels that read it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// The tensor as it is, row-major (embedding tables, LayerNorm parameters).
+    Dense,
+    /// A linear's `[n, k]` weights and its bias in panels of `PANEL` columns (`pack_linear`),
+    /// read by the GEMM kernels.
+    Panels { n: usize, k: usize },
+}
+
+/// A layout without its dimensions: what kernels are registered for (`isa::GemmKernels`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayoutKind {
+    Dense,
+    Panels,
+}
+
+impl WeightLayout {
+    pub fn kind(&self) -> LayoutKind {
+        match self {
+            WeightLayout::Dense => LayoutKind::Dense,
+            WeightLayout::Panels { .. } => LayoutKind::Panels,
+        }
+    }
+}
+
+/// A weight in the artifact's data: its element type, layout and little-endian bytes.
 #[derive(Clone, Debug)]
 pub struct Weight {
     pub name: String,
-    pub data: Vec<f32>,
+    pub dtype: DType,
+    pub layout: WeightLayout,
+    pub bytes: Vec<u8>,
+}
+
+impl Weight {
+    /// An f32 weight.
+    pub fn f32(name: String, layout: WeightLayout, data: &[f32]) -> Weight {
+        Weight {
+            name,
+            dtype: DType::F32,
+            layout,
+            bytes: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+
+    /// Its number of elements.
+    pub fn len(&self) -> usize {
+        self.bytes.len() / self.dtype.size()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
 }
 
 /// Elementwise functions.
@@ -210,10 +259,11 @@ impl Lowering<'_> {
             .filter(|t| t.dtype.is_float())
             .ok_or_else(|| unsupported(self.g, n, "expected a float constant"))?;
         let id = self.p.weights.len();
-        self.p.weights.push(Weight {
-            name: self.g.node(n).name.clone(),
-            data: t.to_f32_vec(),
-        });
+        self.p.weights.push(Weight::f32(
+            self.g.node(n).name.clone(),
+            WeightLayout::Dense,
+            &t.to_f32_vec(),
+        ));
         self.weight_of.insert(n, id);
         Ok(id)
     }
@@ -388,10 +438,11 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
                     None => None,
                 };
                 let id = l.p.weights.len();
-                l.p.weights.push(Weight {
-                    name: format!("{}.packed", g.node(ops[1]).name),
-                    data: pack_linear(&w, b.as_deref(), nn, k),
-                });
+                l.p.weights.push(Weight::f32(
+                    format!("{}.packed", g.node(ops[1]).name),
+                    WeightLayout::Panels { n: nn, k },
+                    &pack_linear(&w, b.as_deref(), nn, k),
+                ));
                 Step::Linear {
                     x,
                     out: l.new_buf(n)?,

@@ -8,7 +8,9 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::{avx512_kernel, Act, GeluApprox, MicroEpi, AVX512_MR};
+use super::{avx512_kernel, MicroEpi, AVX512_MR};
+use crate::lower::Act;
+use bertc_ir::GeluApprox;
 
 const CODE: u64 = 0x1000_0000;
 const A: u64 = 0x2000_0000;
@@ -19,7 +21,7 @@ const STACK: u64 = 0x6000_0000;
 /// A page holding `hlt` (0xf4), where the functions return to: the run stops there.
 const HLT: u64 = 0x7000_0000;
 
-#[path = "../../../tests/common/emulator.rs"]
+#[path = "../../../../../tests/common/emulator.rs"]
 mod emulator;
 
 fn repo() -> PathBuf {

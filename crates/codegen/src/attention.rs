@@ -1,0 +1,233 @@
+//! Attention on the GEMM microkernels (when the ISA registers them and a softmax): per
+//! sequence and head, K and V packed into panels once, then tiles of queries: scores by the
+//! GEMM tiles, the hand-written softmax, P·V by the GEMM tiles again, normalised at the end.
+//! Targets without them run `kernels::attention`, the portable row-by-row kernel.
+
+use cranelift_codegen::ir::{types, InstBuilder, Value};
+
+use crate::emit::{self, Emit};
+use crate::gemm::micro_tile_ld;
+use crate::kernels;
+use crate::lower::PANEL;
+use crate::micro::AsmRefs;
+
+/// The per-thread scratch of the GEMM attention, for the widest heads `d` (q/k) and `dv` of the
+/// program, in floats, with `L` the sequence length rounded up to 16: the scores of one tile
+/// of queries (`ATTN_TILE x L`), K packed in 16-key panels (`L x (d + 1)`: a zero bias row per
+/// panel), V packed in 16-column panels (`(L + 1) x dv16`), and the tile's softmax
+/// normalisations (`ATTN_TILE`), in that order. `per_l() * L + fixed()` floats.
+pub(crate) struct AttnScratch {
+    d: usize,
+    dv16: usize,
+}
+
+impl AttnScratch {
+    pub(crate) fn new((d, dv): (usize, usize)) -> Self {
+        AttnScratch {
+            d,
+            dv16: dv.div_ceil(PANEL) * PANEL,
+        }
+    }
+
+    pub(crate) fn per_l(&self) -> usize {
+        ATTN_TILE + self.d + 1 + self.dv16
+    }
+
+    pub(crate) fn fixed(&self) -> usize {
+        self.dv16 + ATTN_TILE
+    }
+}
+
+/// Queries per attention tile: the scores of one tile (`ATTN_TILE x L` floats, 24 KiB at
+/// L = 128, 96 KiB at 512) stay in L2 while K and V are swept once each per tile.
+pub const ATTN_TILE: usize = 48;
+
+/// Rows of the GEMM tiles attention runs its row blocks on (every registered f32 GEMM family
+/// has tiles of 1 to at least this many rows).
+pub(crate) const ATTN_MR: usize = 6;
+
+/// Attention as two GEMMs per (sequence, head) task on the AVX2 microkernels: K of the head
+/// packed transposed into 16-key panels and V into 16-column panels, then for each tile of
+/// `ATTN_TILE` queries: the scores `Q Kᵀ` against every key panel, the AVX2 softmax of those
+/// rows (scaled), and `P V` straight into the output, scaled by the softmax's 1/sum. Only one
+/// tile of scores exists at a time. Each thread has its own scratch (`tid` selects it), laid
+/// out as `layout` says (sized for the widest heads of any step).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention_gemm(
+    e: &mut Emit,
+    [q, k, v, out, seq_start, scratch, seq, stride]: [Value; 8],
+    [begin, end]: [Value; 2],
+    tid: Value,
+    a: &kernels::AttnShape,
+    layout: &AttnScratch,
+    micro: &AsmRefs,
+) {
+    use cranelift_codegen::ir::condcodes::IntCC;
+    let (d, dv) = (a.dq, a.dv);
+    let lp = e.b.ins().iadd_imm_s(seq, PANEL as i64 - 1);
+    let lp = e.b.ins().band_imm_s(lp, -(PANEL as i64));
+    let base = e.b.ins().imul(tid, stride);
+    let sbuf = e.b.ins().iadd(scratch, base);
+    let ll = e.b.ins().imul_imm_s(lp, ATTN_TILE as i64);
+    let kp = e.addr(sbuf, ll, 4);
+    let kd = e.b.ins().imul_imm_s(lp, layout.d as i64 + 1);
+    let vp = e.addr(kp, kd, 4);
+    let lp1 = e.b.ins().iadd_imm_s(lp, 1);
+    let vfl = e.b.ins().imul_imm_s(lp1, layout.dv16 as i64);
+    let inv = e.addr(vp, vfl, 4);
+    let ld_s = e.b.ins().imul_imm_s(lp, 4);
+    let lda_q = e.i(a.ldq as i64 * 4);
+    let ldc_o = e.i(a.ldo as i64 * 4);
+    let dk = e.i(d as i64);
+    let panel_k = (PANEL * (d + 1) * 4) as i64;
+    let vpanels = dv.div_ceil(PANEL);
+    e.for_range(begin, end, 1, |e, task| {
+        let (h, s0, s1) = kernels::attention_task(e, task, seq_start, a.heads);
+        let len = e.b.ins().isub(s1, s0);
+        let len16 = e.b.ins().iadd_imm_s(len, PANEL as i64 - 1);
+        let kpanels = e.b.ins().udiv_imm_u(len16, PANEL as i64);
+        // pack Kᵀ: panel p holds keys 16p..16p+15: [16 zeros][d rows of 16]
+        let kbytes = e.b.ins().imul_imm_s(kpanels, panel_k);
+        e.zero_bytes(kp, kbytes);
+        let z = e.i(0);
+        e.for_range(z, len, 1, |e, j| {
+            let src = e.b.ins().iadd(s0, j);
+            let krow = e.addr(k, src, a.ldk as i64 * 4);
+            let krow = e.addr(krow, h, d as i64 * 4);
+            let p = e.b.ins().ushr_imm_u(j, 4);
+            let jj = e.b.ins().band_imm_s(j, 15);
+            let dst = e.addr(kp, p, panel_k);
+            let dst = e.addr(dst, jj, 4);
+            for c in 0..d {
+                let x =
+                    e.b.ins()
+                        .load(types::F32, emit::mem(), krow, (c * 4) as i32);
+                e.b.ins()
+                    .store(emit::mem(), x, dst, ((PANEL + c * PANEL) * 4) as i32);
+            }
+        });
+        // pack V: panel p holds value columns 16p..: [16 zeros][len rows of 16]
+        let len1 = e.b.ins().iadd_imm_s(len, 1);
+        let vpanel_bytes = e.b.ins().imul_imm_s(len1, (PANEL * 4) as i64);
+        let vbytes = e.b.ins().imul_imm_s(vpanel_bytes, vpanels as i64);
+        e.zero_bytes(vp, vbytes);
+        let z = e.i(0);
+        e.for_range(z, len, 1, |e, j| {
+            let src = e.b.ins().iadd(s0, j);
+            let vrow = e.addr(v, src, a.ldv as i64 * 4);
+            let vrow = e.addr(vrow, h, dv as i64 * 4);
+            let j1 = e.b.ins().iadd_imm_s(j, 1);
+            for p in 0..vpanels {
+                let dst = e.b.ins().imul_imm_s(vpanel_bytes, p as i64);
+                let dst = e.b.ins().iadd(vp, dst);
+                let dst = e.addr(dst, j1, (PANEL * 4) as i64);
+                let cols = (dv - p * PANEL).min(PANEL);
+                let mut c = 0;
+                while c < cols {
+                    if c + 4 <= cols {
+                        let x = e.load(emit::Shape::Vector, vrow, ((p * PANEL + c) * 4) as i32);
+                        e.store(x, dst, (c * 4) as i32);
+                        c += 4;
+                    } else {
+                        let x = e.b.ins().load(
+                            types::F32,
+                            emit::mem(),
+                            vrow,
+                            ((p * PANEL + c) * 4) as i32,
+                        );
+                        e.b.ins().store(emit::mem(), x, dst, (c * 4) as i32);
+                        c += 1;
+                    }
+                }
+            }
+        });
+        // per tile of ATTN_TILE queries: scores against every key panel (6 queries at a
+        // time), softmax of the tile's rows, then P V into the output
+        let ntiles = e.b.ins().iadd_imm_s(len, ATTN_TILE as i64 - 1);
+        let ntiles = e.b.ins().udiv_imm_u(ntiles, ATTN_TILE as i64);
+        let z = e.i(0);
+        e.for_range(z, ntiles, 1, |e, qt| {
+            let t0 = e.b.ins().imul_imm_s(qt, ATTN_TILE as i64);
+            let tleft = e.b.ins().isub(len, t0);
+            let tmax = e.i(ATTN_TILE as i64);
+            let tlen = e.b.ins().smin(tleft, tmax);
+            let blocks = kernels::RowBlocks::new(e, tlen, ATTN_MR);
+            let rows6 = blocks.count;
+            // the blocks of up to 6 rows of the tile: (rows, first query, its score row, its
+            // first row in the tile)
+            let block = |e: &mut Emit, rb: Value| {
+                let (i0, m) = blocks.block(e, rb);
+                let qi = e.b.ins().iadd(s0, t0);
+                let qi = e.b.ins().iadd(qi, i0);
+                let srow = e.b.ins().imul(i0, ld_s);
+                let srow = e.b.ins().iadd(sbuf, srow);
+                (m, qi, srow, i0)
+            };
+            let z = e.i(0);
+            e.for_range(z, rows6, 1, |e, rb| {
+                let (m, qi, srow, _) = block(e, rb);
+                let qa = e.addr(q, qi, a.ldq as i64 * 4);
+                let qa = e.addr(qa, h, d as i64 * 4);
+                let z = e.i(0);
+                e.for_range(z, kpanels, 1, |e, p| {
+                    let bp = e.addr(kp, p, panel_k);
+                    let c = e.addr(srow, p, (PANEL * 4) as i64);
+                    for mm in 1..=ATTN_MR {
+                        let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
+                        e.if_nonzero(is, |e| {
+                            e.b.ins()
+                                .call(micro.plain[mm - 1], &[qa, lda_q, bp, c, ld_s, dk]);
+                        });
+                    }
+                });
+            });
+            // softmax over each row's first len scores (scaled)
+            let sm = micro
+                .softmax
+                .expect("attention kernels declare the softmax");
+            e.b.ins().call(sm, &[sbuf, ld_s, tlen, len, inv]);
+            let z = e.i(0);
+            e.for_range(z, rows6, 1, |e, rb| {
+                let (m, qi, srow, i0) = block(e, rb);
+                let orow = e.addr(out, qi, a.ldo as i64 * 4);
+                let orow = e.addr(orow, h, dv as i64 * 4);
+                for p in 0..vpanels {
+                    let bp = e.b.ins().imul_imm_s(vpanel_bytes, p as i64);
+                    let bp = e.b.ins().iadd(vp, bp);
+                    let c = e.b.ins().iadd_imm_s(orow, (p * PANEL * 4) as i64);
+                    let cols = (dv - p * PANEL).min(PANEL);
+                    for mm in 1..=ATTN_MR {
+                        let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
+                        e.if_nonzero(is, |e| {
+                            let t = kernels::Tile {
+                                a: srow,
+                                c,
+                                bp,
+                                m: mm,
+                                ncols: cols,
+                                res: None,
+                                prefetch: None,
+                            };
+                            micro_tile_ld(e, &t, ld_s, len, ldc_o, micro);
+                        });
+                    }
+                }
+                // the softmax's normalisation, on dv outputs instead of len probabilities
+                let z = e.i(0);
+                e.for_range(z, m, 1, |e, i| {
+                    let o = e.addr(orow, i, a.ldo as i64 * 4);
+                    let ti = e.b.ins().iadd(i0, i);
+                    let ia = e.addr(inv, ti, 4);
+                    let s = e.b.ins().load(types::F32, emit::mem(), ia, 0);
+                    e.row(dv, |e, off, sh| {
+                        let pa = e.b.ins().iadd(o, off);
+                        let x = e.load(sh, pa, 0);
+                        let sv = e.splat(sh, s);
+                        let y = e.b.ins().fmul(x, sv);
+                        e.store(y, pa, 0);
+                    });
+                });
+            });
+        });
+    });
+}

@@ -1,0 +1,108 @@
+//! The ISA seam: what each target's instruction set gives code generation. An ISA registers
+//! its hand-written microkernels (GEMM tiles for a weight dtype and layout, with the
+//! epilogues they apply in registers; the attention softmax; the FMA peak loop) and the
+//! vector shape of the portable Cranelift kernels. The rest of codegen asks an `Isa` what it
+//! has and never reads a CPU feature: the features are read once, in `Isa::for_target`, by
+//! each architecture's `isa` function.
+
+mod aarch64;
+mod riscv64;
+pub(crate) mod x86_64;
+
+use bertc_ir::DType;
+use bertc_targets::{Arch, Target};
+
+use crate::lower::{CodegenError, LayoutKind};
+
+pub use x86_64::MicroEpi;
+
+/// Machine code, or why it could not be assembled.
+pub type Code = Result<Vec<u8>, CodegenError>;
+
+/// The tallest tile any registered GEMM family has (the stack tile of a partial panel holds
+/// this many rows).
+pub const MAX_GEMM_MR: usize = 12;
+
+/// A family of GEMM microkernels: one per tile height `1..=mr`, each `mr x nr` tile reading
+/// one panel of weights of `dtype` in `layout`.
+#[derive(Clone, Copy)]
+pub struct GemmKernels {
+    /// The family's part of the symbol names (`NAME__{family}_m{rows}[_{epilogue}]`).
+    pub family: &'static str,
+    pub dtype: DType,
+    pub layout: LayoutKind,
+    /// Rows of the tallest tile.
+    pub mr: usize,
+    /// Columns of a tile (the panel width).
+    pub nr: usize,
+    /// The machine code of the kernel for `rows` rows (1..=mr) and epilogue `epi`.
+    pub assemble: fn(usize, MicroEpi) -> Code,
+}
+
+/// A hand-written softmax over rows of attention scores.
+#[derive(Clone, Copy)]
+pub struct SoftmaxKernel {
+    /// The symbol name's part (`NAME__{name}{index}`).
+    pub name: &'static str,
+    /// The machine code for a scale of the scores.
+    pub assemble: fn(f32) -> Code,
+}
+
+/// What code generation may use on a target.
+pub struct Isa {
+    /// For messages: the kernels' instruction set.
+    pub name: &'static str,
+    /// f32 lanes of the portable kernels' vectors (1: scalar code).
+    pub lanes: usize,
+    /// Whether the portable kernels may fuse multiply and add.
+    pub fma: bool,
+    /// Vector registers the portable GEMM tile may fill.
+    pub regs: usize,
+    pub gemm: Vec<GemmKernels>,
+    pub softmax: Option<SoftmaxKernel>,
+    /// A function of one argument running `iters` rounds of 192 flops at the core's peak
+    /// (`bertc bench --gemm` measures against it).
+    pub fma_peak: Option<fn() -> Code>,
+}
+
+impl Isa {
+    pub fn for_target(target: &Target) -> Isa {
+        let isa = match target.arch {
+            Arch::X86_64 => x86_64::isa(target),
+            Arch::Aarch64 => aarch64::isa(target),
+            Arch::Riscv64 => riscv64::isa(target),
+        };
+        for k in &isa.gemm {
+            assert!(k.mr <= MAX_GEMM_MR && k.nr == crate::lower::PANEL);
+            assert!(!isa.gemm_attention() || k.mr >= crate::attention::ATTN_MR);
+        }
+        isa
+    }
+
+    /// The microkernels for weights of `dtype` in `layout`, if the ISA has them (else the
+    /// portable Cranelift tiles run).
+    pub fn gemm(&self, dtype: DType, layout: LayoutKind) -> Option<&GemmKernels> {
+        self.gemm
+            .iter()
+            .find(|k| k.dtype == dtype && k.layout == layout)
+    }
+
+    /// The f32 panel microkernels.
+    pub fn gemm_f32(&self) -> Option<&GemmKernels> {
+        self.gemm(DType::F32, LayoutKind::Panels)
+    }
+
+    /// Rows of a GEMM tile: the microkernels' tallest, or the portable tile's.
+    pub fn gemm_mr(&self) -> usize {
+        match self.gemm_f32() {
+            Some(k) => k.mr,
+            None => crate::kernels::portable_mr(self.lanes, self.regs),
+        }
+    }
+
+    /// Whether attention runs as GEMMs on the microkernels with the hand-written softmax (one
+    /// tile of queries at a time), rather than the portable row-by-row kernel.
+    pub fn gemm_attention(&self) -> bool {
+        self.gemm_f32().is_some() && self.softmax.is_some()
+    }
+}

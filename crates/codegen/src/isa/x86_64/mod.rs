@@ -1,0 +1,432 @@
+//! The x86-64 ISA: hand-assembled kernels (iced-x86), placed into the object beside the
+//! Cranelift code with `define_function_bytes`. Cranelift's x64 backend has 128-bit vectors
+//! only; these use 256-bit AVX2 registers with FMA (`avx2`), and for targets with AVX-512, a
+//! GEMM microkernel on 512-bit registers (`avx512`, tested under an emulator: `emulated.rs`).
+//! This file holds what both share (the epilogues, the k loop, the function frame, constants)
+//! and the registry: which kernels a target's features allow.
+//!
+//! The GEMM microkernel `kernel(a, lda, bp, c, ldc, k[, res])` (System V: rdi, rsi, rdx, rcx,
+//! r8, r9, then the stack) computes an `mr x 16` tile:
+//! `c[i][0..16] = epi(bp[0..16] + sum_kk a[i*lda + kk] * bp[16 + kk*16 ..])` where `bp` is one
+//! packed panel (bias row, then `k` rows of 16 weights), `lda` and `ldc` are row strides in
+//! bytes, and the epilogue `epi` (an activation, then adding the tile at `res`, stride `ldc`)
+//! runs on the registers before the store. `softmax` normalises rows of scores. Constants
+//! (polynomial coefficients, clamps) sit after the code and are read RIP-relative, so the
+//! bytes are position independent. Every kernel only touches caller-saved registers.
+
+mod avx2;
+mod avx512;
+
+pub use avx2::{avx2_kernel, avx2_peak, avx2_softmax, AVX2_MR};
+pub use avx512::{avx512_kernel, AVX512_MR};
+
+use iced_x86::code_asm::*;
+
+use crate::lower::{Act, CodegenError};
+use bertc_ir::GeluApprox;
+
+fn asm_err(e: IcedError) -> CodegenError {
+    CodegenError::Asm(e.to_string())
+}
+
+/// What a microkernel does to its tile between the accumulation and the store.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MicroEpi {
+    pub act: Option<Act>,
+    /// Add the tile at the 7th argument (same row stride as the output).
+    pub residual: bool,
+    /// Prefetch from the address in the argument after the regular ones, advancing it by the
+    /// next argument's bytes at each step of k (in the 4-step loop), so that the next panel's
+    /// weights stream from memory while this tile computes. The caller splits the next panel
+    /// among the row blocks of this one.
+    pub prefetch: bool,
+}
+
+impl MicroEpi {
+    pub const NONE: MicroEpi = MicroEpi {
+        act: None,
+        residual: false,
+        prefetch: false,
+    };
+
+    /// The kernel's argument count: `(a, lda, bp, c, ldc, k)`, then the residual tile, then
+    /// the prefetch address and step.
+    pub fn args(&self) -> usize {
+        6 + usize::from(self.residual) + 2 * usize::from(self.prefetch)
+    }
+
+    /// A short name for symbols.
+    pub fn tag(&self) -> String {
+        let act = match self.act {
+            None => "",
+            Some(Act::Relu) => "relu",
+            Some(Act::Tanh) => "tanh",
+            Some(Act::Gelu(GeluApprox::Erf)) => "gelu",
+            Some(Act::Gelu(GeluApprox::Tanh)) => "gelut",
+        };
+        let res = if self.residual { "res" } else { "" };
+        let pf = if self.prefetch { "pf" } else { "" };
+        format!("{act}{res}{pf}")
+    }
+}
+
+/// f32 constants broadcast to 8 lanes, placed after the code and addressed RIP-relative.
+struct Consts {
+    items: Vec<(u32, CodeLabel)>,
+}
+
+impl Consts {
+    fn new() -> Self {
+        Consts { items: Vec::new() }
+    }
+
+    fn bits(&mut self, a: &mut CodeAssembler, bits: u32) -> AsmMemoryOperand {
+        if let Some((_, l)) = self.items.iter().find(|(b, _)| *b == bits) {
+            return ymmword_ptr(*l);
+        }
+        let l = a.create_label();
+        self.items.push((bits, l));
+        ymmword_ptr(l)
+    }
+
+    fn f(&mut self, a: &mut CodeAssembler, v: f32) -> AsmMemoryOperand {
+        self.bits(a, v.to_bits())
+    }
+
+    /// Emits the table (after the last instruction).
+    fn place(self, a: &mut CodeAssembler) -> Result<(), IcedError> {
+        for (bits, mut l) in self.items {
+            a.set_label(&mut l)?;
+            a.dd(&[bits; 8])?;
+        }
+        Ok(())
+    }
+}
+
+/// `x = exp(x)` on 8 lanes, with `t1` and `t2` as scratch: `x` clamped to [-87.3, 88],
+/// `n = round(x / ln 2)` by the 1.5·2²³ trick, `r = x - n ln 2` (two-part ln 2), a degree-6
+/// Taylor polynomial on |r| <= ln2/2 (relative error below 2e-7), times 2ⁿ built in the
+/// exponent bits.
+fn exp8(
+    a: &mut CodeAssembler,
+    k: &mut Consts,
+    x: AsmRegisterYmm,
+    t1: AsmRegisterYmm,
+    t2: AsmRegisterYmm,
+) -> Result<(), IcedError> {
+    let lo = k.f(a, -87.3);
+    a.vmaxps(x, x, lo)?;
+    let hi = k.f(a, 88.0);
+    a.vminps(x, x, hi)?;
+    let magic = k.f(a, 12582912.0);
+    a.vmovups(t1, magic)?;
+    let log2e = k.f(a, std::f32::consts::LOG2_E);
+    a.vfmadd231ps(t1, x, log2e)?;
+    a.vsubps(t2, t1, magic)?;
+    let ln2_hi = k.f(a, -0.693_145_75);
+    a.vfmadd231ps(x, t2, ln2_hi)?;
+    let ln2_lo = k.f(a, -1.428_606_8e-6);
+    a.vfmadd231ps(x, t2, ln2_lo)?;
+    // 2^n: bits(t) = bits(magic) + n, and bits(magic) << 23 vanishes mod 2^32
+    a.vpslld(t1, t1, 23)?;
+    let one_bits = k.bits(a, 127 << 23);
+    a.vpaddd(t1, t1, one_bits)?;
+    let c = crate::emit::EXP_TAYLOR;
+    let c0 = k.f(a, c[0]);
+    a.vmovups(t2, c0)?;
+    for &cv in &c[1..] {
+        let m = k.f(a, cv);
+        a.vfmadd213ps(t2, x, m)?;
+    }
+    a.vmulps(x, t2, t1)?;
+    Ok(())
+}
+
+/// The coefficients of the rational erf approximation `erf(z) = z P(z²) / Q(z²)` on
+/// z in [-4, 4] (clamped outside, where erf is ±1 in f32): the numerator's from z¹³ down to z¹,
+/// the denominator's from z⁸ down to z⁰. Maximum absolute error about 1e-7 (tested against
+/// libm in this module).
+pub const ERF_P: [f32; 7] = [
+    -2.726_142_3e-10,
+    2.770_681_4e-8,
+    -2.101_024e-6,
+    -5.692_506_4e-5,
+    -7.349_906_3e-4,
+    -2.954_6e-3,
+    -1.609_603_3e-2,
+];
+pub const ERF_Q: [f32; 5] = [
+    -1.456_607_2e-5,
+    -2.133_740_6e-4,
+    -1.682_827e-3,
+    -7.373_329e-3,
+    -1.426_474e-2,
+];
+
+/// `y = act(y)` on 8 lanes with the four scratch registers `t`.
+fn act8(
+    a: &mut CodeAssembler,
+    k: &mut Consts,
+    act: Act,
+    y: AsmRegisterYmm,
+    t: [AsmRegisterYmm; 4],
+) -> Result<(), IcedError> {
+    match act {
+        Act::Relu => {
+            a.vxorps(t[0], t[0], t[0])?;
+            a.vmaxps(y, y, t[0])?;
+        }
+        Act::Gelu(GeluApprox::Erf) => {
+            // 0.5 x (1 + erf(x / sqrt 2))
+            let [z, z2, p, q] = t;
+            let r2 = k.f(a, std::f32::consts::FRAC_1_SQRT_2);
+            a.vmulps(z, y, r2)?;
+            let m4 = k.f(a, -4.0);
+            a.vmaxps(z, z, m4)?;
+            let p4 = k.f(a, 4.0);
+            a.vminps(z, z, p4)?;
+            a.vmulps(z2, z, z)?;
+            let c = k.f(a, ERF_P[0]);
+            a.vmovups(p, c)?;
+            for &cv in &ERF_P[1..] {
+                let m = k.f(a, cv);
+                a.vfmadd213ps(p, z2, m)?;
+            }
+            a.vmulps(p, p, z)?;
+            let c = k.f(a, ERF_Q[0]);
+            a.vmovups(q, c)?;
+            for &cv in &ERF_Q[1..] {
+                let m = k.f(a, cv);
+                a.vfmadd213ps(q, z2, m)?;
+            }
+            a.vdivps(p, p, q)?;
+            let half = k.f(a, 0.5);
+            a.vmulps(z, y, half)?;
+            a.vfmadd213ps(p, z, z)?;
+            a.vmovaps(y, p)?;
+        }
+        Act::Gelu(GeluApprox::Tanh) => {
+            // x sigmoid(2u) = x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3)
+            let [u, t1, t2, _] = t;
+            let kk = (2.0 / std::f64::consts::PI).sqrt() as f32;
+            a.vmulps(u, y, y)?;
+            let c3 = k.f(a, -2.0 * kk * 0.044715);
+            a.vmovups(t1, c3)?;
+            let c1 = k.f(a, -2.0 * kk);
+            a.vfmadd213ps(u, t1, c1)?;
+            a.vmulps(u, u, y)?;
+            exp8(a, k, u, t1, t2)?;
+            let one = k.f(a, 1.0);
+            a.vaddps(u, u, one)?;
+            a.vdivps(y, y, u)?;
+        }
+        Act::Tanh => {
+            // 2 / (1 + exp(-2x)) - 1
+            let [u, t1, t2, _] = t;
+            let m2 = k.f(a, -2.0);
+            a.vmulps(u, y, m2)?;
+            exp8(a, k, u, t1, t2)?;
+            let one = k.f(a, 1.0);
+            a.vaddps(u, u, one)?;
+            let two = k.f(a, 2.0);
+            a.vmovups(t1, two)?;
+            a.vdivps(y, t1, u)?;
+            a.vsubps(y, y, one)?;
+        }
+    }
+    Ok(())
+}
+
+/// Assembles a function: `body`, then `vzeroupper; ret`, then the constants `body` asked for.
+fn function(
+    body: impl FnOnce(&mut CodeAssembler, &mut Consts) -> Result<(), IcedError>,
+) -> Result<Vec<u8>, CodegenError> {
+    let mut a = CodeAssembler::new(64).map_err(asm_err)?;
+    let mut consts = Consts::new();
+    (|| {
+        body(&mut a, &mut consts)?;
+        a.vzeroupper()?;
+        a.ret()?;
+        consts.place(&mut a)
+    })()
+    .map_err(asm_err)?;
+    a.assemble(0).map_err(asm_err)
+}
+
+/// The k loop of the GEMM microkernels: 4 steps an iteration, then single steps. `r9` counts
+/// the steps down, `rdx` walks the panel's rows (64 bytes a step) and each of `bases` (rows of
+/// `a`) 4 bytes a step; `step(a, u)` emits step `u` of an iteration, reading the panel row at
+/// `rdx + 64 u` and `a` at `+ 4 u`. With `prefetch` (the step's memory operand), each step of
+/// the 4-step loop also prefetches the line at `rax` and advances `rax` by that step.
+fn k_loop(
+    a: &mut CodeAssembler,
+    prefetch: Option<AsmMemoryOperand>,
+    bases: &[AsmRegister64],
+    mut step: impl FnMut(&mut CodeAssembler, i32) -> Result<(), IcedError>,
+) -> Result<(), IcedError> {
+    let mut done = a.create_label();
+    let mut top4 = a.create_label();
+    let mut tail = a.create_label();
+    let mut top1 = a.create_label();
+    a.cmp(r9, 4)?;
+    a.jl(tail)?;
+    a.set_label(&mut top4)?;
+    for u in 0..4i32 {
+        if let Some(pf_step) = prefetch {
+            a.prefetcht0(byte_ptr(rax))?;
+            a.add(rax, pf_step)?;
+        }
+        step(a, u)?;
+    }
+    a.add(rdx, 256)?;
+    for base in bases {
+        a.add(*base, 16)?;
+    }
+    a.sub(r9, 4)?;
+    a.cmp(r9, 4)?;
+    a.jge(top4)?;
+    a.set_label(&mut tail)?;
+    a.test(r9, r9)?;
+    a.jz(done)?;
+    a.set_label(&mut top1)?;
+    step(a, 0)?;
+    a.add(rdx, 64)?;
+    for base in bases {
+        a.add(*base, 4)?;
+    }
+    a.dec(r9)?;
+    a.jnz(top1)?;
+    a.set_label(&mut done)
+}
+
+/// Horizontal reduction of the 8 lanes of `x` into every lane (`max` or add), `t` scratch.
+fn hreduce(
+    a: &mut CodeAssembler,
+    x: AsmRegisterYmm,
+    t: AsmRegisterYmm,
+    max: bool,
+) -> Result<(), IcedError> {
+    a.vperm2f128(t, x, x, 1)?;
+    let op = |a: &mut CodeAssembler| {
+        if max {
+            a.vmaxps(x, x, t)
+        } else {
+            a.vaddps(x, x, t)
+        }
+    };
+    op(a)?;
+    a.vpermilps(t, x, 0x4e)?;
+    op(a)?;
+    a.vpermilps(t, x, 0xb1)?;
+    op(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    extern "C" {
+        fn erf(x: f64) -> f64;
+    }
+
+    /// The rational erf in f32 arithmetic with fused multiply-adds, as the kernels evaluate it.
+    fn erf_f32(x: f32) -> f32 {
+        let z = x.clamp(-4.0, 4.0);
+        let z2 = z * z;
+        let p = ERF_P[1..].iter().fold(ERF_P[0], |p, &c| p.mul_add(z2, c)) * z;
+        let q = ERF_Q[1..].iter().fold(ERF_Q[0], |q, &c| q.mul_add(z2, c));
+        p / q
+    }
+
+    #[test]
+    fn rational_erf_is_within_its_error_budget() {
+        let mut worst = 0f64;
+        for i in -60000..=60000 {
+            let x = i as f32 * 1e-4;
+            let want = unsafe { erf(x as f64) };
+            worst = worst.max((erf_f32(x) as f64 - want).abs());
+        }
+        assert!(worst < 5e-7, "max |erf error| {worst:e}");
+    }
+
+    #[test]
+    fn kernels_assemble() {
+        type Kernel = fn(usize, MicroEpi) -> Result<Vec<u8>, CodegenError>;
+        let kernels: [(Kernel, usize); 2] = [(avx2_kernel, AVX2_MR), (avx512_kernel, AVX512_MR)];
+        for (kernel, max_mr) in kernels {
+            for mr in 1..=max_mr {
+                for act in [
+                    None,
+                    Some(Act::Relu),
+                    Some(Act::Tanh),
+                    Some(Act::Gelu(GeluApprox::Erf)),
+                    Some(Act::Gelu(GeluApprox::Tanh)),
+                ] {
+                    for residual in [false, true] {
+                        for prefetch in [false, true] {
+                            let epi = MicroEpi {
+                                act,
+                                residual,
+                                prefetch,
+                            };
+                            assert!(!kernel(mr, epi).unwrap().is_empty());
+                        }
+                    }
+                }
+            }
+        }
+        assert!(!avx2_softmax(0.125).unwrap().is_empty());
+    }
+}
+
+#[cfg(test)]
+mod emulated;
+
+/// The x86-64 kernels a target's features allow: with AVX2 and FMA, the AVX2 GEMM tiles (or
+/// the AVX-512 ones with avx512f), the AVX2 softmax and peak loop; without them only the
+/// portable Cranelift kernels on 128-bit SSE vectors.
+pub fn isa(target: &bertc_targets::Target) -> super::Isa {
+    use super::{GemmKernels, Isa, SoftmaxKernel};
+    use crate::lower::{LayoutKind, PANEL};
+    let avx2 = target.has("avx2") && target.has("fma");
+    let avx512 = avx2 && target.has("avx512f");
+    let gemm = if avx512 {
+        Some(GemmKernels {
+            family: "avx512_12x16",
+            dtype: bertc_ir::DType::F32,
+            layout: LayoutKind::Panels,
+            mr: AVX512_MR,
+            nr: PANEL,
+            assemble: avx512_kernel,
+        })
+    } else if avx2 {
+        Some(GemmKernels {
+            family: "avx2_6x16",
+            dtype: bertc_ir::DType::F32,
+            layout: LayoutKind::Panels,
+            mr: AVX2_MR,
+            nr: PANEL,
+            assemble: avx2_kernel,
+        })
+    } else {
+        None
+    };
+    Isa {
+        name: if avx512 {
+            "x86-64 AVX-512"
+        } else if avx2 {
+            "x86-64 AVX2"
+        } else {
+            "x86-64 SSE"
+        },
+        lanes: 4,
+        fma: target.has("fma"),
+        regs: 16,
+        gemm: gemm.into_iter().collect(),
+        softmax: avx2.then_some(SoftmaxKernel {
+            name: "avx2_softmax",
+            assemble: avx2_softmax,
+        }),
+        fma_peak: if avx2 { Some(avx2_peak) } else { None },
+    }
+}

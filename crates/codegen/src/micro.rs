@@ -1,0 +1,157 @@
+//! The hand-written kernels a module holds: those the target's ISA registers (`isa`), each
+//! variant (tile height, epilogue, prefetching) defined in the object the first time a
+//! Cranelift kernel asks for it, and declared in the functions that call it.
+
+use std::collections::BTreeMap;
+
+use cranelift_codegen::ir::FuncRef;
+use cranelift_module::{FuncId, Linkage, Module};
+use cranelift_object::ObjectModule;
+
+use crate::isa;
+use crate::lower::{CodegenError, Step};
+use crate::{cl_err, sig_n};
+
+/// The hand-written kernels of a module (those the ISA registers), each defined the first time
+/// a kernel asks for it, so that the object holds just the variants the program uses.
+pub(crate) struct Asm {
+    prefix: String,
+    gemm: Option<isa::GemmKernels>,
+    softmax_kernel: Option<isa::SoftmaxKernel>,
+    tiles: BTreeMap<String, Vec<FuncId>>,
+    softmax: BTreeMap<u32, FuncId>,
+}
+
+/// The hand-assembled kernels one Cranelift function calls.
+pub(crate) struct AsmRefs {
+    /// The plain GEMM microkernels for 1..=mr rows (`gemm_mr`).
+    pub(crate) plain: Vec<FuncRef>,
+    /// The microkernels with this step's epilogue (empty: none).
+    pub(crate) fused: Vec<FuncRef>,
+    /// `plain` and `fused` that also prefetch the next panel.
+    pub(crate) plain_pf: Vec<FuncRef>,
+    pub(crate) fused_pf: Vec<FuncRef>,
+    pub(crate) softmax: Option<FuncRef>,
+}
+
+impl Asm {
+    /// The kernels `isa` registers, for a module whose symbols start with `prefix`.
+    pub(crate) fn new(prefix: &str, isa: &isa::Isa) -> Asm {
+        Asm {
+            prefix: prefix.to_string(),
+            gemm: isa.gemm_f32().copied(),
+            softmax_kernel: isa.softmax,
+            tiles: BTreeMap::new(),
+            softmax: BTreeMap::new(),
+        }
+    }
+
+    /// The microkernels for 1..=mr rows with epilogue `epi`.
+    fn tiles(
+        &mut self,
+        module: &mut ObjectModule,
+        epi: isa::MicroEpi,
+    ) -> Result<Vec<FuncId>, CodegenError> {
+        let Some(kernels) = self.gemm else {
+            return Ok(vec![]);
+        };
+        let tag = epi.tag();
+        if let Some(ids) = self.tiles.get(&tag) {
+            return Ok(ids.clone());
+        }
+        let sig = sig_n(module.isa().default_call_conv(), epi.args());
+        let mut ids = Vec::new();
+        let family = kernels.family;
+        for mr in 1..=kernels.mr {
+            let sym = if tag.is_empty() {
+                format!("{}__{family}_m{mr}", self.prefix)
+            } else {
+                format!("{}__{family}_m{mr}_{tag}", self.prefix)
+            };
+            let id = module
+                .declare_function(&sym, Linkage::Local, &sig)
+                .map_err(cl_err)?;
+            let code = (kernels.assemble)(mr, epi)?;
+            module
+                .define_function_bytes(id, 16, &code, &[])
+                .map_err(cl_err)?;
+            ids.push(id);
+        }
+        self.tiles.insert(tag, ids.clone());
+        Ok(ids)
+    }
+
+    fn softmax(
+        &mut self,
+        module: &mut ObjectModule,
+        scale: f32,
+    ) -> Result<Option<FuncId>, CodegenError> {
+        let Some(kernel) = self.softmax_kernel else {
+            return Ok(None);
+        };
+        if let Some(&id) = self.softmax.get(&scale.to_bits()) {
+            return Ok(Some(id));
+        }
+        let sig = sig_n(module.isa().default_call_conv(), 5);
+        let sym = format!("{}__{}{}", self.prefix, kernel.name, self.softmax.len());
+        let id = module
+            .declare_function(&sym, Linkage::Local, &sig)
+            .map_err(cl_err)?;
+        module
+            .define_function_bytes(id, 16, &(kernel.assemble)(scale)?, &[])
+            .map_err(cl_err)?;
+        self.softmax.insert(scale.to_bits(), id);
+        Ok(Some(id))
+    }
+
+    /// Declares in `func` the kernels a kernel for `step` calls.
+    pub(crate) fn refs_for(
+        &mut self,
+        module: &mut ObjectModule,
+        func: &mut cranelift_codegen::ir::Function,
+        step: Option<&Step>,
+    ) -> Result<AsmRefs, CodegenError> {
+        let mut r = AsmRefs {
+            plain: Vec::new(),
+            fused: Vec::new(),
+            plain_pf: Vec::new(),
+            fused_pf: Vec::new(),
+            softmax: None,
+        };
+        if self.gemm.is_none() {
+            return Ok(r);
+        }
+        let pf = |epi: isa::MicroEpi| isa::MicroEpi {
+            prefetch: true,
+            ..epi
+        };
+        for id in self.tiles(module, isa::MicroEpi::NONE)? {
+            r.plain.push(module.declare_func_in_func(id, func));
+        }
+        for id in self.tiles(module, pf(isa::MicroEpi::NONE))? {
+            r.plain_pf.push(module.declare_func_in_func(id, func));
+        }
+        match step {
+            Some(Step::Linear { act, residual, .. }) if act.is_some() || residual.is_some() => {
+                let epi = isa::MicroEpi {
+                    act: *act,
+                    residual: residual.is_some(),
+                    prefetch: false,
+                };
+                for id in self.tiles(module, epi)? {
+                    r.fused.push(module.declare_func_in_func(id, func));
+                }
+                for id in self.tiles(module, pf(epi))? {
+                    r.fused_pf.push(module.declare_func_in_func(id, func));
+                }
+            }
+            Some(Step::Attention { scale, .. }) => {
+                if let Some(id) = self.softmax(module, *scale)? {
+                    r.softmax = Some(module.declare_func_in_func(id, func));
+                }
+            }
+            _ => {}
+        }
+        Ok(r)
+    }
+}
