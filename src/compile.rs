@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use bertc_codegen::{self as codegen, shim};
 
-use crate::scratch::Scratch;
+use crate::scratch::{artifact_name, c_name, run_tool, Scratch};
 use bertc_passes::{select_output, OutputKind};
 use bertc_targets::Target;
 
@@ -62,55 +62,6 @@ pub struct Outcome {
     pub prune: Option<crate::prune::PruneOutcome>,
     /// The pruned graph (raised, every output), when pruning ran.
     pub pruned_graph: Option<bertc_ir::Graph>,
-}
-
-/// A C identifier from a file stem: letters, digits and `_`, not starting with a digit.
-pub(crate) fn c_name(stem: &str) -> String {
-    let mut s: String = stem
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) {
-        s.insert_str(0, "m_");
-    }
-    s
-}
-
-pub(crate) fn run_tool(cmd: &mut Command, what: &str, target: &Target) -> Result<(), CliError> {
-    let program = cmd.get_program().to_string_lossy().to_string();
-    let out = cmd.output().map_err(|e| {
-        if e.kind() == std::io::ErrorKind::NotFound {
-            CliError::Input(format!(
-                "{what}: '{program}' not found; {} needs it (Debian packages: {})",
-                target.triple,
-                target.cc_packages()
-            ))
-        } else {
-            CliError::Io {
-                what: format!("{what}: {program}"),
-                source: e,
-            }
-        }
-    })?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        let first = err
-            .lines()
-            .find(|l| l.contains("error"))
-            .or_else(|| err.lines().next())
-            .unwrap_or("");
-        return Err(CliError::Input(format!(
-            "{what}: {program} failed: {}",
-            first.trim()
-        )));
-    }
-    Ok(())
 }
 
 pub fn compile(o: &Options) -> Result<Outcome, CliError> {
@@ -308,7 +259,7 @@ pub fn shared_library(
     tag: &str,
 ) -> Result<(PathBuf, String), CliError> {
     if path.extension().is_some_and(|e| e == "so") {
-        return Ok((path.to_path_buf(), crate::eval::artifact_name(path, name)?));
+        return Ok((path.to_path_buf(), artifact_name(path, name)?));
     }
     compile(&Options {
         model: path.to_path_buf(),

@@ -3,6 +3,7 @@
 
 mod bench;
 mod compile;
+mod encoder;
 mod eval;
 mod inputs;
 mod inspect;
@@ -362,6 +363,16 @@ Examples:
         /// Also run the fusion passes that `bertc compile` runs (with --output).
         #[arg(long, requires = "output")]
         optimize: bool,
+        /// Print the lowered program code generation builds instead (buffers, weights in their
+        /// layouts, steps with the kernels chosen for the target; with --output, fused).
+        #[arg(long, requires = "output", conflicts_with = "raw")]
+        lowered: bool,
+        /// With --lowered: the target triple (default: this machine's).
+        #[arg(long, requires = "lowered")]
+        target: Option<String>,
+        /// With --lowered: the CPU whose kernels to choose.
+        #[arg(long, requires = "lowered")]
+        cpu: Option<String>,
         /// Prune as `bertc compile` does (--speedup or --latency with --profile).
         #[command(flatten)]
         prune: PruneArgs,
@@ -548,7 +559,7 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             }
             let tok_path = tokenizer.unwrap_or_else(|| inputs::tokenizer_beside(&model));
             let tok = bertc_runtime::Tokenizer::from_file(&tok_path)?;
-            let mut enc = eval::Encoder::open(&model, name.as_deref(), threads)?;
+            let mut enc = eval::open_encoder(&model, name.as_deref(), threads)?;
             let pairs = match &sts {
                 Some(f) => Some(eval::read_sts(f)?),
                 None => None,
@@ -565,7 +576,7 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
                 .map_err(io_err)?;
             }
             if let Some(other) = &against {
-                let mut enc2 = eval::Encoder::open(other, against_name.as_deref(), threads)?;
+                let mut enc2 = eval::open_encoder(other, against_name.as_deref(), threads)?;
                 let texts: Vec<String> =
                     match &pairs {
                         Some(p) => p.iter().flat_map(|p| [p.a.clone(), p.b.clone()]).collect(),
@@ -640,8 +651,21 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             output,
             report,
             optimize,
+            lowered,
+            target,
+            cpu,
             prune,
         } => {
+            // the target first: a bad --target or --cpu fails before any work
+            let target = if lowered {
+                let triple = target.unwrap_or_else(|| bertc_targets::Target::host().triple);
+                Some(
+                    bertc_targets::Target::with_cpu(&triple, cpu.as_deref())
+                        .map_err(|e| CliError::Input(e.to_string()))?,
+                )
+            } else {
+                None
+            };
             let popts = prune.options();
             if raw && popts.is_some() {
                 return Err(CliError::Input(
@@ -663,7 +687,7 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
                 if let Some(k) = output {
                     select_output(&mut g, k)?;
                 }
-                if optimize {
+                if optimize || lowered {
                     for r in bertc_passes::optimize(&mut g)? {
                         if report {
                             eprintln!("{r}");
@@ -672,7 +696,12 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
                 }
                 g
             };
-            out.write_all(g.to_text().as_bytes()).map_err(io_err)?;
+            let text = match &target {
+                Some(t) => bertc_codegen::lowered_text(&g, t)
+                    .map_err(|e| CliError::Input(format!("{}: {e}", model.display())))?,
+                None => g.to_text(),
+            };
+            out.write_all(text.as_bytes()).map_err(io_err)?;
         }
         Cmd::Run {
             model,

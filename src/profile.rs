@@ -309,7 +309,7 @@ pub fn profile(o: &ProfileOptions) -> Result<Option<LatencyProfile>, CliError> {
         .toolchain()
         .executable("profiler", &inputs, &["-lpthread", "-lm"], false);
     c.current_dir(tmp.dir());
-    crate::compile::run_tool(&mut c, "link the profiler", &o.target)?;
+    crate::scratch::run_tool(&mut c, "link the profiler", &o.target)?;
     eprintln!(
         "    Built the profiler ({} levels) in {:.1}s",
         kinds.len(),
@@ -397,7 +397,7 @@ pub fn time_models(
     let mut arts = Vec::new();
     for (i, g) in graphs.iter().enumerate() {
         let name = format!("t{i}");
-        let so = build_so(g, target, &name, &tmp)?;
+        let so = crate::scratch::build_so(g, target, &name, &tmp)?;
         arts.push(Arc::new(Artifact::open(&so, &name)?));
     }
     let ids = vec![0i32; batch * seq];
@@ -423,21 +423,4 @@ pub fn time_models(
             t[t.len() / 2]
         })
         .collect())
-}
-
-/// Compiles a graph ready for code generation into `libNAME.so` in `dir` (host target).
-pub fn build_so(
-    g: &Graph,
-    target: &Target,
-    name: &str,
-    dir: &Scratch,
-) -> Result<PathBuf, CliError> {
-    dir.write_model(g, target, name, "bertc", &codegen::Options::default())?;
-    let mut cc = target.toolchain().shared(
-        &format!("lib{name}.so"),
-        &[format!("{name}_glue.c"), format!("{name}.o")],
-    );
-    cc.current_dir(dir.dir());
-    crate::compile::run_tool(&mut cc, "link", target)?;
-    Ok(dir.path(&format!("lib{name}.so")))
 }

@@ -193,7 +193,7 @@ pub fn prune(
     let (picks, coefficients) = if o.spdy_rounds > 0 {
         // the real loss: 1 - cosine of the mean-pooled embeddings to the dense model's, on the
         // calibration sequences, with the candidate compiled here
-        let reference = crate::eval::Encoder::from_graph(g, 0)?.embed(&seqs)?;
+        let reference = crate::encoder::Encoder::from_graph(g, 0)?.embed(&seqs)?;
         let evaluations = (blocks.len() + 1) * o.spdy_rounds + 1;
         let mut done = 0;
         let mut loss = |kept: &[usize]| -> Result<f64, prune::PruneError> {
@@ -202,7 +202,7 @@ pub fn prune(
             let mut gc = g.clone();
             run_pass(&PruneStructures { plan }, &mut gc)
                 .map_err(|e| prune::PruneError::Search(e.to_string()))?;
-            let emb = crate::eval::Encoder::from_graph(&gc, 0)
+            let emb = crate::encoder::Encoder::from_graph(&gc, 0)
                 .and_then(|mut e| e.embed(&seqs))
                 .map_err(serr)?;
             done += 1;

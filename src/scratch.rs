@@ -1,7 +1,9 @@
-//! Scratch folders for what bertc hands to the C compiler, removed when dropped, and the one
-//! way a compiled model's sources are written into them (object, header, C glue).
+//! Scratch folders for what bertc hands to the C compiler, removed when dropped; the one way a
+//! compiled model's sources are written into them (object, header, C glue); running the
+//! target's toolchain there (`run_tool`, `build_so`); and the C names of artifacts.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bertc_codegen::{self as codegen, shim, Compiled};
@@ -85,4 +87,89 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A C identifier from a file stem: letters, digits and `_`, not starting with a digit.
+pub(crate) fn c_name(stem: &str) -> String {
+    let mut s: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() || s.starts_with(|c: char| c.is_ascii_digit()) {
+        s.insert_str(0, "m_");
+    }
+    s
+}
+
+pub(crate) fn run_tool(cmd: &mut Command, what: &str, target: &Target) -> Result<(), CliError> {
+    let program = cmd.get_program().to_string_lossy().to_string();
+    let out = cmd.output().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            CliError::Input(format!(
+                "{what}: '{program}' not found; {} needs it (Debian packages: {})",
+                target.triple,
+                target.cc_packages()
+            ))
+        } else {
+            CliError::Io {
+                what: format!("{what}: {program}"),
+                source: e,
+            }
+        }
+    })?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let first = err
+            .lines()
+            .find(|l| l.contains("error"))
+            .or_else(|| err.lines().next())
+            .unwrap_or("");
+        return Err(CliError::Input(format!(
+            "{what}: {program} failed: {}",
+            first.trim()
+        )));
+    }
+    Ok(())
+}
+
+/// The symbol prefix of a `libNAME.so` artifact: `name` if given, else from the file name as
+/// `bertc compile` derives it.
+pub fn artifact_name(path: &Path, name: Option<&str>) -> Result<String, CliError> {
+    if let Some(n) = name {
+        return Ok(n.to_string());
+    }
+    path.file_name()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.strip_prefix("lib"))
+        .and_then(|s| s.strip_suffix(".so"))
+        .map(c_name)
+        .ok_or_else(|| {
+            CliError::Input(format!(
+                "{}: give the artifact's symbol prefix with --name",
+                path.display()
+            ))
+        })
+}
+
+/// Compiles a graph ready for code generation into `libNAME.so` in `dir` (host target).
+pub fn build_so(
+    g: &Graph,
+    target: &Target,
+    name: &str,
+    dir: &Scratch,
+) -> Result<PathBuf, CliError> {
+    dir.write_model(g, target, name, "bertc", &codegen::Options::default())?;
+    let mut cc = target.toolchain().shared(
+        &format!("lib{name}.so"),
+        &[format!("{name}_glue.c"), format!("{name}.o")],
+    );
+    cc.current_dir(dir.dir());
+    run_tool(&mut cc, "link", target)?;
+    Ok(dir.path(&format!("lib{name}.so")))
 }

@@ -312,3 +312,36 @@ fn bad_inputs_are_one_line_errors() {
     );
     assert!(e.contains("no token type ids"), "{e}");
 }
+
+#[test]
+fn ir_lowered_prints_the_program_for_a_target() {
+    let m = model_dir("bert-micro-random").join("model.onnx");
+    let text = ok(
+        &[
+            "ir",
+            p(&m),
+            "--output",
+            "mean",
+            "--lowered",
+            "--target",
+            "aarch64-unknown-linux-gnu",
+        ],
+        "",
+    );
+    assert!(text.starts_with("program for aarch64 NEON: "), "{text}");
+    assert!(text.contains("= mean_pool b"), "{text}");
+    assert!(text.contains("[portable tiles of 1.."), "{text}");
+    let e = fails(
+        &[
+            "ir",
+            p(&m),
+            "--output",
+            "mean",
+            "--lowered",
+            "--cpu",
+            "x86-64-v9",
+        ],
+        "",
+    );
+    assert!(e.contains("unknown cpu 'x86-64-v9'"), "{e}");
+}

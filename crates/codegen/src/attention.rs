@@ -7,6 +7,7 @@ use cranelift_codegen::ir::{types, InstBuilder, Value};
 
 use crate::emit::{self, Emit};
 use crate::gemm::micro_tile_ld;
+use crate::isa;
 use crate::kernels;
 use crate::lower::PANEL;
 use crate::micro::AsmRefs;
@@ -41,10 +42,6 @@ impl AttnScratch {
 /// Queries per attention tile: the scores of one tile (`ATTN_TILE x L` floats, 24 KiB at
 /// L = 128, 96 KiB at 512) stay in L2 while K and V are swept once each per tile.
 pub const ATTN_TILE: usize = 48;
-
-/// Rows of the GEMM tiles attention runs its row blocks on (every registered f32 GEMM family
-/// has tiles of 1 to at least this many rows).
-pub(crate) const ATTN_MR: usize = 6;
 
 /// Attention as two GEMMs per (sequence, head) task on the AVX2 microkernels: K of the head
 /// packed transposed into 16-key panels and V into 16-column panels, then for each tile of
@@ -151,7 +148,7 @@ pub(crate) fn attention_gemm(
             let tleft = e.b.ins().isub(len, t0);
             let tmax = e.i(ATTN_TILE as i64);
             let tlen = e.b.ins().smin(tleft, tmax);
-            let blocks = kernels::RowBlocks::new(e, tlen, ATTN_MR);
+            let blocks = kernels::RowBlocks::new(e, tlen, isa::MIN_GEMM_MR);
             let rows6 = blocks.count;
             // the blocks of up to 6 rows of the tile: (rows, first query, its score row, its
             // first row in the tile)
@@ -172,7 +169,7 @@ pub(crate) fn attention_gemm(
                 e.for_range(z, kpanels, 1, |e, p| {
                     let bp = e.addr(kp, p, panel_k);
                     let c = e.addr(srow, p, (PANEL * 4) as i64);
-                    for mm in 1..=ATTN_MR {
+                    for mm in 1..=isa::MIN_GEMM_MR {
                         let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
                         e.if_nonzero(is, |e| {
                             e.b.ins()
@@ -196,7 +193,7 @@ pub(crate) fn attention_gemm(
                     let bp = e.b.ins().iadd(vp, bp);
                     let c = e.b.ins().iadd_imm_s(orow, (p * PANEL * 4) as i64);
                     let cols = (dv - p * PANEL).min(PANEL);
-                    for mm in 1..=ATTN_MR {
+                    for mm in 1..=isa::MIN_GEMM_MR {
                         let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
                         e.if_nonzero(is, |e| {
                             let t = kernels::Tile {

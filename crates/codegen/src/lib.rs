@@ -12,6 +12,7 @@ mod kernels;
 mod lower;
 mod micro;
 pub mod shim;
+mod text;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -36,6 +37,7 @@ use bertc_ir::Graph;
 use emit::Emit;
 use gemm::emit_linear;
 use micro::{Asm, AsmRefs};
+pub use text::lowered_text;
 
 /// Offsets of the fields of the context `NAME__forward` takes (all 8 bytes).
 pub mod ctx {

@@ -6,5 +6,8 @@
 pub mod hf;
 pub mod onnx;
 
+mod error;
 mod load;
-pub use load::{load_model, ImportError, ModelSource};
+
+pub use error::ImportError;
+pub use load::{load_model, ModelSource};

@@ -1,45 +1,11 @@
 //! Loading a model from disk: an `.onnx` file goes through the ONNX importer, a folder through
-//! the Hugging Face importer. Every failure is a `ImportError` naming the file and, where there
-//! is one, the node or tensor.
+//! the Hugging Face importer.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use bertc_ir::{Graph, IrError};
+use bertc_ir::Graph;
 
-/// Why a model could not be imported.
-#[derive(Debug, thiserror::Error)]
-pub enum ImportError {
-    #[error("{file}: cannot read: {source}")]
-    Io {
-        file: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{file}: not a valid ONNX model: {msg}")]
-    Decode { file: PathBuf, msg: String },
-    #[error("{file}: node '{node}': unsupported op '{op}'")]
-    UnsupportedOp {
-        file: PathBuf,
-        node: String,
-        op: String,
-    },
-    #[error("{file}: node '{node}' ({op}): {msg}")]
-    Node {
-        file: PathBuf,
-        node: String,
-        op: String,
-        msg: String,
-    },
-    #[error("{file}: tensor '{name}': {msg}")]
-    Tensor {
-        file: PathBuf,
-        name: String,
-        msg: String,
-    },
-    #[error("{file}: {msg}")]
-    Model { file: PathBuf, msg: String },
-    #[error("{file}: {source}")]
-    Ir { file: PathBuf, source: IrError },
-}
+use crate::ImportError;
 
 /// Which importer a path selects.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

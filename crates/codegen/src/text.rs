@@ -1,0 +1,198 @@
+//! The lowered program's text form: its weights (dtype, layout, size), activation buffers
+//! (rows, width, workspace offset) and steps, each with the kernel the ISA chose for it (the
+//! GEMM microkernel family and tile, epilogues in registers or not, GEMM or portable
+//! attention). Snapshot-tested for the shared models, so that a change of kernel choice,
+//! tiling or weight layout shows in a review diff; `bertc ir --lowered` prints it.
+
+use std::fmt::Write;
+
+use bertc_ir::{Positions, TokenTypes};
+
+use crate::attention::ATTN_TILE;
+use crate::isa::Isa;
+use crate::lower::{Act, Program, Rows, Step, WeightLayout};
+
+fn act(a: Act) -> &'static str {
+    match a {
+        Act::Gelu(bertc_ir::GeluApprox::Erf) => "gelu_erf",
+        Act::Gelu(bertc_ir::GeluApprox::Tanh) => "gelu_tanh",
+        Act::Tanh => "tanh",
+        Act::Relu => "relu",
+    }
+}
+
+fn types(t: TokenTypes) -> &'static str {
+    match t {
+        TokenTypes::Input => "input",
+        TokenTypes::Zero => "zero",
+        TokenTypes::Absent => "absent",
+    }
+}
+
+impl Program {
+    /// The text form for code generation on `isa` (see the module documentation).
+    pub fn to_text(&self, isa: &Isa) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "program for {}: {} steps, vocab {}, max_seq {}, token types {}, mask {}",
+            isa.name,
+            self.steps.len(),
+            self.vocab,
+            self.max_seq,
+            types(self.token_types),
+            if self.has_mask { "input" } else { "none" },
+        );
+        let _ = writeln!(
+            s,
+            "workspace: {} floats a padded token, attention scratch at {}",
+            self.ws_per_token, self.scratch_offset
+        );
+        s.push_str("weights:\n");
+        for (i, w) in self.weights.iter().enumerate() {
+            let layout = match w.layout {
+                WeightLayout::Dense => format!("dense {}", w.len()),
+                WeightLayout::Panels { n, k } => {
+                    format!("panels of {} columns n={n} k={k}", crate::lower::PANEL)
+                }
+            };
+            let _ = writeln!(
+                s,
+                "  w{i} {} {} {layout} ({} bytes)",
+                w.name,
+                w.dtype,
+                w.bytes.len()
+            );
+        }
+        s.push_str("buffers:\n");
+        for (i, b) in self.buffers.iter().enumerate() {
+            let rows = match b.rows {
+                Rows::Tokens => "tokens",
+                Rows::Seqs => "sequences",
+            };
+            let _ = writeln!(s, "  b{i} {rows} x {} at {}", b.width, b.offset);
+        }
+        s.push_str("steps:\n");
+        for step in &self.steps {
+            let _ = writeln!(s, "  {}", self.step_text(step, isa));
+        }
+        let _ = writeln!(
+            s,
+            "output: b{} per {}",
+            self.output,
+            if self.output_per_token() {
+                "token"
+            } else {
+                "sequence"
+            }
+        );
+        s
+    }
+
+    fn step_text(&self, step: &Step, isa: &Isa) -> String {
+        match *step {
+            Step::Embedding {
+                out,
+                word,
+                pos,
+                typ,
+                positions,
+                types: t,
+                width,
+            } => {
+                let p = match positions {
+                    Positions::Arange { offset } => format!("arange(offset={offset})"),
+                    Positions::PaddingAware { pad } => format!("padding_aware(pad={pad})"),
+                };
+                let typ = typ.map(|t| format!(" type=w{t}")).unwrap_or_default();
+                format!(
+                    "b{out} = embedding word=w{word} pos=w{pos}{typ} positions={p} types={} width={width}",
+                    types(t)
+                )
+            }
+            Step::LayerNorm {
+                x,
+                out,
+                gamma,
+                beta,
+                eps,
+            } => format!("b{out} = layer_norm b{x} gamma=w{gamma} beta=w{beta} eps={eps:e}"),
+            Step::Linear {
+                x,
+                out,
+                packed,
+                k,
+                n,
+                act: a,
+                residual,
+            } => {
+                let mut epi = String::new();
+                if let Some(a) = a {
+                    let _ = write!(epi, " act={}", act(a));
+                }
+                if let Some(r) = residual {
+                    let _ = write!(epi, " residual=b{r}");
+                }
+                let kernel = match isa.gemm_f32() {
+                    Some(g) => format!(
+                        "{} tiles of 1..{} x {}{}",
+                        g.family,
+                        g.mr,
+                        g.nr,
+                        if epi.is_empty() {
+                            ""
+                        } else {
+                            ", epilogue in registers"
+                        }
+                    ),
+                    None => format!(
+                        "portable tiles of 1..{} x {}, epilogue after the tile",
+                        isa.gemm_mr(),
+                        crate::lower::PANEL
+                    ),
+                };
+                format!("b{out} = linear b{x} w{packed} k={k} n={n}{epi}  [{kernel}]")
+            }
+            Step::Act { x, out, act: a } => format!("b{out} = {} b{x}", act(a)),
+            Step::Add { a, b, out } => format!("b{out} = add b{a} b{b}"),
+            Step::Attention {
+                out, heads, scale, ..
+            } => {
+                let g = self.attn_geom(step).expect("an attention step");
+                let (q, k, v) = match *step {
+                    Step::Attention { q, k, v, .. } => (q, k, v),
+                    _ => unreachable!(),
+                };
+                let kernel = match (isa.gemm_attention(), isa.gemm_f32(), &isa.softmax) {
+                    (true, Some(gk), Some(sm)) => format!(
+                        "tiles of {ATTN_TILE} queries on {} tiles of {} rows, {}",
+                        gk.family,
+                        crate::isa::MIN_GEMM_MR,
+                        sm.name
+                    ),
+                    _ => "portable, one query row at a time".to_string(),
+                };
+                format!(
+                    "b{out} = attention q=b{q}[{}..{}] k=b{k}[{}..{}] v=b{v}[{}..{}] heads={heads} scale={scale}  [{kernel}]",
+                    g.q_off,
+                    g.q_off + g.qk_width,
+                    g.k_off,
+                    g.k_off + g.qk_width,
+                    g.v_off,
+                    g.v_off + g.v_width
+                )
+            }
+            Step::Cls { x, out } => format!("b{out} = cls b{x}"),
+            Step::MeanPool { x, out } => format!("b{out} = mean_pool b{x}"),
+            Step::Scatter { x } => format!("output = scatter b{x}"),
+        }
+    }
+}
+
+/// The lowered program of a graph ready for code generation, as text for `target`.
+pub fn lowered_text(
+    g: &bertc_ir::Graph,
+    target: &bertc_targets::Target,
+) -> Result<String, crate::lower::CodegenError> {
+    Ok(crate::lower::lower(g)?.to_text(&Isa::for_target(target)))
+}

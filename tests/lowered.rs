@@ -1,0 +1,55 @@
+//! The lowered program's text (buffers, weight layouts, steps and the kernels chosen for a
+//! target) for every shared model on x86-64 with AVX2, and for the smallest model on every
+//! target: a change of kernel choice, tiling, weight layout or memory plan shows here, in a
+//! review diff, before it shows in numbers.
+
+mod common;
+
+use bertc_passes::{optimize, select_output, OutputKind};
+use bertc_targets::Target;
+use common::*;
+
+fn lowered(model: &str, kind: OutputKind, triple: &str, cpu: &str) -> String {
+    let path = model_dir(model).join("model.onnx");
+    let mut g = load_raised(&path);
+    select_output(&mut g, kind).unwrap();
+    optimize(&mut g).unwrap();
+    let target = Target::with_cpu(triple, Some(cpu)).unwrap();
+    bertc_codegen::lowered_text(&g, &target).unwrap()
+}
+
+#[test]
+fn every_shared_model_for_avx2() {
+    let mut models: Vec<&str> = RANDOM_MODELS.to_vec();
+    models.push("all-MiniLM-L6-v2");
+    for m in models {
+        let text = lowered(m, OutputKind::Mean, "x86_64-unknown-linux-gnu", "x86-64-v3");
+        insta::assert_snapshot!(format!("{m}-x86-64-v3-mean"), text);
+    }
+    let text = lowered(
+        "bert-small-random",
+        OutputKind::Logits,
+        "x86_64-unknown-linux-gnu",
+        "x86-64-v3",
+    );
+    insta::assert_snapshot!("bert-small-random-x86-64-v3-logits", text);
+}
+
+#[test]
+fn the_smallest_model_on_every_target() {
+    for (triple, cpu) in [
+        ("x86_64-unknown-linux-gnu", "x86-64"),
+        ("x86_64-unknown-linux-gnu", "x86-64-v4"),
+        ("aarch64-unknown-linux-gnu", "generic"),
+        ("riscv64gc-unknown-linux-gnu", "rv64gc"),
+        ("riscv64gc-unknown-linux-gnu", "rv64gcv"),
+    ] {
+        let text = lowered(
+            "bert-micro-random",
+            OutputKind::LastHiddenState,
+            triple,
+            cpu,
+        );
+        insta::assert_snapshot!(format!("bert-micro-random-{cpu}-last_hidden_state"), text);
+    }
+}
