@@ -376,17 +376,14 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
                     .unwrap_or(0) as usize;
                 l.p.token_types = types;
                 let rows = g.ty(ops[first + 1]).shape[0].as_const().unwrap_or(0) as usize;
-                let max = match positions {
-                    Positions::Arange { offset } => rows as i64 - offset,
-                    Positions::PaddingAware { pad } => rows as i64 - pad - 1,
-                };
+                let max = positions.max_seq(rows);
                 if max < 1 {
                     return Err(unsupported(g, n, "the position table is too small"));
                 }
                 l.p.max_seq = if l.p.max_seq == 0 {
-                    max as usize
+                    max
                 } else {
-                    l.p.max_seq.min(max as usize)
+                    l.p.max_seq.min(max)
                 };
                 let out = l.new_buf(n)?;
                 Step::Embedding {

@@ -444,17 +444,13 @@ fn build(cfg: &Config, w: &Weights, dir: &Path) -> Result<Graph, ImportError> {
             &[],
         )?);
     }
-    let (positions, max_seq) = match cfg.family {
-        Family::Roberta => {
-            let pad = cfg.pad_token_id;
-            (
-                Positions::PaddingAware { pad },
-                cfg.max_positions.saturating_sub(pad.max(0) as usize + 1),
-            )
-        }
-        _ => (Positions::Arange { offset: 0 }, cfg.max_positions),
+    let positions = match cfg.family {
+        Family::Roberta => Positions::PaddingAware {
+            pad: cfg.pad_token_id,
+        },
+        _ => Positions::Arange { offset: 0 },
     };
-    b.g.max_seq = Some(max_seq);
+    b.g.max_seq = Some(positions.max_seq(cfg.max_positions));
     let emb = b.add(Op::Embedding { positions, types }, &emb_in, "embeddings")?;
     let mut x = b.layer_norm(emb, "embeddings.LayerNorm", e, cfg.eps)?;
     if cfg.family == Family::Electra && e != h || w.has("embeddings_project.weight") {

@@ -84,6 +84,18 @@ pub enum Positions {
     PaddingAware { pad: i64 },
 }
 
+impl Positions {
+    /// The longest sequence a position table of `rows` rows serves: token `t`'s position is
+    /// `offset + t`, or at most `pad + 1 + t` (0 when the table is too small).
+    pub fn max_seq(self, rows: usize) -> usize {
+        let used = match self {
+            Positions::Arange { offset } => offset,
+            Positions::PaddingAware { pad } => pad + 1,
+        };
+        (rows as i64 - used).max(0) as usize
+    }
+}
+
 /// Where an `Embedding` takes its token type ids from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TokenTypes {

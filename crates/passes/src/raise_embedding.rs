@@ -177,12 +177,8 @@ impl Pass for RaiseEmbedding {
             if g.ty(e) != g.ty(root) {
                 continue;
             }
-            let rows = g.ty(pos_table).shape[0].as_const().unwrap_or(0);
-            let max = match positions {
-                Positions::Arange { offset } => rows - offset,
-                Positions::PaddingAware { pad } => rows - pad - 1,
-            }
-            .max(0) as usize;
+            let rows = g.ty(pos_table).shape[0].as_const().unwrap_or(0).max(0);
+            let max = positions.max_seq(rows as usize);
             g.max_seq = Some(g.max_seq.map_or(max, |m| m.min(max)));
             g.replace_uses(root, e);
             g.remove_dead();

@@ -1,0 +1,147 @@
+//! Encoder-level ops: the embedding (word, token type and position rows), GELU, attention over the mask (and its fused q/k/v form).
+
+use bertc_ir::{GeluApprox, Op, Positions, TokenTypes};
+
+use crate::reduce::softmax_rows;
+use crate::value::*;
+
+/// Executes one of this family's ops.
+pub(crate) fn eval(op: &Op, v: &[&Value]) -> R<Value> {
+    let x0 = || {
+        v.first()
+            .copied()
+            .ok_or_else(|| "missing operand".to_string())
+    };
+    Ok(match op {
+        Op::Embedding { positions, types } => embedding(*positions, *types, v)?,
+        Op::Gelu { approx } => {
+            let x = x0()?;
+            Value::f32(
+                x.shape.clone(),
+                x.as_f32()?.iter().map(|&a| gelu(a, *approx)).collect(),
+            )
+        }
+        Op::Attention { heads, scale } => attention(*heads, *scale, v)?,
+        Op::QkvAttention { heads, scale, qk } => {
+            let x = v[0];
+            let (b, s, w) = (x.shape[0], x.shape[1], x.shape[2]);
+            let xv = x.as_f32()?;
+            let cols = |lo: usize, hi: usize| {
+                let data: Vec<f32> = xv.chunks(w).flat_map(|r| r[lo..hi].to_vec()).collect();
+                Value::f32(vec![b, s, hi - lo], data)
+            };
+            let (q, k, vv) = (cols(0, *qk), cols(*qk, 2 * qk), cols(2 * qk, w));
+            let mut ops = vec![&q, &k, &vv];
+            ops.extend(v.get(1).copied());
+            attention(*heads, *scale, &ops)?
+        }
+        _ => return Err(format!("{} is not a encoder op", op.mnemonic())),
+    })
+}
+
+pub(crate) fn gelu(x: f32, approx: GeluApprox) -> f32 {
+    match approx {
+        GeluApprox::Erf => 0.5 * x * (1.0 + libm::erf(x as f64 / std::f64::consts::SQRT_2) as f32),
+        GeluApprox::Tanh => {
+            let c = (2.0 / std::f64::consts::PI).sqrt() as f32;
+            0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
+        }
+    }
+}
+
+pub(crate) fn embedding(op_pos: Positions, types: TokenTypes, v: &[&Value]) -> R<Value> {
+    let ids = v[0];
+    let (b, s) = (ids.shape[0], ids.shape[1]);
+    let idv = ids.as_i64()?;
+    let ti = (types == TokenTypes::Input) as usize;
+    let word = v[1 + ti];
+    let pos = v[2 + ti];
+    let typ = v.get(3 + ti);
+    let h = word.shape[1];
+    let row = |t: &Value, i: i64, what: &str| -> R<usize> {
+        let rows = t.shape[0];
+        if i < 0 || i as usize >= rows {
+            return Err(format!(
+                "{what} {i} out of range (the table has {rows} rows)"
+            ));
+        }
+        Ok(i as usize)
+    };
+    let (wv, pv) = (word.as_f32()?, pos.as_f32()?);
+    let mut out = vec![0f32; b * s * h];
+    for bi in 0..b {
+        let mut count = 0i64;
+        for t in 0..s {
+            let id = idv[bi * s + t];
+            let w = row(word, id, "token id")?;
+            let p = match op_pos {
+                Positions::Arange { offset } => offset + t as i64,
+                Positions::PaddingAware { pad } => {
+                    if id != pad {
+                        count += 1;
+                        pad + count
+                    } else {
+                        pad
+                    }
+                }
+            };
+            let p = row(pos, p, "position")?;
+            let o = &mut out[(bi * s + t) * h..(bi * s + t + 1) * h];
+            o.copy_from_slice(&wv[w * h..(w + 1) * h]);
+            if let Some(tt) = typ {
+                let tid = if ti == 1 {
+                    v[1].as_i64()?[bi * s + t]
+                } else {
+                    0
+                };
+                let r = row(tt, tid, "token type id")?;
+                let tv = tt.as_f32()?;
+                for (x, y) in o.iter_mut().zip(&tv[r * h..(r + 1) * h]) {
+                    *x += y;
+                }
+            }
+            for (x, y) in o.iter_mut().zip(&pv[p * h..(p + 1) * h]) {
+                *x += y;
+            }
+        }
+    }
+    Ok(Value::f32(vec![b, s, h], out))
+}
+
+pub(crate) fn attention(heads: usize, scale: f32, v: &[&Value]) -> R<Value> {
+    let (q, k, vv) = (v[0], v[1], v[2]);
+    let (b, s, w) = (q.shape[0], q.shape[1], q.shape[2]);
+    let wv = vv.shape[2];
+    let (d, dv) = (w / heads, wv / heads);
+    let mask = match v.get(3) {
+        Some(m) => Some(m.as_i64()?),
+        None => None,
+    };
+    let (qv, kv, vd) = (q.as_f32()?, k.as_f32()?, vv.as_f32()?);
+    let mut out = vec![0f32; b * s * wv];
+    let mut scores = vec![0f32; s];
+    for bi in 0..b {
+        for hh in 0..heads {
+            for i in 0..s {
+                let qi = &qv[(bi * s + i) * w + hh * d..(bi * s + i) * w + hh * d + d];
+                for j in 0..s {
+                    let kj = &kv[(bi * s + j) * w + hh * d..(bi * s + j) * w + hh * d + d];
+                    let dot: f32 = qi.iter().zip(kj).map(|(a, c)| a * c).sum();
+                    scores[j] = match mask {
+                        Some(m) if m[bi * s + j] == 0 => f32::MIN,
+                        _ => dot * scale,
+                    };
+                }
+                softmax_rows(&mut scores, s);
+                let o = &mut out[(bi * s + i) * wv + hh * dv..(bi * s + i) * wv + hh * dv + dv];
+                for j in 0..s {
+                    let vj = &vd[(bi * s + j) * wv + hh * dv..(bi * s + j) * wv + hh * dv + dv];
+                    for (x, y) in o.iter_mut().zip(vj) {
+                        *x += scores[j] * y;
+                    }
+                }
+            }
+        }
+    }
+    Ok(Value::f32(vec![b, s, wv], out))
+}

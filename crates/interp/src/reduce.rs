@@ -1,0 +1,201 @@
+//! Reductions and normalisations: cumulative sums, softmax, reduce mean/sum/max, LayerNorm (ONNX and encoder forms), masked mean pooling. Sums in f64.
+
+use bertc_ir::{Op, ReduceKind};
+
+use crate::shape::transpose;
+use crate::value::*;
+
+/// Executes one of this family's ops.
+pub(crate) fn eval(op: &Op, v: &[&Value]) -> R<Value> {
+    let x0 = || {
+        v.first()
+            .copied()
+            .ok_or_else(|| "missing operand".to_string())
+    };
+    Ok(match op {
+        Op::CumSum {
+            axis,
+            exclusive,
+            reverse,
+        } => {
+            let x = v[0];
+            let ax = norm_axis(*axis, x.shape.len())?;
+            let d = x.shape[ax];
+            let inner: usize = x.shape[ax + 1..].iter().product();
+            let outer: usize = x.shape[..ax].iter().product();
+            let mut out = x.clone();
+            macro_rules! scan {
+                ($src:expr, $dst:expr, $zero:expr) => {
+                    for o in 0..outer {
+                        for i in 0..inner {
+                            let mut acc = $zero;
+                            for t in 0..d {
+                                let tt = if *reverse { d - 1 - t } else { t };
+                                let at = (o * d + tt) * inner + i;
+                                let val = $src[at];
+                                if *exclusive {
+                                    $dst[at] = acc;
+                                    acc += val;
+                                } else {
+                                    acc += val;
+                                    $dst[at] = acc;
+                                }
+                            }
+                        }
+                    }
+                };
+            }
+            match (&x.data, &mut out.data) {
+                (Data::F(s), Data::F(dst)) => scan!(s, dst, 0f32),
+                (Data::I(s), Data::I(dst)) => scan!(s, dst, 0i64),
+                _ => return Err("cumsum of bools".into()),
+            }
+            out
+        }
+        Op::Softmax { axis } => {
+            let x = x0()?;
+            let ax = norm_axis(*axis, x.shape.len())?;
+            let last = x.shape.len() - 1;
+            let mut perm: Vec<usize> = (0..x.shape.len()).collect();
+            perm.swap(ax, last);
+            let t = transpose(x, &perm)?;
+            let mut data = t.as_f32()?.to_vec();
+            softmax_rows(&mut data, t.shape[last].max(1));
+            transpose(&Value::f32(t.shape.clone(), data), &perm)?
+        }
+        Op::Reduce {
+            kind,
+            axes,
+            keepdims,
+        } => {
+            let x = x0()?;
+            let r = x.shape.len();
+            let ax: Vec<usize> = if axes.is_empty() {
+                (0..r).collect()
+            } else {
+                axes.iter().map(|&a| norm_axis(a, r)).collect::<R<_>>()?
+            };
+            let kept: Vec<usize> = (0..r).filter(|i| !ax.contains(i)).collect();
+            let mut perm = kept.clone();
+            perm.extend(ax.iter().copied());
+            let t = transpose(x, &perm)?;
+            let inner: usize = ax.iter().map(|&i| x.shape[i]).product();
+            let xv = t.as_f32()?;
+            let res: Vec<f32> = xv
+                .chunks(inner.max(1))
+                .map(|c| match kind {
+                    ReduceKind::Sum => c.iter().map(|&v| v as f64).sum::<f64>() as f32,
+                    ReduceKind::Mean => {
+                        (c.iter().map(|&v| v as f64).sum::<f64>() / inner as f64) as f32
+                    }
+                    ReduceKind::Max => c.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+                })
+                .collect();
+            let shape: Vec<usize> = (0..r)
+                .filter_map(|i| {
+                    if ax.contains(&i) {
+                        keepdims.then_some(1)
+                    } else {
+                        Some(x.shape[i])
+                    }
+                })
+                .collect();
+            Value::f32(shape, res)
+        }
+        Op::LayerNormalization { axis, epsilon } => {
+            let x = v[0];
+            let ax = norm_axis(*axis, x.shape.len())?;
+            let h: usize = x.shape[ax..].iter().product();
+            let gamma = expand(v[1], &x.shape[ax..])?;
+            let beta = match v.get(2) {
+                Some(b) => Some(expand(b, &x.shape[ax..])?),
+                None => None,
+            };
+            let beta_v = match &beta {
+                Some(b) => Some(b.as_f32()?),
+                None => None,
+            };
+            Value::f32(
+                x.shape.clone(),
+                layer_norm_rows(x.as_f32()?, h.max(1), gamma.as_f32()?, beta_v, *epsilon),
+            )
+        }
+        Op::LayerNorm { eps } => {
+            let x = v[0];
+            let h = *x.shape.last().unwrap_or(&1);
+            Value::f32(
+                x.shape.clone(),
+                layer_norm_rows(
+                    x.as_f32()?,
+                    h.max(1),
+                    v[1].as_f32()?,
+                    Some(v[2].as_f32()?),
+                    *eps,
+                ),
+            )
+        }
+        Op::MeanPool => {
+            let (x, m) = (v[0], v[1].as_i64()?);
+            let (b, s, h) = (x.shape[0], x.shape[1], x.shape[2]);
+            let xv = x.as_f32()?;
+            let mut out = vec![0f32; b * h];
+            for bi in 0..b {
+                let mut acc = vec![0f64; h];
+                let mut cnt = 0f64;
+                for t in 0..s {
+                    let w = m[bi * s + t] as f64;
+                    if w != 0.0 {
+                        cnt += w;
+                        for (a, &y) in acc
+                            .iter_mut()
+                            .zip(&xv[(bi * s + t) * h..(bi * s + t + 1) * h])
+                        {
+                            *a += w * y as f64;
+                        }
+                    }
+                }
+                let cnt = cnt.max(1e-9);
+                for (o, a) in out[bi * h..(bi + 1) * h].iter_mut().zip(acc) {
+                    *o = (a / cnt) as f32;
+                }
+            }
+            Value::f32(vec![b, h], out)
+        }
+        _ => return Err(format!("{} is not a reduce op", op.mnemonic())),
+    })
+}
+
+pub(crate) fn softmax_rows(v: &mut [f32], len: usize) {
+    for row in v.chunks_mut(len) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut sum = 0f64;
+        for x in row.iter_mut() {
+            *x = (*x - max).exp();
+            sum += *x as f64;
+        }
+        for x in row.iter_mut() {
+            *x = (*x as f64 / sum) as f32;
+        }
+    }
+}
+
+pub(crate) fn layer_norm_rows(
+    x: &[f32],
+    h: usize,
+    gamma: &[f32],
+    beta: Option<&[f32]>,
+    eps: f32,
+) -> Vec<f32> {
+    let mut out = Vec::with_capacity(x.len());
+    for row in x.chunks(h) {
+        let mean = row.iter().map(|&v| v as f64).sum::<f64>() / h as f64;
+        let var = row.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / h as f64;
+        let inv = 1.0 / (var + eps as f64).sqrt();
+        for (i, &v) in row.iter().enumerate() {
+            let y = ((v as f64 - mean) * inv) as f32 * gamma[i % gamma.len()]
+                + beta.map_or(0.0, |b| b[i % b.len()]);
+            out.push(y);
+        }
+    }
+    out
+}

@@ -1,0 +1,73 @@
+//! Types of reductions and normalisations: cumsum, softmax, reduce, LayerNorm, mean pooling.
+
+use crate::op::Op;
+use crate::types::{DType, Dim, TensorType};
+
+use super::*;
+
+/// The type (and known value) of one of this family's ops.
+pub(super) fn infer(op: &Op, ins: &[Operand]) -> Result<Inferred, String> {
+    let t = |dtype: DType, shape: Vec<Dim>| TensorType::new(dtype, shape);
+    match op {
+        Op::CumSum { axis, .. } => {
+            let x = ins[0].ty;
+            norm_axis(*axis, x.rank())?;
+            Ok((x.clone(), None))
+        }
+        Op::Softmax { axis } => {
+            norm_axis(*axis, ins[0].ty.rank())?;
+            Ok((ins[0].ty.clone(), None))
+        }
+        Op::Reduce { axes, keepdims, .. } => {
+            let x = ins[0].ty;
+            let ax: Vec<usize> = if axes.is_empty() {
+                (0..x.rank()).collect()
+            } else {
+                axes.iter()
+                    .map(|&a| norm_axis(a, x.rank()))
+                    .collect::<Result<_, _>>()?
+            };
+            let mut shape = Vec::new();
+            for (i, d) in x.shape.iter().enumerate() {
+                if ax.contains(&i) {
+                    if *keepdims {
+                        shape.push(Dim::c(1));
+                    }
+                } else {
+                    shape.push(*d);
+                }
+            }
+            Ok((t(x.dtype, shape), None))
+        }
+        Op::LayerNormalization { axis, .. } => {
+            let x = ins[0].ty;
+            let a = norm_axis(*axis, x.rank())?;
+            for o in &ins[1..] {
+                if broadcast(&x.shape[a..], &o.ty.shape)? != x.shape[a..] {
+                    return Err(format!("layer norm parameter {} does not fit {x}", o.ty));
+                }
+            }
+            Ok((x.clone(), None))
+        }
+        Op::LayerNorm { .. } => {
+            let x = ins[0].ty;
+            let h = *x.shape.last().ok_or("layer norm of a scalar")?;
+            for o in &ins[1..] {
+                expect_rank(o.ty, 1, "layer norm parameter")?;
+                same_dim(o.ty.shape[0], h, "layer norm parameter")?;
+            }
+            Ok((x.clone(), None))
+        }
+        Op::MeanPool => {
+            let (x, m) = (ins[0].ty, ins[1].ty);
+            expect_rank(x, 3, "mean pool input")?;
+            if !m.dtype.is_int() || m.rank() != 2 {
+                return Err(format!(
+                    "mean pool mask must be integer [batch, seq], found {m}"
+                ));
+            }
+            Ok((t(x.dtype, vec![x.shape[0], x.shape[2]]), None))
+        }
+        _ => Err(format!("{} is not a reduce op", op.mnemonic())),
+    }
+}
