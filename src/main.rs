@@ -159,11 +159,11 @@ and its CPUs (--cpu; the default is native on this machine's architecture, else 
 
 const EXAMPLES_COMPILE: &str = "Examples:
   bertc compile model.onnx -o model
-  echo '101 7592 2088 102' | ./model --output mean
-  bertc compile ./all-MiniLM-L6-v2 -o minilm --emit staticlib --output mean
+  echo '2 73 1043 3' | ./model
+  bertc compile ./my-model -o embed --emit staticlib --output mean    # libembed.a, embed.h
   bertc compile model.onnx -o model-arm --target aarch64-unknown-linux-gnu
   bertc profile model.onnx --batch 1 --seq 128 -o p.json     # then prune to half the latency:
-  bertc compile model.onnx -o model2x --speedup 2 --profile p.json --calibration texts.txt \
+  bertc compile model.onnx -o model2x --speedup 2 --profile p.json --calibration texts.txt \\
         --report model2x.html";
 
 /// bertc: an ahead-of-time compiler for BERT-family text encoders.
@@ -226,7 +226,7 @@ the JSON profile that `bertc compile --speedup/--latency --profile` reads. The l
 comes from MODEL, or from --hidden/--heads/--intermediate.
 
 Examples:
-  bertc profile ../shared/models/all-MiniLM-L6-v2/model.onnx --batch 1 --seq 128 --threads 2 -o minilm.profile.json
+  bertc profile model.onnx --batch 1 --seq 128 --threads 2 -o model.profile.json
   bertc profile model.onnx --target aarch64-unknown-linux-gnu --emit exe -o profiler-arm
   ./profiler-arm board.profile.json      # on the board")]
     Profile {
@@ -273,8 +273,9 @@ embeddings against the gold scores of an STS Benchmark file; --against prints ho
 the embeddings agree with another model's on the same sentences (mean and least cosine).
 
 Examples:
-  bertc eval ../shared/models/all-MiniLM-L6-v2/model.onnx --sts ../shared/data/sts-b/sts-test.csv
-  bertc eval libminilm2x.so --tokenizer tokenizer.json --sts sts-test.csv --against model.onnx")]
+  bertc eval model.onnx --sts sts-test.csv
+  bertc compile model.onnx -o small --emit sharedlib --output mean
+  bertc eval libsmall.so --tokenizer tokenizer.json --sts sts-test.csv --against model.onnx")]
     Eval {
         /// A model (.onnx or Hugging Face folder) or a shared library artifact (libNAME.so).
         model: PathBuf,
@@ -302,8 +303,9 @@ Examples:
 Examples:
   bertc bench --gemm 128x768x768             # GFLOP/s of the GEMM kernel, one thread, vs the FMA peak
   bertc bench model.onnx --batch 1 --seq 128 # compile to a shared library and time inferences
+  bertc compile model.onnx -o model --emit sharedlib
   bertc bench libmodel.so --name model --batch 8 --seq 128 --ragged
-  bertc bench libpruned.so --against libdense.so --threads 2   # two artifacts, interleaved")]
+  bertc bench libmodel.so --against model.onnx --threads 2   # two artifacts, interleaved")]
     Bench {
         /// A model (.onnx or Hugging Face folder) or a compiled shared library (.so).
         model: Option<PathBuf>,
@@ -338,7 +340,7 @@ Examples:
     },
     /// Print a model's architecture, sizes, parameters and op counts.
     #[command(
-        after_help = "MODEL is an .onnx file or a Hugging Face folder (config.json + safetensors).\n\nExample:\n  bertc inspect ../shared/models/all-MiniLM-L6-v2/model.onnx"
+        after_help = "MODEL is an .onnx file or a Hugging Face folder (config.json + safetensors).\n\nExample:\n  bertc inspect model.onnx"
     )]
     Inspect {
         /// An .onnx file or a Hugging Face folder.
@@ -346,7 +348,7 @@ Examples:
     },
     /// Print the IR of a model, raised (default) or as imported (--raw).
     #[command(
-        after_help = "Example:\n  bertc ir model.onnx --raw | less\n  bertc ir model.onnx --output mean"
+        after_help = "Examples:\n  bertc ir model.onnx --raw | less\n  bertc ir model.onnx --output mean\n  bertc ir model.onnx --output mean --lowered --target aarch64-unknown-linux-gnu"
     )]
     Ir {
         /// An .onnx file or a Hugging Face folder.
