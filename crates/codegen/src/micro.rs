@@ -132,7 +132,10 @@ impl Asm {
             r.plain_pf.push(module.declare_func_in_func(id, func));
         }
         match step {
-            Some(Step::Linear { act, residual, .. }) if act.is_some() || residual.is_some() => {
+            Some(Step::Linear { act, residual, .. })
+                if (act.is_some() || residual.is_some())
+                    && self.gemm.is_some_and(|g| g.epilogues) =>
+            {
                 let epi = isa::MicroEpi {
                     act: *act,
                     residual: residual.is_some(),

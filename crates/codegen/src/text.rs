@@ -139,10 +139,10 @@ impl Program {
                         g.family,
                         g.mr,
                         g.nr,
-                        if epi.is_empty() {
-                            ""
-                        } else {
-                            ", epilogue in registers"
+                        match (epi.is_empty(), g.epilogues) {
+                            (true, _) => "",
+                            (false, true) => ", epilogue in registers",
+                            (false, false) => ", epilogue after the tile",
                         }
                     ),
                     None => format!(

@@ -39,6 +39,9 @@ pub struct GemmKernels {
     pub mr: usize,
     /// Columns of a tile (the panel width).
     pub nr: usize,
+    /// Whether the kernels apply a linear's epilogue (activation, residual add) to the tile in
+    /// registers; if not, the portable epilogue runs over the stored tile.
+    pub epilogues: bool,
     /// The machine code of the kernel for `rows` rows (1..=mr) and epilogue `epi`.
     pub assemble: fn(usize, MicroEpi) -> Code,
 }

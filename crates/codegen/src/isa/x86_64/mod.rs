@@ -397,6 +397,7 @@ pub fn isa(target: &bertc_targets::Target) -> super::Isa {
             layout: LayoutKind::Panels,
             mr: AVX512_MR,
             nr: PANEL,
+            epilogues: true,
             assemble: avx512_kernel,
         })
     } else if avx2 {
@@ -406,6 +407,7 @@ pub fn isa(target: &bertc_targets::Target) -> super::Isa {
             layout: LayoutKind::Panels,
             mr: AVX2_MR,
             nr: PANEL,
+            epilogues: true,
             assemble: avx2_kernel,
         })
     } else {
