@@ -365,6 +365,9 @@ Examples:
         /// Also run the fusion passes that `bertc compile` runs (with --output).
         #[arg(long, requires = "output")]
         optimize: bool,
+        /// Quantize the linears after the fusion passes (with --output) and print that IR.
+        #[arg(long, value_enum, requires = "output", conflicts_with = "lowered")]
+        quantize: Option<Quantize>,
         /// Print the lowered program code generation builds instead (buffers, weights in their
         /// layouts, steps with the kernels chosen for the target; with --output, fused).
         #[arg(long, requires = "output", conflicts_with = "raw")]
@@ -409,6 +412,10 @@ Examples:
         /// Interpret the graph after the fusion passes that `bertc compile` runs.
         #[arg(long)]
         optimize: bool,
+        /// Quantize the linears (after the fusion passes) and run the quantized graph with its
+        /// integer arithmetic: int8 weights per channel, activations per token.
+        #[arg(long, value_enum)]
+        quantize: Option<Quantize>,
         /// Prune as `bertc compile` does (--speedup or --latency with --profile), then run.
         #[command(flatten)]
         prune: PruneArgs,
@@ -653,6 +660,7 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             output,
             report,
             optimize,
+            quantize,
             lowered,
             target,
             cpu,
@@ -689,11 +697,17 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
                 if let Some(k) = output {
                     select_output(&mut g, k)?;
                 }
-                if optimize || lowered {
+                if optimize || lowered || quantize.is_some() {
                     for r in bertc_passes::optimize(&mut g)? {
                         if report {
                             eprintln!("{r}");
                         }
+                    }
+                }
+                if let Some(q) = quantize {
+                    let r = quantize_graph(&mut g, q)?;
+                    if report {
+                        eprintln!("{r}");
                     }
                 }
                 g
@@ -713,6 +727,7 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             text,
             tokenizer,
             optimize,
+            quantize,
             prune,
         } => {
             let (mut g, _) = load_raised(&model)?;
@@ -720,8 +735,11 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
                 prune::prune(&mut g, &model, &p, true)?;
             }
             select_output(&mut g, output)?;
-            if optimize {
+            if optimize || quantize.is_some() {
                 bertc_passes::optimize(&mut g)?;
+            }
+            if let Some(q) = quantize {
+                quantize_graph(&mut g, q)?;
             }
             let batch = if text.is_empty() {
                 inputs::read_id_files(mask.as_deref(), type_ids.as_deref())?
@@ -739,6 +757,30 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
         }
     }
     out.flush().map_err(io_err)
+}
+
+/// The quantization schemes `--quantize` takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Quantize {
+    /// Linears on int8 weights (symmetric per output channel, round to nearest), activations
+    /// quantized per token at run time.
+    Int8,
+}
+
+/// Quantizes a fused graph's linears for this machine: activations of 7 bits on x86-64
+/// without VNNI (AVX2's `vpmaddubsw` adds pairs of u8 x s8 products in 16 bits, which 8-bit
+/// activations can overflow), 8 bits elsewhere.
+fn quantize_graph(g: &mut Graph, q: Quantize) -> Result<PassReport, CliError> {
+    match q {
+        Quantize::Int8 => {
+            let host = bertc_targets::Target::host();
+            let vnni = host.has("avx512vnni") || host.arch != bertc_targets::Arch::X86_64;
+            let pass = bertc_passes::QuantizeInt8 {
+                abits: if vnni { 8 } else { 7 },
+            };
+            Ok(bertc_passes::run_pass(&pass, g)?)
+        }
+    }
 }
 
 /// Runs one sequence (batch 1) and returns the flattened output.

@@ -525,6 +525,13 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
                     out: l.new_buf(n)?,
                 }
             }
+            Op::QLinear { .. } => {
+                return Err(unsupported(
+                    g,
+                    n,
+                    "int8 linears (qlinear) have no code generator yet; the interpreter runs them (bertc run --quantize int8)",
+                ))
+            }
             other => {
                 return Err(unsupported(
                     g,

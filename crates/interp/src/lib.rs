@@ -65,7 +65,9 @@ pub fn eval_op(op: &Op, v: &[&Value], bind: &Binding) -> R<Value> {
         | Op::GatherElements { .. }
         | Op::Transpose { .. }
         | Op::Flatten { .. } => shape::eval(op, v, bind),
-        Op::MatMul | Op::Gemm { .. } | Op::Linear | Op::FusedLinear { .. } => linalg::eval(op, v),
+        Op::MatMul | Op::Gemm { .. } | Op::Linear | Op::FusedLinear { .. } | Op::QLinear { .. } => {
+            linalg::eval(op, v)
+        }
         Op::CumSum { .. }
         | Op::Softmax { .. }
         | Op::Reduce { .. }

@@ -60,21 +60,29 @@ pub(crate) fn eval(op: &Op, v: &[&Value]) -> R<Value> {
         }
         Op::FusedLinear { act, .. } => {
             let mut y = eval(&Op::Linear, &v[..3])?;
-            if let Data::F(yv) = &mut y.data {
-                for e in yv.iter_mut() {
-                    *e = match act {
-                        None => *e,
-                        Some(bertc_ir::FusedAct::Gelu(a)) => gelu(*e, *a),
-                        Some(bertc_ir::FusedAct::Tanh) => e.tanh(),
-                        Some(bertc_ir::FusedAct::Relu) => e.max(0.0),
-                    };
-                }
-                if let Some(r) = v.get(3) {
-                    for (e, rv) in yv.iter_mut().zip(r.as_f32()?) {
-                        *e += rv;
-                    }
-                }
+            epilogue(&mut y, *act, v.get(3).copied())?;
+            y
+        }
+        Op::QLinear { act, abits, .. } => {
+            let (x, w) = (v[0], v[1]);
+            let (n, k) = (w.shape[0], w.shape[1]);
+            let rows = x.numel() / k.max(1);
+            let wq: Vec<i32> = w.as_i64()?.iter().map(|&q| q as i32).collect();
+            let mut shape = x.shape.clone();
+            if let Some(l) = shape.last_mut() {
+                *l = n;
             }
+            let out = qlinear_rows(
+                x.as_f32()?,
+                &wq,
+                v[2].as_f32()?,
+                v[3].as_f32()?,
+                rows,
+                k,
+                *abits,
+            );
+            let mut y = Value::f32(shape, out);
+            epilogue(&mut y, *act, v.get(4).copied())?;
             y
         }
         _ => return Err(format!("{} is not a linalg op", op.mnemonic())),
@@ -212,6 +220,142 @@ pub(crate) fn linear_block_impl(
                     s += xs[a][p] * ws[b][p];
                 }
                 ob[a * n + j0 + b] = s + bias.map_or(0.0, |bv| bv[j0 + b]);
+            }
+        }
+    }
+}
+
+/// A fused linear's epilogue on its result: the activation, then the residual added.
+fn epilogue(y: &mut Value, act: Option<bertc_ir::FusedAct>, residual: Option<&Value>) -> R<()> {
+    if let Data::F(yv) = &mut y.data {
+        for e in yv.iter_mut() {
+            *e = match act {
+                None => *e,
+                Some(bertc_ir::FusedAct::Gelu(a)) => gelu(*e, a),
+                Some(bertc_ir::FusedAct::Tanh) => e.tanh(),
+                Some(bertc_ir::FusedAct::Relu) => e.max(0.0),
+            };
+        }
+        if let Some(r) = residual {
+            for (e, rv) in yv.iter_mut().zip(r.as_f32()?) {
+                *e += rv;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Quantizes one row to `abits`-bit integers as `Op::QLinear` defines it: the integers and
+/// the row's scale (`max|x| / q`; 0 for a row of zeros, whose integers are all 0).
+pub(crate) fn quantize_row(x: &[f32], abits: u8, out: &mut [i32]) -> f32 {
+    let q = ((1i32 << (abits - 1)) - 1) as f32;
+    let amax = x.iter().fold(0f32, |m, &v| m.max(v.abs()));
+    if amax == 0.0 || !amax.is_finite() {
+        out.iter_mut().for_each(|o| *o = 0);
+        return 0.0;
+    }
+    let inv = q / amax;
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = (v * inv).round_ties_even().clamp(-q, q) as i32;
+    }
+    amax / q
+}
+
+/// `rows` rows of `x[rows, k]` through int8 weights `wq[n, k]` with per-channel `scales` and
+/// `bias`: each row quantized (`quantize_row`), products summed exactly in i32, then
+/// `acc · (s · scale) + bias` in f32.
+pub(crate) fn qlinear_rows(
+    x: &[f32],
+    wq: &[i32],
+    scales: &[f32],
+    bias: &[f32],
+    rows: usize,
+    k: usize,
+    abits: u8,
+) -> Vec<f32> {
+    let n = scales.len();
+    let mut out = vec![0f32; rows * n];
+    let mut xq = vec![0i32; k];
+    for r in 0..rows {
+        let s = quantize_row(&x[r * k..(r + 1) * k], abits, &mut xq);
+        for j in 0..n {
+            let acc: i32 = xq
+                .iter()
+                .zip(&wq[j * k..(j + 1) * k])
+                .map(|(a, b)| a * b)
+                .sum();
+            out[r * n + j] = acc as f32 * (s * scales[j]) + bias[j];
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row's integers: ±max maps to ±q, halves round to even, nothing leaves [-q, q], and a
+    /// row of zeros is all zeros with scale 0.
+    #[test]
+    fn rows_quantize_to_the_definition() {
+        let mut q = [0i32; 5];
+        let s = quantize_row(&[1.0, -2.0, 0.5, 2.0, 1.0 / 63.0], 7, &mut q);
+        assert_eq!(q, [32, -63, 16, 63, 0]); // 31.5 -> 32, 15.75 -> 16, 0.5 -> 0 (ties to even)
+        assert_eq!(s, 2.0 / 63.0);
+        let s = quantize_row(&[-3.0, 3.0, 1.5], 8, &mut q[..3]);
+        assert_eq!(&q[..3], &[-127, 127, 64]); // 63.5 -> 64
+        assert_eq!(s, 3.0 / 127.0);
+        assert_eq!(quantize_row(&[0.0; 4], 7, &mut q[..4]), 0.0);
+        assert_eq!(&q[..4], &[0, 0, 0, 0]);
+    }
+
+    /// The int8 linear against the same definition computed independently (i64 sums, f64
+    /// rescaling), at the extremes: weights of ±127, rows whose integers are ±q, long k.
+    #[test]
+    fn qlinear_matches_an_independent_reference() {
+        let (rows, k, n) = (3, 1536, 5);
+        let mut s = 12345u32;
+        let mut rnd = || {
+            s = s.wrapping_mul(1664525).wrapping_add(1013904223);
+            (s >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+        };
+        let mut x: Vec<f32> = (0..rows * k).map(|_| rnd() * 4.0).collect();
+        x[..k]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = if i % 2 == 0 { 2.5 } else { -2.5 });
+        let mut w: Vec<i32> = (0..n * k).map(|_| (rnd() * 254.0) as i32).collect();
+        w[..k].iter_mut().for_each(|v| *v = 127);
+        w[k..2 * k].iter_mut().for_each(|v| *v = -127);
+        let scales: Vec<f32> = (0..n).map(|j| 0.01 * (j + 1) as f32).collect();
+        let bias: Vec<f32> = (0..n).map(|j| j as f32 - 2.0).collect();
+        for abits in [7u8, 8] {
+            let got = qlinear_rows(&x, &w, &scales, &bias, rows, k, abits);
+            let q = ((1i64 << (abits - 1)) - 1) as f64;
+            for r in 0..rows {
+                let row = &x[r * k..(r + 1) * k];
+                let amax = row.iter().fold(0f32, |m, &v| m.max(v.abs()));
+                let inv = q as f32 / amax;
+                let xq: Vec<i64> = row
+                    .iter()
+                    .map(|&v| ((v * inv).round_ties_even() as f64).clamp(-q, q) as i64)
+                    .collect();
+                assert!(xq.iter().all(|&v| v.abs() <= q as i64));
+                let sx = (amax / q as f32) as f64;
+                for j in 0..n {
+                    let acc: i64 = xq
+                        .iter()
+                        .zip(&w[j * k..(j + 1) * k])
+                        .map(|(a, &b)| a * b as i64)
+                        .sum();
+                    let want = acc as f64 * sx * scales[j] as f64 + bias[j] as f64;
+                    let e = (got[r * n + j] as f64 - want).abs();
+                    assert!(
+                        e <= 1e-5 * want.abs().max(1.0),
+                        "abits {abits} row {r} col {j}: {} vs {want}",
+                        got[r * n + j]
+                    );
+                }
             }
         }
     }

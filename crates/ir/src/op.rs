@@ -236,6 +236,17 @@ pub enum Op {
         act: Option<FusedAct>,
         residual: bool,
     },
+    /// `qlinear(x, wq[n,k], w_scale[n], b[n], residual?)`: a linear on int8 weights,
+    /// symmetric per output channel (`w ≈ wq · w_scale`), with each row of `x` quantized at run
+    /// time to `abits`-bit integers (`q = 2^(abits-1) - 1`, `inv = q / max|x_row|`,
+    /// `xq = clamp(round_ne(x · inv), -q, q)`, `s = max|x_row| / q`, all in f32), the products
+    /// summed exactly in i32, then `act(acc · (s · w_scale) + b) (+ residual)`. `abits` 7 keeps
+    /// AVX2's `vpmaddubsw` from saturating; 8 for ISAs with VNNI or `sdot`.
+    QLinear {
+        act: Option<FusedAct>,
+        residual: bool,
+        abits: u8,
+    },
     Gelu {
         approx: GeluApprox,
     },
@@ -326,6 +337,7 @@ impl Op {
             Op::LayerNorm { .. } => "layer_norm",
             Op::Linear => "linear",
             Op::FusedLinear { .. } => "fused_linear",
+            Op::QLinear { .. } => "qlinear",
             Op::Gelu { .. } => "gelu",
             Op::Attention { .. } => "attention",
             Op::QkvAttention { .. } => "qkv_attention",
@@ -367,6 +379,7 @@ impl Op {
             Op::LayerNormalization { .. } => (2, 3),
             Op::Linear => (2, 3),
             Op::FusedLinear { .. } => (3, 4),
+            Op::QLinear { .. } => (4, 5),
             Op::Attention { .. } => (3, 4),
             Op::QkvAttention { .. } => (1, 2),
             Op::Embedding { .. } => (3, 5),

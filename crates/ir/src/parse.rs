@@ -640,15 +640,13 @@ fn op_of(m: &str, mut a: Attrs, arity: usize) -> PResult<Op> {
             "layer_norm" => Op::LayerNorm { eps: a.num("eps")? },
             "linear" => Op::Linear,
             "fused_linear" => Op::FusedLinear {
-                act: match a.take("act").as_deref() {
-                    None => None,
-                    Some("gelu_erf") => Some(FusedAct::Gelu(GeluApprox::Erf)),
-                    Some("gelu_tanh") => Some(FusedAct::Gelu(GeluApprox::Tanh)),
-                    Some("tanh") => Some(FusedAct::Tanh),
-                    Some("relu") => Some(FusedAct::Relu),
-                    Some(x) => return Err(format!("unknown activation '{x}'")),
-                },
+                act: fused_act(a.take("act"))?,
                 residual: a.flag("residual"),
+            },
+            "qlinear" => Op::QLinear {
+                act: fused_act(a.take("act"))?,
+                residual: a.flag("residual"),
+                abits: a.num("abits")?,
             },
             "gelu" => Op::Gelu {
                 approx: gelu(&a.need("approx")?)?,
@@ -667,6 +665,17 @@ fn op_of(m: &str, mut a: Attrs, arity: usize) -> PResult<Op> {
         }
     };
     a.done().map(|_| op).map_err(|e| format!("{m}: {e}"))
+}
+
+fn fused_act(s: Option<String>) -> PResult<Option<FusedAct>> {
+    Ok(match s.as_deref() {
+        None => None,
+        Some("gelu_erf") => Some(FusedAct::Gelu(GeluApprox::Erf)),
+        Some("gelu_tanh") => Some(FusedAct::Gelu(GeluApprox::Tanh)),
+        Some("tanh") => Some(FusedAct::Tanh),
+        Some("relu") => Some(FusedAct::Relu),
+        Some(x) => return Err(format!("unknown activation '{x}'")),
+    })
 }
 
 fn positions(s: &str) -> PResult<Positions> {

@@ -51,6 +51,16 @@ fn small_const(t: &Tensor) -> Option<String> {
     })
 }
 
+fn fused_act(act: &Option<crate::FusedAct>) -> &'static str {
+    match act {
+        None => "",
+        Some(crate::FusedAct::Gelu(GeluApprox::Erf)) => " act=gelu_erf",
+        Some(crate::FusedAct::Gelu(GeluApprox::Tanh)) => " act=gelu_tanh",
+        Some(crate::FusedAct::Tanh) => " act=tanh",
+        Some(crate::FusedAct::Relu) => " act=relu",
+    }
+}
+
 fn attrs(op: &Op) -> String {
     let list = |v: &[i64]| {
         format!(
@@ -165,15 +175,21 @@ fn attrs(op: &Op) -> String {
         }
         Op::LayerNorm { eps } => format!(" eps={}", fmt_f32(*eps)),
         Op::FusedLinear { act, residual } => {
-            let a = match act {
-                None => String::new(),
-                Some(crate::FusedAct::Gelu(GeluApprox::Erf)) => " act=gelu_erf".into(),
-                Some(crate::FusedAct::Gelu(GeluApprox::Tanh)) => " act=gelu_tanh".into(),
-                Some(crate::FusedAct::Tanh) => " act=tanh".into(),
-                Some(crate::FusedAct::Relu) => " act=relu".into(),
-            };
-            format!("{a}{}", if *residual { " residual" } else { "" })
+            format!(
+                "{}{}",
+                fused_act(act),
+                if *residual { " residual" } else { "" }
+            )
         }
+        Op::QLinear {
+            act,
+            residual,
+            abits,
+        } => format!(
+            "{}{} abits={abits}",
+            fused_act(act),
+            if *residual { " residual" } else { "" }
+        ),
         Op::Gelu { approx } => match approx {
             GeluApprox::Erf => " approx=erf".into(),
             GeluApprox::Tanh => " approx=tanh".into(),

@@ -18,6 +18,7 @@ mod output;
 mod pattern;
 mod probe;
 pub mod prune;
+mod quantize;
 mod raise_attention;
 mod raise_embedding;
 mod raise_gelu;
@@ -30,6 +31,7 @@ use bertc_ir::Graph;
 use std::fmt;
 
 pub use output::{select_output, supported_outputs, OutputKind};
+pub use quantize::{quantize_rows, QuantizeInt8};
 
 /// What one pass did, in one line for the user-facing report.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -122,8 +124,10 @@ pub fn optimize(g: &mut Graph) -> Result<Vec<PassReport>, PassError> {
 
 /// Runs a single pass by name.
 pub fn pass_by_name(name: &str) -> Option<Box<dyn Pass>> {
+    let quantize: Box<dyn Pass> = Box::new(QuantizeInt8::default());
     canonical_pipeline()
         .into_iter()
         .chain(optimize_pipeline())
+        .chain([quantize])
         .find(|p| p.name() == name)
 }

@@ -88,6 +88,44 @@ pub(super) fn infer(op: &Op, ins: &[Operand]) -> Result<Inferred, String> {
             }
             Ok((ty, None))
         }
+        Op::QLinear {
+            residual, abits, ..
+        } => {
+            if !(2..=8).contains(abits) {
+                return Err(format!("qlinear abits={abits}: must be 2 to 8"));
+            }
+            if *residual != (ins.len() == 5) {
+                return Err(format!(
+                    "qlinear with residual={residual} takes {} operands",
+                    4 + *residual as usize
+                ));
+            }
+            let (x, w, sc, b) = (ins[0].ty, ins[1].ty, ins[2].ty, ins[3].ty);
+            expect_rank(w, 2, "qlinear weight")?;
+            if x.dtype != DType::F32 || w.dtype != DType::I8 {
+                return Err(format!(
+                    "qlinear needs f32 input and i8 weights, found {x} and {w}"
+                ));
+            }
+            let k = *x.shape.last().ok_or("qlinear of a scalar")?;
+            same_dim(w.shape[1], k, "qlinear input width")?;
+            for (v, what) in [(sc, "qlinear scales"), (b, "qlinear bias")] {
+                expect_rank(v, 1, what)?;
+                if v.dtype != DType::F32 {
+                    return Err(format!("{what} must be f32, found {v}"));
+                }
+                same_dim(v.shape[0], w.shape[0], what)?;
+            }
+            let mut shape = x.shape.clone();
+            *shape.last_mut().unwrap_or(&mut Dim::c(0)) = w.shape[0];
+            let ty = t(DType::F32, shape);
+            if let Some(r) = ins.get(4) {
+                if r.ty != &ty {
+                    return Err(format!("residual {} does not match the output {ty}", r.ty));
+                }
+            }
+            Ok((ty, None))
+        }
         _ => Err(format!("{} is not a linalg op", op.mnemonic())),
     }
 }

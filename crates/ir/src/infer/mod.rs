@@ -241,7 +241,7 @@ pub fn infer(op: &Op, ins: &[Operand]) -> Result<Inferred, String> {
         | Op::GatherElements { .. }
         | Op::Transpose { .. }
         | Op::Flatten { .. } => shape::infer(op, ins),
-        Op::MatMul | Op::Gemm { .. } | Op::Linear | Op::FusedLinear { .. } => {
+        Op::MatMul | Op::Gemm { .. } | Op::Linear | Op::FusedLinear { .. } | Op::QLinear { .. } => {
             linalg::infer(op, ins)
         }
         Op::CumSum { .. }
