@@ -1,11 +1,11 @@
 //! The IR's text form reads back: for every shared model, through both importers, the IR as
-//! imported, raised and fused for code generation prints, parses and prints again to the same
+//! imported, raised, fused for code generation and quantized prints, parses and prints again to the same
 //! text.
 
 mod common;
 
 use bertc_ir::Graph;
-use bertc_passes::{canonicalize, optimize, select_output, OutputKind};
+use bertc_passes::{canonicalize, optimize, run_pass, select_output, OutputKind, QuantizeInt8};
 use common::*;
 
 fn round_trips(what: &str, g: &Graph) {
@@ -42,6 +42,8 @@ fn every_shared_model_round_trips_raw_raised_and_fused() {
         select_output(&mut g, OutputKind::Mean).unwrap_or_else(|e| panic!("{e}"));
         optimize(&mut g).unwrap_or_else(|e| panic!("{e}"));
         round_trips(&format!("{what} fused"), &g);
+        run_pass(&QuantizeInt8::default(), &mut g).unwrap_or_else(|e| panic!("{e}"));
+        round_trips(&format!("{what} quantized"), &g);
     }
 }
 
