@@ -5,16 +5,17 @@ mod bench;
 mod compile;
 mod encoder;
 mod eval;
+mod help;
 mod inputs;
 mod inspect;
 mod profile;
 mod progress;
 mod prune;
+mod quantize;
 mod report;
 mod scratch;
 
 use clap::{Parser, Subcommand};
-use std::fmt::Write as _;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -42,14 +43,6 @@ pub enum CliError {
     #[error("{0}")]
     Input(String),
 }
-
-const EXAMPLES: &str = "\
-Examples:
-  bertc inspect examples/bert-micro-random/model.onnx
-  bertc ir examples/bert-micro-random/model.onnx            # raised IR
-  bertc ir examples/bert-micro-random --raw                  # IR as imported from safetensors
-  echo '2 73 1043 3' | bertc run examples/bert-micro-random --output mean
-  bertc run examples/bert-micro-random --text 'Hello world!' --output pooler";
 
 /// Structured pruning (ZipLM) options of `bertc compile`.
 #[derive(clap::Args)]
@@ -121,54 +114,9 @@ impl PruneArgs {
     }
 }
 
-/// `bertc compile --help`'s epilogue: the artifacts, and the targets with their C compilers,
-/// runners and CPU levels as `bertc-targets` describes them.
-fn compile_help() -> String {
-    let mut s = String::from(
-        "Artifacts (OUT is a path; its file name names the symbols, e.g. model_run):
-  exe        OUT: reads token ids on stdin like `bertc run`, prints one line per input line
-  staticlib  libOUT.a + OUT.h
-  sharedlib  libOUT.so + OUT.h
-  obj        OUT.o + OUT.h
-
-Targets: the C compiler each needs to link (Debian packages), how its executables run here,
-and its CPUs (--cpu; the default is native on this machine's architecture, else the first):
-",
-    );
-    for triple in bertc_targets::TRIPLES {
-        let t = bertc_targets::Target::from_triple(triple).expect("a known triple");
-        let runner = t.runner();
-        let _ = writeln!(
-            s,
-            "  {triple:28} {} ({})\n  {:28} {}; --cpu {}",
-            t.cc(),
-            t.cc_packages(),
-            "",
-            if runner.is_empty() {
-                "runs here".to_string()
-            } else {
-                format!("linked -static, runs under {}", runner.join(" "))
-            },
-            bertc_targets::cpu_names(t.arch),
-        );
-    }
-    s.push('\n');
-    s.push_str(EXAMPLES_COMPILE);
-    s
-}
-
-const EXAMPLES_COMPILE: &str = "Examples:
-  bertc compile model.onnx -o model
-  echo '2 73 1043 3' | ./model
-  bertc compile ./my-model -o embed --emit staticlib --output mean    # libembed.a, embed.h
-  bertc compile model.onnx -o model-arm --target aarch64-unknown-linux-gnu
-  bertc profile model.onnx --batch 1 --seq 128 -o p.json     # then prune to half the latency:
-  bertc compile model.onnx -o model2x --speedup 2 --profile p.json --calibration texts.txt \\
-        --report model2x.html";
-
 /// bertc: an ahead-of-time compiler for BERT-family text encoders.
 #[derive(Parser)]
-#[command(name = "bertc", version, about, after_help = EXAMPLES)]
+#[command(name = "bertc", version, about, after_help = help::EXAMPLES)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -177,7 +125,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Compile a model to a native executable, library or object.
-    #[command(after_help = compile_help())]
+    #[command(after_help = help::compile_help())]
     Compile {
         /// An .onnx file or a Hugging Face folder.
         model: PathBuf,
@@ -367,7 +315,7 @@ Examples:
         optimize: bool,
         /// Quantize the linears after the fusion passes (with --output) and print that IR.
         #[arg(long, value_enum, requires = "output", conflicts_with = "lowered")]
-        quantize: Option<Quantize>,
+        quantize: Option<quantize::Quantize>,
         /// Print the lowered program code generation builds instead (buffers, weights in their
         /// layouts, steps with the kernels chosen for the target; with --output, fused).
         #[arg(long, requires = "output", conflicts_with = "raw")]
@@ -415,7 +363,7 @@ Examples:
         /// Quantize the linears (after the fusion passes) and run the quantized graph with its
         /// integer arithmetic: int8 weights per channel, activations per token.
         #[arg(long, value_enum)]
-        quantize: Option<Quantize>,
+        quantize: Option<quantize::Quantize>,
         /// Prune as `bertc compile` does (--speedup or --latency with --profile), then run.
         #[command(flatten)]
         prune: PruneArgs,
@@ -705,7 +653,7 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
                     }
                 }
                 if let Some(q) = quantize {
-                    let r = quantize_graph(&mut g, q)?;
+                    let r = quantize::quantize_graph(&mut g, q)?;
                     if report {
                         eprintln!("{r}");
                     }
@@ -739,7 +687,7 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
                 bertc_passes::optimize(&mut g)?;
             }
             if let Some(q) = quantize {
-                quantize_graph(&mut g, q)?;
+                quantize::quantize_graph(&mut g, q)?;
             }
             let batch = if text.is_empty() {
                 inputs::read_id_files(mask.as_deref(), type_ids.as_deref())?
@@ -757,30 +705,6 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
         }
     }
     out.flush().map_err(io_err)
-}
-
-/// The quantization schemes `--quantize` takes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum Quantize {
-    /// Linears on int8 weights (symmetric per output channel, round to nearest), activations
-    /// quantized per token at run time.
-    Int8,
-}
-
-/// Quantizes a fused graph's linears for this machine: activations of 7 bits on x86-64
-/// without VNNI (AVX2's `vpmaddubsw` adds pairs of u8 x s8 products in 16 bits, which 8-bit
-/// activations can overflow), 8 bits elsewhere.
-fn quantize_graph(g: &mut Graph, q: Quantize) -> Result<PassReport, CliError> {
-    match q {
-        Quantize::Int8 => {
-            let host = bertc_targets::Target::host();
-            let vnni = host.has("avx512vnni") || host.arch != bertc_targets::Arch::X86_64;
-            let pass = bertc_passes::QuantizeInt8 {
-                abits: if vnni { 8 } else { 7 },
-            };
-            Ok(bertc_passes::run_pass(&pass, g)?)
-        }
-    }
 }
 
 /// Runs one sequence (batch 1) and returns the flattened output.

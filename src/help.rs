@@ -1,0 +1,57 @@
+//! The epilogues of `bertc --help` and `bertc compile --help`: examples (each runs as shown:
+//! tests/help_examples.rs) and the targets table rendered from `bertc-targets`.
+
+use std::fmt::Write as _;
+
+pub const EXAMPLES: &str = "\
+Examples:
+  bertc inspect examples/bert-micro-random/model.onnx
+  bertc ir examples/bert-micro-random/model.onnx            # raised IR
+  bertc ir examples/bert-micro-random --raw                  # IR as imported from safetensors
+  echo '2 73 1043 3' | bertc run examples/bert-micro-random --output mean
+  bertc run examples/bert-micro-random --text 'Hello world!' --output pooler";
+
+/// `bertc compile --help`'s epilogue: the artifacts, and the targets with their C compilers,
+/// runners and CPU levels as `bertc-targets` describes them.
+pub fn compile_help() -> String {
+    let mut s = String::from(
+        "Artifacts (OUT is a path; its file name names the symbols, e.g. model_run):
+  exe        OUT: reads token ids on stdin like `bertc run`, prints one line per input line
+  staticlib  libOUT.a + OUT.h
+  sharedlib  libOUT.so + OUT.h
+  obj        OUT.o + OUT.h
+
+Targets: the C compiler each needs to link (Debian packages), how its executables run here,
+and its CPUs (--cpu; the default is native on this machine's architecture, else the first):
+",
+    );
+    for triple in bertc_targets::TRIPLES {
+        let t = bertc_targets::Target::from_triple(triple).expect("a known triple");
+        let runner = t.runner();
+        let _ = writeln!(
+            s,
+            "  {triple:28} {} ({})\n  {:28} {}; --cpu {}",
+            t.cc(),
+            t.cc_packages(),
+            "",
+            if runner.is_empty() {
+                "runs here".to_string()
+            } else {
+                format!("linked -static, runs under {}", runner.join(" "))
+            },
+            bertc_targets::cpu_names(t.arch),
+        );
+    }
+    s.push('\n');
+    s.push_str(EXAMPLES_COMPILE);
+    s
+}
+
+const EXAMPLES_COMPILE: &str = "Examples:
+  bertc compile model.onnx -o model
+  echo '2 73 1043 3' | ./model
+  bertc compile ./my-model -o embed --emit staticlib --output mean    # libembed.a, embed.h
+  bertc compile model.onnx -o model-arm --target aarch64-unknown-linux-gnu
+  bertc profile model.onnx --batch 1 --seq 128 -o p.json     # then prune to half the latency:
+  bertc compile model.onnx -o model2x --speedup 2 --profile p.json --calibration texts.txt \\
+        --report model2x.html";
