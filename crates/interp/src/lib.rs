@@ -29,7 +29,7 @@ macro_rules! avx2_dispatch {
 
 use std::collections::{HashMap, HashSet};
 
-use bertc_ir::{Binding, Dim, Graph, NodeId, Op};
+use bertc_ir::{Binding, Dim, Graph, NodeId, Op, OpFamily};
 
 mod elementwise;
 mod encoder;
@@ -43,40 +43,17 @@ pub use value::{Data, InterpError, Value};
 
 /// Executes one op on concrete operands.
 pub fn eval_op(op: &Op, v: &[&Value], bind: &Binding) -> R<Value> {
-    match op {
-        Op::Input { name } => Err(format!("input '{name}' was not provided")),
-        Op::Const { value, .. } => Ok(Value::from_tensor(value)),
-        Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast { .. } => elementwise::eval(op, v),
-        Op::Shape { .. }
-        | Op::Reshape { .. }
-        | Op::ReshapeTo { .. }
-        | Op::Expand
-        | Op::ExpandTo { .. }
-        | Op::ConstantOfShape { .. }
-        | Op::Fill { .. }
-        | Op::Range
-        | Op::Arange { .. }
-        | Op::Slice
-        | Op::SliceTo { .. }
-        | Op::Unsqueeze { .. }
-        | Op::Squeeze { .. }
-        | Op::Concat { .. }
-        | Op::Gather { .. }
-        | Op::GatherElements { .. }
-        | Op::Transpose { .. }
-        | Op::Flatten { .. } => shape::eval(op, v, bind),
-        Op::MatMul | Op::Gemm { .. } | Op::Linear | Op::FusedLinear { .. } | Op::QLinear { .. } => {
-            linalg::eval(op, v)
-        }
-        Op::CumSum { .. }
-        | Op::Softmax { .. }
-        | Op::Reduce { .. }
-        | Op::LayerNormalization { .. }
-        | Op::LayerNorm { .. }
-        | Op::MeanPool => reduce::eval(op, v),
-        Op::Embedding { .. } | Op::Gelu { .. } | Op::Attention { .. } | Op::QkvAttention { .. } => {
-            encoder::eval(op, v)
-        }
+    match op.family() {
+        OpFamily::Leaf => match op {
+            Op::Const { value, .. } => Ok(Value::from_tensor(value)),
+            Op::Input { name } => Err(format!("input '{name}' was not provided")),
+            _ => Err(format!("{} is not a leaf", op.mnemonic())),
+        },
+        OpFamily::Elementwise => elementwise::eval(op, v),
+        OpFamily::Shape => shape::eval(op, v, bind),
+        OpFamily::Linalg => linalg::eval(op, v),
+        OpFamily::Reduce => reduce::eval(op, v),
+        OpFamily::Encoder => encoder::eval(op, v),
     }
 }
 

@@ -268,7 +268,60 @@ pub enum Op {
     MeanPool,
 }
 
+/// The family an op belongs to: type inference (`infer/`) and the interpreter have one file
+/// per family, and dispatch on this, so that an op's family is stated once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpFamily {
+    /// Graph inputs and constants: no rule, no evaluation.
+    Leaf,
+    Elementwise,
+    Shape,
+    Linalg,
+    Reduce,
+    Encoder,
+}
+
 impl Op {
+    pub fn family(&self) -> OpFamily {
+        match self {
+            Op::Input { .. } | Op::Const { .. } => OpFamily::Leaf,
+            Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast { .. } => OpFamily::Elementwise,
+            Op::Shape { .. }
+            | Op::Reshape { .. }
+            | Op::ReshapeTo { .. }
+            | Op::Expand
+            | Op::ExpandTo { .. }
+            | Op::ConstantOfShape { .. }
+            | Op::Fill { .. }
+            | Op::Range
+            | Op::Arange { .. }
+            | Op::Slice
+            | Op::SliceTo { .. }
+            | Op::Unsqueeze { .. }
+            | Op::Squeeze { .. }
+            | Op::Concat { .. }
+            | Op::Gather { .. }
+            | Op::GatherElements { .. }
+            | Op::Transpose { .. }
+            | Op::Flatten { .. } => OpFamily::Shape,
+            Op::MatMul
+            | Op::Gemm { .. }
+            | Op::Linear
+            | Op::FusedLinear { .. }
+            | Op::QLinear { .. } => OpFamily::Linalg,
+            Op::CumSum { .. }
+            | Op::Softmax { .. }
+            | Op::Reduce { .. }
+            | Op::LayerNormalization { .. }
+            | Op::LayerNorm { .. }
+            | Op::MeanPool => OpFamily::Reduce,
+            Op::Embedding { .. }
+            | Op::Gelu { .. }
+            | Op::Attention { .. }
+            | Op::QkvAttention { .. } => OpFamily::Encoder,
+        }
+    }
+
     /// The name used in the text form.
     pub fn mnemonic(&self) -> &'static str {
         match self {

@@ -11,7 +11,7 @@ mod shape;
 
 pub use shape::resolve_bounds;
 
-use crate::op::{BinaryOp, Op};
+use crate::op::{BinaryOp, Op, OpFamily};
 use crate::types::{DType, Dim, Tensor, TensorType};
 
 /// Largest tensor whose values are tracked symbolically.
@@ -218,40 +218,12 @@ pub fn infer(op: &Op, ins: &[Operand]) -> Result<Inferred, String> {
             ins.len()
         ));
     }
-    match op {
-        Op::Input { .. } | Op::Const { .. } => {
-            Err("inputs and constants carry their own type".into())
-        }
-        Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast { .. } => elementwise::infer(op, ins),
-        Op::Shape { .. }
-        | Op::Reshape { .. }
-        | Op::ReshapeTo { .. }
-        | Op::Expand
-        | Op::ExpandTo { .. }
-        | Op::ConstantOfShape { .. }
-        | Op::Fill { .. }
-        | Op::Range
-        | Op::Arange { .. }
-        | Op::Slice
-        | Op::SliceTo { .. }
-        | Op::Unsqueeze { .. }
-        | Op::Squeeze { .. }
-        | Op::Concat { .. }
-        | Op::Gather { .. }
-        | Op::GatherElements { .. }
-        | Op::Transpose { .. }
-        | Op::Flatten { .. } => shape::infer(op, ins),
-        Op::MatMul | Op::Gemm { .. } | Op::Linear | Op::FusedLinear { .. } | Op::QLinear { .. } => {
-            linalg::infer(op, ins)
-        }
-        Op::CumSum { .. }
-        | Op::Softmax { .. }
-        | Op::Reduce { .. }
-        | Op::LayerNormalization { .. }
-        | Op::LayerNorm { .. }
-        | Op::MeanPool => reduce::infer(op, ins),
-        Op::Embedding { .. } | Op::Gelu { .. } | Op::Attention { .. } | Op::QkvAttention { .. } => {
-            encoder::infer(op, ins)
-        }
+    match op.family() {
+        OpFamily::Leaf => Err("inputs and constants carry their own type".into()),
+        OpFamily::Elementwise => elementwise::infer(op, ins),
+        OpFamily::Shape => shape::infer(op, ins),
+        OpFamily::Linalg => linalg::infer(op, ins),
+        OpFamily::Reduce => reduce::infer(op, ins),
+        OpFamily::Encoder => encoder::infer(op, ins),
     }
 }
