@@ -6,8 +6,6 @@
 
 use std::fmt::Write;
 
-use bertc_ir::{Positions, TokenTypes};
-
 use crate::attention::ATTN_TILE;
 use crate::isa::Isa;
 use crate::lower::{Act, Program, Rows, Step, WeightLayout};
@@ -18,14 +16,6 @@ fn act(a: Act) -> &'static str {
         Act::Gelu(bertc_ir::GeluApprox::Tanh) => "gelu_tanh",
         Act::Tanh => "tanh",
         Act::Relu => "relu",
-    }
-}
-
-fn types(t: TokenTypes) -> &'static str {
-    match t {
-        TokenTypes::Input => "input",
-        TokenTypes::Zero => "zero",
-        TokenTypes::Absent => "absent",
     }
 }
 
@@ -40,7 +30,7 @@ impl Program {
             self.steps.len(),
             self.vocab,
             self.max_seq,
-            types(self.token_types),
+            self.token_types,
             if self.has_mask { "input" } else { "none" },
         );
         let _ = writeln!(
@@ -100,14 +90,9 @@ impl Program {
                 types: t,
                 width,
             } => {
-                let p = match positions {
-                    Positions::Arange { offset } => format!("arange(offset={offset})"),
-                    Positions::PaddingAware { pad } => format!("padding_aware(pad={pad})"),
-                };
                 let typ = typ.map(|t| format!(" type=w{t}")).unwrap_or_default();
                 format!(
-                    "b{out} = embedding word=w{word} pos=w{pos}{typ} positions={p} types={} width={width}",
-                    types(t)
+                    "b{out} = embedding word=w{word} pos=w{pos}{typ} positions={positions} types={t} width={width}"
                 )
             }
             Step::LayerNorm {

@@ -7,11 +7,7 @@ use crate::value::*;
 
 /// Executes one of this family's ops.
 pub(crate) fn eval(op: &Op, v: &[&Value]) -> R<Value> {
-    let x0 = || {
-        v.first()
-            .copied()
-            .ok_or_else(|| "missing operand".to_string())
-    };
+    let x0 = || first(v);
     Ok(match op {
         Op::Embedding { positions, types } => embedding(*positions, *types, v)?,
         Op::Gelu { approx } => {

@@ -7,11 +7,7 @@ use crate::value::*;
 
 /// Executes one of this family's ops.
 pub(crate) fn eval(op: &Op, v: &[&Value], bind: &Binding) -> R<Value> {
-    let x0 = || {
-        v.first()
-            .copied()
-            .ok_or_else(|| "missing operand".to_string())
-    };
+    let x0 = || first(v);
     Ok(match op {
         Op::Shape { start, end } => {
             let r = x0()?.shape.len() as i64;

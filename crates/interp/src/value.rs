@@ -237,3 +237,10 @@ pub(crate) fn norm_axis(axis: i64, rank: usize) -> R<usize> {
     }
     Ok(a as usize)
 }
+
+/// The first operand of an op, or an error when it has none.
+pub(crate) fn first<'a>(v: &[&'a Value]) -> R<&'a Value> {
+    v.first()
+        .copied()
+        .ok_or_else(|| "missing operand".to_string())
+}

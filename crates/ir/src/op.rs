@@ -67,6 +67,17 @@ pub enum GeluApprox {
     Tanh,
 }
 
+/// The text form: `input`, `zero` or `absent`.
+impl std::fmt::Display for TokenTypes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TokenTypes::Input => "input",
+            TokenTypes::Zero => "zero",
+            TokenTypes::Absent => "absent",
+        })
+    }
+}
+
 /// An activation fused into a linear's epilogue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum FusedAct {
@@ -93,6 +104,16 @@ impl Positions {
             Positions::PaddingAware { pad } => pad + 1,
         };
         (rows as i64 - used).max(0) as usize
+    }
+}
+
+/// The text form: `arange(offset=N)` or `padding_aware(pad=N)`.
+impl std::fmt::Display for Positions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Positions::Arange { offset } => write!(f, "arange(offset={offset})"),
+            Positions::PaddingAware { pad } => write!(f, "padding_aware(pad={pad})"),
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use super::graph::{Graph, NodeId};
 use super::infer::join;
-use super::op::{GeluApprox, Op, Positions, TokenTypes};
+use super::op::{GeluApprox, Op};
 use super::types::Tensor;
 
 /// A float in its shortest round-trip form, in scientific notation when very small or large.
@@ -161,18 +161,7 @@ fn attrs(op: &Op) -> String {
             join(starts),
             join(ends)
         ),
-        Op::Embedding { positions, types } => {
-            let p = match positions {
-                Positions::Arange { offset } => format!("arange(offset={offset})"),
-                Positions::PaddingAware { pad } => format!("padding_aware(pad={pad})"),
-            };
-            let t = match types {
-                TokenTypes::Input => "input",
-                TokenTypes::Zero => "zero",
-                TokenTypes::Absent => "absent",
-            };
-            format!(" positions={p} types={t}")
-        }
+        Op::Embedding { positions, types } => format!(" positions={positions} types={types}"),
         Op::LayerNorm { eps } => format!(" eps={}", fmt_f32(*eps)),
         Op::FusedLinear { act, residual } => {
             format!(
