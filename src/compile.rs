@@ -37,6 +37,8 @@ pub struct Options {
     pub quiet: bool,
     /// Structured pruning before code generation.
     pub prune: Option<crate::prune::PruneOptions>,
+    /// Quantization after pruning and fusion.
+    pub quantize: Option<crate::quantize::Quantize>,
 }
 
 impl Default for Options {
@@ -53,6 +55,7 @@ impl Default for Options {
             static_exe: false,
             quiet: false,
             prune: None,
+            quantize: None,
         }
     }
 }
@@ -87,6 +90,9 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
     }
     select_output(&mut g, o.output)?;
     reports.extend(bertc_passes::optimize(&mut g)?);
+    if let Some(q) = o.quantize {
+        reports.push(crate::quantize::quantize_graph(&mut g, q)?);
+    }
     if let Some(m) = o.max_seq {
         let model_max = g.max_seq.unwrap_or(usize::MAX);
         if m == 0 || m > model_max {

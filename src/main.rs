@@ -157,6 +157,10 @@ enum Cmd {
         /// Print nothing on success.
         #[arg(short, long)]
         quiet: bool,
+        /// Quantize the linears after pruning and fusion (int8: weights per output channel,
+        /// activations per token at run time).
+        #[arg(long, value_enum)]
+        quantize: Option<quantize::Quantize>,
         #[command(flatten)]
         prune: PruneArgs,
         /// Write an HTML report of what pruning did (with --speedup or --latency).
@@ -408,6 +412,7 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             static_exe,
             quiet,
             prune,
+            quantize,
             report,
             sts,
         } => {
@@ -429,6 +434,7 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
                 static_exe,
                 quiet,
                 prune: popts,
+                quantize,
             };
             let outcome = compile::compile(&o)?;
             if let (Some(r), Some(_)) = (report, &outcome.prune) {

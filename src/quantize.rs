@@ -13,18 +13,13 @@ pub enum Quantize {
     Int8,
 }
 
-/// Quantizes a fused graph's linears for this machine: activations of 7 bits on x86-64
-/// without VNNI (AVX2's `vpmaddubsw` adds pairs of u8 x s8 products in 16 bits, which 8-bit
-/// activations can overflow), 8 bits elsewhere.
+/// Quantizes a fused graph's linears: 8-bit activations on every target (each kernel sums
+/// their products exactly).
 pub fn quantize_graph(g: &mut Graph, q: Quantize) -> Result<PassReport, CliError> {
     match q {
-        Quantize::Int8 => {
-            let host = bertc_targets::Target::host();
-            let vnni = host.has("avx512vnni") || host.arch != bertc_targets::Arch::X86_64;
-            let pass = bertc_passes::QuantizeInt8 {
-                abits: if vnni { 8 } else { 7 },
-            };
-            Ok(bertc_passes::run_pass(&pass, g)?)
-        }
+        Quantize::Int8 => Ok(bertc_passes::run_pass(
+            &bertc_passes::QuantizeInt8::default(),
+            g,
+        )?),
     }
 }

@@ -8,10 +8,13 @@ use cranelift_codegen::ir::{types, InstBuilder, StackSlotData, StackSlotKind, Va
 use crate::emit::{self, Emit};
 use crate::isa::{self, Isa};
 use crate::kernels;
-use crate::lower::PANEL;
+use crate::lower::{LayoutKind, PANEL};
 use crate::micro::AsmRefs;
+use crate::qkernels;
+use bertc_ir::DType;
 
-/// A linear step's tasks: AVX2 microkernel tiles where the target has them, portable
+/// A linear step's tasks (f32, or int8 over quantized rows when `int8`): the ISA's
+/// microkernel tiles where it registers them for the weights' dtype and layout, portable
 /// Cranelift tiles elsewhere, then the epilogue.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn emit_linear(
@@ -20,19 +23,30 @@ pub(crate) fn emit_linear(
     range: [Value; 2],
     k: usize,
     n: usize,
+    int8: bool,
     isa: &Isa,
     micro: &AsmRefs,
     epi: &kernels::Epilogue,
 ) {
-    let mr = isa.gemm_mr();
-    if isa.gemm_f32().is_some() {
+    let (dtype, layout, geom) = if int8 {
+        (DType::I8, LayoutKind::QPanels, kernels::GemmGeom::int8(k))
+    } else {
+        (DType::F32, LayoutKind::Panels, kernels::GemmGeom::f32(k))
+    };
+    let mr = isa.mr(dtype, layout);
+    if isa.gemm(dtype, layout).is_some() {
         // full panels run the epilogue in the microkernel's registers
         let fused = !micro.fused.is_empty();
-        let tile = |e: &mut Emit, t: &kernels::Tile| micro_tile(e, t, k, n, micro, fused);
-        kernels::linear_tasks(e, args, range, k, n, mr, &tile, epi, fused);
+        let tile = |e: &mut Emit, t: &kernels::Tile| micro_tile(e, t, &geom, n, micro, fused);
+        kernels::linear_tasks(e, args, range, &geom, n, mr, &tile, epi, fused);
+    } else if int8 {
+        let (pairs, lda, ldc) = (k.div_ceil(2), geom.lda, n as i64 * 4);
+        let tile =
+            |e: &mut Emit, t: &kernels::Tile| qkernels::portable_qtile(e, t, pairs, lda, ldc);
+        kernels::linear_tasks(e, args, range, &geom, n, mr, &tile, epi, false);
     } else {
         let tile = |e: &mut Emit, t: &kernels::Tile| kernels::portable_tile(e, t, k, n);
-        kernels::linear_tasks(e, args, range, k, n, mr, &tile, epi, false);
+        kernels::linear_tasks(e, args, range, &geom, n, mr, &tile, epi, false);
     }
 }
 
@@ -41,14 +55,14 @@ pub(crate) fn emit_linear(
 pub(crate) fn micro_tile(
     e: &mut Emit,
     t: &kernels::Tile,
-    k: usize,
+    geom: &kernels::GemmGeom,
     n: usize,
     micro: &AsmRefs,
     fused: bool,
 ) {
-    let lda = e.i(k as i64 * 4);
+    let lda = e.i(geom.lda);
     let ldc = e.i(n as i64 * 4);
-    let kk = e.i(k as i64);
+    let kk = e.i(geom.steps);
     if t.ncols == PANEL {
         // tiles that prefetch (a share of) the next panel run the prefetching variant
         let (with, without) = if fused {

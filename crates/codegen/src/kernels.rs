@@ -320,6 +320,39 @@ pub fn linear_task_count(e: &mut Emit, rows: Value, n: usize, mr: usize) -> Valu
     e.b.ins().select(few, small, big)
 }
 
+/// How a linear's operands lie in memory for the task driver: bytes of an input row and of a
+/// weight panel, and the panel bytes the kernels' k loop reads in one of its `steps` (what a
+/// tile prefetches of the next panel a step).
+#[derive(Clone, Copy)]
+pub struct GemmGeom {
+    pub lda: i64,
+    pub panel_bytes: i64,
+    pub step_bytes: i64,
+    pub steps: i64,
+}
+
+impl GemmGeom {
+    /// An f32 linear of depth `k` (`pack_linear`'s panels: a bias row, then `k` rows).
+    pub fn f32(k: usize) -> GemmGeom {
+        GemmGeom {
+            lda: k as i64 * 4,
+            panel_bytes: (PANEL * (k + 1) * 4) as i64,
+            step_bytes: (PANEL * 4) as i64,
+            steps: k as i64,
+        }
+    }
+
+    /// An int8 linear of depth `k` over quantized rows (`pack_qlinear`'s panels, k in pairs).
+    pub fn int8(k: usize) -> GemmGeom {
+        GemmGeom {
+            lda: crate::lower::quant_row_floats(k) as i64 * 4,
+            panel_bytes: crate::lower::qpanel_bytes(k) as i64,
+            step_bytes: (PANEL * 2) as i64,
+            steps: k.div_ceil(2) as i64,
+        }
+    }
+}
+
 /// What a linear does to each output tile after the GEMM: an activation, then a residual add
 /// (`residual` points to a tensor of the output's shape).
 pub struct Epilogue {
@@ -376,7 +409,7 @@ pub fn linear_tasks(
     e: &mut Emit,
     [x, out, rows, packed]: [Value; 4],
     [begin, end]: [Value; 2],
-    k: usize,
+    geom: &GemmGeom,
     n: usize,
     mr: usize,
     tile: &dyn Fn(&mut Emit, &Tile),
@@ -385,11 +418,15 @@ pub fn linear_tasks(
 ) {
     let panels = n.div_ceil(PANEL);
     let last_cols = n - (panels - 1) * PANEL;
-    let lda = k as i64 * 4;
+    let GemmGeom {
+        lda,
+        panel_bytes,
+        step_bytes,
+        steps,
+    } = *geom;
     let ldc = n as i64 * 4;
     let blocks = RowBlocks::new(e, rows, mr);
     let nrb = blocks.count;
-    let panel_bytes = (PANEL * (k + 1) * 4) as i64;
     // one tile: row block `rb` of panel `p`, then the epilogue unless the tile applied it.
     // With `spread` (the bytes a row block prefetches per step of k), the panel's row blocks
     // run one after another and each prefetches its share of the next panel (a `1 / nrb`
@@ -408,7 +445,7 @@ pub fn linear_tasks(
         let next = e.b.ins().iadd_imm_s(bp, panel_bytes);
         let prefetch = if let Some(step) = spread {
             // from this block's slice
-            let share = e.b.ins().imul_imm_s(step, k as i64);
+            let share = e.b.ins().imul_imm_s(step, steps);
             let addr = e.b.ins().imul(rb, share);
             let addr = e.b.ins().iadd(next, addr);
             Prefetch {
@@ -420,7 +457,7 @@ pub fn linear_tasks(
             Prefetch {
                 when: Some(e.b.ins().icmp_imm_s(IntCC::Equal, rb, 0)),
                 addr: next,
-                step: e.i(64),
+                step: e.i(step_bytes),
             }
         };
         let rows_dispatch = |e: &mut Emit, ncols: usize| {
@@ -458,8 +495,8 @@ pub fn linear_tasks(
         |e| {
             // few rows: task t is panel t, all its row blocks in turn (the panel is read from
             // memory once, while the row blocks prefetch the next panel)
-            // ceil(64 / nrb) bytes a step (nrb >= 1: a task exists only with rows)
-            let step = e.b.ins().iadd_imm_s(nrb, 63);
+            // ceil(step_bytes / nrb) bytes a step (nrb >= 1: a task exists only with rows)
+            let step = e.b.ins().iadd_imm_s(nrb, step_bytes - 1);
             let one = e.i(1);
             let div = e.b.ins().smax(nrb, one);
             let step = e.b.ins().udiv(step, div);

@@ -11,6 +11,7 @@ mod isa;
 mod kernels;
 mod lower;
 mod micro;
+mod qkernels;
 pub mod shim;
 mod text;
 
@@ -33,7 +34,7 @@ pub use lower::{
 };
 
 use attention::{attention_gemm, AttnScratch};
-use bertc_ir::Graph;
+use bertc_ir::{DType, Graph};
 use emit::Emit;
 use gemm::emit_linear;
 use micro::{Asm, AsmRefs};
@@ -182,6 +183,7 @@ pub fn compile_gemm_bench(
             [zero, tasks],
             k,
             n,
+            false,
             &isa,
             &micro_refs,
             &kernels::Epilogue::NONE,
@@ -436,11 +438,27 @@ pub fn compile_with(
                     n,
                     residual,
                     ..
+                }
+                | Step::QLinear {
+                    x,
+                    out,
+                    packed,
+                    n,
+                    residual,
+                    ..
                 } => {
                     let r = rows(program.buffers[x].rows);
-                    let t = kernels::linear_task_count(&mut e, r, n, isa.gemm_mr());
+                    let mr = match step {
+                        Step::QLinear { .. } => isa.mr(DType::I8, LayoutKind::QPanels),
+                        _ => isa.gemm_mr(),
+                    };
+                    let t = kernels::linear_task_count(&mut e, r, n, mr);
                     let res = residual.map_or(bufs[x], |b| bufs[b]);
                     (vec![bufs[x], bufs[out], r, weights[packed], res], t)
+                }
+                Step::Quantize { x, out, .. } => {
+                    let r = rows(program.buffers[x].rows);
+                    (vec![bufs[x], bufs[out], r], row_tasks(&mut e, r))
                 }
                 Step::Act { x, out, .. } => {
                     let r = rows(program.buffers[x].rows);
@@ -543,9 +561,9 @@ fn step_arg_count(step: &Step) -> usize {
     match step {
         Step::Embedding { .. } => 9,
         Step::LayerNorm { .. } => 5,
-        Step::Linear { .. } => 5,
+        Step::Linear { .. } | Step::QLinear { .. } => 5,
         Step::Add { .. } | Step::Scatter { .. } => 4,
-        Step::Act { .. } | Step::Cls { .. } | Step::MeanPool { .. } => 3,
+        Step::Act { .. } | Step::Quantize { .. } | Step::Cls { .. } | Step::MeanPool { .. } => 3,
         Step::Attention { .. } => 8,
     }
 }
@@ -568,6 +586,14 @@ fn kernel_key(step: &Step, p: &Program) -> String {
             residual,
             ..
         } => format!("linear {k} {n} {act:?} {}", residual.is_some()),
+        Step::QLinear {
+            k,
+            n,
+            act,
+            residual,
+            ..
+        } => format!("qlinear {k} {n} {act:?} {}", residual.is_some()),
+        Step::Quantize { k, abits, .. } => format!("quantize {k} {abits}"),
         Step::Act { x, act, .. } => format!("act {act:?} {}", w(*x)),
         Step::Add { a, .. } => format!("add {}", w(*a)),
         Step::Attention { heads, scale, .. } => {
@@ -613,12 +639,24 @@ fn emit_step(
             act,
             residual,
             ..
+        }
+        | Step::QLinear {
+            k,
+            n,
+            act,
+            residual,
+            ..
         } => {
             let epi = kernels::Epilogue {
                 act: *act,
                 residual: residual.map(|_| a[4]),
             };
-            emit_linear(e, [a[0], a[1], a[2], a[3]], range, *k, *n, isa, micro, &epi);
+            let int8 = matches!(step, Step::QLinear { .. });
+            let args = [a[0], a[1], a[2], a[3]];
+            emit_linear(e, args, range, *k, *n, int8, isa, micro, &epi);
+        }
+        Step::Quantize { k, abits, .. } => {
+            qkernels::quantize(e, [a[0], a[1], a[2]], range, *k, *abits)
         }
         Step::Act { x, act, .. } => kernels::activation(e, [a[0], a[1], a[2]], range, w(*x), *act),
         Step::Add { a: x, .. } => kernels::add(e, [a[0], a[1], a[2], a[3]], range, w(*x)),

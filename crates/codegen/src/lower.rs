@@ -28,13 +28,30 @@ pub enum Rows {
     Seqs,
 }
 
-/// An activation buffer: `rows x width` f32.
+/// What a buffer's rows hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Elem {
+    /// `width` f32 values.
+    F32,
+    /// A row of `k` values quantized for an int8 linear (`Step::Quantize`): the integers as
+    /// i16, `k` rounded up to even (a zero pad), then the row's f32 scale; `width` is
+    /// `quant_row_floats(k)`.
+    Quantized { k: usize, abits: u8 },
+}
+
+/// An activation buffer: `rows x width` f32 (or a quantized row's bytes in `width` floats).
 #[derive(Clone, Debug)]
 pub struct Buffer {
     pub rows: Rows,
     pub width: usize,
+    pub elem: Elem,
     /// Offset in the workspace, in floats per token (the workspace holds `tokens` of each).
     pub offset: usize,
+}
+
+/// Floats a quantized row of `k` values takes: `ceil(k / 2)` pairs of i16, then the scale.
+pub fn quant_row_floats(k: usize) -> usize {
+    k.div_ceil(2) + 1
 }
 
 pub type BufId = usize;
@@ -48,6 +65,9 @@ pub enum WeightLayout {
     /// A linear's `[n, k]` weights and its bias in panels of `PANEL` columns (`pack_linear`),
     /// read by the GEMM kernels.
     Panels { n: usize, k: usize },
+    /// An int8 linear's `[n, k]` weights with their per-column scales and the bias, in panels
+    /// of `PANEL` columns with k in pairs (`pack_qlinear`), read by the int8 GEMM kernels.
+    QPanels { n: usize, k: usize },
 }
 
 /// A layout without its dimensions: what kernels are registered for (`isa::GemmKernels`).
@@ -55,6 +75,7 @@ pub enum WeightLayout {
 pub enum LayoutKind {
     Dense,
     Panels,
+    QPanels,
 }
 
 impl WeightLayout {
@@ -62,6 +83,7 @@ impl WeightLayout {
         match self {
             WeightLayout::Dense => LayoutKind::Dense,
             WeightLayout::Panels { .. } => LayoutKind::Panels,
+            WeightLayout::QPanels { .. } => LayoutKind::QPanels,
         }
     }
 }
@@ -125,6 +147,26 @@ pub enum Step {
     /// `out = act(x @ wᵀ + b) (+ residual)`, the weight packed in panels of 16 columns
     /// (`[bias 16][k x 16]`); activation and residual applied to each tile in cache.
     Linear {
+        x: BufId,
+        out: BufId,
+        packed: WeightId,
+        k: usize,
+        n: usize,
+        act: Option<Act>,
+        residual: Option<BufId>,
+    },
+    /// Each row of `x` (`k` f32) quantized to `abits`-bit integers for an int8 linear, as
+    /// `Op::QLinear` defines it, into `out` (`Elem::Quantized`).
+    Quantize {
+        x: BufId,
+        out: BufId,
+        k: usize,
+        abits: u8,
+    },
+    /// `out = act(fma(x · wq, s_x · w_scale, b)) (+ residual)` with `x` a quantized buffer
+    /// and the weights, scales and bias packed in `QPanels` (`pack_qlinear`); products summed
+    /// exactly in i32.
+    QLinear {
         x: BufId,
         out: BufId,
         packed: WeightId,
@@ -224,11 +266,43 @@ pub fn pack_linear(w: &[f32], b: Option<&[f32]>, n: usize, k: usize) -> Vec<f32>
     out
 }
 
+/// Bytes before the weights of an int8 panel: `PANEL` f32 biases, then `PANEL` f32 scales.
+pub const QPANEL_HEADER: usize = PANEL * 8;
+
+/// Bytes of one int8 panel for depth `k`.
+pub fn qpanel_bytes(k: usize) -> usize {
+    QPANEL_HEADER + PANEL * 2 * k.div_ceil(2)
+}
+
+/// Packs int8 weights `wq[n, k]` (row-major), their per-row scales and the bias into panels
+/// of `PANEL` columns: for each panel, `PANEL` biases and `PANEL` scales (f32), then for each
+/// pair of k (`ceil(k / 2)` of them) the panel's columns in order, two bytes each (`wq[j, 2g]`,
+/// `wq[j, 2g + 1]`); zero beyond `n` and `k`.
+pub fn pack_qlinear(wq: &[i8], scales: &[f32], bias: &[f32], n: usize, k: usize) -> Vec<u8> {
+    let panels = n.div_ceil(PANEL);
+    let pb = qpanel_bytes(k);
+    let mut out = vec![0u8; panels * pb];
+    for j in 0..n {
+        let (p, c) = (j / PANEL, j % PANEL);
+        let base = p * pb;
+        out[base + 4 * c..base + 4 * c + 4].copy_from_slice(&bias[j].to_le_bytes());
+        let so = base + 4 * (PANEL + c);
+        out[so..so + 4].copy_from_slice(&scales[j].to_le_bytes());
+        for kk in 0..k {
+            let at = base + QPANEL_HEADER + (kk / 2) * PANEL * 2 + 2 * c + kk % 2;
+            out[at] = wq[j * k + kk] as u8;
+        }
+    }
+    out
+}
+
 struct Lowering<'g> {
     g: &'g Graph,
     p: Program,
     buf_of: HashMap<NodeId, BufId>,
     weight_of: HashMap<NodeId, WeightId>,
+    /// The quantized copy of a value for int8 linears, by value and activation bits.
+    quantized: HashMap<(NodeId, u8), BufId>,
     last_use: HashMap<NodeId, usize>,
 }
 
@@ -285,9 +359,35 @@ impl Lowering<'_> {
         self.p.buffers.push(Buffer {
             rows,
             width: const_width(self.g, n)?,
+            elem: Elem::F32,
             offset: 0,
         });
         self.buf_of.insert(n, id);
+        Ok(id)
+    }
+
+    /// The quantized copy of `x` (`abits` bits) for an int8 linear, with the step that makes
+    /// it the first time it is asked for (linears reading the same value share it).
+    fn quantized(&mut self, x: NodeId, abits: u8) -> Result<BufId, CodegenError> {
+        if let Some(&b) = self.quantized.get(&(x, abits)) {
+            return Ok(b);
+        }
+        let src = self.buf(x)?;
+        let k = self.p.buffers[src].width;
+        let id = self.p.buffers.len();
+        self.p.buffers.push(Buffer {
+            rows: self.p.buffers[src].rows,
+            width: quant_row_floats(k),
+            elem: Elem::Quantized { k, abits },
+            offset: 0,
+        });
+        self.p.steps.push(Step::Quantize {
+            x: src,
+            out: id,
+            k,
+            abits,
+        });
+        self.quantized.insert((x, abits), id);
         Ok(id)
     }
 
@@ -326,6 +426,7 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
         },
         buf_of: HashMap::new(),
         weight_of: HashMap::new(),
+        quantized: HashMap::new(),
         last_use: HashMap::new(),
     };
     for &n in &order {
@@ -409,14 +510,7 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
             }
             Op::Linear | Op::FusedLinear { .. } => {
                 let (act, has_res) = match g.op(n) {
-                    Op::FusedLinear { act, residual } => (
-                        act.map(|a| match a {
-                            bertc_ir::FusedAct::Gelu(g) => Act::Gelu(g),
-                            bertc_ir::FusedAct::Tanh => Act::Tanh,
-                            bertc_ir::FusedAct::Relu => Act::Relu,
-                        }),
-                        *residual,
-                    ),
+                    Op::FusedLinear { act, residual } => (act.map(fused_act), *residual),
                     _ => (None, false),
                 };
                 let residual = if has_res { Some(l.buf(ops[3])?) } else { None };
@@ -525,12 +619,40 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
                     out: l.new_buf(n)?,
                 }
             }
-            Op::QLinear { .. } => {
-                return Err(unsupported(
-                    g,
-                    n,
-                    "int8 linears (qlinear) have no code generator yet; the interpreter runs them (bertc run --quantize int8)",
-                ))
+            Op::QLinear {
+                act,
+                residual,
+                abits,
+            } => {
+                let residual = if residual { Some(l.buf(ops[4])?) } else { None };
+                let consts: Vec<_> = ops[1..4].iter().map(|&c| g.const_value(c)).collect();
+                let (Some(wq), Some(sc), Some(b)) = (consts[0], consts[1], consts[2]) else {
+                    return Err(unsupported(
+                        g,
+                        n,
+                        "qlinear weights, scales and bias must be constant",
+                    ));
+                };
+                let (nn, k) = (wq.shape[0], wq.shape[1]);
+                let wq: Vec<i8> = wq.to_i64_vec().iter().map(|&v| v as i8).collect();
+                let packed = pack_qlinear(&wq, &sc.to_f32_vec(), &b.to_f32_vec(), nn, k);
+                let id = l.p.weights.len();
+                l.p.weights.push(Weight {
+                    name: format!("{}.packed", g.node(ops[1]).name),
+                    dtype: DType::I8,
+                    layout: WeightLayout::QPanels { n: nn, k },
+                    bytes: packed,
+                });
+                let x = l.quantized(ops[0], abits)?;
+                Step::QLinear {
+                    x,
+                    out: l.new_buf(n)?,
+                    packed: id,
+                    k,
+                    n: nn,
+                    act: act.map(fused_act),
+                    residual,
+                }
             }
             other => {
                 return Err(unsupported(
@@ -557,6 +679,14 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
     Ok(l.p)
 }
 
+fn fused_act(a: bertc_ir::FusedAct) -> Act {
+    match a {
+        bertc_ir::FusedAct::Gelu(g) => Act::Gelu(g),
+        bertc_ir::FusedAct::Tanh => Act::Tanh,
+        bertc_ir::FusedAct::Relu => Act::Relu,
+    }
+}
+
 fn step_io(s: &Step) -> (Vec<BufId>, BufId) {
     match *s {
         Step::Embedding { out, .. } => (vec![], out),
@@ -565,10 +695,18 @@ fn step_io(s: &Step) -> (Vec<BufId>, BufId) {
             out,
             residual: Some(r),
             ..
-        } => (vec![x, r], out),
-        Step::LayerNorm { x, out, .. } | Step::Linear { x, out, .. } | Step::Act { x, out, .. } => {
-            (vec![x], out)
         }
+        | Step::QLinear {
+            x,
+            out,
+            residual: Some(r),
+            ..
+        } => (vec![x, r], out),
+        Step::LayerNorm { x, out, .. }
+        | Step::Linear { x, out, .. }
+        | Step::QLinear { x, out, .. }
+        | Step::Quantize { x, out, .. }
+        | Step::Act { x, out, .. } => (vec![x], out),
         Step::Cls { x, out } | Step::MeanPool { x, out } => (vec![x], out),
         Step::Add { a, b, out } => (vec![a, b], out),
         Step::Attention { q, k, v, out, .. } => (vec![q, k, v], out),
@@ -628,7 +766,7 @@ impl Program {
         let (mut tok, mut seq, mut pair) = (0u64, 0u64, 0u64);
         for s in &self.steps {
             match s {
-                Step::Linear { x, k, n, .. } => {
+                Step::Linear { x, k, n, .. } | Step::QLinear { x, k, n, .. } => {
                     let f = 2 * (*k as u64) * (*n as u64);
                     match self.buffers[*x].rows {
                         Rows::Tokens => tok += f,

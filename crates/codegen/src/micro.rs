@@ -9,16 +9,18 @@ use cranelift_module::{FuncId, Linkage, Module};
 use cranelift_object::ObjectModule;
 
 use crate::isa;
-use crate::lower::{CodegenError, Step};
+use crate::lower::{CodegenError, LayoutKind, Step};
 use crate::{cl_err, sig_n};
+use bertc_ir::DType;
 
 /// The hand-written kernels of a module (those the ISA registers), each defined the first time
 /// a kernel asks for it, so that the object holds just the variants the program uses.
 pub(crate) struct Asm {
     prefix: String,
-    gemm: Option<isa::GemmKernels>,
+    gemm: Vec<isa::GemmKernels>,
     softmax_kernel: Option<isa::SoftmaxKernel>,
-    tiles: BTreeMap<String, Vec<FuncId>>,
+    /// The defined tiles by family and epilogue tag.
+    tiles: BTreeMap<(&'static str, String), Vec<FuncId>>,
     softmax: BTreeMap<u32, FuncId>,
 }
 
@@ -39,24 +41,22 @@ impl Asm {
     pub(crate) fn new(prefix: &str, isa: &isa::Isa) -> Asm {
         Asm {
             prefix: prefix.to_string(),
-            gemm: isa.gemm_f32().copied(),
+            gemm: isa.gemm.clone(),
             softmax_kernel: isa.softmax,
             tiles: BTreeMap::new(),
             softmax: BTreeMap::new(),
         }
     }
 
-    /// The microkernels for 1..=mr rows with epilogue `epi`.
+    /// The microkernels of `kernels` for 1..=mr rows with epilogue `epi`.
     fn tiles(
         &mut self,
         module: &mut ObjectModule,
+        kernels: isa::GemmKernels,
         epi: isa::MicroEpi,
     ) -> Result<Vec<FuncId>, CodegenError> {
-        let Some(kernels) = self.gemm else {
-            return Ok(vec![]);
-        };
         let tag = epi.tag();
-        if let Some(ids) = self.tiles.get(&tag) {
+        if let Some(ids) = self.tiles.get(&(kernels.family, tag.clone())) {
             return Ok(ids.clone());
         }
         let sig = sig_n(module.isa().default_call_conv(), epi.args());
@@ -77,7 +77,7 @@ impl Asm {
                 .map_err(cl_err)?;
             ids.push(id);
         }
-        self.tiles.insert(tag, ids.clone());
+        self.tiles.insert((family, tag), ids.clone());
         Ok(ids)
     }
 
@@ -118,33 +118,42 @@ impl Asm {
             fused_pf: Vec::new(),
             softmax: None,
         };
-        if self.gemm.is_none() {
+        // an int8 linear calls the int8 family, every other step the f32 one
+        let (dtype, layout) = match step {
+            Some(Step::QLinear { .. }) => (DType::I8, LayoutKind::QPanels),
+            _ => (DType::F32, LayoutKind::Panels),
+        };
+        let Some(kernels) = self
+            .gemm
+            .iter()
+            .find(|k| k.dtype == dtype && k.layout == layout)
+            .copied()
+        else {
             return Ok(r);
-        }
+        };
         let pf = |epi: isa::MicroEpi| isa::MicroEpi {
             prefetch: true,
             ..epi
         };
-        for id in self.tiles(module, isa::MicroEpi::NONE)? {
+        for id in self.tiles(module, kernels, isa::MicroEpi::NONE)? {
             r.plain.push(module.declare_func_in_func(id, func));
         }
-        for id in self.tiles(module, pf(isa::MicroEpi::NONE))? {
+        for id in self.tiles(module, kernels, pf(isa::MicroEpi::NONE))? {
             r.plain_pf.push(module.declare_func_in_func(id, func));
         }
         match step {
-            Some(Step::Linear { act, residual, .. })
-                if (act.is_some() || residual.is_some())
-                    && self.gemm.is_some_and(|g| g.epilogues) =>
+            Some(Step::Linear { act, residual, .. } | Step::QLinear { act, residual, .. })
+                if (act.is_some() || residual.is_some()) && kernels.epilogues =>
             {
                 let epi = isa::MicroEpi {
                     act: *act,
                     residual: residual.is_some(),
                     prefetch: false,
                 };
-                for id in self.tiles(module, epi)? {
+                for id in self.tiles(module, kernels, epi)? {
                     r.fused.push(module.declare_func_in_func(id, func));
                 }
-                for id in self.tiles(module, pf(epi))? {
+                for id in self.tiles(module, kernels, pf(epi))? {
                     r.fused_pf.push(module.declare_func_in_func(id, func));
                 }
             }

@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use crate::attention::ATTN_TILE;
 use crate::isa::Isa;
-use crate::lower::{Act, Program, Rows, Step, WeightLayout};
+use crate::lower::{Act, Elem, LayoutKind, Program, Rows, Step, WeightLayout};
 
 fn act(a: Act) -> &'static str {
     match a {
@@ -45,6 +45,10 @@ impl Program {
                 WeightLayout::Panels { n, k } => {
                     format!("panels of {} columns n={n} k={k}", crate::lower::PANEL)
                 }
+                WeightLayout::QPanels { n, k } => format!(
+                    "int8 panels of {} columns (bias, scales, k in pairs) n={n} k={k}",
+                    crate::lower::PANEL
+                ),
             };
             let _ = writeln!(
                 s,
@@ -60,7 +64,11 @@ impl Program {
                 Rows::Tokens => "tokens",
                 Rows::Seqs => "sequences",
             };
-            let _ = writeln!(s, "  b{i} {rows} x {} at {}", b.width, b.offset);
+            let elem = match b.elem {
+                Elem::F32 => String::new(),
+                Elem::Quantized { k, abits } => format!(" (int{abits} rows of {k} as i16, scale)"),
+            };
+            let _ = writeln!(s, "  b{i} {rows} x {}{elem} at {}", b.width, b.offset);
         }
         s.push_str("steps:\n");
         for step in &self.steps {
@@ -110,6 +118,15 @@ impl Program {
                 n,
                 act: a,
                 residual,
+            }
+            | Step::QLinear {
+                x,
+                out,
+                packed,
+                k,
+                n,
+                act: a,
+                residual,
             } => {
                 let mut epi = String::new();
                 if let Some(a) = a {
@@ -118,7 +135,11 @@ impl Program {
                 if let Some(r) = residual {
                     let _ = write!(epi, " residual=b{r}");
                 }
-                let kernel = match isa.gemm_f32() {
+                let (op, dtype, layout) = match step {
+                    Step::QLinear { .. } => ("qlinear", bertc_ir::DType::I8, LayoutKind::QPanels),
+                    _ => ("linear", bertc_ir::DType::F32, LayoutKind::Panels),
+                };
+                let kernel = match isa.gemm(dtype, layout) {
                     Some(g) => format!(
                         "{} tiles of 1..{} x {}{}",
                         g.family,
@@ -132,11 +153,14 @@ impl Program {
                     ),
                     None => format!(
                         "portable tiles of 1..{} x {}, epilogue after the tile",
-                        isa.gemm_mr(),
+                        isa.mr(dtype, layout),
                         crate::lower::PANEL
                     ),
                 };
-                format!("b{out} = linear b{x} w{packed} k={k} n={n}{epi}  [{kernel}]")
+                format!("b{out} = {op} b{x} w{packed} k={k} n={n}{epi}  [{kernel}]")
+            }
+            Step::Quantize { x, out, k, abits } => {
+                format!("b{out} = quantize b{x} k={k} bits={abits}  [portable, per row]")
             }
             Step::Act { x, out, act: a } => format!("b{out} = {} b{x}", act(a)),
             Step::Add { a, b, out } => format!("b{out} = add b{a} b{b}"),

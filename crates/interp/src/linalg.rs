@@ -249,8 +249,15 @@ fn epilogue(y: &mut Value, act: Option<bertc_ir::FusedAct>, residual: Option<&Va
 /// the row's scale (`max|x| / q`; 0 for a row of zeros, whose integers are all 0).
 pub(crate) fn quantize_row(x: &[f32], abits: u8, out: &mut [i32]) -> f32 {
     let q = ((1i32 << (abits - 1)) - 1) as f32;
-    let amax = x.iter().fold(0f32, |m, &v| m.max(v.abs()));
-    if amax == 0.0 || !amax.is_finite() {
+    // a NaN anywhere makes the maximum NaN (as the kernels' vector maximum does)
+    let amax = x.iter().fold(0f32, |m, &v| {
+        if m.is_nan() || v.is_nan() {
+            f32::NAN
+        } else {
+            m.max(v.abs())
+        }
+    });
+    if amax.is_nan() || amax == 0.0 || !amax.is_finite() {
         out.iter_mut().for_each(|o| *o = 0);
         return 0.0;
     }
@@ -263,7 +270,8 @@ pub(crate) fn quantize_row(x: &[f32], abits: u8, out: &mut [i32]) -> f32 {
 
 /// `rows` rows of `x[rows, k]` through int8 weights `wq[n, k]` with per-channel `scales` and
 /// `bias`: each row quantized (`quantize_row`), products summed exactly in i32, then
-/// `acc · (s · scale) + bias` in f32.
+/// `acc · (s · scale) + bias` in f32, with one rounding for the multiply-add (a fused
+/// multiply-add, as every kernel does it).
 pub(crate) fn qlinear_rows(
     x: &[f32],
     wq: &[i32],
@@ -284,7 +292,7 @@ pub(crate) fn qlinear_rows(
                 .zip(&wq[j * k..(j + 1) * k])
                 .map(|(a, b)| a * b)
                 .sum();
-            out[r * n + j] = acc as f32 * (s * scales[j]) + bias[j];
+            out[r * n + j] = (acc as f32).mul_add(s * scales[j], bias[j]);
         }
     }
     out

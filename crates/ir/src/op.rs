@@ -260,9 +260,9 @@ pub enum Op {
     /// `qlinear(x, wq[n,k], w_scale[n], b[n], residual?)`: a linear on int8 weights,
     /// symmetric per output channel (`w ≈ wq · w_scale`), with each row of `x` quantized at run
     /// time to `abits`-bit integers (`q = 2^(abits-1) - 1`, `inv = q / max|x_row|`,
-    /// `xq = clamp(round_ne(x · inv), -q, q)`, `s = max|x_row| / q`, all in f32), the products
-    /// summed exactly in i32, then `act(acc · (s · w_scale) + b) (+ residual)`. `abits` 7 keeps
-    /// AVX2's `vpmaddubsw` from saturating; 8 for ISAs with VNNI or `sdot`.
+    /// `xq = clamp(round_ne(x · inv), -q, q)`, `s = max|x_row| / q`, all in f32; a row whose
+    /// maximum is 0, infinite or NaN is all zeros with `s = 0`), the products summed exactly in
+    /// i32, then `act(fma(acc, s · w_scale, b)) (+ residual)` (one rounding for the multiply-add).
     QLinear {
         act: Option<FusedAct>,
         residual: bool,

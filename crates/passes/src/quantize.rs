@@ -11,14 +11,15 @@ use crate::{Pass, PassError};
 
 /// Round-to-nearest int8 quantization of the linears (see the module documentation).
 pub struct QuantizeInt8 {
-    /// Bits of the run-time activation integers (7 for AVX2 without VNNI, 8 elsewhere).
+    /// Bits of the run-time activation integers (2 to 8).
     pub abits: u8,
 }
 
 impl Default for QuantizeInt8 {
-    /// 7-bit activations: exact on every ISA, `vpmaddubsw` included.
+    /// 8-bit activations: every kernel sums their products with the int8 weights exactly
+    /// (AVX2 through 16-bit pairs, `vpmaddwd`, never the saturating `vpmaddubsw`).
     fn default() -> Self {
-        QuantizeInt8 { abits: 7 }
+        QuantizeInt8 { abits: 8 }
     }
 }
 

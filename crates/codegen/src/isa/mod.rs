@@ -99,11 +99,18 @@ impl Isa {
         self.gemm(DType::F32, LayoutKind::Panels)
     }
 
-    /// Rows of a GEMM tile: the microkernels' tallest, or the portable tile's.
+    /// Rows of an f32 GEMM tile: the microkernels' tallest, or the portable tile's.
     pub fn gemm_mr(&self) -> usize {
-        match self.gemm_f32() {
-            Some(k) => k.mr,
-            None => crate::kernels::portable_mr(self.lanes, self.regs),
+        self.mr(DType::F32, LayoutKind::Panels)
+    }
+
+    /// Rows of a GEMM tile for weights of `dtype` in `layout`: the microkernels' tallest, or
+    /// the portable tile's.
+    pub fn mr(&self, dtype: DType, layout: LayoutKind) -> usize {
+        match (self.gemm(dtype, layout), dtype) {
+            (Some(k), _) => k.mr,
+            (None, DType::I8) => crate::qkernels::portable_qmr(self.lanes, self.regs),
+            (None, _) => crate::kernels::portable_mr(self.lanes, self.regs),
         }
     }
 
