@@ -13,6 +13,7 @@ use bertc_passes::OutputKind;
 use bertc_runtime::{Artifact, Library};
 use bertc_targets::Target;
 
+use crate::quantize::Quantize;
 use crate::scratch::Scratch;
 use crate::CliError;
 
@@ -41,6 +42,17 @@ fn link_shared(tmp: &Scratch, obj: &[u8], so: &str) -> Result<PathBuf, CliError>
     Ok(tmp.path(so))
 }
 
+/// Bytes as f32 words (zero-padded to a whole word), for buffers the kernels read as bytes.
+fn floats(b: &[u8]) -> Vec<f32> {
+    b.chunks(4)
+        .map(|c| {
+            let mut w = [0u8; 4];
+            w[..c.len()].copy_from_slice(c);
+            f32::from_le_bytes(w)
+        })
+        .collect()
+}
+
 fn parse_gemm(s: &str) -> Result<(usize, usize, usize), CliError> {
     let v: Vec<usize> = s
         .split('x')
@@ -55,8 +67,9 @@ fn parse_gemm(s: &str) -> Result<(usize, usize, usize), CliError> {
     }
 }
 
-/// Times the GEMM kernel; prints GFLOP/s and the fraction of the measured peak.
-pub fn gemm(spec: &str, cpu: Option<&str>, runs: usize) -> Result<String, CliError> {
+/// Times the GEMM kernel (f32, or int8 over quantized rows); prints GFLOP/s (int8: integer
+/// multiply-adds counted as two operations) and the fraction of the measured f32 FMA peak.
+pub fn gemm(spec: &str, cpu: Option<&str>, runs: usize, int8: bool) -> Result<String, CliError> {
     let (m, k, n) = parse_gemm(spec)?;
     let host = Target::host();
     let target = Target::with_cpu(&host.triple, cpu).map_err(|e| CliError::Input(e.to_string()))?;
@@ -66,8 +79,8 @@ pub fn gemm(spec: &str, cpu: Option<&str>, runs: usize) -> Result<String, CliErr
             cpu.unwrap_or("native")
         )));
     }
-    let (obj, has_peak) =
-        codegen::compile_gemm_bench(&target, k, n).map_err(|e| CliError::Input(e.to_string()))?;
+    let (obj, has_peak) = codegen::compile_gemm_bench(&target, k, n, int8)
+        .map_err(|e| CliError::Input(e.to_string()))?;
     let tmp = Scratch::new("bench-gemm")?;
     let so = link_shared(&tmp, &obj, "libgemm.so")?;
     let lib = Library::open(&so)?;
@@ -82,14 +95,33 @@ pub fn gemm(spec: &str, cpu: Option<&str>, runs: usize) -> Result<String, CliErr
     let w: Vec<f32> = (0..n * k)
         .map(|i| ((i * 104729) % 1000) as f32 / 1000.0 - 0.5)
         .collect();
-    let packed = pack_linear(&w, None, n, k);
+    // int8: the rows as integers in [-127, 127] with scale 1 (i16, then the scale), the
+    // weights as integers with scale 1
+    let xi: Vec<i32> = x.iter().map(|v| (v * 254.0) as i32).collect();
+    let wi: Vec<i8> = w.iter().map(|v| (v * 254.0) as i8).collect();
+    let (input, packed): (Vec<f32>, Vec<f32>) = if int8 {
+        let lda = codegen::quant_row_floats(k);
+        let mut rows = vec![0u8; m * lda * 4];
+        for r in 0..m {
+            for kk in 0..k {
+                let at = r * lda * 4 + 2 * kk;
+                rows[at..at + 2].copy_from_slice(&(xi[r * k + kk] as i16).to_le_bytes());
+            }
+            let at = r * lda * 4 + k.div_ceil(2) * 4;
+            rows[at..at + 4].copy_from_slice(&1f32.to_le_bytes());
+        }
+        let bytes = codegen::pack_qlinear(&wi, &vec![1.0; n], &vec![0.0; n], n, k);
+        (floats(&rows), floats(&bytes))
+    } else {
+        (x.clone(), pack_linear(&w, None, n, k))
+    };
     let mut out = vec![0f32; m * n];
     let flops = 2.0 * (m * k * n) as f64;
     let mut times = Vec::with_capacity(runs);
     for i in 0..runs + 3 {
         let t = Instant::now();
-        // SAFETY: x holds m*k floats, out m*n, packed the layout the kernel reads.
-        unsafe { linear(x.as_ptr(), out.as_mut_ptr(), m as i64, packed.as_ptr()) };
+        // SAFETY: input holds m rows, out m*n floats, packed the layout the kernel reads.
+        unsafe { linear(input.as_ptr(), out.as_mut_ptr(), m as i64, packed.as_ptr()) };
         if i >= 3 {
             times.push(t.elapsed().as_secs_f64());
         }
@@ -97,7 +129,10 @@ pub fn gemm(spec: &str, cpu: Option<&str>, runs: usize) -> Result<String, CliErr
     // check one element against a plain dot product
     let (r, c) = (m / 2, n / 3);
     let want: f64 = (0..k)
-        .map(|kk| x[r * k + kk] as f64 * w[c * k + kk] as f64)
+        .map(|kk| match int8 {
+            true => xi[r * k + kk] as f64 * wi[c * k + kk] as f64,
+            false => x[r * k + kk] as f64 * w[c * k + kk] as f64,
+        })
         .sum();
     if (out[r * n + c] as f64 - want).abs() > 1e-3 * want.abs().max(1.0) {
         return Err(CliError::Input(format!(
@@ -105,9 +140,10 @@ pub fn gemm(spec: &str, cpu: Option<&str>, runs: usize) -> Result<String, CliErr
             out[r * n + c]
         )));
     }
+    let dtype = if int8 { "int8" } else { "f32" };
     let (med, min) = stats(times);
     let mut s = format!(
-        "gemm {m}x{k}x{n} f32, 1 thread, {}: median {:.1} us ({:.1} GFLOP/s), best {:.1} us ({:.1} GFLOP/s)\n",
+        "gemm {m}x{k}x{n} {dtype}, 1 thread, {}: median {:.1} us ({:.1} GFLOP/s), best {:.1} us ({:.1} GFLOP/s)\n",
         target,
         med * 1e6,
         flops / med / 1e9,
@@ -153,6 +189,8 @@ pub struct ModelBench {
     pub threads: i32,
     pub runs: usize,
     pub cpu: Option<String>,
+    /// Quantization of `model` when it is compiled here (not of `against`).
+    pub quantize: Option<Quantize>,
 }
 
 /// `NAME_flops(mask, batch, seq)` of an artifact.
@@ -163,12 +201,12 @@ type FlopsFn = unsafe extern "C" fn(*const i32, i32, i32) -> f64;
 fn open_artifact(
     model: &Path,
     name: Option<&str>,
-    cpu: Option<&str>,
+    (cpu, quantize): (Option<&str>, Option<Quantize>),
     tmp: &Scratch,
     tag: &str,
 ) -> Result<(Arc<Artifact>, usize, Option<FlopsFn>), CliError> {
-    let (so, name) =
-        crate::compile::shared_library(model, name, OutputKind::LastHiddenState, cpu, tmp, tag)?;
+    let output = (OutputKind::LastHiddenState, quantize);
+    let (so, name) = crate::compile::shared_library(model, name, output, cpu, tmp, tag)?;
     let flops = bertc_runtime::Library::open(&so)?
         .symbol(&format!("{name}_flops"))
         .ok()
@@ -196,7 +234,7 @@ pub fn model(o: &ModelBench) -> Result<String, CliError> {
     let mut arts = vec![open_artifact(
         &o.model,
         o.name.as_deref(),
-        o.cpu.as_deref(),
+        (o.cpu.as_deref(), o.quantize),
         &tmp,
         "bench",
     )?];
@@ -204,7 +242,7 @@ pub fn model(o: &ModelBench) -> Result<String, CliError> {
         arts.push(open_artifact(
             a,
             o.against_name.as_deref(),
-            o.cpu.as_deref(),
+            (o.cpu.as_deref(), None),
             &tmp,
             "against",
         )?);

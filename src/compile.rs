@@ -255,11 +255,12 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
 }
 
 /// A `.so` artifact as it is (its symbol prefix from `name` or its file name), or a model
-/// compiled here to `lib{tag}.so` in `tmp` with `output`: the library and its prefix.
+/// compiled here to `lib{tag}.so` in `tmp` with `output` (and `quantize`): the library and
+/// its prefix.
 pub fn shared_library(
     path: &Path,
     name: Option<&str>,
-    output: OutputKind,
+    (output, quantize): (OutputKind, Option<crate::quantize::Quantize>),
     cpu: Option<&str>,
     tmp: &Scratch,
     tag: &str,
@@ -275,6 +276,7 @@ pub fn shared_library(
         output,
         name: Some(tag.into()),
         quiet: true,
+        quantize,
         ..Options::default()
     })?;
     Ok((tmp.path(&format!("lib{tag}.so")), tag.to_string()))

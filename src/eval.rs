@@ -99,7 +99,7 @@ pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
 pub fn open_encoder(path: &Path, name: Option<&str>, threads: i32) -> Result<Encoder, CliError> {
     let tmp = Scratch::new("eval")?;
     let (so, name) =
-        crate::compile::shared_library(path, name, OutputKind::Mean, None, &tmp, "eval")?;
+        crate::compile::shared_library(path, name, (OutputKind::Mean, None), None, &tmp, "eval")?;
     Encoder::from_so(&so, &name, threads, Some(tmp))
 }
 

@@ -254,6 +254,7 @@ Examples:
     #[command(after_help = "\
 Examples:
   bertc bench --gemm 128x768x768             # GFLOP/s of the GEMM kernel, one thread, vs the FMA peak
+  bertc bench --gemm 128x384x1536 --quantize int8   # the int8 kernel (integer ops counted as flops)
   bertc bench model.onnx --batch 1 --seq 128 # compile to a shared library and time inferences
   bertc compile model.onnx -o model --emit sharedlib
   bertc bench libmodel.so --name model --batch 8 --seq 128 --ragged
@@ -289,6 +290,10 @@ Examples:
         /// Symbol prefix of the --against .so artifact.
         #[arg(long = "against-name")]
         against_name: Option<String>,
+        /// Quantize MODEL when compiling it here (not --against), or time the int8 GEMM
+        /// kernel with --gemm.
+        #[arg(long, value_enum)]
+        quantize: Option<quantize::Quantize>,
     },
     /// Print a model's architecture, sizes, parameters and op counts.
     #[command(
@@ -317,8 +322,9 @@ Examples:
         /// Also run the fusion passes that `bertc compile` runs (with --output).
         #[arg(long, requires = "output")]
         optimize: bool,
-        /// Quantize the linears after the fusion passes (with --output) and print that IR.
-        #[arg(long, value_enum, requires = "output", conflicts_with = "lowered")]
+        /// Quantize the linears after the fusion passes (with --output) and print that IR (or,
+        /// with --lowered, its lowered program).
+        #[arg(long, value_enum, requires = "output")]
         quantize: Option<quantize::Quantize>,
         /// Print the lowered program code generation builds instead (buffers, weights in their
         /// layouts, steps with the kernels chosen for the target; with --output, fused).
@@ -573,10 +579,11 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             cpu,
             against,
             against_name,
+            quantize,
         } => {
             let runs = runs.max(1);
             let text = match (gemm, model) {
-                (Some(g), None) => bench::gemm(&g, cpu.as_deref(), runs)?,
+                (Some(g), None) => bench::gemm(&g, cpu.as_deref(), runs, quantize.is_some())?,
                 (None, Some(model)) => {
                     if batch == 0 || seq == 0 {
                         return Err(CliError::Input(
@@ -594,6 +601,7 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
                         threads,
                         runs,
                         cpu,
+                        quantize,
                     })?
                 }
                 _ => {

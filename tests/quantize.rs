@@ -1,6 +1,6 @@
-//! `--quantize int8` through the interpreter (the oracle the int8 kernels will be checked
-//! against): the real MiniLM quantized keeps its embeddings close to fp32's on STS-B test
-//! sentences, every linear becomes a `qlinear`, and an unknown scheme is refused.
+//! `--quantize int8` through the interpreter (the oracle the int8 kernels are checked against
+//! in `int8.rs`): the real MiniLM quantized keeps its embeddings close to fp32's on STS-B
+//! test sentences, every linear becomes a `qlinear`, and an unknown scheme is refused.
 
 mod common;
 

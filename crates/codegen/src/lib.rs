@@ -29,8 +29,8 @@ use cranelift_object::{ObjectBuilder, ObjectModule};
 
 pub use isa::Isa;
 pub use lower::{
-    lower, pack_linear, Act, CodegenError, LayoutKind, Program, Rows, Step, Weight, WeightLayout,
-    PANEL,
+    lower, pack_linear, pack_qlinear, quant_row_floats, Act, CodegenError, LayoutKind, Program,
+    Rows, Step, Weight, WeightLayout, PANEL,
 };
 
 use attention::{attention_gemm, AttnScratch};
@@ -149,12 +149,15 @@ fn sig_n(cc: cranelift_codegen::isa::CallConv, n: usize) -> Signature {
 /// An object for measuring the GEMM code compiled models use: the exported
 /// `bertc_bench_linear(x, out, rows, packed)` is the linear kernel for a `k -> n` layer, and,
 /// on x86-64 with AVX2, `bertc_bench_peak(iters)` runs `iters` rounds of 12 independent 8-wide
-/// FMAs (192 flops a round) to measure the core's peak. Returns the object and whether the
-/// peak function is there.
+/// FMAs (192 flops a round) to measure the core's peak. With `int8`, the linear is the int8
+/// one over quantized rows, and `bertc_bench_quantize(x, out, rows)` quantizes rows of `k`
+/// f32 for it at `qlinear_max_abits(k)` bits, as a model's quantize step does. Returns the
+/// object and whether the peak function is there.
 pub fn compile_gemm_bench(
     target: &Target,
     k: usize,
     n: usize,
+    int8: bool,
 ) -> Result<(Vec<u8>, bool), CodegenError> {
     let (mut module, isa, mut asm) = new_module(target, "bertc_bench")?;
     let cc = module.isa().default_call_conv();
@@ -164,7 +167,17 @@ pub fn compile_gemm_bench(
         .map_err(cl_err)?;
     let mut fctx = module.make_context();
     fctx.func.signature = sig_n(cc, 4);
-    let micro_refs = asm.refs_for(&mut module, &mut fctx.func, None)?;
+    // the int8 kernels are chosen by the step they serve
+    let qstep = Step::QLinear {
+        x: 0,
+        out: 0,
+        packed: 0,
+        k,
+        n,
+        act: None,
+        residual: None,
+    };
+    let micro_refs = asm.refs_for(&mut module, &mut fctx.func, int8.then_some(&qstep))?;
     let mut fbc = FunctionBuilderContext::new();
     {
         let mut b = FunctionBuilder::new(&mut fctx.func, &mut fbc);
@@ -174,7 +187,12 @@ pub fn compile_gemm_bench(
         b.seal_block(entry);
         let a: Vec<Value> = b.block_params(entry).to_vec();
         let mut e = Emit::new(b, isa.lanes, isa.fma);
-        let tasks = kernels::linear_task_count(&mut e, a[2], n, isa.gemm_mr());
+        let mr = if int8 {
+            isa.mr(DType::I8, LayoutKind::QPanels)
+        } else {
+            isa.gemm_mr()
+        };
+        let tasks = kernels::linear_task_count(&mut e, a[2], n, mr);
         let zero = e.i(0);
         let args = [a[0], a[1], a[2], a[3]];
         emit_linear(
@@ -183,7 +201,7 @@ pub fn compile_gemm_bench(
             [zero, tasks],
             k,
             n,
-            false,
+            int8,
             &isa,
             &micro_refs,
             &kernels::Epilogue::NONE,
@@ -195,6 +213,41 @@ pub fn compile_gemm_bench(
         .define_function(id, &mut fctx)
         .map_err(|e| CodegenError::Cranelift(format!("{e:?}")))?;
     module.clear_context(&mut fctx);
+    if int8 {
+        let id = module
+            .declare_function("bertc_bench_quantize", Linkage::Export, &sig_n(cc, 3))
+            .map_err(cl_err)?;
+        fctx.func.signature = sig_n(cc, 3);
+        let abits = bertc_ir::qlinear_max_abits(k);
+        let step = Step::Quantize {
+            x: 0,
+            out: 0,
+            k,
+            abits,
+        };
+        let refs = asm.refs_for(&mut module, &mut fctx.func, Some(&step))?;
+        let mut b = FunctionBuilder::new(&mut fctx.func, &mut fbc);
+        let entry = b.create_block();
+        b.append_block_params_for_function_params(entry);
+        b.switch_to_block(entry);
+        b.seal_block(entry);
+        let a: Vec<Value> = b.block_params(entry).to_vec();
+        let mut e = Emit::new(b, isa.lanes, isa.fma);
+        let zero = e.i(0);
+        let tasks = e.b.ins().iadd_imm_s(a[2], kernels::ROW_BLOCK - 1);
+        let tasks = e.b.ins().udiv_imm_u(tasks, kernels::ROW_BLOCK);
+        let args = [a[0], a[1], a[2]];
+        match refs.quantize {
+            Some(f) => qkernels::quantize_asm(&mut e, args, [zero, tasks], k, f),
+            None => qkernels::quantize(&mut e, args, [zero, tasks], k, abits),
+        }
+        e.b.ins().return_(&[]);
+        e.b.finalize(fe);
+        module
+            .define_function(id, &mut fctx)
+            .map_err(|e| CodegenError::Cranelift(format!("{e:?}")))?;
+        module.clear_context(&mut fctx);
+    }
     if let Some(peak) = isa.fma_peak {
         let id = module
             .declare_function("bertc_bench_peak", Linkage::Export, &sig_n(cc, 1))
@@ -655,9 +708,10 @@ fn emit_step(
             let args = [a[0], a[1], a[2], a[3]];
             emit_linear(e, args, range, *k, *n, int8, isa, micro, &epi);
         }
-        Step::Quantize { k, abits, .. } => {
-            qkernels::quantize(e, [a[0], a[1], a[2]], range, *k, *abits)
-        }
+        Step::Quantize { k, abits, .. } => match micro.quantize {
+            Some(f) => qkernels::quantize_asm(e, [a[0], a[1], a[2]], range, *k, f),
+            None => qkernels::quantize(e, [a[0], a[1], a[2]], range, *k, *abits),
+        },
         Step::Act { x, act, .. } => kernels::activation(e, [a[0], a[1], a[2]], range, w(*x), *act),
         Step::Add { a: x, .. } => kernels::add(e, [a[0], a[1], a[2], a[3]], range, w(*x)),
         Step::Attention {

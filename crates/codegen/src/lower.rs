@@ -49,9 +49,10 @@ pub struct Buffer {
     pub offset: usize,
 }
 
-/// Floats a quantized row of `k` values takes: `ceil(k / 2)` pairs of i16, then the scale.
+/// Floats a quantized row of `k` values takes: `ceil(k / 2)` pairs of i16, then the scale,
+/// rounded up to 16 floats so that rows (and the buffers after them) stay 64-byte aligned.
 pub fn quant_row_floats(k: usize) -> usize {
-    k.div_ceil(2) + 1
+    (k.div_ceil(2) + 1).next_multiple_of(16)
 }
 
 pub type BufId = usize;

@@ -22,6 +22,8 @@ pub(crate) struct Asm {
     /// The defined tiles by family and epilogue tag.
     tiles: BTreeMap<(&'static str, String), Vec<FuncId>>,
     softmax: BTreeMap<u32, FuncId>,
+    quantize_kernel: Option<isa::QuantizeKernel>,
+    quantize: BTreeMap<u8, FuncId>,
 }
 
 /// The hand-assembled kernels one Cranelift function calls.
@@ -34,6 +36,8 @@ pub(crate) struct AsmRefs {
     pub(crate) plain_pf: Vec<FuncRef>,
     pub(crate) fused_pf: Vec<FuncRef>,
     pub(crate) softmax: Option<FuncRef>,
+    /// The row quantizer of a quantize step, when the ISA has one.
+    pub(crate) quantize: Option<FuncRef>,
 }
 
 impl Asm {
@@ -45,6 +49,8 @@ impl Asm {
             softmax_kernel: isa.softmax,
             tiles: BTreeMap::new(),
             softmax: BTreeMap::new(),
+            quantize_kernel: isa.quantize,
+            quantize: BTreeMap::new(),
         }
     }
 
@@ -104,6 +110,29 @@ impl Asm {
         Ok(Some(id))
     }
 
+    fn quantize(
+        &mut self,
+        module: &mut ObjectModule,
+        abits: u8,
+    ) -> Result<Option<FuncId>, CodegenError> {
+        let Some(kernel) = self.quantize_kernel else {
+            return Ok(None);
+        };
+        if let Some(&id) = self.quantize.get(&abits) {
+            return Ok(Some(id));
+        }
+        let sig = sig_n(module.isa().default_call_conv(), 6);
+        let sym = format!("{}__{}_{abits}", self.prefix, kernel.name);
+        let id = module
+            .declare_function(&sym, Linkage::Local, &sig)
+            .map_err(cl_err)?;
+        module
+            .define_function_bytes(id, 16, &(kernel.assemble)(abits)?, &[])
+            .map_err(cl_err)?;
+        self.quantize.insert(abits, id);
+        Ok(Some(id))
+    }
+
     /// Declares in `func` the kernels a kernel for `step` calls.
     pub(crate) fn refs_for(
         &mut self,
@@ -117,7 +146,14 @@ impl Asm {
             plain_pf: Vec::new(),
             fused_pf: Vec::new(),
             softmax: None,
+            quantize: None,
         };
+        if let Some(Step::Quantize { abits, .. }) = step {
+            if let Some(id) = self.quantize(module, *abits)? {
+                r.quantize = Some(module.declare_func_in_func(id, func));
+            }
+            return Ok(r);
+        }
         // an int8 linear calls the int8 family, every other step the f32 one
         let (dtype, layout) = match step {
             Some(Step::QLinear { .. }) => (DType::I8, LayoutKind::QPanels),

@@ -5,7 +5,7 @@
 //! one fused multiply-add for `acc · (s_x · w_scale) + b`.
 
 use cranelift_codegen::ir::condcodes::FloatCC;
-use cranelift_codegen::ir::{types, Endianness, InstBuilder, MemFlagsData, Value};
+use cranelift_codegen::ir::{types, Endianness, FuncRef, InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::Variable;
 
 use crate::emit::{mem, Emit, Shape};
@@ -18,7 +18,7 @@ const ROUND_MAGIC: f32 = 12_582_912.0;
 
 /// Quantizes the rows of row-block tasks `begin..end` of `x` (`k` f32 each) to `abits` bits
 /// into `out` (`quant_row_floats(k)` floats a row: the integers as i16, a zero pad to even,
-/// the scale): `amax = max |x|` (NaN if any element is), `inv = q / amax`,
+/// the scale, unused floats up to the row's alignment): `amax = max |x|` (NaN if any element is), `inv = q / amax`,
 /// `xq = round_ne(clamp(x · inv, -q, q))`, `s = amax / q`; a row whose `amax` is 0, infinite
 /// or NaN gets zeros and `s = 0`.
 pub fn quantize(
@@ -112,6 +112,25 @@ pub fn quantize(
         }
         e.b.ins().store(mem(), scale, or, (pairs * 4) as i32);
     });
+}
+
+/// `quantize` through the ISA's hand-written row quantizer `f` (one call for the task's rows).
+pub fn quantize_asm(
+    e: &mut Emit,
+    [x, out, rows]: [Value; 3],
+    [begin, end]: [Value; 2],
+    k: usize,
+    f: FuncRef,
+) {
+    let (r0, r1) = row_range(e, begin, end, rows);
+    let ldx = k as i64 * 4;
+    let ldo = quant_row_floats(k) as i64 * 4;
+    let xr = e.addr(x, r0, ldx);
+    let or = e.addr(out, r0, ldo);
+    let n = e.b.ins().isub(r1, r0);
+    let kk = e.i(k as i64);
+    let (lx, lo) = (e.i(ldx), e.i(ldo));
+    e.b.ins().call(f, &[xr, or, n, kk, lx, lo]);
 }
 
 /// Rows per tile of the portable int8 GEMM: `4 / lanes` accumulators a row for 8 columns

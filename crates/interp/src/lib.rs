@@ -38,6 +38,7 @@ mod reduce;
 mod shape;
 mod value;
 
+pub use linalg::quantize_row;
 use value::R;
 pub use value::{Data, InterpError, Value};
 

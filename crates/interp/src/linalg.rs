@@ -247,7 +247,7 @@ fn epilogue(y: &mut Value, act: Option<bertc_ir::FusedAct>, residual: Option<&Va
 
 /// Quantizes one row to `abits`-bit integers as `Op::QLinear` defines it: the integers and
 /// the row's scale (`max|x| / q`; 0 for a row of zeros, whose integers are all 0).
-pub(crate) fn quantize_row(x: &[f32], abits: u8, out: &mut [i32]) -> f32 {
+pub fn quantize_row(x: &[f32], abits: u8, out: &mut [i32]) -> f32 {
     let q = ((1i32 << (abits - 1)) - 1) as f32;
     // a NaN anywhere makes the maximum NaN (as the kernels' vector maximum does)
     let amax = x.iter().fold(0f32, |m, &v| {

@@ -263,6 +263,7 @@ pub enum Op {
     /// `xq = clamp(round_ne(x · inv), -q, q)`, `s = max|x_row| / q`, all in f32; a row whose
     /// maximum is 0, infinite or NaN is all zeros with `s = 0`), the products summed exactly in
     /// i32, then `act(fma(acc, s · w_scale, b)) (+ residual)` (one rounding for the multiply-add).
+    /// `abits` is 2 to 16 and at most `qlinear_max_abits(k)`, so that the sums cannot overflow.
     QLinear {
         act: Option<FusedAct>,
         residual: bool,
@@ -300,6 +301,15 @@ pub enum OpFamily {
     Linalg,
     Reduce,
     Encoder,
+}
+
+/// The most activation bits a `qlinear` of depth `k` may use: the largest `b <= 16` whose
+/// integers (`|xq| <= 2^(b-1) - 1`) times int8 weights (`|wq| <= 127`) sum over `k` within i32.
+pub fn qlinear_max_abits(k: usize) -> u8 {
+    (2..=16u8)
+        .rev()
+        .find(|b| (k as u128) * ((1u128 << (b - 1)) - 1) * 127 <= i32::MAX as u128)
+        .unwrap_or(2)
 }
 
 impl Op {

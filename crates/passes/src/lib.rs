@@ -31,7 +31,7 @@ use bertc_ir::Graph;
 use std::fmt;
 
 pub use output::{select_output, supported_outputs, OutputKind};
-pub use quantize::{quantize_rows, QuantizeInt8};
+pub use quantize::{quantize_rows, ActBits, QuantizeInt8};
 
 /// What one pass did, in one line for the user-facing report.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,35 +5,50 @@
 //! residual add kept in the epilogue. Embeddings, LayerNorm, GELU outside a linear and
 //! attention stay f32.
 
-use bertc_ir::{DType, Graph, Op, Tensor};
+use bertc_ir::{qlinear_max_abits, DType, Graph, Op, Tensor};
 
 use crate::{Pass, PassError};
 
 /// Round-to-nearest int8 quantization of the linears (see the module documentation).
 pub struct QuantizeInt8 {
-    /// Bits of the run-time activation integers (2 to 8).
-    pub abits: u8,
+    /// Bits of the run-time activation integers.
+    pub abits: ActBits,
+}
+
+/// How many bits a linear's activations are quantized to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ActBits {
+    /// The same for every linear (2 to 16, and at most `qlinear_max_abits(k)`).
+    Fixed(u8),
+    /// For each linear the most its depth allows (`qlinear_max_abits(k)`: 16 bits up to
+    /// k = 516, 14 at k = 1536): the kernels that multiply 16-bit pairs (`vpmaddwd` on AVX2,
+    /// the portable ones) run them at the speed of 8-bit ones.
+    Widest,
 }
 
 impl Default for QuantizeInt8 {
-    /// 8-bit activations: every kernel sums their products with the int8 weights exactly
-    /// (AVX2 through 16-bit pairs, `vpmaddwd`, never the saturating `vpmaddubsw`).
     fn default() -> Self {
-        QuantizeInt8 { abits: 8 }
+        QuantizeInt8 {
+            abits: ActBits::Widest,
+        }
     }
 }
 
 /// Int8 weights `[n, k]` and their per-row scales, by round to nearest.
 pub fn quantize_rows(w: &[f32], n: usize, k: usize) -> (Vec<i8>, Vec<f32>) {
+    let qmax: f32 = std::env::var("BERTC_WQ")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(127.0);
     let mut q = vec![0i8; n * k];
     let mut scales = vec![0f32; n];
     for j in 0..n {
         let row = &w[j * k..(j + 1) * k];
         let amax = row.iter().fold(0f32, |m, &v| m.max(v.abs()));
-        let s = if amax > 0.0 { amax / 127.0 } else { 1.0 };
+        let s = if amax > 0.0 { amax / qmax } else { 1.0 };
         scales[j] = s;
         for (o, &v) in q[j * k..(j + 1) * k].iter_mut().zip(row) {
-            *o = (v / s).round_ties_even().clamp(-127.0, 127.0) as i8;
+            *o = (v / s).round_ties_even().clamp(-qmax, qmax) as i8;
         }
     }
     (q, scales)
@@ -50,6 +65,7 @@ impl Pass for QuantizeInt8 {
             source,
         };
         let mut count = 0;
+        let mut bits = std::collections::BTreeSet::new();
         for n in g.canonical_order() {
             let (act, residual) = match g.op(n) {
                 Op::Linear => (None, false),
@@ -86,17 +102,27 @@ impl Pass for QuantizeInt8 {
             if residual {
                 operands.push(ops[3]);
             }
+            let abits = match self.abits {
+                ActBits::Fixed(b) => b,
+                ActBits::Widest => qlinear_max_abits(k),
+            };
             let op = Op::QLinear {
                 act,
                 residual,
-                abits: self.abits,
+                abits,
             };
             g.rewrite(n, op, &operands).map_err(ir)?;
             count += 1;
+            bits.insert(abits);
         }
+        let bits: Vec<String> = bits.iter().map(|b| b.to_string()).collect();
         Ok(format!(
             "{count} linears on int8 weights (per channel), activations {} bits per row",
-            self.abits
+            if bits.is_empty() {
+                "-".to_string()
+            } else {
+                bits.join("/")
+            }
         ))
     }
 }

@@ -14,6 +14,7 @@ pub fn isa(_target: &Target) -> Isa {
         regs: 32,
         gemm: vec![],
         softmax: None,
+        quantize: None,
         fma_peak: None,
     }
 }

@@ -55,6 +55,16 @@ pub struct SoftmaxKernel {
     pub assemble: fn(f32) -> Code,
 }
 
+/// A hand-written quantizer of rows for int8 linears:
+/// `quantize(x, out, rows, k, ldx, ldo)` as `Step::Quantize` defines it.
+#[derive(Clone, Copy)]
+pub struct QuantizeKernel {
+    /// The symbol name's part (`NAME__{name}_{abits}`).
+    pub name: &'static str,
+    /// The machine code for `abits`-bit integers.
+    pub assemble: fn(u8) -> Code,
+}
+
 /// What code generation may use on a target.
 pub struct Isa {
     /// For messages: the kernels' instruction set.
@@ -67,6 +77,7 @@ pub struct Isa {
     pub regs: usize,
     pub gemm: Vec<GemmKernels>,
     pub softmax: Option<SoftmaxKernel>,
+    pub quantize: Option<QuantizeKernel>,
     /// A function of one argument running `iters` rounds of 192 flops at the core's peak
     /// (`bertc bench --gemm` measures against it).
     pub fma_peak: Option<fn() -> Code>,

@@ -91,8 +91,8 @@ pub(super) fn infer(op: &Op, ins: &[Operand]) -> Result<Inferred, String> {
         Op::QLinear {
             residual, abits, ..
         } => {
-            if !(2..=8).contains(abits) {
-                return Err(format!("qlinear abits={abits}: must be 2 to 8"));
+            if !(2..=16).contains(abits) {
+                return Err(format!("qlinear abits={abits}: must be 2 to 16"));
             }
             if *residual != (ins.len() == 5) {
                 return Err(format!(
@@ -109,6 +109,14 @@ pub(super) fn infer(op: &Op, ins: &[Operand]) -> Result<Inferred, String> {
             }
             let k = *x.shape.last().ok_or("qlinear of a scalar")?;
             same_dim(w.shape[1], k, "qlinear input width")?;
+            if let Some(kk) = w.shape[1].as_const() {
+                let most = crate::op::qlinear_max_abits(kk as usize);
+                if *abits > most {
+                    return Err(format!(
+                        "qlinear abits={abits} over k={kk}: the i32 sums could overflow (at most {most} bits)"
+                    ));
+                }
+            }
             for (v, what) in [(sc, "qlinear scales"), (b, "qlinear bias")] {
                 expect_rank(v, 1, what)?;
                 if v.dtype != DType::F32 {

@@ -4,25 +4,46 @@
 use iced_x86::code_asm::*;
 
 use super::{act8, asm_err, exp8, function, hreduce, k_loop, Consts, MicroEpi};
-use crate::lower::CodegenError;
+use crate::lower::{CodegenError, QPANEL_HEADER};
 
 /// Rows of the AVX2 GEMM microkernel's tile.
 pub const AVX2_MR: usize = 6;
 
-/// The AVX2 + FMA microkernel for `mr` rows (1 to 6) with epilogue `epi`.
-pub fn avx2_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
-    assert!((1..=AVX2_MR).contains(&mr), "mr out of range");
-    let y = [
-        ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11,
-    ];
-    let src_off = |r: usize, off: i32| match r {
+const ACC: [AsmRegisterYmm; 12] = [
+    ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11,
+];
+
+/// Row `r` (0 to 5) of `a` at byte `off`: rows 0-2 from `rdi`, 3-5 from `r10`, stride `rsi`.
+fn a_row(r: usize, off: i32) -> AsmMemoryOperand {
+    match r {
         0 => dword_ptr(rdi + off),
         1 => dword_ptr(rdi + rsi + off),
         2 => dword_ptr(rdi + rsi * 2 + off),
         3 => dword_ptr(r10 + off),
         4 => dword_ptr(r10 + rsi + off),
         _ => dword_ptr(r10 + rsi * 2 + off),
-    };
+    }
+}
+
+/// Loads the prefetch address into `rax` if the kernel prefetches, and returns the memory
+/// operand of its step (the arguments after the residual).
+fn prefetch_args(a: &mut CodeAssembler, epi: MicroEpi) -> Result<AsmMemoryOperand, IcedError> {
+    let pf_arg = 8 + 8 * i32::from(epi.residual);
+    if epi.prefetch {
+        a.mov(rax, qword_ptr(rsp + pf_arg))?;
+    }
+    Ok(qword_ptr(rsp + (pf_arg + 8)))
+}
+
+/// The end of both microkernels: the activation and the residual add on the f32 tile in
+/// `ymm0..ymm(2 mr)`, then the store to `c` (`rcx`, stride `r8`).
+fn epilogue_store(
+    a: &mut CodeAssembler,
+    consts: &mut Consts,
+    epi: MicroEpi,
+    mr: usize,
+) -> Result<(), IcedError> {
+    let y = ACC;
     let dst = |r: usize, off: i32| match r {
         0 => ymmword_ptr(rcx + off),
         1 => ymmword_ptr(rcx + r8 + off),
@@ -31,6 +52,42 @@ pub fn avx2_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
         4 => ymmword_ptr(r11 + r8 + off),
         _ => ymmword_ptr(r11 + r8 * 2 + off),
     };
+    a.lea(r11, ptr(rcx + r8 * 2))?;
+    a.add(r11, r8)?;
+    if let Some(act) = epi.act {
+        for acc in y.iter().take(2 * mr) {
+            act8(a, consts, act, *acc, [ymm12, ymm13, ymm14, ymm15])?;
+        }
+    }
+    if epi.residual {
+        // the residual tile: rax (rows 0-2) and r10 (rows 3-5), stride r8
+        a.mov(rax, qword_ptr(rsp + 8))?;
+        a.lea(r10, ptr(rax + r8 * 2))?;
+        a.add(r10, r8)?;
+        let res = |r: usize, off: i32| match r {
+            0 => ymmword_ptr(rax + off),
+            1 => ymmword_ptr(rax + r8 + off),
+            2 => ymmword_ptr(rax + r8 * 2 + off),
+            3 => ymmword_ptr(r10 + off),
+            4 => ymmword_ptr(r10 + r8 + off),
+            _ => ymmword_ptr(r10 + r8 * 2 + off),
+        };
+        for r in 0..mr {
+            a.vaddps(y[2 * r], y[2 * r], res(r, 0))?;
+            a.vaddps(y[2 * r + 1], y[2 * r + 1], res(r, 32))?;
+        }
+    }
+    for r in 0..mr {
+        a.vmovups(dst(r, 0), y[2 * r])?;
+        a.vmovups(dst(r, 32), y[2 * r + 1])?;
+    }
+    Ok(())
+}
+
+/// The AVX2 + FMA microkernel for `mr` rows (1 to 6) with epilogue `epi`.
+pub fn avx2_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
+    assert!((1..=AVX2_MR).contains(&mr), "mr out of range");
+    let y = ACC;
     function(|a, consts| {
         for r in 0..mr {
             a.vmovups(y[2 * r], ymmword_ptr(rdx))?;
@@ -40,51 +97,212 @@ pub fn avx2_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
         a.lea(r10, ptr(rdi + rsi * 2))?;
         a.add(r10, rsi)?;
         // rax: the prefetch address, advanced by the step at `pf_step`
-        let pf_arg = 8 + 8 * i32::from(epi.residual);
-        let pf_step = qword_ptr(rsp + (pf_arg + 8));
-        if epi.prefetch {
-            a.mov(rax, qword_ptr(rsp + pf_arg))?;
+        let pf_step = prefetch_args(a, epi)?;
+        k_loop(
+            a,
+            epi.prefetch.then_some(pf_step),
+            &[rdi, r10],
+            [64, 4],
+            |a, u| {
+                a.vmovups(ymm12, ymmword_ptr(rdx + 64 * u))?;
+                a.vmovups(ymm13, ymmword_ptr(rdx + 64 * u + 32))?;
+                for r in 0..mr {
+                    a.vbroadcastss(ymm14, a_row(r, 4 * u))?;
+                    a.vfmadd231ps(y[2 * r], ymm12, ymm14)?;
+                    a.vfmadd231ps(y[2 * r + 1], ymm13, ymm14)?;
+                }
+                Ok(())
+            },
+        )?;
+        epilogue_store(a, consts, epi, mr)
+    })
+}
+
+/// The AVX2 int8 microkernel for `mr` rows (1 to 6) with epilogue `epi`:
+/// `kernel(a, lda, bp, c, ldc, pairs[, res][, pf, pf_step])` over quantized rows (`pairs`
+/// pairs of i16 integers, then the row's f32 scale) and one int8 panel (`pack_qlinear`: 16
+/// biases, 16 scales, then 16 columns x 2 bytes a pair). Each pair of k is one `vpmaddwd` of
+/// the row's two integers (broadcast) with 8 columns' two weights (sign-extended to 16 bits
+/// by `vpmovsxbw`): products and pair sums exact in i32, never saturating (a pair of 8-bit
+/// activations and int8 weights adds at most 2 · 127 · 128 = 32512, so any depth below 2^17
+/// sums exactly). Then `fma(f32(acc), s_row · s_col, bias)`, the epilogue and the store as
+/// in the f32 kernel.
+pub fn avx2_qkernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
+    assert!((1..=AVX2_MR).contains(&mr), "mr out of range");
+    let y = ACC;
+    function(|a, consts| {
+        for acc in y.iter().take(2 * mr) {
+            a.vpxor(*acc, *acc, *acc)?;
         }
-        k_loop(a, epi.prefetch.then_some(pf_step), &[rdi, r10], |a, u| {
-            a.vmovups(ymm12, ymmword_ptr(rdx + 64 * u))?;
-            a.vmovups(ymm13, ymmword_ptr(rdx + 64 * u + 32))?;
-            for r in 0..mr {
-                a.vbroadcastss(ymm14, src_off(r, 4 * u))?;
-                a.vfmadd231ps(y[2 * r], ymm12, ymm14)?;
-                a.vfmadd231ps(y[2 * r + 1], ymm13, ymm14)?;
-            }
-            Ok(())
-        })?;
-        a.lea(r11, ptr(rcx + r8 * 2))?;
-        a.add(r11, r8)?;
-        if let Some(act) = epi.act {
-            for acc in y.iter().take(2 * mr) {
-                act8(a, consts, act, *acc, [ymm12, ymm13, ymm14, ymm15])?;
-            }
-        }
-        if epi.residual {
-            // the residual tile: rax (rows 0-2) and r10 (rows 3-5), stride r8
-            a.mov(rax, qword_ptr(rsp + 8))?;
-            a.lea(r10, ptr(rax + r8 * 2))?;
-            a.add(r10, r8)?;
-            let res = |r: usize, off: i32| match r {
-                0 => ymmword_ptr(rax + off),
-                1 => ymmword_ptr(rax + r8 + off),
-                2 => ymmword_ptr(rax + r8 * 2 + off),
-                3 => ymmword_ptr(r10 + off),
-                4 => ymmword_ptr(r10 + r8 + off),
-                _ => ymmword_ptr(r10 + r8 * 2 + off),
-            };
-            for r in 0..mr {
-                a.vaddps(y[2 * r], y[2 * r], res(r, 0))?;
-                a.vaddps(y[2 * r + 1], y[2 * r + 1], res(r, 32))?;
-            }
-        }
+        // r11: the panel's biases and scales; rdx: its weights
+        a.mov(r11, rdx)?;
+        a.add(rdx, QPANEL_HEADER as i32)?;
+        a.lea(r10, ptr(rdi + rsi * 2))?;
+        a.add(r10, rsi)?;
+        let pf_step = prefetch_args(a, epi)?;
+        k_loop(
+            a,
+            epi.prefetch.then_some(pf_step),
+            &[rdi, r10],
+            [32, 4],
+            |a, u| {
+                a.vpmovsxbw(ymm12, xmmword_ptr(rdx + 32 * u))?;
+                a.vpmovsxbw(ymm13, xmmword_ptr(rdx + 32 * u + 16))?;
+                for r in 0..mr {
+                    a.vpbroadcastd(ymm14, a_row(r, 4 * u))?;
+                    a.vpmaddwd(ymm15, ymm14, ymm12)?;
+                    a.vpaddd(y[2 * r], y[2 * r], ymm15)?;
+                    a.vpmaddwd(ymm15, ymm14, ymm13)?;
+                    a.vpaddd(y[2 * r + 1], y[2 * r + 1], ymm15)?;
+                }
+                Ok(())
+            },
+        )?;
+        // rdi and r10 now point at the rows' scales
         for r in 0..mr {
-            a.vmovups(dst(r, 0), y[2 * r])?;
-            a.vmovups(dst(r, 32), y[2 * r + 1])?;
+            a.vbroadcastss(ymm14, a_row(r, 0))?;
+            a.vmulps(ymm12, ymm14, ymmword_ptr(r11 + 64))?;
+            a.vmulps(ymm13, ymm14, ymmword_ptr(r11 + 96))?;
+            a.vcvtdq2ps(y[2 * r], y[2 * r])?;
+            a.vfmadd213ps(y[2 * r], ymm12, ymmword_ptr(r11))?;
+            a.vcvtdq2ps(y[2 * r + 1], y[2 * r + 1])?;
+            a.vfmadd213ps(y[2 * r + 1], ymm13, ymmword_ptr(r11 + 32))?;
         }
-        Ok(())
+        epilogue_store(a, consts, epi, mr)
+    })
+}
+
+/// `quantize(x, out, rows, k, ldx, ldo)`: quantizes `rows` rows of `k` f32 (stride `ldx`
+/// bytes) to `abits`-bit integers as `Op::QLinear` defines it, into rows of stride `ldo`
+/// bytes (the integers as i16, a zero pad to an even count, then the f32 scale at byte
+/// `4 ceil(k / 2)`): `amax = max |x|`; a row whose `amax` is 0, infinite or NaN gets zeros
+/// and scale 0; else `xq = round_ne(clamp(x · (q / amax), -q, q))` (`vroundps`, whatever the
+/// caller's rounding mode), scale `amax / q`.
+pub fn avx2_quantize(abits: u8) -> Result<Vec<u8>, CodegenError> {
+    let q = ((1i32 << (abits - 1)) - 1) as f32;
+    function(|a, k| {
+        let mut done = a.create_label();
+        let mut row = a.create_label();
+        a.test(rdx, rdx)?;
+        a.jz(done)?;
+        // r10 = k & !7, r11 = k & !15, rcx = k
+        a.set_label(&mut row)?;
+        a.mov(r10, rcx)?;
+        a.and(r10, -8)?;
+        // pass 1: max |x| (ymm0) and whether any is NaN (ymm1)
+        a.vxorps(ymm0, ymm0, ymm0)?;
+        a.vxorps(ymm1, ymm1, ymm1)?;
+        let abs = k.bits(a, 0x7fff_ffff);
+        a.vmovups(ymm7, abs)?;
+        a.xor(eax, eax)?;
+        let mut l1 = a.create_label();
+        let mut t1 = a.create_label();
+        a.set_label(&mut l1)?;
+        a.cmp(rax, r10)?;
+        a.jge(t1)?;
+        a.vandps(ymm2, ymm7, ymmword_ptr(rdi + rax * 4))?;
+        a.vcmpunordps(ymm3, ymm2, ymm2)?;
+        a.vorps(ymm1, ymm1, ymm3)?;
+        a.vmaxps(ymm0, ymm0, ymm2)?;
+        a.add(rax, 8)?;
+        a.jmp(l1)?;
+        a.set_label(&mut t1)?;
+        let mut bad = a.create_label();
+        a.vptest(ymm1, ymm1)?;
+        a.jnz(bad)?;
+        hreduce(a, ymm0, ymm1, true)?;
+        // the scalar tail (VEX.128 scalars: ymm0's upper half is no longer needed)
+        let mut l1s = a.create_label();
+        let mut t1s = a.create_label();
+        a.set_label(&mut l1s)?;
+        a.cmp(rax, rcx)?;
+        a.jge(t1s)?;
+        a.vandps(xmm2, xmm7, xmmword_ptr(rdi + rax * 4))?;
+        a.vucomiss(xmm2, xmm2)?;
+        a.jp(bad)?;
+        a.vmaxss(xmm0, xmm0, xmm2)?;
+        a.inc(rax)?;
+        a.jmp(l1s)?;
+        a.set_label(&mut t1s)?;
+        // usable: 0 < amax < inf
+        a.vxorps(xmm1, xmm1, xmm1)?;
+        a.vucomiss(xmm0, xmm1)?;
+        a.jbe(bad)?;
+        let inf = k.f1(a, f32::INFINITY);
+        a.vucomiss(xmm0, inf)?;
+        a.jae(bad)?;
+        let qs = k.f1(a, q);
+        a.vmovss(xmm3, qs)?;
+        a.vdivss(xmm3, xmm3, xmm0)?; // inv = q / amax
+        a.vdivss(xmm4, xmm0, qs)?; // scale = amax / q
+        a.vbroadcastss(ymm3, xmm3)?;
+        let qv = k.f(a, q);
+        let mq = k.f(a, -q);
+        a.vmovups(ymm8, qv)?;
+        a.vmovups(ymm9, mq)?;
+        // pass 2: 16 at a time, then single elements
+        a.mov(r11, rcx)?;
+        a.and(r11, -16)?;
+        a.xor(eax, eax)?;
+        let mut l2 = a.create_label();
+        let mut l2s = a.create_label();
+        let mut t2s = a.create_label();
+        a.set_label(&mut l2)?;
+        a.cmp(rax, r11)?;
+        a.jge(l2s)?;
+        a.vmulps(ymm5, ymm3, ymmword_ptr(rdi + rax * 4))?;
+        a.vmulps(ymm6, ymm3, ymmword_ptr(rdi + rax * 4 + 32))?;
+        for y in [ymm5, ymm6] {
+            a.vminps(y, y, ymm8)?;
+            a.vmaxps(y, y, ymm9)?;
+            a.vroundps(y, y, 8)?;
+            a.vcvttps2dq(y, y)?;
+        }
+        a.vpackssdw(ymm5, ymm5, ymm6)?;
+        a.vpermq(ymm5, ymm5, 0xd8)?;
+        a.vmovdqu(ymmword_ptr(rsi + rax * 2), ymm5)?;
+        a.add(rax, 16)?;
+        a.jmp(l2)?;
+        a.set_label(&mut l2s)?;
+        a.cmp(rax, rcx)?;
+        a.jge(t2s)?;
+        a.vmulss(xmm5, xmm3, dword_ptr(rdi + rax * 4))?;
+        a.vminss(xmm5, xmm5, xmm8)?;
+        a.vmaxss(xmm5, xmm5, xmm9)?;
+        a.vroundss(xmm5, xmm5, xmm5, 8)?;
+        a.vcvttss2si(r11d, xmm5)?;
+        a.mov(word_ptr(rsi + rax * 2), r11w)?;
+        a.inc(rax)?;
+        a.jmp(l2s)?;
+        a.set_label(&mut t2s)?;
+        // the pad of an odd k, then the scale at 4 ceil(k / 2)
+        let mut even = a.create_label();
+        let mut next = a.create_label();
+        a.test(cl, 1)?;
+        a.jz(even)?;
+        a.mov(word_ptr(rsi + rcx * 2), 0)?;
+        a.set_label(&mut even)?;
+        a.lea(rax, ptr(rcx + 1))?;
+        a.shr(rax, 1)?;
+        a.vmovss(dword_ptr(rsi + rax * 4), xmm4)?;
+        a.jmp(next)?;
+        // an unusable row: zeros and scale 0 (ceil(k / 2) + 1 dwords)
+        a.set_label(&mut bad)?;
+        a.lea(r11, ptr(rcx + 1))?;
+        a.shr(r11, 1)?;
+        a.xor(eax, eax)?;
+        let mut lz = a.create_label();
+        a.set_label(&mut lz)?;
+        a.mov(dword_ptr(rsi + rax * 4), 0)?;
+        a.inc(rax)?;
+        a.cmp(rax, r11)?;
+        a.jbe(lz)?;
+        a.set_label(&mut next)?;
+        a.add(rdi, r8)?;
+        a.add(rsi, r9)?;
+        a.dec(rdx)?;
+        a.jnz(row)?;
+        a.set_label(&mut done)
     })
 }
 

@@ -62,6 +62,7 @@ pub fn avx512_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> 
             a,
             epi.prefetch.then_some(pf_step),
             &abase[..nbases],
+            [64, 4],
             |a, u| {
                 let b = bregs[u as usize % 2];
                 a.vmovups(b, zmmword_ptr(rdx + 64 * u))?;

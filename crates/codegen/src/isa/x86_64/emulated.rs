@@ -267,7 +267,7 @@ fn avx512_linear_driver_matches_the_reference_under_emulation() {
     let mut jobs = Vec::new();
     let mut wants = Vec::new();
     for (i, &(rows, k, n)) in shapes.iter().enumerate() {
-        let (obj, _) = crate::compile_gemm_bench(&target, k, n).unwrap();
+        let (obj, _) = crate::compile_gemm_bench(&target, k, n, false).unwrap();
         let (o, so) = (dir.join(format!("g{i}.o")), dir.join(format!("g{i}.so")));
         std::fs::write(&o, obj).unwrap();
         let st = Command::new("cc")

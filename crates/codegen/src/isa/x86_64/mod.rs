@@ -17,7 +17,7 @@
 mod avx2;
 mod avx512;
 
-pub use avx2::{avx2_kernel, avx2_peak, avx2_softmax, AVX2_MR};
+pub use avx2::{avx2_kernel, avx2_peak, avx2_qkernel, avx2_quantize, avx2_softmax, AVX2_MR};
 pub use avx512::{avx512_kernel, AVX512_MR};
 
 use iced_x86::code_asm::*;
@@ -91,6 +91,18 @@ impl Consts {
 
     fn f(&mut self, a: &mut CodeAssembler, v: f32) -> AsmMemoryOperand {
         self.bits(a, v.to_bits())
+    }
+
+    /// The first lane of the constant `v`, for scalar instructions.
+    fn f1(&mut self, a: &mut CodeAssembler, v: f32) -> AsmMemoryOperand {
+        let _ = self.bits(a, v.to_bits());
+        let l = self
+            .items
+            .iter()
+            .find(|(b, _)| *b == v.to_bits())
+            .expect("added")
+            .1;
+        dword_ptr(l)
     }
 
     /// Emits the table (after the last instruction).
@@ -254,14 +266,16 @@ fn function(
 }
 
 /// The k loop of the GEMM microkernels: 4 steps an iteration, then single steps. `r9` counts
-/// the steps down, `rdx` walks the panel's rows (64 bytes a step) and each of `bases` (rows of
-/// `a`) 4 bytes a step; `step(a, u)` emits step `u` of an iteration, reading the panel row at
-/// `rdx + 64 u` and `a` at `+ 4 u`. With `prefetch` (the step's memory operand), each step of
-/// the 4-step loop also prefetches the line at `rax` and advances `rax` by that step.
+/// the steps down, `rdx` walks the panel (`b_step` bytes a step) and each of `bases` (rows of
+/// `a`) `a_step` bytes a step; `step(a, u)` emits step `u` of an iteration, reading the panel
+/// at `rdx + b_step u` and `a` at `+ a_step u`. With `prefetch` (the step's memory operand),
+/// each step of the 4-step loop also prefetches the line at `rax` and advances `rax` by that
+/// step.
 fn k_loop(
     a: &mut CodeAssembler,
     prefetch: Option<AsmMemoryOperand>,
     bases: &[AsmRegister64],
+    [b_step, a_step]: [i32; 2],
     mut step: impl FnMut(&mut CodeAssembler, i32) -> Result<(), IcedError>,
 ) -> Result<(), IcedError> {
     let mut done = a.create_label();
@@ -278,9 +292,9 @@ fn k_loop(
         }
         step(a, u)?;
     }
-    a.add(rdx, 256)?;
+    a.add(rdx, 4 * b_step)?;
     for base in bases {
-        a.add(*base, 16)?;
+        a.add(*base, 4 * a_step)?;
     }
     a.sub(r9, 4)?;
     a.cmp(r9, 4)?;
@@ -290,9 +304,9 @@ fn k_loop(
     a.jz(done)?;
     a.set_label(&mut top1)?;
     step(a, 0)?;
-    a.add(rdx, 64)?;
+    a.add(rdx, b_step)?;
     for base in bases {
-        a.add(*base, 4)?;
+        a.add(*base, a_step)?;
     }
     a.dec(r9)?;
     a.jnz(top1)?;
@@ -352,7 +366,11 @@ mod tests {
     #[test]
     fn kernels_assemble() {
         type Kernel = fn(usize, MicroEpi) -> Result<Vec<u8>, CodegenError>;
-        let kernels: [(Kernel, usize); 2] = [(avx2_kernel, AVX2_MR), (avx512_kernel, AVX512_MR)];
+        let kernels: [(Kernel, usize); 3] = [
+            (avx2_kernel, AVX2_MR),
+            (avx2_qkernel, AVX2_MR),
+            (avx512_kernel, AVX512_MR),
+        ];
         for (kernel, max_mr) in kernels {
             for mr in 1..=max_mr {
                 for act in [
@@ -376,6 +394,9 @@ mod tests {
             }
         }
         assert!(!avx2_softmax(0.125).unwrap().is_empty());
+        for abits in 2..=8 {
+            assert!(!avx2_quantize(abits).unwrap().is_empty());
+        }
     }
 }
 
@@ -386,7 +407,7 @@ mod emulated;
 /// the AVX-512 ones with avx512f), the AVX2 softmax and peak loop; without them only the
 /// portable Cranelift kernels on 128-bit SSE vectors.
 pub fn isa(target: &bertc_targets::Target) -> super::Isa {
-    use super::{GemmKernels, Isa, SoftmaxKernel};
+    use super::{GemmKernels, Isa, QuantizeKernel, SoftmaxKernel};
     use crate::lower::{LayoutKind, PANEL};
     let avx2 = target.has("avx2") && target.has("fma");
     let avx512 = avx2 && target.has("avx512f");
@@ -413,6 +434,16 @@ pub fn isa(target: &bertc_targets::Target) -> super::Isa {
     } else {
         None
     };
+    // the int8 tiles are AVX2 on every x86-64 level that has it (AVX-512 included)
+    let qgemm = avx2.then_some(GemmKernels {
+        family: "avx2_q8_6x16",
+        dtype: bertc_ir::DType::I8,
+        layout: LayoutKind::QPanels,
+        mr: AVX2_MR,
+        nr: PANEL,
+        epilogues: true,
+        assemble: avx2_qkernel,
+    });
     Isa {
         name: if avx512 {
             "x86-64 AVX-512"
@@ -424,10 +455,14 @@ pub fn isa(target: &bertc_targets::Target) -> super::Isa {
         lanes: 4,
         fma: target.has("fma"),
         regs: 16,
-        gemm: gemm.into_iter().collect(),
+        gemm: gemm.into_iter().chain(qgemm).collect(),
         softmax: avx2.then_some(SoftmaxKernel {
             name: "avx2_softmax",
             assemble: avx2_softmax,
+        }),
+        quantize: avx2.then_some(QuantizeKernel {
+            name: "avx2_quantize",
+            assemble: avx2_quantize,
         }),
         fma_peak: if avx2 { Some(avx2_peak) } else { None },
     }

@@ -1,0 +1,351 @@
+//! Compiled int8 artifacts (`bertc compile --quantize int8`) against the interpreter running
+//! the same quantized IR, the oracle whose integer arithmetic the kernels implement: every
+//! shared model and output kind on the references' batches (padded, with sequences of
+//! different lengths), identical outputs for every thread count, and the artifact's weights
+//! in int8.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use bertc_interp::{self as interp, Value};
+use bertc_ir::Graph;
+use bertc_passes::{optimize, run_pass, select_output, OutputKind, QuantizeInt8};
+use serde_json::Value as Json;
+
+/// How far a compiled int8 output may be from the interpreter's, relative to the output's
+/// largest magnitude. The quantizer and the int8 GEMM are bit-exact (the last two tests);
+/// what differs is the float order of the fp32 parts (LayerNorm, softmax, GELU: the kernels'
+/// polynomials against libm, about 1e-6 apart as in fp32 artifacts), and each such
+/// difference can move a value across a rounding boundary of the next 14- or 16-bit
+/// quantization, one integer step, which the layers after it carry on. Measured: at most
+/// 2.8e-4 (all-MiniLM-L6-v2's last hidden state), against 8e-7 for its fp32 artifact.
+const TOL_INT8: f32 = 1e-3;
+
+fn bertc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bertc"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn compile(model: &Path, out: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "compile",
+        model.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+        "--quantize",
+        "int8",
+    ];
+    args.extend_from_slice(extra);
+    let o = bertc(&args);
+    assert!(
+        o.status.success(),
+        "bertc {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+fn kind_of(k: &str) -> OutputKind {
+    match k {
+        "last_hidden_state" => OutputKind::LastHiddenState,
+        "mean" => OutputKind::Mean,
+        "cls" => OutputKind::Cls,
+        "pooler" => OutputKind::Pooler,
+        "logits" => OutputKind::Logits,
+        _ => unreachable!(),
+    }
+}
+
+/// The graph `bertc compile --quantize int8 --output kind` generates code for.
+fn quantized(path: &Path, kind: &str) -> Graph {
+    let mut g = load_raised(path);
+    select_output(&mut g, kind_of(kind)).unwrap_or_else(|e| panic!("{e}"));
+    optimize(&mut g).unwrap_or_else(|e| panic!("{e}"));
+    run_pass(&QuantizeInt8::default(), &mut g).unwrap_or_else(|e| panic!("{e}"));
+    g
+}
+
+/// The interpreter's output for one reference case.
+fn interpret(g: &Graph, case: &Json) -> Vec<f32> {
+    let (shape, ids) = ints2(&case["input_ids"]);
+    let (_, mask) = ints2(&case["attention_mask"]);
+    let mut feeds = vec![("input_ids", Value::i64(shape.clone(), ids))];
+    if g.input_named("attention_mask").is_some() {
+        feeds.push(("attention_mask", Value::i64(shape.clone(), mask)));
+    }
+    if g.input_named("token_type_ids").is_some() {
+        let types = match case.get("token_type_ids") {
+            Some(t) => ints2(t).1,
+            None => vec![0; shape.iter().product()],
+        };
+        feeds.push(("token_type_ids", Value::i64(shape, types)));
+    }
+    let out = interp::run(g, &feeds).unwrap_or_else(|e| panic!("{e}"));
+    out[0].1.as_f32().unwrap().to_vec()
+}
+
+/// The largest difference between the executable and the interpreter over `cases` (per-token
+/// outputs on the real tokens only), relative to the output's scale.
+fn check(exe: &Path, g: &Graph, cases: &[Json], name: &str, kind: &str, dir: &Path) -> f32 {
+    let mut worst = 0f32;
+    for case in cases {
+        let (_, mask) = ints2(&case["attention_mask"]);
+        let batch = case["input_ids"].as_array().unwrap().len();
+        let got = run_case(&[exe.to_str().unwrap().to_string()], case, dir, batch).concat();
+        let want = interpret(g, case);
+        let per_token = kind == "last_hidden_state";
+        let width = if per_token {
+            want.len() / mask.len()
+        } else {
+            want.len() / batch
+        };
+        let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+        let err = max_err(&got, &want, per_token.then_some(&mask[..]), width) / scale;
+        assert!(
+            err <= TOL_INT8,
+            "{name} {kind} {}: relative error {err:e}",
+            case["name"]
+        );
+        worst = worst.max(err);
+    }
+    worst
+}
+
+#[test]
+fn int8_executables_match_the_interpreter() {
+    let dir = scratch("int8-exe");
+    for name in RANDOM_MODELS {
+        let path = model_dir(name).join("model.onnx");
+        for kind in kinds(name) {
+            let exe = dir.join(format!("{name}-{kind}"));
+            compile(&path, &exe, &["--output", kind]);
+            let cases = reference(name)["cases"].as_array().unwrap().clone();
+            let err = check(&exe, &quantized(&path, kind), &cases, name, kind, &dir);
+            eprintln!("{name} {kind}: int8 against the interpreter, relative error {err:.2e}");
+        }
+    }
+}
+
+#[test]
+fn minilm_int8_executable_matches_the_interpreter() {
+    let dir = scratch("int8-minilm");
+    let path = model_dir("all-MiniLM-L6-v2").join("model.onnx");
+    for kind in ["last_hidden_state", "mean"] {
+        let exe = dir.join(format!("minilm-{kind}"));
+        compile(&path, &exe, &["--output", kind]);
+        // the padded batch of three sentences (5, 12 and 24 tokens)
+        let cases = [reference("all-MiniLM-L6-v2")["batched"].clone()];
+        let g = quantized(&path, kind);
+        let err = check(&exe, &g, &cases, "all-MiniLM-L6-v2", kind, &dir);
+        eprintln!(
+            "all-MiniLM-L6-v2 {kind}: int8 against the interpreter, relative error {err:.2e}"
+        );
+    }
+}
+
+#[test]
+fn int8_thread_counts_give_identical_outputs() {
+    let dir = scratch("int8-threads");
+    let exe = dir.join("small");
+    compile(
+        &model_dir("bert-small-random").join("model.onnx"),
+        &exe,
+        &[],
+    );
+    let r = reference("bert-small-random");
+    let case = &r["cases"][1];
+    std::fs::write(dir.join("mask.txt"), lines(&case["attention_mask"])).unwrap();
+    let outputs: Vec<Vec<u8>> = ["1", "2", "3", "7"]
+        .iter()
+        .map(|t| {
+            let o = run_with(
+                Command::new(&exe).args([
+                    "--threads",
+                    t,
+                    "--batch",
+                    "3",
+                    "--mask",
+                    dir.join("mask.txt").to_str().unwrap(),
+                ]),
+                &lines(&case["input_ids"]),
+            );
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            o.stdout
+        })
+        .collect();
+    for o in &outputs[1..] {
+        assert!(
+            o == &outputs[0],
+            "int8 outputs differ between thread counts"
+        );
+    }
+}
+
+/// Compiles the int8 bench object for `k -> n` on this machine into a shared library.
+fn bench_library(dir: &Path, k: usize, n: usize) -> bertc_runtime::Library {
+    let target = bertc_targets::Target::host();
+    let (obj, _) = bertc_codegen::compile_gemm_bench(&target, k, n, true).unwrap();
+    let tag = format!("g{k}x{n}");
+    std::fs::write(dir.join(format!("{tag}.o")), obj).unwrap();
+    let so = dir.join(format!("lib{tag}.so"));
+    let st = target
+        .toolchain()
+        .shared(so.to_str().unwrap(), &[format!("{tag}.o")])
+        .current_dir(dir)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    bertc_runtime::Library::open(&so).unwrap()
+}
+
+/// The row quantizer this machine's code uses against the interpreter's definition
+/// (`bertc_interp::quantize_row`), bit for bit: ordinary rows, a row of zeros, rows with an
+/// infinity or a NaN (all zeros, scale 0), ties (halves), odd and short widths.
+#[test]
+fn int8_quantizer_matches_the_definition() {
+    let dir = scratch("int8-quantize");
+    for k in [384usize, 1536, 37, 1, 15, 17] {
+        let lib = bench_library(&dir, k, 16);
+        type Quantize = unsafe extern "C" fn(*const f32, *mut f32, i64);
+        // SAFETY: the symbol is the generated quantizer with this signature.
+        let quantize: Quantize =
+            unsafe { std::mem::transmute(lib.symbol("bertc_bench_quantize").unwrap()) };
+        let abits = bertc_ir::qlinear_max_abits(k);
+        let rows = 12;
+        let mut x: Vec<f32> = (0..rows * k)
+            .map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 97.0)
+            .collect();
+        x[k..2 * k].iter_mut().for_each(|v| *v = 0.0);
+        x[2 * k + k / 2] = f32::INFINITY;
+        x[3 * k] = f32::NAN;
+        // a row whose maximum is a power of two times q: x · inv lands on halves
+        let q = ((1i32 << (abits - 1)) - 1) as f32;
+        for (i, v) in x[4 * k..5 * k].iter_mut().enumerate() {
+            *v = (i as f32 + 0.5) * 2.0 / q;
+        }
+        x[5 * k] = -1e30;
+        let lda = bertc_codegen::quant_row_floats(k);
+        let mut out = vec![f32::NAN; rows * lda];
+        // SAFETY: x holds rows x k floats, out rows x lda.
+        unsafe { quantize(x.as_ptr(), out.as_mut_ptr(), rows as i64) };
+        for r in 0..rows {
+            let mut want = vec![0i32; k];
+            let s = bertc_interp::quantize_row(&x[r * k..(r + 1) * k], abits, &mut want);
+            let row: Vec<u8> = out[r * lda..(r + 1) * lda]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
+            for (kk, w) in want.iter().enumerate() {
+                let got = i16::from_le_bytes([row[2 * kk], row[2 * kk + 1]]) as i32;
+                assert_eq!(got, *w, "k {k} row {r} element {kk}");
+            }
+            if k % 2 == 1 {
+                assert_eq!(&row[2 * k..2 * k + 2], &[0, 0], "k {k} row {r}: the pad");
+            }
+            let at = 4 * k.div_ceil(2);
+            let got = f32::from_le_bytes(row[at..at + 4].try_into().unwrap());
+            assert_eq!(
+                got.to_bits(),
+                s.to_bits(),
+                "k {k} row {r}: scale {got} vs {s}"
+            );
+        }
+    }
+}
+
+/// The int8 GEMM kernel this machine's code uses (the ISA's microkernels, or the portable
+/// tiles) against the definition computed here in i64 with the f32 fused multiply-add, bit
+/// for bit: activations and weights at their extremes (±q, ±127), depths with and without an
+/// odd tail, row counts on both task orders, partial last panels.
+#[test]
+fn int8_gemm_is_exact_at_the_extremes() {
+    use bertc_codegen::{pack_qlinear, quant_row_floats};
+    let dir = scratch("int8-gemm");
+    let mut seed = 7u64;
+    let mut rnd = move |n: i64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((seed >> 33) as i64 % (2 * n + 1)) - n
+    };
+    for (m, k, n, abits) in [
+        (7, 384, 40, 16),
+        (70, 1536, 16, 14),
+        (13, 37, 33, 16),
+        (1, 1, 1, 8),
+        (66, 129, 20, 8),
+    ] {
+        let lib = bench_library(&dir, k, n);
+        type Linear = unsafe extern "C" fn(*const f32, *mut f32, i64, *const f32);
+        // SAFETY: the symbol is the generated linear with this signature.
+        let linear: Linear =
+            unsafe { std::mem::transmute(lib.symbol("bertc_bench_linear").unwrap()) };
+        let q = (1i64 << (abits - 1)) - 1;
+        // rows: the first all +q, the second alternating ±q, the rest random in [-q, q]
+        let x: Vec<i64> = (0..m * k)
+            .map(|i| match i / k {
+                0 => q,
+                1 => {
+                    if i % 2 == 0 {
+                        q
+                    } else {
+                        -q
+                    }
+                }
+                _ => rnd(q),
+            })
+            .collect();
+        // weights: the first column all 127, the second all -127, the rest random
+        let w: Vec<i8> = (0..n * k)
+            .map(|i| match i / k {
+                0 => 127,
+                1 => -127,
+                _ => rnd(127) as i8,
+            })
+            .collect();
+        let rs: Vec<f32> = (0..m).map(|r| 1e-3 * (r + 1) as f32).collect();
+        let cs: Vec<f32> = (0..n).map(|j| 0.5 / (j + 3) as f32).collect();
+        let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.25 - 1.0).collect();
+        let lda = quant_row_floats(k);
+        let mut rows = vec![0u8; m * lda * 4];
+        for r in 0..m {
+            for kk in 0..k {
+                let at = r * lda * 4 + 2 * kk;
+                rows[at..at + 2].copy_from_slice(&(x[r * k + kk] as i16).to_le_bytes());
+            }
+            let at = r * lda * 4 + 4 * k.div_ceil(2);
+            rows[at..at + 4].copy_from_slice(&rs[r].to_le_bytes());
+        }
+        let words = |b: &[u8]| -> Vec<f32> {
+            b.chunks(4)
+                .map(|c| {
+                    let mut v = [0u8; 4];
+                    v[..c.len()].copy_from_slice(c);
+                    f32::from_le_bytes(v)
+                })
+                .collect()
+        };
+        let (xa, pa) = (words(&rows), words(&pack_qlinear(&w, &cs, &bias, n, k)));
+        let mut out = vec![0f32; m * n];
+        // SAFETY: the buffers have the sizes and layouts the kernel reads and writes.
+        unsafe { linear(xa.as_ptr(), out.as_mut_ptr(), m as i64, pa.as_ptr()) };
+        for r in 0..m {
+            for j in 0..n {
+                let acc: i64 = (0..k).map(|kk| x[r * k + kk] * w[j * k + kk] as i64).sum();
+                assert!(acc.abs() < i32::MAX as i64);
+                let want = (acc as f32).mul_add(rs[r] * cs[j], bias[j]);
+                assert_eq!(
+                    out[r * n + j].to_bits(),
+                    want.to_bits(),
+                    "{m}x{k}x{n} at {abits} bits, row {r} col {j}: {} vs {want}",
+                    out[r * n + j]
+                );
+            }
+        }
+    }
+}
