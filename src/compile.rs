@@ -210,9 +210,9 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
             p.weights.len(),
             p.weights.iter().map(|w| w.bytes.len()).sum::<usize>() as f64 / 1e6,
             compiled.instructions,
-            match compiled.gemm_family {
-                Some(f) => format!(", {} GEMM microkernels ({f})", compiled.isa),
-                None => format!(", {} portable kernels", compiled.isa),
+            match compiled.gemm_families.as_slice() {
+                [] => format!(", {} portable kernels", compiled.isa),
+                f => format!(", {} GEMM microkernels ({})", compiled.isa, f.join(", ")),
             }
         );
         if let Some(p) = &pruned {

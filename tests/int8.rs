@@ -1,8 +1,9 @@
 //! Compiled int8 artifacts (`bertc compile --quantize int8`) against the interpreter running
 //! the same quantized IR, the oracle whose integer arithmetic the kernels implement: every
 //! shared model and output kind on the references' batches (padded, with sequences of
-//! different lengths), identical outputs for every thread count, and the artifact's weights
-//! in int8.
+//! different lengths), natively and for aarch64 and riscv64 under qemu; identical outputs for
+//! every thread count; the quantizer and the int8 GEMM bit-exact at the extremes; and the
+//! artifact's weights in int8.
 
 mod common;
 
@@ -32,6 +33,10 @@ fn bertc(args: &[&str]) -> Output {
 }
 
 fn compile(model: &Path, out: &Path, extra: &[&str]) {
+    compile_for(model, out, extra)
+}
+
+fn compile_for(model: &Path, out: &Path, extra: &[&str]) {
     let mut args = vec![
         "compile",
         model.to_str().unwrap(),
@@ -92,11 +97,23 @@ fn interpret(g: &Graph, case: &Json) -> Vec<f32> {
 /// The largest difference between the executable and the interpreter over `cases` (per-token
 /// outputs on the real tokens only), relative to the output's scale.
 fn check(exe: &Path, g: &Graph, cases: &[Json], name: &str, kind: &str, dir: &Path) -> f32 {
+    check_run(
+        &[exe.to_str().unwrap().to_string()],
+        g,
+        cases,
+        name,
+        kind,
+        dir,
+    )
+}
+
+/// `check` with the executable run as the command line `exe`.
+fn check_run(exe: &[String], g: &Graph, cases: &[Json], name: &str, kind: &str, dir: &Path) -> f32 {
     let mut worst = 0f32;
     for case in cases {
         let (_, mask) = ints2(&case["attention_mask"]);
         let batch = case["input_ids"].as_array().unwrap().len();
-        let got = run_case(&[exe.to_str().unwrap().to_string()], case, dir, batch).concat();
+        let got = run_case(exe, case, dir, batch).concat();
         let want = interpret(g, case);
         let per_token = kind == "last_hidden_state";
         let width = if per_token {
@@ -131,6 +148,47 @@ fn int8_executables_match_the_interpreter() {
     }
 }
 
+/// Every random model and output kind compiled with int8 for `triple` (and `cpu`) against
+/// the interpreter, run under the target's qemu when the cross tools are installed.
+fn int8_cross(triple: &str, cpu: Option<&str>) {
+    let Some(runner) = cross_runner(triple, cpu) else {
+        return;
+    };
+    let dir = scratch(&format!("int8-{triple}{}", cpu.unwrap_or("")));
+    for name in RANDOM_MODELS {
+        let path = model_dir(name).join("model.onnx");
+        for kind in kinds(name) {
+            let exe = dir.join(format!("{name}-{kind}"));
+            let mut extra = vec!["--target", triple, "--output", kind];
+            if let Some(c) = cpu {
+                extra.extend(["--cpu", c]);
+            }
+            compile_for(&path, &exe, &extra);
+            let mut cmd = runner.clone();
+            cmd.push(exe.to_str().unwrap().into());
+            let cases = reference(name)["cases"].as_array().unwrap().clone();
+            let g = quantized(&path, kind);
+            let err = check_run(&cmd, &g, &cases, name, kind, &dir);
+            eprintln!("{triple} {cpu:?} {name} {kind}: int8 against the interpreter {err:.2e}");
+        }
+    }
+}
+
+#[test]
+fn int8_aarch64_under_qemu() {
+    int8_cross("aarch64-unknown-linux-gnu", None);
+}
+
+#[test]
+fn int8_riscv64_scalar_under_qemu() {
+    int8_cross("riscv64gc-unknown-linux-gnu", None);
+}
+
+#[test]
+fn int8_riscv64_vector_under_qemu() {
+    int8_cross("riscv64gc-unknown-linux-gnu", Some("rv64gcv"));
+}
+
 #[test]
 fn minilm_int8_executable_matches_the_interpreter() {
     let dir = scratch("int8-minilm");
@@ -146,6 +204,22 @@ fn minilm_int8_executable_matches_the_interpreter() {
             "all-MiniLM-L6-v2 {kind}: int8 against the interpreter, relative error {err:.2e}"
         );
     }
+    // the weights (linears and the word embeddings) in int8: about a quarter of fp32
+    let fp32 = dir.join("minilm-fp32");
+    let o = bertc(&[
+        "compile",
+        path.to_str().unwrap(),
+        "-o",
+        fp32.to_str().unwrap(),
+        "-q",
+        "--output",
+        "mean",
+    ]);
+    assert!(o.status.success());
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len() as f64;
+    let ratio = size(&dir.join("minilm-mean")) / size(&fp32);
+    eprintln!("all-MiniLM-L6-v2: the int8 executable is {ratio:.3} of the fp32 one");
+    assert!(ratio < 0.3, "int8 executable {ratio} of fp32");
 }
 
 #[test]

@@ -27,15 +27,15 @@ pub fn row_range(e: &mut Emit, begin: Value, end: Value, rows: Value) -> (Value,
 
 /// `packed[i] = word[id] (+ type[tid]) + pos[p]` for the tokens with mask 1 of sequences
 /// `begin..end`, written at `seq_start[b]..`. Positions count from the sequence start (RoBERTa:
-/// the padding-aware count over all ids of the sequence).
-#[allow(clippy::too_many_arguments)]
+/// the padding-aware count over all ids of the sequence). With `word_scale`, the word table
+/// is int8 rows and `word[id] = q[id] as f32 · word_scale[id]`.
 pub fn embedding(
     e: &mut Emit,
     [ids, types_p, mask, seq_start, out, seq, word, pos, typ]: [Value; 9],
     [begin, end]: [Value; 2],
-    positions: Positions,
-    tt: TokenTypes,
+    (positions, tt): (Positions, TokenTypes),
     width: usize,
+    word_scale: Option<Value>,
 ) {
     let rowb = width as i64 * 4;
     e.for_range(begin, end, 1, |e, bi| {
@@ -70,7 +70,14 @@ pub fn embedding(
                 let next = e.b.ins().iadd_imm_s(dst, 1);
                 e.b.def_var(slot, next);
                 let orow = e.addr(out, dst, rowb);
-                let wrow = e.addr(word, id, rowb);
+                let wrow = match word_scale {
+                    Some(_) => e.addr(word, id, width as i64),
+                    None => e.addr(word, id, rowb),
+                };
+                let ws = word_scale.map(|s| {
+                    let sa = e.addr(s, id, 4);
+                    e.b.ins().load(types::F32, super::emit::mem(), sa, 0)
+                });
                 let prow = e.addr(pos, p, rowb);
                 let trow = match tt {
                     TokenTypes::Input => {
@@ -82,8 +89,19 @@ pub fn embedding(
                     TokenTypes::Absent => None,
                 };
                 e.row(width, |e, off, s| {
-                    let wa = e.b.ins().iadd(wrow, off);
-                    let mut v = e.load(s, wa, 0);
+                    let mut v = match ws {
+                        Some(scale) => {
+                            let o = e.b.ins().ushr_imm_u(off, 2);
+                            let wa = e.b.ins().iadd(wrow, o);
+                            let q = crate::qkernels::load_i8_as_f32(e, s, wa);
+                            let sv = e.splat(s, scale);
+                            e.b.ins().fmul(q, sv)
+                        }
+                        None => {
+                            let wa = e.b.ins().iadd(wrow, off);
+                            e.load(s, wa, 0)
+                        }
+                    };
                     if let Some(tr) = trow {
                         let ta = e.b.ins().iadd(tr, off);
                         let tv = e.load(s, ta, 0);

@@ -95,8 +95,9 @@ pub struct Compiled {
     pub program: Program,
     /// The instruction set the kernels were chosen for (`Isa::name`).
     pub isa: &'static str,
-    /// The GEMM microkernel family the linears run on, if the ISA has one.
-    pub gemm_family: Option<&'static str>,
+    /// The GEMM microkernel families the linears run on (f32, then int8 if the program has
+    /// int8 linears), where the ISA has them.
+    pub gemm_families: Vec<&'static str>,
     pub instructions: usize,
     /// A C expression of `batch`, `seq` and `threads`: the floats of attention scratch the
     /// workspace needs after the activations.
@@ -451,25 +452,25 @@ pub fn compile_with(
                 Step::Embedding {
                     out,
                     word,
+                    word_scale,
                     pos,
                     typ: t,
                     ..
                 } => {
                     let tw = t.map_or(weights[word], |t| weights[t]);
-                    (
-                        vec![
-                            ids,
-                            typ,
-                            mask,
-                            seq_start,
-                            bufs[out],
-                            seq,
-                            weights[word],
-                            weights[pos],
-                            tw,
-                        ],
-                        batch,
-                    )
+                    let mut args = vec![
+                        ids,
+                        typ,
+                        mask,
+                        seq_start,
+                        bufs[out],
+                        seq,
+                        weights[word],
+                        weights[pos],
+                        tw,
+                    ];
+                    args.extend(word_scale.map(|s| weights[s]));
+                    (args, batch)
                 }
                 Step::LayerNorm {
                     x,
@@ -587,11 +588,22 @@ pub fn compile_with(
         Some(_) => format!("(size_t)batch * (size_t)seq * {}", program.max_heads),
         None => "0".to_string(),
     };
+    let int8 = program
+        .steps
+        .iter()
+        .any(|s| matches!(s, Step::QLinear { .. }));
+    let q = isa.gemm(DType::I8, LayoutKind::QPanels).filter(|_| int8);
+    let gemm_families = isa
+        .gemm_f32()
+        .into_iter()
+        .chain(q)
+        .map(|k| k.family)
+        .collect();
     Ok(Compiled {
         object,
         program,
         isa: isa.name,
-        gemm_family: isa.gemm_f32().map(|k| k.family),
+        gemm_families,
         instructions,
         scratch_floats_c,
     })
@@ -612,7 +624,7 @@ fn attn_dims(p: &Program) -> Option<(usize, usize)> {
 
 fn step_arg_count(step: &Step) -> usize {
     match step {
-        Step::Embedding { .. } => 9,
+        Step::Embedding { word_scale, .. } => 9 + usize::from(word_scale.is_some()),
         Step::LayerNorm { .. } => 5,
         Step::Linear { .. } | Step::QLinear { .. } => 5,
         Step::Add { .. } | Step::Scatter { .. } => 4,
@@ -629,8 +641,12 @@ fn kernel_key(step: &Step, p: &Program) -> String {
             positions,
             types,
             width,
+            word_scale,
             ..
-        } => format!("emb {positions:?} {types:?} {width}"),
+        } => format!(
+            "emb {positions:?} {types:?} {width} {}",
+            word_scale.is_some()
+        ),
         Step::LayerNorm { x, eps, .. } => format!("ln {} {eps:e}", w(*x)),
         Step::Linear {
             k,
@@ -674,14 +690,15 @@ fn emit_step(
             positions,
             types,
             width,
+            word_scale,
             ..
         } => kernels::embedding(
             e,
             [a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]],
             range,
-            *positions,
-            *types,
+            (*positions, *types),
             *width,
+            word_scale.map(|_| a[9]),
         ),
         Step::LayerNorm { x, eps, .. } => {
             kernels::layer_norm(e, [a[0], a[1], a[2], a[3], a[4]], range, w(*x), *eps)

@@ -129,9 +129,11 @@ pub enum Act {
 
 #[derive(Clone, Debug)]
 pub enum Step {
+    /// The word table in f32, or in int8 rows times `word_scale` (`dequantize_rows`).
     Embedding {
         out: BufId,
         word: WeightId,
+        word_scale: Option<WeightId>,
         pos: WeightId,
         typ: Option<WeightId>,
         positions: Positions,
@@ -343,6 +345,24 @@ impl Lowering<'_> {
         Ok(id)
     }
 
+    /// An int8 table of `dequantize_rows(q, scale)` and its scales.
+    fn int8_rows(&mut self, n: NodeId) -> Result<(WeightId, WeightId), CodegenError> {
+        let ops = self.g.operands(n);
+        let q = self
+            .g
+            .const_value(ops[0])
+            .filter(|t| t.dtype == DType::I8)
+            .ok_or_else(|| unsupported(self.g, n, "expected constant int8 rows"))?;
+        let id = self.p.weights.len();
+        self.p.weights.push(Weight {
+            name: self.g.node(ops[0]).name.clone(),
+            dtype: DType::I8,
+            layout: WeightLayout::Dense,
+            bytes: q.data.to_vec(),
+        });
+        Ok((id, self.weight(ops[1])?))
+    }
+
     fn new_buf(&mut self, n: NodeId) -> Result<BufId, CodegenError> {
         let ty = self.g.ty(n);
         let rows = match ty.rank() {
@@ -440,6 +460,14 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
                 continue;
             }
             Op::Const { .. } => continue,
+            // read by the embeddings whose word table it is (the check is there)
+            Op::DequantizeRows
+                if g.users(n)
+                    .iter()
+                    .all(|&u| matches!(g.op(u), Op::Embedding { .. })) =>
+            {
+                continue
+            }
             Op::Embedding { positions, types } => {
                 let first = 1 + (types == TokenTypes::Input) as usize;
                 if g.op(ops[0])
@@ -465,7 +493,13 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
                         "token types must be the token_type_ids input",
                     ));
                 }
-                let word = l.weight(ops[first])?;
+                let (word, word_scale) = match g.op(ops[first]) {
+                    Op::DequantizeRows => {
+                        let (w, s) = l.int8_rows(ops[first])?;
+                        (w, Some(s))
+                    }
+                    _ => (l.weight(ops[first])?, None),
+                };
                 let pos = l.weight(ops[first + 1])?;
                 let typ = match ops.get(first + 2) {
                     Some(&t) => Some(l.weight(t)?),
@@ -491,6 +525,7 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
                 Step::Embedding {
                     out,
                     word,
+                    word_scale,
                     pos,
                     typ,
                     positions,

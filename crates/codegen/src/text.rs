@@ -92,6 +92,7 @@ impl Program {
             Step::Embedding {
                 out,
                 word,
+                word_scale,
                 pos,
                 typ,
                 positions,
@@ -99,8 +100,11 @@ impl Program {
                 width,
             } => {
                 let typ = typ.map(|t| format!(" type=w{t}")).unwrap_or_default();
+                let scale = word_scale
+                    .map(|s| format!(" word_scale=w{s}"))
+                    .unwrap_or_default();
                 format!(
-                    "b{out} = embedding word=w{word} pos=w{pos}{typ} positions={positions} types={t} width={width}"
+                    "b{out} = embedding word=w{word}{scale} pos=w{pos}{typ} positions={positions} types={t} width={width}"
                 )
             }
             Step::LayerNorm {

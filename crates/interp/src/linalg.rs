@@ -63,6 +63,16 @@ pub(crate) fn eval(op: &Op, v: &[&Value]) -> R<Value> {
             epilogue(&mut y, *act, v.get(3).copied())?;
             y
         }
+        Op::DequantizeRows => {
+            let (q, s) = (v[0].as_i64()?, v[1].as_f32()?);
+            let cols = v[0].shape.get(1).copied().unwrap_or(0);
+            let out = q
+                .iter()
+                .enumerate()
+                .map(|(i, &x)| x as f32 * s[i / cols.max(1)])
+                .collect();
+            Value::f32(v[0].shape.clone(), out)
+        }
         Op::QLinear { act, abits, .. } => {
             let (x, w) = (v[0], v[1]);
             let (n, k) = (w.shape[0], w.shape[1]);

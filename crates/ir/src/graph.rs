@@ -384,10 +384,16 @@ impl Graph {
                     }
                     if let Op::Embedding { types, .. } = op {
                         let first_table = 1 + (*types == TokenTypes::Input) as usize;
-                        if ops[first_table..]
-                            .iter()
-                            .any(|&t| self.const_value(t).is_none())
-                        {
+                        // a table is a constant, or int8 rows of constants (`dequantize_rows`)
+                        let constant = |t: NodeId| {
+                            self.const_value(t).is_some()
+                                || (self.op(t) == &Op::DequantizeRows
+                                    && self
+                                        .operands(t)
+                                        .iter()
+                                        .all(|&o| self.const_value(o).is_some()))
+                        };
+                        if !ops[first_table..].iter().all(|&t| constant(t)) {
                             return Err(err(n, "embedding tables must be constants".into()));
                         }
                     }

@@ -269,6 +269,9 @@ pub enum Op {
         residual: bool,
         abits: u8,
     },
+    /// `dequantize_rows(q[r, c], scale[r])`: int8 rows times their f32 scales,
+    /// `q[i, j] as f32 · scale[i]` (an embedding table stored in int8).
+    DequantizeRows,
     Gelu {
         approx: GeluApprox,
     },
@@ -339,7 +342,8 @@ impl Op {
             | Op::Gemm { .. }
             | Op::Linear
             | Op::FusedLinear { .. }
-            | Op::QLinear { .. } => OpFamily::Linalg,
+            | Op::QLinear { .. }
+            | Op::DequantizeRows => OpFamily::Linalg,
             Op::CumSum { .. }
             | Op::Softmax { .. }
             | Op::Reduce { .. }
@@ -422,6 +426,7 @@ impl Op {
             Op::Linear => "linear",
             Op::FusedLinear { .. } => "fused_linear",
             Op::QLinear { .. } => "qlinear",
+            Op::DequantizeRows => "dequantize_rows",
             Op::Gelu { .. } => "gelu",
             Op::Attention { .. } => "attention",
             Op::QkvAttention { .. } => "qkv_attention",
@@ -455,6 +460,7 @@ impl Op {
             | Op::GatherElements { .. }
             | Op::CumSum { .. }
             | Op::MatMul
+            | Op::DequantizeRows
             | Op::MeanPool => (2, 2),
             Op::Where | Op::Range | Op::LayerNorm { .. } => (3, 3),
             Op::Concat { .. } => (1, usize::MAX),

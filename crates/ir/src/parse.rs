@@ -639,6 +639,7 @@ fn op_of(m: &str, mut a: Attrs, arity: usize) -> PResult<Op> {
             },
             "layer_norm" => Op::LayerNorm { eps: a.num("eps")? },
             "linear" => Op::Linear,
+            "dequantize_rows" => Op::DequantizeRows,
             "fused_linear" => Op::FusedLinear {
                 act: fused_act(a.take("act"))?,
                 residual: a.flag("residual"),

@@ -199,6 +199,7 @@ fn attrs(op: &Op) -> String {
         | Op::Slice
         | Op::MatMul
         | Op::Linear
+        | Op::DequantizeRows
         | Op::MeanPool => String::new(),
     }
 }

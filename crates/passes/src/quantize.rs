@@ -13,6 +13,9 @@ use crate::{Pass, PassError};
 pub struct QuantizeInt8 {
     /// Bits of the run-time activation integers.
     pub abits: ActBits,
+    /// Also store the word embedding table in int8 with one scale per row
+    /// (`dequantize_rows`), a quarter of its f32 size.
+    pub embeddings: bool,
 }
 
 /// How many bits a linear's activations are quantized to.
@@ -30,6 +33,7 @@ impl Default for QuantizeInt8 {
     fn default() -> Self {
         QuantizeInt8 {
             abits: ActBits::Widest,
+            embeddings: true,
         }
     }
 }
@@ -52,6 +56,48 @@ pub fn quantize_rows(w: &[f32], n: usize, k: usize) -> (Vec<i8>, Vec<f32>) {
         }
     }
     (q, scales)
+}
+
+/// Replaces each embedding's f32 word table by `dequantize_rows` of int8 rows (round to
+/// nearest, one scale per row); returns the tables' names and shapes.
+fn quantize_embeddings(g: &mut Graph) -> Result<Vec<(String, usize, usize)>, bertc_ir::IrError> {
+    let mut done = Vec::new();
+    for n in g.canonical_order() {
+        let Op::Embedding { types, .. } = g.op(n).clone() else {
+            continue;
+        };
+        let mut ops = g.operands(n);
+        let first = 1 + usize::from(types == bertc_ir::TokenTypes::Input);
+        let word = ops[first];
+        let Some(t) = g
+            .const_value(word)
+            .filter(|t| t.dtype == DType::F32 && t.shape.len() == 2)
+        else {
+            continue;
+        };
+        if g.use_count(word) != 1 {
+            continue;
+        }
+        let (rows, cols) = (t.shape[0], t.shape[1]);
+        let (q, scales) = quantize_rows(&t.to_f32_vec(), rows, cols);
+        let name = g.node(word).name.clone();
+        let bytes: Vec<u8> = q.iter().map(|&v| v as u8).collect();
+        let qt = Tensor::new(DType::I8, vec![rows, cols], bytes.into()).expect("int8 rows");
+        let qn = g.add_const(&format!("{name}.q"), qt);
+        let sn = g.add_const(
+            &format!("{name}.scale"),
+            Tensor::from_f32(vec![rows], &scales),
+        );
+        ops[first] = g.add(
+            Op::DequantizeRows,
+            &[qn, sn],
+            &format!("{name}.dequantized"),
+        )?;
+        let op = g.op(n).clone();
+        g.rewrite(n, op, &ops)?;
+        done.push((name, rows, cols));
+    }
+    Ok(done)
 }
 
 impl Pass for QuantizeInt8 {
@@ -115,14 +161,23 @@ impl Pass for QuantizeInt8 {
             count += 1;
             bits.insert(abits);
         }
+        let tables = if self.embeddings {
+            quantize_embeddings(g).map_err(ir)?
+        } else {
+            vec![]
+        };
         let bits: Vec<String> = bits.iter().map(|b| b.to_string()).collect();
-        Ok(format!(
+        let mut report = format!(
             "{count} linears on int8 weights (per channel), activations {} bits per row",
             if bits.is_empty() {
                 "-".to_string()
             } else {
                 bits.join("/")
             }
-        ))
+        );
+        for (name, rows, cols) in tables {
+            report += &format!("; word embeddings '{name}' ({rows} x {cols}) int8 per row");
+        }
+        Ok(report)
     }
 }

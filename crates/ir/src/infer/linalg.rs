@@ -88,6 +88,18 @@ pub(super) fn infer(op: &Op, ins: &[Operand]) -> Result<Inferred, String> {
             }
             Ok((ty, None))
         }
+        Op::DequantizeRows => {
+            let (q, s) = (ins[0].ty, ins[1].ty);
+            expect_rank(q, 2, "dequantize_rows values")?;
+            expect_rank(s, 1, "dequantize_rows scales")?;
+            if q.dtype != DType::I8 || s.dtype != DType::F32 {
+                return Err(format!(
+                    "dequantize_rows needs i8 values and f32 scales, found {q} and {s}"
+                ));
+            }
+            same_dim(s.shape[0], q.shape[0], "dequantize_rows scales")?;
+            Ok((t(DType::F32, q.shape.clone()), None))
+        }
         Op::QLinear {
             residual, abits, ..
         } => {
