@@ -93,7 +93,7 @@ enum ProfileEmit {
 }
 
 impl PruneArgs {
-    fn options(&self) -> Option<prune::PruneOptions> {
+    fn options(&self, quantize: Option<quantize::Quantize>) -> Option<prune::PruneOptions> {
         if self.speedup.is_none() && self.latency.is_none() {
             return None;
         }
@@ -110,6 +110,7 @@ impl PruneArgs {
             tokenizer: self.calibration_tokenizer.clone(),
             sequential: self.sequential,
             spdy_rounds: self.spdy_rounds,
+            quantize: quantize.map(|q| q.name()),
         })
     }
 }
@@ -217,6 +218,9 @@ Examples:
         /// Encoder layers (copies of the block measured together; default: the model's, or 6).
         #[arg(long)]
         layers: Option<usize>,
+        /// Measure the layers quantized (for `compile --speedup/--latency --quantize`).
+        #[arg(long, value_enum)]
+        quantize: Option<quantize::Quantize>,
     },
     /// Score a model or a compiled shared library on sentence similarity.
     #[command(after_help = "\
@@ -422,7 +426,7 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             report,
             sts,
         } => {
-            let popts = prune.options();
+            let popts = prune.options(quantize);
             if report.is_some() && popts.is_none() {
                 return Err(CliError::Input(
                     "--report describes pruning: give --speedup or --latency".into(),
@@ -465,6 +469,7 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             heads,
             intermediate,
             layers,
+            quantize,
         } => {
             let shape = match (&model, hidden, heads, intermediate) {
                 (Some(m), None, None, None) => {
@@ -506,6 +511,7 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
                 runs,
                 out: path.clone(),
                 emit_exe: emit == ProfileEmit::Exe,
+                quantize,
             })?;
             if let Some(p) = p {
                 eprint!("{}", profile::summary(&p));
@@ -638,7 +644,7 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             } else {
                 None
             };
-            let popts = prune.options();
+            let popts = prune.options(quantize);
             if raw && popts.is_some() {
                 return Err(CliError::Input(
                     "--raw shows the imported IR: it cannot be pruned".into(),
@@ -693,7 +699,7 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             prune,
         } => {
             let (mut g, _) = load_raised(&model)?;
-            if let Some(p) = prune.options() {
+            if let Some(p) = prune.options(quantize) {
                 prune::prune(&mut g, &model, &p, true)?;
             }
             select_output(&mut g, output)?;

@@ -92,6 +92,8 @@ pub struct ProfileOptions {
     pub out: PathBuf,
     /// Write the profiler executable to `out` instead of running it.
     pub emit_exe: bool,
+    /// Measure the layers quantized as `bertc compile --quantize` would.
+    pub quantize: Option<crate::quantize::Quantize>,
 }
 
 fn zeros(g: &mut Graph, name: &str, shape: &[usize]) -> NodeId {
@@ -207,7 +209,12 @@ pub fn levels(s: &LayerShape, step: usize) -> (Vec<usize>, Vec<usize>) {
 
 /// The variant's graph, pruned to `kept` by the same pass real pruning uses, then fused as
 /// `bertc compile` fuses.
-fn variant_graph(s: &LayerShape, seq: usize, level: Level) -> Result<Graph, CliError> {
+fn variant_graph(
+    s: &LayerShape,
+    seq: usize,
+    level: Level,
+    quantize: Option<crate::quantize::Quantize>,
+) -> Result<Graph, CliError> {
     let per_layer: &[BlockKind] = match level {
         Level::Base => &[],
         Level::Block(k, _) => match k {
@@ -236,6 +243,9 @@ fn variant_graph(s: &LayerShape, seq: usize, level: Level) -> Result<Graph, CliE
     }
     select_output(&mut g, OutputKind::LastHiddenState)?;
     bertc_passes::optimize(&mut g)?;
+    if let Some(q) = quantize {
+        crate::quantize::quantize_graph(&mut g, q)?;
+    }
     Ok(g)
 }
 
@@ -259,7 +269,7 @@ pub fn profile(o: &ProfileOptions) -> Result<Option<LatencyProfile>, CliError> {
     let mut files = Vec::new();
     for (i, kind) in kinds.iter().enumerate() {
         let name = format!("p{i}");
-        let g = variant_graph(s, o.seq, *kind)?;
+        let g = variant_graph(s, o.seq, *kind, o.quantize)?;
         let c = tmp.write_model(
             &g,
             &o.target,
@@ -269,7 +279,13 @@ pub fn profile(o: &ProfileOptions) -> Result<Option<LatencyProfile>, CliError> {
                 writable_weights: true,
             },
         )?;
-        let weights: Vec<usize> = c.program.weights.iter().map(|w| w.len()).collect();
+        // floats the profiler writes into each weight (int8 weights: their bytes as floats)
+        let weights: Vec<usize> = c
+            .program
+            .weights
+            .iter()
+            .map(|w| w.bytes.len() / 4)
+            .collect();
         files.push(format!("{name}_glue.c"));
         files.push(format!("{name}.o"));
         let (kind, kept) = match kind {
@@ -299,6 +315,7 @@ pub fn profile(o: &ProfileOptions) -> Result<Option<LatencyProfile>, CliError> {
         head_dim: s.head_dim,
         intermediate: s.intermediate,
         runs: o.runs,
+        quantize: o.quantize.map(|q| q.name()),
     };
     tmp.write("profiler.c", shim::profiler_c(&variants, &info).as_bytes())?;
     let inputs: Vec<&str> = std::iter::once("profiler.c")

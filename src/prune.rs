@@ -26,6 +26,8 @@ pub struct PruneOptions {
     pub sequential: bool,
     /// Rounds of SPDY's correction of block errors by the measured loss (0: none).
     pub spdy_rounds: usize,
+    /// The quantization the pruned model gets (its profile must be measured with it).
+    pub quantize: Option<&'static str>,
 }
 
 /// One block's outcome.
@@ -95,6 +97,16 @@ pub fn prune(
     let start = Instant::now();
     let input = |m: String| CliError::Input(m);
     let profile = LatencyProfile::load(&o.profile).map_err(|e| input(e.to_string()))?;
+    if profile.quantize.as_deref() != o.quantize {
+        let what = |q: Option<&str>| q.map_or("fp32".to_string(), str::to_string);
+        return Err(input(format!(
+            "--profile {}: measured for {} layers, but the model is compiled {}: measure it with `bertc profile{}`",
+            o.profile.display(),
+            what(profile.quantize.as_deref()),
+            what(o.quantize),
+            o.quantize.map_or(String::new(), |q| format!(" --quantize {q}")),
+        )));
+    }
     let blocks = prune::find_blocks(g);
     if blocks.is_empty() {
         return Err(input(format!(

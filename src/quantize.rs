@@ -13,6 +13,15 @@ pub enum Quantize {
     Int8,
 }
 
+impl Quantize {
+    /// The scheme's name on the command line and in latency profiles.
+    pub fn name(self) -> &'static str {
+        match self {
+            Quantize::Int8 => "int8",
+        }
+    }
+}
+
 /// Quantizes a fused graph's linears: 8-bit activations on every target (each kernel sums
 /// their products exactly).
 pub fn quantize_graph(g: &mut Graph, q: Quantize) -> Result<PassReport, CliError> {

@@ -249,6 +249,34 @@ fn profile_of_the_wrong_shape_is_refused() {
     assert_eq!(err.lines().count(), 1, "{err}");
 }
 
+/// Pruning for an int8 artifact needs a profile measured with int8 layers (and the other
+/// way round): a one-line error naming the profile and the command that measures it.
+#[test]
+fn profile_of_the_other_precision_is_refused() {
+    let dir = scratch("prune-precision");
+    let p = profile(&dir, "fp32.json", 1.0, 1.0);
+    let micro = model_dir("bert-micro-random").join("model.onnx");
+    let o = bertc()
+        .args([
+            "compile",
+            micro.to_str().unwrap(),
+            "-o",
+            dir.join("x").to_str().unwrap(),
+            "--quantize",
+            "int8",
+        ])
+        .args(prune_args(&p, "1"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("fp32.json") && err.contains("bertc profile --quantize int8"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
 #[test]
 fn report_is_one_self_contained_page() {
     let dir = scratch("prune-report");

@@ -152,6 +152,8 @@ pub struct ProfileInfo<'a> {
     pub head_dim: usize,
     pub intermediate: usize,
     pub runs: usize,
+    /// The quantization the levels were compiled with (`"int8"`), if any.
+    pub quantize: Option<&'a str>,
 }
 
 /// The C `main` of a profiler: times every variant (warm-up, then `runs` timed inferences
@@ -200,6 +202,11 @@ pub fn profiler_c(variants: &[ProfileVariant], p: &ProfileInfo) -> String {
             ("HEADS", p.heads.to_string()),
             ("HEAD_DIM", p.head_dim.to_string()),
             ("INTERMEDIATE", p.intermediate.to_string()),
+            (
+                "QUANTIZE",
+                p.quantize
+                    .map_or("null".to_string(), |q| format!("\\\"{q}\\\"")),
+            ),
         ],
     )
 }
@@ -254,6 +261,7 @@ graph(%input_ids: i64[batch,seq], %attention_mask: i64[batch,seq], %token_type_i
             head_dim: 8,
             intermediate: 32,
             runs: 3,
+            quantize: Some("int8"),
         };
         let files = [
             ("m.h", header(&c.program, &info)),

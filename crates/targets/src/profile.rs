@@ -53,6 +53,9 @@ pub struct LatencyProfile {
     pub attention: Vec<Point>,
     /// FFN block (up, activation, down, residual, LayerNorm) by kept neurons.
     pub ffn: Vec<Point>,
+    /// The quantization the layers were measured with (`"int8"`), none for fp32.
+    #[serde(default)]
+    pub quantize: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
