@@ -38,7 +38,7 @@ pub struct Options {
     /// Structured pruning before code generation.
     pub prune: Option<crate::prune::PruneOptions>,
     /// Quantization after pruning and fusion.
-    pub quantize: Option<crate::quantize::Quantize>,
+    pub quantize: Option<crate::quantize::QuantizeOptions>,
 }
 
 impl Default for Options {
@@ -65,6 +65,8 @@ pub struct Outcome {
     pub prune: Option<crate::prune::PruneOutcome>,
     /// The pruned graph (raised, every output), when pruning ran.
     pub pruned_graph: Option<bertc_ir::Graph>,
+    /// Each linear's measured int8 error and precision, when quantization had calibration.
+    pub quantized: Vec<crate::quantize::LayerReport>,
 }
 
 pub fn compile(o: &Options) -> Result<Outcome, CliError> {
@@ -79,6 +81,9 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
         None => Target::with_cpu(&Target::host().triple, o.cpu.as_deref()),
     }
     .map_err(|e| CliError::Input(e.to_string()))?;
+    if let Some(q) = &o.quantize {
+        q.check()?;
+    }
     let (mut g, mut reports) = crate::load_raised(&o.model)?;
     let mut pruned = None;
     let mut pruned_graph = None;
@@ -90,8 +95,14 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
     }
     select_output(&mut g, o.output)?;
     reports.extend(bertc_passes::optimize(&mut g)?);
-    if let Some(q) = o.quantize {
-        reports.push(crate::quantize::quantize_graph(&mut g, q)?);
+    let mut quantized = Vec::new();
+    if let Some(q) = &o.quantize {
+        let (r, layers) = crate::quantize::quantize_model(&mut g, &o.model, q, o.quiet)?;
+        reports.push(r);
+        if !o.quiet {
+            eprint!("{}", crate::quantize::layer_lines(&layers));
+        }
+        quantized = layers;
     }
     if let Some(m) = o.max_seq {
         let model_max = g.max_seq.unwrap_or(usize::MAX);
@@ -251,6 +262,7 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
     Ok(Outcome {
         prune: pruned,
         pruned_graph,
+        quantized,
     })
 }
 
@@ -276,7 +288,7 @@ pub fn shared_library(
         output,
         name: Some(tag.into()),
         quiet: true,
-        quantize,
+        quantize: quantize.map(crate::quantize::QuantizeOptions::plain),
         ..Options::default()
     })?;
     Ok((tmp.path(&format!("lib{tag}.so")), tag.to_string()))

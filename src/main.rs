@@ -15,7 +15,7 @@ mod quantize;
 mod report;
 mod scratch;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -78,6 +78,37 @@ struct PruneArgs {
     /// alone and scales the block's error by it before searching again (0: plain search).
     #[arg(long = "spdy-rounds", default_value = "1")]
     spdy_rounds: usize,
+}
+
+/// `--quantize` and its accuracy control (the calibration text is `--calibration`).
+#[derive(Args)]
+struct QuantizeArgs {
+    /// Quantize the linears after pruning and fusion (int8: weights per output channel,
+    /// activations per token at run time, word embeddings in int8 rows; `run` interprets the
+    /// result with its integer arithmetic, `ir` prints it).
+    #[arg(long, value_enum)]
+    quantize: Option<quantize::Quantize>,
+    /// How int8 weights are rounded: rtn or gptq (default: gptq with --calibration, rtn
+    /// without).
+    #[arg(long = "quantize-method", value_enum, requires = "quantize")]
+    quantize_method: Option<quantize::QuantizeMethod>,
+    /// With --calibration: a linear whose int8 output is further than this relative RMS
+    /// error from its fp32 output stays fp32.
+    #[arg(long = "quantize-budget", requires = "quantize", default_value_t = quantize::DEFAULT_BUDGET)]
+    quantize_budget: f64,
+}
+
+impl QuantizeArgs {
+    fn options(&self, p: &PruneArgs) -> Option<quantize::QuantizeOptions> {
+        Some(quantize::QuantizeOptions {
+            scheme: self.quantize?,
+            method: self.quantize_method,
+            budget: self.quantize_budget,
+            calibration: p.calibration.clone(),
+            samples: p.calibration_samples,
+            tokenizer: p.calibration_tokenizer.clone(),
+        })
+    }
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -158,14 +189,13 @@ enum Cmd {
         /// Print nothing on success.
         #[arg(short, long)]
         quiet: bool,
-        /// Quantize the linears after pruning and fusion (int8: weights per output channel,
-        /// activations per token at run time).
-        #[arg(long, value_enum)]
-        quantize: Option<quantize::Quantize>,
+        #[command(flatten)]
+        quant: QuantizeArgs,
         #[command(flatten)]
         prune: PruneArgs,
-        /// Write an HTML report of what pruning did (with --speedup or --latency).
-        #[arg(long, requires = "profile")]
+        /// Write an HTML report of what pruning (--speedup or --latency) and quantization
+        /// with --calibration did.
+        #[arg(long)]
         report: Option<PathBuf>,
         /// STS Benchmark file to score the dense and the pruned model on for the report.
         #[arg(long, requires = "report")]
@@ -326,10 +356,8 @@ Examples:
         /// Also run the fusion passes that `bertc compile` runs (with --output).
         #[arg(long, requires = "output")]
         optimize: bool,
-        /// Quantize the linears after the fusion passes (with --output) and print that IR (or,
-        /// with --lowered, its lowered program).
-        #[arg(long, value_enum, requires = "output")]
-        quantize: Option<quantize::Quantize>,
+        #[command(flatten)]
+        quant: QuantizeArgs,
         /// Print the lowered program code generation builds instead (buffers, weights in their
         /// layouts, steps with the kernels chosen for the target; with --output, fused).
         #[arg(long, requires = "output", conflicts_with = "raw")]
@@ -374,10 +402,8 @@ Examples:
         /// Interpret the graph after the fusion passes that `bertc compile` runs.
         #[arg(long)]
         optimize: bool,
-        /// Quantize the linears (after the fusion passes) and run the quantized graph with its
-        /// integer arithmetic: int8 weights per channel, activations per token.
-        #[arg(long, value_enum)]
-        quantize: Option<quantize::Quantize>,
+        #[command(flatten)]
+        quant: QuantizeArgs,
         /// Prune as `bertc compile` does (--speedup or --latency with --profile), then run.
         #[command(flatten)]
         prune: PruneArgs,
@@ -422,14 +448,16 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             static_exe,
             quiet,
             prune,
-            quantize,
+            quant,
             report,
             sts,
         } => {
-            let popts = prune.options(quantize);
-            if report.is_some() && popts.is_none() {
+            let popts = prune.options(quant.quantize);
+            let quantize = quant.options(&prune);
+            let calibrated = quantize.as_ref().is_some_and(|q| q.calibration.is_some());
+            if report.is_some() && popts.is_none() && !calibrated {
                 return Err(CliError::Input(
-                    "--report describes pruning: give --speedup or --latency".into(),
+                    "--report describes pruning (--speedup or --latency) or quantization with --calibration: give one".into(),
                 ));
             }
             let o = compile::Options {
@@ -447,7 +475,7 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
                 quantize,
             };
             let outcome = compile::compile(&o)?;
-            if let (Some(r), Some(_)) = (report, &outcome.prune) {
+            if let Some(r) = report {
                 report::write(&r, &o, &outcome, sts.as_deref())?;
                 if !o.quiet {
                     eprintln!("    Wrote {}", r.display());
@@ -628,12 +656,18 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             output,
             report,
             optimize,
-            quantize,
+            quant,
             lowered,
             target,
             cpu,
             prune,
         } => {
+            let quantize = quant.options(&prune);
+            if quantize.is_some() && output.is_none() {
+                return Err(CliError::Input(
+                    "--quantize works on the fused graph of one output: give --output".into(),
+                ));
+            }
             // the target first: a bad --target or --cpu fails before any work
             let target = if lowered {
                 let triple = target.unwrap_or_else(|| bertc_targets::Target::host().triple);
@@ -644,8 +678,8 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             } else {
                 None
             };
-            let popts = prune.options(quantize);
-            if raw && popts.is_some() {
+            let popts = prune.options(quant.quantize);
+            if raw && (popts.is_some() || quantize.is_some()) {
                 return Err(CliError::Input(
                     "--raw shows the imported IR: it cannot be pruned".into(),
                 ));
@@ -672,10 +706,11 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
                         }
                     }
                 }
-                if let Some(q) = quantize {
-                    let r = quantize::quantize_graph(&mut g, q)?;
+                if let Some(q) = &quantize {
+                    let (r, layers) = quantize::quantize_model(&mut g, &model, q, true)?;
                     if report {
                         eprintln!("{r}");
+                        eprint!("{}", quantize::layer_lines(&layers));
                     }
                 }
                 g
@@ -695,19 +730,20 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             text,
             tokenizer,
             optimize,
-            quantize,
+            quant,
             prune,
         } => {
+            let quantize = quant.options(&prune);
             let (mut g, _) = load_raised(&model)?;
-            if let Some(p) = prune.options(quantize) {
+            if let Some(p) = prune.options(quant.quantize) {
                 prune::prune(&mut g, &model, &p, true)?;
             }
             select_output(&mut g, output)?;
             if optimize || quantize.is_some() {
                 bertc_passes::optimize(&mut g)?;
             }
-            if let Some(q) = quantize {
-                quantize::quantize_graph(&mut g, q)?;
+            if let Some(q) = &quantize {
+                quantize::quantize_model(&mut g, &model, q, true)?;
             }
             let batch = if text.is_empty() {
                 inputs::read_id_files(mask.as_deref(), type_ids.as_deref())?

@@ -63,6 +63,40 @@ pub struct PruneOutcome {
 
 /// Texts of a calibration file: one a line, or both sentences of each row of an STS Benchmark
 /// file (tab-separated, gold score in field 5).
+/// The first `samples` texts of a calibration file as token ids (the tokenizer beside the
+/// model unless `tokenizer` names one), truncated to the model's longest sequence; an error
+/// if there are none.
+pub fn calibration_seqs(
+    g: &Graph,
+    model: &Path,
+    path: &Path,
+    samples: usize,
+    tokenizer: Option<&Path>,
+) -> Result<Vec<Vec<i64>>, CliError> {
+    let texts = read_texts(path)?;
+    let tok_path = tokenizer
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| crate::inputs::tokenizer_beside(model));
+    let tok = Tokenizer::from_file(&tok_path)?;
+    let max = g.max_seq.unwrap_or(512);
+    let seqs: Vec<Vec<i64>> = texts
+        .iter()
+        .take(samples)
+        .map(|t| {
+            let mut ids = tok.encode(t, None)?.ids;
+            ids.truncate(max);
+            Ok(ids)
+        })
+        .collect::<Result<_, CliError>>()?;
+    if seqs.is_empty() {
+        return Err(CliError::Input(format!(
+            "{}: no calibration text",
+            path.display()
+        )));
+    }
+    Ok(seqs)
+}
+
 pub fn read_texts(path: &Path) -> Result<Vec<String>, CliError> {
     let text = std::fs::read_to_string(path).map_err(|e| CliError::Io {
         what: path.display().to_string(),
@@ -142,28 +176,7 @@ pub fn prune(
             "--calibration FILE is needed to prune: text like the model's inputs, one text a line (or an STS Benchmark file)".into(),
         ));
     };
-    let texts = read_texts(&cal_path)?;
-    let tok_path = o
-        .tokenizer
-        .clone()
-        .unwrap_or_else(|| crate::inputs::tokenizer_beside(model));
-    let tok = Tokenizer::from_file(&tok_path)?;
-    let max = g.max_seq.unwrap_or(512);
-    let seqs: Vec<Vec<i64>> = texts
-        .iter()
-        .take(o.samples)
-        .map(|t| {
-            let mut ids = tok.encode(t, None)?.ids;
-            ids.truncate(max);
-            Ok(ids)
-        })
-        .collect::<Result<_, CliError>>()?;
-    if seqs.is_empty() {
-        return Err(input(format!(
-            "{}: no calibration text",
-            cal_path.display()
-        )));
-    }
+    let seqs = calibration_seqs(g, model, &cal_path, o.samples, o.tokenizer.as_deref())?;
     let t0 = Instant::now();
     let calib = prune::calibrate(g, &blocks, &seqs, 0.01, &mut |d, t| {
         if !quiet {

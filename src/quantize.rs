@@ -1,15 +1,22 @@
-//! `--quantize`: the schemes the driver offers and the pass each runs for this machine.
+//! `--quantize`: the schemes the driver offers, and their accuracy control on calibration
+//! text (`--calibration`): each linear's error measured, GPTQ rounding (`--quantize-method`),
+//! the linears over `--quantize-budget` kept in fp32; the per-linear decisions for the
+//! compile line and the HTML report.
 
-use bertc_ir::Graph;
-use bertc_passes::PassReport;
+use std::path::{Path, PathBuf};
+
+use bertc_ir::{qlinear_max_abits, Graph};
+use bertc_passes::quantize_calib::{self, LinearStats};
+use bertc_passes::{quantize_rows, LinearChoice, PassReport, QuantizeInt8};
 
 use crate::CliError;
 
 /// The quantization schemes `--quantize` takes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Quantize {
-    /// Linears on int8 weights (symmetric per output channel, round to nearest), activations
-    /// quantized per token at run time.
+    /// Linears on int8 weights (symmetric per output channel), activations quantized per
+    /// token at run time (to 14-16 bits where the kernels multiply 16-bit pairs), the word
+    /// embeddings in int8 rows.
     Int8,
 }
 
@@ -22,13 +29,191 @@ impl Quantize {
     }
 }
 
-/// Quantizes a fused graph's linears: 8-bit activations on every target (each kernel sums
-/// their products exactly).
-pub fn quantize_graph(g: &mut Graph, q: Quantize) -> Result<PassReport, CliError> {
-    match q {
-        Quantize::Int8 => Ok(bertc_passes::run_pass(
-            &bertc_passes::QuantizeInt8::default(),
-            g,
-        )?),
+/// How int8 weights are rounded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum QuantizeMethod {
+    /// Round to nearest.
+    Rtn,
+    /// GPTQ/OBQ: each column's rounding error corrected on the columns after it, with the
+    /// Hessian of the layer's inputs on the calibration text.
+    Gptq,
+}
+
+impl QuantizeMethod {
+    pub fn name(self) -> &'static str {
+        match self {
+            QuantizeMethod::Rtn => "rtn",
+            QuantizeMethod::Gptq => "gptq",
+        }
     }
+}
+
+/// The default `--quantize-budget`: a linear whose int8 output is further than this from
+/// its fp32 output (relative RMS on the calibration text) stays fp32.
+pub const DEFAULT_BUDGET: f64 = 0.02;
+
+/// Everything `--quantize` and its companions ask for.
+#[derive(Clone, Debug)]
+pub struct QuantizeOptions {
+    pub scheme: Quantize,
+    /// `None`: GPTQ with calibration text, round to nearest without.
+    pub method: Option<QuantizeMethod>,
+    pub budget: f64,
+    pub calibration: Option<PathBuf>,
+    pub samples: usize,
+    pub tokenizer: Option<PathBuf>,
+}
+
+impl QuantizeOptions {
+    /// Round to nearest, no calibration (what `bertc profile` and `bench` time).
+    pub fn plain(scheme: Quantize) -> QuantizeOptions {
+        QuantizeOptions {
+            scheme,
+            method: None,
+            budget: DEFAULT_BUDGET,
+            calibration: None,
+            samples: 128,
+            tokenizer: None,
+        }
+    }
+
+    /// The rounding used: as asked, else GPTQ when there is calibration text.
+    pub fn method(&self) -> QuantizeMethod {
+        self.method.unwrap_or(match self.calibration {
+            Some(_) => QuantizeMethod::Gptq,
+            None => QuantizeMethod::Rtn,
+        })
+    }
+
+    /// The options' own errors, before any work.
+    pub fn check(&self) -> Result<(), CliError> {
+        if !(self.budget > 0.0 && self.budget.is_finite()) {
+            return Err(CliError::Input(format!(
+                "--quantize-budget {}: must be a positive relative error (e.g. 0.02)",
+                self.budget
+            )));
+        }
+        if self.method == Some(QuantizeMethod::Gptq) && self.calibration.is_none() {
+            return Err(CliError::Input(
+                "--quantize-method gptq needs --calibration FILE: text like the model's inputs, one text a line (or an STS Benchmark file)".into(),
+            ));
+        }
+        if let Some(c) = &self.calibration {
+            if crate::prune::read_texts(c)?.is_empty() {
+                return Err(CliError::Input(format!(
+                    "--calibration {}: no calibration text",
+                    c.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What was decided for one linear.
+#[derive(Clone, Debug)]
+pub struct LayerReport {
+    /// The weight constant's name.
+    pub weight: String,
+    pub n: usize,
+    pub k: usize,
+    /// Activation bits of the int8 linear.
+    pub abits: u8,
+    /// Relative RMS error of the int8 output with round-to-nearest and (if run) GPTQ weights.
+    pub rtn_error: f64,
+    pub gptq_error: Option<f64>,
+    /// "int8" or "fp32" (over the budget).
+    pub precision: &'static str,
+}
+
+/// Quantizes a fused graph's linears (and word embeddings) as `o` asks: with calibration
+/// text, each linear's error is measured, its weights rounded by the method, and those over
+/// the budget stay fp32. Returns the pass report and, with calibration, one line per linear.
+pub fn quantize_model(
+    g: &mut Graph,
+    model: &Path,
+    o: &QuantizeOptions,
+    quiet: bool,
+) -> Result<(PassReport, Vec<LayerReport>), CliError> {
+    o.check()?;
+    let mut pass = QuantizeInt8::default();
+    let mut layers = Vec::new();
+    if let Some(cal) = &o.calibration {
+        let seqs =
+            crate::prune::calibration_seqs(g, model, cal, o.samples, o.tokenizer.as_deref())?;
+        let stats = quantize_calib::calibrate(g, &seqs, 0.01, &mut |d, t| {
+            if !quiet {
+                crate::progress::bar("Calibrating", d, t)
+            }
+        })
+        .map_err(|e| CliError::Input(format!("{}: {e}", model.display())))?;
+        for (i, s) in stats.iter().enumerate() {
+            let (report, choice) = decide(g, s, o);
+            layers.push(report);
+            pass.choices.insert(s.weight.clone(), choice);
+            if !quiet {
+                crate::progress::bar("Quantizing", i + 1, stats.len());
+            }
+        }
+    }
+    let report = bertc_passes::run_pass(&pass, g)?;
+    Ok((report, layers))
+}
+
+/// One linear's rounding and precision.
+fn decide(g: &Graph, s: &LinearStats, o: &QuantizeOptions) -> (LayerReport, LinearChoice) {
+    let w = quantize_calib::weights(g, s);
+    let (rq, rs) = quantize_rows(&w, s.n, s.k);
+    let rtn_error = quantize_calib::layer_error(&w, &rq, &rs, s.n, s.k, &s.sample);
+    let gptq = match o.method() {
+        QuantizeMethod::Gptq => quantize_calib::gptq(&w, s.n, s.k, &s.hessian).map(|(q, sc)| {
+            let e = quantize_calib::layer_error(&w, &q, &sc, s.n, s.k, &s.sample);
+            (q, sc, e)
+        }),
+        QuantizeMethod::Rtn => None,
+    };
+    let gptq_error = gptq.as_ref().map(|g| g.2);
+    // GPTQ's weights where they measure better on the sample
+    let (choice, error) = match gptq {
+        Some((q, scales, e)) if e <= rtn_error => (LinearChoice::Int8 { q, scales }, e),
+        _ => (LinearChoice::Int8 { q: rq, scales: rs }, rtn_error),
+    };
+    let over = error > o.budget;
+    (
+        LayerReport {
+            weight: s.weight.clone(),
+            n: s.n,
+            k: s.k,
+            abits: qlinear_max_abits(s.k),
+            rtn_error,
+            gptq_error,
+            precision: if over { "fp32" } else { "int8" },
+        },
+        if over { LinearChoice::Fp32 } else { choice },
+    )
+}
+
+/// `quantize_model` without calibration (round to nearest everywhere).
+pub fn quantize_graph(g: &mut Graph, q: Quantize) -> Result<PassReport, CliError> {
+    Ok(quantize_model(g, Path::new(""), &QuantizeOptions::plain(q), true)?.0)
+}
+
+/// The per-linear lines for the compile output.
+pub fn layer_lines(layers: &[LayerReport]) -> String {
+    let mut s = String::new();
+    for l in layers {
+        let gptq = l
+            .gptq_error
+            .map_or(String::new(), |e| format!(", gptq {:.2}%", 100.0 * e));
+        s += &format!(
+            "      {:<28} {:>5} x {:<5} {} (activations {} bits): error rtn {:.2}%{gptq}\n",
+            l.weight,
+            l.n,
+            l.k,
+            l.precision,
+            l.abits,
+            100.0 * l.rtn_error
+        );
+    }
+    s
 }

@@ -93,3 +93,157 @@ fn every_linear_becomes_a_qlinear() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("int4"));
 }
+
+fn dev_calibration() -> String {
+    shared()
+        .join("data/sts-b/sts-dev.csv")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Every bad quantization argument is a one-line error naming it, before any work.
+#[test]
+fn quantization_arguments_are_checked() {
+    let dir = scratch("quantize-args");
+    let model = model_dir("bert-micro-random").join("model.onnx");
+    let m = model.to_str().unwrap();
+    let out = dir.join("x");
+    let out = out.to_str().unwrap();
+    let empty = dir.join("empty.txt");
+    std::fs::write(&empty, "\n\n").unwrap();
+    let cases: [(&[&str], &str); 5] = [
+        (&["--quantize", "int4"], "int4"),
+        (
+            &["--quantize", "int8", "--quantize-method", "gptq"],
+            "--calibration",
+        ),
+        (&["--quantize", "int8", "--quantize-method", "obq"], "obq"),
+        (
+            &["--quantize", "int8", "--quantize-budget=0"],
+            "--quantize-budget 0",
+        ),
+        (
+            &[
+                "--quantize",
+                "int8",
+                "--calibration",
+                empty.to_str().unwrap(),
+            ],
+            "no calibration text",
+        ),
+    ];
+    for (args, want) in cases {
+        let mut a = vec!["compile", m, "-o", out];
+        a.extend_from_slice(args);
+        let o = bertc(&a);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(err.contains(want), "{args:?}: {err}");
+        let first = err.lines().next().unwrap_or_default();
+        assert!(first.starts_with("error:"), "{args:?}: {err}");
+        assert!(!dir.join("x").exists(), "{args:?} wrote an artifact");
+    }
+}
+
+/// With calibration text, each linear's error is measured and reported; a linear over the
+/// budget stays fp32 (here a budget no int8 linear meets: all of them), and the artifact
+/// still equals the interpreter on the same decisions.
+#[test]
+fn linears_over_the_budget_stay_fp32() {
+    let dir = scratch("quantize-budget");
+    let model = model_dir("bert-micro-random").join("model.onnx");
+    let m = model.to_str().unwrap();
+    let exe = dir.join("q");
+    let cal = dev_calibration();
+    let common = [
+        "--quantize",
+        "int8",
+        "--calibration",
+        cal.as_str(),
+        "--calibration-samples",
+        "32",
+        "--quantize-budget",
+        "0.0001",
+    ];
+    let html = dir.join("q.html");
+    let mut a = vec![
+        "compile",
+        m,
+        "-o",
+        exe.to_str().unwrap(),
+        "--report",
+        html.to_str().unwrap(),
+    ];
+    a.extend_from_slice(&common);
+    let o = bertc(&a);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("0 linears on int8 weights") && err.contains("8 kept in fp32"),
+        "{err}"
+    );
+    assert_eq!(err.matches(" fp32 (activations").count(), 8, "{err}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert_eq!(page.matches("<td class=prec>fp32</td>").count(), 8);
+    let input = "2 73 1043 9 17 88 3\n2 150 3\n";
+    let got = output_floats(&run_with(&mut Command::new(&exe), input));
+    let mut r = vec!["run", m];
+    r.extend_from_slice(&common);
+    let want = output_floats(&run_with(
+        Command::new(env!("CARGO_BIN_EXE_bertc")).args(&r),
+        input,
+    ));
+    let err = got
+        .iter()
+        .zip(&want)
+        .fold(0f32, |e, (a, b)| e.max((a - b).abs()));
+    assert!(err < 1e-3, "compiled against the interpreter: {err}");
+}
+
+/// GPTQ rounding with the calibration Hessians measures at most round to nearest's error on
+/// the held-out rows, layer by layer, and the report shows both.
+#[test]
+fn gptq_is_measured_against_round_to_nearest() {
+    let dir = scratch("quantize-gptq");
+    let model = model_dir("bert-small-random").join("model.onnx");
+    let cal = dev_calibration();
+    let html = dir.join("g.html");
+    let o = bertc(&[
+        "compile",
+        model.to_str().unwrap(),
+        "-o",
+        dir.join("g").to_str().unwrap(),
+        "--quantize",
+        "int8",
+        "--calibration",
+        &cal,
+        "--calibration-samples",
+        "64",
+        "--report",
+        html.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let mut better = 0;
+    let lines: Vec<&str> = err.lines().filter(|l| l.contains("error rtn")).collect();
+    assert!(!lines.is_empty(), "{err}");
+    for l in &lines {
+        let pct = |key: &str| -> f64 {
+            let at = l.find(key).unwrap() + key.len();
+            l[at..]
+                .trim_start()
+                .split('%')
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        let (rtn, gptq) = (pct("error rtn"), pct("gptq"));
+        better += usize::from(gptq < rtn);
+    }
+    eprintln!("gptq below rtn on {better} of {} linears", lines.len());
+    assert!(better * 2 > lines.len(), "{err}");
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("error gptq"));
+}

@@ -19,6 +19,7 @@ mod pattern;
 mod probe;
 pub mod prune;
 mod quantize;
+pub mod quantize_calib;
 mod raise_attention;
 mod raise_embedding;
 mod raise_gelu;
@@ -31,7 +32,7 @@ use bertc_ir::Graph;
 use std::fmt;
 
 pub use output::{select_output, supported_outputs, OutputKind};
-pub use quantize::{quantize_rows, ActBits, QuantizeInt8};
+pub use quantize::{quantize_rows, ActBits, LinearChoice, QuantizeInt8};
 
 /// What one pass did, in one line for the user-facing report.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,6 +5,8 @@
 //! residual add kept in the epilogue. Embeddings, LayerNorm, GELU outside a linear and
 //! attention stay f32.
 
+use std::collections::HashMap;
+
 use bertc_ir::{qlinear_max_abits, DType, Graph, Op, Tensor};
 
 use crate::{Pass, PassError};
@@ -16,6 +18,18 @@ pub struct QuantizeInt8 {
     /// Also store the word embedding table in int8 with one scale per row
     /// (`dequantize_rows`), a quarter of its f32 size.
     pub embeddings: bool,
+    /// What calibration decided for a linear, by the name of its weight constant (the
+    /// others: round to nearest).
+    pub choices: HashMap<String, LinearChoice>,
+}
+
+/// A calibrated decision for one linear.
+#[derive(Clone, Debug)]
+pub enum LinearChoice {
+    /// Stays an f32 linear (its int8 error was over the budget).
+    Fp32,
+    /// These int8 weights and per-row scales (GPTQ's).
+    Int8 { q: Vec<i8>, scales: Vec<f32> },
 }
 
 /// How many bits a linear's activations are quantized to.
@@ -34,6 +48,7 @@ impl Default for QuantizeInt8 {
         QuantizeInt8 {
             abits: ActBits::Widest,
             embeddings: true,
+            choices: HashMap::new(),
         }
     }
 }
@@ -111,6 +126,7 @@ impl Pass for QuantizeInt8 {
             source,
         };
         let mut count = 0;
+        let mut kept = 0;
         let mut bits = std::collections::BTreeSet::new();
         for n in g.canonical_order() {
             let (act, residual) = match g.op(n) {
@@ -130,8 +146,15 @@ impl Pass for QuantizeInt8 {
                 },
                 None => vec![0.0; rows],
             };
-            let (q, scales) = quantize_rows(&w.to_f32_vec(), rows, k);
             let name = g.node(ops[1]).name.clone();
+            let (q, scales) = match self.choices.get(&name) {
+                Some(LinearChoice::Fp32) => {
+                    kept += 1;
+                    continue;
+                }
+                Some(LinearChoice::Int8 { q, scales }) => (q.clone(), scales.clone()),
+                None => quantize_rows(&w.to_f32_vec(), rows, k),
+            };
             let bytes: Vec<u8> = q.iter().map(|&v| v as u8).collect();
             let qt =
                 Tensor::new(DType::I8, vec![rows, k], bytes.into()).expect("rows x k int8 values");
@@ -175,6 +198,9 @@ impl Pass for QuantizeInt8 {
                 bits.join("/")
             }
         );
+        if kept > 0 {
+            report += &format!("; {kept} kept in fp32");
+        }
         for (name, rows, cols) in tables {
             report += &format!("; word embeddings '{name}' ({rows} x {cols}) int8 per row");
         }
