@@ -174,6 +174,41 @@ fn int8_cross(triple: &str, cpu: Option<&str>) {
     }
 }
 
+/// The int8 code for AVX-512 targets, with AVX512-VNNI's `vpdpwssd` (`--cpu cascadelake`)
+/// and without (`x86-64-v4`: the AVX2 int8 tiles beside the AVX-512 f32 ones), as static
+/// executables run on one thread under BochsCPU (`scripts/x86-emulate`), which this machine
+/// may lack the instructions for; against the interpreter.
+#[test]
+fn int8_avx512_under_emulation() {
+    let repo = emulator::repo_root(env!("CARGO_MANIFEST_DIR"));
+    let Some(python) = emulator::x86_emulator(&repo) else {
+        return;
+    };
+    let script = repo.join("scripts/x86-emulate");
+    let dir = scratch("int8-emulated");
+    for cpu in ["cascadelake", "x86-64-v4"] {
+        for name in ["bert-micro-random", "roberta-micro-random"] {
+            let path = model_dir(name).join("model.onnx");
+            for kind in ["last_hidden_state", "mean"] {
+                let exe = dir.join(format!("{cpu}-{name}-{kind}"));
+                compile_for(&path, &exe, &["--cpu", cpu, "--static", "--output", kind]);
+                let cmd: Vec<String> = vec![
+                    python.to_str().unwrap().into(),
+                    script.to_str().unwrap().into(),
+                    "--run".into(),
+                    exe.to_str().unwrap().into(),
+                    "--threads".into(),
+                    "1".into(),
+                ];
+                let cases = reference(name)["cases"].as_array().unwrap().clone();
+                let g = quantized(&path, kind);
+                let err = check_run(&cmd, &g, &cases, name, kind, &dir);
+                eprintln!("{cpu} {name} {kind} (emulated): int8 against the interpreter {err:.2e}");
+            }
+        }
+    }
+}
+
 #[test]
 fn int8_aarch64_under_qemu() {
     int8_cross("aarch64-unknown-linux-gnu", None);

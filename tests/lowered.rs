@@ -53,3 +53,30 @@ fn the_smallest_model_on_every_target() {
         insta::assert_snapshot!(format!("bert-micro-random-{cpu}-last_hidden_state"), text);
     }
 }
+
+/// The int8 program (quantize steps, int8 panels, the int8 word table) for the smallest
+/// model on every target, and MiniLM's on AVX2.
+#[test]
+fn int8_programs() {
+    let q = |model: &str, triple: &str, cpu: &str| {
+        let path = model_dir(model).join("model.onnx");
+        let mut g = load_raised(&path);
+        select_output(&mut g, OutputKind::Mean).unwrap();
+        optimize(&mut g).unwrap();
+        bertc_passes::run_pass(&bertc_passes::QuantizeInt8::default(), &mut g).unwrap();
+        let target = Target::with_cpu(triple, Some(cpu)).unwrap();
+        bertc_codegen::lowered_text(&g, &target).unwrap()
+    };
+    for (triple, cpu) in [
+        ("x86_64-unknown-linux-gnu", "x86-64"),
+        ("x86_64-unknown-linux-gnu", "x86-64-v3"),
+        ("x86_64-unknown-linux-gnu", "cascadelake"),
+        ("aarch64-unknown-linux-gnu", "generic"),
+        ("riscv64gc-unknown-linux-gnu", "rv64gcv"),
+    ] {
+        let text = q("bert-micro-random", triple, cpu);
+        insta::assert_snapshot!(format!("bert-micro-random-{cpu}-mean-int8"), text);
+    }
+    let text = q("all-MiniLM-L6-v2", "x86_64-unknown-linux-gnu", "x86-64-v3");
+    insta::assert_snapshot!("all-MiniLM-L6-v2-x86-64-v3-mean-int8", text);
+}

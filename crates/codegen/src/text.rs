@@ -164,7 +164,8 @@ impl Program {
                 format!("b{out} = {op} b{x} w{packed} k={k} n={n}{epi}  [{kernel}]")
             }
             Step::Quantize { x, out, k, abits } => {
-                format!("b{out} = quantize b{x} k={k} bits={abits}  [portable, per row]")
+                let kernel = isa.quantize.map_or("portable", |q| q.name);
+                format!("b{out} = quantize b{x} k={k} bits={abits}  [{kernel}, per row]")
             }
             Step::Act { x, out, act: a } => format!("b{out} = {} b{x}", act(a)),
             Step::Add { a, b, out } => format!("b{out} = add b{a} b{b}"),

@@ -28,15 +28,24 @@ pub const CPUS: &[(Arch, &str)] = &[
     (Arch::X86_64, "x86-64-v2"),
     (Arch::X86_64, "x86-64-v3"),
     (Arch::X86_64, "x86-64-v4"),
+    (Arch::X86_64, "cascadelake"),
     (Arch::Aarch64, "generic"),
     (Arch::Riscv64, "rv64gc"),
     (Arch::Riscv64, "rv64gcv"),
 ];
 
-const V1: &[&str] = &["x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4"];
-const V2: &[&str] = &["x86-64-v2", "x86-64-v3", "x86-64-v4"];
-const V3: &[&str] = &["x86-64-v3", "x86-64-v4"];
-const V4: &[&str] = &["x86-64-v4"];
+const V1: &[&str] = &[
+    "x86-64",
+    "x86-64-v2",
+    "x86-64-v3",
+    "x86-64-v4",
+    "cascadelake",
+];
+const V2: &[&str] = &["x86-64-v2", "x86-64-v3", "x86-64-v4", "cascadelake"];
+const V3: &[&str] = &["x86-64-v3", "x86-64-v4", "cascadelake"];
+const V4: &[&str] = &["x86-64-v4", "cascadelake"];
+/// x86-64-v4 with AVX512-VNNI (Cascade Lake, Ice Lake and later Xeons, Zen 4).
+const VNNI: &[&str] = &["cascadelake"];
 
 /// An x86-64 feature row (`$name` a token, as `is_x86_feature_detected!` needs).
 macro_rules! x86 {
@@ -75,7 +84,7 @@ pub const FEATURES: &[Feature] = &[
     x86!("avx512bw", V4, [], Some("avx512bw")),
     x86!("avx512dq", V4, ["has_avx512dq"], Some("avx512dq")),
     x86!("avx512vl", V4, ["has_avx512vl"], Some("avx512vl")),
-    x86!("avx512vnni", &[], [], Some("avx512vnni")),
+    x86!("avx512vnni", VNNI, [], Some("avx512vnni")),
     Feature {
         arch: Arch::Aarch64,
         name: "neon",

@@ -226,7 +226,15 @@ mod tests {
     fn cpu_levels_come_from_the_feature_table() {
         let v = |cpu: &str| Target::with_cpu("x86_64-unknown-linux-gnu", Some(cpu)).unwrap();
         // each level has every feature of the one below it
-        for w in ["x86-64", "x86-64-v2", "x86-64-v3", "x86-64-v4"].windows(2) {
+        for w in [
+            "x86-64",
+            "x86-64-v2",
+            "x86-64-v3",
+            "x86-64-v4",
+            "cascadelake",
+        ]
+        .windows(2)
+        {
             let (lo, hi) = (v(w[0]), v(w[1]));
             assert!(lo.features.iter().all(|f| hi.has(f)), "{lo} / {hi}");
             assert!(hi.features.len() > lo.features.len());

@@ -128,6 +128,16 @@ pub fn avx2_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
 /// sums exactly). Then `fma(f32(acc), s_row · s_col, bias)`, the epilogue and the store as
 /// in the f32 kernel.
 pub fn avx2_qkernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
+    qkernel(mr, epi, false)
+}
+
+/// `avx2_qkernel` with AVX512-VNNI's `vpdpwssd` (EVEX, on ymm registers) doing each pair's
+/// `vpmaddwd` and `vpaddd` in one instruction: the same exact sums.
+pub fn avx512vnni_qkernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
+    qkernel(mr, epi, true)
+}
+
+fn qkernel(mr: usize, epi: MicroEpi, vnni: bool) -> Result<Vec<u8>, CodegenError> {
     assert!((1..=AVX2_MR).contains(&mr), "mr out of range");
     let y = ACC;
     function(|a, consts| {
@@ -150,10 +160,17 @@ pub fn avx2_qkernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
                 a.vpmovsxbw(ymm13, xmmword_ptr(rdx + 32 * u + 16))?;
                 for r in 0..mr {
                     a.vpbroadcastd(ymm14, a_row(r, 4 * u))?;
-                    a.vpmaddwd(ymm15, ymm14, ymm12)?;
-                    a.vpaddd(y[2 * r], y[2 * r], ymm15)?;
-                    a.vpmaddwd(ymm15, ymm14, ymm13)?;
-                    a.vpaddd(y[2 * r + 1], y[2 * r + 1], ymm15)?;
+                    if vnni {
+                        a.set_prefer_vex(false);
+                        a.vpdpwssd(y[2 * r], ymm14, ymm12)?;
+                        a.vpdpwssd(y[2 * r + 1], ymm14, ymm13)?;
+                        a.set_prefer_vex(true);
+                    } else {
+                        a.vpmaddwd(ymm15, ymm14, ymm12)?;
+                        a.vpaddd(y[2 * r], y[2 * r], ymm15)?;
+                        a.vpmaddwd(ymm15, ymm14, ymm13)?;
+                        a.vpaddd(y[2 * r + 1], y[2 * r + 1], ymm15)?;
+                    }
                 }
                 Ok(())
             },

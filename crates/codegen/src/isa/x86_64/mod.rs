@@ -17,7 +17,9 @@
 mod avx2;
 mod avx512;
 
-pub use avx2::{avx2_kernel, avx2_peak, avx2_qkernel, avx2_quantize, avx2_softmax, AVX2_MR};
+pub use avx2::{
+    avx2_kernel, avx2_peak, avx2_qkernel, avx2_quantize, avx2_softmax, avx512vnni_qkernel, AVX2_MR,
+};
 pub use avx512::{avx512_kernel, AVX512_MR};
 
 use iced_x86::code_asm::*;
@@ -366,9 +368,10 @@ mod tests {
     #[test]
     fn kernels_assemble() {
         type Kernel = fn(usize, MicroEpi) -> Result<Vec<u8>, CodegenError>;
-        let kernels: [(Kernel, usize); 3] = [
+        let kernels: [(Kernel, usize); 4] = [
             (avx2_kernel, AVX2_MR),
             (avx2_qkernel, AVX2_MR),
+            (avx512vnni_qkernel, AVX2_MR),
             (avx512_kernel, AVX512_MR),
         ];
         for (kernel, max_mr) in kernels {
@@ -434,15 +437,25 @@ pub fn isa(target: &bertc_targets::Target) -> super::Isa {
     } else {
         None
     };
-    // the int8 tiles are AVX2 on every x86-64 level that has it (AVX-512 included)
+    // the int8 tiles: AVX2's on every x86-64 level that has it, with AVX512-VNNI's dot
+    // product where the target has it
+    let vnni = avx512 && target.has("avx512vl") && target.has("avx512vnni");
     let qgemm = avx2.then_some(GemmKernels {
-        family: "avx2_q8_6x16",
+        family: if vnni {
+            "avx512vnni_q8_6x16"
+        } else {
+            "avx2_q8_6x16"
+        },
         dtype: bertc_ir::DType::I8,
         layout: LayoutKind::QPanels,
         mr: AVX2_MR,
         nr: PANEL,
         epilogues: true,
-        assemble: avx2_qkernel,
+        assemble: if vnni {
+            avx512vnni_qkernel
+        } else {
+            avx2_qkernel
+        },
     });
     Isa {
         name: if avx512 {
