@@ -266,27 +266,7 @@ fn int8_thread_counts_give_identical_outputs() {
         &exe,
         &[],
     );
-    let r = reference("bert-small-random");
-    let case = &r["cases"][1];
-    std::fs::write(dir.join("mask.txt"), lines(&case["attention_mask"])).unwrap();
-    let outputs: Vec<Vec<u8>> = ["1", "2", "3", "7"]
-        .iter()
-        .map(|t| {
-            let o = run_with(
-                Command::new(&exe).args([
-                    "--threads",
-                    t,
-                    "--batch",
-                    "3",
-                    "--mask",
-                    dir.join("mask.txt").to_str().unwrap(),
-                ]),
-                &lines(&case["input_ids"]),
-            );
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-            o.stdout
-        })
-        .collect();
+    let outputs = outputs_by_thread_count(&exe, &dir);
     for o in &outputs[1..] {
         assert!(
             o == &outputs[0],

@@ -284,3 +284,30 @@ pub fn cross_runner(triple: &str, cpu: Option<&str>) -> Option<Vec<String>> {
     );
     None
 }
+
+/// The raw outputs of `exe` on bert-small-random's second reference case (three sequences with
+/// padding) with 1, 2, 3 and 7 threads: a kernel's tiles do not depend on the split, so they
+/// must be the same bytes.
+pub fn outputs_by_thread_count(exe: &Path, dir: &Path) -> Vec<Vec<u8>> {
+    let r = reference("bert-small-random");
+    let case = &r["cases"][1];
+    std::fs::write(dir.join("mask.txt"), lines(&case["attention_mask"])).unwrap();
+    ["1", "2", "3", "7"]
+        .iter()
+        .map(|t| {
+            let o = run_with(
+                Command::new(exe).args([
+                    "--threads",
+                    t,
+                    "--batch",
+                    "3",
+                    "--mask",
+                    dir.join("mask.txt").to_str().unwrap(),
+                ]),
+                &lines(&case["input_ids"]),
+            );
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            o.stdout
+        })
+        .collect()
+}

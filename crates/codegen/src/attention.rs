@@ -9,6 +9,7 @@ use crate::emit::{self, Emit};
 use crate::gemm::micro_tile_ld;
 use crate::isa;
 use crate::kernels;
+use crate::linear;
 use crate::lower::PANEL;
 use crate::micro::AsmRefs;
 
@@ -148,7 +149,7 @@ pub(crate) fn attention_gemm(
             let tleft = e.b.ins().isub(len, t0);
             let tmax = e.i(ATTN_TILE as i64);
             let tlen = e.b.ins().smin(tleft, tmax);
-            let blocks = kernels::RowBlocks::new(e, tlen, isa::MIN_GEMM_MR);
+            let blocks = linear::RowBlocks::new(e, tlen, isa::MIN_GEMM_MR);
             let rows6 = blocks.count;
             // the blocks of up to 6 rows of the tile: (rows, first query, its score row, its
             // first row in the tile)
@@ -196,7 +197,7 @@ pub(crate) fn attention_gemm(
                     for mm in 1..=isa::MIN_GEMM_MR {
                         let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
                         e.if_nonzero(is, |e| {
-                            let t = kernels::Tile {
+                            let t = linear::Tile {
                                 a: srow,
                                 c,
                                 bp,

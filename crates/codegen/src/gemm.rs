@@ -7,7 +7,7 @@ use cranelift_codegen::ir::{types, InstBuilder, StackSlotData, StackSlotKind, Va
 
 use crate::emit::{self, Emit};
 use crate::isa::{self, Isa};
-use crate::kernels;
+use crate::linear;
 use crate::lower::{LayoutKind, PANEL};
 use crate::micro::AsmRefs;
 use crate::qkernels;
@@ -26,27 +26,26 @@ pub(crate) fn emit_linear(
     int8: bool,
     isa: &Isa,
     micro: &AsmRefs,
-    epi: &kernels::Epilogue,
+    epi: &linear::Epilogue,
 ) {
     let (dtype, layout, geom) = if int8 {
-        (DType::I8, LayoutKind::QPanels, kernels::GemmGeom::int8(k))
+        (DType::I8, LayoutKind::QPanels, linear::GemmGeom::int8(k))
     } else {
-        (DType::F32, LayoutKind::Panels, kernels::GemmGeom::f32(k))
+        (DType::F32, LayoutKind::Panels, linear::GemmGeom::f32(k))
     };
     let mr = isa.mr(dtype, layout);
     if isa.gemm(dtype, layout).is_some() {
         // full panels run the epilogue in the microkernel's registers
         let fused = !micro.fused.is_empty();
-        let tile = |e: &mut Emit, t: &kernels::Tile| micro_tile(e, t, &geom, n, micro, fused);
-        kernels::linear_tasks(e, args, range, &geom, n, mr, &tile, epi, fused);
+        let tile = |e: &mut Emit, t: &linear::Tile| micro_tile(e, t, &geom, n, micro, fused);
+        linear::linear_tasks(e, args, range, &geom, n, mr, &tile, epi, fused);
     } else if int8 {
         let (pairs, lda, ldc) = (k.div_ceil(2), geom.lda, n as i64 * 4);
-        let tile =
-            |e: &mut Emit, t: &kernels::Tile| qkernels::portable_qtile(e, t, pairs, lda, ldc);
-        kernels::linear_tasks(e, args, range, &geom, n, mr, &tile, epi, false);
+        let tile = |e: &mut Emit, t: &linear::Tile| qkernels::portable_qtile(e, t, pairs, lda, ldc);
+        linear::linear_tasks(e, args, range, &geom, n, mr, &tile, epi, false);
     } else {
-        let tile = |e: &mut Emit, t: &kernels::Tile| kernels::portable_tile(e, t, k, n);
-        kernels::linear_tasks(e, args, range, &geom, n, mr, &tile, epi, false);
+        let tile = |e: &mut Emit, t: &linear::Tile| linear::portable_tile(e, t, k, n);
+        linear::linear_tasks(e, args, range, &geom, n, mr, &tile, epi, false);
     }
 }
 
@@ -54,8 +53,8 @@ pub(crate) fn emit_linear(
 /// the epilogue in registers when `fused`), through a stack tile for a partial last panel.
 pub(crate) fn micro_tile(
     e: &mut Emit,
-    t: &kernels::Tile,
-    geom: &kernels::GemmGeom,
+    t: &linear::Tile,
+    geom: &linear::GemmGeom,
     n: usize,
     micro: &AsmRefs,
     fused: bool,
@@ -99,7 +98,7 @@ pub(crate) fn micro_tile(
 /// Like `avx2_tile` with runtime strides and depth: `lda`, `k` and `ldc` are values.
 pub(crate) fn micro_tile_ld(
     e: &mut Emit,
-    t: &kernels::Tile,
+    t: &linear::Tile,
     lda: Value,
     k: Value,
     ldc: Value,

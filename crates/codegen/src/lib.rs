@@ -9,8 +9,10 @@ mod emit;
 mod gemm;
 mod isa;
 mod kernels;
+mod linear;
 mod lower;
 mod micro;
+mod program;
 mod qkernels;
 pub mod shim;
 mod text;
@@ -87,6 +89,20 @@ pub mod ctx {
             assert_eq!(*offset, 8 * i as i32);
         }
     }
+}
+
+/// A builder for `func` positioned in its sealed entry block, and the entry's parameters.
+fn entry_block<'a>(
+    func: &'a mut cranelift_codegen::ir::Function,
+    fbc: &'a mut FunctionBuilderContext,
+) -> (FunctionBuilder<'a>, Vec<Value>) {
+    let mut b = FunctionBuilder::new(func, fbc);
+    let entry = b.create_block();
+    b.append_block_params_for_function_params(entry);
+    b.switch_to_block(entry);
+    b.seal_block(entry);
+    let params = b.block_params(entry).to_vec();
+    (b, params)
 }
 
 /// The object and what the glue needs to know about it.
@@ -181,19 +197,14 @@ pub fn compile_gemm_bench(
     let micro_refs = asm.refs_for(&mut module, &mut fctx.func, int8.then_some(&qstep))?;
     let mut fbc = FunctionBuilderContext::new();
     {
-        let mut b = FunctionBuilder::new(&mut fctx.func, &mut fbc);
-        let entry = b.create_block();
-        b.append_block_params_for_function_params(entry);
-        b.switch_to_block(entry);
-        b.seal_block(entry);
-        let a: Vec<Value> = b.block_params(entry).to_vec();
+        let (b, a) = entry_block(&mut fctx.func, &mut fbc);
         let mut e = Emit::new(b, isa.lanes, isa.fma);
         let mr = if int8 {
             isa.mr(DType::I8, LayoutKind::QPanels)
         } else {
             isa.gemm_mr()
         };
-        let tasks = kernels::linear_task_count(&mut e, a[2], n, mr);
+        let tasks = linear::linear_task_count(&mut e, a[2], n, mr);
         let zero = e.i(0);
         let args = [a[0], a[1], a[2], a[3]];
         emit_linear(
@@ -205,7 +216,7 @@ pub fn compile_gemm_bench(
             int8,
             &isa,
             &micro_refs,
-            &kernels::Epilogue::NONE,
+            &linear::Epilogue::NONE,
         );
         e.b.ins().return_(&[]);
         e.b.finalize(fe);
@@ -227,12 +238,7 @@ pub fn compile_gemm_bench(
             abits,
         };
         let refs = asm.refs_for(&mut module, &mut fctx.func, Some(&step))?;
-        let mut b = FunctionBuilder::new(&mut fctx.func, &mut fbc);
-        let entry = b.create_block();
-        b.append_block_params_for_function_params(entry);
-        b.switch_to_block(entry);
-        b.seal_block(entry);
-        let a: Vec<Value> = b.block_params(entry).to_vec();
+        let (b, a) = entry_block(&mut fctx.func, &mut fbc);
         let mut e = Emit::new(b, isa.lanes, isa.fma);
         let zero = e.i(0);
         let tasks = e.b.ins().iadd_imm_s(a[2], kernels::ROW_BLOCK - 1);
@@ -333,12 +339,7 @@ pub fn compile_with(
         fctx.func.signature = sig_n(call_conv, 4);
         let micro_refs = asm.refs_for(&mut module, &mut fctx.func, Some(step))?;
         {
-            let mut b = FunctionBuilder::new(&mut fctx.func, &mut fbc);
-            let entry = b.create_block();
-            b.append_block_params_for_function_params(entry);
-            b.switch_to_block(entry);
-            b.seal_block(entry);
-            let params: Vec<Value> = b.block_params(entry).to_vec();
+            let (b, params) = entry_block(&mut fctx.func, &mut fbc);
             let mut e = Emit::new(b, isa.lanes, isa.fma);
             let nargs = step_arg_count(step);
             let args: Vec<Value> = (0..nargs)
@@ -395,12 +396,8 @@ pub fn compile_with(
             .map(|&f| module.declare_func_in_func(f, &mut fctx.func))
             .collect();
         let par_ref = module.declare_func_in_func(par, &mut fctx.func);
-        let mut b = FunctionBuilder::new(&mut fctx.func, &mut fbc);
-        let entry = b.create_block();
-        b.append_block_params_for_function_params(entry);
-        b.switch_to_block(entry);
-        b.seal_block(entry);
-        let c = b.block_params(entry)[0];
+        let (b, params) = entry_block(&mut fctx.func, &mut fbc);
+        let c = params[0];
         let mut e = Emit::new(b, isa.lanes, isa.fma);
         let field = |e: &mut Emit, off: i32| e.b.ins().load(types::I64, emit::mem(), c, off);
         let batch = field(&mut e, ctx::BATCH);
@@ -506,7 +503,7 @@ pub fn compile_with(
                         Step::QLinear { .. } => isa.mr(DType::I8, LayoutKind::QPanels),
                         _ => isa.gemm_mr(),
                     };
-                    let t = kernels::linear_task_count(&mut e, r, n, mr);
+                    let t = linear::linear_task_count(&mut e, r, n, mr);
                     let res = residual.map_or(bufs[x], |b| bufs[b]);
                     (vec![bufs[x], bufs[out], r, weights[packed], res], t)
                 }
@@ -717,7 +714,7 @@ fn emit_step(
             residual,
             ..
         } => {
-            let epi = kernels::Epilogue {
+            let epi = linear::Epilogue {
                 act: *act,
                 residual: residual.map(|_| a[4]),
             };

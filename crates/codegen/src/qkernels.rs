@@ -9,7 +9,8 @@ use cranelift_codegen::ir::{types, Endianness, FuncRef, InstBuilder, MemFlagsDat
 use cranelift_frontend::Variable;
 
 use crate::emit::{mem, Emit, Shape};
-use crate::kernels::{row_range, Tile};
+use crate::kernels::row_range;
+use crate::linear::Tile;
 use crate::lower::{quant_row_floats, PANEL, QPANEL_HEADER};
 
 /// 1.5 · 2²³: adding and subtracting it rounds an f32 of magnitude below 2²² to an integer,

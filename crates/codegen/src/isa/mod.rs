@@ -121,7 +121,7 @@ impl Isa {
         match (self.gemm(dtype, layout), dtype) {
             (Some(k), _) => k.mr,
             (None, DType::I8) => crate::qkernels::portable_qmr(self.lanes, self.regs),
-            (None, _) => crate::kernels::portable_mr(self.lanes, self.regs),
+            (None, _) => crate::linear::portable_mr(self.lanes, self.regs),
         }
     }
 

@@ -35,6 +35,21 @@ fn prefetch_args(a: &mut CodeAssembler, epi: MicroEpi) -> Result<AsmMemoryOperan
     Ok(qword_ptr(rsp + (pf_arg + 8)))
 }
 
+/// The k loop of both microkernels over rows 0-2 (`rdi`) and 3-5 (`r10`), the panel at `rdx`
+/// advancing `b_step` bytes and the rows `a_step` a step, prefetching with `epi.prefetch`.
+fn tile_loop(
+    a: &mut CodeAssembler,
+    epi: MicroEpi,
+    steps: [i32; 2],
+    step: impl FnMut(&mut CodeAssembler, i32) -> Result<(), IcedError>,
+) -> Result<(), IcedError> {
+    a.lea(r10, ptr(rdi + rsi * 2))?;
+    a.add(r10, rsi)?;
+    // rax: the prefetch address, advanced by the step at `pf_step`
+    let pf_step = prefetch_args(a, epi)?;
+    k_loop(a, epi.prefetch.then_some(pf_step), &[rdi, r10], steps, step)
+}
+
 /// The end of both microkernels: the activation and the residual add on the f32 tile in
 /// `ymm0..ymm(2 mr)`, then the store to `c` (`rcx`, stride `r8`).
 fn epilogue_store(
@@ -94,26 +109,16 @@ pub fn avx2_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
             a.vmovups(y[2 * r + 1], ymmword_ptr(rdx + 32))?;
         }
         a.add(rdx, 64)?;
-        a.lea(r10, ptr(rdi + rsi * 2))?;
-        a.add(r10, rsi)?;
-        // rax: the prefetch address, advanced by the step at `pf_step`
-        let pf_step = prefetch_args(a, epi)?;
-        k_loop(
-            a,
-            epi.prefetch.then_some(pf_step),
-            &[rdi, r10],
-            [64, 4],
-            |a, u| {
-                a.vmovups(ymm12, ymmword_ptr(rdx + 64 * u))?;
-                a.vmovups(ymm13, ymmword_ptr(rdx + 64 * u + 32))?;
-                for r in 0..mr {
-                    a.vbroadcastss(ymm14, a_row(r, 4 * u))?;
-                    a.vfmadd231ps(y[2 * r], ymm12, ymm14)?;
-                    a.vfmadd231ps(y[2 * r + 1], ymm13, ymm14)?;
-                }
-                Ok(())
-            },
-        )?;
+        tile_loop(a, epi, [64, 4], |a, u| {
+            a.vmovups(ymm12, ymmword_ptr(rdx + 64 * u))?;
+            a.vmovups(ymm13, ymmword_ptr(rdx + 64 * u + 32))?;
+            for r in 0..mr {
+                a.vbroadcastss(ymm14, a_row(r, 4 * u))?;
+                a.vfmadd231ps(y[2 * r], ymm12, ymm14)?;
+                a.vfmadd231ps(y[2 * r + 1], ymm13, ymm14)?;
+            }
+            Ok(())
+        })?;
         epilogue_store(a, consts, epi, mr)
     })
 }
@@ -147,34 +152,25 @@ fn qkernel(mr: usize, epi: MicroEpi, vnni: bool) -> Result<Vec<u8>, CodegenError
         // r11: the panel's biases and scales; rdx: its weights
         a.mov(r11, rdx)?;
         a.add(rdx, QPANEL_HEADER as i32)?;
-        a.lea(r10, ptr(rdi + rsi * 2))?;
-        a.add(r10, rsi)?;
-        let pf_step = prefetch_args(a, epi)?;
-        k_loop(
-            a,
-            epi.prefetch.then_some(pf_step),
-            &[rdi, r10],
-            [32, 4],
-            |a, u| {
-                a.vpmovsxbw(ymm12, xmmword_ptr(rdx + 32 * u))?;
-                a.vpmovsxbw(ymm13, xmmword_ptr(rdx + 32 * u + 16))?;
-                for r in 0..mr {
-                    a.vpbroadcastd(ymm14, a_row(r, 4 * u))?;
-                    if vnni {
-                        a.set_prefer_vex(false);
-                        a.vpdpwssd(y[2 * r], ymm14, ymm12)?;
-                        a.vpdpwssd(y[2 * r + 1], ymm14, ymm13)?;
-                        a.set_prefer_vex(true);
-                    } else {
-                        a.vpmaddwd(ymm15, ymm14, ymm12)?;
-                        a.vpaddd(y[2 * r], y[2 * r], ymm15)?;
-                        a.vpmaddwd(ymm15, ymm14, ymm13)?;
-                        a.vpaddd(y[2 * r + 1], y[2 * r + 1], ymm15)?;
-                    }
+        tile_loop(a, epi, [32, 4], |a, u| {
+            a.vpmovsxbw(ymm12, xmmword_ptr(rdx + 32 * u))?;
+            a.vpmovsxbw(ymm13, xmmword_ptr(rdx + 32 * u + 16))?;
+            for r in 0..mr {
+                a.vpbroadcastd(ymm14, a_row(r, 4 * u))?;
+                if vnni {
+                    a.set_prefer_vex(false);
+                    a.vpdpwssd(y[2 * r], ymm14, ymm12)?;
+                    a.vpdpwssd(y[2 * r + 1], ymm14, ymm13)?;
+                    a.set_prefer_vex(true);
+                } else {
+                    a.vpmaddwd(ymm15, ymm14, ymm12)?;
+                    a.vpaddd(y[2 * r], y[2 * r], ymm15)?;
+                    a.vpmaddwd(ymm15, ymm14, ymm13)?;
+                    a.vpaddd(y[2 * r + 1], y[2 * r + 1], ymm15)?;
                 }
-                Ok(())
-            },
-        )?;
+            }
+            Ok(())
+        })?;
         // rdi and r10 now point at the rows' scales
         for r in 0..mr {
             a.vbroadcastss(ymm14, a_row(r, 0))?;

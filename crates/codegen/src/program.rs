@@ -1,0 +1,354 @@
+//! The lowered program: steps over activation buffers of token or sequence rows (f32, or rows
+//! quantized for int8 linears), typed weights in the layouts the kernels read (and the
+//! packings that make them), and what code generation asks of it (attention geometry, flops).
+
+use bertc_ir::{DType, GeluApprox, Positions, TokenTypes};
+
+/// What the rows of a buffer are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rows {
+    /// One row per token: `batch * seq` rows.
+    Tokens,
+    /// One row per sequence: `batch` rows.
+    Seqs,
+}
+
+/// What a buffer's rows hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Elem {
+    /// `width` f32 values.
+    F32,
+    /// A row of `k` values quantized for an int8 linear (`Step::Quantize`): the integers as
+    /// i16, `k` rounded up to even (a zero pad), then the row's f32 scale; `width` is
+    /// `quant_row_floats(k)`.
+    Quantized { k: usize, abits: u8 },
+}
+
+/// An activation buffer: `rows x width` f32 (or a quantized row's bytes in `width` floats).
+#[derive(Clone, Debug)]
+pub struct Buffer {
+    pub rows: Rows,
+    pub width: usize,
+    pub elem: Elem,
+    /// Offset in the workspace, in floats per token (the workspace holds `tokens` of each).
+    pub offset: usize,
+}
+
+/// Floats a quantized row of `k` values takes: `ceil(k / 2)` pairs of i16, then the scale,
+/// rounded up to 16 floats so that rows (and the buffers after them) stay 64-byte aligned.
+pub fn quant_row_floats(k: usize) -> usize {
+    (k.div_ceil(2) + 1).next_multiple_of(16)
+}
+
+pub type BufId = usize;
+pub type WeightId = usize;
+
+/// How a weight's elements are arranged for the kernels that read it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WeightLayout {
+    /// The tensor as it is, row-major (embedding tables, LayerNorm parameters).
+    Dense,
+    /// A linear's `[n, k]` weights and its bias in panels of `PANEL` columns (`pack_linear`),
+    /// read by the GEMM kernels.
+    Panels { n: usize, k: usize },
+    /// An int8 linear's `[n, k]` weights with their per-column scales and the bias, in panels
+    /// of `PANEL` columns with k in pairs (`pack_qlinear`), read by the int8 GEMM kernels.
+    QPanels { n: usize, k: usize },
+}
+
+/// A layout without its dimensions: what kernels are registered for (`isa::GemmKernels`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayoutKind {
+    Dense,
+    Panels,
+    QPanels,
+}
+
+impl WeightLayout {
+    pub fn kind(&self) -> LayoutKind {
+        match self {
+            WeightLayout::Dense => LayoutKind::Dense,
+            WeightLayout::Panels { .. } => LayoutKind::Panels,
+            WeightLayout::QPanels { .. } => LayoutKind::QPanels,
+        }
+    }
+}
+
+/// A weight in the artifact's data: its element type, layout and little-endian bytes.
+#[derive(Clone, Debug)]
+pub struct Weight {
+    pub name: String,
+    pub dtype: DType,
+    pub layout: WeightLayout,
+    pub bytes: Vec<u8>,
+}
+
+impl Weight {
+    /// An f32 weight.
+    pub fn f32(name: String, layout: WeightLayout, data: &[f32]) -> Weight {
+        Weight {
+            name,
+            dtype: DType::F32,
+            layout,
+            bytes: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+
+    /// Its number of elements.
+    pub fn len(&self) -> usize {
+        self.bytes.len() / self.dtype.size()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+}
+
+/// Elementwise functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Act {
+    Gelu(GeluApprox),
+    Tanh,
+    Relu,
+}
+
+#[derive(Clone, Debug)]
+pub enum Step {
+    /// The word table in f32, or in int8 rows times `word_scale` (`dequantize_rows`).
+    Embedding {
+        out: BufId,
+        word: WeightId,
+        word_scale: Option<WeightId>,
+        pos: WeightId,
+        typ: Option<WeightId>,
+        positions: Positions,
+        types: TokenTypes,
+        width: usize,
+    },
+    LayerNorm {
+        x: BufId,
+        out: BufId,
+        gamma: WeightId,
+        beta: WeightId,
+        eps: f32,
+    },
+    /// `out = act(x @ wᵀ + b) (+ residual)`, the weight packed in panels of 16 columns
+    /// (`[bias 16][k x 16]`); activation and residual applied to each tile in cache.
+    Linear {
+        x: BufId,
+        out: BufId,
+        packed: WeightId,
+        k: usize,
+        n: usize,
+        act: Option<Act>,
+        residual: Option<BufId>,
+    },
+    /// Each row of `x` (`k` f32) quantized to `abits`-bit integers for an int8 linear, as
+    /// `Op::QLinear` defines it, into `out` (`Elem::Quantized`).
+    Quantize {
+        x: BufId,
+        out: BufId,
+        k: usize,
+        abits: u8,
+    },
+    /// `out = act(fma(x · wq, s_x · w_scale, b)) (+ residual)` with `x` a quantized buffer
+    /// and the weights, scales and bias packed in `QPanels` (`pack_qlinear`); products summed
+    /// exactly in i32.
+    QLinear {
+        x: BufId,
+        out: BufId,
+        packed: WeightId,
+        k: usize,
+        n: usize,
+        act: Option<Act>,
+        residual: Option<BufId>,
+    },
+    Act {
+        x: BufId,
+        out: BufId,
+        act: Act,
+    },
+    Add {
+        a: BufId,
+        b: BufId,
+        out: BufId,
+    },
+    /// `q`, `k` and `v` are one buffer when `qk` is set: its columns `0..qk` are q, `qk..2qk`
+    /// are k and the rest v (`qkv_attention`).
+    Attention {
+        q: BufId,
+        k: BufId,
+        v: BufId,
+        out: BufId,
+        heads: usize,
+        scale: f32,
+        qk: Option<usize>,
+    },
+    /// The first token's row of each sequence.
+    Cls {
+        x: BufId,
+        out: BufId,
+    },
+    MeanPool {
+        x: BufId,
+        out: BufId,
+    },
+    /// Packed token rows back to the padded `[batch, seq]` layout of the caller's output (added
+    /// by code generation after the last step when the output is per token).
+    Scatter {
+        x: BufId,
+    },
+}
+
+/// Columns per packed weight panel.
+pub const PANEL: usize = 16;
+
+/// A model lowered for code generation.
+#[derive(Clone, Debug)]
+pub struct Program {
+    pub steps: Vec<Step>,
+    pub buffers: Vec<Buffer>,
+    pub weights: Vec<Weight>,
+    pub output: BufId,
+    /// Floats of workspace per token of the padded batch (activations and attention scratch).
+    pub ws_per_token: usize,
+    /// Offset of the attention scratch, after the activations, in floats per padded token.
+    pub scratch_offset: usize,
+    /// The most heads of any attention step.
+    pub max_heads: usize,
+    pub vocab: usize,
+    pub type_vocab: usize,
+    pub max_seq: usize,
+    pub token_types: TokenTypes,
+    pub has_mask: bool,
+}
+
+impl Program {
+    pub fn output_width(&self) -> usize {
+        self.buffers[self.output].width
+    }
+    pub fn output_per_token(&self) -> bool {
+        self.buffers[self.output].rows == Rows::Tokens
+    }
+}
+
+/// Packs `w[n, k]` (row-major) and `b[n]` into panels of `PANEL` columns: for each panel,
+/// `PANEL` bias values, then `k` rows of `PANEL` weights (`w[j, kk]` at `[kk][j % PANEL]`),
+/// zero beyond `n`.
+pub fn pack_linear(w: &[f32], b: Option<&[f32]>, n: usize, k: usize) -> Vec<f32> {
+    let panels = n.div_ceil(PANEL);
+    let mut out = vec![0f32; panels * PANEL * (k + 1)];
+    for p in 0..panels {
+        let base = p * PANEL * (k + 1);
+        for c in 0..PANEL {
+            let j = p * PANEL + c;
+            if j >= n {
+                continue;
+            }
+            out[base + c] = b.map_or(0.0, |b| b[j]);
+            for kk in 0..k {
+                out[base + PANEL + kk * PANEL + c] = w[j * k + kk];
+            }
+        }
+    }
+    out
+}
+
+/// Bytes before the weights of an int8 panel: `PANEL` f32 biases, then `PANEL` f32 scales.
+pub const QPANEL_HEADER: usize = PANEL * 8;
+
+/// Bytes of one int8 panel for depth `k`.
+pub fn qpanel_bytes(k: usize) -> usize {
+    QPANEL_HEADER + PANEL * 2 * k.div_ceil(2)
+}
+
+/// Packs int8 weights `wq[n, k]` (row-major), their per-row scales and the bias into panels
+/// of `PANEL` columns: for each panel, `PANEL` biases and `PANEL` scales (f32), then for each
+/// pair of k (`ceil(k / 2)` of them) the panel's columns in order, two bytes each (`wq[j, 2g]`,
+/// `wq[j, 2g + 1]`); zero beyond `n` and `k`.
+pub fn pack_qlinear(wq: &[i8], scales: &[f32], bias: &[f32], n: usize, k: usize) -> Vec<u8> {
+    let panels = n.div_ceil(PANEL);
+    let pb = qpanel_bytes(k);
+    let mut out = vec![0u8; panels * pb];
+    for j in 0..n {
+        let (p, c) = (j / PANEL, j % PANEL);
+        let base = p * pb;
+        out[base + 4 * c..base + 4 * c + 4].copy_from_slice(&bias[j].to_le_bytes());
+        let so = base + 4 * (PANEL + c);
+        out[so..so + 4].copy_from_slice(&scales[j].to_le_bytes());
+        for kk in 0..k {
+            let at = base + QPANEL_HEADER + (kk / 2) * PANEL * 2 + 2 * c + kk % 2;
+            out[at] = wq[j * k + kk] as u8;
+        }
+    }
+    out
+}
+
+/// Where an attention step reads q, k and v: offsets of the first column in floats, row
+/// strides in floats, and the q/k and v widths (all heads).
+#[derive(Clone, Copy, Debug)]
+pub struct AttnGeom {
+    pub q_off: usize,
+    pub k_off: usize,
+    pub v_off: usize,
+    pub ldq: usize,
+    pub ldk: usize,
+    pub ldv: usize,
+    pub qk_width: usize,
+    pub v_width: usize,
+}
+
+impl Program {
+    /// Floating-point operations (a multiply-add counts two) of the steps that do arithmetic:
+    /// `(per real token, per sequence, per (query, key) pair of a sequence)`.
+    pub fn flop_counts(&self) -> (u64, u64, u64) {
+        let (mut tok, mut seq, mut pair) = (0u64, 0u64, 0u64);
+        for s in &self.steps {
+            match s {
+                Step::Linear { x, k, n, .. } | Step::QLinear { x, k, n, .. } => {
+                    let f = 2 * (*k as u64) * (*n as u64);
+                    match self.buffers[*x].rows {
+                        Rows::Tokens => tok += f,
+                        Rows::Seqs => seq += f,
+                    }
+                }
+                Step::Attention { .. } => {
+                    let g = self.attn_geom(s).expect("an attention step");
+                    pair += 2 * (g.qk_width + g.v_width) as u64;
+                }
+                _ => {}
+            }
+        }
+        (tok, seq, pair)
+    }
+
+    /// The geometry of attention step `s` (`None` for other steps).
+    pub fn attn_geom(&self, s: &Step) -> Option<AttnGeom> {
+        let Step::Attention { q, k, v, qk, .. } = *s else {
+            return None;
+        };
+        let w = |b: usize| self.buffers[b].width;
+        Some(match qk {
+            Some(qk) => AttnGeom {
+                q_off: 0,
+                k_off: qk,
+                v_off: 2 * qk,
+                ldq: w(q),
+                ldk: w(q),
+                ldv: w(q),
+                qk_width: qk,
+                v_width: w(q) - 2 * qk,
+            },
+            None => AttnGeom {
+                q_off: 0,
+                k_off: 0,
+                v_off: 0,
+                ldq: w(q),
+                ldk: w(k),
+                ldv: w(v),
+                qk_width: w(q),
+                v_width: w(v),
+            },
+        })
+    }
+}
