@@ -474,13 +474,13 @@ pub fn compile_with(
                     out,
                     gamma,
                     beta,
+                    quantized,
                     ..
                 } => {
                     let r = rows(program.buffers[x].rows);
-                    (
-                        vec![bufs[x], bufs[out], r, weights[gamma], weights[beta]],
-                        row_tasks(&mut e, r),
-                    )
+                    let mut args = vec![bufs[x], bufs[out], r, weights[gamma], weights[beta]];
+                    args.extend(quantized.map(|(q, _)| bufs[q]));
+                    (args, row_tasks(&mut e, r))
                 }
                 Step::Linear {
                     x,
@@ -622,7 +622,7 @@ fn attn_dims(p: &Program) -> Option<(usize, usize)> {
 fn step_arg_count(step: &Step) -> usize {
     match step {
         Step::Embedding { word_scale, .. } => 9 + usize::from(word_scale.is_some()),
-        Step::LayerNorm { .. } => 5,
+        Step::LayerNorm { quantized, .. } => 5 + usize::from(quantized.is_some()),
         Step::Linear { .. } | Step::QLinear { .. } => 5,
         Step::Add { .. } | Step::Scatter { .. } => 4,
         Step::Act { .. } | Step::Quantize { .. } | Step::Cls { .. } | Step::MeanPool { .. } => 3,
@@ -644,7 +644,12 @@ fn kernel_key(step: &Step, p: &Program) -> String {
             "emb {positions:?} {types:?} {width} {}",
             word_scale.is_some()
         ),
-        Step::LayerNorm { x, eps, .. } => format!("ln {} {eps:e}", w(*x)),
+        Step::LayerNorm {
+            x, eps, quantized, ..
+        } => match quantized {
+            Some((_, bits)) => format!("ln {} {eps:e} q{bits}", w(*x)),
+            None => format!("ln {} {eps:e}", w(*x)),
+        },
         Step::Linear {
             k,
             n,
@@ -697,8 +702,18 @@ fn emit_step(
             *width,
             word_scale.map(|_| a[9]),
         ),
-        Step::LayerNorm { x, eps, .. } => {
-            kernels::layer_norm(e, [a[0], a[1], a[2], a[3], a[4]], range, w(*x), *eps)
+        Step::LayerNorm {
+            x, eps, quantized, ..
+        } => {
+            kernels::layer_norm(e, [a[0], a[1], a[2], a[3], a[4]], range, w(*x), *eps);
+            // the task's normalised rows, still in cache, quantized for the int8 linears
+            if let Some((_, bits)) = quantized {
+                let q = [a[1], a[5], a[2]];
+                match micro.quantize {
+                    Some(f) => qkernels::quantize_asm(e, q, range, w(*x), f),
+                    None => qkernels::quantize(e, q, range, w(*x), *bits),
+                }
+            }
         }
         Step::Linear {
             k,

@@ -127,12 +127,21 @@ impl Lowering<'_> {
             elem: Elem::Quantized { k, abits },
             offset: 0,
         });
-        self.p.steps.push(Step::Quantize {
-            x: src,
-            out: id,
-            k,
-            abits,
+        // a LayerNorm's output is quantized by the LayerNorm's tasks, while the rows are in
+        // cache; any other value by a quantize step of its own
+        let producer = self.p.steps.iter_mut().rev().find_map(|s| match s {
+            Step::LayerNorm { out, quantized, .. } if *out == src => Some(quantized),
+            _ => None,
         });
+        match producer {
+            Some(q @ None) => *q = Some((id, abits)),
+            _ => self.p.steps.push(Step::Quantize {
+                x: src,
+                out: id,
+                k,
+                abits,
+            }),
+        }
         self.quantized.insert((x, abits), id);
         Ok(id)
     }
@@ -267,6 +276,7 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
                     gamma,
                     beta,
                     eps,
+                    quantized: None,
                 }
             }
             Op::Linear | Op::FusedLinear { .. } => {
@@ -448,7 +458,23 @@ fn fused_act(a: bertc_ir::FusedAct) -> Act {
     }
 }
 
-fn step_io(s: &Step) -> (Vec<BufId>, BufId) {
+/// The buffers a step reads and the ones it writes.
+fn step_io(s: &Step) -> (Vec<BufId>, Vec<BufId>) {
+    match *s {
+        Step::LayerNorm {
+            x,
+            out,
+            quantized: Some((q, _)),
+            ..
+        } => (vec![x], vec![out, q]),
+        _ => {
+            let (reads, out) = step_io1(s);
+            (reads, vec![out])
+        }
+    }
+}
+
+fn step_io1(s: &Step) -> (Vec<BufId>, BufId) {
     match *s {
         Step::Embedding { out, .. } => (vec![], out),
         Step::Linear {
@@ -522,8 +548,10 @@ fn plan_memory(l: &mut Lowering) {
     let mut top = 0usize;
     let per_token = p.buffers[p.output].rows == Rows::Tokens;
     for i in 0..p.steps.len() {
-        let (_, out) = step_io(&p.steps[i]);
-        if out != p.output || per_token {
+        for out in step_io(&p.steps[i]).1 {
+            if out == p.output && !per_token {
+                continue;
+            }
             let w = p.buffers[out].width;
             let slot = free.iter().position(|&(_, fw)| fw >= w);
             p.buffers[out].offset = match slot {

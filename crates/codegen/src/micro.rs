@@ -148,7 +148,14 @@ impl Asm {
             softmax: None,
             quantize: None,
         };
-        if let Some(Step::Quantize { abits, .. }) = step {
+        if let Some(
+            Step::Quantize { abits, .. }
+            | Step::LayerNorm {
+                quantized: Some((_, abits)),
+                ..
+            },
+        ) = step
+        {
             if let Some(id) = self.quantize(module, *abits)? {
                 r.quantize = Some(module.declare_func_in_func(id, func));
             }

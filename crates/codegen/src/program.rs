@@ -125,12 +125,15 @@ pub enum Step {
         types: TokenTypes,
         width: usize,
     },
+    /// With `quantized`, each normalised row is also quantized (as `Quantize` does, to those
+    /// bits) into that buffer while it is in cache, for the int8 linears that read it.
     LayerNorm {
         x: BufId,
         out: BufId,
         gamma: WeightId,
         beta: WeightId,
         eps: f32,
+        quantized: Option<(BufId, u8)>,
     },
     /// `out = act(x @ wᵀ + b) (+ residual)`, the weight packed in panels of 16 columns
     /// (`[bias 16][k x 16]`); activation and residual applied to each tile in cache.

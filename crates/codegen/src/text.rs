@@ -113,7 +113,14 @@ impl Program {
                 gamma,
                 beta,
                 eps,
-            } => format!("b{out} = layer_norm b{x} gamma=w{gamma} beta=w{beta} eps={eps:e}"),
+                quantized,
+            } => {
+                let q = quantized.map_or(String::new(), |(q, bits)| {
+                    let kernel = isa.quantize.map_or("portable", |k| k.name);
+                    format!(", and quantized into b{q} bits={bits}  [{kernel}, per row]")
+                });
+                format!("b{out} = layer_norm b{x} gamma=w{gamma} beta=w{beta} eps={eps:e}{q}")
+            }
             Step::Linear {
                 x,
                 out,
