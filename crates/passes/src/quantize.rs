@@ -55,10 +55,7 @@ impl Default for QuantizeInt8 {
 
 /// Int8 weights `[n, k]` and their per-row scales, by round to nearest.
 pub fn quantize_rows(w: &[f32], n: usize, k: usize) -> (Vec<i8>, Vec<f32>) {
-    let qmax: f32 = std::env::var("BERTC_WQ")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(127.0);
+    let qmax = 127.0f32;
     let mut q = vec![0i8; n * k];
     let mut scales = vec![0f32; n];
     for j in 0..n {
