@@ -1,11 +1,14 @@
 //! Helpers for writing kernels in Cranelift IR: counted loops, a vector abstraction that is
 //! `f32x4` where the target has 128-bit vectors and plain `f32` where it has none (riscv64
-//! without `v`), and the math functions the kernels need (`exp`, `erf`, `tanh`) as
-//! branch-free polynomial approximations.
+//! without `v`), the math functions the kernels need (`exp`, `erf`, `tanh`) as
+//! branch-free polynomial approximations, the activations built on them, and int8 loads.
 
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, Endianness, InstBuilder, MemFlagsData, Type, Value};
 use cranelift_frontend::{FunctionBuilder, Variable};
+
+use crate::lower::Act;
+use bertc_ir::GeluApprox;
 
 /// A function under construction with the target's vector shape.
 pub struct Emit<'a> {
@@ -218,6 +221,58 @@ impl<'a> Emit<'a> {
         self.b.ins().jump(done, &[]);
         self.b.switch_to_block(done);
         self.b.seal_block(done);
+    }
+
+    /// `act(v)` in shape `s`: the activations of the portable kernels and epilogues.
+    pub fn act(&mut self, s: Shape, v: Value, act: Act) -> Value {
+        let e = self;
+        match act {
+            Act::Relu => {
+                let z = e.fs(s, 0.0);
+                e.b.ins().fmax(v, z)
+            }
+            Act::Tanh => e.tanh(s, v),
+            Act::Gelu(GeluApprox::Erf) => {
+                // 0.5 x (1 + erf(x/√2)) = 0.5 (x + |x| erf(|x|/√2)): no sign handling needed
+                let ax = e.b.ins().fabs(v);
+                let k = e.fs(s, std::f32::consts::FRAC_1_SQRT_2);
+                let z = e.b.ins().fmul(ax, k);
+                let er = e.erf_nonneg(s, z);
+                let t = e.mul_add(ax, er, v);
+                let half = e.fs(s, 0.5);
+                e.b.ins().fmul(t, half)
+            }
+            Act::Gelu(GeluApprox::Tanh) => {
+                let c3 = e.fs(s, 0.044715);
+                let x2 = e.b.ins().fmul(v, v);
+                let x3 = e.b.ins().fmul(x2, v);
+                let inner = e.mul_add(c3, x3, v);
+                let k = e.fs(s, (2.0 / std::f64::consts::PI).sqrt() as f32);
+                let z = e.b.ins().fmul(inner, k);
+                let th = e.tanh(s, z);
+                let one = e.fs(s, 1.0);
+                let t = e.b.ins().fadd(th, one);
+                let half = e.fs(s, 0.5);
+                let hx = e.b.ins().fmul(v, half);
+                e.b.ins().fmul(hx, t)
+            }
+        }
+    }
+
+    /// The int8 values at `p` (4 for a vector, 1 for a scalar) as f32, in shape `s`.
+    pub fn load_i8_as_f32(&mut self, s: Shape, p: Value) -> Value {
+        let e = self;
+        if s == Shape::Scalar || e.lanes == 1 {
+            let v = e.b.ins().sload8(types::I32, mem(), p, 0);
+            return e.b.ins().fcvt_from_sint(types::F32, v);
+        }
+        let w = e.b.ins().load(types::I32, mem(), p, 0);
+        let v = e.b.ins().scalar_to_vector(types::I32X4, w);
+        let le = MemFlagsData::new().with_endianness(Endianness::Little);
+        let b = e.b.ins().bitcast(types::I8X16, le, v);
+        let h = e.b.ins().swiden_low(b);
+        let i = e.b.ins().swiden_low(h);
+        e.b.ins().fcvt_from_sint(types::F32X4, i)
     }
 
     /// Visits a row of `width` floats (a constant): vectors over the largest multiple of the

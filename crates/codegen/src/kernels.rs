@@ -10,9 +10,9 @@
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 
-use super::emit::{Emit, Shape};
+use super::emit::Emit;
 use super::lower::Act;
-use bertc_ir::{GeluApprox, Positions, TokenTypes};
+use bertc_ir::{Positions, TokenTypes};
 
 /// Rows per task of the row-wise kernels.
 pub const ROW_BLOCK: i64 = 8;
@@ -93,7 +93,7 @@ pub fn embedding(
                         Some(scale) => {
                             let o = e.b.ins().ushr_imm_u(off, 2);
                             let wa = e.b.ins().iadd(wrow, o);
-                            let q = crate::qkernels::load_i8_as_f32(e, s, wa);
+                            let q = e.load_i8_as_f32(s, wa);
                             let sv = e.splat(s, scale);
                             e.b.ins().fmul(q, sv)
                         }
@@ -174,40 +174,6 @@ pub fn layer_norm(
     });
 }
 
-pub(crate) fn act_value(e: &mut Emit, s: Shape, v: Value, act: Act) -> Value {
-    match act {
-        Act::Relu => {
-            let z = e.fs(s, 0.0);
-            e.b.ins().fmax(v, z)
-        }
-        Act::Tanh => e.tanh(s, v),
-        Act::Gelu(GeluApprox::Erf) => {
-            // 0.5 x (1 + erf(x/√2)) = 0.5 (x + |x| erf(|x|/√2)): no sign handling needed
-            let ax = e.b.ins().fabs(v);
-            let k = e.fs(s, std::f32::consts::FRAC_1_SQRT_2);
-            let z = e.b.ins().fmul(ax, k);
-            let er = e.erf_nonneg(s, z);
-            let t = e.mul_add(ax, er, v);
-            let half = e.fs(s, 0.5);
-            e.b.ins().fmul(t, half)
-        }
-        Act::Gelu(GeluApprox::Tanh) => {
-            let c3 = e.fs(s, 0.044715);
-            let x2 = e.b.ins().fmul(v, v);
-            let x3 = e.b.ins().fmul(x2, v);
-            let inner = e.mul_add(c3, x3, v);
-            let k = e.fs(s, (2.0 / std::f64::consts::PI).sqrt() as f32);
-            let z = e.b.ins().fmul(inner, k);
-            let th = e.tanh(s, z);
-            let one = e.fs(s, 1.0);
-            let t = e.b.ins().fadd(th, one);
-            let half = e.fs(s, 0.5);
-            let hx = e.b.ins().fmul(v, half);
-            e.b.ins().fmul(hx, t)
-        }
-    }
-}
-
 /// An elementwise activation over the rows of row-block tasks `begin..end`.
 pub fn activation(
     e: &mut Emit,
@@ -225,7 +191,7 @@ pub fn activation(
     e.span(n, |e, off, s| {
         let a = e.b.ins().iadd(x, off);
         let v = e.load(s, a, 0);
-        let y = act_value(e, s, v, act);
+        let y = e.act(s, v, act);
         let o = e.b.ins().iadd(out, off);
         e.store(y, o, 0);
     });

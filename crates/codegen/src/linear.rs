@@ -7,7 +7,6 @@ use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 
 use crate::emit::{Emit, Shape};
-use crate::kernels::act_value;
 use crate::lower::{Act, PANEL};
 
 /// One tile of the portable GEMM: `mr` rows by `cols` columns (a multiple of the lane count
@@ -242,7 +241,7 @@ fn epilogue(
             let ca = e.b.ins().iadd(crow, off);
             let mut v = e.load(s, ca, 0);
             if let Some(act) = epi.act {
-                v = act_value(e, s, v, act);
+                v = e.act(s, v, act);
             }
             if let Some(rr) = rrow {
                 let ra = e.b.ins().iadd(rr, off);

@@ -95,19 +95,12 @@ impl Asm {
         let Some(kernel) = self.softmax_kernel else {
             return Ok(None);
         };
-        if let Some(&id) = self.softmax.get(&scale.to_bits()) {
-            return Ok(Some(id));
-        }
-        let sig = sig_n(module.isa().default_call_conv(), 5);
+        // the symbols are numbered in the order the scales first occur
         let sym = format!("{}__{}{}", self.prefix, kernel.name, self.softmax.len());
-        let id = module
-            .declare_function(&sym, Linkage::Local, &sig)
-            .map_err(cl_err)?;
-        module
-            .define_function_bytes(id, 16, &(kernel.assemble)(scale)?, &[])
-            .map_err(cl_err)?;
-        self.softmax.insert(scale.to_bits(), id);
-        Ok(Some(id))
+        define_once(&mut self.softmax, module, scale.to_bits(), sym, 5, || {
+            (kernel.assemble)(scale)
+        })
+        .map(Some)
     }
 
     fn quantize(
@@ -118,19 +111,11 @@ impl Asm {
         let Some(kernel) = self.quantize_kernel else {
             return Ok(None);
         };
-        if let Some(&id) = self.quantize.get(&abits) {
-            return Ok(Some(id));
-        }
-        let sig = sig_n(module.isa().default_call_conv(), 6);
         let sym = format!("{}__{}_{abits}", self.prefix, kernel.name);
-        let id = module
-            .declare_function(&sym, Linkage::Local, &sig)
-            .map_err(cl_err)?;
-        module
-            .define_function_bytes(id, 16, &(kernel.assemble)(abits)?, &[])
-            .map_err(cl_err)?;
-        self.quantize.insert(abits, id);
-        Ok(Some(id))
+        define_once(&mut self.quantize, module, abits, sym, 6, || {
+            (kernel.assemble)(abits)
+        })
+        .map(Some)
     }
 
     /// Declares in `func` the kernels a kernel for `step` calls.
@@ -209,4 +194,28 @@ impl Asm {
         }
         Ok(r)
     }
+}
+
+/// The hand-written function for `key` in `cache`, declared as `sym` (`args` i64 arguments)
+/// and defined from `code` the first time it is asked for.
+fn define_once<K: Ord>(
+    cache: &mut BTreeMap<K, FuncId>,
+    module: &mut ObjectModule,
+    key: K,
+    sym: String,
+    args: usize,
+    code: impl FnOnce() -> isa::Code,
+) -> Result<FuncId, CodegenError> {
+    if let Some(&id) = cache.get(&key) {
+        return Ok(id);
+    }
+    let sig = sig_n(module.isa().default_call_conv(), args);
+    let id = module
+        .declare_function(&sym, Linkage::Local, &sig)
+        .map_err(cl_err)?;
+    module
+        .define_function_bytes(id, 16, &code()?, &[])
+        .map_err(cl_err)?;
+    cache.insert(key, id);
+    Ok(id)
 }

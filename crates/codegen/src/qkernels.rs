@@ -134,21 +134,6 @@ pub fn quantize_asm(
     e.b.ins().call(f, &[xr, or, n, kk, lx, lo]);
 }
 
-/// The int8 values at `p` (4 for a vector, 1 for a scalar) as f32, in shape `s`.
-pub fn load_i8_as_f32(e: &mut Emit, s: Shape, p: Value) -> Value {
-    if s == Shape::Scalar || e.lanes == 1 {
-        let v = e.b.ins().sload8(types::I32, mem(), p, 0);
-        return e.b.ins().fcvt_from_sint(types::F32, v);
-    }
-    let w = e.b.ins().load(types::I32, mem(), p, 0);
-    let v = e.b.ins().scalar_to_vector(types::I32X4, w);
-    let le = MemFlagsData::new().with_endianness(Endianness::Little);
-    let b = e.b.ins().bitcast(types::I8X16, le, v);
-    let h = e.b.ins().swiden_low(b);
-    let i = e.b.ins().swiden_low(h);
-    e.b.ins().fcvt_from_sint(types::F32X4, i)
-}
-
 /// Rows per tile of the portable int8 GEMM: `4 / lanes` accumulators a row for 8 columns
 /// (each vector holds two columns' partial sums over the pairs of k), the widened weights
 /// and one broadcast row within the registers.
