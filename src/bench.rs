@@ -186,6 +186,8 @@ pub struct ModelBench {
     pub batch: usize,
     pub seq: usize,
     pub ragged: bool,
+    /// Time the throughput curve's shapes instead of one.
+    pub curve: bool,
     pub threads: i32,
     pub runs: usize,
     pub cpu: Option<String>,
@@ -196,15 +198,24 @@ pub struct ModelBench {
 /// `NAME_flops(mask, batch, seq)` of an artifact.
 type FlopsFn = unsafe extern "C" fn(*const i32, i32, i32) -> f64;
 
-/// A `.so` artifact, or a model compiled here to one in `tmp`: the library, its vocabulary
-/// size, and its `NAME_flops` (artifacts of older bertc versions lack it).
+/// An artifact to time: the library, its vocabulary size and longest sequence (from the
+/// header of a model compiled here; an artifact's own are not known: 1000 and 512), and its
+/// `NAME_flops` (artifacts of older bertc versions lack it).
+struct Timed {
+    art: Arc<Artifact>,
+    vocab: usize,
+    max_seq: usize,
+    flops: Option<FlopsFn>,
+}
+
+/// A `.so` artifact, or a model compiled here to one in `tmp`.
 fn open_artifact(
     model: &Path,
     name: Option<&str>,
     (cpu, quantize): (Option<&str>, Option<Quantize>),
     tmp: &Scratch,
     tag: &str,
-) -> Result<(Arc<Artifact>, usize, Option<FlopsFn>), CliError> {
+) -> Result<Timed, CliError> {
     let output = (OutputKind::LastHiddenState, quantize);
     let (so, name) = crate::compile::shared_library(model, name, output, cpu, tmp, tag)?;
     let flops = bertc_runtime::Library::open(&so)?
@@ -213,22 +224,133 @@ fn open_artifact(
         // SAFETY: `NAME_flops` has this signature in every artifact that exports it (see the
         // generated header).
         .map(|f| unsafe { std::mem::transmute::<*mut std::ffi::c_void, FlopsFn>(f) });
-    // the vocabulary from the header of a model compiled here (an artifact's is not known)
     let h = std::fs::read_to_string(tmp.path(&format!("{tag}.h"))).unwrap_or_default();
-    let prefix = format!("#define {}_VOCAB ", tag.to_uppercase());
-    let vocab = h
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .and_then(|v| v.trim().parse::<usize>().ok())
-        .unwrap_or(1000);
-    Ok((Arc::new(Artifact::open(&so, &name)?), vocab, flops))
+    let define = |what: &str| {
+        let prefix = format!("#define {}_{what} ", tag.to_uppercase());
+        h.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+    };
+    Ok(Timed {
+        art: Arc::new(Artifact::open(&so, &name)?),
+        vocab: define("VOCAB").unwrap_or(1000),
+        max_seq: define("MAX_SEQ").unwrap_or(512),
+        flops,
+    })
 }
 
 /// Rounds the runs are spread over, so that drift of the machine hits every model alike.
 const ROUNDS: usize = 5;
 
+/// One shape to time: `batch x seq`, sequence `i` with `lens[i]` real tokens (all `seq`
+/// without).
+struct Shape {
+    batch: usize,
+    seq: usize,
+    lens: Option<Vec<usize>>,
+}
+
+impl Shape {
+    /// The `--ragged` lengths: sequence i has (i + 1) * seq / batch real tokens.
+    fn ragged(batch: usize, seq: usize) -> Shape {
+        let lens = (0..batch).map(|i| ((i + 1) * seq / batch).max(1)).collect();
+        Shape {
+            batch,
+            seq,
+            lens: Some(lens),
+        }
+    }
+
+    fn dense(batch: usize, seq: usize) -> Shape {
+        Shape {
+            batch,
+            seq,
+            lens: None,
+        }
+    }
+
+    fn tokens(&self) -> usize {
+        self.lens
+            .as_ref()
+            .map_or(self.batch * self.seq, |l| l.iter().sum())
+    }
+}
+
+/// Each artifact's times (seconds) and flops a run on one shape.
+type ShapeTimes = (Vec<Vec<f64>>, Vec<Option<f64>>);
+
+/// The times (seconds) of `runs` inferences of each artifact on `shape`, in rounds, and each
+/// artifact's flops a run.
+fn time_shape(
+    arts: &[Timed],
+    shape: &Shape,
+    threads: i32,
+    runs: usize,
+) -> Result<ShapeTimes, CliError> {
+    let vocab = arts.iter().map(|a| a.vocab).min().unwrap_or(1000);
+    let (b, s) = (shape.batch, shape.seq);
+    let ids: Vec<i32> = (0..b * s)
+        .map(|i| (100 + (i * 7919) % (vocab.max(200) - 100)) as i32)
+        .collect();
+    let mut mask = vec![1i32; b * s];
+    if let Some(lens) = &shape.lens {
+        for (i, &len) in lens.iter().enumerate() {
+            for t in len..s {
+                mask[i * s + t] = 0;
+            }
+        }
+    }
+    // rounds: each model in turn, its thread pool stopped before the next one runs
+    let per = runs.div_ceil(ROUNDS).max(1);
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); arts.len()];
+    for _ in 0..ROUNDS {
+        for (a, t) in arts.iter().zip(times.iter_mut()) {
+            let mut m = a.art.model(threads)?;
+            for i in 0..per + 3 {
+                let t0 = Instant::now();
+                m.run(&ids, Some(&mask), None, b, s)?;
+                if i >= 3 {
+                    t.push(t0.elapsed().as_secs_f64());
+                }
+            }
+        }
+    }
+    // SAFETY: the mask holds b * s values.
+    let flops = arts
+        .iter()
+        .map(|a| {
+            a.flops
+                .map(|f| unsafe { f(mask.as_ptr(), b as i32, s as i32) })
+        })
+        .collect();
+    Ok((times, flops))
+}
+
+/// The shapes of `bertc bench --curve`: batch 1, 8, 32, 64 at seq 128; seq 16 to 512 at batch
+/// 1; a ragged batch of 64 (lengths 2 to 128) and a dense batch of as many tokens.
+fn curve_shapes() -> Vec<(String, Shape)> {
+    let mut v: Vec<(String, Shape)> = [1, 8, 32, 64]
+        .into_iter()
+        .map(|b| (format!("{b} x 128"), Shape::dense(b, 128)))
+        .collect();
+    for s in [16, 32, 64, 256, 512] {
+        v.push((format!("1 x {s}"), Shape::dense(1, s)));
+    }
+    let ragged = Shape::ragged(64, 128);
+    let dense = ragged.tokens().div_ceil(64);
+    v.push((
+        format!("ragged 64 (2..128, {} tokens)", ragged.tokens()),
+        ragged,
+    ));
+    v.push((
+        format!("dense 64 x {dense} ({} tokens)", 64 * dense),
+        Shape::dense(64, dense),
+    ));
+    v
+}
+
 /// Times whole inferences of a compiled model (a `.so` artifact, or a model compiled here), and
-/// of a second one in the same run with `--against`.
+/// of a second one in the same run with `--against`: on one shape, or on the curve's.
 pub fn model(o: &ModelBench) -> Result<String, CliError> {
     let tmp = Scratch::new("bench-model")?;
     let mut arts = vec![open_artifact(
@@ -247,49 +369,21 @@ pub fn model(o: &ModelBench) -> Result<String, CliError> {
             "against",
         )?);
     }
-    let vocab = arts.iter().map(|a| a.1).min().unwrap_or(1000);
-    let (b, s) = (o.batch, o.seq);
-    let ids: Vec<i32> = (0..b * s)
-        .map(|i| (100 + (i * 7919) % (vocab.max(200) - 100)) as i32)
-        .collect();
-    let mut mask = vec![1i32; b * s];
-    let mut tokens = b * s;
-    if o.ragged {
-        // sequence i has (i + 1) * seq / batch tokens, padded to seq
-        tokens = 0;
-        for i in 0..b {
-            let len = ((i + 1) * s / b).max(1);
-            tokens += len;
-            for t in len..s {
-                mask[i * s + t] = 0;
-            }
-        }
-    }
-    // rounds: each model in turn, its thread pool stopped before the next one runs
-    let per = o.runs.div_ceil(ROUNDS).max(1);
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); arts.len()];
-    for _ in 0..ROUNDS {
-        for ((art, _, _), t) in arts.iter().zip(times.iter_mut()) {
-            let mut m = art.model(o.threads)?;
-            for i in 0..per + 3 {
-                let t0 = Instant::now();
-                m.run(&ids, Some(&mask), None, b, s)?;
-                if i >= 3 {
-                    t.push(t0.elapsed().as_secs_f64());
-                }
-            }
-        }
-    }
-    // SAFETY: the mask holds b * s values.
-    let flops: Vec<Option<f64>> = arts
-        .iter()
-        .map(|a| a.2.map(|f| unsafe { f(mask.as_ptr(), b as i32, s as i32) }))
-        .collect();
-    drop(arts);
     let names: Vec<String> = std::iter::once(&o.model)
         .chain(o.against.as_ref())
         .map(|p| p.display().to_string())
         .collect();
+    if o.curve {
+        return curve(&arts, &names, o);
+    }
+    let shape = if o.ragged {
+        Shape::ragged(o.batch, o.seq)
+    } else {
+        Shape::dense(o.batch, o.seq)
+    };
+    let (b, s, tokens) = (shape.batch, shape.seq, shape.tokens());
+    let (times, flops) = time_shape(&arts, &shape, o.threads, o.runs)?;
+    drop(arts);
     let mut out = String::new();
     let mut medians = Vec::new();
     for ((name, t), fl) in names.iter().zip(times).zip(flops) {
@@ -318,6 +412,50 @@ pub fn model(o: &ModelBench) -> Result<String, CliError> {
             names[0],
             medians[1] / medians[0],
             names[1]
+        );
+    }
+    Ok(out)
+}
+
+/// The curve: a table of median milliseconds and tokens per second a shape, for each model.
+fn curve(arts: &[Timed], names: &[String], o: &ModelBench) -> Result<String, CliError> {
+    let mut out = String::new();
+    for (i, n) in names.iter().enumerate() {
+        out += &format!("[{}] {n}\n", i + 1);
+    }
+    out += &format!(
+        "threads {}; medians of runs * 512 / tokens runs (at least {ROUNDS}, at most 10 * runs)\n{:34}",
+        o.threads, "case"
+    );
+    for i in 0..names.len() {
+        out += &format!(
+            " {:>10} {:>12}",
+            format!("[{}] ms", i + 1),
+            format!("[{}] tok/s", i + 1)
+        );
+    }
+    out += "\n";
+    // the shapes every model takes
+    let max_seq = arts.iter().map(|a| a.max_seq).min().unwrap_or(512);
+    let (shapes, longer): (Vec<_>, Vec<_>) = curve_shapes()
+        .into_iter()
+        .partition(|(_, s)| s.seq <= max_seq);
+    for (i, (name, shape)) in shapes.iter().enumerate() {
+        let runs = (o.runs * 512 / shape.tokens()).clamp(ROUNDS, 10 * o.runs.max(1));
+        let (times, _) = time_shape(arts, shape, o.threads, runs)?;
+        out += &format!("{name:34}");
+        for t in times {
+            let (med, _) = stats(t);
+            out += &format!(" {:10.2} {:12.0}", med * 1e3, shape.tokens() as f64 / med);
+        }
+        out += "\n";
+        crate::progress::bar("Timing", i + 1, shapes.len());
+    }
+    if !longer.is_empty() {
+        let names: Vec<&str> = longer.iter().map(|(n, _)| n.as_str()).collect();
+        out += &format!(
+            "not timed (longer than the {max_seq} positions of the model): {}\n",
+            names.join(", ")
         );
     }
     Ok(out)

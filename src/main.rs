@@ -290,6 +290,7 @@ Examples:
   bertc bench --gemm 128x768x768             # GFLOP/s of the GEMM kernel, one thread, vs the FMA peak
   bertc bench --gemm 128x384x1536 --quantize int8   # the int8 kernel (integer ops counted as flops)
   bertc bench model.onnx --batch 1 --seq 128 # compile to a shared library and time inferences
+  bertc bench model.onnx --curve --runs 5    # tokens per second from 1 x 16 to 64 x 128
   bertc compile model.onnx -o model --emit sharedlib
   bertc bench libmodel.so --name model --batch 8 --seq 128 --ragged
   bertc bench libmodel.so --against model.onnx --threads 2   # two artifacts, interleaved")]
@@ -309,6 +310,10 @@ Examples:
         /// Sequence i of the batch has (i+1)*seq/batch real tokens, the rest padding.
         #[arg(long)]
         ragged: bool,
+        /// Time the throughput curve (batch 1 to 64 at seq 128, seq 16 to 512 at batch 1, a
+        /// ragged batch of 64 against a dense one of as many tokens) instead of one shape.
+        #[arg(long, conflicts_with_all = ["batch", "seq", "ragged", "gemm"])]
+        curve: bool,
         /// Worker threads (0: all cores).
         #[arg(long, default_value = "0")]
         threads: i32,
@@ -608,6 +613,7 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             batch,
             seq,
             ragged,
+            curve,
             threads,
             runs,
             cpu,
@@ -632,6 +638,7 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
                         batch,
                         seq,
                         ragged,
+                        curve,
                         threads,
                         runs,
                         cpu,

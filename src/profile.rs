@@ -316,6 +316,7 @@ pub fn profile(o: &ProfileOptions) -> Result<Option<LatencyProfile>, CliError> {
         intermediate: s.intermediate,
         runs: o.runs,
         quantize: o.quantize.map(|q| q.name()),
+        caches: o.target.caches,
     };
     tmp.write("profiler.c", shim::profiler_c(&variants, &info).as_bytes())?;
     let inputs: Vec<&str> = std::iter::once("profiler.c")

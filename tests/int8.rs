@@ -278,18 +278,7 @@ fn int8_thread_counts_give_identical_outputs() {
 /// Compiles the int8 bench object for `k -> n` on this machine into a shared library.
 fn bench_library(dir: &Path, k: usize, n: usize) -> bertc_runtime::Library {
     let target = bertc_targets::Target::host();
-    let (obj, _) = bertc_codegen::compile_gemm_bench(&target, k, n, true).unwrap();
-    let tag = format!("g{k}x{n}");
-    std::fs::write(dir.join(format!("{tag}.o")), obj).unwrap();
-    let so = dir.join(format!("lib{tag}.so"));
-    let st = target
-        .toolchain()
-        .shared(so.to_str().unwrap(), &[format!("{tag}.o")])
-        .current_dir(dir)
-        .status()
-        .unwrap();
-    assert!(st.success());
-    bertc_runtime::Library::open(&so).unwrap()
+    gemm_library(dir, &target, (k, n, true), &format!("g{k}x{n}"))
 }
 
 /// The row quantizer this machine's code uses against the interpreter's definition

@@ -311,3 +311,24 @@ pub fn outputs_by_thread_count(exe: &Path, dir: &Path) -> Vec<Vec<u8>> {
         })
         .collect()
 }
+
+/// The GEMM bench object of `target` (`bertc_bench_linear`, and `bertc_bench_quantize` with
+/// `int8`) for a `k -> n` linear, linked as `lib{tag}.so` in `dir` and opened.
+pub fn gemm_library(
+    dir: &Path,
+    target: &Target,
+    (k, n, int8): (usize, usize, bool),
+    tag: &str,
+) -> bertc_runtime::Library {
+    let (obj, _) = bertc_codegen::compile_gemm_bench(target, k, n, int8).unwrap();
+    std::fs::write(dir.join(format!("{tag}.o")), obj).unwrap();
+    let so = dir.join(format!("lib{tag}.so"));
+    let st = target
+        .toolchain()
+        .shared(so.to_str().unwrap(), &[format!("{tag}.o")])
+        .current_dir(dir)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    bertc_runtime::Library::open(&so).unwrap()
+}

@@ -174,7 +174,7 @@ pub(crate) fn attention_gemm(
                         let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
                         e.if_nonzero(is, |e| {
                             e.b.ins()
-                                .call(micro.plain[mm - 1], &[qa, lda_q, bp, c, ld_s, dk]);
+                                .call(micro.start.plain[mm - 1], &[qa, lda_q, bp, c, ld_s, dk]);
                         });
                     }
                 });
@@ -205,8 +205,11 @@ pub(crate) fn attention_gemm(
                                 ncols: cols,
                                 res: None,
                                 prefetch: None,
+                                steps: 0,
+                                accumulate: false,
+                                last: true,
                             };
-                            micro_tile_ld(e, &t, ld_s, len, ldc_o, micro);
+                            micro_tile_ld(e, &t, ld_s, len, ldc_o, &micro.start);
                         });
                     }
                 }

@@ -9,7 +9,7 @@ use crate::emit::{self, Emit};
 use crate::isa::{self, Isa};
 use crate::linear;
 use crate::lower::{LayoutKind, PANEL};
-use crate::micro::AsmRefs;
+use crate::micro::{AsmRefs, TileSet};
 use crate::qkernels;
 use bertc_ir::DType;
 
@@ -28,29 +28,51 @@ pub(crate) fn emit_linear(
     micro: &AsmRefs,
     epi: &linear::Epilogue,
 ) {
-    let (dtype, layout, geom) = if int8 {
-        (DType::I8, LayoutKind::QPanels, linear::GemmGeom::int8(k))
-    } else {
-        (DType::F32, LayoutKind::Panels, linear::GemmGeom::f32(k))
-    };
+    let (dtype, layout, geom) = operands(int8, k);
     let mr = isa.mr(dtype, layout);
+    let bl = isa.linear_blocking(dtype, layout, k);
     if isa.gemm(dtype, layout).is_some() {
         // full panels run the epilogue in the microkernel's registers
-        let fused = !micro.fused.is_empty();
+        let fused = !micro.start.fused.is_empty();
         let tile = |e: &mut Emit, t: &linear::Tile| micro_tile(e, t, &geom, n, micro, fused);
-        linear::linear_tasks(e, args, range, &geom, n, mr, &tile, epi, fused);
+        linear::linear_tasks(e, args, range, &geom, n, mr, &bl, &tile, epi, fused);
     } else if int8 {
         let (pairs, lda, ldc) = (k.div_ceil(2), geom.lda, n as i64 * 4);
         let tile = |e: &mut Emit, t: &linear::Tile| qkernels::portable_qtile(e, t, pairs, lda, ldc);
-        linear::linear_tasks(e, args, range, &geom, n, mr, &tile, epi, false);
+        linear::linear_tasks(e, args, range, &geom, n, mr, &bl, &tile, epi, false);
     } else {
         let tile = |e: &mut Emit, t: &linear::Tile| linear::portable_tile(e, t, k, n);
-        linear::linear_tasks(e, args, range, &geom, n, mr, &tile, epi, false);
+        linear::linear_tasks(e, args, range, &geom, n, mr, &bl, &tile, epi, false);
     }
 }
 
-/// One tile through the AVX2 microkernels: straight into the output for a full panel (with
-/// the epilogue in registers when `fused`), through a stack tile for a partial last panel.
+/// The weights' dtype and layout and the operands' geometry of an f32 or `int8` linear.
+fn operands(int8: bool, k: usize) -> (DType, LayoutKind, linear::GemmGeom) {
+    if int8 {
+        (DType::I8, LayoutKind::QPanels, linear::GemmGeom::int8(k))
+    } else {
+        (DType::F32, LayoutKind::Panels, linear::GemmGeom::f32(k))
+    }
+}
+
+/// The number of tasks of an f32 or `int8` linear step over `rows` rows (a runtime value),
+/// as `emit_linear` runs them.
+pub(crate) fn linear_task_count(
+    e: &mut Emit,
+    rows: Value,
+    k: usize,
+    n: usize,
+    int8: bool,
+    isa: &Isa,
+) -> Value {
+    let (dtype, layout, _) = operands(int8, k);
+    let bl = isa.linear_blocking(dtype, layout, k);
+    linear::linear_task_count(e, rows, n, isa.mr(dtype, layout), &bl)
+}
+
+/// One tile through the microkernels: straight into the output for a full panel (with the
+/// epilogue in registers when `fused` and the tile is the last k block), through a stack
+/// tile for a partial last panel; a later k block's tile starts from the output.
 pub(crate) fn micro_tile(
     e: &mut Emit,
     t: &linear::Tile,
@@ -61,13 +83,19 @@ pub(crate) fn micro_tile(
 ) {
     let lda = e.i(geom.lda);
     let ldc = e.i(n as i64 * 4);
-    let kk = e.i(geom.steps);
+    let kk = e.i(t.steps as i64);
+    let set = if t.accumulate {
+        &micro.acc
+    } else {
+        &micro.start
+    };
+    let fused = fused && t.last;
     if t.ncols == PANEL {
         // tiles that prefetch (a share of) the next panel run the prefetching variant
         let (with, without) = if fused {
-            (&micro.fused_pf, &micro.fused)
+            (&set.fused_pf, &set.fused)
         } else {
-            (&micro.plain_pf, &micro.plain)
+            (&set.plain_pf, &set.plain)
         };
         let mut args = vec![t.a, lda, t.bp, t.c, ldc, kk];
         if fused {
@@ -92,21 +120,23 @@ pub(crate) fn micro_tile(
         }
         return;
     }
-    micro_tile_ld(e, t, lda, kk, ldc, micro);
+    micro_tile_ld(e, t, lda, kk, ldc, set);
 }
 
-/// Like `avx2_tile` with runtime strides and depth: `lda`, `k` and `ldc` are values.
+/// One tile through the plain microkernels of `set` with runtime strides and depth (`lda`,
+/// `k` and `ldc` are values): a partial panel through a stack tile, which a later k block's
+/// tile first fills with the output's columns (zeros past them).
 pub(crate) fn micro_tile_ld(
     e: &mut Emit,
     t: &linear::Tile,
     lda: Value,
     k: Value,
     ldc: Value,
-    micro: &AsmRefs,
+    set: &TileSet,
 ) {
     if t.ncols == PANEL {
         e.b.ins()
-            .call(micro.plain[t.m - 1], &[t.a, lda, t.bp, t.c, ldc, k]);
+            .call(set.plain[t.m - 1], &[t.a, lda, t.bp, t.c, ldc, k]);
         return;
     }
     let tile = e.b.create_sized_stack_slot(StackSlotData::new(
@@ -116,8 +146,24 @@ pub(crate) fn micro_tile_ld(
     ));
     let tp = e.b.ins().stack_addr(types::I64, tile, 0);
     let tld = e.i((PANEL * 4) as i64);
+    if t.accumulate {
+        let zero = e.b.ins().f32const(0.0);
+        for i in 0..t.m {
+            let row = e.b.ins().imul_imm_s(ldc, i as i64);
+            let row = e.b.ins().iadd(t.c, row);
+            for j in 0..PANEL {
+                let v = if j < t.ncols {
+                    e.b.ins().load(types::F32, emit::mem(), row, (j * 4) as i32)
+                } else {
+                    zero
+                };
+                e.b.ins()
+                    .store(emit::mem(), v, tp, ((i * PANEL + j) * 4) as i32);
+            }
+        }
+    }
     e.b.ins()
-        .call(micro.plain[t.m - 1], &[t.a, lda, t.bp, tp, tld, k]);
+        .call(set.plain[t.m - 1], &[t.a, lda, t.bp, tp, tld, k]);
     for i in 0..t.m {
         let row = e.b.ins().imul_imm_s(ldc, i as i64);
         let row = e.b.ins().iadd(t.c, row);

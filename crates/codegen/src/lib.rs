@@ -184,27 +184,35 @@ pub fn compile_gemm_bench(
         .map_err(cl_err)?;
     let mut fctx = module.make_context();
     fctx.func.signature = sig_n(cc, 4);
-    // the int8 kernels are chosen by the step they serve
-    let qstep = Step::QLinear {
-        x: 0,
-        out: 0,
-        packed: 0,
-        k,
-        n,
-        act: None,
-        residual: None,
+    // the kernels are chosen by the step they serve (the int8 family, the tiles of the k
+    // blocks)
+    let step = if int8 {
+        Step::QLinear {
+            x: 0,
+            out: 0,
+            packed: 0,
+            k,
+            n,
+            act: None,
+            residual: None,
+        }
+    } else {
+        Step::Linear {
+            x: 0,
+            out: 0,
+            packed: 0,
+            k,
+            n,
+            act: None,
+            residual: None,
+        }
     };
-    let micro_refs = asm.refs_for(&mut module, &mut fctx.func, int8.then_some(&qstep))?;
+    let micro_refs = asm.refs_for(&mut module, &mut fctx.func, Some(&step))?;
     let mut fbc = FunctionBuilderContext::new();
     {
         let (b, a) = entry_block(&mut fctx.func, &mut fbc);
         let mut e = Emit::new(b, isa.lanes, isa.fma);
-        let mr = if int8 {
-            isa.mr(DType::I8, LayoutKind::QPanels)
-        } else {
-            isa.gemm_mr()
-        };
-        let tasks = linear::linear_task_count(&mut e, a[2], n, mr);
+        let tasks = gemm::linear_task_count(&mut e, a[2], k, n, int8, &isa);
         let zero = e.i(0);
         let args = [a[0], a[1], a[2], a[3]];
         emit_linear(
@@ -486,6 +494,7 @@ pub fn compile_with(
                     x,
                     out,
                     packed,
+                    k,
                     n,
                     residual,
                     ..
@@ -494,16 +503,14 @@ pub fn compile_with(
                     x,
                     out,
                     packed,
+                    k,
                     n,
                     residual,
                     ..
                 } => {
                     let r = rows(program.buffers[x].rows);
-                    let mr = match step {
-                        Step::QLinear { .. } => isa.mr(DType::I8, LayoutKind::QPanels),
-                        _ => isa.gemm_mr(),
-                    };
-                    let t = linear::linear_task_count(&mut e, r, n, mr);
+                    let int8 = matches!(step, Step::QLinear { .. });
+                    let t = gemm::linear_task_count(&mut e, r, k, n, int8, &isa);
                     let res = residual.map_or(bufs[x], |b| bufs[b]);
                     (vec![bufs[x], bufs[out], r, weights[packed], res], t)
                 }

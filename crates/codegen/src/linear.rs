@@ -8,10 +8,12 @@ use cranelift_codegen::ir::{types, InstBuilder, Value};
 
 use crate::emit::{Emit, Shape};
 use crate::lower::{Act, PANEL};
+use bertc_targets::Caches;
 
 /// One tile of the portable GEMM: `mr` rows by `cols` columns (a multiple of the lane count
-/// no larger than `PANEL`) of one panel starting at column `col0` of the panel; stores the
-/// first `store` columns.
+/// no larger than `PANEL`) of one panel starting at column `col0` of the panel, over `k`
+/// steps; stores the first `store` columns. The accumulators start from the panel's bias row
+/// or, with `accumulate`, from `c` (`bp` then points at the first step's row).
 #[allow(clippy::too_many_arguments)]
 fn gemm_tile(
     e: &mut Emit,
@@ -22,19 +24,44 @@ fn gemm_tile(
     ldc: i64,
     k: usize,
     mr: usize,
-    col0: usize,
-    cols: usize,
-    store: usize,
+    [col0, cols, store]: [usize; 3],
+    accumulate: bool,
 ) {
     let l = e.lanes;
     let nv = cols / l;
     let vt = e.vty();
-    // accumulators start from the bias row of the panel
+    let kbase = if accumulate { 0 } else { PANEL };
     let mut acc = Vec::with_capacity(mr * nv);
-    for _ in 0..mr {
+    for i in 0..mr {
         for j in 0..nv {
-            let bias = e.load(Shape::Vector, bp, ((col0 + j * l) * 4) as i32);
-            acc.push(e.var(vt, bias));
+            let first = j * l;
+            let init = if !accumulate {
+                e.load(Shape::Vector, bp, ((col0 + first) * 4) as i32)
+            } else {
+                let off = (i as i64 * ldc + ((col0 + first) * 4) as i64) as i32;
+                if first + l <= store {
+                    e.load(Shape::Vector, c, off)
+                } else {
+                    // the kept lanes only: the others lie past the row
+                    let z = e.b.ins().f32const(0.0);
+                    let mut v = e.splat(Shape::Vector, z);
+                    for lane in 0..store.saturating_sub(first) {
+                        let x = e.b.ins().load(
+                            types::F32,
+                            super::emit::mem(),
+                            c,
+                            off + lane as i32 * 4,
+                        );
+                        v = if l == 1 {
+                            x
+                        } else {
+                            e.b.ins().insertlane(v, x, lane as u8)
+                        };
+                    }
+                    v
+                }
+            };
+            acc.push(e.var(vt, init));
         }
     }
     let z = e.i(0);
@@ -43,7 +70,7 @@ fn gemm_tile(
         let brow = e.b.ins().imul_imm_s(kk, (PANEL * 4) as i64);
         let brow = e.b.ins().iadd(bp, brow);
         let bv: Vec<Value> = (0..nv)
-            .map(|j| e.load(Shape::Vector, brow, ((PANEL + col0 + j * l) * 4) as i32))
+            .map(|j| e.load(Shape::Vector, brow, ((kbase + col0 + j * l) * 4) as i32))
             .collect();
         let ka = e.b.ins().imul_imm_s(kk, 4);
         let arow = e.b.ins().iadd(a, ka);
@@ -125,11 +152,10 @@ impl RowBlocks {
     }
 }
 
-/// Panels (of `PANEL` columns) per GEMM task.
-pub const PANELS_PER_TASK: usize = 4;
-
 /// One GEMM tile for `tile` functions: rows `a..` (`m` of them, stride `lda` bytes) times the
 /// packed panel `bp`, into `c` (the panel's first column, stride `ldc`), `ncols` columns kept.
+/// With k split in blocks (`Blocking::kblocks > 1`), a tile is one k block: `a` and `bp`
+/// point at the block's first step.
 pub struct Tile {
     pub a: Value,
     pub c: Value,
@@ -140,6 +166,13 @@ pub struct Tile {
     pub res: Option<Value>,
     /// How the tile prefetches the next panel, if it does.
     pub prefetch: Option<Prefetch>,
+    /// Steps of k this tile runs (its k block's).
+    pub steps: usize,
+    /// Whether the accumulators start from `c` (a later k block: `bp` points at the block's
+    /// first step) rather than from the panel's biases (`bp` at the panel).
+    pub accumulate: bool,
+    /// Whether this is the last k block, the one that applies the epilogue.
+    pub last: bool,
 }
 
 /// A tile's share of the next panel to prefetch while it computes: from `addr`, advancing
@@ -151,9 +184,68 @@ pub struct Prefetch {
     pub step: Value,
 }
 
+/// Panels a task takes when k is split (with k whole, a task is one panel).
+pub const PANELS_PER_TASK: usize = 4;
+
+/// How a linear's tasks block the GEMM for the target's caches. Above `SMALL_ROWS` rows a
+/// task is one row block by a chunk of panels: the row block's rows (`mr` of them, one k
+/// block) stay in L1 while the chunk's panels stream past from L2. The row blocks are taken
+/// in groups whose rows stay in L2 while each chunk of panels passes over them, so that the
+/// weights are read from the shared L3 (or memory) once per group, and the tasks are
+/// numbered group-major, chunk-major, so that the threads work on the same group and share
+/// its chunk in L3. k is split in blocks when a row block's rows would not fit L1: the later
+/// blocks' tiles start from the output's partial sums, the last applies the epilogue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Blocking {
+    /// Row blocks (of up to `mr` rows) in a group.
+    pub group: usize,
+    /// Steps of k in a k block (the last may be shorter): all of them when k is not split.
+    pub kc: usize,
+    /// The k blocks (`ceil(steps / kc)`).
+    pub kblocks: usize,
+    /// Panels of a task.
+    pub chunk: usize,
+}
+
+impl Blocking {
+    /// The blocking of a linear of `geom` with tiles of `mr` rows for `caches`. A row block's
+    /// rows (one k block of them) stay in half of L1 while the task's panels stream past
+    /// from L2; k is split when they would not fit, if `split_k` (the kernels can start from
+    /// a partial sum in the output). A group's rows stay in half of L2 while every chunk of
+    /// panels passes over them.
+    pub fn new(caches: &Caches, geom: &GemmGeom, mr: usize, split_k: bool) -> Blocking {
+        let steps = (geom.steps as usize).max(1);
+        let block = mr * steps * geom.a_step as usize;
+        let kblocks = if split_k {
+            block.div_ceil(caches.l1d / 2).max(1)
+        } else {
+            1
+        };
+        let kc = steps.div_ceil(kblocks);
+        let kblocks = steps.div_ceil(kc);
+        let group = (caches.l2 / 2 / (geom.lda as usize * mr).max(1)).max(1);
+        Blocking {
+            group,
+            kc,
+            kblocks,
+            chunk: PANELS_PER_TASK,
+        }
+    }
+}
+
+/// The number of tasks of a linear step over `rows` rows (a runtime value).
+pub fn linear_task_count(e: &mut Emit, rows: Value, n: usize, mr: usize, bl: &Blocking) -> Value {
+    let panels = n.div_ceil(PANEL) as i64;
+    let chunks = n.div_ceil(PANEL).div_ceil(bl.chunk) as i64;
+    let nrb = RowBlocks::new(e, rows, mr).count;
+    let big = e.b.ins().imul_imm_s(nrb, chunks);
+    let small = e.i(panels);
+    let few = few_rows(e, rows);
+    e.b.ins().select(few, small, big)
+}
+
 /// Up to this many rows, a linear's task is one panel with all its row blocks (each weight is
-/// read from memory once and used by every row while in cache); above, a task is one row block
-/// of `PANELS_PER_TASK` panels.
+/// read from memory once and used by every row while in cache).
 pub const SMALL_ROWS: i64 = 64;
 
 /// Whether a linear over `rows` rows uses the few-rows task order (an i8 condition).
@@ -162,26 +254,18 @@ fn few_rows(e: &mut Emit, rows: Value) -> Value {
         .icmp_imm_s(IntCC::SignedLessThanOrEqual, rows, SMALL_ROWS)
 }
 
-/// The number of tasks of a linear step over `rows` rows (a runtime value).
-pub fn linear_task_count(e: &mut Emit, rows: Value, n: usize, mr: usize) -> Value {
-    let panels = n.div_ceil(PANEL) as i64;
-    let chunks = n.div_ceil(PANEL).div_ceil(PANELS_PER_TASK) as i64;
-    let rb = RowBlocks::new(e, rows, mr).count;
-    let big = e.b.ins().imul_imm_s(rb, chunks);
-    let small = e.i(panels);
-    let few = few_rows(e, rows);
-    e.b.ins().select(few, small, big)
-}
-
 /// How a linear's operands lie in memory for the task driver: bytes of an input row and of a
 /// weight panel, and the panel bytes the kernels' k loop reads in one of its `steps` (what a
-/// tile prefetches of the next panel a step).
+/// tile prefetches of the next panel a step); the bytes of a row a step reads, and of the
+/// panel's header before its first step.
 #[derive(Clone, Copy)]
 pub struct GemmGeom {
     pub lda: i64,
     pub panel_bytes: i64,
     pub step_bytes: i64,
     pub steps: i64,
+    pub a_step: i64,
+    pub header: i64,
 }
 
 impl GemmGeom {
@@ -192,6 +276,8 @@ impl GemmGeom {
             panel_bytes: (PANEL * (k + 1) * 4) as i64,
             step_bytes: (PANEL * 4) as i64,
             steps: k as i64,
+            a_step: 4,
+            header: (PANEL * 4) as i64,
         }
     }
 
@@ -202,6 +288,8 @@ impl GemmGeom {
             panel_bytes: crate::lower::qpanel_bytes(k) as i64,
             step_bytes: (PANEL * 2) as i64,
             steps: k.div_ceil(2) as i64,
+            a_step: 4,
+            header: crate::lower::QPANEL_HEADER as i64,
         }
     }
 }
@@ -253,10 +341,13 @@ fn epilogue(
     });
 }
 
-/// The GEMM task driver: task `t` is row block `t % nrb` (of `mr` rows) of panel chunk
-/// `t / nrb`, or with at most `SMALL_ROWS` rows panel `t` with all its row blocks; `tile`
-/// emits the code of one tile with a constant row count, and the epilogue runs on the tile
-/// right after, unless `tile_epilogue` says that the tile applies it itself to full panels.
+/// The GEMM task driver (see `Blocking`). With at most `SMALL_ROWS` rows, task `t` is panel
+/// `t` with all its row blocks, which each prefetch a share of the panel's next k block (or
+/// the next panel); with more, row block `rb` of panel chunk `c` of row group `g` (numbered
+/// group-major, then chunk-major), whose first row block prefetches the next panel. For each
+/// k block, the task's tiles; `tile` emits the code of one tile with a constant row count,
+/// and the epilogue runs on the tile of the last k block, unless `tile_epilogue` says that
+/// the tile applies it itself to full panels.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_tasks(
     e: &mut Emit,
@@ -265,54 +356,67 @@ pub fn linear_tasks(
     geom: &GemmGeom,
     n: usize,
     mr: usize,
+    bl: &Blocking,
     tile: &dyn Fn(&mut Emit, &Tile),
     epi: &Epilogue,
     tile_epilogue: bool,
 ) {
     let panels = n.div_ceil(PANEL);
     let last_cols = n - (panels - 1) * PANEL;
+    let chunks = panels.div_ceil(bl.chunk) as i64;
     let GemmGeom {
         lda,
         panel_bytes,
         step_bytes,
         steps,
+        a_step,
+        header,
     } = *geom;
     let ldc = n as i64 * 4;
     let blocks = RowBlocks::new(e, rows, mr);
     let nrb = blocks.count;
-    // one tile: row block `rb` of panel `p`, then the epilogue unless the tile applied it.
-    // With `spread` (the bytes a row block prefetches per step of k), the panel's row blocks
-    // run one after another and each prefetches its share of the next panel (a `1 / nrb`
-    // slice: the weights stream from memory during all of them); otherwise the first row
-    // block prefetches the whole next panel.
-    let tile_at = |e: &mut Emit, rb: Value, p: Value, spread: Option<Value>| {
+    // where k block `kb` of panel `p` starts (the panel itself for the first)
+    let slice = |e: &mut Emit, p: Value, kb: Value| {
+        let bp = e.addr(packed, p, panel_bytes);
+        let off = e.b.ins().imul_imm_s(kb, bl.kc as i64 * step_bytes);
+        let off = e.b.ins().iadd_imm_s(off, header);
+        let first = e.b.ins().icmp_imm_s(IntCC::Equal, kb, 0);
+        let z = e.i(0);
+        let off = e.b.ins().select(first, z, off);
+        e.b.ins().iadd(bp, off)
+    };
+    // the k block to stream after block `kb` of panel `p` in a task of panels p0..p1: the
+    // next panel's, after the last panel the first one's next block, after the last block
+    // the next task's first panel
+    let next_slice = |e: &mut Emit, p: Value, kb: Value, [p0, p1]: [Value; 2]| {
+        let pn = e.b.ins().iadd_imm_s(p, 1);
+        let kb1 = e.b.ins().iadd_imm_s(kb, 1);
+        let in_chunk = e.b.ins().icmp(IntCC::SignedLessThan, pn, p1);
+        let more_k =
+            e.b.ins()
+                .icmp_imm_s(IntCC::SignedLessThan, kb1, bl.kblocks as i64);
+        let wrap_p = e.b.ins().select(more_k, p0, p1);
+        let z = e.i(0);
+        let wrap_k = e.b.ins().select(more_k, kb1, z);
+        let np = e.b.ins().select(in_chunk, pn, wrap_p);
+        let nk = e.b.ins().select(in_chunk, kb, wrap_k);
+        slice(e, np, nk)
+    };
+    // one tile: row block `rb` of panel `p`, k block `kb` of `kind`, prefetching with `pf`
+    // (its address the start of the block's share), then the epilogue unless the tile
+    // applied it
+    let tile_at = |e: &mut Emit, [rb, p, kb]: [Value; 3], pf: Prefetch, kind: &Tile| {
         let (r, m) = blocks.block(e, rb);
         let a = e.addr(x, r, lda);
+        let ka = e.b.ins().imul_imm_s(kb, bl.kc as i64 * a_step);
+        let a = e.b.ins().iadd(a, ka);
         let crow = e.addr(out, r, ldc);
-        let bp = e.addr(packed, p, panel_bytes);
+        let bp = slice(e, p, kb);
         let c = e.addr(crow, p, (PANEL * 4) as i64);
         let rc = epi.residual.map(|res| {
             let rr = e.addr(res, r, ldc);
             e.addr(rr, p, (PANEL * 4) as i64)
         });
-        let next = e.b.ins().iadd_imm_s(bp, panel_bytes);
-        let prefetch = if let Some(step) = spread {
-            // from this block's slice
-            let share = e.b.ins().imul_imm_s(step, steps);
-            let addr = e.b.ins().imul(rb, share);
-            let addr = e.b.ins().iadd(next, addr);
-            Prefetch {
-                when: None,
-                addr,
-                step,
-            }
-        } else {
-            Prefetch {
-                when: Some(e.b.ins().icmp_imm_s(IntCC::Equal, rb, 0)),
-                addr: next,
-                step: e.i(step_bytes),
-            }
-        };
         let rows_dispatch = |e: &mut Emit, ncols: usize| {
             for mm in (1..=mr).rev() {
                 let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
@@ -323,11 +427,12 @@ pub fn linear_tasks(
                     m: mm,
                     ncols,
                     res: rc,
-                    prefetch: Some(prefetch),
+                    prefetch: Some(pf),
+                    ..*kind
                 };
                 e.if_nonzero(is, |e| tile(e, &t));
             }
-            if !(tile_epilogue && ncols == PANEL) {
+            if kind.last && !(tile_epilogue && ncols == PANEL) {
                 epilogue(e, epi, c, rc, m, ncols, ldc);
             }
         };
@@ -342,34 +447,97 @@ pub fn linear_tasks(
             );
         }
     };
+    // the tiles of the k blocks: the first starts from the biases, the later ones from the
+    // output; the last applies the epilogue
+    let kind = |steps: usize, accumulate: bool, last: bool| Tile {
+        a: x,
+        c: out,
+        bp: packed,
+        m: 0,
+        ncols: 0,
+        res: None,
+        prefetch: None,
+        steps,
+        accumulate,
+        last,
+    };
+    let total = steps as usize;
+    let last_steps = total - (bl.kblocks - 1) * bl.kc;
+    let k_blocks = |e: &mut Emit, body: &dyn Fn(&mut Emit, Value, &Tile)| {
+        let z = e.i(0);
+        if bl.kblocks == 1 {
+            body(e, z, &kind(total, false, true));
+        } else {
+            body(e, z, &kind(bl.kc, false, false));
+            if bl.kblocks > 2 {
+                let one = e.i(1);
+                let mid = e.i(bl.kblocks as i64 - 1);
+                e.for_range(one, mid, 1, |e, kb| body(e, kb, &kind(bl.kc, true, false)));
+            }
+            let lastkb = e.i(bl.kblocks as i64 - 1);
+            body(e, lastkb, &kind(last_steps, true, true));
+        }
+    };
     let few = few_rows(e, rows);
     e.if_else(
         few,
         |e| {
             // few rows: task t is panel t, all its row blocks in turn (the panel is read from
-            // memory once, while the row blocks prefetch the next panel)
-            // ceil(step_bytes / nrb) bytes a step (nrb >= 1: a task exists only with rows)
+            // memory once, while the row blocks prefetch the next k block in shares of
+            // ceil(step_bytes / nrb) bytes a step; nrb >= 1: a task exists only with rows)
             let step = e.b.ins().iadd_imm_s(nrb, step_bytes - 1);
             let one = e.i(1);
             let div = e.b.ins().smax(nrb, one);
             let step = e.b.ins().udiv(step, div);
             e.for_range(begin, end, 1, |e, p| {
-                let z = e.i(0);
-                e.for_range(z, nrb, 1, |e, rb| tile_at(e, rb, p, Some(step)));
+                let p1 = e.b.ins().iadd_imm_s(p, 1);
+                k_blocks(e, &|e, kb, kind| {
+                    let next = next_slice(e, p, kb, [p, p1]);
+                    let share = e.b.ins().imul_imm_s(step, kind.steps as i64);
+                    let z = e.i(0);
+                    e.for_range(z, nrb, 1, |e, rb| {
+                        let off = e.b.ins().imul(rb, share);
+                        let pf = Prefetch {
+                            when: None,
+                            addr: e.b.ins().iadd(next, off),
+                            step,
+                        };
+                        tile_at(e, [rb, p, kb], pf, kind);
+                    });
+                });
             });
         },
         |e| {
-            // task t is row block t % nrb of panel chunk t / nrb: consecutive tasks share a
-            // chunk, which stays in L2
+            // task t: row block rb of chunk c of group g; the group's tasks start at
+            // chunks * (its first row block)
+            let gsize = e.i(bl.group as i64);
             e.for_range(begin, end, 1, |e, t| {
-                let chunk = e.b.ins().udiv(t, nrb);
-                let cn = e.b.ins().imul(chunk, nrb);
-                let rb = e.b.ins().isub(t, cn);
-                let p0 = e.b.ins().imul_imm_s(chunk, PANELS_PER_TASK as i64);
-                let p1 = e.b.ins().iadd_imm_s(p0, PANELS_PER_TASK as i64);
+                let g = e.b.ins().udiv_imm_u(t, chunks * bl.group as i64);
+                let rbg = e.b.ins().imul_imm_s(g, bl.group as i64);
+                let local = e.b.ins().imul_imm_s(rbg, chunks);
+                let local = e.b.ins().isub(t, local);
+                let left = e.b.ins().isub(nrb, rbg);
+                let nb = e.b.ins().smin(left, gsize);
+                let c = e.b.ins().udiv(local, nb);
+                let cn = e.b.ins().imul(c, nb);
+                let rb = e.b.ins().isub(local, cn);
+                let first = e.b.ins().icmp_imm_s(IntCC::Equal, rb, 0);
+                let rb = e.b.ins().iadd(rbg, rb);
+                let p0 = e.b.ins().imul_imm_s(c, bl.chunk as i64);
+                let p1 = e.b.ins().iadd_imm_s(p0, bl.chunk as i64);
                 let pn = e.i(panels as i64);
                 let p1 = e.b.ins().smin(p1, pn);
-                e.for_range(p0, p1, 1, |e, p| tile_at(e, rb, p, None));
+                k_blocks(e, &|e, kb, kind| {
+                    e.for_range(p0, p1, 1, |e, p| {
+                        // the group's first row block prefetches the next panel
+                        let pf = Prefetch {
+                            when: Some(first),
+                            addr: next_slice(e, p, kb, [p0, p1]),
+                            step: e.i(step_bytes),
+                        };
+                        tile_at(e, [rb, p, kb], pf, kind);
+                    });
+                });
             });
         },
     );
@@ -388,11 +556,10 @@ pub fn portable_tile(e: &mut Emit, t: &Tile, k: usize, n: usize) {
             t.bp,
             t.c,
             n as i64 * 4,
-            k,
+            t.steps,
             t.m,
-            col0,
-            cols,
-            store,
+            [col0, cols, store],
+            t.accumulate,
         );
     }
 }

@@ -24,17 +24,28 @@ pub(crate) struct Asm {
     softmax: BTreeMap<u32, FuncId>,
     quantize_kernel: Option<isa::QuantizeKernel>,
     quantize: BTreeMap<u8, FuncId>,
+    caches: bertc_targets::Caches,
 }
 
-/// The hand-assembled kernels one Cranelift function calls.
-pub(crate) struct AsmRefs {
-    /// The plain GEMM microkernels for 1..=mr rows (`gemm_mr`).
+/// GEMM microkernels for 1..=mr rows, one set for each way of starting the accumulators.
+#[derive(Default)]
+pub(crate) struct TileSet {
+    /// Without an epilogue.
     pub(crate) plain: Vec<FuncRef>,
-    /// The microkernels with this step's epilogue (empty: none).
+    /// With this step's epilogue (empty: none).
     pub(crate) fused: Vec<FuncRef>,
     /// `plain` and `fused` that also prefetch the next panel.
     pub(crate) plain_pf: Vec<FuncRef>,
     pub(crate) fused_pf: Vec<FuncRef>,
+}
+
+/// The hand-assembled kernels one Cranelift function calls.
+pub(crate) struct AsmRefs {
+    /// The GEMM tiles starting from the panel's biases.
+    pub(crate) start: TileSet,
+    /// The GEMM tiles starting from the output's partial sums (the later k blocks of a linear
+    /// whose blocking splits k; empty otherwise).
+    pub(crate) acc: TileSet,
     pub(crate) softmax: Option<FuncRef>,
     /// The row quantizer of a quantize step, when the ISA has one.
     pub(crate) quantize: Option<FuncRef>,
@@ -51,6 +62,7 @@ impl Asm {
             softmax: BTreeMap::new(),
             quantize_kernel: isa.quantize,
             quantize: BTreeMap::new(),
+            caches: isa.caches,
         }
     }
 
@@ -126,10 +138,8 @@ impl Asm {
         step: Option<&Step>,
     ) -> Result<AsmRefs, CodegenError> {
         let mut r = AsmRefs {
-            plain: Vec::new(),
-            fused: Vec::new(),
-            plain_pf: Vec::new(),
-            fused_pf: Vec::new(),
+            start: TileSet::default(),
+            acc: TileSet::default(),
             softmax: None,
             quantize: None,
         };
@@ -159,38 +169,64 @@ impl Asm {
         else {
             return Ok(r);
         };
-        let pf = |epi: isa::MicroEpi| isa::MicroEpi {
-            prefetch: true,
-            ..epi
+        // the later k blocks' tiles when the step's blocking splits k
+        let split = match step {
+            Some(Step::Linear { k, .. }) => {
+                let geom = crate::linear::GemmGeom::f32(*k);
+                kernels.accumulates
+                    && crate::linear::Blocking::new(&self.caches, &geom, kernels.mr, true).kblocks
+                        > 1
+            }
+            _ => false,
         };
-        for id in self.tiles(module, kernels, isa::MicroEpi::NONE)? {
-            r.plain.push(module.declare_func_in_func(id, func));
-        }
-        for id in self.tiles(module, kernels, pf(isa::MicroEpi::NONE))? {
-            r.plain_pf.push(module.declare_func_in_func(id, func));
-        }
-        match step {
+        let epi = match step {
             Some(Step::Linear { act, residual, .. } | Step::QLinear { act, residual, .. })
                 if (act.is_some() || residual.is_some()) && kernels.epilogues =>
             {
-                let epi = isa::MicroEpi {
+                Some(isa::MicroEpi {
                     act: *act,
                     residual: residual.is_some(),
-                    prefetch: false,
+                    ..isa::MicroEpi::NONE
+                })
+            }
+            _ => None,
+        };
+        for accumulate in [false, true] {
+            if accumulate && !split {
+                break;
+            }
+            let mut set = TileSet::default();
+            for (fused, pf) in [(false, false), (false, true), (true, false), (true, true)] {
+                let e = match (fused, epi) {
+                    (false, _) => isa::MicroEpi::NONE,
+                    (true, Some(e)) => e,
+                    (true, None) => continue,
                 };
-                for id in self.tiles(module, kernels, epi)? {
-                    r.fused.push(module.declare_func_in_func(id, func));
-                }
-                for id in self.tiles(module, kernels, pf(epi))? {
-                    r.fused_pf.push(module.declare_func_in_func(id, func));
+                let e = isa::MicroEpi {
+                    prefetch: pf,
+                    accumulate,
+                    ..e
+                };
+                let refs = match (fused, pf) {
+                    (false, false) => &mut set.plain,
+                    (false, true) => &mut set.plain_pf,
+                    (true, false) => &mut set.fused,
+                    (true, true) => &mut set.fused_pf,
+                };
+                for id in self.tiles(module, kernels, e)? {
+                    refs.push(module.declare_func_in_func(id, func));
                 }
             }
-            Some(Step::Attention { scale, .. }) => {
-                if let Some(id) = self.softmax(module, *scale)? {
-                    r.softmax = Some(module.declare_func_in_func(id, func));
-                }
+            if accumulate {
+                r.acc = set;
+            } else {
+                r.start = set;
             }
-            _ => {}
+        }
+        if let Some(Step::Attention { scale, .. }) = step {
+            if let Some(id) = self.softmax(module, *scale)? {
+                r.softmax = Some(module.declare_func_in_func(id, func));
+            }
         }
         Ok(r)
     }

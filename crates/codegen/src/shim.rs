@@ -154,6 +154,8 @@ pub struct ProfileInfo<'a> {
     pub runs: usize,
     /// The quantization the levels were compiled with (`"int8"`), if any.
     pub quantize: Option<&'a str>,
+    /// The caches the levels' GEMMs were blocked for.
+    pub caches: bertc_targets::Caches,
 }
 
 /// The C `main` of a profiler: times every variant (warm-up, then `runs` timed inferences
@@ -202,6 +204,9 @@ pub fn profiler_c(variants: &[ProfileVariant], p: &ProfileInfo) -> String {
             ("HEADS", p.heads.to_string()),
             ("HEAD_DIM", p.head_dim.to_string()),
             ("INTERMEDIATE", p.intermediate.to_string()),
+            ("L1D", p.caches.l1d.to_string()),
+            ("L2", p.caches.l2.to_string()),
+            ("L3", p.caches.l3.to_string()),
             (
                 "QUANTIZE",
                 p.quantize
@@ -262,6 +267,7 @@ graph(%input_ids: i64[batch,seq], %attention_mask: i64[batch,seq], %token_type_i
             intermediate: 32,
             runs: 3,
             quantize: Some("int8"),
+            caches: target.caches,
         };
         let files = [
             ("m.h", header(&c.program, &info)),

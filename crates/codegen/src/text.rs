@@ -168,7 +168,17 @@ impl Program {
                         crate::lower::PANEL
                     ),
                 };
-                format!("b{out} = {op} b{x} w{packed} k={k} n={n}{epi}  [{kernel}]")
+                let bl = isa.linear_blocking(dtype, layout, k);
+                let mr = isa.mr(dtype, layout);
+                let split = if bl.kblocks > 1 {
+                    format!(", k in {} blocks of {}", bl.kblocks, bl.kc)
+                } else {
+                    String::new()
+                };
+                format!(
+                    "b{out} = {op} b{x} w{packed} k={k} n={n}{epi}  [{kernel}; row groups of {}{split}]",
+                    bl.group * mr
+                )
             }
             Step::Quantize { x, out, k, abits } => {
                 let kernel = isa.quantize.map_or("portable", |q| q.name);

@@ -2,10 +2,12 @@
 //! widths, detection of the host, and the latency profiles measured on a target. Knows
 //! nothing of the IR.
 
+mod caches;
 mod features;
 mod profile;
 mod toolchain;
 
+pub use caches::{declared_caches, host_caches, Caches};
 pub use features::{cpu_features, feature, host_features, Feature, CPUS, FEATURES};
 pub use profile::{BlockKind, LatencyProfile, Point, ProfileError, PROFILE_FORMAT};
 pub use toolchain::{Toolchain, CFLAGS};
@@ -20,12 +22,14 @@ pub enum Arch {
     Riscv64,
 }
 
-/// A compilation target: a triple and the ISA features code may use.
+/// A compilation target: a triple, the ISA features code may use and the caches it blocks
+/// for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Target {
     pub arch: Arch,
     pub triple: String,
     pub features: Vec<String>,
+    pub caches: Caches,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +67,11 @@ fn baseline(arch: Arch) -> &'static str {
         .expect("every architecture has a level")
 }
 
+/// The caches the architecture's baseline level declares.
+fn baseline_caches(arch: Arch) -> Caches {
+    declared_caches(arch, baseline(arch)).expect("every level declares its caches")
+}
+
 impl Target {
     /// The target for a triple, with the baseline features of its architecture.
     pub fn from_triple(triple: &str) -> Result<Target, TargetError> {
@@ -80,6 +89,7 @@ impl Target {
             arch,
             triple: triple.into(),
             features,
+            caches: baseline_caches(arch),
         })
     }
 
@@ -96,6 +106,7 @@ impl Target {
             arch,
             triple: triple.into(),
             features: host_features(arch),
+            caches: host_caches(baseline_caches(arch)),
         }
     }
 
@@ -115,10 +126,13 @@ impl Target {
             triple: triple.to_string(),
             supported: cpu_names(t.arch),
         };
-        t.features = match cpu {
-            "native" if t.arch == host.arch => host.features,
-            "baseline" => cpu_features(t.arch, baseline(t.arch)).ok_or_else(bad)?,
-            level => cpu_features(t.arch, level).ok_or_else(bad)?,
+        (t.features, t.caches) = match cpu {
+            "native" if t.arch == host.arch => (host.features, host.caches),
+            "baseline" => (t.features, t.caches),
+            level => (
+                cpu_features(t.arch, level).ok_or_else(bad)?,
+                declared_caches(t.arch, level).ok_or_else(bad)?,
+            ),
         };
         Ok(t)
     }

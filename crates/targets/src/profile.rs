@@ -56,6 +56,10 @@ pub struct LatencyProfile {
     /// The quantization the layers were measured with (`"int8"`), none for fp32.
     #[serde(default)]
     pub quantize: Option<String>,
+    /// The caches the measured code's GEMMs were blocked for (the target's: detected on the
+    /// host, or declared by its `--cpu` level).
+    #[serde(default)]
+    pub caches: Option<crate::Caches>,
 }
 
 #[derive(Debug, thiserror::Error)]

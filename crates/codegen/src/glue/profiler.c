@@ -140,7 +140,7 @@ int main(int argc, char **argv) {
     time_t now_t = time(NULL);
     strftime(date, sizeof date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&now_t));
     fprintf(f, "{\n  \"format\": @FORMAT@,\n  \"machine\": \"%s\",\n  \"target\": \"@TARGET@\",\n  \"cpu_features\": [@FEATURES@],\n  \"date\": \"%s\",\n", mach, date);
-    fprintf(f, "  \"batch\": %d,\n  \"seq\": %d,\n  \"threads\": %ld,\n  \"hidden\": @HIDDEN@,\n  \"heads\": @HEADS@,\n  \"head_dim\": @HEAD_DIM@,\n  \"intermediate\": @INTERMEDIATE@,\n  \"quantize\": @QUANTIZE@,\n  \"layers\": @LAYERS@,\n  \"runs\": %d,\n  \"base_ms\": %.6f,\n  \"model_ms\": %.6f,\n", BATCH, SEQ, threads, RUNS, base, model);
+    fprintf(f, "  \"batch\": %d,\n  \"seq\": %d,\n  \"threads\": %ld,\n  \"hidden\": @HIDDEN@,\n  \"heads\": @HEADS@,\n  \"head_dim\": @HEAD_DIM@,\n  \"intermediate\": @INTERMEDIATE@,\n  \"quantize\": @QUANTIZE@,\n  \"caches\": {\"l1d\": @L1D@, \"l2\": @L2@, \"l3\": @L3@},\n  \"layers\": @LAYERS@,\n  \"runs\": %d,\n  \"base_ms\": %.6f,\n  \"model_ms\": %.6f,\n", BATCH, SEQ, threads, RUNS, base, model);
     const char *kinds[2] = {"attention", "ffn"};
     for (int k = 0; k < 2; k++) {
         fprintf(f, "  \"%s\": [", kinds[k]);

@@ -6,7 +6,7 @@ use bertc_targets::Target;
 
 use super::Isa;
 
-pub fn isa(_target: &Target) -> Isa {
+pub fn isa(target: &Target) -> Isa {
     Isa {
         name: "aarch64 NEON",
         lanes: 4,
@@ -16,5 +16,6 @@ pub fn isa(_target: &Target) -> Isa {
         softmax: None,
         quantize: None,
         fma_peak: None,
+        caches: target.caches,
     }
 }

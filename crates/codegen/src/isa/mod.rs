@@ -10,8 +10,9 @@ mod riscv64;
 pub(crate) mod x86_64;
 
 use bertc_ir::DType;
-use bertc_targets::{Arch, Target};
+use bertc_targets::{Arch, Caches, Target};
 
+use crate::linear::{Blocking, GemmGeom};
 use crate::lower::{CodegenError, LayoutKind};
 
 pub use x86_64::MicroEpi;
@@ -42,6 +43,9 @@ pub struct GemmKernels {
     /// Whether the kernels apply a linear's epilogue (activation, residual add) to the tile in
     /// registers; if not, the portable epilogue runs over the stored tile.
     pub epilogues: bool,
+    /// Whether the kernels start from a partial sum in the output (`MicroEpi::accumulate`),
+    /// so that the driver may split k in blocks that fit L1.
+    pub accumulates: bool,
     /// The machine code of the kernel for `rows` rows (1..=mr) and epilogue `epi`.
     pub assemble: fn(usize, MicroEpi) -> Code,
 }
@@ -81,6 +85,8 @@ pub struct Isa {
     /// A function of one argument running `iters` rounds of 192 flops at the core's peak
     /// (`bertc bench --gemm` measures against it).
     pub fma_peak: Option<fn() -> Code>,
+    /// The caches the GEMMs are blocked for (the target's).
+    pub caches: Caches,
 }
 
 impl Isa {
@@ -123,6 +129,21 @@ impl Isa {
             (None, DType::I8) => crate::qkernels::portable_qmr(self.lanes, self.regs),
             (None, _) => crate::linear::portable_mr(self.lanes, self.regs),
         }
+    }
+
+    /// How a linear of depth `k` on weights of `dtype` in `layout` is blocked for the caches:
+    /// k is split where the kernels can start from a partial sum (the microkernels that say
+    /// so, the portable f32 tile; never the int8 ones).
+    pub fn linear_blocking(&self, dtype: DType, layout: LayoutKind, k: usize) -> Blocking {
+        let geom = match dtype {
+            DType::I8 => GemmGeom::int8(k),
+            _ => GemmGeom::f32(k),
+        };
+        let split = match self.gemm(dtype, layout) {
+            Some(g) => g.accumulates,
+            None => dtype != DType::I8,
+        };
+        Blocking::new(&self.caches, &geom, self.mr(dtype, layout), split)
     }
 
     /// Whether attention runs as GEMMs on the microkernels with the hand-written softmax (one

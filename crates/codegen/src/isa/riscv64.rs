@@ -16,5 +16,6 @@ pub fn isa(target: &Target) -> Isa {
         softmax: None,
         quantize: None,
         fma_peak: None,
+        caches: target.caches,
     }
 }

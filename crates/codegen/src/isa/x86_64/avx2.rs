@@ -13,16 +13,30 @@ const ACC: [AsmRegisterYmm; 12] = [
     ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11,
 ];
 
-/// Row `r` (0 to 5) of `a` at byte `off`: rows 0-2 from `rdi`, 3-5 from `r10`, stride `rsi`.
-fn a_row(r: usize, off: i32) -> AsmMemoryOperand {
-    match r {
-        0 => dword_ptr(rdi + off),
-        1 => dword_ptr(rdi + rsi + off),
-        2 => dword_ptr(rdi + rsi * 2 + off),
-        3 => dword_ptr(r10 + off),
-        4 => dword_ptr(r10 + rsi + off),
-        _ => dword_ptr(r10 + rsi * 2 + off),
+/// Row `r` (0 to 5) of a tile at byte `off`: rows 0-2 from `lo`, 3-5 from `hi` (`lo` + 3
+/// strides), stride `stride`.
+fn tile_row(
+    [lo, hi]: [AsmRegister64; 2],
+    stride: AsmRegister64,
+    r: usize,
+    off: i32,
+) -> AsmMemoryOperand {
+    let base = if r < 3 { lo } else { hi };
+    match r % 3 {
+        0 => base + off,
+        1 => base + stride + off,
+        _ => base + stride * 2 + off,
     }
+}
+
+/// Row `r` of `a` (rows 0-2 from `rdi`, 3-5 from `r10`, stride `rsi`), one f32.
+fn a_row(r: usize, off: i32) -> AsmMemoryOperand {
+    dword_ptr(tile_row([rdi, r10], rsi, r, off))
+}
+
+/// Row `r` of the output tile (rows 0-2 from `rcx`, 3-5 from `r11`, stride `r8`), 8 f32.
+fn c_row(r: usize, off: i32) -> AsmMemoryOperand {
+    ymmword_ptr(tile_row([rcx, r11], r8, r, off))
 }
 
 /// Loads the prefetch address into `rax` if the kernel prefetches, and returns the memory
@@ -59,14 +73,7 @@ fn epilogue_store(
     mr: usize,
 ) -> Result<(), IcedError> {
     let y = ACC;
-    let dst = |r: usize, off: i32| match r {
-        0 => ymmword_ptr(rcx + off),
-        1 => ymmword_ptr(rcx + r8 + off),
-        2 => ymmword_ptr(rcx + r8 * 2 + off),
-        3 => ymmword_ptr(r11 + off),
-        4 => ymmword_ptr(r11 + r8 + off),
-        _ => ymmword_ptr(r11 + r8 * 2 + off),
-    };
+    let dst = c_row;
     a.lea(r11, ptr(rcx + r8 * 2))?;
     a.add(r11, r8)?;
     if let Some(act) = epi.act {
@@ -79,14 +86,7 @@ fn epilogue_store(
         a.mov(rax, qword_ptr(rsp + 8))?;
         a.lea(r10, ptr(rax + r8 * 2))?;
         a.add(r10, r8)?;
-        let res = |r: usize, off: i32| match r {
-            0 => ymmword_ptr(rax + off),
-            1 => ymmword_ptr(rax + r8 + off),
-            2 => ymmword_ptr(rax + r8 * 2 + off),
-            3 => ymmword_ptr(r10 + off),
-            4 => ymmword_ptr(r10 + r8 + off),
-            _ => ymmword_ptr(r10 + r8 * 2 + off),
-        };
+        let res = |r: usize, off: i32| ymmword_ptr(tile_row([rax, r10], r8, r, off));
         for r in 0..mr {
             a.vaddps(y[2 * r], y[2 * r], res(r, 0))?;
             a.vaddps(y[2 * r + 1], y[2 * r + 1], res(r, 32))?;
@@ -99,16 +99,27 @@ fn epilogue_store(
     Ok(())
 }
 
-/// The AVX2 + FMA microkernel for `mr` rows (1 to 6) with epilogue `epi`.
+/// The AVX2 + FMA microkernel for `mr` rows (1 to 6) with epilogue `epi`, its accumulators
+/// starting from the panel's bias row or (`epi.accumulate`) from the output tile.
 pub fn avx2_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
     assert!((1..=AVX2_MR).contains(&mr), "mr out of range");
     let y = ACC;
     function(|a, consts| {
-        for r in 0..mr {
-            a.vmovups(y[2 * r], ymmword_ptr(rdx))?;
-            a.vmovups(y[2 * r + 1], ymmword_ptr(rdx + 32))?;
+        if epi.accumulate {
+            // the partial sums in the output tile (rows 3-5 from r11 = c + 3 ldc)
+            a.lea(r11, ptr(rcx + r8 * 2))?;
+            a.add(r11, r8)?;
+            for r in 0..mr {
+                a.vmovups(y[2 * r], c_row(r, 0))?;
+                a.vmovups(y[2 * r + 1], c_row(r, 32))?;
+            }
+        } else {
+            for r in 0..mr {
+                a.vmovups(y[2 * r], ymmword_ptr(rdx))?;
+                a.vmovups(y[2 * r + 1], ymmword_ptr(rdx + 32))?;
+            }
+            a.add(rdx, 64)?;
         }
-        a.add(rdx, 64)?;
         tile_loop(a, epi, [64, 4], |a, u| {
             a.vmovups(ymm12, ymmword_ptr(rdx + 64 * u))?;
             a.vmovups(ymm13, ymmword_ptr(rdx + 64 * u + 32))?;
@@ -144,6 +155,10 @@ pub fn avx512vnni_qkernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenEr
 
 fn qkernel(mr: usize, epi: MicroEpi, vnni: bool) -> Result<Vec<u8>, CodegenError> {
     assert!((1..=AVX2_MR).contains(&mr), "mr out of range");
+    assert!(
+        !epi.accumulate,
+        "the int8 tiles start from the biases (k is never split)"
+    );
     let y = ACC;
     function(|a, consts| {
         for acc in y.iter().take(2 * mr) {

@@ -11,7 +11,7 @@ pub const AVX512_MR: usize = 12;
 
 /// The GEMM microkernel for AVX-512 (AVX512F, with AVX2 and FMA for the epilogue): an
 /// `mr x 16` tile (`mr <= AVX512_MR`) with one zmm accumulator a row, the same arguments,
-/// panel layout and epilogues as [`avx2_kernel`]. Each step of k loads the panel row once
+/// panel layout, epilogues and starts (the biases or the output) as [`avx2_kernel`]. Each step of k loads the panel row once
 /// and multiplies it by each row's `a` broadcast from memory (`{1to16}`), so a step is `mr`
 /// FMAs for `mr + 1` loads. The accumulators are zmm16..zmm27 (EVEX only), so that the
 /// epilogue can run the AVX2 activation code on each half (ymm0, ymm1) with ymm12..ymm15 as
@@ -44,11 +44,32 @@ pub fn avx512_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> 
         if epi.prefetch {
             a.mov(rax, qword_ptr(rsp + pf_arg))?;
         }
-        // the bias row starts every accumulator
-        for r in acc.iter().take(mr) {
-            a.vmovups(*r, zmmword_ptr(rdx))?;
+        if epi.accumulate {
+            // the partial sums in the output tile: rows 3 j.. from r10 = c + 3 j ldc
+            for (r, acc_r) in acc.iter().enumerate().take(mr) {
+                let base = match r / 3 {
+                    0 => rcx,
+                    _ => r10,
+                };
+                if r % 3 == 0 && r > 0 {
+                    let from = if r == 3 { rcx } else { r10 };
+                    a.lea(r10, ptr(from + r8 * 2))?;
+                    a.add(r10, r8)?;
+                }
+                let at = match r % 3 {
+                    0 => base + 0,
+                    1 => base + r8,
+                    _ => base + r8 * 2,
+                };
+                a.vmovups(*acc_r, zmmword_ptr(at))?;
+            }
+        } else {
+            // the bias row starts every accumulator
+            for r in acc.iter().take(mr) {
+                a.vmovups(*r, zmmword_ptr(rdx))?;
+            }
+            a.add(rdx, 64)?;
         }
-        a.add(rdx, 64)?;
         // A bases: rdi, r10, r11, rcx (rcx saved below the stack pointer, in the red zone)
         let abase = [rdi, r10, r11, rcx];
         if nbases == 4 {

@@ -108,23 +108,39 @@ fn avx512_kernels_match_the_reference_under_emulation() {
                 let prefetch = (mr + i) % 2 == 0;
                 // depths with and without a tail after the 4-step loop, and below 4
                 let k = [1, 3, 4, 7, 37][(mr + i + residual as usize) % 5];
+                // a later k block's tile: from the output's partial sums, no bias row
+                let accumulate = (mr + i) % 3 == 0;
                 let epi = MicroEpi {
                     act: *act,
                     residual,
                     prefetch,
+                    accumulate,
                 };
                 let lda = k + 3;
                 let a: Vec<f32> = (0..mr * lda).map(|_| rng.next()).collect();
                 let panel: Vec<f32> = (0..(k + 1) * 16).map(|_| rng.next() * 0.5).collect();
                 let res: Vec<f32> = (0..mr * LDC).map(|_| rng.next()).collect();
                 let canary = 1234.5;
-                let c = vec![canary; mr * LDC];
+                let c: Vec<f32> = (0..mr * LDC)
+                    .map(|e| {
+                        if accumulate && e % LDC < 16 {
+                            rng.next()
+                        } else {
+                            canary
+                        }
+                    })
+                    .collect();
+                let w0 = if accumulate { 0 } else { 16 };
                 let mut want = vec![0f64; mr * 16];
                 for r in 0..mr {
                     for j in 0..16 {
-                        let mut s = panel[j] as f64;
+                        let mut s = if accumulate {
+                            c[r * LDC + j] as f64
+                        } else {
+                            panel[j] as f64
+                        };
                         for kk in 0..k {
-                            s += a[r * lda + kk] as f64 * panel[16 + kk * 16 + j] as f64;
+                            s += a[r * lda + kk] as f64 * panel[w0 + kk * 16 + j] as f64;
                         }
                         let mut v = act_ref(*act, s);
                         if residual {
@@ -243,8 +259,8 @@ fn elf_segments(elf: &[u8], base: u64) -> Vec<(u64, Vec<u8>)> {
 }
 
 /// The whole GEMM driver for an AVX-512 target (the Cranelift task loop over row blocks and
-/// panels, both task orders, partial last panels through the stack tile, prefetch shares,
-/// all row counts of the microkernel) as `bertc bench --gemm` builds it, linked into a shared
+/// panels, both task orders, row groups and k blocks, partial last panels through the stack
+/// tile, prefetch shares, all row counts of the microkernel) as `bertc bench --gemm` builds it, linked into a shared
 /// object and run under the emulator on all its tasks, against an f64 reference.
 #[test]
 fn avx512_linear_driver_matches_the_reference_under_emulation() {
@@ -253,21 +269,34 @@ fn avx512_linear_driver_matches_the_reference_under_emulation() {
     };
     let target =
         bertc_targets::Target::with_cpu("x86_64-unknown-linux-gnu", Some("x86-64-v4")).unwrap();
-    // (rows, k, n): few rows and many (above SMALL_ROWS), full and partial last panels
+    // (rows, k, n, tiny caches): few rows and many (above SMALL_ROWS), full and partial last
+    // panels; with tiny caches, many row groups and k split in blocks (the later ones start
+    // from the output)
     let shapes = [
-        (5, 37, 40),
-        (12, 8, 16),
-        (23, 5, 50),
-        (70, 6, 35),
-        (131, 4, 20),
+        (5, 37, 40, false),
+        (12, 8, 16, false),
+        (23, 5, 50, false),
+        (70, 6, 35, false),
+        (131, 4, 20, false),
+        (30, 70, 20, true),
+        (90, 100, 35, true),
     ];
+    let tiny = bertc_targets::Caches {
+        l1d: 1024,
+        l2: 16 * 1024,
+        l3: 1 << 20,
+    };
     let dir = std::env::temp_dir().join(format!("bertc-x86-emu-link-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut rng = Lcg(11);
     let mut jobs = Vec::new();
     let mut wants = Vec::new();
-    for (i, &(rows, k, n)) in shapes.iter().enumerate() {
-        let (obj, _) = crate::compile_gemm_bench(&target, k, n, false).unwrap();
+    for (i, &(rows, k, n, small)) in shapes.iter().enumerate() {
+        let t = bertc_targets::Target {
+            caches: if small { tiny } else { target.caches },
+            ..target.clone()
+        };
+        let (obj, _) = crate::compile_gemm_bench(&t, k, n, false).unwrap();
         let (o, so) = (dir.join(format!("g{i}.o")), dir.join(format!("g{i}.so")));
         std::fs::write(&o, obj).unwrap();
         let st = Command::new("cc")

@@ -42,6 +42,10 @@ pub struct MicroEpi {
     /// weights stream from memory while this tile computes. The caller splits the next panel
     /// among the row blocks of this one.
     pub prefetch: bool,
+    /// Start the accumulators from the output tile (a partial sum of earlier steps of k)
+    /// rather than from the panel's bias row; the panel argument then points at the first
+    /// step's weights.
+    pub accumulate: bool,
 }
 
 impl MicroEpi {
@@ -49,6 +53,7 @@ impl MicroEpi {
         act: None,
         residual: false,
         prefetch: false,
+        accumulate: false,
     };
 
     /// The kernel's argument count: `(a, lda, bp, c, ldc, k)`, then the residual tile, then
@@ -68,7 +73,8 @@ impl MicroEpi {
         };
         let res = if self.residual { "res" } else { "" };
         let pf = if self.prefetch { "pf" } else { "" };
-        format!("{act}{res}{pf}")
+        let acc = if self.accumulate { "acc" } else { "" };
+        format!("{acc}{act}{res}{pf}")
     }
 }
 
@@ -374,8 +380,14 @@ mod tests {
             (avx512vnni_qkernel, AVX2_MR),
             (avx512_kernel, AVX512_MR),
         ];
-        for (kernel, max_mr) in kernels {
-            for mr in 1..=max_mr {
+        for (j, (kernel, max_mr)) in kernels.into_iter().enumerate() {
+            // the f32 tiles also start from the output (the int8 ones never)
+            let starts: &[bool] = if j == 0 || j == 3 {
+                &[false, true]
+            } else {
+                &[false]
+            };
+            for (mr, &accumulate) in (1..=max_mr).flat_map(|m| starts.iter().map(move |a| (m, a))) {
                 for act in [
                     None,
                     Some(Act::Relu),
@@ -389,6 +401,7 @@ mod tests {
                                 act,
                                 residual,
                                 prefetch,
+                                accumulate,
                             };
                             assert!(!kernel(mr, epi).unwrap().is_empty());
                         }
@@ -422,6 +435,7 @@ pub fn isa(target: &bertc_targets::Target) -> super::Isa {
             mr: AVX512_MR,
             nr: PANEL,
             epilogues: true,
+            accumulates: true,
             assemble: avx512_kernel,
         })
     } else if avx2 {
@@ -432,6 +446,7 @@ pub fn isa(target: &bertc_targets::Target) -> super::Isa {
             mr: AVX2_MR,
             nr: PANEL,
             epilogues: true,
+            accumulates: true,
             assemble: avx2_kernel,
         })
     } else {
@@ -451,6 +466,8 @@ pub fn isa(target: &bertc_targets::Target) -> super::Isa {
         mr: AVX2_MR,
         nr: PANEL,
         epilogues: true,
+        // an int8 panel of depth 2048 is 32 KiB: k stays whole
+        accumulates: false,
         assemble: if vnni {
             avx512vnni_qkernel
         } else {
@@ -478,5 +495,6 @@ pub fn isa(target: &bertc_targets::Target) -> super::Isa {
             assemble: avx2_quantize,
         }),
         fma_peak: if avx2 { Some(avx2_peak) } else { None },
+        caches: target.caches,
     }
 }

@@ -1,0 +1,141 @@
+//! The data caches code generation blocks its GEMMs for: detected on the host (Linux's
+//! `/sys/devices/system/cpu/cpu0/cache`), declared for each `--cpu` level (sizes common to
+//! the CPUs of that level, on the small side, so that blocks sized for them fit the real ones).
+
+use std::fs;
+use std::path::Path;
+
+use crate::Arch;
+
+/// Sizes in bytes of one core's data caches (`l3`: the whole shared last level).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Caches {
+    pub l1d: usize,
+    pub l2: usize,
+    pub l3: usize,
+}
+
+const KIB: usize = 1024;
+const MIB: usize = 1024 * 1024;
+
+/// The caches a `--cpu` level declares (`None` for a level `arch` does not have).
+pub fn declared_caches(arch: Arch, cpu: &str) -> Option<Caches> {
+    let c = |l1d, l2, l3| Some(Caches { l1d, l2, l3 });
+    match (arch, cpu) {
+        // x86-64 desktops and servers since Haswell and Zen: 32 KiB L1d, 256 KiB (Skylake
+        // clients) to 2 MiB L2
+        (Arch::X86_64, "x86-64" | "x86-64-v2" | "x86-64-v3") => c(32 * KIB, 256 * KIB, 8 * MIB),
+        // Skylake-SP, Cascade Lake, Ice Lake, Zen 4: 1 MiB L2 and more
+        (Arch::X86_64, "x86-64-v4" | "cascadelake") => c(32 * KIB, MIB, 16 * MIB),
+        // Cortex-A55 to A78, Neoverse N1: 32-64 KiB L1d, 128-512 KiB L2
+        (Arch::Aarch64, "generic") => c(32 * KIB, 256 * KIB, 2 * MIB),
+        // SiFive U74, C910, SpacemiT X60: 32 KiB L1d, 256 KiB - 1 MiB L2 (shared, small boards)
+        (Arch::Riscv64, "rv64gc" | "rv64gcv") => c(32 * KIB, 256 * KIB, 2 * MIB),
+        _ => None,
+    }
+}
+
+/// This machine's caches as Linux reports them for cpu 0, or `fallback` for any level it does
+/// not report.
+pub fn host_caches(fallback: Caches) -> Caches {
+    read_caches(Path::new("/sys/devices/system/cpu/cpu0/cache"), fallback)
+}
+
+/// The caches described under `dir` (`index*/{level,type,size}` as in sysfs).
+fn read_caches(dir: &Path, fallback: Caches) -> Caches {
+    let mut c = fallback;
+    let Ok(entries) = fs::read_dir(dir) else {
+        return c;
+    };
+    for entry in entries.flatten() {
+        let read = |name: &str| fs::read_to_string(entry.path().join(name)).ok();
+        let (Some(level), Some(kind), Some(size)) = (read("level"), read("type"), read("size"))
+        else {
+            continue;
+        };
+        let Some(bytes) = parse_size(size.trim()) else {
+            continue;
+        };
+        match (level.trim(), kind.trim()) {
+            ("1", "Data" | "Unified") => c.l1d = bytes,
+            ("2", "Data" | "Unified") => c.l2 = bytes,
+            ("3", "Data" | "Unified") => c.l3 = bytes,
+            _ => {}
+        }
+    }
+    c
+}
+
+/// `32K`, `1024K`, `32M` or a byte count.
+fn parse_size(s: &str) -> Option<usize> {
+    let (digits, unit) = match s.as_bytes().last()? {
+        b'K' => (&s[..s.len() - 1], KIB),
+        b'M' => (&s[..s.len() - 1], MIB),
+        b'G' => (&s[..s.len() - 1], 1024 * MIB),
+        _ => (s, 1),
+    };
+    digits.parse::<usize>().ok()?.checked_mul(unit)
+}
+
+impl std::fmt::Display for Caches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let size = |b: usize| {
+            if b >= MIB && b % MIB == 0 {
+                format!("{} MiB", b / MIB)
+            } else {
+                format!("{} KiB", b / KIB)
+            }
+        };
+        write!(
+            f,
+            "L1d {}, L2 {}, L3 {}",
+            size(self.l1d),
+            size(self.l2),
+            size(self.l3)
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sysfs_sizes() {
+        let dir = std::env::temp_dir().join(format!("bertc-caches-{}", std::process::id()));
+        for (i, level, kind, size) in [
+            (0, "1", "Data", "48K"),
+            (1, "1", "Instruction", "32K"),
+            (2, "2", "Unified", "2048K"),
+            (3, "3", "Unified", "36M"),
+        ] {
+            let d = dir.join(format!("index{i}"));
+            fs::create_dir_all(&d).unwrap();
+            fs::write(d.join("level"), format!("{level}\n")).unwrap();
+            fs::write(d.join("type"), format!("{kind}\n")).unwrap();
+            fs::write(d.join("size"), format!("{size}\n")).unwrap();
+        }
+        let fallback = declared_caches(Arch::X86_64, "x86-64").unwrap();
+        assert_eq!(
+            read_caches(&dir, fallback),
+            Caches {
+                l1d: 48 * KIB,
+                l2: 2 * MIB,
+                l3: 36 * MIB
+            }
+        );
+        // a machine that reports nothing keeps the declared sizes
+        assert_eq!(read_caches(&dir.join("none"), fallback), fallback);
+        fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(parse_size("512K"), Some(512 * KIB));
+        assert_eq!(parse_size("12x"), None);
+    }
+
+    #[test]
+    fn every_level_declares_caches() {
+        for &(arch, cpu) in crate::CPUS {
+            let c = declared_caches(arch, cpu).unwrap();
+            assert!(c.l1d < c.l2 && c.l2 < c.l3, "{cpu}");
+        }
+    }
+}
