@@ -4,32 +4,7 @@
 mod common;
 
 use common::*;
-use std::path::Path;
-use std::process::{Command, Output};
-
-fn bertc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bertc"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn compile(model: &Path, out: &Path, extra: &[&str]) {
-    let mut args = vec![
-        "compile",
-        model.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-    ];
-    args.extend_from_slice(extra);
-    let o = bertc(&args);
-    assert!(
-        o.status.success(),
-        "bertc {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
+use std::process::Command;
 
 #[test]
 fn executables_match_the_references() {

@@ -14,22 +14,6 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).to_path_buf()
 }
 
-fn compile(model: &Path, out: &Path, extra: &[&str]) {
-    let mut args = vec![
-        "compile",
-        model.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-    ];
-    args.extend_from_slice(extra);
-    let o = Command::new(env!("CARGO_BIN_EXE_bertc"))
-        .args(&args)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
 fn single() -> (Vec<i64>, Vec<f32>, String) {
     let r = reference("bert-micro-random");
     let c = &r["cases"][0];

@@ -9,7 +9,6 @@ mod common;
 
 use common::*;
 use std::path::Path;
-use std::process::{Command, Output};
 
 use bertc_interp::{self as interp, Value};
 use bertc_ir::Graph;
@@ -25,34 +24,11 @@ use serde_json::Value as Json;
 /// 2.8e-4 (all-MiniLM-L6-v2's last hidden state), against 8e-7 for its fp32 artifact.
 const TOL_INT8: f32 = 1e-3;
 
-fn bertc(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bertc"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-fn compile(model: &Path, out: &Path, extra: &[&str]) {
-    compile_for(model, out, extra)
-}
-
-fn compile_for(model: &Path, out: &Path, extra: &[&str]) {
-    let mut args = vec![
-        "compile",
-        model.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "-q",
-        "--quantize",
-        "int8",
-    ];
+/// `bertc compile MODEL -o OUT --quantize int8 EXTRA`, which must succeed.
+fn compile_int8(model: &Path, out: &Path, extra: &[&str]) {
+    let mut args = vec!["--quantize", "int8"];
     args.extend_from_slice(extra);
-    let o = bertc(&args);
-    assert!(
-        o.status.success(),
-        "bertc {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
+    compile(model, out, &args)
 }
 
 fn kind_of(k: &str) -> OutputKind {
@@ -140,7 +116,7 @@ fn int8_executables_match_the_interpreter() {
         let path = model_dir(name).join("model.onnx");
         for kind in kinds(name) {
             let exe = dir.join(format!("{name}-{kind}"));
-            compile(&path, &exe, &["--output", kind]);
+            compile_int8(&path, &exe, &["--output", kind]);
             let cases = reference(name)["cases"].as_array().unwrap().clone();
             let err = check(&exe, &quantized(&path, kind), &cases, name, kind, &dir);
             eprintln!("{name} {kind}: int8 against the interpreter, relative error {err:.2e}");
@@ -163,7 +139,7 @@ fn int8_cross(triple: &str, cpu: Option<&str>) {
             if let Some(c) = cpu {
                 extra.extend(["--cpu", c]);
             }
-            compile_for(&path, &exe, &extra);
+            compile_int8(&path, &exe, &extra);
             let mut cmd = runner.clone();
             cmd.push(exe.to_str().unwrap().into());
             let cases = reference(name)["cases"].as_array().unwrap().clone();
@@ -191,7 +167,7 @@ fn int8_avx512_under_emulation() {
             let path = model_dir(name).join("model.onnx");
             for kind in ["last_hidden_state", "mean"] {
                 let exe = dir.join(format!("{cpu}-{name}-{kind}"));
-                compile_for(&path, &exe, &["--cpu", cpu, "--static", "--output", kind]);
+                compile_int8(&path, &exe, &["--cpu", cpu, "--static", "--output", kind]);
                 let cmd: Vec<String> = vec![
                     python.to_str().unwrap().into(),
                     script.to_str().unwrap().into(),
@@ -230,7 +206,7 @@ fn minilm_int8_executable_matches_the_interpreter() {
     let path = model_dir("all-MiniLM-L6-v2").join("model.onnx");
     for kind in ["last_hidden_state", "mean"] {
         let exe = dir.join(format!("minilm-{kind}"));
-        compile(&path, &exe, &["--output", kind]);
+        compile_int8(&path, &exe, &["--output", kind]);
         // the padded batch of three sentences (5, 12 and 24 tokens)
         let cases = [reference("all-MiniLM-L6-v2")["batched"].clone()];
         let g = quantized(&path, kind);
@@ -261,7 +237,7 @@ fn minilm_int8_executable_matches_the_interpreter() {
 fn int8_thread_counts_give_identical_outputs() {
     let dir = scratch("int8-threads");
     let exe = dir.join("small");
-    compile(
+    compile_int8(
         &model_dir("bert-small-random").join("model.onnx"),
         &exe,
         &[],

@@ -225,23 +225,30 @@ fn profile_then_prune_with_the_measured_profile() {
     pruned_matches_interpreter(&dir, &m, "magnitude");
 }
 
+/// The error of `bertc compile MODEL EXTRA` pruned to a 1 ms latency on profile `p`, which
+/// must fail.
+fn refused(dir: &Path, model: &str, p: &str, extra: &[&str]) -> String {
+    let m = model_dir(model).join("model.onnx");
+    let o = bertc()
+        .args([
+            "compile",
+            m.to_str().unwrap(),
+            "-o",
+            dir.join("x").to_str().unwrap(),
+        ])
+        .args(extra)
+        .args(prune_args(p, "1"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
 #[test]
 fn profile_of_the_wrong_shape_is_refused() {
     let dir = scratch("prune-wrong-profile");
     let p = profile(&dir, "micro.json", 1.0, 1.0);
-    let small = model_dir("bert-small-random").join("model.onnx");
-    let o = bertc()
-        .args([
-            "compile",
-            small.to_str().unwrap(),
-            "-o",
-            dir.join("x").to_str().unwrap(),
-        ])
-        .args(prune_args(&p, "1"))
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = refused(&dir, "bert-small-random", &p, &[]);
     assert!(
         err.contains("micro.json") && err.contains("hidden 32"),
         "{err}"
@@ -255,21 +262,7 @@ fn profile_of_the_wrong_shape_is_refused() {
 fn profile_of_the_other_precision_is_refused() {
     let dir = scratch("prune-precision");
     let p = profile(&dir, "fp32.json", 1.0, 1.0);
-    let micro = model_dir("bert-micro-random").join("model.onnx");
-    let o = bertc()
-        .args([
-            "compile",
-            micro.to_str().unwrap(),
-            "-o",
-            dir.join("x").to_str().unwrap(),
-            "--quantize",
-            "int8",
-        ])
-        .args(prune_args(&p, "1"))
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
-    let err = String::from_utf8_lossy(&o.stderr);
+    let err = refused(&dir, "bert-micro-random", &p, &["--quantize", "int8"]);
     assert!(
         err.contains("fp32.json") && err.contains("bertc profile --quantize int8"),
         "{err}"

@@ -7,13 +7,6 @@ mod common;
 use common::*;
 use std::process::Command;
 
-fn bertc(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_bertc"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
 fn embed(model: &str, sentences: &[String], quantize: bool) -> Vec<Vec<f32>> {
     let mut args: Vec<&str> = vec!["run", model, "--output", "mean"];
     if quantize {

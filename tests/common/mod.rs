@@ -332,3 +332,29 @@ pub fn gemm_library(
     assert!(st.success());
     bertc_runtime::Library::open(&so).unwrap()
 }
+
+/// `bertc ARGS`, its output collected.
+pub fn bertc(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_bertc"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `bertc compile MODEL -o OUT -q EXTRA`, which must succeed.
+pub fn compile(model: &Path, out: &Path, extra: &[&str]) {
+    let mut args = vec![
+        "compile",
+        model.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "-q",
+    ];
+    args.extend_from_slice(extra);
+    let o = bertc(&args);
+    assert!(
+        o.status.success(),
+        "bertc {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

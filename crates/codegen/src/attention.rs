@@ -205,9 +205,8 @@ pub(crate) fn attention_gemm(
                                 ncols: cols,
                                 res: None,
                                 prefetch: None,
-                                steps: 0,
-                                accumulate: false,
-                                last: true,
+                                // the depth (the sequence's length) is passed at run time
+                                block: linear::KBlock::whole(0),
                             };
                             micro_tile_ld(e, &t, ld_s, len, ldc_o, &micro.start);
                         });

@@ -8,14 +8,12 @@ use cranelift_codegen::ir::{types, InstBuilder, StackSlotData, StackSlotKind, Va
 use crate::emit::{self, Emit};
 use crate::isa::{self, Isa};
 use crate::linear;
-use crate::lower::{LayoutKind, PANEL};
+use crate::lower::{LinearWeights, PANEL};
 use crate::micro::{AsmRefs, TileSet};
 use crate::qkernels;
-use bertc_ir::DType;
 
-/// A linear step's tasks (f32, or int8 over quantized rows when `int8`): the ISA's
-/// microkernel tiles where it registers them for the weights' dtype and layout, portable
-/// Cranelift tiles elsewhere, then the epilogue.
+/// A linear step's tasks on `weights`: the ISA's microkernel tiles where it registers them
+/// for the weights' dtype and layout, portable Cranelift tiles elsewhere, then the epilogue.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn emit_linear(
     e: &mut Emit,
@@ -23,20 +21,20 @@ pub(crate) fn emit_linear(
     range: [Value; 2],
     k: usize,
     n: usize,
-    int8: bool,
+    weights: LinearWeights,
     isa: &Isa,
     micro: &AsmRefs,
     epi: &linear::Epilogue,
 ) {
-    let (dtype, layout, geom) = operands(int8, k);
-    let mr = isa.mr(dtype, layout);
-    let bl = isa.linear_blocking(dtype, layout, k);
-    if isa.gemm(dtype, layout).is_some() {
+    let geom = linear::GemmGeom::of(weights, k);
+    let mr = isa.mr(weights.dtype(), weights.layout());
+    let bl = isa.linear_blocking(weights, k);
+    if isa.gemm(weights.dtype(), weights.layout()).is_some() {
         // full panels run the epilogue in the microkernel's registers
         let fused = !micro.start.fused.is_empty();
         let tile = |e: &mut Emit, t: &linear::Tile| micro_tile(e, t, &geom, n, micro, fused);
         linear::linear_tasks(e, args, range, &geom, n, mr, &bl, &tile, epi, fused);
-    } else if int8 {
+    } else if weights == LinearWeights::Int8 {
         let (pairs, lda, ldc) = (k.div_ceil(2), geom.lda, n as i64 * 4);
         let tile = |e: &mut Emit, t: &linear::Tile| qkernels::portable_qtile(e, t, pairs, lda, ldc);
         linear::linear_tasks(e, args, range, &geom, n, mr, &bl, &tile, epi, false);
@@ -46,28 +44,17 @@ pub(crate) fn emit_linear(
     }
 }
 
-/// The weights' dtype and layout and the operands' geometry of an f32 or `int8` linear.
-fn operands(int8: bool, k: usize) -> (DType, LayoutKind, linear::GemmGeom) {
-    if int8 {
-        (DType::I8, LayoutKind::QPanels, linear::GemmGeom::int8(k))
-    } else {
-        (DType::F32, LayoutKind::Panels, linear::GemmGeom::f32(k))
-    }
-}
-
-/// The number of tasks of an f32 or `int8` linear step over `rows` rows (a runtime value),
-/// as `emit_linear` runs them.
+/// The number of tasks of a linear step on `weights` over `rows` rows (a runtime value), as
+/// `emit_linear` runs them.
 pub(crate) fn linear_task_count(
     e: &mut Emit,
     rows: Value,
-    k: usize,
     n: usize,
-    int8: bool,
+    weights: LinearWeights,
     isa: &Isa,
 ) -> Value {
-    let (dtype, layout, _) = operands(int8, k);
-    let bl = isa.linear_blocking(dtype, layout, k);
-    linear::linear_task_count(e, rows, n, isa.mr(dtype, layout), &bl)
+    let mr = isa.mr(weights.dtype(), weights.layout());
+    linear::linear_task_count(e, rows, n, mr)
 }
 
 /// One tile through the microkernels: straight into the output for a full panel (with the
@@ -83,13 +70,13 @@ pub(crate) fn micro_tile(
 ) {
     let lda = e.i(geom.lda);
     let ldc = e.i(n as i64 * 4);
-    let kk = e.i(t.steps as i64);
-    let set = if t.accumulate {
+    let kk = e.i(t.block.steps as i64);
+    let set = if t.block.accumulate {
         &micro.acc
     } else {
         &micro.start
     };
-    let fused = fused && t.last;
+    let fused = fused && t.block.last;
     if t.ncols == PANEL {
         // tiles that prefetch (a share of) the next panel run the prefetching variant
         let (with, without) = if fused {
@@ -146,7 +133,7 @@ pub(crate) fn micro_tile_ld(
     ));
     let tp = e.b.ins().stack_addr(types::I64, tile, 0);
     let tld = e.i((PANEL * 4) as i64);
-    if t.accumulate {
+    if t.block.accumulate {
         let zero = e.b.ins().f32const(0.0);
         for i in 0..t.m {
             let row = e.b.ins().imul_imm_s(ldc, i as i64);

@@ -31,8 +31,8 @@ use cranelift_object::{ObjectBuilder, ObjectModule};
 
 pub use isa::Isa;
 pub use lower::{
-    lower, pack_linear, pack_qlinear, quant_row_floats, Act, CodegenError, LayoutKind, Program,
-    Rows, Step, Weight, WeightLayout, PANEL,
+    lower, pack_linear, pack_qlinear, quant_row_floats, Act, CodegenError, LayoutKind,
+    LinearWeights, Program, Rows, Step, Weight, WeightLayout, PANEL,
 };
 
 use attention::{attention_gemm, AttnScratch};
@@ -124,6 +124,21 @@ fn cl_err(e: impl std::fmt::Display) -> CodegenError {
     CodegenError::Cranelift(e.to_string())
 }
 
+/// Defines the function built in `fctx` as `id` (`what` names it in an error) and clears the
+/// context for the next one.
+fn define(
+    module: &mut ObjectModule,
+    id: FuncId,
+    fctx: &mut cranelift_codegen::Context,
+    what: &str,
+) -> Result<(), CodegenError> {
+    module
+        .define_function(id, fctx)
+        .map_err(|e| CodegenError::Cranelift(format!("{what}: {e:?}")))?;
+    module.clear_context(fctx);
+    Ok(())
+}
+
 fn isa_for(
     target: &Target,
 ) -> Result<(std::sync::Arc<dyn cranelift_codegen::isa::TargetIsa>, Isa), CodegenError> {
@@ -186,33 +201,27 @@ pub fn compile_gemm_bench(
     fctx.func.signature = sig_n(cc, 4);
     // the kernels are chosen by the step they serve (the int8 family, the tiles of the k
     // blocks)
-    let step = if int8 {
-        Step::QLinear {
-            x: 0,
-            out: 0,
-            packed: 0,
-            k,
-            n,
-            act: None,
-            residual: None,
-        }
+    let weights = if int8 {
+        LinearWeights::Int8
     } else {
-        Step::Linear {
-            x: 0,
-            out: 0,
-            packed: 0,
-            k,
-            n,
-            act: None,
-            residual: None,
-        }
+        LinearWeights::F32
+    };
+    let step = Step::Linear {
+        x: 0,
+        out: 0,
+        packed: 0,
+        k,
+        n,
+        act: None,
+        residual: None,
+        weights,
     };
     let micro_refs = asm.refs_for(&mut module, &mut fctx.func, Some(&step))?;
     let mut fbc = FunctionBuilderContext::new();
     {
         let (b, a) = entry_block(&mut fctx.func, &mut fbc);
         let mut e = Emit::new(b, isa.lanes, isa.fma);
-        let tasks = gemm::linear_task_count(&mut e, a[2], k, n, int8, &isa);
+        let tasks = gemm::linear_task_count(&mut e, a[2], n, weights, &isa);
         let zero = e.i(0);
         let args = [a[0], a[1], a[2], a[3]];
         emit_linear(
@@ -221,7 +230,7 @@ pub fn compile_gemm_bench(
             [zero, tasks],
             k,
             n,
-            int8,
+            weights,
             &isa,
             &micro_refs,
             &linear::Epilogue::NONE,
@@ -229,10 +238,7 @@ pub fn compile_gemm_bench(
         e.b.ins().return_(&[]);
         e.b.finalize(fe);
     }
-    module
-        .define_function(id, &mut fctx)
-        .map_err(|e| CodegenError::Cranelift(format!("{e:?}")))?;
-    module.clear_context(&mut fctx);
+    define(&mut module, id, &mut fctx, "bertc_bench_linear")?;
     if int8 {
         let id = module
             .declare_function("bertc_bench_quantize", Linkage::Export, &sig_n(cc, 3))
@@ -252,16 +258,10 @@ pub fn compile_gemm_bench(
         let tasks = e.b.ins().iadd_imm_s(a[2], kernels::ROW_BLOCK - 1);
         let tasks = e.b.ins().udiv_imm_u(tasks, kernels::ROW_BLOCK);
         let args = [a[0], a[1], a[2]];
-        match refs.quantize {
-            Some(f) => qkernels::quantize_asm(&mut e, args, [zero, tasks], k, f),
-            None => qkernels::quantize(&mut e, args, [zero, tasks], k, abits),
-        }
+        qkernels::quantize_rows(&mut e, args, [zero, tasks], k, abits, refs.quantize);
         e.b.ins().return_(&[]);
         e.b.finalize(fe);
-        module
-            .define_function(id, &mut fctx)
-            .map_err(|e| CodegenError::Cranelift(format!("{e:?}")))?;
-        module.clear_context(&mut fctx);
+        define(&mut module, id, &mut fctx, "bertc_bench_quantize")?;
     }
     if let Some(peak) = isa.fma_peak {
         let id = module
@@ -369,10 +369,7 @@ pub fn compile_with(
             e.b.finalize(fe);
         }
         instructions += fctx.func.dfg.num_insts();
-        module
-            .define_function(id, &mut fctx)
-            .map_err(|e| CodegenError::Cranelift(format!("{fname}: {e:?}")))?;
-        module.clear_context(&mut fctx);
+        define(&mut module, id, &mut fctx, &fname)?;
         kernels.insert(key, id);
         step_funcs.push(id);
     }
@@ -494,23 +491,13 @@ pub fn compile_with(
                     x,
                     out,
                     packed,
-                    k,
                     n,
                     residual,
-                    ..
-                }
-                | Step::QLinear {
-                    x,
-                    out,
-                    packed,
-                    k,
-                    n,
-                    residual,
+                    weights: w,
                     ..
                 } => {
                     let r = rows(program.buffers[x].rows);
-                    let int8 = matches!(step, Step::QLinear { .. });
-                    let t = gemm::linear_task_count(&mut e, r, k, n, int8, &isa);
+                    let t = gemm::linear_task_count(&mut e, r, n, w, &isa);
                     let res = residual.map_or(bufs[x], |b| bufs[b]);
                     (vec![bufs[x], bufs[out], r, weights[packed], res], t)
                 }
@@ -573,10 +560,7 @@ pub fn compile_with(
         e.b.finalize(fe);
     }
     instructions += fctx.func.dfg.num_insts();
-    module
-        .define_function(fwd, &mut fctx)
-        .map_err(|e| CodegenError::Cranelift(format!("forward: {e:?}")))?;
-    module.clear_context(&mut fctx);
+    define(&mut module, fwd, &mut fctx, "forward")?;
     let product = module.finish();
     let object = product.emit().map_err(cl_err)?;
     let scratch_floats_c = match attn_dims(&program) {
@@ -592,10 +576,15 @@ pub fn compile_with(
         Some(_) => format!("(size_t)batch * (size_t)seq * {}", program.max_heads),
         None => "0".to_string(),
     };
-    let int8 = program
-        .steps
-        .iter()
-        .any(|s| matches!(s, Step::QLinear { .. }));
+    let int8 = program.steps.iter().any(|s| {
+        matches!(
+            s,
+            Step::Linear {
+                weights: LinearWeights::Int8,
+                ..
+            }
+        )
+    });
     let q = isa.gemm(DType::I8, LayoutKind::QPanels).filter(|_| int8);
     let gemm_families = isa
         .gemm_f32()
@@ -630,7 +619,7 @@ fn step_arg_count(step: &Step) -> usize {
     match step {
         Step::Embedding { word_scale, .. } => 9 + usize::from(word_scale.is_some()),
         Step::LayerNorm { quantized, .. } => 5 + usize::from(quantized.is_some()),
-        Step::Linear { .. } | Step::QLinear { .. } => 5,
+        Step::Linear { .. } => 5,
         Step::Add { .. } | Step::Scatter { .. } => 4,
         Step::Act { .. } | Step::Quantize { .. } | Step::Cls { .. } | Step::MeanPool { .. } => 3,
         Step::Attention { .. } => 8,
@@ -662,15 +651,15 @@ fn kernel_key(step: &Step, p: &Program) -> String {
             n,
             act,
             residual,
+            weights,
             ..
-        } => format!("linear {k} {n} {act:?} {}", residual.is_some()),
-        Step::QLinear {
-            k,
-            n,
-            act,
-            residual,
-            ..
-        } => format!("qlinear {k} {n} {act:?} {}", residual.is_some()),
+        } => {
+            let op = match weights {
+                LinearWeights::F32 => "linear",
+                LinearWeights::Int8 => "qlinear",
+            };
+            format!("{op} {k} {n} {act:?} {}", residual.is_some())
+        }
         Step::Quantize { k, abits, .. } => format!("quantize {k} {abits}"),
         Step::Act { x, act, .. } => format!("act {act:?} {}", w(*x)),
         Step::Add { a, .. } => format!("add {}", w(*a)),
@@ -716,10 +705,7 @@ fn emit_step(
             // the task's normalised rows, still in cache, quantized for the int8 linears
             if let Some((_, bits)) = quantized {
                 let q = [a[1], a[5], a[2]];
-                match micro.quantize {
-                    Some(f) => qkernels::quantize_asm(e, q, range, w(*x), f),
-                    None => qkernels::quantize(e, q, range, w(*x), *bits),
-                }
+                qkernels::quantize_rows(e, q, range, w(*x), *bits, micro.quantize);
             }
         }
         Step::Linear {
@@ -727,27 +713,20 @@ fn emit_step(
             n,
             act,
             residual,
-            ..
-        }
-        | Step::QLinear {
-            k,
-            n,
-            act,
-            residual,
+            weights,
             ..
         } => {
             let epi = linear::Epilogue {
                 act: *act,
                 residual: residual.map(|_| a[4]),
             };
-            let int8 = matches!(step, Step::QLinear { .. });
             let args = [a[0], a[1], a[2], a[3]];
-            emit_linear(e, args, range, *k, *n, int8, isa, micro, &epi);
+            emit_linear(e, args, range, *k, *n, *weights, isa, micro, &epi);
         }
-        Step::Quantize { k, abits, .. } => match micro.quantize {
-            Some(f) => qkernels::quantize_asm(e, [a[0], a[1], a[2]], range, *k, f),
-            None => qkernels::quantize(e, [a[0], a[1], a[2]], range, *k, *abits),
-        },
+        Step::Quantize { k, abits, .. } => {
+            let args = [a[0], a[1], a[2]];
+            qkernels::quantize_rows(e, args, range, *k, *abits, micro.quantize)
+        }
         Step::Act { x, act, .. } => kernels::activation(e, [a[0], a[1], a[2]], range, w(*x), *act),
         Step::Add { a: x, .. } => kernels::add(e, [a[0], a[1], a[2], a[3]], range, w(*x)),
         Step::Attention {

@@ -7,7 +7,7 @@ use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 
 use crate::emit::{Emit, Shape};
-use crate::lower::{Act, PANEL};
+use crate::lower::{Act, LinearWeights, PANEL};
 use bertc_targets::Caches;
 
 /// One tile of the portable GEMM: `mr` rows by `cols` columns (a multiple of the lane count
@@ -166,13 +166,32 @@ pub struct Tile {
     pub res: Option<Value>,
     /// How the tile prefetches the next panel, if it does.
     pub prefetch: Option<Prefetch>,
-    /// Steps of k this tile runs (its k block's).
+    /// The k block the tile runs.
+    pub block: KBlock,
+}
+
+/// One k block of a linear's tiles.
+#[derive(Clone, Copy)]
+pub struct KBlock {
+    /// Its steps of k.
     pub steps: usize,
-    /// Whether the accumulators start from `c` (a later k block: `bp` points at the block's
-    /// first step) rather than from the panel's biases (`bp` at the panel).
+    /// Whether the accumulators start from the output (a later k block: the panel pointer is
+    /// at the block's first step) rather than from the panel's biases (the pointer at the
+    /// panel).
     pub accumulate: bool,
     /// Whether this is the last k block, the one that applies the epilogue.
     pub last: bool,
+}
+
+impl KBlock {
+    /// All `steps` of k in one block.
+    pub fn whole(steps: usize) -> KBlock {
+        KBlock {
+            steps,
+            accumulate: false,
+            last: true,
+        }
+    }
 }
 
 /// A tile's share of the next panel to prefetch while it computes: from `addr`, advancing
@@ -184,7 +203,7 @@ pub struct Prefetch {
     pub step: Value,
 }
 
-/// Panels a task takes when k is split (with k whole, a task is one panel).
+/// Panels of a task above `SMALL_ROWS` rows (a chunk).
 pub const PANELS_PER_TASK: usize = 4;
 
 /// How a linear's tasks block the GEMM for the target's caches. Above `SMALL_ROWS` rows a
@@ -193,7 +212,7 @@ pub const PANELS_PER_TASK: usize = 4;
 /// in groups whose rows stay in L2 while each chunk of panels passes over them, so that the
 /// weights are read from the shared L3 (or memory) once per group, and the tasks are
 /// numbered group-major, chunk-major, so that the threads work on the same group and share
-/// its chunk in L3. k is split in blocks when a row block's rows would not fit L1: the later
+/// its chunk in L3. k is split in blocks when a row block's rows exceed twice L1: the later
 /// blocks' tiles start from the output's partial sums, the last applies the epilogue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Blocking {
@@ -203,8 +222,6 @@ pub struct Blocking {
     pub kc: usize,
     /// The k blocks (`ceil(steps / kc)`).
     pub kblocks: usize,
-    /// Panels of a task.
-    pub chunk: usize,
 }
 
 impl Blocking {
@@ -226,19 +243,29 @@ impl Blocking {
         let kc = steps.div_ceil(kblocks);
         let kblocks = steps.div_ceil(kc);
         let group = (caches.l2 / 2 / (geom.lda as usize * mr).max(1)).max(1);
-        Blocking {
-            group,
-            kc,
-            kblocks,
-            chunk: PANELS_PER_TASK,
-        }
+        Blocking { group, kc, kblocks }
+    }
+}
+
+impl Blocking {
+    /// The blocking of a linear of depth `k` on `weights` with tiles of `mr` rows whose
+    /// kernels start from a partial sum if `accumulates` (k is never split for int8).
+    pub fn for_linear(
+        caches: &Caches,
+        weights: LinearWeights,
+        k: usize,
+        mr: usize,
+        accumulates: bool,
+    ) -> Blocking {
+        let split = accumulates && weights == LinearWeights::F32;
+        Blocking::new(caches, &GemmGeom::of(weights, k), mr, split)
     }
 }
 
 /// The number of tasks of a linear step over `rows` rows (a runtime value).
-pub fn linear_task_count(e: &mut Emit, rows: Value, n: usize, mr: usize, bl: &Blocking) -> Value {
+pub fn linear_task_count(e: &mut Emit, rows: Value, n: usize, mr: usize) -> Value {
     let panels = n.div_ceil(PANEL) as i64;
-    let chunks = n.div_ceil(PANEL).div_ceil(bl.chunk) as i64;
+    let chunks = n.div_ceil(PANEL).div_ceil(PANELS_PER_TASK) as i64;
     let nrb = RowBlocks::new(e, rows, mr).count;
     let big = e.b.ins().imul_imm_s(nrb, chunks);
     let small = e.i(panels);
@@ -271,6 +298,14 @@ pub struct GemmGeom {
 }
 
 impl GemmGeom {
+    /// A linear of depth `k` on `weights`.
+    pub fn of(weights: LinearWeights, k: usize) -> GemmGeom {
+        match weights {
+            LinearWeights::F32 => GemmGeom::f32(k),
+            LinearWeights::Int8 => GemmGeom::int8(k),
+        }
+    }
+
     /// An f32 linear of depth `k` (`pack_linear`'s panels: a bias row, then `k` rows).
     pub fn f32(k: usize) -> GemmGeom {
         GemmGeom {
@@ -365,7 +400,7 @@ pub fn linear_tasks(
 ) {
     let panels = n.div_ceil(PANEL);
     let last_cols = n - (panels - 1) * PANEL;
-    let chunks = panels.div_ceil(bl.chunk) as i64;
+    let chunks = panels.div_ceil(PANELS_PER_TASK) as i64;
     let GemmGeom {
         lda,
         panel_bytes,
@@ -404,10 +439,10 @@ pub fn linear_tasks(
         let nk = e.b.ins().select(in_chunk, kb, wrap_k);
         slice(e, np, nk)
     };
-    // one tile: row block `rb` of panel `p`, k block `kb` of `kind`, prefetching with `pf`
+    // one tile: row block `rb` of panel `p`, k block `kb` (`block`), prefetching with `pf`
     // (its address the start of the block's share), then the epilogue unless the tile
     // applied it
-    let tile_at = |e: &mut Emit, [rb, p, kb]: [Value; 3], pf: Prefetch, kind: &Tile| {
+    let tile_at = |e: &mut Emit, [rb, p, kb]: [Value; 3], pf: Prefetch, block: KBlock| {
         let (r, m) = blocks.block(e, rb);
         let a = e.addr(x, r, lda);
         let ka = e.b.ins().imul_imm_s(kb, bl.kc as i64 * a_step);
@@ -430,11 +465,11 @@ pub fn linear_tasks(
                     ncols,
                     res: rc,
                     prefetch: Some(pf),
-                    ..*kind
+                    block,
                 };
                 e.if_nonzero(is, |e| tile(e, &t));
             }
-            if kind.last && !(tile_epilogue && ncols == PANEL) {
+            if block.last && !(tile_epilogue && ncols == PANEL) {
                 epilogue(e, epi, c, rc, m, ncols, ldc);
             }
         };
@@ -451,33 +486,26 @@ pub fn linear_tasks(
     };
     // the tiles of the k blocks: the first starts from the biases, the later ones from the
     // output; the last applies the epilogue
-    let kind = |steps: usize, accumulate: bool, last: bool| Tile {
-        a: x,
-        c: out,
-        bp: packed,
-        m: 0,
-        ncols: 0,
-        res: None,
-        prefetch: None,
+    let kind = |steps: usize, accumulate: bool, last: bool| KBlock {
         steps,
         accumulate,
         last,
     };
     let total = steps as usize;
     let last_steps = total - (bl.kblocks - 1) * bl.kc;
-    let k_blocks = |e: &mut Emit, body: &dyn Fn(&mut Emit, Value, &Tile)| {
+    let k_blocks = |e: &mut Emit, body: &dyn Fn(&mut Emit, Value, KBlock)| {
         let z = e.i(0);
         if bl.kblocks == 1 {
-            body(e, z, &kind(total, false, true));
+            body(e, z, KBlock::whole(total));
         } else {
-            body(e, z, &kind(bl.kc, false, false));
+            body(e, z, kind(bl.kc, false, false));
             if bl.kblocks > 2 {
                 let one = e.i(1);
                 let mid = e.i(bl.kblocks as i64 - 1);
-                e.for_range(one, mid, 1, |e, kb| body(e, kb, &kind(bl.kc, true, false)));
+                e.for_range(one, mid, 1, |e, kb| body(e, kb, kind(bl.kc, true, false)));
             }
             let lastkb = e.i(bl.kblocks as i64 - 1);
-            body(e, lastkb, &kind(last_steps, true, true));
+            body(e, lastkb, kind(last_steps, true, true));
         }
     };
     let few = few_rows(e, rows);
@@ -493,9 +521,9 @@ pub fn linear_tasks(
             let step = e.b.ins().udiv(step, div);
             e.for_range(begin, end, 1, |e, p| {
                 let p1 = e.b.ins().iadd_imm_s(p, 1);
-                k_blocks(e, &|e, kb, kind| {
+                k_blocks(e, &|e, kb, block| {
                     let next = next_slice(e, p, kb, [p, p1]);
-                    let share = e.b.ins().imul_imm_s(step, kind.steps as i64);
+                    let share = e.b.ins().imul_imm_s(step, block.steps as i64);
                     let z = e.i(0);
                     e.for_range(z, nrb, 1, |e, rb| {
                         let off = e.b.ins().imul(rb, share);
@@ -504,7 +532,7 @@ pub fn linear_tasks(
                             addr: e.b.ins().iadd(next, off),
                             step,
                         };
-                        tile_at(e, [rb, p, kb], pf, kind);
+                        tile_at(e, [rb, p, kb], pf, block);
                     });
                 });
             });
@@ -525,11 +553,11 @@ pub fn linear_tasks(
                 let rb = e.b.ins().isub(local, cn);
                 let first = e.b.ins().icmp_imm_s(IntCC::Equal, rb, 0);
                 let rb = e.b.ins().iadd(rbg, rb);
-                let p0 = e.b.ins().imul_imm_s(c, bl.chunk as i64);
-                let p1 = e.b.ins().iadd_imm_s(p0, bl.chunk as i64);
+                let p0 = e.b.ins().imul_imm_s(c, PANELS_PER_TASK as i64);
+                let p1 = e.b.ins().iadd_imm_s(p0, PANELS_PER_TASK as i64);
                 let pn = e.i(panels as i64);
                 let p1 = e.b.ins().smin(p1, pn);
-                k_blocks(e, &|e, kb, kind| {
+                k_blocks(e, &|e, kb, block| {
                     e.for_range(p0, p1, 1, |e, p| {
                         // the group's first row block prefetches the next panel
                         let pf = Prefetch {
@@ -537,7 +565,7 @@ pub fn linear_tasks(
                             addr: next_slice(e, p, kb, [p0, p1]),
                             step: e.i(step_bytes),
                         };
-                        tile_at(e, [rb, p, kb], pf, kind);
+                        tile_at(e, [rb, p, kb], pf, block);
                     });
                 });
             });
@@ -558,10 +586,10 @@ pub fn portable_tile(e: &mut Emit, t: &Tile, k: usize, n: usize) {
             t.bp,
             t.c,
             n as i64 * 4,
-            t.steps,
+            t.block.steps,
             t.m,
             [col0, cols, store],
-            t.accumulate,
+            t.block.accumulate,
         );
     }
 }

@@ -8,7 +8,8 @@ use bertc_ir::{BinaryOp, DType, Graph, NodeId, Op, TokenTypes, UnaryOp};
 
 pub use crate::program::{
     pack_linear, pack_qlinear, qpanel_bytes, quant_row_floats, Act, BufId, Buffer, Elem,
-    LayoutKind, Program, Rows, Step, Weight, WeightId, WeightLayout, PANEL, QPANEL_HEADER,
+    LayoutKind, LinearWeights, Program, Rows, Step, Weight, WeightId, WeightLayout, PANEL,
+    QPANEL_HEADER,
 };
 
 /// Why a graph cannot be compiled.
@@ -313,6 +314,7 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
                     n: nn,
                     act,
                     residual,
+                    weights: LinearWeights::F32,
                 }
             }
             Op::Gelu { approx } => Step::Act {
@@ -415,7 +417,7 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
                     bytes: packed,
                 });
                 let x = l.quantized(ops[0], abits)?;
-                Step::QLinear {
+                Step::Linear {
                     x,
                     out: l.new_buf(n)?,
                     packed: id,
@@ -423,6 +425,7 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
                     n: nn,
                     act: act.map(fused_act),
                     residual,
+                    weights: LinearWeights::Int8,
                 }
             }
             other => {
@@ -482,16 +485,9 @@ fn step_io1(s: &Step) -> (Vec<BufId>, BufId) {
             out,
             residual: Some(r),
             ..
-        }
-        | Step::QLinear {
-            x,
-            out,
-            residual: Some(r),
-            ..
         } => (vec![x, r], out),
         Step::LayerNorm { x, out, .. }
         | Step::Linear { x, out, .. }
-        | Step::QLinear { x, out, .. }
         | Step::Quantize { x, out, .. }
         | Step::Act { x, out, .. } => (vec![x], out),
         Step::Cls { x, out } | Step::MeanPool { x, out } => (vec![x], out),

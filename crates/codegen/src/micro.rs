@@ -9,9 +9,9 @@ use cranelift_module::{FuncId, Linkage, Module};
 use cranelift_object::ObjectModule;
 
 use crate::isa;
-use crate::lower::{CodegenError, LayoutKind, Step};
+use crate::linear::Blocking;
+use crate::lower::{CodegenError, LinearWeights, Step};
 use crate::{cl_err, sig_n};
-use bertc_ir::DType;
 
 /// The hand-written kernels of a module (those the ISA registers), each defined the first time
 /// a kernel asks for it, so that the object holds just the variants the program uses.
@@ -157,10 +157,11 @@ impl Asm {
             return Ok(r);
         }
         // an int8 linear calls the int8 family, every other step the f32 one
-        let (dtype, layout) = match step {
-            Some(Step::QLinear { .. }) => (DType::I8, LayoutKind::QPanels),
-            _ => (DType::F32, LayoutKind::Panels),
+        let weights = match step {
+            Some(Step::Linear { weights, .. }) => *weights,
+            _ => LinearWeights::F32,
         };
+        let (dtype, layout) = (weights.dtype(), weights.layout());
         let Some(kernels) = self
             .gemm
             .iter()
@@ -172,15 +173,19 @@ impl Asm {
         // the later k blocks' tiles when the step's blocking splits k
         let split = match step {
             Some(Step::Linear { k, .. }) => {
-                let geom = crate::linear::GemmGeom::f32(*k);
-                kernels.accumulates
-                    && crate::linear::Blocking::new(&self.caches, &geom, kernels.mr, true).kblocks
-                        > 1
+                let bl = Blocking::for_linear(
+                    &self.caches,
+                    weights,
+                    *k,
+                    kernels.mr,
+                    kernels.accumulates,
+                );
+                bl.kblocks > 1
             }
             _ => false,
         };
         let epi = match step {
-            Some(Step::Linear { act, residual, .. } | Step::QLinear { act, residual, .. })
+            Some(Step::Linear { act, residual, .. })
                 if (act.is_some() || residual.is_some()) && kernels.epilogues =>
             {
                 Some(isa::MicroEpi {

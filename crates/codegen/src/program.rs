@@ -56,6 +56,31 @@ pub enum WeightLayout {
     QPanels { n: usize, k: usize },
 }
 
+/// The weights a linear step multiplies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinearWeights {
+    /// f32 panels over f32 rows.
+    F32,
+    /// int8 panels over quantized rows.
+    Int8,
+}
+
+impl LinearWeights {
+    pub fn dtype(self) -> DType {
+        match self {
+            LinearWeights::F32 => DType::F32,
+            LinearWeights::Int8 => DType::I8,
+        }
+    }
+
+    pub fn layout(self) -> LayoutKind {
+        match self {
+            LinearWeights::F32 => LayoutKind::Panels,
+            LinearWeights::Int8 => LayoutKind::QPanels,
+        }
+    }
+}
+
 /// A layout without its dimensions: what kernels are registered for (`isa::GemmKernels`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LayoutKind {
@@ -135,8 +160,11 @@ pub enum Step {
         eps: f32,
         quantized: Option<(BufId, u8)>,
     },
-    /// `out = act(x @ wᵀ + b) (+ residual)`, the weight packed in panels of 16 columns
-    /// (`[bias 16][k x 16]`); activation and residual applied to each tile in cache.
+    /// `out = act(x @ wᵀ + b) (+ residual)`, the activation and the residual applied to each
+    /// tile in cache. With `weights` f32: `x` f32 rows, the weight packed in panels of 16
+    /// columns (`[bias 16][k x 16]`, `pack_linear`); int8: `x` a quantized buffer and the
+    /// weights, scales and bias in `QPanels` (`pack_qlinear`), `act(fma(x · wq, s_x · w_scale,
+    /// b))` with the products summed exactly in i32, as `Op::QLinear` defines it.
     Linear {
         x: BufId,
         out: BufId,
@@ -145,6 +173,7 @@ pub enum Step {
         n: usize,
         act: Option<Act>,
         residual: Option<BufId>,
+        weights: LinearWeights,
     },
     /// Each row of `x` (`k` f32) quantized to `abits`-bit integers for an int8 linear, as
     /// `Op::QLinear` defines it, into `out` (`Elem::Quantized`).
@@ -153,18 +182,6 @@ pub enum Step {
         out: BufId,
         k: usize,
         abits: u8,
-    },
-    /// `out = act(fma(x · wq, s_x · w_scale, b)) (+ residual)` with `x` a quantized buffer
-    /// and the weights, scales and bias packed in `QPanels` (`pack_qlinear`); products summed
-    /// exactly in i32.
-    QLinear {
-        x: BufId,
-        out: BufId,
-        packed: WeightId,
-        k: usize,
-        n: usize,
-        act: Option<Act>,
-        residual: Option<BufId>,
     },
     Act {
         x: BufId,
@@ -308,7 +325,7 @@ impl Program {
         let (mut tok, mut seq, mut pair) = (0u64, 0u64, 0u64);
         for s in &self.steps {
             match s {
-                Step::Linear { x, k, n, .. } | Step::QLinear { x, k, n, .. } => {
+                Step::Linear { x, k, n, .. } => {
                     let f = 2 * (*k as u64) * (*n as u64);
                     match self.buffers[*x].rows {
                         Rows::Tokens => tok += f,

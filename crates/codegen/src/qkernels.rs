@@ -115,8 +115,24 @@ pub fn quantize(
     });
 }
 
+/// The rows of tasks `begin..end` quantized as `quantize` defines it: through the ISA's
+/// hand-written row quantizer `asm` when it has one, else the portable code.
+pub fn quantize_rows(
+    e: &mut Emit,
+    args: [Value; 3],
+    range: [Value; 2],
+    k: usize,
+    abits: u8,
+    asm: Option<FuncRef>,
+) {
+    match asm {
+        Some(f) => quantize_asm(e, args, range, k, f),
+        None => quantize(e, args, range, k, abits),
+    }
+}
+
 /// `quantize` through the ISA's hand-written row quantizer `f` (one call for the task's rows).
-pub fn quantize_asm(
+fn quantize_asm(
     e: &mut Emit,
     [x, out, rows]: [Value; 3],
     [begin, end]: [Value; 2],

@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use crate::attention::ATTN_TILE;
 use crate::isa::Isa;
-use crate::lower::{Act, Elem, LayoutKind, Program, Rows, Step, WeightLayout};
+use crate::lower::{Act, Elem, LinearWeights, Program, Rows, Step, WeightLayout};
 
 fn act(a: Act) -> &'static str {
     match a {
@@ -129,15 +129,7 @@ impl Program {
                 n,
                 act: a,
                 residual,
-            }
-            | Step::QLinear {
-                x,
-                out,
-                packed,
-                k,
-                n,
-                act: a,
-                residual,
+                weights,
             } => {
                 let mut epi = String::new();
                 if let Some(a) = a {
@@ -146,10 +138,11 @@ impl Program {
                 if let Some(r) = residual {
                     let _ = write!(epi, " residual=b{r}");
                 }
-                let (op, dtype, layout) = match step {
-                    Step::QLinear { .. } => ("qlinear", bertc_ir::DType::I8, LayoutKind::QPanels),
-                    _ => ("linear", bertc_ir::DType::F32, LayoutKind::Panels),
+                let op = match weights {
+                    LinearWeights::F32 => "linear",
+                    LinearWeights::Int8 => "qlinear",
                 };
+                let (dtype, layout) = (weights.dtype(), weights.layout());
                 let kernel = match isa.gemm(dtype, layout) {
                     Some(g) => format!(
                         "{} tiles of 1..{} x {}{}",
@@ -168,7 +161,7 @@ impl Program {
                         crate::lower::PANEL
                     ),
                 };
-                let bl = isa.linear_blocking(dtype, layout, k);
+                let bl = isa.linear_blocking(weights, k);
                 let mr = isa.mr(dtype, layout);
                 let split = if bl.kblocks > 1 {
                     format!(", k in {} blocks of {}", bl.kblocks, bl.kc)

@@ -12,8 +12,8 @@ pub(crate) mod x86_64;
 use bertc_ir::DType;
 use bertc_targets::{Arch, Caches, Target};
 
-use crate::linear::{Blocking, GemmGeom};
-use crate::lower::{CodegenError, LayoutKind};
+use crate::linear::Blocking;
+use crate::lower::{CodegenError, LayoutKind, LinearWeights};
 
 pub use x86_64::MicroEpi;
 
@@ -131,19 +131,19 @@ impl Isa {
         }
     }
 
-    /// How a linear of depth `k` on weights of `dtype` in `layout` is blocked for the caches:
-    /// k is split where the kernels can start from a partial sum (the microkernels that say
-    /// so, the portable f32 tile; never the int8 ones).
-    pub fn linear_blocking(&self, dtype: DType, layout: LayoutKind, k: usize) -> Blocking {
-        let geom = match dtype {
-            DType::I8 => GemmGeom::int8(k),
-            _ => GemmGeom::f32(k),
-        };
-        let split = match self.gemm(dtype, layout) {
-            Some(g) => g.accumulates,
-            None => dtype != DType::I8,
-        };
-        Blocking::new(&self.caches, &geom, self.mr(dtype, layout), split)
+    /// How a linear of depth `k` on `weights` is blocked for the caches (see
+    /// `Blocking::for_linear`): with the microkernels if the ISA has them, else the portable
+    /// tiles (which start from a partial sum).
+    pub fn linear_blocking(&self, weights: LinearWeights, k: usize) -> Blocking {
+        let (dtype, layout) = (weights.dtype(), weights.layout());
+        let accumulates = self.gemm(dtype, layout).is_none_or(|g| g.accumulates);
+        Blocking::for_linear(
+            &self.caches,
+            weights,
+            k,
+            self.mr(dtype, layout),
+            accumulates,
+        )
     }
 
     /// Whether attention runs as GEMMs on the microkernels with the hand-written softmax (one
