@@ -9,7 +9,7 @@ use std::time::Instant;
 use bertc_codegen::{self as codegen, shim};
 
 use crate::scratch::{artifact_name, c_name, run_tool, Scratch};
-use bertc_passes::{select_output, OutputKind};
+use bertc_passes::{select_embedding, select_output, OutputKind};
 use bertc_targets::Target;
 
 use crate::CliError;
@@ -23,15 +23,54 @@ pub enum Emit {
     Obj,
 }
 
+/// Which tokenizer goes into the artifact.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum TokenizerChoice {
+    /// The model folder's `tokenizer.json`, or the one beside the `.onnx` file, if any.
+    #[default]
+    Beside,
+    File(PathBuf),
+    /// None: the artifact takes token ids only.
+    None,
+}
+
+impl TokenizerChoice {
+    fn load(&self, model: &Path) -> Result<Option<bertc_text::TextSpec>, CliError> {
+        let file = match self {
+            TokenizerChoice::None => return Ok(None),
+            TokenizerChoice::File(f) => f.clone(),
+            TokenizerChoice::Beside => {
+                match bertc_import::st::companion_dir(model)
+                    .map(|d| d.join("tokenizer.json"))
+                    .filter(|f| f.is_file())
+                {
+                    Some(f) => f,
+                    None => return Ok(None),
+                }
+            }
+        };
+        bertc_text::TextSpec::from_file(&file)
+            .map(Some)
+            .map_err(|e| {
+                CliError::Input(format!(
+                    "{e} (compile with --tokenizer none for an artifact that takes token ids)"
+                ))
+            })
+    }
+}
+
 pub struct Options {
     pub model: PathBuf,
     pub out: PathBuf,
     pub emit: Emit,
     pub target: Option<String>,
     pub cpu: Option<String>,
-    pub output: OutputKind,
+    /// `None`: the folder's sentence-transformers embedding if it has one, else the last
+    /// hidden state.
+    pub output: Option<OutputKind>,
     pub max_seq: Option<usize>,
     pub name: Option<String>,
+    pub tokenizer: TokenizerChoice,
     /// Link the executable statically (always so when cross compiling).
     pub static_exe: bool,
     pub quiet: bool,
@@ -49,9 +88,10 @@ impl Default for Options {
             emit: Emit::Exe,
             target: None,
             cpu: None,
-            output: OutputKind::LastHiddenState,
+            output: None,
             max_seq: None,
             name: None,
+            tokenizer: TokenizerChoice::Beside,
             static_exe: false,
             quiet: false,
             prune: None,
@@ -84,6 +124,28 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
     if let Some(q) = &o.quantize {
         q.check()?;
     }
+    let text = o.tokenizer.load(&o.model)?;
+    if text.is_none() && o.tokenizer == TokenizerChoice::Beside && !o.quiet {
+        let dir = bertc_import::st::companion_dir(&o.model);
+        if let Some(f) = dir
+            .iter()
+            .flat_map(|d| {
+                [
+                    "vocab.txt",
+                    "vocab.json",
+                    "sentencepiece.bpe.model",
+                    "spiece.model",
+                ]
+                .map(|f| d.join(f))
+            })
+            .find(|f| f.is_file())
+        {
+            eprintln!(
+                "    Note: {} without a tokenizer.json: the artifact takes token ids (save the tokenizer as tokenizer.json, e.g. with transformers' save_pretrained, to compile it in)",
+                f.display()
+            );
+        }
+    }
     let (mut g, mut reports) = crate::load_raised(&o.model)?;
     let mut pruned = None;
     let mut pruned_graph = None;
@@ -93,7 +155,8 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
         pruned = Some(outcome);
         pruned_graph = Some(g.clone());
     }
-    select_output(&mut g, o.output)?;
+    let (output, st, r) = select(&mut g, &o.model, o.output)?;
+    reports.extend(r);
     reports.extend(bertc_passes::optimize(&mut g)?);
     let mut quantized = Vec::new();
     if let Some(q) = &o.quantize {
@@ -103,6 +166,16 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
             eprint!("{}", crate::quantize::layer_lines(&layers));
         }
         quantized = layers;
+    }
+    let st_max = st.as_ref().and_then(|p| p.max_seq_length);
+    if let (None, Some(m)) = (o.max_seq, st_max) {
+        if g.max_seq.is_none_or(|model| m < model) {
+            g.max_seq = Some(m);
+            reports.push(bertc_passes::PassReport {
+                pass: "max-seq",
+                summary: format!("{m} tokens (sentence_bert_config.json's max_seq_length)"),
+            });
+        }
     }
     if let Some(m) = o.max_seq {
         let model_max = g.max_seq.unwrap_or(usize::MAX);
@@ -137,13 +210,26 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
         .map(|s| s.to_string_lossy().to_string())
         .unwrap_or_default();
     let tmp = Scratch::new(&name)?;
-    let compiled = tmp.write_model(&g, &target, &name, &source, &codegen::Options::default())?;
+    let compiled = tmp.write_model(
+        &g,
+        &target,
+        (&name, &source),
+        text.as_ref(),
+        &codegen::Options::default(),
+    )?;
+    let labels = if output == OutputKind::Logits {
+        bertc_import::hf::id2label(&o.model).map_err(|e| CliError::Input(e.to_string()))?
+    } else {
+        Vec::new()
+    };
     let info = shim::ShimInfo {
         name: &name,
-        output_kind: o.output.name(),
+        output_kind: output.name(),
         cpu_features: vec![],
         target: &target.triple,
         source: &source,
+        text: text.as_ref(),
+        labels: &labels,
     };
     let write = |file: &str, data: &[u8]| tmp.write(file, data);
     let (obj, glue, main, h) = (
@@ -152,6 +238,11 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
         format!("{name}_main.c"),
         format!("{name}.h"),
     );
+    // the C sources beside the object: the glue, and the tokenizer when there is one
+    let mut sources = vec![glue.clone()];
+    if text.is_some() {
+        sources.push(format!("{name}_text.c"));
+    }
     let tc = target.toolchain();
     let here = |mut c: Command| {
         c.current_dir(tmp.dir());
@@ -169,26 +260,28 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
     match o.emit {
         Emit::Exe => {
             write(&main, shim::main_c(&info).as_bytes())?;
-            let mut c = here(tc.executable("a.out", &[&main, &glue, &obj], &[], o.static_exe));
+            let inputs: Vec<&str> = [main.as_str()]
+                .into_iter()
+                .chain(sources.iter().map(String::as_str))
+                .chain([obj.as_str()])
+                .collect();
+            let mut c = here(tc.executable("a.out", &inputs, &[], o.static_exe));
             run_tool(&mut c, "link", &target)?;
             copy_out("a.out", o.out.clone())?;
         }
         Emit::Staticlib | Emit::Obj => {
-            run_tool(
-                &mut here(tc.object(&glue, "glue.o")),
-                "compile the glue",
-                &target,
-            )?;
+            let mut objects = vec![obj.clone()];
+            for (i, src) in sources.iter().enumerate() {
+                let o = format!("c{i}.o");
+                run_tool(&mut here(tc.object(src, &o)), "compile the glue", &target)?;
+                objects.push(o);
+            }
             if o.emit == Emit::Staticlib {
-                run_tool(
-                    &mut here(tc.archive("lib.a", &[obj.as_str(), "glue.o"])),
-                    "archive",
-                    &target,
-                )?;
+                run_tool(&mut here(tc.archive("lib.a", &objects)), "archive", &target)?;
                 copy_out("lib.a", dir.join(format!("lib{stem}.a")))?;
             } else {
                 run_tool(
-                    &mut here(tc.relocatable("all.o", &[obj.as_str(), "glue.o"])),
+                    &mut here(tc.relocatable("all.o", &objects)),
                     "link the object",
                     &target,
                 )?;
@@ -198,7 +291,7 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
         }
         Emit::Sharedlib => {
             run_tool(
-                &mut here(tc.shared("lib.so", &[&glue, &obj])),
+                &mut here(tc.shared("lib.so", &sources.iter().chain([&obj]).collect::<Vec<_>>())),
                 "link the shared library",
                 &target,
             )?;
@@ -228,11 +321,12 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
         );
         if let Some(p) = &pruned {
             eprintln!(
-                "     Pruned ({}) in {:.1}s (calibration {:.1}s on {} sequences / {} tokens, levels {:.1}s, search {:.1}s, refit {:.1}s): predicted {:.2} ms, dense {:.2} ms ({:.2}x), target {:.2} ms",
+                "     Pruned ({}) in {:.1}s (calibration {:.1}s on {} {}sequences / {} tokens, levels {:.1}s, search {:.1}s, refit {:.1}s): predicted {:.2} ms, dense {:.2} ms ({:.2}x), target {:.2} ms",
                 p.method.name(),
                 p.total_secs,
                 p.calibration_secs,
                 p.calibration_sequences,
+                if p.calibration_builtin { "built-in " } else { "" },
                 p.calibration_tokens,
                 p.database_secs,
                 p.search_secs,
@@ -266,6 +360,50 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
     })
 }
 
+/// Keeps the output `output` asks for (`None`: the model folder's sentence-transformers
+/// embedding if it has one, else the last hidden state); `embedding` reads the folder's
+/// pipeline. Returns the kind kept, the pipeline and what was done.
+pub fn select(
+    g: &mut bertc_ir::Graph,
+    model: &Path,
+    output: Option<OutputKind>,
+) -> Result<
+    (
+        OutputKind,
+        Option<bertc_import::st::SentencePipeline>,
+        Vec<bertc_passes::PassReport>,
+    ),
+    CliError,
+> {
+    let st = bertc_import::st::read(model).map_err(|e| CliError::Input(e.to_string()))?;
+    let output = output.unwrap_or(if st.is_some() {
+        OutputKind::Embedding
+    } else {
+        OutputKind::LastHiddenState
+    });
+    let mut reports = Vec::new();
+    match (output, &st) {
+        (OutputKind::Embedding, Some(p)) => {
+            let pooling = match p.pooling {
+                bertc_import::st::Pooling::Mean => OutputKind::Mean,
+                bertc_import::st::Pooling::Cls => OutputKind::Cls,
+                bertc_import::st::Pooling::Max => OutputKind::Max,
+            };
+            select_embedding(g, pooling, p.normalize)?;
+            reports.push(bertc_passes::PassReport {
+                pass: "select-output",
+                summary: format!(
+                    "embedding = {pooling} pooling{} (from {})",
+                    if p.normalize { ", L2-normalized" } else { "" },
+                    p.dir.join("modules.json").display()
+                ),
+            });
+        }
+        (k, _) => select_output(g, k)?,
+    }
+    Ok((output, st, reports))
+}
+
 /// A `.so` artifact as it is (its symbol prefix from `name` or its file name), or a model
 /// compiled here to `lib{tag}.so` in `tmp` with `output` (and `quantize`): the library and
 /// its prefix.
@@ -285,7 +423,7 @@ pub fn shared_library(
         out: tmp.path(tag),
         emit: Emit::Sharedlib,
         cpu: cpu.map(str::to_string),
-        output,
+        output: Some(output),
         name: Some(tag.into()),
         quiet: true,
         quantize: quantize.map(crate::quantize::QuantizeOptions::plain),

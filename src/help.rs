@@ -16,7 +16,8 @@ Examples:
 pub fn compile_help() -> String {
     let mut s = String::from(
         "Artifacts (OUT is a path; its file name names the symbols, e.g. model_run):
-  exe        OUT: reads token ids on stdin like `bertc run`, prints one line per input line
+  exe        OUT: reads texts on stdin (token ids with --input ids, or when the model has no
+             tokenizer.json), prints one line per input line (--format json: an object)
   staticlib  libOUT.a + OUT.h
   sharedlib  libOUT.so + OUT.h
   obj        OUT.o + OUT.h
@@ -48,11 +49,15 @@ and its CPUs (--cpu; the default is native on this machine's architecture, else 
 }
 
 const EXAMPLES_COMPILE: &str = "Examples:
-  bertc compile model.onnx -o model
-  echo '2 73 1043 3' | ./model
+  bertc compile model.onnx -o model --output mean
+  echo 'A man is playing a guitar.' | ./model          # the sentence's mean-pooled embedding
+  printf 'A query\\tA passage\\n' | ./model --format json    # a pair, one JSON object a line
+  echo '2 73 1043 3' | ./model --input ids             # token ids, as the tokenizer gives
+  echo 'A man is playing a guitar.' | ./model --tokenize
   bertc compile ./my-model -o embed --emit staticlib --output mean    # libembed.a, embed.h
   bertc compile model.onnx -o model-arm --target aarch64-unknown-linux-gnu
   bertc profile model.onnx --batch 1 --seq 128 -o p.json     # then prune to half the latency:
+  bertc compile model.onnx -o model2x --speedup 2 --profile p.json   # built-in calibration text
   bertc compile model.onnx -o model2x --speedup 2 --profile p.json --calibration texts.txt \\
         --report model2x.html
   bertc compile model.onnx -o model-q8 --quantize int8     # int8 weights, round to nearest

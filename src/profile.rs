@@ -273,8 +273,8 @@ pub fn profile(o: &ProfileOptions) -> Result<Option<LatencyProfile>, CliError> {
         let c = tmp.write_model(
             &g,
             &o.target,
-            &name,
-            "profile",
+            (&name, "profile"),
+            None,
             &codegen::Options {
                 writable_weights: true,
             },

@@ -51,6 +51,8 @@ pub struct PruneOutcome {
     pub target_ms: f64,
     pub predicted_ms: f64,
     pub calibration_sequences: usize,
+    /// The calibration text was bertc's built-in set (no `--calibration`).
+    pub calibration_builtin: bool,
     pub calibration_tokens: usize,
     pub calibration_secs: f64,
     pub database_secs: f64,
@@ -61,19 +63,26 @@ pub struct PruneOutcome {
     pub total_secs: f64,
 }
 
-/// Texts of a calibration file: one a line, or both sentences of each row of an STS Benchmark
-/// file (tab-separated, gold score in field 5).
-/// The first `samples` texts of a calibration file as token ids (the tokenizer beside the
-/// model unless `tokenizer` names one), truncated to the model's longest sequence; an error
-/// if there are none.
+/// bertc's own calibration text: 198 English sentences written for bertc (Apache-2.0, as the
+/// rest of it): descriptions of scenes, questions, instructions, news, science, technical and
+/// product text, reviews, a few long passages and very short replies. Used when pruning
+/// without `--calibration`.
+pub const BUILTIN_CALIBRATION: &str = include_str!("data/calibration.txt");
+
+/// The first `samples` texts of a calibration file (`None`: the built-in set) as token ids
+/// (the tokenizer beside the model unless `tokenizer` names one), truncated to the model's
+/// longest sequence; an error if there are none.
 pub fn calibration_seqs(
     g: &Graph,
     model: &Path,
-    path: &Path,
+    path: Option<&Path>,
     samples: usize,
     tokenizer: Option<&Path>,
 ) -> Result<Vec<Vec<i64>>, CliError> {
-    let texts = read_texts(path)?;
+    let texts = match path {
+        Some(p) => read_texts(p)?,
+        None => read_builtin_texts(),
+    };
     let tok_path = tokenizer
         .map(Path::to_path_buf)
         .unwrap_or_else(|| crate::inputs::tokenizer_beside(model));
@@ -91,17 +100,30 @@ pub fn calibration_seqs(
     if seqs.is_empty() {
         return Err(CliError::Input(format!(
             "{}: no calibration text",
-            path.display()
+            path.map_or("the built-in calibration set".into(), |p| p
+                .display()
+                .to_string())
         )));
     }
     Ok(seqs)
 }
 
+/// The built-in calibration set's texts.
+pub fn read_builtin_texts() -> Vec<String> {
+    parse_texts(BUILTIN_CALIBRATION)
+}
+
+/// Texts of a calibration file: one a line, or both sentences of each row of an STS Benchmark
+/// file (tab-separated, gold score in field 5).
 pub fn read_texts(path: &Path) -> Result<Vec<String>, CliError> {
     let text = std::fs::read_to_string(path).map_err(|e| CliError::Io {
         what: path.display().to_string(),
         source: e,
     })?;
+    Ok(parse_texts(&text))
+}
+
+fn parse_texts(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     for line in text.lines() {
         let f: Vec<&str> = line.split('\t').collect();
@@ -112,7 +134,7 @@ pub fn read_texts(path: &Path) -> Result<Vec<String>, CliError> {
             out.push(line.to_string());
         }
     }
-    Ok(out)
+    out
 }
 
 fn kind_of(b: &Block) -> BlockKind {
@@ -170,13 +192,14 @@ pub fn prune(
     };
     let budget = target_ms - profile.base_ms;
 
-    // calibration text
-    let Some(cal_path) = o.calibration.clone() else {
-        return Err(input(
-            "--calibration FILE is needed to prune: text like the model's inputs, one text a line (or an STS Benchmark file)".into(),
-        ));
-    };
-    let seqs = calibration_seqs(g, model, &cal_path, o.samples, o.tokenizer.as_deref())?;
+    // calibration text: the user's, else bertc's own
+    let seqs = calibration_seqs(
+        g,
+        model,
+        o.calibration.as_deref(),
+        o.samples,
+        o.tokenizer.as_deref(),
+    )?;
     let t0 = Instant::now();
     let calib = prune::calibrate(g, &blocks, &seqs, 0.01, &mut |d, t| {
         if !quiet {
@@ -327,6 +350,7 @@ pub fn prune(
             target_ms,
             predicted_ms,
             calibration_sequences: calib.sequences,
+            calibration_builtin: o.calibration.is_none(),
             calibration_tokens: calib.tokens,
             calibration_secs,
             database_secs,

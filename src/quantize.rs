@@ -140,7 +140,7 @@ pub fn quantize_model(
     let mut layers = Vec::new();
     if let Some(cal) = &o.calibration {
         let seqs =
-            crate::prune::calibration_seqs(g, model, cal, o.samples, o.tokenizer.as_deref())?;
+            crate::prune::calibration_seqs(g, model, Some(cal), o.samples, o.tokenizer.as_deref())?;
         let stats = quantize_calib::calibrate(g, &seqs, 0.01, &mut |d, t| {
             if !quiet {
                 crate::progress::bar("Calibrating", d, t)

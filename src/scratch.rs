@@ -49,13 +49,14 @@ impl Scratch {
         })
     }
 
-    /// Compiles `g` (output selected, fused) and writes `NAME.o`, `NAME.h` and `NAME_glue.c`.
+    /// Compiles `g` (output selected, fused) and writes `NAME.o`, `NAME.h` and `NAME_glue.c`,
+    /// and `NAME_text.c` when the artifact has a tokenizer.
     pub fn write_model(
         &self,
         g: &Graph,
         target: &Target,
-        name: &str,
-        source: &str,
+        (name, source): (&str, &str),
+        text: Option<&bertc_text::TextSpec>,
         opts: &codegen::Options,
     ) -> Result<Compiled, CliError> {
         let c = codegen::compile_with(g, target, name, opts)
@@ -69,7 +70,24 @@ impl Scratch {
             cpu_features: cpu,
             target: &target.triple,
             source,
+            text,
+            labels: &[],
         };
+        if let Some(t) = text {
+            if t.model.vocab_len() > c.program.vocab {
+                return Err(CliError::Input(format!(
+                    "{}: {} tokens, more than the {} rows of {source}'s embedding table (compile with --tokenizer none for an artifact that takes token ids)",
+                    t.source,
+                    t.model.vocab_len(),
+                    c.program.vocab
+                )));
+            }
+            let tables = bertc_text::Tables::new(t);
+            self.write(
+                &format!("{name}_text.c"),
+                codegen::tokenizer::tokenizer_c(&info, t, &tables).as_bytes(),
+            )?;
+        }
         self.write(&format!("{name}.o"), &c.object)?;
         self.write(
             &format!("{name}.h"),
@@ -127,7 +145,7 @@ pub(crate) fn run_tool(cmd: &mut Command, what: &str, target: &Target) -> Result
         let err = String::from_utf8_lossy(&out.stderr);
         let first = err
             .lines()
-            .find(|l| l.contains("error"))
+            .find(|l| l.contains("undefined reference") || l.contains("error:"))
             .or_else(|| err.lines().next())
             .unwrap_or("");
         return Err(CliError::Input(format!(
@@ -164,7 +182,13 @@ pub fn build_so(
     name: &str,
     dir: &Scratch,
 ) -> Result<PathBuf, CliError> {
-    dir.write_model(g, target, name, "bertc", &codegen::Options::default())?;
+    dir.write_model(
+        g,
+        target,
+        (name, "bertc"),
+        None,
+        &codegen::Options::default(),
+    )?;
     let mut cc = target.toolchain().shared(
         &format!("lib{name}.so"),
         &[format!("{name}_glue.c"), format!("{name}.o")],

@@ -43,6 +43,8 @@ fn minilm_executable_matches_the_reference() {
         std::fs::write(dir.join("mask.txt"), lines(&b["attention_mask"])).unwrap();
         let o = run_with(
             Command::new(&exe).args([
+                "--input",
+                "ids",
                 "--mask",
                 dir.join("mask.txt").to_str().unwrap(),
                 "--batch",
@@ -180,7 +182,10 @@ fn executable_rejects_bad_input_lines() {
     let exe = dir.join("micro");
     compile(&model_dir("bert-micro-random"), &exe, &[]);
     let run = |stdin: &str, args: &[&str]| {
-        let o = run_with(Command::new(&exe).args(args), stdin);
+        let o = run_with(
+            Command::new(&exe).args(["--input", "ids"]).args(args),
+            stdin,
+        );
         let err = String::from_utf8_lossy(&o.stderr).to_string();
         assert_eq!(o.status.code(), Some(1), "{stdin:?}: {err}");
         assert!(
@@ -218,7 +223,7 @@ fn executables_check_the_cpu_at_start_up() {
         &exe,
         &["--cpu", "x86-64-v4"],
     );
-    let o = run_with(&mut Command::new(&exe), "2 4 3\n");
+    let o = run_with(Command::new(&exe).args(["--input", "ids"]), "2 4 3\n");
     let host_has_avx512 = bertc_targets::Target::host().has("avx512f");
     if host_has_avx512 {
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -282,7 +287,7 @@ fn every_fused_activation_matches_the_interpreter() {
         for output in ["last_hidden_state", "pooler"] {
             let exe = dir.join(format!("m-{output}"));
             compile(&dir, &exe, &["--output", output]);
-            let got = run_with(&mut Command::new(&exe), &ids);
+            let got = run_with(Command::new(&exe).args(["--input", "ids"]), &ids);
             assert!(
                 got.status.success(),
                 "{}",

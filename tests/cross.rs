@@ -106,7 +106,14 @@ fn minilm_avx512_under_emulation() {
         .arg(model_dir("all-MiniLM-L6-v2").join("model.onnx"))
         .arg("-o")
         .arg(&exe)
-        .args(["--cpu", "x86-64-v4", "--static", "-q"])
+        .args([
+            "--output",
+            "last_hidden_state",
+            "--cpu",
+            "x86-64-v4",
+            "--static",
+            "-q",
+        ])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -117,7 +124,7 @@ fn minilm_avx512_under_emulation() {
             .arg(repo.join("scripts/x86-emulate"))
             .arg("--run")
             .arg(&exe)
-            .args(["--threads", "1", "--batch", "3", "--mask"])
+            .args(["--input", "ids", "--threads", "1", "--batch", "3", "--mask"])
             .arg(dir.join("mask.txt")),
         &lines(&b["input_ids"]),
     );

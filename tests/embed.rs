@@ -34,15 +34,22 @@ fn c_program_with_the_static_library() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let (ids, want, _) = single();
-    let args: Vec<String> = ids.iter().map(|v| v.to_string()).collect();
+    let (_, want, text) = single();
     let o = Command::new(out.join("embed"))
-        .args(&args)
+        .args([&text, &text])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let err = max_err(&parse_floats(&o.stdout), &want, None, want.len());
-    assert!(err <= TOL, "{err}");
+    let lines: Vec<&[u8]> = o
+        .stdout
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for l in lines {
+        let err = max_err(&parse_floats(l), &want, None, want.len());
+        assert!(err <= TOL, "{err}");
+    }
 }
 
 #[test]
@@ -53,25 +60,29 @@ fn python_with_ctypes() {
         &out.join("encoder"),
         &["--emit", "sharedlib", "--output", "mean"],
     );
-    let (ids, want, _) = single();
+    let (ids, want, text) = single();
     let line = ids
         .iter()
         .map(|v| v.to_string())
         .collect::<Vec<_>>()
         .join(" ");
-    let o = run_with(
-        Command::new("python3")
-            .arg(root().join("examples/python/embed.py"))
-            .arg(out.join("libencoder.so"))
-            .arg("encoder"),
-        &format!("{line}\n{line}\n"),
-    );
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let text = String::from_utf8(o.stdout).unwrap();
-    assert_eq!(text.lines().count(), 2);
-    for l in text.lines() {
-        let err = max_err(&parse_floats(l.as_bytes()), &want, None, want.len());
-        assert!(err <= TOL, "{err}");
+    // text through the library's tokenizer, and ids
+    for (input, extra) in [(&text, None), (&line, Some("--ids"))] {
+        let o = run_with(
+            Command::new("python3")
+                .arg(root().join("examples/python/embed.py"))
+                .arg(out.join("libencoder.so"))
+                .arg("encoder")
+                .args(extra),
+            &format!("{input}\n{input}\n"),
+        );
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let out = String::from_utf8(o.stdout).unwrap();
+        assert_eq!(out.lines().count(), 2);
+        for l in out.lines() {
+            let err = max_err(&parse_floats(l.as_bytes()), &want, None, want.len());
+            assert!(err <= TOL, "{extra:?}: {err}");
+        }
     }
 }
 
@@ -101,13 +112,11 @@ fn rust_example_through_the_runtime() {
     let o = Command::new(exe)
         .arg(out.join("libencoder.so"))
         .arg("encoder")
-        .arg(root().join("examples/bert-micro-random/tokenizer.json"))
         .arg(&text)
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let unit = bertc_runtime::l2_normalize(&want);
-    let err = max_err(&parse_floats(&o.stdout), &unit, None, unit.len());
+    let err = max_err(&parse_floats(&o.stdout), &want, None, want.len());
     assert!(err <= TOL, "{err}");
 }
 
@@ -196,20 +205,7 @@ fn runtime_matches_the_references_for_every_model_and_kind() {
                         shape[1],
                     )
                     .unwrap();
-                let lhs = floats(&case["last_hidden_state"]);
-                let width = lhs.len() / mask.len();
-                let (want, per_token) = match kind {
-                    "last_hidden_state" => (lhs.clone(), true),
-                    "mean" => (floats(&case["mean_pooled"]), false),
-                    "pooler" => (floats(&case["pooler_output"]), false),
-                    "logits" => (floats(&case["logits"]), false),
-                    _ => (
-                        lhs.chunks(width * shape[1])
-                            .flat_map(|s| s[..width].to_vec())
-                            .collect(),
-                        false,
-                    ),
-                };
+                let (want, per_token, width) = expected(case, kind);
                 let w = if per_token {
                     width
                 } else {
@@ -256,4 +252,91 @@ fn flops_count_the_real_tokens_and_pairs() {
     assert_eq!(got, want);
     let all = unsafe { flops(std::ptr::null(), 2, 6) };
     assert_eq!(all, per_token * 12.0 + per_pair * 72.0);
+}
+
+/// The real all-MiniLM-L6-v2 as a sentence-transformers folder compiles to what
+/// `SentenceTransformer.encode()` returns (mean pooling, then `2_Normalize`): text in through
+/// the executable, C (`NAME_run_text`), Rust (`bertc-runtime`) and Python (ctypes), against
+/// the reference's `sentence_embedding`.
+#[test]
+fn minilm_folder_embeds_text_as_sentence_transformers() {
+    let out = scratch("st");
+    let folder = minilm_hf_dir();
+    let r = reference("all-MiniLM-L6-v2");
+    let cases = r["individual"].as_array().unwrap();
+    let texts: Vec<String> = cases
+        .iter()
+        .map(|c| c["text"].as_str().unwrap().to_string())
+        .collect();
+    let want: Vec<Vec<f32>> = cases
+        .iter()
+        .map(|c| floats(&c["sentence_embedding"]))
+        .collect();
+    let check = |what: &str, got: &[Vec<f32>]| {
+        assert_eq!(got.len(), want.len(), "{what}");
+        for (g, w) in got.iter().zip(&want) {
+            let err = max_err(g, w, None, w.len());
+            assert!(err <= 1e-4, "{what}: max abs error {err:e}");
+        }
+    };
+    let lines = |b: &[u8]| -> Vec<Vec<f32>> {
+        String::from_utf8_lossy(b)
+            .lines()
+            .map(|l| parse_floats(l.as_bytes()))
+            .collect()
+    };
+    // the executable, no --output: the folder's own pipeline
+    let exe = out.join("minilm");
+    compile(&folder, &exe, &[]);
+    let o = run_with(&mut Command::new(&exe), &(texts.join("\n") + "\n"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    check("executable", &lines(&o.stdout));
+    // C, through the example program on a static library
+    compile(&folder, &out.join("encoder"), &["--emit", "staticlib"]);
+    let cexe = out.join("embed");
+    let o = Command::new("cc")
+        .args(["-O2", "-o"])
+        .arg(&cexe)
+        .arg(root().join("examples/embed-c/main.c"))
+        .arg(format!("-I{}", out.display()))
+        .arg(out.join("libencoder.a"))
+        .args(["-lpthread", "-lm"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(&cexe).args(&texts).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    check("C run_text", &lines(&o.stdout));
+    // Rust, one batch of all three
+    compile(&folder, &out.join("st"), &["--emit", "sharedlib"]);
+    let art = Arc::new(Artifact::open(&out.join("libst.so"), "st").unwrap());
+    let mut m = art.model(0).unwrap();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let (got, tokens) = m.run_text(&refs, None).unwrap();
+    let ids = |c: &serde_json::Value| -> Vec<i64> {
+        c["input_ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_i64().unwrap())
+            .collect()
+    };
+    let counts: Vec<usize> = cases.iter().map(|c| ids(c).len()).collect();
+    assert_eq!(tokens, counts);
+    check(
+        "runtime",
+        &got.chunks(384).map(<[f32]>::to_vec).collect::<Vec<_>>(),
+    );
+    let e = art.tokenize("Hello world!", None, true).unwrap();
+    assert_eq!(e.ids, ids(&cases[0]));
+    // Python
+    let o = run_with(
+        Command::new("python3")
+            .arg(root().join("examples/python/embed.py"))
+            .arg(out.join("libst.so"))
+            .arg("st"),
+        &(texts.join("\n") + "\n"),
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    check("python", &lines(&o.stdout));
 }

@@ -79,8 +79,13 @@ fn world(dir: &Path) {
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_bertc"), bin.join("bertc")).unwrap();
 }
 
+/// The examples time and profile models: run one test of this file at a time, so that neither
+/// measures the other's load.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn every_help_example_runs() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = scratch("help-examples");
     world(&dir);
     let path = format!(
@@ -127,4 +132,72 @@ fn every_help_example_runs() {
     }
     eprintln!("{ran} examples ran");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The README's examples: each ```` ```sh ```` block runs as one script (`set -e -o pipefail`),
+/// and the `$ ` lines of ```` ```console ```` blocks, in a folder laid out like a checkout
+/// (`examples/`, `../shared` beside it) with `bertc` on the path. `cargo run --release --`
+/// stands for `bertc`; `cargo test` is this test suite and is not run again. ```` ```text ````
+/// blocks are synopses, not examples.
+#[test]
+fn every_readme_example_runs() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let base = scratch("readme-examples");
+    let dir = base.join("bertc");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink(shared().canonicalize().unwrap(), base.join("shared")).unwrap();
+    world(&dir);
+    let path = format!(
+        "{}:{}",
+        dir.join("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let mut blocks: Vec<String> = Vec::new();
+    let mut cur: Option<(String, String)> = None;
+    for line in readme.lines() {
+        match (&mut cur, line.strip_prefix("```")) {
+            (None, Some(kind)) => cur = Some((kind.to_string(), String::new())),
+            (Some((kind, body)), Some(_)) => {
+                let script = match kind.as_str() {
+                    "sh" => body.clone(),
+                    "console" => body
+                        .lines()
+                        .filter_map(|l| l.strip_prefix("$ "))
+                        .map(|l| format!("{l}\n"))
+                        .collect(),
+                    _ => String::new(),
+                };
+                if !script.trim().is_empty() {
+                    blocks.push(script);
+                }
+                cur = None;
+            }
+            (Some((_, body)), None) => {
+                let l = line.replace("cargo run --release --", "bertc");
+                if !l.trim_start().starts_with("cargo test") {
+                    body.push_str(&l);
+                    body.push('\n');
+                }
+            }
+            (None, None) => {}
+        }
+    }
+    assert!(blocks.len() >= 3, "README has its examples");
+    for script in &blocks {
+        let o = Command::new("bash")
+            .args(["-e", "-o", "pipefail", "-c", script])
+            .current_dir(&dir)
+            .env("PATH", &path)
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "README example failed:\n{script}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    eprintln!("{} README blocks ran", blocks.len());
+    let _ = std::fs::remove_dir_all(&base);
 }

@@ -32,14 +32,7 @@ fn compile_int8(model: &Path, out: &Path, extra: &[&str]) {
 }
 
 fn kind_of(k: &str) -> OutputKind {
-    match k {
-        "last_hidden_state" => OutputKind::LastHiddenState,
-        "mean" => OutputKind::Mean,
-        "cls" => OutputKind::Cls,
-        "pooler" => OutputKind::Pooler,
-        "logits" => OutputKind::Logits,
-        _ => unreachable!(),
-    }
+    k.parse().expect("an output kind")
 }
 
 /// The graph `bertc compile --quantize int8 --output kind` generates code for.

@@ -96,7 +96,7 @@ fn pruned_matches_interpreter(dir: &Path, args: &[String], tag: &str) -> String 
                 "-q",
             ])
             .args(args));
-        let got = run_with(&mut Command::new(&exe), INPUT);
+        let got = run_with(Command::new(&exe).args(["--input", "ids"]), INPUT);
         assert!(
             got.status.success(),
             "{}",
@@ -355,4 +355,37 @@ fn cross_profiler_runs_on_the_board() {
     assert_eq!(j["target"].as_str(), Some("aarch64-unknown-linux-gnu"));
     assert_eq!(j["ffn"].as_array().unwrap().len(), 3);
     assert_eq!(j["attention"].as_array().unwrap().len(), 3);
+}
+
+/// `--speedup` without `--calibration`, run from an empty folder (no `../shared` in reach):
+/// the built-in calibration set is used and the pruned model runs.
+#[test]
+fn prune_from_an_empty_folder_uses_the_built_in_calibration() {
+    let dir = scratch("prune-empty");
+    let work = dir.join("empty");
+    std::fs::create_dir_all(&work).unwrap();
+    let p = profile(&dir, "p.json", 1.0, 2.0);
+    let exe = dir.join("half");
+    let out = ok(bertc().current_dir(&work).args([
+        "compile",
+        &micro(),
+        "-o",
+        exe.to_str().unwrap(),
+        "--speedup",
+        "2",
+        "--profile",
+        &p,
+    ]));
+    assert!(out.is_empty());
+    assert_eq!(
+        std::fs::read_dir(&work).unwrap().count(),
+        0,
+        "nothing written in the folder"
+    );
+    let got = run_with(&mut Command::new(&exe), "A man is playing a guitar.\n");
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
 }

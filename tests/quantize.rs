@@ -180,7 +180,10 @@ fn linears_over_the_budget_stay_fp32() {
     let page = std::fs::read_to_string(&html).unwrap();
     assert_eq!(page.matches("<td class=prec>fp32</td>").count(), 8);
     let input = "2 73 1043 9 17 88 3\n2 150 3\n";
-    let got = output_floats(&run_with(&mut Command::new(&exe), input));
+    let got = output_floats(&run_with(
+        Command::new(&exe).args(["--input", "ids"]),
+        input,
+    ));
     let mut r = vec!["run", m];
     r.extend_from_slice(&common);
     let want = output_floats(&run_with(

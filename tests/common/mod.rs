@@ -174,6 +174,8 @@ pub fn run_case(exe: &[String], case: &Json, dir: &Path, batch: usize) -> Vec<Ve
     let mut cmd = Command::new(&exe[0]);
     cmd.args(&exe[1..]);
     cmd.args([
+        "--input",
+        "ids",
         "--mask",
         dir.join("mask.txt").to_str().unwrap(),
         "--batch",
@@ -211,22 +213,7 @@ pub fn check_exe(exe: &[String], name: &str, kind: &str, dir: &Path) -> f32 {
         let (_, mask) = ints2(&case["attention_mask"]);
         let batch = case["input_ids"].as_array().unwrap().len();
         let got = run_case(exe, case, dir, batch);
-        let lhs = floats(&case["last_hidden_state"]);
-        let width = lhs.len() / mask.len();
-        let seq = mask.len() / batch;
-        let (want, per_token): (Vec<f32>, bool) = match kind {
-            "last_hidden_state" => (lhs.clone(), true),
-            "mean" => (floats(&case["mean_pooled"]), false),
-            "pooler" => (floats(&case["pooler_output"]), false),
-            "logits" => (floats(&case["logits"]), false),
-            "cls" => (
-                lhs.chunks(width * seq)
-                    .flat_map(|s| s[..width].to_vec())
-                    .collect(),
-                false,
-            ),
-            _ => unreachable!(),
-        };
+        let (want, per_token, width) = expected(case, kind);
         let got: Vec<f32> = got.concat();
         let w = if per_token { width } else { want.len() / batch };
         let err = max_err(&got, &want, per_token.then_some(&mask[..]), w);
@@ -236,9 +223,48 @@ pub fn check_exe(exe: &[String], name: &str, kind: &str, dir: &Path) -> f32 {
     worst
 }
 
+/// What PyTorch gives for output `kind` on a reference case: the values, whether they are
+/// per token, and the hidden width.
+pub fn expected(case: &Json, kind: &str) -> (Vec<f32>, bool, usize) {
+    let (_, mask) = ints2(&case["attention_mask"]);
+    let batch = case["input_ids"].as_array().unwrap().len();
+    let lhs = floats(&case["last_hidden_state"]);
+    let width = lhs.len() / mask.len();
+    let seq = mask.len() / batch;
+    let (want, per_token): (Vec<f32>, bool) = match kind {
+        "last_hidden_state" => (lhs.clone(), true),
+        "mean" => (floats(&case["mean_pooled"]), false),
+        "pooler" => (floats(&case["pooler_output"]), false),
+        "logits" => (floats(&case["logits"]), false),
+        "cls" => (
+            lhs.chunks(width * seq)
+                .flat_map(|s| s[..width].to_vec())
+                .collect(),
+            false,
+        ),
+        // the maximum over the real tokens of PyTorch's last hidden state
+        "max" => (
+            (0..batch)
+                .flat_map(|b| {
+                    let (lhs, mask) = (&lhs, &mask);
+                    (0..width).map(move |j| {
+                        (0..seq)
+                            .filter(|&t| mask[b * seq + t] == 1)
+                            .map(|t| lhs[(b * seq + t) * width + j])
+                            .fold(f32::NEG_INFINITY, f32::max)
+                    })
+                })
+                .collect(),
+            false,
+        ),
+        _ => unreachable!(),
+    };
+    (want, per_token, width)
+}
+
 /// The output kinds a shared model's reference covers.
 pub fn kinds(name: &str) -> Vec<&'static str> {
-    let mut k = vec!["last_hidden_state", "mean", "cls"];
+    let mut k = vec!["last_hidden_state", "mean", "cls", "max"];
     let r = reference(name);
     if r["cases"][0].get("pooler_output").is_some() {
         k.push("pooler");
@@ -297,6 +323,8 @@ pub fn outputs_by_thread_count(exe: &Path, dir: &Path) -> Vec<Vec<u8>> {
         .map(|t| {
             let o = run_with(
                 Command::new(exe).args([
+                    "--input",
+                    "ids",
                     "--threads",
                     t,
                     "--batch",

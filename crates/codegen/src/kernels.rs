@@ -323,6 +323,33 @@ pub fn cls(e: &mut Emit, [x, out, seq_start]: [Value; 3], [begin, end]: [Value; 
     });
 }
 
+/// The packed row range `s0..s1` of sequence `bi`.
+fn seq_rows(e: &mut Emit, seq_start: Value, bi: Value) -> (Value, Value) {
+    let sa = e.addr(seq_start, bi, 4);
+    (e.load_i32(sa, 0), e.load_i32(sa, 4))
+}
+
+/// `dst = f(dst, row)` for the rows `r0..r1` of `x` (rows of `width` floats, `rowb` bytes).
+fn accumulate_rows(
+    e: &mut Emit,
+    (x, rowb, width): (Value, i64, usize),
+    (r0, r1): (Value, Value),
+    dst: Value,
+    f: impl Fn(&mut Emit, Value, Value) -> Value + Copy,
+) {
+    e.for_range(r0, r1, 1, |e, r| {
+        let src = e.addr(x, r, rowb);
+        e.row(width, |e, off, s| {
+            let a = e.b.ins().iadd(src, off);
+            let v = e.load(s, a, 0);
+            let o = e.b.ins().iadd(dst, off);
+            let acc = e.load(s, o, 0);
+            let y = f(e, acc, v);
+            e.store(y, o, 0);
+        });
+    });
+}
+
 /// The mean of the (packed) rows of each sequence of tasks `begin..end`.
 pub fn mean_pool(
     e: &mut Emit,
@@ -338,19 +365,9 @@ pub fn mean_pool(
             let o = e.b.ins().iadd(dst, off);
             e.store(z, o, 0);
         });
-        let sa = e.addr(seq_start, bi, 4);
-        let s0 = e.load_i32(sa, 0);
-        let s1 = e.load_i32(sa, 4);
-        e.for_range(s0, s1, 1, |e, r| {
-            let src = e.addr(x, r, rowb);
-            e.row(width, |e, off, s| {
-                let a = e.b.ins().iadd(src, off);
-                let v = e.load(s, a, 0);
-                let o = e.b.ins().iadd(dst, off);
-                let acc = e.load(s, o, 0);
-                let y = e.b.ins().fadd(acc, v);
-                e.store(y, o, 0);
-            });
+        let (s0, s1) = seq_rows(e, seq_start, bi);
+        accumulate_rows(e, (x, rowb, width), (s0, s1), dst, |e, acc, v| {
+            e.b.ins().fadd(acc, v)
         });
         let n = e.b.ins().isub(s1, s0);
         let nf = e.b.ins().fcvt_from_sint(types::F32, n);
@@ -362,6 +379,54 @@ pub fn mean_pool(
             let o = e.b.ins().iadd(dst, off);
             let acc = e.load(s, o, 0);
             let y = e.b.ins().fmul(acc, iv);
+            e.store(y, o, 0);
+        });
+    });
+}
+
+/// The elementwise maximum of the (packed) rows of each sequence of tasks `begin..end`.
+pub fn max_pool(
+    e: &mut Emit,
+    [x, out, seq_start]: [Value; 3],
+    [begin, end]: [Value; 2],
+    width: usize,
+) {
+    let rowb = width as i64 * 4;
+    e.for_range(begin, end, 1, |e, bi| {
+        let dst = e.addr(out, bi, rowb);
+        let (s0, s1) = seq_rows(e, seq_start, bi);
+        let first = e.addr(x, s0, rowb);
+        e.copy_row(first, dst, width);
+        let s0 = e.b.ins().iadd_imm_s(s0, 1);
+        accumulate_rows(e, (x, rowb, width), (s0, s1), dst, |e, acc, v| {
+            e.b.ins().fmax(acc, v)
+        });
+    });
+}
+
+/// Each row of tasks `begin..end` divided by its L2 norm (at least 1e-12, as PyTorch's
+/// `F.normalize`).
+pub fn l2_normalize(e: &mut Emit, [x, out]: [Value; 2], [begin, end]: [Value; 2], width: usize) {
+    let rowb = width as i64 * 4;
+    e.for_range(begin, end, 1, |e, bi| {
+        let src = e.addr(x, bi, rowb);
+        let dst = e.addr(out, bi, rowb);
+        let sum = e.row_sum(width, |e, off, s| {
+            let a = e.b.ins().iadd(src, off);
+            let v = e.load(s, a, 0);
+            e.b.ins().fmul(v, v)
+        });
+        let norm = e.b.ins().sqrt(sum);
+        let eps = e.f(1e-12);
+        let norm = e.b.ins().fmax(norm, eps);
+        let one = e.f(1.0);
+        let inv = e.b.ins().fdiv(one, norm);
+        e.row(width, |e, off, s| {
+            let iv = e.splat(s, inv);
+            let a = e.b.ins().iadd(src, off);
+            let v = e.load(s, a, 0);
+            let y = e.b.ins().fmul(v, iv);
+            let o = e.b.ins().iadd(dst, off);
             e.store(y, o, 0);
         });
     });

@@ -16,6 +16,7 @@ mod program;
 mod qkernels;
 pub mod shim;
 mod text;
+pub mod tokenizer;
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -541,9 +542,10 @@ pub fn compile_with(
                     let args = vec![qp, kp, vp, bufs[out], seq_start, scratch, seq, stride];
                     (args, t)
                 }
-                Step::Cls { x, out } | Step::MeanPool { x, out } => {
-                    (vec![bufs[x], bufs[out], seq_start], batch)
-                }
+                Step::Cls { x, out }
+                | Step::MeanPool { x, out }
+                | Step::MaxPool { x, out }
+                | Step::Normalize { x, out } => (vec![bufs[x], bufs[out], seq_start], batch),
                 Step::Scatter { x } => (
                     vec![bufs[x], out, tok_src, tokens],
                     row_tasks(&mut e, tokens),
@@ -621,7 +623,12 @@ fn step_arg_count(step: &Step) -> usize {
         Step::LayerNorm { quantized, .. } => 5 + usize::from(quantized.is_some()),
         Step::Linear { .. } => 5,
         Step::Add { .. } | Step::Scatter { .. } => 4,
-        Step::Act { .. } | Step::Quantize { .. } | Step::Cls { .. } | Step::MeanPool { .. } => 3,
+        Step::Act { .. }
+        | Step::Quantize { .. }
+        | Step::Cls { .. }
+        | Step::MeanPool { .. }
+        | Step::MaxPool { .. }
+        | Step::Normalize { .. } => 3,
         Step::Attention { .. } => 8,
     }
 }
@@ -668,6 +675,8 @@ fn kernel_key(step: &Step, p: &Program) -> String {
         }
         Step::Cls { x, .. } => format!("cls {}", w(*x)),
         Step::MeanPool { x, .. } => format!("mean {}", w(*x)),
+        Step::MaxPool { x, .. } => format!("max {}", w(*x)),
+        Step::Normalize { x, .. } => format!("normalize {}", w(*x)),
         Step::Scatter { x } => format!("scatter {}", w(*x)),
     }
 }
@@ -753,6 +762,8 @@ fn emit_step(
         }
         Step::Cls { x, .. } => kernels::cls(e, [a[0], a[1], a[2]], range, w(*x)),
         Step::MeanPool { x, .. } => kernels::mean_pool(e, [a[0], a[1], a[2]], range, w(*x)),
+        Step::MaxPool { x, .. } => kernels::max_pool(e, [a[0], a[1], a[2]], range, w(*x)),
+        Step::Normalize { x, .. } => kernels::l2_normalize(e, [a[0], a[1]], range, w(*x)),
         Step::Scatter { x } => kernels::scatter(e, [a[0], a[1], a[2], a[3]], range, w(*x)),
     }
 }

@@ -375,7 +375,7 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
                     out: l.new_buf(n)?,
                 }
             }
-            Op::MeanPool => {
+            Op::MeanPool | Op::MaxPool => {
                 if g.op(ops[1])
                     != &(Op::Input {
                         name: "attention_mask".into(),
@@ -384,14 +384,20 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
                     return Err(unsupported(
                         g,
                         n,
-                        "mean pooling must use the attention_mask input",
+                        "pooling must use the attention_mask input",
                     ));
                 }
-                Step::MeanPool {
-                    x: l.buf(ops[0])?,
-                    out: l.new_buf(n)?,
+                let (x, out) = (l.buf(ops[0])?, l.new_buf(n)?);
+                if g.op(n) == &Op::MeanPool {
+                    Step::MeanPool { x, out }
+                } else {
+                    Step::MaxPool { x, out }
                 }
             }
+            Op::L2Normalize if g.ty(ops[0]).rank() == 2 => Step::Normalize {
+                x: l.buf(ops[0])?,
+                out: l.new_buf(n)?,
+            },
             Op::QLinear {
                 act,
                 residual,
@@ -490,7 +496,10 @@ fn step_io1(s: &Step) -> (Vec<BufId>, BufId) {
         | Step::Linear { x, out, .. }
         | Step::Quantize { x, out, .. }
         | Step::Act { x, out, .. } => (vec![x], out),
-        Step::Cls { x, out } | Step::MeanPool { x, out } => (vec![x], out),
+        Step::Cls { x, out }
+        | Step::MeanPool { x, out }
+        | Step::MaxPool { x, out }
+        | Step::Normalize { x, out } => (vec![x], out),
         Step::Add { a, b, out } => (vec![a, b], out),
         Step::Attention { q, k, v, out, .. } => (vec![q, k, v], out),
         Step::Scatter { x } => (vec![x], x),

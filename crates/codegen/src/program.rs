@@ -213,6 +213,16 @@ pub enum Step {
         x: BufId,
         out: BufId,
     },
+    /// The elementwise maximum of each sequence's rows.
+    MaxPool {
+        x: BufId,
+        out: BufId,
+    },
+    /// Each pooled row divided by its L2 norm (at least 1e-12).
+    Normalize {
+        x: BufId,
+        out: BufId,
+    },
     /// Packed token rows back to the padded `[batch, seq]` layout of the caller's output (added
     /// by code generation after the last step when the output is per token).
     Scatter {

@@ -13,11 +13,12 @@ const HEADER: &str = include_str!("glue/header.h");
 const GLUE: &str = include_str!("glue/glue.c");
 const MAIN: &str = include_str!("glue/main.c");
 const PROFILER: &str = include_str!("glue/profiler.c");
+const TEXT_API: &str = include_str!("glue/text_api.h");
 
 /// Fills a template's `@KEY@` placeholders. Every placeholder must have a value and every value
 /// a placeholder: a mismatch is a bug in bertc, caught by the test that compiles every
 /// template (`glue_compiles_without_warnings`).
-fn render(template: &str, vars: &[(&str, String)]) -> String {
+pub(crate) fn render(template: &str, vars: &[(&str, String)]) -> String {
     let mut rest = template;
     while let Some(i) = rest.find('@') {
         let after = &rest[i + 1..];
@@ -53,6 +54,10 @@ pub struct ShimInfo<'a> {
     pub cpu_features: Vec<&'static str>,
     pub target: &'a str,
     pub source: &'a str,
+    /// The model's tokenizer, compiled into the artifact (`NAME_tokenize`, `NAME_run_text`).
+    pub text: Option<&'a bertc_text::TextSpec>,
+    /// A classifier's label names by logit (`--format json` prints them with scores).
+    pub labels: &'a [String],
 }
 
 /// The public header.
@@ -76,6 +81,31 @@ pub fn header(p: &Program, s: &ShimInfo) -> String {
             ("KIND", s.output_kind.to_string()),
             ("WIDTH", p.output_width().to_string()),
             ("PER_TOKEN", (p.output_per_token() as u8).to_string()),
+            ("TEXT_API", s.text.map_or(String::new(), |t| text_api(s, t))),
+        ],
+    )
+}
+
+/// The last component of a path (a header names files, not this machine's folders).
+pub(crate) fn file_name(path: &str) -> String {
+    std::path::Path::new(path)
+        .file_name()
+        .map_or(path.to_string(), |f| f.to_string_lossy().to_string())
+}
+
+/// The header's tokenizer section.
+fn text_api(s: &ShimInfo, t: &bertc_text::TextSpec) -> String {
+    render(
+        TEXT_API,
+        &[
+            ("N", s.name.to_string()),
+            ("UP", s.name.to_uppercase()),
+            ("KIND", t.model.kind().to_string()),
+            ("TOKENIZER", file_name(&t.source)),
+            (
+                "MAX_TEXT_BYTES",
+                crate::tokenizer::MAX_TEXT_BYTES.to_string(),
+            ),
         ],
     )
 }
@@ -121,10 +151,48 @@ pub fn glue(p: &Program, s: &ShimInfo, scratch_floats_c: &str) -> String {
 /// The executable's `main`: reads token ids (one sequence a line) from standard input, runs
 /// them in batches and prints one line of outputs per input line.
 pub fn main_c(s: &ShimInfo) -> String {
+    let labels: Vec<String> = s
+        .labels
+        .iter()
+        .map(|l| c_string(json_string(l).as_bytes()))
+        .collect();
     render(
         MAIN,
-        &[("N", s.name.to_string()), ("UP", s.name.to_uppercase())],
+        &[
+            (
+                "LABELS",
+                if labels.is_empty() {
+                    "NULL".into()
+                } else {
+                    labels.join(", ")
+                },
+            ),
+            ("N_LABELS", labels.len().to_string()),
+            ("N", s.name.to_string()),
+            ("UP", s.name.to_uppercase()),
+        ],
     )
+}
+
+/// The inside of a JSON string literal for `s`.
+fn json_string(s: &str) -> String {
+    let q = serde_json::to_string(s).expect("a string serializes");
+    q[1..q.len() - 1].to_string()
+}
+
+/// A C string literal of these bytes (octal escapes for all but plain ASCII, and for `?`
+/// against trigraphs).
+pub(crate) fn c_string(bytes: &[u8]) -> String {
+    let mut out = String::from("\"");
+    for &b in bytes {
+        match b {
+            b'"' | b'\\' | b'?' => out.push_str(&format!("\\{b:03o}")),
+            0x20..=0x7E => out.push(b as char),
+            _ => out.push_str(&format!("\\{b:03o}")),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// One model compiled into a profiler executable.
@@ -231,10 +299,35 @@ graph(%input_ids: i64[batch,seq], %attention_mask: i64[batch,seq], %token_type_i
 }
 ";
 
-    /// Every template, rendered for a small model, compiles with `-Wall -Wextra -Werror` with
-    /// the host's C compiler (the header through the glue and `main` that include it).
+    const WORDPIECE: &str = r###"{"model": {"type": "WordPiece", "unk_token": "[UNK]",
+        "vocab": {"[UNK]": 0, "[CLS]": 1, "[SEP]": 2, "a": 3, "##b": 4}},
+        "normalizer": {"type": "BertNormalizer", "lowercase": true},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": {"type": "BertProcessing", "cls": ["[CLS]", 1], "sep": ["[SEP]", 2]},
+        "added_tokens": [{"id": 0, "content": "[UNK]", "normalized": false, "lstrip": true}]}"###;
+    const BPE: &str = r#"{"model": {"type": "BPE", "merges": ["a b"],
+        "vocab": {"a": 0, "b": 1, "ab": 2, "<s>": 3, "</s>": 4}},
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": true},
+        "post_processor": {"type": "RobertaProcessing", "cls": ["<s>", 3], "sep": ["</s>", 4]},
+        "added_tokens": [{"id": 3, "content": "<s>", "normalized": true}]}"#;
+
+    /// Every template, rendered for a small model (without a tokenizer, with a WordPiece
+    /// and with a byte-level BPE one), compiles with `-Wall -Wextra -Werror` with the host's C
+    /// compiler (the header through the glue, the tokenizer and `main` that include it).
     #[test]
     fn glue_compiles_without_warnings() {
+        let specs = [
+            None,
+            Some(bertc_text::TextSpec::from_json(WORDPIECE, "wordpiece.json").unwrap()),
+            Some(bertc_text::TextSpec::from_json(BPE, "bpe.json").unwrap()),
+        ];
+        for (i, text) in specs.iter().enumerate() {
+            glue_compiles(text.as_ref(), &format!("{i}"));
+        }
+    }
+
+    fn glue_compiles(text: Option<&bertc_text::TextSpec>, tag: &str) {
+        let labels = ["positive".to_string(), "n\u{e9}gatif \"?\"".to_string()];
         let target = Target::host();
         let g = Graph::from_text(MODEL).unwrap();
         let c = crate::compile(&g, &target, "m").unwrap();
@@ -244,8 +337,10 @@ graph(%input_ids: i64[batch,seq], %attention_mask: i64[batch,seq], %token_type_i
             cpu_features: target.cpu_checks(),
             target: &target.triple,
             source: "test",
+            text,
+            labels: &labels,
         };
-        let dir = std::env::temp_dir().join(format!("bertc-glue-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("bertc-glue-{}-{tag}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let variants = [ProfileVariant {
             name: "m".into(),
@@ -274,11 +369,22 @@ graph(%input_ids: i64[batch,seq], %attention_mask: i64[batch,seq], %token_type_i
             ("m_glue.c", glue(&c.program, &info, &c.scratch_floats_c)),
             ("m_main.c", main_c(&info)),
             ("profiler.c", profiler_c(&variants, &pinfo)),
+            (
+                "m_text.c",
+                text.map_or(String::new(), |t| {
+                    crate::tokenizer::tokenizer_c(&info, t, &bertc_text::Tables::new(t))
+                }),
+            ),
         ];
         for (f, text) in &files {
             std::fs::write(dir.join(f), text).unwrap();
         }
-        for f in ["m_glue.c", "m_main.c", "profiler.c"] {
+        let sources: &[&str] = if text.is_some() {
+            &["m_glue.c", "m_main.c", "profiler.c", "m_text.c"]
+        } else {
+            &["m_glue.c", "m_main.c", "profiler.c"]
+        };
+        for f in sources {
             let out = target
                 .toolchain()
                 .check_warnings(f)

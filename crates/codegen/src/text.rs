@@ -208,6 +208,8 @@ impl Program {
             }
             Step::Cls { x, out } => format!("b{out} = cls b{x}"),
             Step::MeanPool { x, out } => format!("b{out} = mean_pool b{x}"),
+            Step::MaxPool { x, out } => format!("b{out} = max_pool b{x}"),
+            Step::Normalize { x, out } => format!("b{out} = l2_normalize b{x}"),
             Step::Scatter { x } => format!("output = scatter b{x}"),
         }
     }

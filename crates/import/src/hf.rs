@@ -571,3 +571,48 @@ fn tensor_named(
         Tensor::from_f32(t.shape.clone(), &t.to_f32_vec())
     })
 }
+
+/// The class names of a classifier, by logit index, from the `id2label` of the
+/// `config.json` beside the model (empty when there is none); a missing index is `LABEL_i`.
+pub fn id2label(model: &Path) -> Result<Vec<String>, ImportError> {
+    let Some(file) = crate::st::companion_dir(model)
+        .map(|d| d.join("config.json"))
+        .filter(|f| f.is_file())
+    else {
+        return Ok(Vec::new());
+    };
+    let err = |msg: String| ImportError::Model {
+        file: file.clone(),
+        msg,
+    };
+    let text = std::fs::read_to_string(&file).map_err(|source| ImportError::Io {
+        file: file.clone(),
+        source,
+    })?;
+    let j: Json = serde_json::from_str(&text).map_err(|e| err(format!("not JSON: {e}")))?;
+    let Some(map) = j.get("id2label").and_then(Json::as_object) else {
+        return Ok(Vec::new());
+    };
+    let mut labels = vec![None; map.len()];
+    for (k, v) in map {
+        let i = k
+            .parse::<usize>()
+            .ok()
+            .filter(|&i| i < map.len())
+            .ok_or_else(|| {
+                err(format!(
+                    "id2label: key '{k}' is not an index below {}",
+                    map.len()
+                ))
+            })?;
+        let name = v
+            .as_str()
+            .ok_or_else(|| err(format!("id2label.{k}: expected a string")))?;
+        labels[i] = Some(name.to_string());
+    }
+    Ok(labels
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| l.unwrap_or_else(|| format!("LABEL_{i}")))
+        .collect())
+}

@@ -5,6 +5,7 @@
 
 pub mod hf;
 pub mod onnx;
+pub mod st;
 
 mod error;
 mod load;

@@ -157,6 +157,35 @@ pub(crate) fn eval(op: &Op, v: &[&Value]) -> R<Value> {
             }
             Value::f32(vec![b, h], out)
         }
+        Op::MaxPool => {
+            let (x, m) = (v[0], v[1].as_i64()?);
+            let (b, s, h) = (x.shape[0], x.shape[1], x.shape[2]);
+            let xv = x.as_f32()?;
+            // as sentence-transformers: masked rows count as -1e9
+            let mut out = vec![f32::NEG_INFINITY; b * h];
+            for bi in 0..b {
+                for t in 0..s {
+                    let row = &xv[(bi * s + t) * h..(bi * s + t + 1) * h];
+                    for (o, &y) in out[bi * h..(bi + 1) * h].iter_mut().zip(row) {
+                        *o = o.max(if m[bi * s + t] != 0 { y } else { -1e9 });
+                    }
+                }
+            }
+            Value::f32(vec![b, h], out)
+        }
+        Op::L2Normalize => {
+            let x = v[0];
+            let h = *x.shape.last().unwrap_or(&1);
+            let mut out = x.as_f32()?.to_vec();
+            for row in out.chunks_mut(h.max(1)) {
+                let norm = row.iter().map(|&y| y as f64 * y as f64).sum::<f64>().sqrt();
+                let scale = 1.0 / norm.max(1e-12);
+                for y in row {
+                    *y = (*y as f64 * scale) as f32;
+                }
+            }
+            Value::f32(x.shape.clone(), out)
+        }
         _ => return Err(format!("{} is not a reduce op", op.mnemonic())),
     })
 }

@@ -291,6 +291,11 @@ pub enum Op {
     },
     /// `mean_pool(x[b,s,h], mask[b,s])`: mean of the rows with mask 1.
     MeanPool,
+    /// `max_pool(x[b,s,h], mask[b,s])`: elementwise maximum of the rows with mask 1.
+    MaxPool,
+    /// `l2_normalize(x)`: `x / max(|x|, 1e-12)` along the last axis (PyTorch's
+    /// `F.normalize`, sentence-transformers' `Normalize`).
+    L2Normalize,
 }
 
 /// The family an op belongs to: type inference (`infer/`) and the interpreter have one file
@@ -349,7 +354,9 @@ impl Op {
             | Op::Reduce { .. }
             | Op::LayerNormalization { .. }
             | Op::LayerNorm { .. }
-            | Op::MeanPool => OpFamily::Reduce,
+            | Op::MeanPool
+            | Op::MaxPool
+            | Op::L2Normalize => OpFamily::Reduce,
             Op::Embedding { .. }
             | Op::Gelu { .. }
             | Op::Attention { .. }
@@ -431,6 +438,8 @@ impl Op {
             Op::Attention { .. } => "attention",
             Op::QkvAttention { .. } => "qkv_attention",
             Op::MeanPool => "mean_pool",
+            Op::MaxPool => "max_pool",
+            Op::L2Normalize => "l2_normalize",
         }
     }
 
@@ -452,6 +461,7 @@ impl Op {
             | Op::ReshapeTo { .. }
             | Op::ExpandTo { .. }
             | Op::SliceTo { .. }
+            | Op::L2Normalize
             | Op::Gelu { .. } => (1, 1),
             Op::Binary(_)
             | Op::Reshape { .. }
@@ -461,7 +471,8 @@ impl Op {
             | Op::CumSum { .. }
             | Op::MatMul
             | Op::DequantizeRows
-            | Op::MeanPool => (2, 2),
+            | Op::MeanPool
+            | Op::MaxPool => (2, 2),
             Op::Where | Op::Range | Op::LayerNorm { .. } => (3, 3),
             Op::Concat { .. } => (1, usize::MAX),
             Op::Slice => (3, 5),

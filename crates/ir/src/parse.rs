@@ -662,6 +662,8 @@ fn op_of(m: &str, mut a: Attrs, arity: usize) -> PResult<Op> {
                 qk: a.num("qk")?,
             },
             "mean_pool" => Op::MeanPool,
+            "max_pool" => Op::MaxPool,
+            "l2_normalize" => Op::L2Normalize,
             _ => return Err(format!("unknown op '{m}'")),
         }
     };

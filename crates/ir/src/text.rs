@@ -200,7 +200,9 @@ fn attrs(op: &Op) -> String {
         | Op::MatMul
         | Op::Linear
         | Op::DequantizeRows
-        | Op::MeanPool => String::new(),
+        | Op::MeanPool
+        | Op::MaxPool
+        | Op::L2Normalize => String::new(),
     }
 }
 

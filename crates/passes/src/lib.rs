@@ -31,7 +31,7 @@ mod simplify;
 use bertc_ir::Graph;
 use std::fmt;
 
-pub use output::{select_output, supported_outputs, OutputKind};
+pub use output::{select_embedding, select_output, supported_outputs, OutputKind};
 pub use quantize::{quantize_rows, ActBits, LinearChoice, QuantizeInt8};
 
 /// What one pass did, in one line for the user-facing report.

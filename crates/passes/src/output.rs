@@ -1,6 +1,7 @@
 //! `select-output`: keeps the one output a compiled artifact returns, adding the pooling it
-//! needs: the last hidden state, the pooler output, the masked mean of the last hidden state,
-//! the first (CLS) token's hidden state, or the classifier logits.
+//! needs: the last hidden state, the pooler output, the masked mean or maximum of the last
+//! hidden state, the first (CLS) token's hidden state, the classifier logits, or a
+//! sentence-transformers embedding (a pooling, L2-normalized or not).
 
 use bertc_ir::{Graph, NodeId, Op, Tensor};
 use std::fmt;
@@ -15,16 +16,21 @@ pub enum OutputKind {
     Pooler,
     Mean,
     Cls,
+    Max,
     Logits,
+    /// The model folder's sentence-transformers pipeline (`select_embedding`).
+    Embedding,
 }
 
 impl OutputKind {
-    pub const ALL: [OutputKind; 5] = [
+    pub const ALL: [OutputKind; 7] = [
         OutputKind::LastHiddenState,
         OutputKind::Pooler,
         OutputKind::Mean,
         OutputKind::Cls,
+        OutputKind::Max,
         OutputKind::Logits,
+        OutputKind::Embedding,
     ];
 
     pub fn name(self) -> &'static str {
@@ -33,7 +39,9 @@ impl OutputKind {
             OutputKind::Pooler => "pooler",
             OutputKind::Mean => "mean",
             OutputKind::Cls => "cls",
+            OutputKind::Max => "max",
             OutputKind::Logits => "logits",
+            OutputKind::Embedding => "embedding",
         }
     }
 }
@@ -50,7 +58,7 @@ impl FromStr for OutputKind {
         OutputKind::ALL
             .into_iter()
             .find(|k| k.name() == s)
-            .ok_or_else(|| format!("unknown output kind '{s}' (expected one of: last_hidden_state, pooler, mean, cls, logits)"))
+            .ok_or_else(|| format!("unknown output kind '{s}' (expected one of: last_hidden_state, pooler, mean, cls, max, logits, embedding)"))
     }
 }
 
@@ -97,10 +105,49 @@ pub fn select_output(g: &mut Graph, kind: OutputKind) -> Result<(), PassError> {
             let zero = g.add_const("cls_index", Tensor::from_i64(vec![], &[0]));
             g.add(Op::Gather { axis: 1 }, &[h, zero], "cls").map_err(ir)?
         }
+        OutputKind::Max => {
+            let h = hidden(g)?;
+            let mask = g.input_named("attention_mask").ok_or_else(|| PassError::Output("the model has no attention_mask input (output kind 'max' needs it)".into()))?;
+            g.add(Op::MaxPool, &[h, mask], "max").map_err(ir)?
+        }
+        OutputKind::Embedding => {
+            return Err(PassError::Output(
+                "output kind 'embedding' is a sentence-transformers folder's pipeline (modules.json): the model has none".into(),
+            ))
+        }
     };
     g.outputs = vec![(kind.name().to_string(), n)];
     g.remove_dead();
     g.verify().map_err(ir)?;
+    Ok(())
+}
+
+/// Selects a sentence-transformers embedding: the pooling `pooling` (mean, cls or max), then
+/// an L2 normalization when `normalize`; the output is named `embedding`.
+pub fn select_embedding(
+    g: &mut Graph,
+    pooling: OutputKind,
+    normalize: bool,
+) -> Result<(), PassError> {
+    if !matches!(
+        pooling,
+        OutputKind::Mean | OutputKind::Cls | OutputKind::Max
+    ) {
+        return Err(PassError::Output(format!(
+            "an embedding pools by mean, cls or max, not {pooling}"
+        )));
+    }
+    select_output(g, pooling)?;
+    let mut out = g.outputs[0].1;
+    if normalize {
+        out = g
+            .add(Op::L2Normalize, &[out], "embedding")
+            .map_err(|source| PassError::Ir {
+                pass: "select-output",
+                source,
+            })?;
+    }
+    g.outputs = vec![(OutputKind::Embedding.name().to_string(), out)];
     Ok(())
 }
 

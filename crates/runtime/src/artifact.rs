@@ -22,6 +22,34 @@ type RunFn = unsafe extern "C" fn(
 type OutputLenFn = unsafe extern "C" fn(i32, i32) -> usize;
 type DestroyFn = unsafe extern "C" fn(*mut c_void);
 type ErrorStringFn = unsafe extern "C" fn(i32) -> *const c_char;
+type MaxSeqFn = unsafe extern "C" fn() -> i32;
+type TokenizeFn = unsafe extern "C" fn(
+    *const c_char,
+    usize,
+    *const c_char,
+    usize,
+    i32,
+    *mut i32,
+    *mut i32,
+    *mut i32,
+) -> i32;
+type RunTextFn = unsafe extern "C" fn(
+    *mut c_void,
+    *const *const c_char,
+    *const *const c_char,
+    i32,
+    i32,
+    *mut f32,
+    usize,
+    *mut i32,
+) -> i32;
+
+/// The text entry points of an artifact compiled with a tokenizer.
+#[derive(Clone, Copy)]
+pub struct TextApi {
+    pub tokenize: TokenizeFn,
+    pub run_text: RunTextFn,
+}
 
 /// The entry points of an artifact (`NAME_create`, `NAME_run`, ...).
 #[derive(Clone, Copy)]
@@ -31,6 +59,9 @@ pub struct Api {
     pub output_len: OutputLenFn,
     pub destroy: DestroyFn,
     pub error_string: ErrorStringFn,
+    pub max_seq: MaxSeqFn,
+    /// `NAME_tokenize` and `NAME_run_text`, when the artifact has a tokenizer.
+    pub text: Option<TextApi>,
 }
 
 extern "C" {
@@ -134,6 +165,14 @@ impl Artifact {
                 error_string: std::mem::transmute::<*mut c_void, ErrorStringFn>(sym(
                     "error_string",
                 )?),
+                max_seq: std::mem::transmute::<*mut c_void, MaxSeqFn>(sym("max_seq")?),
+                text: match (sym("tokenize"), sym("run_text")) {
+                    (Ok(t), Ok(r)) => Some(TextApi {
+                        tokenize: std::mem::transmute::<*mut c_void, TokenizeFn>(t),
+                        run_text: std::mem::transmute::<*mut c_void, RunTextFn>(r),
+                    }),
+                    _ => None,
+                },
             }
         };
         Ok(Artifact { api })
@@ -143,9 +182,71 @@ impl Artifact {
     ///
     /// # Safety
     /// The functions must be one artifact's `NAME_create`, `NAME_run`, `NAME_output_len`,
-    /// `NAME_destroy` and `NAME_error_string`.
+    /// `NAME_destroy`, `NAME_error_string`, `NAME_max_seq` (and `NAME_tokenize`,
+    /// `NAME_run_text`).
     pub unsafe fn from_api(api: Api) -> Artifact {
         Artifact { api }
+    }
+
+    /// The longest sequence the artifact runs, in tokens.
+    pub fn max_seq(&self) -> usize {
+        // SAFETY: max_seq takes nothing and returns a constant.
+        unsafe { (self.api.max_seq)() }.max(0) as usize
+    }
+
+    fn error(&self, rc: i32) -> String {
+        // SAFETY: error_string returns a static NUL-terminated string for any code.
+        let msg = unsafe { CStr::from_ptr((self.api.error_string)(rc)) };
+        msg.to_string_lossy().into_owned()
+    }
+
+    fn text_api(&self) -> Result<TextApi, RuntimeError> {
+        self.api.text.ok_or_else(|| {
+            RuntimeError::Run(
+                "the artifact was compiled without a tokenizer: it takes token ids".into(),
+            )
+        })
+    }
+
+    /// The token ids and type ids of one text, or of a pair, as the artifact's compiled-in
+    /// tokenizer gives them (truncated to `max_seq` tokens when `truncate`).
+    pub fn tokenize(
+        &self,
+        text: &str,
+        pair: Option<&str>,
+        truncate: bool,
+    ) -> Result<crate::Encoding, RuntimeError> {
+        let t = self.text_api()?;
+        let cap = self.max_seq();
+        let (mut ids, mut types) = (vec![0i32; cap], vec![0i32; cap]);
+        let mut n = 0i32;
+        let (pp, pl) = pair.map_or((std::ptr::null(), 0), |p| (p.as_ptr(), p.len()));
+        // SAFETY: the texts are valid for their lengths, ids and types hold max_seq values,
+        // which is all the tokenizer writes.
+        let rc = unsafe {
+            (t.tokenize)(
+                text.as_ptr().cast(),
+                text.len(),
+                pp.cast(),
+                pl,
+                truncate as i32,
+                ids.as_mut_ptr(),
+                types.as_mut_ptr(),
+                &mut n,
+            )
+        };
+        if rc != 0 {
+            return Err(RuntimeError::Encode {
+                text: text.chars().take(80).collect(),
+                msg: self.error(rc),
+            });
+        }
+        let n = n as usize;
+        Ok(crate::Encoding {
+            ids: ids[..n].iter().map(|&v| v as i64).collect(),
+            attention_mask: vec![1; n],
+            type_ids: types[..n].iter().map(|&v| v as i64).collect(),
+        })
     }
 
     /// A model instance with its own workspace, using `threads` worker threads (0: all).
@@ -217,11 +318,68 @@ impl Model {
             )
         };
         if rc != 0 {
-            // SAFETY: error_string returns a static NUL-terminated string.
-            let msg = unsafe { CStr::from_ptr((self.art.api.error_string)(rc)) };
-            return Err(RuntimeError::Run(msg.to_string_lossy().into_owned()));
+            return Err(RuntimeError::Run(self.art.error(rc)));
         }
         Ok(out)
+    }
+
+    /// Runs texts (or pairs of texts, for a cross-encoder) through the artifact's tokenizer
+    /// and model, truncated to `max_seq` tokens. Returns the output (`texts.len() * width`
+    /// floats for a pooled output; per-token outputs have `max_seq` rows a text, zero past its
+    /// tokens) and each text's token count.
+    pub fn run_text(
+        &mut self,
+        texts: &[&str],
+        pairs: Option<&[&str]>,
+    ) -> Result<(Vec<f32>, Vec<usize>), RuntimeError> {
+        let t = self.art.text_api()?;
+        if pairs.is_some_and(|p| p.len() != texts.len()) {
+            return Err(RuntimeError::Run(format!(
+                "{} texts but {} pair texts",
+                texts.len(),
+                pairs.map_or(0, <[&str]>::len)
+            )));
+        }
+        let cstrings = |v: &[&str]| -> Result<Vec<CString>, RuntimeError> {
+            v.iter()
+                .map(|s| {
+                    CString::new(*s).map_err(|_| RuntimeError::Encode {
+                        text: s.chars().take(80).collect(),
+                        msg: "the text contains a NUL byte".into(),
+                    })
+                })
+                .collect()
+        };
+        let a = cstrings(texts)?;
+        let b = pairs.map(cstrings).transpose()?;
+        let ap: Vec<*const c_char> = a.iter().map(|c| c.as_ptr()).collect();
+        let bp: Option<Vec<*const c_char>> =
+            b.as_ref().map(|b| b.iter().map(|c| c.as_ptr()).collect());
+        let batch = i32::try_from(texts.len())
+            .map_err(|_| RuntimeError::Run("too many texts for one batch".into()))?;
+        let seq = self.art.max_seq() as i32;
+        // SAFETY: output_len is a pure function of its arguments.
+        let len = unsafe { (self.art.api.output_len)(batch, seq) };
+        let mut out = vec![0f32; len];
+        let mut lengths = vec![0i32; texts.len()];
+        // SAFETY: the pointer arrays hold `batch` NUL-terminated strings that outlive the
+        // call, out holds len floats and lengths batch values.
+        let rc = unsafe {
+            (t.run_text)(
+                self.handle,
+                ap.as_ptr(),
+                bp.as_ref().map_or(std::ptr::null(), |b| b.as_ptr()),
+                batch,
+                1,
+                out.as_mut_ptr(),
+                len,
+                lengths.as_mut_ptr(),
+            )
+        };
+        if rc != 0 {
+            return Err(RuntimeError::Run(self.art.error(rc)));
+        }
+        Ok((out, lengths.into_iter().map(|n| n as usize).collect()))
     }
 }
 

@@ -1,12 +1,17 @@
-//! What a program that embeds a bertc artifact needs besides the artifact itself: text to token
-//! ids (through the `tokenizers` crate, with the model's `tokenizer.json`), the parsing of the
-//! token-id text format every bertc program reads, and pooling helpers. This crate never
-//! depends on the compiler or on Cranelift.
+//! What a program that embeds a bertc artifact needs besides the artifact itself: loading it
+//! (`Artifact`, with `tokenize` and `Model::run_text` when the artifact has its tokenizer
+//! compiled in), the parsing of the token-id text format every bertc program reads, and pooling
+//! helpers. With the default feature `hf-tokenizers`, also `Tokenizer`: a model's
+//! `tokenizer.json` through the Hugging Face `tokenizers` crate, which bertc itself needs
+//! before any artifact exists (calibration text, `bertc run --text` through the interpreter);
+//! a program that only runs artifacts builds this crate with `default-features = false`. This
+//! crate never depends on the compiler or on Cranelift.
 
 mod artifact;
 
-pub use artifact::{Api, Artifact, Library, Model};
+pub use artifact::{Api, Artifact, Library, Model, TextApi};
 
+#[cfg(feature = "hf-tokenizers")]
 use std::path::Path;
 
 /// Errors of the runtime helpers.
@@ -36,12 +41,14 @@ pub struct Encoding {
     pub type_ids: Vec<i64>,
 }
 
+#[cfg(feature = "hf-tokenizers")]
 /// A model's tokenizer, with the truncation and padding of `tokenizer.json` switched off so
 /// that every text keeps its own length (as transformers' `AutoTokenizer` does by default).
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
 }
 
+#[cfg(feature = "hf-tokenizers")]
 impl Tokenizer {
     pub fn from_file(path: &Path) -> Result<Tokenizer, RuntimeError> {
         let err = |msg: String| RuntimeError::Tokenizer {

@@ -213,6 +213,8 @@ size_t @N@_output_len(int32_t batch, int32_t seq) {
     return (size_t)batch * (@UP@_OUTPUT_PER_TOKEN ? (size_t)seq : 1) * @UP@_OUTPUT_WIDTH;
 }
 
+int32_t @N@_max_seq(void) { return @UP@_MAX_SEQ; }
+
 const char *@N@_error_string(int32_t code) {
     switch (code) {
     case @UP@_OK: return "ok";
@@ -226,6 +228,8 @@ const char *@N@_error_string(int32_t code) {
     case @UP@_E_TYPE: return "a token type id is out of range";
     case @UP@_E_OUT_LEN: return "the output buffer is too small";
     case @UP@_E_NOMEM: return "out of memory";
+    case @UP@_E_UTF8: return "the text is not valid UTF-8";
+    case @UP@_E_TEXT: return "the text is longer than the byte limit of one text";
     default: return "unknown error code";
     }
 }

@@ -21,17 +21,20 @@ extern "C" {
 #define @UP@_OUTPUT_WIDTH @WIDTH@
 #define @UP@_OUTPUT_PER_TOKEN @PER_TOKEN@
 
-/* Error codes of @N@_run. */
+/* Error codes of @N@_run and, when the model has a tokenizer, of the text functions. */
 #define @UP@_OK 0
 #define @UP@_E_NULL 1      /* a required pointer is NULL */
 #define @UP@_E_SHAPE 2     /* batch or seq is below 1 */
-#define @UP@_E_SEQ 3       /* seq is larger than @UP@_MAX_SEQ */
+#define @UP@_E_SEQ 3       /* seq is larger than @UP@_MAX_SEQ (tokenizing without truncation:
+                              the text has more tokens than that) */
 #define @UP@_E_TOKEN 4     /* a token id is out of range */
 #define @UP@_E_MASK 5      /* a mask value is not 0 or 1, a sequence has no token with mask 1,
                               or (pooled outputs) a sequence's first token has mask 0 */
 #define @UP@_E_TYPE 6      /* a token type id is out of range */
 #define @UP@_E_OUT_LEN 7   /* out_len is smaller than @N@_output_len(batch, seq) */
 #define @UP@_E_NOMEM 8     /* the workspace could not be allocated */
+#define @UP@_E_UTF8 9      /* a text is not valid UTF-8 */
+#define @UP@_E_TEXT 10     /* a text is longer than @UP@_MAX_TEXT_BYTES */
 
 typedef struct @N@_model @N@_model;
 
@@ -50,6 +53,9 @@ int32_t @N@_run(@N@_model *m, const int32_t *input_ids, const int32_t *attention
                 const int32_t *token_type_ids, int32_t batch, int32_t seq,
                 float *out, size_t out_len);
 
+/* @UP@_MAX_SEQ, for programs that load the library at run time. */
+int32_t @N@_max_seq(void);
+
 /* Floats written by @N@_run for a batch of this shape. */
 size_t @N@_output_len(int32_t batch, int32_t seq);
 
@@ -63,7 +69,7 @@ void @N@_destroy(@N@_model *m);
 /* A message for an error code. */
 const char *@N@_error_string(int32_t code);
 
-/* 1 when this CPU has every feature the code uses, else 0. */
+@TEXT_API@/* 1 when this CPU has every feature the code uses, else 0. */
 int32_t @N@_cpu_supported(void);
 
 /* The CPU features the code uses ("" when it needs only the baseline). */

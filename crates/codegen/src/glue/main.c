@@ -8,14 +8,38 @@
 #include <string.h>
 #include "@N@.h"
 
+#ifdef @UP@_HAS_TOKENIZER
+#define HAS_TEXT 1
+#define LINE_LIMIT @UP@_MAX_TEXT_BYTES
+#else
+#define HAS_TEXT 0
+#define LINE_LIMIT (16u << 20)
+#endif
+
 static const char *USAGE =
-    "usage: %s [--mask FILE] [--type-ids FILE] [--threads N] [--batch N]\n"
+    "usage: %s [--input text|ids] [--format plain|json] [--threads N] [--batch N]\n"
+#if HAS_TEXT
+    "          [--no-truncate] [--tokenize]\n"
+    "Reads one text a line of standard input (UTF-8; two texts separated by a tab for a pair) and\n"
+    "prints one line per input line: the " @UP@_OUTPUT_KIND " output.\n"
+    "  --input text     texts, tokenized by the model's own tokenizer (the default)\n"
+    "  --input ids      space-separated token ids instead, one sequence a line\n"
+    "  --no-truncate    a text of more than %d tokens is an error (default: truncated to them)\n"
+    "  --tokenize       print the token ids of each text instead of running the model\n"
+#else
     "Reads one sequence of space-separated token ids per line of standard input and prints\n"
-    "one line per input line: the " @UP@_OUTPUT_KIND " output, values separated by spaces.\n"
-    "  --mask FILE      attention masks (0 or 1), one line per input line (default all 1)\n"
-    "  --type-ids FILE  token type ids, one line per input line (default all 0)\n"
+    "one line per input line: the " @UP@_OUTPUT_KIND " output.\n"
+    "  --input ids      token ids (the only input: the model was compiled without a tokenizer)\n"
+#endif
+    "  --mask FILE      with --input ids: attention masks (0 or 1), a line per input line\n"
+    "  --type-ids FILE  with --input ids: token type ids, a line per input line\n"
+    "  --format F       plain (values separated by spaces, the default) or json (an object a line)\n"
     "  --threads N      worker threads (default: all cores)\n"
     "  --batch N        sequences run together (default 1)\n";
+
+/* The classifier's labels by logit (from config.json's id2label), JSON-escaped. */
+static const char *const LABELS[] = {@LABELS@};
+#define N_LABELS @N_LABELS@
 
 static void die(const char *fmt, ...) {
     va_list ap;
@@ -27,25 +51,43 @@ static void die(const char *fmt, ...) {
     exit(1);
 }
 
-typedef struct { char **lines; size_t n; } Lines;
+typedef struct { char **lines; size_t *lens; size_t n; } Lines;
 
+/* Reads lines (without their \n or \r\n) of at most LINE_LIMIT bytes. */
 static Lines read_lines(FILE *f, const char *what) {
-    Lines l = {0, 0};
-    size_t cap = 0;
-    char *buf = NULL;
-    size_t bcap = 0;
-    ssize_t len;
-    errno = 0;
-    while ((len = getline(&buf, &bcap, f)) >= 0) {
-        while (len > 0 && (buf[len - 1] == '\n' || buf[len - 1] == '\r')) buf[--len] = 0;
+    Lines l = {0, 0, 0};
+    size_t cap = 0, bcap = 256, len = 0;
+    char *buf = (char *)malloc(bcap);
+    if (!buf) die("%s: out of memory", what);
+    int c, more = 1;
+    while (more) {
+        c = getc(f);
+        if (c == EOF && len == 0) break;
+        if (c != '\n' && c != EOF) {
+            if (len >= LINE_LIMIT)
+                die("%s line %zu: longer than the limit of %u bytes for one line", what, l.n + 1, (unsigned)LINE_LIMIT);
+            if (len + 1 >= bcap) {
+                bcap *= 2;
+                buf = (char *)realloc(buf, bcap);
+                if (!buf) die("%s: out of memory", what);
+            }
+            buf[len++] = (char)c;
+            continue;
+        }
+        more = c != EOF;
+        if (len > 0 && buf[len - 1] == '\r') len--;
         if (l.n == cap) {
             cap = cap ? 2 * cap : 64;
             l.lines = (char **)realloc(l.lines, cap * sizeof(char *));
-            if (!l.lines) die("%s: out of memory", what);
+            l.lens = (size_t *)realloc(l.lens, cap * sizeof(size_t));
+            if (!l.lines || !l.lens) die("%s: out of memory", what);
         }
-        l.lines[l.n] = strdup(buf);
+        l.lines[l.n] = (char *)malloc(len + 1);
         if (!l.lines[l.n]) die("%s: out of memory", what);
-        l.n++;
+        memcpy(l.lines[l.n], buf, len);
+        l.lines[l.n][len] = 0;
+        l.lens[l.n++] = len;
+        len = 0;
     }
     if (ferror(f)) die("%s: read error", what);
     free(buf);
@@ -64,6 +106,7 @@ static Lines read_file(const char *path) {
 static size_t parse(const char *text, const char *src, long line, int32_t **out) {
     size_t n = 0, cap = 16;
     int32_t *v = (int32_t *)malloc(cap * sizeof(int32_t));
+    if (!v) die("out of memory");
     const char *p = text;
     for (;;) {
         while (*p == ' ' || *p == '\t') p++;
@@ -83,6 +126,7 @@ static size_t parse(const char *text, const char *src, long line, int32_t **out)
         if (n == cap) {
             cap *= 2;
             v = (int32_t *)realloc(v, cap * sizeof(int32_t));
+            if (!v) die("out of memory");
         }
         v[n++] = (int32_t)x;
     }
@@ -91,21 +135,92 @@ static size_t parse(const char *text, const char *src, long line, int32_t **out)
     return n;
 }
 
+static void print_values(const float *o, size_t n, int json) {
+    if (json) putchar('[');
+    for (size_t j = 0; j < n; j++) {
+        if (j) putchar(json ? ',' : ' ');
+        if (json && (o[j] != o[j] || o[j] - o[j] != 0)) fputs("null", stdout); /* NaN, inf */
+        else printf("%.9g", (double)o[j]);
+    }
+    if (json) putchar(']');
+}
+
+/* e^x for x <= 0 without libm (the program needs libc only): 2^k e^r, |r| <= ln 2 / 2, e^r
+   by its series to the 14th power (relative error below 1e-15). */
+static double exp_nonpositive(double x) {
+    if (x < -700) return 0;
+    double kf = x * 1.4426950408889634 - 0.5;
+    long k = (long)kf;
+    if (kf < (double)k) k--; /* floor */
+    k++;
+    double r = x - (double)k * 0.6931471805599453, term = 1, sum = 1;
+    for (int i = 1; i <= 14; i++) { term *= r / i; sum += term; }
+    union { double d; uint64_t u; } p;
+    p.u = (uint64_t)(k + 1023) << 52;
+    return sum * p.d;
+}
+
+/* "labels": the classes with their scores (softmax; sigmoid for a single logit), best first. */
+static void print_labels(const float *o) {
+    double score[N_LABELS ? N_LABELS : 1];
+    int order[N_LABELS ? N_LABELS : 1];
+    double max = o[0], sum = 0;
+    for (int i = 0; i < N_LABELS; i++) if (o[i] > max) max = o[i];
+    for (int i = 0; i < N_LABELS; i++) {
+        double x = o[i];
+        score[i] = N_LABELS == 1 ? (x >= 0 ? 1 / (1 + exp_nonpositive(-x))
+                                           : exp_nonpositive(x) / (1 + exp_nonpositive(x)))
+                                 : exp_nonpositive(x - max);
+        sum += score[i];
+        order[i] = i;
+    }
+    for (int i = 0; i < N_LABELS; i++) {
+        if (N_LABELS > 1) score[i] /= sum;
+        for (int j = i; j > 0 && score[order[j]] > score[order[j - 1]]; j--) {
+            int t = order[j]; order[j] = order[j - 1]; order[j - 1] = t;
+        }
+    }
+    fputs(",\"labels\":[", stdout);
+    for (int i = 0; i < N_LABELS; i++)
+        printf("%s{\"label\":\"%s\",\"score\":%.9g}", i ? "," : "", LABELS[order[i]], score[order[i]]);
+    putchar(']');
+}
+
+static void print_ids(const int32_t *v, size_t n, int json) {
+    if (json) putchar('[');
+    for (size_t j = 0; j < n; j++) printf(j ? (json ? ",%d" : " %d") : "%d", v[j]);
+    if (json) putchar(']');
+}
+
 int main(int argc, char **argv) {
     const char *mask_path = NULL, *types_path = NULL;
     long threads = 0, batch = 1;
+    int text_in = HAS_TEXT, json = 0, truncate = 1, tokenize_only = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            printf(USAGE, argv[0]);
+            printf(USAGE, argv[0], @UP@_MAX_SEQ);
             return 0;
         }
+#if HAS_TEXT
+        if (!strcmp(a, "--no-truncate")) { truncate = 0; continue; }
+        if (!strcmp(a, "--tokenize")) { tokenize_only = 1; continue; }
+#endif
         if (i + 1 >= argc) die("%s needs a value (see --help)", a);
         const char *v = argv[++i];
         char *end;
         if (!strcmp(a, "--mask")) mask_path = v;
         else if (!strcmp(a, "--type-ids")) types_path = v;
-        else if (!strcmp(a, "--threads")) {
+        else if (!strcmp(a, "--input")) {
+            if (!strcmp(v, "ids")) text_in = 0;
+            else if (!strcmp(v, "text") && HAS_TEXT) text_in = 1;
+            else if (!strcmp(v, "text")) die("--input text: this program was compiled without a tokenizer; it reads token ids");
+            else die("--input: '%s' is not text or ids", v);
+        } else if (!strcmp(a, "--format")) {
+            if (!strcmp(v, "json")) json = 1;
+            else if (!strcmp(v, "plain")) json = 0;
+            else die("--format: '%s' is not plain or json", v);
+        } else if (!strcmp(a, "--threads")) {
             threads = strtol(v, &end, 10);
             if (*end || threads < 0 || threads > 1024) die("--threads: '%s' is not a thread count", v);
         } else if (!strcmp(a, "--batch")) {
@@ -113,37 +228,56 @@ int main(int argc, char **argv) {
             if (*end || batch < 1 || batch > 65536) die("--batch: '%s' is not a batch size", v);
         } else die("unknown argument '%s' (see --help)", a);
     }
-    if (!@N@_cpu_supported())
-        die("this program was compiled for a CPU with %s; this CPU lacks them", @N@_cpu_features());
-    @N@_model *m = @N@_create((int32_t)threads);
-    if (!m) die("cannot create the model (out of memory)");
-    Lines ids = read_lines(stdin, "standard input");
-    Lines masks = {0, 0}, types = {0, 0};
+    (void)truncate;
+    if (text_in && (mask_path || types_path))
+        die("%s goes with --input ids (texts get their masks and type ids from the tokenizer)", mask_path ? "--mask" : "--type-ids");
+    if (tokenize_only && !text_in) die("--tokenize reads texts: it cannot go with --input ids");
+    Lines input = read_lines(stdin, "standard input");
+    Lines masks = {0, 0, 0}, types = {0, 0, 0};
     if (mask_path) {
         masks = read_file(mask_path);
-        if (masks.n != ids.n) die("%s: %zu lines, but standard input has %zu", mask_path, masks.n, ids.n);
+        if (masks.n != input.n) die("%s: %zu lines, but standard input has %zu", mask_path, masks.n, input.n);
     }
     if (types_path) {
         types = read_file(types_path);
-        if (types.n != ids.n) die("%s: %zu lines, but standard input has %zu", types_path, types.n, ids.n);
+        if (types.n != input.n) die("%s: %zu lines, but standard input has %zu", types_path, types.n, input.n);
     }
-    /* parse and check every line before running anything */
-    int32_t **seq_ids = (int32_t **)calloc(ids.n + 1, sizeof(int32_t *));
-    int32_t **seq_mask = (int32_t **)calloc(ids.n + 1, sizeof(int32_t *));
-    int32_t **seq_types = (int32_t **)calloc(ids.n + 1, sizeof(int32_t *));
-    size_t *len = (size_t *)calloc(ids.n + 1, sizeof(size_t));
-    for (size_t i = 0; i < ids.n; i++) {
+    /* parse or tokenize and check every line before running anything */
+    int32_t **seq_ids = (int32_t **)calloc(input.n + 1, sizeof(int32_t *));
+    int32_t **seq_mask = (int32_t **)calloc(input.n + 1, sizeof(int32_t *));
+    int32_t **seq_types = (int32_t **)calloc(input.n + 1, sizeof(int32_t *));
+    size_t *len = (size_t *)calloc(input.n + 1, sizeof(size_t));
+    if (!seq_ids || !seq_mask || !seq_types || !len) die("out of memory");
+    for (size_t i = 0; i < input.n; i++) {
         long line = (long)i + 1;
-        len[i] = parse(ids.lines[i], "input", line, &seq_ids[i]);
-        if (len[i] > @UP@_MAX_SEQ) {
-            fprintf(stderr, "error: input line %ld: %zu tokens, more than the model's maximum of %d\n", line, len[i], @UP@_MAX_SEQ);
-            return 1;
-        }
-        for (size_t t = 0; t < len[i]; t++)
-            if (seq_ids[i][t] < 0 || seq_ids[i][t] >= @UP@_VOCAB) {
-                fprintf(stderr, "error: input line %ld: token id %d is out of range for the vocabulary of %d\n", line, seq_ids[i][t], @UP@_VOCAB);
-                return 1;
+#if HAS_TEXT
+        if (text_in) {
+            char *a = input.lines[i], *tab = memchr(a, '\t', input.lens[i]), *b = NULL;
+            size_t alen = input.lens[i], blen = 0;
+            if (tab) {
+                b = tab + 1;
+                blen = alen - (size_t)(b - a);
+                alen = (size_t)(tab - a);
+                if (memchr(b, '\t', blen)) die("input line %ld: more than one tab (a pair is two texts separated by one tab)", line);
             }
+            seq_ids[i] = (int32_t *)malloc(@UP@_MAX_SEQ * sizeof(int32_t));
+            seq_types[i] = (int32_t *)malloc(@UP@_MAX_SEQ * sizeof(int32_t));
+            if (!seq_ids[i] || !seq_types[i]) die("out of memory");
+            int32_t n = 0;
+            int32_t rc = @N@_tokenize(a, alen, b, blen, truncate, seq_ids[i], seq_types[i], &n);
+            if (rc == @UP@_E_SEQ)
+                die("input line %ld: more than the model's maximum of %d tokens (without --no-truncate they are truncated)", line, @UP@_MAX_SEQ);
+            if (rc) die("input line %ld: %s", line, @N@_error_string(rc));
+            if (n == 0) die("input line %ld: no tokens (the tokenizer adds no special tokens to an empty text)", line);
+            len[i] = (size_t)n;
+            continue;
+        }
+#endif
+        len[i] = parse(input.lines[i], "input", line, &seq_ids[i]);
+        if (len[i] > @UP@_MAX_SEQ) die("input line %ld: %zu tokens, more than the model's maximum of %d", line, len[i], @UP@_MAX_SEQ);
+        for (size_t t = 0; t < len[i]; t++)
+            if (seq_ids[i][t] < 0 || seq_ids[i][t] >= @UP@_VOCAB)
+                die("input line %ld: token id %d is out of range for the vocabulary of %d", line, seq_ids[i][t], @UP@_VOCAB);
         if (mask_path) {
             size_t parsed = parse(masks.lines[i], mask_path, line, &seq_mask[i]);
             if (parsed != len[i])
@@ -161,8 +295,26 @@ int main(int argc, char **argv) {
                     die("%s line %ld: token type id %d is out of range", types_path, line, seq_types[i][t]);
         }
     }
-    for (size_t first = 0; first < ids.n; first += (size_t)batch) {
-        size_t count = ids.n - first < (size_t)batch ? ids.n - first : (size_t)batch;
+    if (tokenize_only) {
+        for (size_t i = 0; i < input.n; i++) {
+            if (json) {
+                fputs("{\"input_ids\":", stdout);
+                print_ids(seq_ids[i], len[i], 1);
+                fputs(",\"token_type_ids\":", stdout);
+                print_ids(seq_types[i], len[i], 1);
+                putchar('}');
+            } else print_ids(seq_ids[i], len[i], 0);
+            putchar('\n');
+        }
+        if (fflush(stdout) || ferror(stdout)) die("standard output: write error");
+        return 0;
+    }
+    if (!@N@_cpu_supported())
+        die("this program was compiled for a CPU with %s; this CPU lacks them", @N@_cpu_features());
+    @N@_model *m = @N@_create((int32_t)threads);
+    if (!m) die("cannot create the model (out of memory)");
+    for (size_t first = 0; first < input.n; first += (size_t)batch) {
+        size_t count = input.n - first < (size_t)batch ? input.n - first : (size_t)batch;
         size_t s = 0;
         for (size_t i = 0; i < count; i++)
             if (len[first + i] > s) s = len[first + i];
@@ -176,17 +328,30 @@ int main(int argc, char **argv) {
             size_t k = first + i;
             for (size_t t = 0; t < len[k]; t++) {
                 bi[i * s + t] = seq_ids[k][t];
-                bm[i * s + t] = mask_path ? seq_mask[k][t] : 1;
-                bt[i * s + t] = types_path ? seq_types[k][t] : 0;
+                bm[i * s + t] = mask_path && !text_in ? seq_mask[k][t] : 1;
+                bt[i * s + t] = types_path || text_in ? seq_types[k][t] : 0;
             }
         }
-        int32_t rc = @N@_run(m, bi, bm, bt, (int32_t)count, (int32_t)s, out, out_len);
+        int32_t rc = @N@_run(m, bi, bm, @UP@_TYPE_VOCAB ? bt : NULL, (int32_t)count, (int32_t)s, out, out_len);
         if (rc) die("input line %zu: %s", first + 1, @N@_error_string(rc));
         for (size_t i = 0; i < count; i++) {
             size_t rows = @UP@_OUTPUT_PER_TOKEN ? len[first + i] : 1;
             const float *o = out + i * (@UP@_OUTPUT_PER_TOKEN ? s : 1) * @UP@_OUTPUT_WIDTH;
-            for (size_t j = 0; j < rows * @UP@_OUTPUT_WIDTH; j++)
-                printf(j ? " %.9g" : "%.9g", (double)o[j]);
+            if (!json) print_values(o, rows * @UP@_OUTPUT_WIDTH, 0);
+            else if (!@UP@_OUTPUT_PER_TOKEN) {
+                fputs("{\"" @UP@_OUTPUT_KIND "\":", stdout);
+                print_values(o, @UP@_OUTPUT_WIDTH, 1);
+                if (N_LABELS == @UP@_OUTPUT_WIDTH && !strcmp(@UP@_OUTPUT_KIND, "logits")) print_labels(o);
+                putchar('}');
+            } else {
+                fputs("{\"" @UP@_OUTPUT_KIND "\":[", stdout);
+                for (size_t r = 0; r < rows; r++) {
+                    if (r) putchar(',');
+                    print_values(o + r * @UP@_OUTPUT_WIDTH, @UP@_OUTPUT_WIDTH, 1);
+                }
+                putchar(']');
+                putchar('}');
+            }
             putchar('\n');
         }
         free(bi);
@@ -194,7 +359,7 @@ int main(int argc, char **argv) {
         free(bt);
         free(out);
     }
-    if (fflush(stdout) || ferror(stdout)) die("standard output: write error%s%ld%s", "", 0, "");
+    if (fflush(stdout) || ferror(stdout)) die("standard output: write error");
     @N@_destroy(m);
     return 0;
 }

@@ -1,4 +1,5 @@
-//! Types of reductions and normalisations: cumsum, softmax, reduce, LayerNorm, mean pooling.
+//! Types of reductions and normalisations: cumsum, softmax, reduce, LayerNorm, mean and max
+//! pooling, L2 normalization.
 
 use crate::op::Op;
 use crate::types::{DType, Dim, TensorType};
@@ -49,6 +50,15 @@ pub(super) fn infer(op: &Op, ins: &[Operand]) -> Result<Inferred, String> {
             }
             Ok((x.clone(), None))
         }
+        Op::L2Normalize => {
+            let x = ins[0].ty;
+            if x.dtype != DType::F32 || x.rank() == 0 {
+                return Err(format!(
+                    "l2_normalize needs f32 of rank 1 or more, found {x}"
+                ));
+            }
+            Ok((x.clone(), None))
+        }
         Op::LayerNorm { .. } => {
             let x = ins[0].ty;
             let h = *x.shape.last().ok_or("layer norm of a scalar")?;
@@ -58,12 +68,12 @@ pub(super) fn infer(op: &Op, ins: &[Operand]) -> Result<Inferred, String> {
             }
             Ok((x.clone(), None))
         }
-        Op::MeanPool => {
+        Op::MeanPool | Op::MaxPool => {
             let (x, m) = (ins[0].ty, ins[1].ty);
-            expect_rank(x, 3, "mean pool input")?;
+            expect_rank(x, 3, "pooling input")?;
             if !m.dtype.is_int() || m.rank() != 2 {
                 return Err(format!(
-                    "mean pool mask must be integer [batch, seq], found {m}"
+                    "pooling mask must be integer [batch, seq], found {m}"
                 ));
             }
             Ok((t(x.dtype, vec![x.shape[0], x.shape[2]]), None))
