@@ -307,3 +307,32 @@ fn classifier_takes_pairs_and_prints_labels() {
         .collect();
     assert_eq!(plain, logits);
 }
+
+/// The tokenizer adds at most its vocabulary's text plus 1 MB to an artifact.
+#[test]
+fn the_tokenizer_adds_at_most_the_vocabulary_and_a_megabyte() {
+    let dir = scratch("tokenizer-size");
+    for model in ["all-MiniLM-L6-v2", "roberta-micro-random"] {
+        let m = model_dir(model).join("model.onnx");
+        let (with, without) = (
+            dir.join(format!("{model}-t")),
+            dir.join(format!("{model}-ids")),
+        );
+        compile(&m, &with, &["--output", "mean"]);
+        compile(&m, &without, &["--output", "mean", "--tokenizer", "none"]);
+        let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+        let added = size(&with) - size(&without);
+        let tok: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(model_dir(model).join("tokenizer.json")).unwrap(),
+        )
+        .unwrap();
+        let vocab: u64 = tok["model"]["vocab"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| k.len() as u64 + 1)
+            .sum();
+        eprintln!("{model}: the tokenizer adds {added} bytes (vocabulary {vocab} bytes)");
+        assert!(added <= vocab + 1_000_000, "{model}: {added} bytes");
+    }
+}
