@@ -14,7 +14,80 @@ use bertc_ir::{BinaryOp, DType, Dim, Graph, NodeId, Op, ReduceKind, Tensor, Tens
 use proto::{AttributeProto, NodeProto, TensorProto};
 
 /// Opset versions of the default domain that the importer accepts.
-pub const OPSETS: std::ops::RangeInclusive<i64> = 11..=21;
+pub const OPSETS: std::ops::RangeInclusive<i64> = 11..=28;
+
+/// The op types of the default domain the importer claims: any other is an `UnsupportedOp`
+/// error naming the node. `tests/onnx_conformance.rs` runs the `onnx` package's backend node
+/// tests of exactly these through the importer and the interpreter.
+pub const OPS: &[&str] = &[
+    "Abs",
+    "Add",
+    "And",
+    "Cast",
+    "Concat",
+    "Constant",
+    "ConstantOfShape",
+    "CumSum",
+    "Div",
+    "Dropout",
+    "Equal",
+    "Erf",
+    "Exp",
+    "Expand",
+    "Flatten",
+    "Gather",
+    "GatherElements",
+    "Gemm",
+    "Greater",
+    "GreaterOrEqual",
+    "Identity",
+    "LayerNormalization",
+    "Less",
+    "LessOrEqual",
+    "Log",
+    "MatMul",
+    "Max",
+    "Min",
+    "Mul",
+    "Neg",
+    "Not",
+    "Or",
+    "Pow",
+    "Range",
+    "Reciprocal",
+    "ReduceMax",
+    "ReduceMean",
+    "ReduceSum",
+    "Relu",
+    "Reshape",
+    "Shape",
+    "Sigmoid",
+    "Slice",
+    "Softmax",
+    "Sqrt",
+    "Squeeze",
+    "Sub",
+    "Tanh",
+    "Transpose",
+    "Unsqueeze",
+    "Where",
+];
+
+/// Reads a serialized `TensorProto` file (as the ONNX backend tests store their inputs and
+/// outputs): its name and the tensor.
+pub fn read_tensor_file(path: &Path) -> Result<(String, Tensor), ImportError> {
+    let bytes = std::fs::read(path).map_err(|source| ImportError::Io {
+        file: path.to_path_buf(),
+        source,
+    })?;
+    let t = TensorProto::decode(Bytes::from(bytes)).map_err(|e| ImportError::Decode {
+        file: path.to_path_buf(),
+        msg: e.to_string(),
+    })?;
+    let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let tensor = decode_tensor(&t, path, &dir)?;
+    Ok((t.name, tensor))
+}
 
 /// Imports an ONNX file.
 pub fn import_file(path: &Path) -> Result<Graph, ImportError> {
@@ -224,6 +297,19 @@ impl Builder {
         }
         let attrs = Attrs(&node.attribute);
         let id = match op_type {
+            "Dropout" if operands.len() > 2 => {
+                // training_mode: inference only, so it must be a constant false
+                let training = self
+                    .g
+                    .const_value(operands[2])
+                    .map(|t| t.to_i64_vec().iter().any(|&v| v != 0));
+                if training != Some(false) {
+                    return Err(node_err(
+                        "Dropout in training mode (or with a training_mode input that is not a constant false) is not supported: bertc compiles inference".into(),
+                    ));
+                }
+                operands[0]
+            }
             "Identity" | "Dropout" => *operands
                 .first()
                 .ok_or_else(|| node_err("no operand".into()))?,
