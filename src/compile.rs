@@ -376,14 +376,18 @@ pub fn select(
     CliError,
 > {
     let st = bertc_import::st::read(model).map_err(|e| CliError::Input(e.to_string()))?;
-    let output = output.unwrap_or(if st.is_some() {
+    let in_graph = g
+        .outputs
+        .iter()
+        .any(|o| o.0 == "sentence_embedding" && g.ty(o.1).rank() == 2);
+    let output = output.unwrap_or(if st.is_some() || in_graph {
         OutputKind::Embedding
     } else {
         OutputKind::LastHiddenState
     });
     let mut reports = Vec::new();
     match (output, &st) {
-        (OutputKind::Embedding, Some(p)) => {
+        (OutputKind::Embedding, Some(p)) if !in_graph => {
             let pooling = match p.pooling {
                 bertc_import::st::Pooling::Mean => OutputKind::Mean,
                 bertc_import::st::Pooling::Cls => OutputKind::Cls,

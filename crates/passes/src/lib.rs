@@ -25,6 +25,7 @@ mod raise_embedding;
 mod raise_gelu;
 mod raise_layer_norm;
 mod raise_linear;
+mod raise_pooling;
 mod shapes;
 mod simplify;
 
@@ -78,6 +79,7 @@ pub fn canonical_pipeline() -> Vec<Box<dyn Pass>> {
         Box::new(raise_linear::RaiseLinear),
         Box::new(raise_attention::RaiseAttention),
         Box::new(raise_embedding::RaiseEmbedding),
+        Box::new(raise_pooling::RaisePooling),
         Box::new(simplify::Simplify),
         Box::new(names::NameWeights),
     ]

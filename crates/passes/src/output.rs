@@ -110,11 +110,12 @@ pub fn select_output(g: &mut Graph, kind: OutputKind) -> Result<(), PassError> {
             let mask = g.input_named("attention_mask").ok_or_else(|| PassError::Output("the model has no attention_mask input (output kind 'max' needs it)".into()))?;
             g.add(Op::MaxPool, &[h, mask], "max").map_err(ir)?
         }
-        OutputKind::Embedding => {
-            return Err(PassError::Output(
-                "output kind 'embedding' is a sentence-transformers folder's pipeline (modules.json): the model has none".into(),
-            ))
-        }
+        // an export with its pooling in the graph names the result so
+        OutputKind::Embedding => output(g, "sentence_embedding")
+            .filter(|&n| g.ty(n).rank() == 2)
+            .ok_or_else(|| PassError::Output(
+                "output kind 'embedding' is a sentence-transformers pipeline: the model has no modules.json beside it and no sentence_embedding output".into(),
+            ))?,
     };
     g.outputs = vec![(kind.name().to_string(), n)];
     g.remove_dead();

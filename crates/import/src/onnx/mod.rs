@@ -24,6 +24,7 @@ pub const OPS: &[&str] = &[
     "Add",
     "And",
     "Cast",
+    "Clip",
     "Concat",
     "Constant",
     "ConstantOfShape",
@@ -45,6 +46,7 @@ pub const OPS: &[&str] = &[
     "Less",
     "LessOrEqual",
     "Log",
+    "LpNormalization",
     "MatMul",
     "Max",
     "Min",
@@ -55,6 +57,7 @@ pub const OPS: &[&str] = &[
     "Pow",
     "Range",
     "Reciprocal",
+    "ReduceL2",
     "ReduceMax",
     "ReduceMean",
     "ReduceSum",
@@ -277,26 +280,122 @@ impl Builder {
             .first()
             .cloned()
             .ok_or_else(|| node_err("the node has no output".into()))?;
-        // operands; empty names are absent optional inputs (only trailing ones are allowed)
-        let mut operands: Vec<NodeId> = Vec::new();
-        let mut gap = false;
+        // operands; empty names are absent optional inputs (only trailing ones are allowed,
+        // but for Clip, whose min may be absent before its max)
+        let mut present: Vec<Option<NodeId>> = Vec::new();
         for i in &node.input {
             if i.is_empty() {
-                gap = true;
+                present.push(None);
                 continue;
             }
-            if gap {
+            if present.iter().any(Option::is_none) && op_type != "Clip" {
                 return Err(node_err(
                     "an optional input is skipped before a given one".into(),
                 ));
             }
-            operands.push(self.value(i).map_err(|e| match e {
+            present.push(Some(self.value(i).map_err(|e| match e {
                 ValueErr::Msg(m) => node_err(m),
                 ValueErr::Load(l) => l,
-            })?);
+            })?));
         }
+        let operands: Vec<NodeId> = present.iter().flatten().copied().collect();
         let attrs = Attrs(&node.attribute);
+        let add = |b: &mut Self, op: Op, ins: &[NodeId], name: &str| {
+            b.g.add(op, ins, name).map_err(|e| match e {
+                bertc_ir::IrError::Type { msg, .. } => node_err(msg),
+                other => node_err(other.to_string()),
+            })
+        };
         let id = match op_type {
+            "Clip" => {
+                let x = present
+                    .first()
+                    .copied()
+                    .flatten()
+                    .ok_or_else(|| node_err("no operand".into()))?;
+                let bound = |b: &mut Self, i: usize, attr: &str| -> Option<NodeId> {
+                    if b.opset < 11 {
+                        let v = attrs.float(attr)?;
+                        Some(b.g.add_const(
+                            &format!("{out_name}.{attr}"),
+                            Tensor::from_f32(vec![], &[v]),
+                        ))
+                    } else {
+                        present.get(i).copied().flatten()
+                    }
+                };
+                let (lo, hi) = (bound(self, 1, "min"), bound(self, 2, "max"));
+                let mut v = x;
+                if let Some(lo) = lo {
+                    v = add(
+                        self,
+                        Op::Binary(BinaryOp::Max),
+                        &[v, lo],
+                        &format!("{out_name}.lo"),
+                    )?;
+                }
+                if let Some(hi) = hi {
+                    v = add(self, Op::Binary(BinaryOp::Min), &[v, hi], &out_name)?;
+                }
+                v
+            }
+            "ReduceL2" | "LpNormalization" => {
+                // the L2 norm as the ops it is made of: sqrt(sum(x * x))
+                let x = *operands
+                    .first()
+                    .ok_or_else(|| node_err("no operand".into()))?;
+                let sq = add(
+                    self,
+                    Op::Binary(BinaryOp::Mul),
+                    &[x, x],
+                    &format!("{out_name}.sq"),
+                )?;
+                let (reduce, ins) = if op_type == "ReduceL2" {
+                    let mut ins = operands.clone();
+                    ins[0] = sq;
+                    self.op_of("ReduceSum", &attrs, ins)
+                } else {
+                    if attrs.int("p").unwrap_or(2) != 2 {
+                        return Err(node_err("only p = 2 is supported".into()));
+                    }
+                    Ok((
+                        Op::Reduce {
+                            kind: ReduceKind::Sum,
+                            axes: vec![attrs.int("axis").unwrap_or(-1)],
+                            keepdims: true,
+                        },
+                        vec![sq],
+                    ))
+                }
+                .map_err(|e| match e {
+                    OpErr::Unsupported => node_err("unsupported".into()),
+                    OpErr::Bad(m) => node_err(m),
+                })?;
+                let sum = add(self, reduce, &ins, &format!("{out_name}.sum"))?;
+                if op_type == "ReduceL2" {
+                    add(self, Op::Unary(UnaryOp::Sqrt), &[sum], &out_name)?
+                } else {
+                    // a zero vector stays zero (ONNX's definition): divide by at least the
+                    // least normal float
+                    let norm = add(
+                        self,
+                        Op::Unary(UnaryOp::Sqrt),
+                        &[sum],
+                        &format!("{out_name}.norm"),
+                    )?;
+                    let tiny = self.g.add_const(
+                        &format!("{out_name}.tiny"),
+                        Tensor::from_f32(vec![], &[f32::MIN_POSITIVE]),
+                    );
+                    let norm = add(
+                        self,
+                        Op::Binary(BinaryOp::Max),
+                        &[norm, tiny],
+                        &format!("{out_name}.clamped"),
+                    )?;
+                    add(self, Op::Binary(BinaryOp::Div), &[x, norm], &out_name)?
+                }
+            }
             "Dropout" if operands.len() > 2 => {
                 // training_mode: inference only, so it must be a constant false
                 let training = self
