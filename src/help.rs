@@ -56,13 +56,13 @@ const EXAMPLES_COMPILE: &str = "Examples:
   echo 'A man is playing a guitar.' | ./model --tokenize
   bertc compile ./my-model -o embed --emit staticlib --output mean    # libembed.a, embed.h
   bertc compile model.onnx -o model-arm --target aarch64-unknown-linux-gnu
-  bertc profile model.onnx --batch 1 --seq 128 -o p.json     # then prune to half the latency:
+  bertc profile model.onnx --batch 1 --seq 128 --threads 1 -o p.json   # then prune to half:
   bertc compile model.onnx -o model2x --speedup 2 --profile p.json   # built-in calibration text
   bertc compile model.onnx -o model2x --speedup 2 --profile p.json --calibration texts.txt \\
         --report model2x.html
   bertc compile model.onnx -o model-q8 --quantize int8     # int8 weights, round to nearest
   bertc compile model.onnx -o model-q8 --quantize int8 --calibration texts.txt \\
         --report model-q8.html                              # GPTQ, each linear's error
-  bertc profile model.onnx -o q8.json --quantize int8      # prune the int8 model:
+  bertc profile model.onnx -o q8.json --threads 1 --quantize int8   # prune the int8 model:
   bertc compile model.onnx -o model-q8x2 --quantize int8 --speedup 2 --profile q8.json \\
         --calibration texts.txt";
