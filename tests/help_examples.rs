@@ -79,6 +79,16 @@ fn world(dir: &Path) {
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_bertc"), bin.join("bertc")).unwrap();
 }
 
+/// `bash ARGS` in `dir` with `PATH` set to `path`.
+fn bash(args: &[&str], dir: &Path, path: &str) -> std::process::Output {
+    Command::new("bash")
+        .args(args)
+        .current_dir(dir)
+        .env("PATH", path)
+        .output()
+        .unwrap()
+}
+
 /// The examples time and profile models: run one test of this file at a time, so that neither
 /// measures the other's load.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -116,12 +126,7 @@ fn every_help_example_runs() {
                 eprintln!("not run here: {line}");
                 continue;
             }
-            let o = Command::new("bash")
-                .args(["-o", "pipefail", "-c", &line])
-                .current_dir(&dir)
-                .env("PATH", &path)
-                .output()
-                .unwrap();
+            let o = bash(&["-o", "pipefail", "-c", &line], &dir, &path);
             assert!(
                 o.status.success(),
                 "bertc {cmd} --help: `{line}` failed:\n{}",
@@ -186,12 +191,7 @@ fn every_readme_example_runs() {
     }
     assert!(blocks.len() >= 3, "README has its examples");
     for script in &blocks {
-        let o = Command::new("bash")
-            .args(["-e", "-o", "pipefail", "-c", script])
-            .current_dir(&dir)
-            .env("PATH", &path)
-            .output()
-            .unwrap();
+        let o = bash(&["-e", "-o", "pipefail", "-c", script], &dir, &path);
         assert!(
             o.status.success(),
             "README example failed:\n{script}\n{}",

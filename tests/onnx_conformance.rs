@@ -9,23 +9,13 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use bertc_import::onnx::{self as onnx_import, proto::ModelProto, OPS};
 use bertc_interp::{Data, Value};
 use prost::Message;
 
 fn node_tests() -> PathBuf {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(repo.join("scripts/onnx-node-tests"))
-        .output()
-        .expect("run scripts/onnx-node-tests");
-    assert!(
-        out.status.success(),
-        "scripts/onnx-node-tests failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+    common::script_folder(&Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/onnx-node-tests"))
 }
 
 fn as_f64(v: &Value) -> Vec<f64> {

