@@ -15,6 +15,10 @@ const MAIN: &str = include_str!("glue/main.c");
 const PROFILER: &str = include_str!("glue/profiler.c");
 const TEXT_API: &str = include_str!("glue/text_api.h");
 
+/// The byte limit of one text (`NAME_MAX_TEXT_BYTES` in the header): bounds the tokenizer's
+/// memory.
+pub const MAX_TEXT_BYTES: usize = 1 << 20;
+
 /// Fills a template's `@KEY@` placeholders. Every placeholder must have a value and every value
 /// a placeholder: a mismatch is a bug in bertc, caught by the test that compiles every
 /// template (`glue_compiles_without_warnings`).
@@ -102,10 +106,7 @@ fn text_api(s: &ShimInfo, t: &bertc_text::TextSpec) -> String {
             ("UP", s.name.to_uppercase()),
             ("KIND", t.model.kind().to_string()),
             ("TOKENIZER", file_name(&t.source)),
-            (
-                "MAX_TEXT_BYTES",
-                crate::tokenizer::MAX_TEXT_BYTES.to_string(),
-            ),
+            ("MAX_TEXT_BYTES", MAX_TEXT_BYTES.to_string()),
         ],
     )
 }

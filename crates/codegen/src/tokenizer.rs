@@ -12,9 +12,6 @@ use crate::shim::{c_string, render, ShimInfo};
 
 const TOKENIZER: &str = include_str!("glue/tokenizer.c");
 
-/// The byte limit of one text (`NAME_MAX_TEXT_BYTES`): bounds the tokenizer's memory.
-pub const MAX_TEXT_BYTES: usize = 1 << 20;
-
 /// `static const T NAME[] = {...};` (C has no empty arrays: an empty list gets one 0).
 fn array<T: std::fmt::Display>(out: &mut String, ty: &str, name: &str, v: &[T]) {
     let _ = write!(out, "static const {ty} {name}[] = {{");
