@@ -31,8 +31,7 @@ pub fn tokenize(model: &Path, texts: Option<&Path>, runs: usize) -> Result<Strin
     if texts.is_empty() {
         return Err(CliError::Input("--texts: no text to tokenize".into()));
     }
-    let tokenizer_file = bertc_import::st::companion_dir(model)
-        .map(|d| d.join("tokenizer.json"))
+    let tokenizer_file = Some(crate::inputs::tokenizer_beside(model))
         .filter(|f| f.is_file())
         .ok_or_else(|| {
             CliError::Input(format!(

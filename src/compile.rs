@@ -40,13 +40,11 @@ impl TokenizerChoice {
             TokenizerChoice::None => return Ok(None),
             TokenizerChoice::File(f) => f.clone(),
             TokenizerChoice::Beside => {
-                match bertc_import::st::companion_dir(model)
-                    .map(|d| d.join("tokenizer.json"))
-                    .filter(|f| f.is_file())
-                {
-                    Some(f) => f,
-                    None => return Ok(None),
+                let f = crate::inputs::tokenizer_beside(model);
+                if !f.is_file() {
+                    return Ok(None);
                 }
+                f
             }
         };
         bertc_text::TextSpec::from_file(&file)

@@ -97,14 +97,12 @@ pub fn read_id_files(mask: Option<&Path>, types: Option<&Path>) -> Result<Vec<Se
     Ok(out)
 }
 
-/// The `tokenizer.json` beside a model (in its folder, or beside the .onnx file).
+/// The `tokenizer.json` beside a model (in its folder, beside the .onnx file, or in the
+/// repository above a Hub `onnx/` folder); it may not exist.
 pub fn tokenizer_beside(model: &Path) -> PathBuf {
-    let dir = if model.is_dir() {
-        model.to_path_buf()
-    } else {
-        model.parent().map(Path::to_path_buf).unwrap_or_default()
-    };
-    dir.join("tokenizer.json")
+    bertc_import::st::companion_dir(model)
+        .unwrap_or_default()
+        .join("tokenizer.json")
 }
 
 pub fn tokenize(tokenizer: &Path, texts: &[String]) -> Result<Vec<Sequence>, CliError> {

@@ -228,12 +228,6 @@ impl TextSpec {
             template,
         })
     }
-
-    /// The special-token wrapping of one text or a pair, and the truncation budget it leaves
-    /// under `max_len` tokens.
-    pub fn budget(&self, max_len: usize, pair: bool) -> usize {
-        max_len.saturating_sub(self.template.added(pair))
-    }
 }
 
 impl Model {

@@ -376,20 +376,4 @@ impl Tables {
             added,
         }
     }
-
-    /// Bytes of table data (what the tokenizer adds to an artifact besides its code).
-    pub fn bytes(&self) -> usize {
-        let map = |m: &Option<CharMap>| {
-            m.as_ref()
-                .map_or(0, |m| 4 * (m.cps.len() + m.off.len() + m.pool.len()))
-        };
-        let strings = |s: &StringTable| s.pool.len() + 4 * (s.off.len() + s.slots.len());
-        8 * self.class_starts.len()
-            + map(&self.decompose)
-            + map(&self.lowercase)
-            + strings(&self.vocab)
-            + strings(&self.added)
-            + self.merges.as_ref().map_or(0, |m| 16 * m.left.len())
-            + self.byte_tokens.as_ref().map_or(0, |b| 4 * b.len())
-    }
 }
