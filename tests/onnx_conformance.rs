@@ -3,19 +3,26 @@
 //! (`bertc_import::onnx::OPS`), through the importer and the interpreter, against the outputs
 //! the `onnx` package's reference implementation wrote. A test passes, is refused (a one-line
 //! import or interpreter error: an attribute form, dtype or opset the importer does not take),
-//! or fails (different values, or a panic); failures fail this test.
+//! or fails (different values, or a panic); failures fail this test. The same runner takes
+//! the contrib ops (`bertc_import::onnx::CONTRIB_OPS`) through `scripts/ort-contrib-tests`,
+//! whose outputs ONNX Runtime computed: every case must pass, but those named `*_refused`,
+//! which must be refused.
 
 mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use bertc_import::onnx::{self as onnx_import, proto::ModelProto, OPS};
+use bertc_import::onnx::{self as onnx_import, proto::ModelProto, CONTRIB_OPS, OPS};
 use bertc_interp::{Data, Value};
 use prost::Message;
 
-fn node_tests() -> PathBuf {
-    common::script_folder(&Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/onnx-node-tests"))
+fn script(name: &str) -> PathBuf {
+    common::script_folder(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("scripts")
+            .join(name),
+    )
 }
 
 fn as_f64(v: &Value) -> Vec<f64> {
@@ -27,8 +34,9 @@ fn as_f64(v: &Value) -> Vec<f64> {
 }
 
 /// `None` when `got` matches `want` as the ONNX backend test runner checks (rtol 1e-3,
-/// atol 1e-7; integers and booleans exactly; NaN matches NaN), else why not.
-fn mismatch(got: &Value, want: &Value) -> Option<String> {
+/// atol as given: the runner's 1e-7 for the node tests; integers and booleans exactly; NaN
+/// matches NaN), else why not.
+fn mismatch(got: &Value, want: &Value, atol: f64) -> Option<String> {
     if got.shape != want.shape {
         return Some(format!("shape {:?}, expected {:?}", got.shape, want.shape));
     }
@@ -37,7 +45,7 @@ fn mismatch(got: &Value, want: &Value) -> Option<String> {
         let ok = if exact {
             *g == w
         } else {
-            (g.is_nan() && w.is_nan()) || g == &w || (g - w).abs() <= 1e-7 + 1e-3 * w.abs()
+            (g.is_nan() && w.is_nan()) || g == &w || (g - w).abs() <= atol + 1e-3 * w.abs()
         };
         if !ok {
             return Some(format!("element {i}: {g}, expected {w}"));
@@ -52,7 +60,7 @@ enum Outcome {
     Fail(String),
 }
 
-fn run_case(dir: &Path) -> Outcome {
+fn run_case(dir: &Path, atol: f64) -> Outcome {
     let model = dir.join("model.onnx");
     let g = match onnx_import::import_file(&model) {
         Ok(g) => g,
@@ -95,7 +103,7 @@ fn run_case(dir: &Path) -> Outcome {
             let Some((_, v)) = got.iter().find(|(n, _)| n == &info.name) else {
                 return Outcome::Fail(format!("no output {}", info.name));
             };
-            if let Some(m) = mismatch(v, &Value::from_tensor(&want)) {
+            if let Some(m) = mismatch(v, &Value::from_tensor(&want), atol) {
                 return Outcome::Fail(format!("{}: output {}: {m}", set.display(), info.name));
             }
         }
@@ -105,7 +113,7 @@ fn run_case(dir: &Path) -> Outcome {
 
 #[test]
 fn onnx_node_tests_of_the_claimed_ops() {
-    let root = node_tests();
+    let root = script("onnx-node-tests");
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -127,7 +135,7 @@ fn onnx_node_tests_of_the_claimed_ops() {
         }
         let op = nodes[0].op_type.clone();
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        let outcome = std::panic::catch_unwind(|| run_case(dir))
+        let outcome = std::panic::catch_unwind(|| run_case(dir, 1e-7))
             .unwrap_or_else(|_| Outcome::Fail("panicked".into()));
         let e = by_op.entry(op).or_default();
         match outcome {
@@ -161,4 +169,48 @@ fn onnx_node_tests_of_the_claimed_ops() {
     );
     assert!(failed.is_empty(), "wrong results:\n{}", failed.join("\n"));
     assert!(!passed.is_empty());
+}
+
+/// ONNX Runtime's contrib ops against ORT's outputs (a float32 kernel's summation order
+/// differs from the interpreter's: atol 1e-5 with the runner's rtol).
+#[test]
+fn onnx_runtime_contrib_op_tests() {
+    let root = script("ort-contrib-tests");
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("model.onnx").is_file())
+        .collect();
+    dirs.sort();
+    let mut ops = std::collections::BTreeSet::new();
+    let mut wrong = Vec::new();
+    for dir in &dirs {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let proto =
+            ModelProto::decode(std::fs::read(dir.join("model.onnx")).unwrap().as_slice()).unwrap();
+        for n in proto.graph.map(|g| g.node).unwrap_or_default() {
+            assert!(
+                CONTRIB_OPS.contains(&n.op_type.as_str()),
+                "{name}: {}",
+                n.op_type
+            );
+            ops.insert(n.op_type);
+        }
+        let outcome = std::panic::catch_unwind(|| run_case(dir, 1e-5))
+            .unwrap_or_else(|_| Outcome::Fail("panicked".into()));
+        match (outcome, name.ends_with("_refused")) {
+            (Outcome::Pass, false) => eprintln!("passed  {name}"),
+            (Outcome::Refused(m), true) => eprintln!("refused {name}: {m}"),
+            (Outcome::Pass, true) => wrong.push(format!("{name}: accepted, should be refused")),
+            (Outcome::Refused(m), false) => wrong.push(format!("{name}: refused: {m}")),
+            (Outcome::Fail(m), _) => wrong.push(format!("{name}: {m}")),
+        }
+    }
+    eprintln!("{} contrib node tests of {} ops", dirs.len(), ops.len());
+    assert_eq!(
+        ops.len(),
+        CONTRIB_OPS.len(),
+        "a claimed contrib op has no test"
+    );
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

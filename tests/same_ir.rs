@@ -78,3 +78,21 @@ fn minilm_raises_to_the_same_ir() {
         Some(&["last_hidden_state"]),
     );
 }
+
+/// ONNX Runtime's fused forms (`com.microsoft` EmbedLayerNormalization, Attention or
+/// MultiHeadAttention, SkipLayerNormalization, BiasGelu; `scripts/ort-optimized-onnx`) raise
+/// to the IR of the unfused export they were made from, weights included. (O3 and O4 differ
+/// from it on purpose: the tanh GELU, and float16 weights.)
+#[test]
+fn onnx_runtime_fused_files_raise_to_the_unfused_ir() {
+    for name in RANDOM_MODELS.iter().chain(&["all-MiniLM-L6-v2"]) {
+        let dir = ort_optimized(name);
+        for file in ["O1", "O2", "O2-raw-mask", "O2-mha"] {
+            assert_same(
+                &dir.join(format!("{file}.onnx")),
+                &model_dir(name).join("model.onnx"),
+                Some(&["last_hidden_state"]),
+            );
+        }
+    }
+}

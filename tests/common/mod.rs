@@ -392,3 +392,31 @@ pub fn compile(model: &Path, out: &Path, extra: &[&str]) {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+/// ONNX Runtime's optimized forms of a shared model (`scripts/ort-optimized-onnx`: O1..O4,
+/// the raw-mask and MultiHeadAttention variants, reference.json), made once into
+/// `target/tmp/ort-optimized/MODEL` and shared by the tests that read them.
+pub fn ort_optimized(model: &str) -> PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = repo.join("target/tmp/ort-optimized").join(model);
+    if dir.join("reference.json").exists() {
+        return dir;
+    }
+    // made in a private folder and renamed, so that tests running at once never see half
+    let tmp = repo.join(format!(
+        "target/tmp/ort-optimized/.{model}-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let o = Command::new(repo.join("scripts/ort-optimized-onnx"))
+        .arg(model_dir(model).join("model.onnx"))
+        .arg(&tmp)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    if std::fs::rename(&tmp, &dir).is_err() {
+        // another test made it first
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    dir
+}

@@ -76,6 +76,27 @@ pub(crate) fn eval(op: &Op, v: &[&Value]) -> R<Value> {
             perm.extend(ax.iter().copied());
             let t = transpose(x, &perm)?;
             let inner: usize = ax.iter().map(|&i| x.shape[i]).product();
+            let shape: Vec<usize> = (0..r)
+                .filter_map(|i| {
+                    if ax.contains(&i) {
+                        keepdims.then_some(1)
+                    } else {
+                        Some(x.shape[i])
+                    }
+                })
+                .collect();
+            if let Data::I(xv) = &t.data {
+                // integer sums and maxima in i64 (the dtype's width applies when stored)
+                let res: Vec<i64> = xv
+                    .chunks(inner.max(1))
+                    .map(|c| match kind {
+                        ReduceKind::Sum => Ok(c.iter().fold(0i64, |a, &v| a.wrapping_add(v))),
+                        ReduceKind::Max => Ok(c.iter().copied().max().unwrap_or(i64::MIN)),
+                        ReduceKind::Mean => Err("the mean of an integer tensor".to_string()),
+                    })
+                    .collect::<R<_>>()?;
+                return Ok(Value::of(x.dtype, shape, Data::I(res)));
+            }
             let xv = t.as_f32()?;
             let res: Vec<f32> = xv
                 .chunks(inner.max(1))
@@ -85,15 +106,6 @@ pub(crate) fn eval(op: &Op, v: &[&Value]) -> R<Value> {
                         (c.iter().map(|&v| v as f64).sum::<f64>() / inner as f64) as f32
                     }
                     ReduceKind::Max => c.iter().copied().fold(f32::NEG_INFINITY, f32::max),
-                })
-                .collect();
-            let shape: Vec<usize> = (0..r)
-                .filter_map(|i| {
-                    if ax.contains(&i) {
-                        keepdims.then_some(1)
-                    } else {
-                        Some(x.shape[i])
-                    }
                 })
                 .collect();
             Value::f32(shape, res)

@@ -2,6 +2,7 @@
 //! export as it is (raising is a pass). Weights come from `raw_data`, the typed fields or
 //! external data files. Any op outside the supported set is an error naming the node.
 
+mod contrib;
 pub mod proto;
 mod tensor;
 
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::ImportError;
 use bertc_ir::{BinaryOp, DType, Dim, Graph, NodeId, Op, ReduceKind, Tensor, TensorType, UnaryOp};
+pub use contrib::{CONTRIB_DOMAIN, CONTRIB_OPS};
 use proto::{AttributeProto, NodeProto, TensorProto};
 use tensor::decode_tensor;
 pub use tensor::read_tensor_file;
@@ -134,9 +136,13 @@ pub fn import_bytes(bytes: Bytes, path: &Path) -> Result<Graph, ImportError> {
         b.add_node(node)?;
     }
     for o in &graph.output {
-        let id = b
-            .value(&o.name)
-            .map_err(|_| model_err(format!("graph output '{}' is produced by no node", o.name)))?;
+        let id = b.value(&o.name).map_err(|e| match e {
+            ValueErr::Msg(m) if b.values.contains_key(&o.name) => {
+                model_err(format!("graph output '{}' {m}", o.name))
+            }
+            ValueErr::Load(l) => l,
+            _ => model_err(format!("graph output '{}' is produced by no node", o.name)),
+        })?;
         b.g.outputs.push((o.name.clone(), id));
     }
     if b.g.outputs.is_empty() {
@@ -237,8 +243,15 @@ impl Builder {
         Ok(id)
     }
 
+    /// A tensor of the file. Half-precision weights and constants are widened to f32 (exactly):
+    /// bertc computes with them in f32, as ONNX Runtime does on CPUs for most ops of a float16
+    /// graph (ORT's O4 files); a `Cast` to float16 still rounds.
     fn tensor(&self, t: &TensorProto) -> Result<Tensor, ImportError> {
-        decode_tensor(t, &self.file, &self.dir)
+        let t = decode_tensor(t, &self.file, &self.dir)?;
+        Ok(match t.dtype {
+            DType::F16 | DType::BF16 => Tensor::from_f32(t.shape.clone(), &t.to_f32_vec()),
+            _ => t,
+        })
     }
 
     fn add_node(&mut self, node: &NodeProto) -> Result<(), ImportError> {
@@ -255,7 +268,8 @@ impl Builder {
             op: op_type.to_string(),
             msg,
         };
-        if !(node.domain.is_empty() || node.domain == "ai.onnx") {
+        let contrib = node.domain == CONTRIB_DOMAIN && CONTRIB_OPS.contains(&op_type);
+        if !(node.domain.is_empty() || node.domain == "ai.onnx" || contrib) {
             return Err(ImportError::UnsupportedOp {
                 file: self.file.clone(),
                 node: name,
@@ -275,7 +289,7 @@ impl Builder {
                 present.push(None);
                 continue;
             }
-            if present.iter().any(Option::is_none) && op_type != "Clip" {
+            if present.iter().any(Option::is_none) && op_type != "Clip" && !contrib {
                 return Err(node_err(
                     "an optional input is skipped before a given one".into(),
                 ));
@@ -284,6 +298,22 @@ impl Builder {
                 ValueErr::Msg(m) => node_err(m),
                 ValueErr::Load(l) => l,
             })?));
+        }
+        if contrib {
+            let outs = self.add_contrib(node, &name, present)?;
+            for (i, o) in node
+                .output
+                .iter()
+                .enumerate()
+                .filter(|(_, o)| !o.is_empty())
+            {
+                let slot = match outs.get(i).copied().flatten() {
+                    Some(id) => Slot::Node(id),
+                    None => Slot::Unsupported(name.clone()),
+                };
+                self.values.insert(o.clone(), slot);
+            }
+            return Ok(());
         }
         let operands: Vec<NodeId> = present.iter().flatten().copied().collect();
         let attrs = Attrs(&node.attribute);
