@@ -1,10 +1,10 @@
 //! ONNX op conformance: the backend node tests of the `onnx` PyPI package
 //! (`scripts/onnx-node-tests` writes them) for every op the importer claims
-//! (`bertc_import::onnx::OPS`), through the importer and the interpreter, against the outputs
+//! (`bertc_import::onnx::OPS` and `QUANT_OPS`), through the importer and the interpreter, against the outputs
 //! the `onnx` package's reference implementation wrote. A test passes, is refused (a one-line
 //! import or interpreter error: an attribute form, dtype or opset the importer does not take),
 //! or fails (different values, or a panic); failures fail this test. The same runner takes
-//! the contrib ops (`bertc_import::onnx::CONTRIB_OPS`) through `scripts/ort-contrib-tests`,
+//! the contrib ops (`CONTRIB_OPS`, `QUANT_CONTRIB_OPS`) through `scripts/ort-contrib-tests`,
 //! whose outputs ONNX Runtime computed: every case must pass, but those named `*_refused`,
 //! which must be refused.
 
@@ -13,7 +13,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use bertc_import::onnx::{self as onnx_import, proto::ModelProto, CONTRIB_OPS, OPS};
+use bertc_import::onnx::{
+    self as onnx_import, proto::ModelProto, CONTRIB_OPS, OPS, QUANT_CONTRIB_OPS, QUANT_OPS,
+};
 use bertc_interp::{Data, Value};
 use prost::Message;
 
@@ -128,7 +130,9 @@ fn onnx_node_tests_of_the_claimed_ops() {
         let nodes = proto.graph.map(|g| g.node).unwrap_or_default();
         let claimed = !nodes.is_empty()
             && nodes.iter().all(|n| {
-                (n.domain.is_empty() || n.domain == "ai.onnx") && OPS.contains(&n.op_type.as_str())
+                (n.domain.is_empty() || n.domain == "ai.onnx")
+                    && (OPS.contains(&n.op_type.as_str())
+                        || QUANT_OPS.contains(&n.op_type.as_str()))
             });
         if !claimed {
             continue;
@@ -189,10 +193,10 @@ fn onnx_runtime_contrib_op_tests() {
         let proto =
             ModelProto::decode(std::fs::read(dir.join("model.onnx")).unwrap().as_slice()).unwrap();
         for n in proto.graph.map(|g| g.node).unwrap_or_default() {
+            let op = n.op_type.as_str();
             assert!(
-                CONTRIB_OPS.contains(&n.op_type.as_str()),
-                "{name}: {}",
-                n.op_type
+                CONTRIB_OPS.contains(&op) || QUANT_CONTRIB_OPS.contains(&op),
+                "{name}: {op}"
             );
             ops.insert(n.op_type);
         }
@@ -209,7 +213,7 @@ fn onnx_runtime_contrib_op_tests() {
     eprintln!("{} contrib node tests of {} ops", dirs.len(), ops.len());
     assert_eq!(
         ops.len(),
-        CONTRIB_OPS.len(),
+        CONTRIB_OPS.len() + QUANT_CONTRIB_OPS.len(),
         "a claimed contrib op has no test"
     );
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));

@@ -12,7 +12,6 @@ mod common;
 
 use common::*;
 use serde_json::Value as Json;
-use std::path::Path;
 use std::process::Command;
 
 /// The files, and the tolerance against ORT on the same file: O4 is float16, which ORT
@@ -26,18 +25,6 @@ const FILES: [(&str, f32); 6] = [
     ("O4", 1e-2),
 ];
 
-fn write_inputs(dir: &Path, batch: &Json) -> (String, Vec<String>) {
-    let mask = dir.join("mask.txt");
-    std::fs::write(&mask, lines(&batch["attention_mask"])).unwrap();
-    let mut args = vec!["--mask".to_string(), mask.to_str().unwrap().to_string()];
-    if batch.get("token_type_ids").is_some() {
-        let types = dir.join("types.txt");
-        std::fs::write(&types, lines(&batch["token_type_ids"])).unwrap();
-        args.extend(["--type-ids".into(), types.to_str().unwrap().to_string()]);
-    }
-    (lines(&batch["input_ids"]), args)
-}
-
 fn check(model: &str) {
     let fixtures = ort_optimized(model);
     let r: Json =
@@ -50,7 +37,7 @@ fn check(model: &str) {
         compile(&onnx, &exe, &["--output", "last_hidden_state"]);
         for name in ["padded", "holes"] {
             let batch = &r[name];
-            let (ids, args) = write_inputs(&dir, batch);
+            let (ids, args) = id_files(&dir, batch);
             let (_, mask) = ints2(&batch["attention_mask"]);
             let original = floats(&batch["original"]["last_hidden_state"]);
             let same_file = floats(&batch[file]["last_hidden_state"]);
@@ -72,17 +59,7 @@ fn check(model: &str) {
                 "{model} {file} {name}: compiled, max abs error {err:.2e} (ORT: the file against its raw-mask twin {ort_departs:.2e}, against the original {fused_departs:.2e})"
             );
             assert!(err <= tol, "{model} {file} {name}: compiled, error {err}");
-            let interp = output_floats(&run_with(
-                Command::new(env!("CARGO_BIN_EXE_bertc"))
-                    .args([
-                        "run",
-                        onnx.to_str().unwrap(),
-                        "--output",
-                        "last_hidden_state",
-                    ])
-                    .args(&args),
-                &ids,
-            ));
+            let interp = interpret(&onnx, "last_hidden_state", &args, &ids);
             let err = max_err(&interp, want, Some(&mask), width);
             assert!(
                 err <= tol,

@@ -420,3 +420,28 @@ pub fn ort_optimized(model: &str) -> PathBuf {
     }
     dir
 }
+
+/// Writes a batch's mask and token type ids (`{"input_ids", "attention_mask",
+/// "token_type_ids"?}`) into `dir`: the ids as stdin lines and the `--mask` / `--type-ids`
+/// arguments that go with them.
+pub fn id_files(dir: &Path, batch: &Json) -> (String, Vec<String>) {
+    let mask = dir.join("mask.txt");
+    std::fs::write(&mask, lines(&batch["attention_mask"])).unwrap();
+    let mut args = vec!["--mask".to_string(), mask.to_str().unwrap().to_string()];
+    if batch.get("token_type_ids").is_some() {
+        let types = dir.join("types.txt");
+        std::fs::write(&types, lines(&batch["token_type_ids"])).unwrap();
+        args.extend(["--type-ids".into(), types.to_str().unwrap().to_string()]);
+    }
+    (lines(&batch["input_ids"]), args)
+}
+
+/// `bertc run MODEL --output OUTPUT ARGS` on the ids lines: the floats it prints.
+pub fn interpret(model: &Path, output: &str, args: &[String], ids: &str) -> Vec<f32> {
+    output_floats(&run_with(
+        Command::new(env!("CARGO_BIN_EXE_bertc"))
+            .args(["run", model.to_str().unwrap(), "--output", output])
+            .args(args),
+        ids,
+    ))
+}

@@ -70,6 +70,7 @@ pub(crate) fn unary(u: UnaryOp, x: &Value) -> R<Value> {
         UnaryOp::Tanh => f32::tanh,
         UnaryOp::Sigmoid => |a| 1.0 / (1.0 + (-a).exp()),
         UnaryOp::Relu => |a| a.max(0.0),
+        UnaryOp::Round => f32::round_ties_even,
         UnaryOp::Not => return Err("not of a float tensor".into()),
     };
     Ok(Value::of(

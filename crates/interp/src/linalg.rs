@@ -116,6 +116,26 @@ pub(crate) fn matmul(a: &Value, b: &Value) -> R<Value> {
     let lead = bcast_shape(&a.shape[..ra - 2], &b.shape[..rb - 2])?;
     let ia = bcast_indices(&lead, &a.shape[..ra - 2]);
     let ib = bcast_indices(&lead, &b.shape[..rb - 2]);
+    let mut shape = lead.clone();
+    shape.push(m);
+    shape.push(n);
+    if let (Data::I(av), Data::I(bv)) = (&a.data, &b.data) {
+        // integer products summed exactly (MatMulInteger), wrapping like the dtype's adds
+        let mut out = vec![0i64; ia.len() * m * n];
+        for (bi, (&pa, &pb)) in ia.iter().zip(ib.iter()).enumerate() {
+            for i in 0..m {
+                for p in 0..k {
+                    let x = av[pa * m * k + i * k + p];
+                    let brow = &bv[pb * k * n + p * n..pb * k * n + (p + 1) * n];
+                    let orow = &mut out[(bi * m + i) * n..(bi * m + i + 1) * n];
+                    for (o, &y) in orow.iter_mut().zip(brow) {
+                        *o = o.wrapping_add(x.wrapping_mul(y));
+                    }
+                }
+            }
+        }
+        return Ok(Value::of(a.dtype, shape, Data::I(out)));
+    }
     let (av, bv) = (a.as_f32()?, b.as_f32()?);
     let mut out = vec![0f32; ia.len() * m * n];
     for (bi, (&pa, &pb)) in ia.iter().zip(ib.iter()).enumerate() {
@@ -124,9 +144,6 @@ pub(crate) fn matmul(a: &Value, b: &Value) -> R<Value> {
         let om = &mut out[bi * m * n..(bi + 1) * m * n];
         gemm_acc(am, bm, om, m, k, n);
     }
-    let mut shape = lead;
-    shape.push(m);
-    shape.push(n);
     Ok(Value::f32(shape, out))
 }
 

@@ -16,6 +16,8 @@ pub enum UnaryOp {
     Sigmoid,
     Relu,
     Not,
+    /// To the nearest integer, ties to even (ONNX `Round`, and the rounding of quantization).
+    Round,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -379,6 +381,7 @@ impl Op {
                 UnaryOp::Erf => "erf",
                 UnaryOp::Tanh => "tanh",
                 UnaryOp::Sigmoid => "sigmoid",
+                UnaryOp::Round => "round",
                 UnaryOp::Relu => "relu",
                 UnaryOp::Not => "not",
             },

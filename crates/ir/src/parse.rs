@@ -297,7 +297,7 @@ impl Attrs {
     }
 }
 
-const UNARY: [(&str, UnaryOp); 11] = [
+const UNARY: [(&str, UnaryOp); 12] = [
     ("neg", UnaryOp::Neg),
     ("abs", UnaryOp::Abs),
     ("sqrt", UnaryOp::Sqrt),
@@ -307,6 +307,7 @@ const UNARY: [(&str, UnaryOp); 11] = [
     ("erf", UnaryOp::Erf),
     ("tanh", UnaryOp::Tanh),
     ("sigmoid", UnaryOp::Sigmoid),
+    ("round", UnaryOp::Round),
     ("relu", UnaryOp::Relu),
     ("not", UnaryOp::Not),
 ];

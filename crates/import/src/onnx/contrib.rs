@@ -15,8 +15,9 @@
 //! Forms bertc does not take (past state, causal or rotary attention, attention biases, the
 //! end-and-start index) are one-line errors naming the node and the input or attribute.
 
-use bertc_ir::{BinaryOp, DType, Dim, NodeId, Op, ReduceKind, Tensor, UnaryOp};
+use bertc_ir::{BinaryOp, DType, Dim, NodeId, Op, ReduceKind, UnaryOp};
 
+use super::compose::Composer;
 use super::proto::NodeProto;
 use super::{Attrs, Builder};
 use crate::ImportError;
@@ -47,26 +48,7 @@ struct Heads {
     filter: f32,
 }
 
-/// One contrib node being imported: names intermediate values after its first output and
-/// reports errors naming it.
-struct Fused<'a> {
-    b: &'a mut Builder,
-    node: String,
-    op: String,
-    out: String,
-    ins: Vec<Option<NodeId>>,
-}
-
-impl Fused<'_> {
-    fn err(&self, msg: impl Into<String>) -> ImportError {
-        ImportError::Node {
-            file: self.b.file.clone(),
-            node: self.node.clone(),
-            op: self.op.clone(),
-            msg: msg.into(),
-        }
-    }
-
+impl Composer<'_> {
     fn heads(&self, attrs: &Attrs) -> Result<Heads, ImportError> {
         if attrs.int("unidirectional").unwrap_or(0) != 0 {
             return Err(self.err("unidirectional (causal) attention is not supported"));
@@ -78,62 +60,6 @@ impl Fused<'_> {
             scale: attrs.float("scale"),
             filter: attrs.float("mask_filter_value").unwrap_or(-10000.0),
         })
-    }
-
-    /// Operand `i`, if given.
-    fn opt(&self, i: usize) -> Option<NodeId> {
-        self.ins.get(i).copied().flatten()
-    }
-
-    /// Operand `i`, which the op requires.
-    fn req(&self, i: usize, what: &str) -> Result<NodeId, ImportError> {
-        self.opt(i)
-            .ok_or_else(|| self.err(format!("input {i} ({what}) is required")))
-    }
-
-    /// Refuses a given operand that bertc does not implement.
-    fn absent(&self, i: usize, what: &str) -> Result<(), ImportError> {
-        match self.opt(i) {
-            Some(_) => Err(self.err(format!("input {i} ({what}) is not supported"))),
-            None => Ok(()),
-        }
-    }
-
-    fn add(&mut self, op: Op, ins: &[NodeId], suffix: &str) -> Result<NodeId, ImportError> {
-        let name = if suffix.is_empty() {
-            self.out.clone()
-        } else {
-            format!("{}.{suffix}", self.out)
-        };
-        self.b.g.add(op, ins, &name).map_err(|e| match e {
-            bertc_ir::IrError::Type { msg, .. } => self.err(msg),
-            other => self.err(other.to_string()),
-        })
-    }
-
-    fn bin(&mut self, op: BinaryOp, a: NodeId, b: NodeId, s: &str) -> Result<NodeId, ImportError> {
-        self.add(Op::Binary(op), &[a, b], s)
-    }
-
-    fn un(&mut self, op: UnaryOp, a: NodeId, s: &str) -> Result<NodeId, ImportError> {
-        self.add(Op::Unary(op), &[a], s)
-    }
-
-    fn scalar(&mut self, v: f32, s: &str) -> NodeId {
-        let name = format!("{}.{s}", self.out);
-        self.b.g.add_const(&name, Tensor::from_f32(vec![], &[v]))
-    }
-
-    fn dims(&self, n: NodeId) -> Vec<Dim> {
-        self.b.g.ty(n).shape.clone()
-    }
-
-    /// `x + bias` when the bias is given.
-    fn plus(&mut self, x: NodeId, bias: Option<NodeId>, s: &str) -> Result<NodeId, ImportError> {
-        match bias {
-            Some(b) => self.bin(BinaryOp::Add, x, b, s),
-            None => Ok(x),
-        }
     }
 
     /// `x * 0.5 * (1 + erf(x / sqrt 2))`, as PyTorch exports `gelu`.
@@ -222,17 +148,6 @@ impl Fused<'_> {
             &[r],
             &format!("{s}_t"),
         )
-    }
-
-    /// Peels integer casts off `n` (an `int64 → int32` cast of a mask or of ids).
-    fn uncast(&self, mut n: NodeId) -> NodeId {
-        let g = &self.b.g;
-        while matches!(g.op(n), Op::Cast { to } if to.is_int())
-            && g.ty(g.operands(n)[0]).dtype.is_int()
-        {
-            n = g.operands(n)[0];
-        }
-        n
     }
 
     /// The additive bias `[batch, 1, 1|seq, keys]` of an attention mask input.
@@ -367,15 +282,8 @@ impl Builder {
         ins: Vec<Option<NodeId>>,
     ) -> Result<Vec<Option<NodeId>>, ImportError> {
         let attrs = Attrs(&node.attribute);
-        let out = node.output.first().cloned().unwrap_or_else(|| name.into());
-        let mut f = Fused {
-            b: self,
-            node: name.into(),
-            op: node.op_type.clone(),
-            out,
-            ins,
-        };
-        let x0 = |f: &Fused| f.req(0, "input");
+        let mut f = Composer::new(self, node, name, ins);
+        let x0 = |f: &Composer| f.req(0, "input");
         Ok(match node.op_type.as_str() {
             "Gelu" => vec![Some(f.gelu_erf(x0(&f)?)?)],
             "BiasGelu" => {
@@ -500,7 +408,7 @@ impl Builder {
                 let h = f.heads(&attrs)?;
                 let (mut q, mut k, mut v) = (q, k, v);
                 if let Some(b) = f.opt(3) {
-                    let width = |f: &Fused, n: NodeId| f.dims(n)[2].as_const().unwrap_or(0);
+                    let width = |f: &Composer, n: NodeId| f.dims(n)[2].as_const().unwrap_or(0);
                     let (dq, dv) = (width(&f, q), width(&f, v));
                     let bq = f.columns(b, 0, dq, "q_bias")?;
                     let bk = f.columns(b, dq, 2 * dq, "k_bias")?;
@@ -523,7 +431,7 @@ impl Builder {
     }
 }
 
-impl Fused<'_> {
+impl Composer<'_> {
     /// `EmbedLayerNormalization(ids, segment_ids?, word, position, segment?, gamma, beta,
     /// mask?, position_ids?)`: the three gathers summed, then `LayerNormalization`; outputs the
     /// normalized sum, the mask's per-sequence count and the sum.

@@ -2,8 +2,10 @@
 //! export as it is (raising is a pass). Weights come from `raw_data`, the typed fields or
 //! external data files. Any op outside the supported set is an error naming the node.
 
+mod compose;
 mod contrib;
 pub mod proto;
+mod quant;
 mod tensor;
 
 use bytes::Bytes;
@@ -15,6 +17,7 @@ use crate::ImportError;
 use bertc_ir::{BinaryOp, DType, Dim, Graph, NodeId, Op, ReduceKind, Tensor, TensorType, UnaryOp};
 pub use contrib::{CONTRIB_DOMAIN, CONTRIB_OPS};
 use proto::{AttributeProto, NodeProto, TensorProto};
+pub use quant::{QUANT_CONTRIB_OPS, QUANT_OPS};
 use tensor::decode_tensor;
 pub use tensor::read_tensor_file;
 
@@ -68,6 +71,7 @@ pub const OPS: &[&str] = &[
     "ReduceSum",
     "Relu",
     "Reshape",
+    "Round",
     "Shape",
     "Sigmoid",
     "Slice",
@@ -268,8 +272,12 @@ impl Builder {
             op: op_type.to_string(),
             msg,
         };
-        let contrib = node.domain == CONTRIB_DOMAIN && CONTRIB_OPS.contains(&op_type);
-        if !(node.domain.is_empty() || node.domain == "ai.onnx" || contrib) {
+        let default_domain = node.domain.is_empty() || node.domain == "ai.onnx";
+        let in_contrib = node.domain == CONTRIB_DOMAIN;
+        let quant = (default_domain && QUANT_OPS.contains(&op_type))
+            || (in_contrib && QUANT_CONTRIB_OPS.contains(&op_type));
+        let contrib = quant || (in_contrib && CONTRIB_OPS.contains(&op_type));
+        if !(default_domain || contrib) {
             return Err(ImportError::UnsupportedOp {
                 file: self.file.clone(),
                 node: name,
@@ -300,7 +308,11 @@ impl Builder {
             })?));
         }
         if contrib {
-            let outs = self.add_contrib(node, &name, present)?;
+            let outs = if quant {
+                self.add_quant(node, &name, present)?
+            } else {
+                self.add_contrib(node, &name, present)?
+            };
             for (i, o) in node
                 .output
                 .iter()
@@ -486,6 +498,7 @@ impl Builder {
             "Tanh" => unary(UnaryOp::Tanh),
             "Sigmoid" => unary(UnaryOp::Sigmoid),
             "Relu" => unary(UnaryOp::Relu),
+            "Round" => unary(UnaryOp::Round),
             "Not" => unary(UnaryOp::Not),
             "Add" => binary(BinaryOp::Add),
             "Sub" => binary(BinaryOp::Sub),
