@@ -96,3 +96,49 @@ fn onnx_runtime_fused_files_raise_to_the_unfused_ir() {
         }
     }
 }
+
+/// PyTorch's dynamo exports (`tests/data/dynamo`) raise to the IR of the classic exports,
+/// weights included; only the attention scale may differ in its last bit, because the dynamo
+/// exporter scales q and k each by the square root of the scale and their product rounds so.
+#[test]
+fn dynamo_exports_raise_to_the_classic_ir() {
+    for name in RANDOM_MODELS {
+        let dynamo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/dynamo")
+            .join(format!("{name}.onnx"));
+        let (mut a, mut b) = (
+            load_raised(&dynamo),
+            load_raised(&model_dir(name).join("model.onnx")),
+        );
+        // the export is of the encoder (AutoModel): compare what both return
+        let keep: Vec<String> = a
+            .outputs
+            .iter()
+            .map(|(n, _)| n.clone())
+            .filter(|n| b.outputs.iter().any(|(m, _)| m == n))
+            .collect();
+        let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+        a.retain_outputs(&keep).unwrap();
+        b.retain_outputs(&keep).unwrap();
+        let (ta, tb) = (a.to_text(), b.to_text());
+        let (wa, wb): (Vec<&str>, Vec<&str>) = (
+            ta.split_whitespace().collect(),
+            tb.split_whitespace().collect(),
+        );
+        assert_eq!(wa.len(), wb.len(), "{name}:\n{ta}\n{tb}");
+        for (x, y) in wa.iter().zip(&wb) {
+            match (x.strip_prefix("scale="), y.strip_prefix("scale=")) {
+                (Some(sx), Some(sy)) => {
+                    let (fx, fy): (f32, f32) = (sx.parse().unwrap(), sy.parse().unwrap());
+                    assert!(
+                        (fx - fy).abs() <= f32::EPSILON * fy.abs(),
+                        "{name}: {x} {y}"
+                    );
+                }
+                _ => assert_eq!(x, y, "{name}: raised IR differs"),
+            }
+        }
+        let (wa, wb) = (weights(&a), weights(&b));
+        assert_eq!(wa, wb, "{name}: weights differ");
+    }
+}

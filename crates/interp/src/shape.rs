@@ -149,6 +149,7 @@ pub(crate) fn eval(op: &Op, v: &[&Value], bind: &Binding) -> R<Value> {
         Op::Concat { axis } => concat(v, *axis)?,
         Op::Gather { axis } => gather(v[0], v[1], *axis)?,
         Op::GatherElements { axis } => gather_elements(v[0], v[1], *axis)?,
+        Op::GatherNd { batch_dims } => gather_nd(v[0], v[1], *batch_dims)?,
         Op::Transpose { perm } => transpose(x0()?, perm)?,
         Op::Flatten { axis } => {
             let x = x0()?;
@@ -320,6 +321,37 @@ pub(crate) fn gather_elements(x: &Value, idx: &Value, axis: i64) -> R<Value> {
         src.push(off);
     }
     Ok(x.pick(idx.shape.clone(), src.into_iter()))
+}
+
+/// ONNX `GatherND`: for each index tuple (the last axis of `idx`, after `b` batch axes) the
+/// slice of `x` it addresses.
+pub(crate) fn gather_nd(x: &Value, idx: &Value, b: usize) -> R<Value> {
+    let ids = idx.as_i64()?;
+    let r = *idx.shape.last().ok_or("gather_nd of scalar indices")?;
+    let batch: usize = x.shape[..b].iter().product();
+    let slice: usize = x.shape[b + r..].iter().product();
+    let per_batch: usize = x.shape[b..].iter().product();
+    let tuples = ids.len() / r.max(1);
+    let per_batch_tuples = tuples / batch.max(1);
+    let xs = strides(&x.shape[b..]);
+    let mut src = Vec::with_capacity(tuples * slice);
+    for (t, tuple) in ids.chunks(r).enumerate() {
+        let mut off = (t / per_batch_tuples.max(1)) * per_batch;
+        for (k, &i) in tuple.iter().enumerate() {
+            let d = x.shape[b + k] as i64;
+            let j = if i < 0 { i + d } else { i };
+            if j < 0 || j >= d {
+                return Err(format!(
+                    "index {i} out of range for a dimension of size {d}"
+                ));
+            }
+            off += j as usize * xs[k];
+        }
+        src.extend(off..off + slice);
+    }
+    let mut shape = idx.shape[..idx.shape.len() - 1].to_vec();
+    shape.extend_from_slice(&x.shape[b + r..]);
+    Ok(x.pick(shape, src.into_iter()))
 }
 
 pub(crate) fn transpose(x: &Value, perm: &[usize]) -> R<Value> {

@@ -180,6 +180,11 @@ pub enum Op {
     Gather {
         axis: i64,
     },
+    /// ONNX `GatherND(data, indices)`: the last axis of `indices` addresses the first axes of
+    /// `data` after `batch_dims` shared leading axes.
+    GatherNd {
+        batch_dims: usize,
+    },
     GatherElements {
         axis: i64,
     },
@@ -343,6 +348,7 @@ impl Op {
             | Op::Concat { .. }
             | Op::Gather { .. }
             | Op::GatherElements { .. }
+            | Op::GatherNd { .. }
             | Op::Transpose { .. }
             | Op::Flatten { .. } => OpFamily::Shape,
             Op::MatMul
@@ -414,6 +420,7 @@ impl Op {
             Op::Concat { .. } => "concat",
             Op::Gather { .. } => "gather",
             Op::GatherElements { .. } => "gather_elements",
+            Op::GatherNd { .. } => "gather_nd",
             Op::Transpose { .. } => "transpose",
             Op::Flatten { .. } => "flatten",
             Op::CumSum { .. } => "cumsum",
@@ -471,6 +478,7 @@ impl Op {
             | Op::Expand
             | Op::Gather { .. }
             | Op::GatherElements { .. }
+            | Op::GatherNd { .. }
             | Op::CumSum { .. }
             | Op::MatMul
             | Op::DequantizeRows

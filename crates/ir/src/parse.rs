@@ -576,6 +576,9 @@ fn op_of(m: &str, mut a: Attrs, arity: usize) -> PResult<Op> {
             "gather_elements" => Op::GatherElements {
                 axis: a.num("axis")?,
             },
+            "gather_nd" => Op::GatherNd {
+                batch_dims: a.num("batch_dims")?,
+            },
             "flatten" => Op::Flatten {
                 axis: a.num("axis")?,
             },

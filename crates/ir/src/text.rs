@@ -93,6 +93,7 @@ fn attrs(op: &Op) -> String {
             small_const(value).unwrap_or_default()
         ),
         Op::Unsqueeze { axes } | Op::Squeeze { axes } => format!(" axes={}", list(axes)),
+        Op::GatherNd { batch_dims } => format!(" batch_dims={batch_dims}"),
         Op::Concat { axis }
         | Op::Gather { axis }
         | Op::GatherElements { axis }

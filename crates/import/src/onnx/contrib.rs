@@ -285,7 +285,15 @@ impl Builder {
         let mut f = Composer::new(self, node, name, ins);
         let x0 = |f: &Composer| f.req(0, "input");
         Ok(match node.op_type.as_str() {
-            "Gelu" => vec![Some(f.gelu_erf(x0(&f)?)?)],
+            "Gelu" => {
+                // ONNX's (opset 20) has `approximate`; ORT's is the erf form
+                let x = x0(&f)?;
+                match attrs.string("approximate").as_deref() {
+                    None | Some("none") => vec![Some(f.gelu_erf(x)?)],
+                    Some("tanh") => vec![Some(f.gelu_tanh(x)?)],
+                    Some(a) => return Err(f.err(format!("unknown approximate '{a}'"))),
+                }
+            }
             "BiasGelu" => {
                 let x = x0(&f)?;
                 let b = f.req(1, "bias")?;

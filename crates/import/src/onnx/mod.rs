@@ -46,6 +46,8 @@ pub const OPS: &[&str] = &[
     "Flatten",
     "Gather",
     "GatherElements",
+    "GatherND",
+    "Gelu",
     "Gemm",
     "Greater",
     "GreaterOrEqual",
@@ -276,7 +278,10 @@ impl Builder {
         let in_contrib = node.domain == CONTRIB_DOMAIN;
         let quant = (default_domain && QUANT_OPS.contains(&op_type))
             || (in_contrib && QUANT_CONTRIB_OPS.contains(&op_type));
-        let contrib = quant || (in_contrib && CONTRIB_OPS.contains(&op_type));
+        // ONNX's Gelu (opset 20) is composed as ORT's is
+        let contrib = quant
+            || (in_contrib && CONTRIB_OPS.contains(&op_type))
+            || (default_domain && op_type == "Gelu");
         if !(default_domain || contrib) {
             return Err(ImportError::UnsupportedOp {
                 file: self.file.clone(),
@@ -592,6 +597,12 @@ impl Builder {
                 },
                 ins,
             )),
+            "GatherND" => {
+                let b = a.int("batch_dims").unwrap_or(0);
+                let batch_dims =
+                    usize::try_from(b).map_err(|_| OpErr::Bad(format!("bad batch_dims {b}")))?;
+                Ok((Op::GatherNd { batch_dims }, ins))
+            }
             "GatherElements" => Ok((
                 Op::GatherElements {
                     axis: a.int("axis").unwrap_or(0),
@@ -730,6 +741,10 @@ impl Attrs<'_> {
     }
     fn ints(&self, name: &str) -> Option<Vec<i64>> {
         self.get(name).map(|a| a.ints.clone())
+    }
+    fn string(&self, name: &str) -> Option<String> {
+        self.get(name)
+            .map(|a| String::from_utf8_lossy(&a.s).into_owned())
     }
 }
 

@@ -228,6 +228,31 @@ pub(super) fn infer(op: &Op, ins: &[Operand]) -> Result<Inferred, String> {
             };
             Ok((t(x.dtype, shape), known))
         }
+        Op::GatherNd { batch_dims } => {
+            let (x, idx) = (ins[0].ty, ins[1].ty);
+            let b = *batch_dims;
+            let r = idx
+                .shape
+                .last()
+                .and_then(|d| d.as_const())
+                .filter(|&r| r >= 1)
+                .map(|r| r as usize);
+            match r {
+                Some(r)
+                    if idx.dtype.is_int()
+                        && b < idx.rank()
+                        && b + r <= x.rank()
+                        && idx.shape[..b] == x.shape[..b] =>
+                {
+                    let mut shape = idx.shape[..idx.rank() - 1].to_vec();
+                    shape.extend_from_slice(&x.shape[b + r..]);
+                    Ok((t(x.dtype, shape), None))
+                }
+                _ => Err(format!(
+                    "gather_nd indices {idx} do not fit data {x} with batch_dims {b}"
+                )),
+            }
+        }
         Op::GatherElements { axis } => {
             let (x, idx) = (ins[0].ty, ins[1].ty);
             norm_axis(*axis, x.rank())?;
