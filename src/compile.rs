@@ -145,6 +145,14 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
         }
     }
     let (mut g, mut reports) = crate::load_raised(&o.model)?;
+    if !o.model.is_dir() {
+        if let Some((node, op)) = bertc_import::onnx::quantized_node(&o.model) {
+            return Err(CliError::Input(format!(
+                "{}: node '{node}' ({op}): quantized ONNX files are not compiled yet (`bertc run` executes them); compile the float model, with --quantize int8 for bertc's own int8",
+                o.model.display()
+            )));
+        }
+    }
     let mut pruned = None;
     let mut pruned_graph = None;
     if let Some(p) = &o.prune {

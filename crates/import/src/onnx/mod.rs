@@ -87,6 +87,27 @@ pub const OPS: &[&str] = &[
     "Where",
 ];
 
+/// The first node of a quantized graph's ops in an ONNX file (`(node, op)`), if any: such
+/// files import and run in the interpreter but are not lowered yet, which the driver says
+/// before compiling. `None` also when the file does not decode (the import reports that).
+pub fn quantized_node(path: &Path) -> Option<(String, String)> {
+    let bytes = std::fs::read(path).ok()?;
+    let model = proto::ModelProto::decode(&bytes[..]).ok()?;
+    model.graph?.node.into_iter().find_map(|n| {
+        let default = n.domain.is_empty() || n.domain == "ai.onnx";
+        let quant = (default && QUANT_OPS.contains(&n.op_type.as_str()))
+            || (n.domain == CONTRIB_DOMAIN && QUANT_CONTRIB_OPS.contains(&n.op_type.as_str()));
+        quant.then(|| {
+            let name = if n.name.is_empty() {
+                n.output.first().cloned().unwrap_or_default()
+            } else {
+                n.name
+            };
+            (name, n.op_type)
+        })
+    })
+}
+
 /// Imports an ONNX file.
 pub fn import_file(path: &Path) -> Result<Graph, ImportError> {
     let bytes = std::fs::read(path).map_err(|source| ImportError::Io {
