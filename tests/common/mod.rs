@@ -398,7 +398,17 @@ pub fn compile(model: &Path, out: &Path, extra: &[&str]) {
 /// `target/tmp/ort-optimized/MODEL` and shared by the tests that read them.
 pub fn ort_optimized(model: &str) -> PathBuf {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = repo.join("target/tmp/ort-optimized").join(model);
+    let script = repo.join("scripts/ort-optimized-onnx");
+    // keyed by the script's text, so that a changed script makes them anew
+    let hash = std::fs::read(&script)
+        .unwrap()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+        });
+    let dir = repo
+        .join("target/tmp/ort-optimized")
+        .join(format!("{model}-{hash:016x}"));
     if dir.join("reference.json").exists() {
         return dir;
     }
@@ -408,7 +418,7 @@ pub fn ort_optimized(model: &str) -> PathBuf {
         std::process::id()
     ));
     let _ = std::fs::remove_dir_all(&tmp);
-    let o = Command::new(repo.join("scripts/ort-optimized-onnx"))
+    let o = Command::new(&script)
         .arg(model_dir(model).join("model.onnx"))
         .arg(&tmp)
         .output()
