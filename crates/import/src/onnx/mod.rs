@@ -17,7 +17,7 @@ use crate::ImportError;
 use bertc_ir::{BinaryOp, DType, Dim, Graph, NodeId, Op, ReduceKind, Tensor, TensorType, UnaryOp};
 pub use contrib::{CONTRIB_DOMAIN, CONTRIB_OPS};
 use proto::{AttributeProto, NodeProto, TensorProto};
-pub use quant::{QUANT_CONTRIB_OPS, QUANT_OPS};
+pub use quant::{quantized_node, QUANT_CONTRIB_OPS, QUANT_OPS};
 use tensor::decode_tensor;
 pub use tensor::read_tensor_file;
 
@@ -86,27 +86,6 @@ pub const OPS: &[&str] = &[
     "Unsqueeze",
     "Where",
 ];
-
-/// The first node of a quantized graph's ops in an ONNX file (`(node, op)`), if any: such
-/// files import and run in the interpreter but are not lowered yet, which the driver says
-/// before compiling. `None` also when the file does not decode (the import reports that).
-pub fn quantized_node(path: &Path) -> Option<(String, String)> {
-    let bytes = std::fs::read(path).ok()?;
-    let model = proto::ModelProto::decode(&bytes[..]).ok()?;
-    model.graph?.node.into_iter().find_map(|n| {
-        let default = n.domain.is_empty() || n.domain == "ai.onnx";
-        let quant = (default && QUANT_OPS.contains(&n.op_type.as_str()))
-            || (n.domain == CONTRIB_DOMAIN && QUANT_CONTRIB_OPS.contains(&n.op_type.as_str()));
-        quant.then(|| {
-            let name = if n.name.is_empty() {
-                n.output.first().cloned().unwrap_or_default()
-            } else {
-                n.name
-            };
-            (name, n.op_type)
-        })
-    })
-}
 
 /// Imports an ONNX file.
 pub fn import_file(path: &Path) -> Result<Graph, ImportError> {

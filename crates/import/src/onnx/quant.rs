@@ -16,6 +16,8 @@ use super::compose::Composer;
 use super::proto::NodeProto;
 use super::{Attrs, Builder};
 use crate::ImportError;
+use prost::Message;
+use std::path::Path;
 
 /// The default-domain quantization ops the importer claims.
 pub const QUANT_OPS: &[&str] = &[
@@ -28,6 +30,28 @@ pub const QUANT_OPS: &[&str] = &[
 
 /// The quantization ops of ONNX Runtime's `com.microsoft` domain the importer claims.
 pub const QUANT_CONTRIB_OPS: &[&str] = &["DynamicQuantizeMatMul", "MatMulIntegerToFloat"];
+
+/// The first node of a quantized graph's ops in an ONNX file (`(node, op)`), if any: such
+/// files import and run in the interpreter but are not lowered yet, which the driver says
+/// before compiling. `None` also when the file does not decode (the import reports that).
+pub fn quantized_node(path: &Path) -> Option<(String, String)> {
+    let bytes = std::fs::read(path).ok()?;
+    let model = super::proto::ModelProto::decode(&bytes[..]).ok()?;
+    model.graph?.node.into_iter().find_map(|n| {
+        let default = n.domain.is_empty() || n.domain == "ai.onnx";
+        let quant = (default && QUANT_OPS.contains(&n.op_type.as_str()))
+            || (n.domain == super::CONTRIB_DOMAIN
+                && QUANT_CONTRIB_OPS.contains(&n.op_type.as_str()));
+        quant.then(|| {
+            let name = if n.name.is_empty() {
+                n.output.first().cloned().unwrap_or_default()
+            } else {
+                n.name
+            };
+            (name, n.op_type)
+        })
+    })
+}
 
 /// The value range of a quantized integer type.
 fn range(t: DType) -> Option<(f32, f32)> {
