@@ -19,12 +19,18 @@ use bertc_import::onnx::{
 use bertc_interp::{Data, Value};
 use prost::Message;
 
-fn script(name: &str) -> PathBuf {
-    common::script_folder(
-        &Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("scripts")
-            .join(name),
-    )
+/// The node-test folders (each with a `model.onnx`) the script `name` writes, in order.
+fn case_dirs(name: &str) -> Vec<PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(name);
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(common::script_folder(&script))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("model.onnx").is_file())
+        .collect();
+    dirs.sort();
+    dirs
 }
 
 fn as_f64(v: &Value) -> Vec<f64> {
@@ -115,13 +121,7 @@ fn run_case(dir: &Path, atol: f64) -> Outcome {
 
 #[test]
 fn onnx_node_tests_of_the_claimed_ops() {
-    let root = script("onnx-node-tests");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("model.onnx").is_file())
-        .collect();
-    dirs.sort();
+    let dirs = case_dirs("onnx-node-tests");
     let mut by_op: BTreeMap<String, (usize, usize, usize)> = BTreeMap::new();
     let (mut passed, mut refused, mut failed) = (Vec::new(), Vec::new(), Vec::new());
     for dir in &dirs {
@@ -179,13 +179,7 @@ fn onnx_node_tests_of_the_claimed_ops() {
 /// differs from the interpreter's: atol 1e-5 with the runner's rtol).
 #[test]
 fn onnx_runtime_contrib_op_tests() {
-    let root = script("ort-contrib-tests");
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("model.onnx").is_file())
-        .collect();
-    dirs.sort();
+    let dirs = case_dirs("ort-contrib-tests");
     let mut ops = std::collections::BTreeSet::new();
     let mut wrong = Vec::new();
     for dir in &dirs {
