@@ -417,6 +417,8 @@ pub fn time_models(
         let name = format!("t{i}");
         let so = crate::scratch::build_so(g, target, &name, &tmp)?;
         arts.push(Arc::new(Artifact::open(&so, &name)?));
+        // loaded (mapped) now: its disk space is freed before the next model is built
+        let _ = std::fs::remove_file(&so);
     }
     let ids = vec![0i32; batch * seq];
     let mask = vec![1i32; batch * seq];

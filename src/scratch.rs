@@ -143,9 +143,16 @@ pub(crate) fn run_tool(cmd: &mut Command, what: &str, target: &Target) -> Result
     })?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
+        // the linker's own line says why (`ld: final link failed: No space left on device`);
+        // the driver's `collect2: error: ld returned 1 exit status` only that it did
         let first = err
             .lines()
-            .find(|l| l.contains("undefined reference") || l.contains("error:"))
+            .find(|l| {
+                !l.starts_with("collect2")
+                    && (l.contains("undefined reference")
+                        || l.contains("error:")
+                        || l.contains("ld: "))
+            })
             .or_else(|| err.lines().next())
             .unwrap_or("");
         return Err(CliError::Input(format!(
@@ -195,5 +202,8 @@ pub fn build_so(
     );
     cc.current_dir(dir.dir());
     run_tool(&mut cc, "link", target)?;
+    // the object holds the weights a second time; measuring many models at once (the
+    // report's prefixes) would otherwise need twice the disk
+    let _ = std::fs::remove_file(dir.path(&format!("{name}.o")));
     Ok(dir.path(&format!("lib{name}.so")))
 }

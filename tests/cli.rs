@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 fn bertc(args: &[&str], stdin: &str) -> Output {
@@ -55,7 +55,7 @@ fn p(path: &Path) -> &str {
 }
 
 /// A copy of a model folder whose files can be damaged.
-fn copy_model(name: &str, tag: &str) -> PathBuf {
+fn copy_model(name: &str, tag: &str) -> common::Scratch {
     let d = scratch(tag);
     for f in [
         "config.json",

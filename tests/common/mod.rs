@@ -24,12 +24,45 @@ pub const RANDOM_MODELS: [&str; 5] = [
     "electra-micro-random",
 ];
 
-/// A fresh scratch folder for one test (`tag` names it).
-pub fn scratch(tag: &str) -> PathBuf {
+/// A fresh scratch folder for one test (`tag` names it), removed when the test passes; kept,
+/// and its path printed, when the test fails, to look into.
+pub fn scratch(tag: &str) -> Scratch {
     let d = std::env::temp_dir().join(format!("bertc-test-{}-{tag}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
-    d
+    Scratch(d)
+}
+
+/// A test's scratch folder (see [`scratch`]).
+pub struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for Scratch {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.0.as_os_str()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("kept {} (the test failed)", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 pub fn shared() -> PathBuf {

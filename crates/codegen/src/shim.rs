@@ -341,8 +341,11 @@ graph(%input_ids: i64[batch,seq], %attention_mask: i64[batch,seq], %token_type_i
             text,
             labels: &labels,
         };
-        let dir = std::env::temp_dir().join(format!("bertc-glue-{}-{tag}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("bertc-glue-{tag}"))
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path();
         let variants = [ProfileVariant {
             name: "m".into(),
             kind: "attention",
@@ -389,7 +392,7 @@ graph(%input_ids: i64[batch,seq], %attention_mask: i64[batch,seq], %token_type_i
             let out = target
                 .toolchain()
                 .check_warnings(f)
-                .current_dir(&dir)
+                .current_dir(dir)
                 .output()
                 .expect("the C compiler");
             assert!(
@@ -398,6 +401,5 @@ graph(%input_ids: i64[batch,seq], %attention_mask: i64[batch,seq], %token_type_i
                 String::from_utf8_lossy(&out.stderr)
             );
         }
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -11,11 +11,12 @@ fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/models/bert-micro-random")
 }
 
-fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("bertc-hf-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh folder for one test, removed when it ends.
+fn scratch(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("bertc-hf-{tag}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn run(g: &Graph) -> Vec<f32> {
@@ -57,7 +58,8 @@ fn write(path: &Path, ts: &[(String, Dtype, Vec<usize>, Vec<u8>)]) {
 
 #[test]
 fn sharded_safetensors() {
-    let d = scratch("sharded");
+    let tmp = scratch("sharded");
+    let d = tmp.path();
     std::fs::copy(fixture().join("config.json"), d.join("config.json")).unwrap();
     let ts = tensors();
     let (a, b) = ts.split_at(ts.len() / 2);
@@ -74,7 +76,7 @@ fn sharded_safetensors() {
     }
     let index = serde_json::json!({ "metadata": {}, "weight_map": map });
     std::fs::write(d.join("model.safetensors.index.json"), index.to_string()).unwrap();
-    let sharded = bertc_import::load_model(&d).unwrap();
+    let sharded = bertc_import::load_model(d).unwrap();
     let single = bertc_import::load_model(&fixture()).unwrap();
     assert_eq!(sharded.to_text(), single.to_text());
     assert_eq!(run(&sharded), run(&single));
@@ -82,7 +84,8 @@ fn sharded_safetensors() {
 
 #[test]
 fn float16_weights() {
-    let d = scratch("f16");
+    let tmp = scratch("f16");
+    let d = tmp.path();
     std::fs::copy(fixture().join("config.json"), d.join("config.json")).unwrap();
     let ts: Vec<_> = tensors()
         .into_iter()
@@ -98,7 +101,7 @@ fn float16_weights() {
         })
         .collect();
     write(&d.join("model.safetensors"), &ts);
-    let g16 = bertc_import::load_model(&d).unwrap();
+    let g16 = bertc_import::load_model(d).unwrap();
     let g32 = bertc_import::load_model(&fixture()).unwrap();
     let (a, b) = (run(&g16), run(&g32));
     let err = a
@@ -114,7 +117,8 @@ fn float16_weights() {
 
 #[test]
 fn sentence_transformers_module_folder() {
-    let d = scratch("st");
+    let tmp = scratch("st");
+    let d = tmp.path();
     let m = d.join("0_Transformer");
     std::fs::create_dir_all(&m).unwrap();
     for f in ["config.json", "model.safetensors"] {
@@ -126,6 +130,6 @@ fn sentence_transformers_module_folder() {
             {"idx":1,"name":"1","path":"1_Pooling","type":"sentence_transformers.models.Pooling"}]"#,
     )
     .unwrap();
-    let g = bertc_import::load_model(&d).unwrap();
+    let g = bertc_import::load_model(d).unwrap();
     assert_eq!(run(&g), run(&bertc_import::load_model(&fixture()).unwrap()));
 }

@@ -7,11 +7,12 @@ use bertc_interp::{self as interp, Value};
 use prost::Message;
 use std::path::{Path, PathBuf};
 
-fn scratch(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("bertc-onnx-{}-{tag}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+/// A fresh folder for one test, removed when it ends.
+fn scratch(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("bertc-onnx-{tag}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn vi(name: &str, elem: i32, dims: &[Result<i64, &str>]) -> ValueInfoProto {
@@ -96,7 +97,8 @@ fn save(m: &ModelProto, dir: &Path) -> PathBuf {
 
 #[test]
 fn weights_from_typed_fields_raw_data_and_f16() {
-    let d = scratch("fields");
+    let tmp = scratch("fields");
+    let d = tmp.path();
     let typed = TensorProto {
         name: "W".into(),
         dims: vec![3, 2],
@@ -104,7 +106,7 @@ fn weights_from_typed_fields_raw_data_and_f16() {
         float_data: W.to_vec(),
         ..Default::default()
     };
-    check(&save(&model(typed, 17), &d));
+    check(&save(&model(typed, 17), d));
     let raw: Vec<u8> = W.iter().flat_map(|v| v.to_le_bytes()).collect();
     let raw = TensorProto {
         name: "W".into(),
@@ -113,7 +115,7 @@ fn weights_from_typed_fields_raw_data_and_f16() {
         raw_data: raw.into(),
         ..Default::default()
     };
-    check(&save(&model(raw, 13), &d));
+    check(&save(&model(raw, 13), d));
     // float16 weights: MatMul of f32 by f16 does not type-check, so cast them first
     let half: Vec<i32> = W
         .iter()
@@ -142,12 +144,13 @@ fn weights_from_typed_fields_raw_data_and_f16() {
             ..node("Cast", &["W16"], "W")
         },
     );
-    check(&save(&m, &d));
+    check(&save(&m, d));
 }
 
 #[test]
 fn weights_from_external_data() {
-    let d = scratch("external");
+    let tmp = scratch("external");
+    let d = tmp.path();
     let mut bytes = vec![0u8; 16];
     bytes.extend(W.iter().flat_map(|v| v.to_le_bytes()));
     std::fs::write(d.join("weights.bin"), &bytes).unwrap();
@@ -167,24 +170,25 @@ fn weights_from_external_data() {
         ],
         ..Default::default()
     };
-    check(&save(&model(w.clone(), 17), &d));
+    check(&save(&model(w.clone(), 17), d));
     // a length beyond the file, and a path outside the model's folder
     let mut bad = w.clone();
     bad.external_data[2].value = "4000".into();
-    let e = bertc_import::load_model(&save(&model(bad, 17), &d)).unwrap_err();
+    let e = bertc_import::load_model(&save(&model(bad, 17), d)).unwrap_err();
     assert!(
         matches!(e, ImportError::Tensor { .. }) && e.to_string().contains("beyond the end"),
         "{e}"
     );
     let mut bad = w;
     bad.external_data[0].value = "../weights.bin".into();
-    let e = bertc_import::load_model(&save(&model(bad, 17), &d)).unwrap_err();
+    let e = bertc_import::load_model(&save(&model(bad, 17), d)).unwrap_err();
     assert!(e.to_string().contains("plain relative path"), "{e}");
 }
 
 #[test]
 fn tensor_sizes_and_opsets_are_checked() {
-    let d = scratch("checks");
+    let tmp = scratch("checks");
+    let d = tmp.path();
     let short = TensorProto {
         name: "W".into(),
         dims: vec![3, 2],
@@ -192,7 +196,7 @@ fn tensor_sizes_and_opsets_are_checked() {
         float_data: vec![1.0; 5],
         ..Default::default()
     };
-    let e = bertc_import::load_model(&save(&model(short, 17), &d)).unwrap_err();
+    let e = bertc_import::load_model(&save(&model(short, 17), d)).unwrap_err();
     assert_eq!(
         e.to_string(),
         format!(
@@ -207,11 +211,11 @@ fn tensor_sizes_and_opsets_are_checked() {
         float_data: W.to_vec(),
         ..Default::default()
     };
-    let e = bertc_import::load_model(&save(&model(w.clone(), 7), &d)).unwrap_err();
+    let e = bertc_import::load_model(&save(&model(w.clone(), 7), d)).unwrap_err();
     assert!(e.to_string().contains("opset 7 is not supported"), "{e}");
     // an input whose third axis is symbolic
     let mut m = model(w, 17);
     m.graph.as_mut().unwrap().input[0] = vi("x", 1, &[Err("batch"), Err("sequence"), Err("width")]);
-    let e = bertc_import::load_model(&save(&m, &d)).unwrap_err();
+    let e = bertc_import::load_model(&save(&m, d)).unwrap_err();
     assert!(e.to_string().contains("symbolic dimension 'width'"), "{e}");
 }

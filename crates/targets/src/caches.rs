@@ -102,7 +102,11 @@ mod tests {
 
     #[test]
     fn sysfs_sizes() {
-        let dir = std::env::temp_dir().join(format!("bertc-caches-{}", std::process::id()));
+        let tmp = tempfile::Builder::new()
+            .prefix("bertc-caches")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path();
         for (i, level, kind, size) in [
             (0, "1", "Data", "48K"),
             (1, "1", "Instruction", "32K"),
@@ -117,7 +121,7 @@ mod tests {
         }
         let fallback = declared_caches(Arch::X86_64, "x86-64").unwrap();
         assert_eq!(
-            read_caches(&dir, fallback),
+            read_caches(dir, fallback),
             Caches {
                 l1d: 48 * KIB,
                 l2: 2 * MIB,
@@ -126,7 +130,6 @@ mod tests {
         );
         // a machine that reports nothing keeps the declared sizes
         assert_eq!(read_caches(&dir.join("none"), fallback), fallback);
-        fs::remove_dir_all(&dir).unwrap();
         assert_eq!(parse_size("512K"), Some(512 * KIB));
         assert_eq!(parse_size("12x"), None);
     }

@@ -68,5 +68,9 @@ fn main() {
         println!("  {} ({n} inputs): {f}", p.display());
     }
     let _ = std::fs::remove_dir_all(scratch.join("folder"));
+    if r.findings.is_empty() || !crashes.starts_with(&scratch) {
+        // the findings' folder is the one thing here meant to outlive a campaign
+        let _ = std::fs::remove_dir_all(&scratch);
+    }
     std::process::exit(if r.findings.is_empty() { 0 } else { 1 });
 }

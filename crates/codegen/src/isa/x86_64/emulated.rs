@@ -24,6 +24,11 @@ const HLT: u64 = 0x7000_0000;
 #[path = "../../../../../tests/common/emulator.rs"]
 mod emulator;
 
+/// A fresh folder, removed when the test ends.
+fn tempdir(tag: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(tag).tempdir().unwrap()
+}
+
 fn repo() -> PathBuf {
     emulator::repo_root(env!("CARGO_MANIFEST_DIR"))
 }
@@ -216,8 +221,8 @@ fn emulator_or_skip() -> Option<PathBuf> {
 
 /// Runs the jobs (JSON objects, see `scripts/x86-emulate`) and returns the emulator's answer.
 fn emulate(python: &Path, jobs: &[String], tag: &str) -> serde_json::Value {
-    let dir = std::env::temp_dir().join(format!("bertc-x86-emu-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempdir(&format!("bertc-x86-emu-{tag}"));
+    let dir = tmp.path();
     let job_file = dir.join("jobs.json");
     std::fs::write(&job_file, format!(r#"{{"jobs":[{}]}}"#, jobs.join(","))).unwrap();
     let out = Command::new(python)
@@ -225,8 +230,8 @@ fn emulate(python: &Path, jobs: &[String], tag: &str) -> serde_json::Value {
         .arg(&job_file)
         .output()
         .unwrap_or_else(|e| panic!("{}: {e}", python.display()));
-    if std::env::var_os("BERTC_KEEP_JOBS").is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("BERTC_KEEP_JOBS").is_some() {
+        eprintln!("kept {}", tmp.keep().display());
     }
     assert!(
         out.status.success(),
@@ -286,8 +291,8 @@ fn avx512_linear_driver_matches_the_reference_under_emulation() {
         l2: 16 * 1024,
         l3: 1 << 20,
     };
-    let dir = std::env::temp_dir().join(format!("bertc-x86-emu-link-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempdir("bertc-x86-emu-link");
+    let dir = tmp.path();
     let mut rng = Lcg(11);
     let mut jobs = Vec::new();
     let mut wants = Vec::new();
@@ -354,7 +359,6 @@ fn avx512_linear_driver_matches_the_reference_under_emulation() {
         wants.push((rows, k, n, want, canary));
     }
     let v = emulate(&python, &jobs, "driver");
-    let _ = std::fs::remove_dir_all(&dir);
     let results = v["results"].as_array().expect("results");
     for ((rows, k, n, want, canary), r) in wants.iter().zip(results) {
         let what = format!("{rows}x{k}x{n}");
