@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bertc_passes::OutputKind;
-use bertc_runtime::{Artifact, Tokenizer};
+use bertc_runtime::Artifact;
 
 use crate::scratch::Scratch;
 use crate::CliError;
@@ -31,14 +31,13 @@ pub fn tokenize(model: &Path, texts: Option<&Path>, runs: usize) -> Result<Strin
     if texts.is_empty() {
         return Err(CliError::Input("--texts: no text to tokenize".into()));
     }
-    let tokenizer_file = Some(crate::inputs::tokenizer_beside(model))
-        .filter(|f| f.is_file())
-        .ok_or_else(|| {
-            CliError::Input(format!(
-                "{}: no tokenizer.json beside the model to benchmark",
-                model.display()
-            ))
-        })?;
+    let tokenizer_file = crate::inputs::tokenizer_beside(model);
+    if crate::inputs::tokenizer_json(&tokenizer_file)?.is_none() {
+        return Err(CliError::Input(format!(
+            "{}: no tokenizer.json (or vocab.txt) beside the model to benchmark",
+            model.display()
+        )));
+    }
     let tmp = Scratch::new("bench-text")?;
     let (so, name) = crate::compile::shared_library(
         model,
@@ -49,7 +48,7 @@ pub fn tokenize(model: &Path, texts: Option<&Path>, runs: usize) -> Result<Strin
         "text",
     )?;
     let art = Arc::new(Artifact::open(&so, &name)?);
-    let hf = Tokenizer::from_file(&tokenizer_file)?;
+    let hf = crate::inputs::open_tokenizer(&tokenizer_file)?;
     let bytes: usize = texts.iter().map(String::len).sum();
     // the same tokens from both (the artifact truncates to its length; the texts are shorter)
     let mut tokens = 0;

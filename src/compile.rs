@@ -9,7 +9,9 @@ use std::time::Instant;
 use bertc_codegen::{self as codegen, shim};
 
 use crate::scratch::{artifact_name, c_name, run_tool, Scratch};
-use bertc_passes::{select_embedding, select_output, OutputKind};
+use bertc_import::st::DenseAct;
+use bertc_ir::{GeluApprox, Op, UnaryOp};
+use bertc_passes::{select_embedding, select_output, OutputKind, Pool};
 use bertc_targets::Target;
 
 use crate::CliError;
@@ -39,15 +41,12 @@ impl TokenizerChoice {
         let file = match self {
             TokenizerChoice::None => return Ok(None),
             TokenizerChoice::File(f) => f.clone(),
-            TokenizerChoice::Beside => {
-                let f = crate::inputs::tokenizer_beside(model);
-                if !f.is_file() {
-                    return Ok(None);
-                }
-                f
-            }
+            TokenizerChoice::Beside => crate::inputs::tokenizer_beside(model),
         };
-        bertc_text::TextSpec::from_file(&file)
+        let Some((text, source)) = crate::inputs::tokenizer_json(&file)? else {
+            return Ok(None);
+        };
+        bertc_text::TextSpec::from_json(&text, &source)
             .map(Some)
             .map_err(|e| {
                 CliError::Input(format!(
@@ -128,13 +127,7 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
         if let Some(f) = dir
             .iter()
             .flat_map(|d| {
-                [
-                    "vocab.txt",
-                    "vocab.json",
-                    "sentencepiece.bpe.model",
-                    "spiece.model",
-                ]
-                .map(|f| d.join(f))
+                ["vocab.json", "sentencepiece.bpe.model", "spiece.model"].map(|f| d.join(f))
             })
             .find(|f| f.is_file())
         {
@@ -146,13 +139,14 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
     }
     let (mut g, mut reports) = crate::load_raised(&o.model)?;
     if !o.model.is_dir() {
-        if let Some((node, op)) = bertc_import::onnx::quantized_node(&o.model) {
+        if let Some((node, op)) = bertc_import::onnx::static_quantized_node(&o.model) {
             return Err(CliError::Input(format!(
-                "{}: node '{node}' ({op}): quantized ONNX files are not compiled yet (`bertc run` executes them); compile the float model, with --quantize int8 for bertc's own int8",
+                "{}: node '{node}' ({op}): statically quantized ONNX files are not compiled (they quantize attention and GELU inside, which bertc computes in f32; `bertc run` executes them); compile the float model, with --quantize int8 for bertc's own int8, or a quantize_dynamic file",
                 o.model.display()
             )));
         }
     }
+    crate::quantize::refuse_quantized_file(&g, &o.model, o.prune.is_some(), o.quantize.is_some())?;
     let mut pruned = None;
     let mut pruned_graph = None;
     if let Some(p) = &o.prune {
@@ -395,15 +389,42 @@ pub fn select(
     match (output, &st) {
         (OutputKind::Embedding, Some(p)) if !in_graph => {
             let pooling = match p.pooling {
-                bertc_import::st::Pooling::Mean => OutputKind::Mean,
-                bertc_import::st::Pooling::Cls => OutputKind::Cls,
-                bertc_import::st::Pooling::Max => OutputKind::Max,
+                bertc_import::st::Pooling::Mean => Pool::Mean,
+                bertc_import::st::Pooling::Cls => Pool::Cls,
+                bertc_import::st::Pooling::Max => Pool::Max,
+                bertc_import::st::Pooling::Mode(m) => Pool::Mode(m),
             };
-            select_embedding(g, pooling, p.normalize)?;
+            let dense: Vec<bertc_passes::Projection> = p
+                .dense
+                .iter()
+                .map(|d| bertc_passes::Projection {
+                    weight: d.weight.clone(),
+                    bias: d.bias.clone(),
+                    act: match d.act {
+                        DenseAct::Identity => None,
+                        DenseAct::Tanh => Some(Op::Unary(UnaryOp::Tanh)),
+                        DenseAct::Relu => Some(Op::Unary(UnaryOp::Relu)),
+                        DenseAct::Gelu => Some(Op::Gelu {
+                            approx: GeluApprox::Erf,
+                        }),
+                    },
+                })
+                .collect();
+            select_embedding(g, pooling, &dense, p.normalize)?;
+            let projections: String = p
+                .dense
+                .iter()
+                .map(|d| {
+                    format!(
+                        ", dense {}->{} {:?}",
+                        d.weight.shape[1], d.weight.shape[0], d.act
+                    )
+                })
+                .collect();
             reports.push(bertc_passes::PassReport {
                 pass: "select-output",
                 summary: format!(
-                    "embedding = {pooling} pooling{} (from {})",
+                    "embedding = {pooling} pooling{projections}{} (from {})",
                     if p.normalize { ", L2-normalized" } else { "" },
                     p.dir.join("modules.json").display()
                 ),

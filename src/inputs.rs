@@ -105,8 +105,35 @@ pub fn tokenizer_beside(model: &Path) -> PathBuf {
         .join("tokenizer.json")
 }
 
+/// The text of the tokenizer `path` names and what to call it: the `tokenizer.json` itself,
+/// or, when there is none, the one transformers makes of the WordPiece `vocab.txt` beside it
+/// (`bertc_text::convert`); `None` when there is neither.
+pub fn tokenizer_json(path: &Path) -> Result<Option<(String, String)>, CliError> {
+    if path.is_file() || path.file_name().is_some_and(|f| f != "tokenizer.json") {
+        let text = std::fs::read_to_string(path).map_err(|source| CliError::Io {
+            what: path.display().to_string(),
+            source,
+        })?;
+        return Ok(Some((text, path.display().to_string())));
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    Ok(bertc_text::convert::wordpiece_tokenizer_json(dir)
+        .map_err(|e| CliError::Input(e.to_string()))?
+        .map(|t| (t, dir.join("vocab.txt").display().to_string())))
+}
+
+/// The Hugging Face tokenizer `path` names (see `tokenizer_json`).
+pub fn open_tokenizer(path: &Path) -> Result<Tokenizer, CliError> {
+    match tokenizer_json(path)? {
+        Some((text, source)) => Ok(Tokenizer::from_json(&text, &source)?),
+        None => Err(CliError::Input(format!(
+            "{}: no such file (and no vocab.txt beside it)",
+            path.display()
+        ))),
+    }
+}
 pub fn tokenize(tokenizer: &Path, texts: &[String]) -> Result<Vec<Sequence>, CliError> {
-    let tok = Tokenizer::from_file(tokenizer)?;
+    let tok = open_tokenizer(tokenizer)?;
     texts
         .iter()
         .map(|t| {

@@ -204,7 +204,7 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
                 ));
             }
             let tok_path = tokenizer.unwrap_or_else(|| inputs::tokenizer_beside(&model));
-            let tok = bertc_runtime::Tokenizer::from_file(&tok_path)?;
+            let tok = inputs::open_tokenizer(&tok_path)?;
             let mut enc = eval::open_encoder(&model, name.as_deref(), threads)?;
             let pairs = match &sts {
                 Some(f) => Some(eval::read_sts(f)?),
@@ -385,6 +385,12 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
         } => {
             let quantize = quant.options(&prune);
             let (mut g, _) = load_raised(&model)?;
+            quantize::refuse_quantized_file(
+                &g,
+                &model,
+                prune.options(quant.quantize).is_some(),
+                quantize.is_some(),
+            )?;
             if let Some(p) = prune.options(quant.quantize) {
                 prune::prune(&mut g, &model, &p, true)?;
             }

@@ -9,7 +9,6 @@ use std::time::Instant;
 use bertc_ir::Graph;
 use bertc_passes::prune::{self, Block, Choice, Method, PruneStructures};
 use bertc_passes::{run_pass, PassReport};
-use bertc_runtime::Tokenizer;
 use bertc_targets::{BlockKind, LatencyProfile};
 
 use crate::CliError;
@@ -86,7 +85,7 @@ pub fn calibration_seqs(
     let tok_path = tokenizer
         .map(Path::to_path_buf)
         .unwrap_or_else(|| crate::inputs::tokenizer_beside(model));
-    let tok = Tokenizer::from_file(&tok_path)?;
+    let tok = crate::inputs::open_tokenizer(&tok_path)?;
     let max = g.max_seq.unwrap_or(512);
     let seqs: Vec<Vec<i64>> = texts
         .iter()

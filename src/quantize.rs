@@ -217,3 +217,30 @@ pub fn layer_lines(layers: &[LayerReport]) -> String {
     }
     s
 }
+
+/// Pruning (`prune`) and `--quantize` (`quantize`) work on float models: a file quantized
+/// already (its linears read `fake_quant`) is refused with the first such node.
+pub fn refuse_quantized_file(
+    g: &Graph,
+    model: &Path,
+    prune: bool,
+    quantize: bool,
+) -> Result<(), CliError> {
+    let what = match (prune, quantize) {
+        (true, _) => "--speedup/--latency",
+        (false, true) => "--quantize",
+        (false, false) => return Ok(()),
+    };
+    match g
+        .node_ids()
+        .into_iter()
+        .find(|&n| g.op(n) == &bertc_ir::Op::FakeQuant)
+    {
+        Some(n) => Err(CliError::Input(format!(
+            "{}: {what}: the file is quantized already (node '{}'); prune or quantize the float model",
+            model.display(),
+            g.node(n).name
+        ))),
+        None => Ok(()),
+    }
+}

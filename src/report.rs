@@ -81,8 +81,7 @@ pub fn measure(o: &Options, out: &Outcome, sts: Option<&Path>) -> Result<Measure
     let sts = match sts {
         Some(f) => {
             let pairs = crate::eval::read_sts(f)?;
-            let tok =
-                bertc_runtime::Tokenizer::from_file(&crate::inputs::tokenizer_beside(&o.model))?;
+            let tok = crate::inputs::open_tokenizer(&crate::inputs::tokenizer_beside(&o.model))?;
             let mut d = crate::encoder::Encoder::from_graph(&dense_raw, 0)?;
             let mut q = crate::encoder::Encoder::from_graph(g, 0)?;
             let (ds, _) = crate::eval::sts_score(&mut d, &tok, &pairs)?;

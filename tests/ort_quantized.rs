@@ -1,14 +1,15 @@
 //! ONNX Runtime's quantized files (`quantize_dynamic` with int8 and uint8 weights, per tensor
 //! and per channel; static QDQ; `scripts/ort-quantized-onnx` makes them from the shared
-//! models): the interpreter (`bertc run`) executes the file's own integer arithmetic, checked
-//! against the `onnx` package's reference evaluator on the same file (the ops' definitions):
-//! within 1e-2 and a mean cosine of at least 0.9999 over the real tokens. Each sequence runs
-//! alone, in bertc and in the references: with a tensor-wide dynamic scale a sequence's
-//! output would otherwise depend on the others in its batch. ONNX Runtime is reported beside:
-//! on AVX2 without VNNI its u8 x s8 kernels saturate 16-bit pair sums (`vpmaddubsw`) unless
-//! the weights have 7 bits (`reduce_range`), and its optimized QDQ runs on those kernels, so
-//! it departs from the definitions there. Compiling quantized files is not supported yet:
-//! `bertc compile` stops with a one-line error naming the first quantized node.
+//! models): the interpreter (`bertc run`) and, for the dynamic files, a compiled executable
+//! execute the file's own arithmetic, checked against the `onnx` package's reference evaluator
+//! on the same file (the ops' definitions) over the real tokens. The references run each
+//! sequence alone without its padding: a tensor-wide dynamic scale would otherwise depend on
+//! the batch and the padding, and bertc's `fake_quant` takes each sequence's range over its
+//! real tokens (so the executable gives the same for a batch of three as for each alone).
+//! ONNX Runtime is reported beside: on AVX2 without VNNI its u8 x s8 kernels saturate 16-bit
+//! pair sums (`vpmaddubsw`) unless the weights have 7 bits (`reduce_range`), and its optimized
+//! QDQ runs on those kernels, so it departs from the definitions there. Static QDQ files are
+//! not compiled: `bertc compile` stops with a one-line error naming the first such node.
 
 mod common;
 
@@ -47,11 +48,34 @@ fn check(model: &str, max_error: f32, min_cos: f64) {
     let r: Json =
         serde_json::from_str(&std::fs::read_to_string(dir.join("reference.json")).unwrap())
             .unwrap();
-    let (ids, args) = id_files(&dir, &r);
-    let (_, mask) = ints2(&r["attention_mask"]);
-    let lhs = |file: &str, engine: &str| floats(&r[file][engine]["last_hidden_state"]);
-    let width = lhs("original", "ort").len() / mask.len();
-    let rows: Vec<usize> = (0..mask.len()).filter(|&i| mask[i] == 1).collect();
+    // each sequence without its padding, as the references ran them: a ragged batch
+    let (shape, mask) = ints2(&r["attention_mask"]);
+    let lens: Vec<usize> = mask
+        .chunks(shape[1])
+        .map(|m| m.iter().filter(|&&v| v != 0).count())
+        .collect();
+    let mut trimmed = serde_json::Map::new();
+    for key in ["input_ids", "attention_mask", "token_type_ids"] {
+        if let Some(rows) = r.get(key).and_then(Json::as_array) {
+            let rows: Vec<Json> = rows
+                .iter()
+                .zip(&lens)
+                .map(|(row, &n)| Json::Array(row.as_array().unwrap()[..n].to_vec()))
+                .collect();
+            trimmed.insert(key.to_string(), Json::Array(rows));
+        }
+    }
+    let (ids, args) = id_files(&dir, &Json::Object(trimmed));
+    let width = floats(&r["original"]["ort"]["last_hidden_state"]).len() / mask.len();
+    // a reference's rows of real tokens (the padding rows of its layout dropped)
+    let lhs = |file: &str, engine: &str| -> Vec<f32> {
+        let all = floats(&r[file][engine]["last_hidden_state"]);
+        all.chunks(shape[1] * width)
+            .zip(&lens)
+            .flat_map(|(s, &n)| s[..n * width].to_vec())
+            .collect()
+    };
+    let rows: Vec<usize> = (0..lens.iter().sum()).collect();
     let cos = |a: &[f32], b: &[f32]| {
         rows.iter()
             .map(|&i| {
@@ -67,13 +91,13 @@ fn check(model: &str, max_error: f32, min_cos: f64) {
         let onnx = dir.join(format!("{file}.onnx"));
         let want = lhs(file, "onnx_reference");
         let got = interpret(&onnx, "last_hidden_state", &args, &ids);
-        let err = max_err(&got, &want, Some(&mask), width);
+        let err = max_err(&got, &want, None, width);
         let c = cos(&got, &want);
         let (ort, no_opt) = (lhs(file, "ort"), lhs(file, "ort_no_opt"));
         eprintln!(
             "{model} {file}: against the definitions: max abs error {err:.2e}, mean cosine {c:.7}; ORT (optimized / not): {:.2e} / {:.2e}, cosine {:.5} / {:.5}; ORT's file against fp32: cosine {:.4}",
-            max_err(&got, &ort, Some(&mask), width),
-            max_err(&got, &no_opt, Some(&mask), width),
+            max_err(&got, &ort, None, width),
+            max_err(&got, &no_opt, None, width),
             cos(&got, &ort),
             cos(&got, &no_opt),
             cos(&ort, &lhs("original", "ort")),
@@ -82,26 +106,59 @@ fn check(model: &str, max_error: f32, min_cos: f64) {
             err <= max_error && c >= min_cos,
             "{model} {file}: error {err}, cosine {c}"
         );
-        // not compiled yet: a one-line error naming a node, nothing written
         let exe = dir.join(format!("{file}-exe"));
-        let o = bertc(&[
-            "compile",
-            onnx.to_str().unwrap(),
-            "-o",
-            exe.to_str().unwrap(),
-            "-q",
-        ]);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert!(!o.status.success() && !exe.exists(), "{file}: {err}");
-        assert_eq!(err.trim().lines().count(), 1, "{err}");
-        assert!(err.contains("node '"), "{err}");
+        if file.starts_with("qdq") {
+            // not compiled: a one-line error naming a node, nothing written
+            let o = bertc(&[
+                "compile",
+                onnx.to_str().unwrap(),
+                "-o",
+                exe.to_str().unwrap(),
+                "-q",
+            ]);
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(!o.status.success() && !exe.exists(), "{file}: {err}");
+            assert_eq!(err.trim().lines().count(), 1, "{err}");
+            assert!(err.contains("node '"), "{err}");
+            continue;
+        }
+        compile(&onnx, &exe, &["--output", "last_hidden_state"]);
+        let run = |batch: &str| {
+            output_floats(&run_with(
+                Command::new(&exe)
+                    .args(["--input", "ids", "--batch", batch])
+                    .args(&args),
+                &ids,
+            ))
+        };
+        let (alone, together) = (run("1"), run("3"));
+        let err = max_err(&alone, &want, None, width);
+        let c = cos(&alone, &want);
+        let vs_interp = max_err(&alone, &got, None, width);
+        let batched = max_err(&together, &alone, None, width);
+        eprintln!(
+            "{model} {file}: compiled, against the definitions: max abs error {err:.2e}, mean cosine {c:.7}; against the interpreter {vs_interp:.2e}; batch of 3 against each alone {batched:.2e}"
+        );
+        assert!(
+            err <= max_error && c >= min_cos,
+            "{model} {file}: compiled, error {err}, cosine {c}"
+        );
+        assert!(
+            batched <= 1e-6,
+            "{model} {file}: batching changed the output by {batched}"
+        );
     }
 }
 
+/// The integer sums become f32 sums of the same products (`raise-quantized`), so a value
+/// within a float rounding of a quantization boundary may quantize one step apart and the
+/// step carry on: measured on bert-small-random's `dynamic-s8`, 1.8e-2 interpreted and
+/// 5.7e-2 compiled at single elements (mean cosine 0.9999988 and 0.99995); the other files
+/// of the random models within 2e-6.
 #[test]
 fn random_models_quantized_by_onnx_runtime_run_as_defined() {
     for model in RANDOM_MODELS {
-        check(model, 1e-4, 0.99999);
+        check(model, 0.1, 0.9999);
     }
 }
 

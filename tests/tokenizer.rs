@@ -92,17 +92,13 @@ fn compile_exe(model: &str, dir: &Path) -> std::path::PathBuf {
     exe
 }
 
-#[test]
-fn token_ids_are_those_of_hugging_face_tokenizers() {
-    let dir = scratch("tokenizer");
+/// The STS-B and stress lines through `exe --tokenize` give `tok`'s ids and type ids.
+fn assert_ids_of(model: &str, exe: &Path, tok: &tokenizers::Tokenizer) {
     let mut lines = sts_lines();
     lines.extend(stress_lines());
     let input: Vec<u8> = lines.join(&b'\n');
-    let mut models = RANDOM_MODELS.to_vec();
-    models.push("all-MiniLM-L6-v2");
-    for model in models {
-        let exe = compile_exe(model, &dir);
-        let out = run_exe(&exe, &["--tokenize", "--format", "json"], &input);
+    {
+        let out = run_exe(exe, &["--tokenize", "--format", "json"], &input);
         assert!(
             out.status.success(),
             "{model}: {}",
@@ -114,7 +110,6 @@ fn token_ids_are_those_of_hugging_face_tokenizers() {
             .map(|l| serde_json::from_str(l).unwrap())
             .collect();
         assert_eq!(got.len(), lines.len(), "{model}: one line out per line in");
-        let tok = reference(&model_dir(model).join("tokenizer.json"));
         let mut checked = 0;
         for (line, g) in lines.iter().zip(&got) {
             let text = std::str::from_utf8(line).unwrap();
@@ -142,6 +137,73 @@ fn token_ids_are_those_of_hugging_face_tokenizers() {
             checked += 1;
         }
         eprintln!("{model}: {checked} lines tokenized as tokenizers does");
+    }
+}
+
+#[test]
+fn token_ids_are_those_of_hugging_face_tokenizers() {
+    let dir = scratch("tokenizer");
+    let mut models = RANDOM_MODELS.to_vec();
+    models.push("all-MiniLM-L6-v2");
+    for model in models {
+        let exe = compile_exe(model, &dir);
+        let tok = reference(&model_dir(model).join("tokenizer.json"));
+        assert_ids_of(model, &exe, &tok);
+    }
+}
+
+/// A folder with `vocab.txt` and `tokenizer_config.json` but no `tokenizer.json` (as Google's
+/// BERT checkpoints and old saves have it): the artifact tokenizes as the `tokenizer.json`
+/// transformers wrote for the same vocabulary (the shared models'), uncased, and cased with
+/// `do_lower_case: false` (transformers' conversion then turns lowercasing and accent
+/// stripping off); `bertc run --text` reads the same folder.
+#[test]
+fn vocab_txt_folders_tokenize_as_transformers_converts_them() {
+    for (model, cased) in [
+        ("bert-micro-random", false),
+        ("all-MiniLM-L6-v2", false),
+        ("bert-micro-random", true),
+    ] {
+        let label = format!("{model}{}", if cased { " (cased)" } else { "" });
+        let dir = scratch(&format!("vocab-{model}-{cased}"));
+        for f in ["model.onnx", "vocab.txt", "special_tokens_map.json"] {
+            std::fs::copy(model_dir(model).join(f), dir.join(f)).unwrap();
+        }
+        let config =
+            std::fs::read_to_string(model_dir(model).join("tokenizer_config.json")).unwrap();
+        let mut c: serde_json::Value = serde_json::from_str(&config).unwrap();
+        let mut t: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(model_dir(model).join("tokenizer.json")).unwrap(),
+        )
+        .unwrap();
+        if cased {
+            c["do_lower_case"] = false.into();
+            t["normalizer"]["lowercase"] = false.into();
+        }
+        std::fs::write(dir.join("tokenizer_config.json"), c.to_string()).unwrap();
+        let want = dir.join("reference-tokenizer.json");
+        std::fs::write(&want, t.to_string()).unwrap();
+        let exe = dir.join("embedder");
+        let max = MAX_SEQ.to_string();
+        compile(
+            &dir.join("model.onnx"),
+            &exe,
+            &["--output", "mean", "--max-seq", &max],
+        );
+        assert_ids_of(&label, &exe, &reference(&want));
+        let o = bertc(&[
+            "run",
+            dir.join("model.onnx").to_str().unwrap(),
+            "--text",
+            "Café au lait",
+            "--output",
+            "mean",
+        ]);
+        assert!(
+            o.status.success(),
+            "{label}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
 }
 

@@ -370,6 +370,20 @@ impl<'a> Emit<'a> {
             .collect()
     }
 
+    /// The maximum of a scalar accumulator and, with vectors, every lane of a vector one
+    /// (`fmax`: NaN propagates).
+    pub fn max_of(&mut self, vacc: Variable, sacc: Variable) -> Value {
+        let mut m = self.b.use_var(sacc);
+        if self.lanes > 1 {
+            let v = self.b.use_var(vacc);
+            for l in 0..self.lanes as u8 {
+                let x = self.b.ins().extractlane(v, l);
+                m = self.b.ins().fmax(m, x);
+            }
+        }
+        m
+    }
+
     pub fn row_sum(
         &mut self,
         width: usize,

@@ -12,7 +12,7 @@ use cranelift_codegen::ir::{types, InstBuilder, Value};
 
 use super::emit::Emit;
 use super::lower::Act;
-use bertc_ir::{Positions, TokenTypes};
+use bertc_ir::{PoolMode, Positions, TokenTypes};
 
 /// Rows per task of the row-wise kernels.
 pub const ROW_BLOCK: i64 = 8;
@@ -324,7 +324,7 @@ pub fn cls(e: &mut Emit, [x, out, seq_start]: [Value; 3], [begin, end]: [Value; 
 }
 
 /// The packed row range `s0..s1` of sequence `bi`.
-fn seq_rows(e: &mut Emit, seq_start: Value, bi: Value) -> (Value, Value) {
+pub(crate) fn seq_rows(e: &mut Emit, seq_start: Value, bi: Value) -> (Value, Value) {
     let sa = e.addr(seq_start, bi, 4);
     (e.load_i32(sa, 0), e.load_i32(sa, 4))
 }
@@ -360,21 +360,100 @@ pub fn mean_pool(
     let rowb = width as i64 * 4;
     e.for_range(begin, end, 1, |e, bi| {
         let dst = e.addr(out, bi, rowb);
-        e.row(width, |e, off, s| {
-            let z = e.fs(s, 0.0);
-            let o = e.b.ins().iadd(dst, off);
-            e.store(z, o, 0);
-        });
         let (s0, s1) = seq_rows(e, seq_start, bi);
-        accumulate_rows(e, (x, rowb, width), (s0, s1), dst, |e, acc, v| {
-            e.b.ins().fadd(acc, v)
-        });
-        let n = e.b.ins().isub(s1, s0);
-        let nf = e.b.ins().fcvt_from_sint(types::F32, n);
-        let one = e.f(1.0);
-        let c = e.b.ins().fmax(nf, one);
-        let inv = e.b.ins().fdiv(one, c);
-        scale_row(e, dst, dst, width, inv);
+        sum_rows_over_count(e, (x, rowb, width), (s0, s1), dst, false);
+    });
+}
+
+/// Zeroes a row of `width` floats.
+fn zero_row(e: &mut Emit, dst: Value, width: usize) {
+    e.row(width, |e, off, s| {
+        let z = e.fs(s, 0.0);
+        let o = e.b.ins().iadd(dst, off);
+        e.store(z, o, 0);
+    });
+}
+
+/// `dst` = the sum of rows `s0..s1` of `x` over their count (at least 1), or over its square
+/// root when `root`.
+fn sum_rows_over_count(
+    e: &mut Emit,
+    xs: (Value, i64, usize),
+    (s0, s1): (Value, Value),
+    dst: Value,
+    root: bool,
+) {
+    zero_row(e, dst, xs.2);
+    accumulate_rows(e, xs, (s0, s1), dst, |e, acc, v| e.b.ins().fadd(acc, v));
+    let n = e.b.ins().isub(s1, s0);
+    let nf = e.b.ins().fcvt_from_sint(types::F32, n);
+    let one = e.f(1.0);
+    let c = e.b.ins().fmax(nf, one);
+    let c = if root { e.b.ins().sqrt(c) } else { c };
+    let inv = e.b.ins().fdiv(one, c);
+    scale_row(e, dst, dst, xs.2, inv);
+}
+
+/// sentence-transformers' other poolings (`PoolMode`) of the packed rows of each sequence of
+/// tasks `begin..end`: `tok_src` is each packed row's place in the padded batch (a weighted
+/// mean's weight is the position there plus one), `seq` the padded length.
+pub fn pool(
+    e: &mut Emit,
+    [x, out, seq_start, tok_src, seq]: [Value; 5],
+    [begin, end]: [Value; 2],
+    width: usize,
+    mode: PoolMode,
+) {
+    let rowb = width as i64 * 4;
+    e.for_range(begin, end, 1, |e, bi| {
+        let dst = e.addr(out, bi, rowb);
+        let (s0, s1) = seq_rows(e, seq_start, bi);
+        match mode {
+            PoolMode::LastToken => {
+                zero_row(e, dst, width);
+                let any = e.b.ins().icmp(IntCC::SignedGreaterThan, s1, s0);
+                e.if_nonzero(any, |e| {
+                    let last = e.b.ins().iadd_imm_s(s1, -1);
+                    let src = e.addr(x, last, rowb);
+                    e.copy_row(src, dst, width);
+                });
+            }
+            PoolMode::MeanSqrtLen => {
+                sum_rows_over_count(e, (x, rowb, width), (s0, s1), dst, true);
+            }
+            PoolMode::WeightedMean => {
+                zero_row(e, dst, width);
+                let zero = e.f(0.0);
+                let total = e.var(types::F32, zero);
+                let base = e.b.ins().imul(bi, seq);
+                e.for_range(s0, s1, 1, |e, r| {
+                    let ta = e.addr(tok_src, r, 4);
+                    let at = e.load_i32(ta, 0);
+                    let pos = e.b.ins().isub(at, base);
+                    let pos = e.b.ins().iadd_imm_s(pos, 1);
+                    let w = e.b.ins().fcvt_from_sint(types::F32, pos);
+                    let t = e.b.use_var(total);
+                    let t = e.b.ins().fadd(t, w);
+                    e.b.def_var(total, t);
+                    let src = e.addr(x, r, rowb);
+                    e.row(width, |e, off, s| {
+                        let a = e.b.ins().iadd(src, off);
+                        let v = e.load(s, a, 0);
+                        let o = e.b.ins().iadd(dst, off);
+                        let acc = e.load(s, o, 0);
+                        let ws = e.splat(s, w);
+                        let y = e.mul_add(v, ws, acc);
+                        e.store(y, o, 0);
+                    });
+                });
+                let t = e.b.use_var(total);
+                let tiny = e.f(1e-9);
+                let t = e.b.ins().fmax(t, tiny);
+                let one = e.f(1.0);
+                let inv = e.b.ins().fdiv(one, t);
+                scale_row(e, dst, dst, width, inv);
+            }
+        }
     });
 }
 

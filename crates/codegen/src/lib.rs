@@ -510,6 +510,10 @@ pub fn compile_with(
                     let r = rows(program.buffers[x].rows);
                     (vec![bufs[x], bufs[out], r], row_tasks(&mut e, r))
                 }
+                Step::FakeQuant { x, out } => (vec![bufs[x], bufs[out], seq_start], batch),
+                Step::Pool { x, out, .. } => {
+                    (vec![bufs[x], bufs[out], seq_start, tok_src, seq], batch)
+                }
                 Step::Add { a, b: bb, out } => {
                     let r = rows(program.buffers[a].rows);
                     (vec![bufs[a], bufs[bb], bufs[out], r], row_tasks(&mut e, r))
@@ -623,7 +627,9 @@ fn step_arg_count(step: &Step) -> usize {
         Step::LayerNorm { quantized, .. } => 5 + usize::from(quantized.is_some()),
         Step::Linear { .. } => 5,
         Step::Add { .. } | Step::Scatter { .. } => 4,
+        Step::Pool { .. } => 5,
         Step::Act { .. }
+        | Step::FakeQuant { .. }
         | Step::Quantize { .. }
         | Step::Cls { .. }
         | Step::MeanPool { .. }
@@ -676,7 +682,9 @@ fn kernel_key(step: &Step, p: &Program) -> String {
         Step::Cls { x, .. } => format!("cls {}", w(*x)),
         Step::MeanPool { x, .. } => format!("mean {}", w(*x)),
         Step::MaxPool { x, .. } => format!("max {}", w(*x)),
+        Step::Pool { x, mode, .. } => format!("pool {} {mode:?}", w(*x)),
         Step::Normalize { x, .. } => format!("normalize {}", w(*x)),
+        Step::FakeQuant { x, .. } => format!("fake_quant {} {:?}", w(*x), p.buffers[*x].rows),
         Step::Scatter { x } => format!("scatter {}", w(*x)),
     }
 }
@@ -763,7 +771,17 @@ fn emit_step(
         Step::Cls { x, .. } => kernels::cls(e, [a[0], a[1], a[2]], range, w(*x)),
         Step::MeanPool { x, .. } => kernels::mean_pool(e, [a[0], a[1], a[2]], range, w(*x)),
         Step::MaxPool { x, .. } => kernels::max_pool(e, [a[0], a[1], a[2]], range, w(*x)),
+        Step::Pool { x, mode, .. } => {
+            kernels::pool(e, [a[0], a[1], a[2], a[3], a[4]], range, w(*x), *mode)
+        }
         Step::Normalize { x, .. } => kernels::l2_normalize(e, [a[0], a[1]], range, w(*x)),
+        Step::FakeQuant { x, .. } => qkernels::fake_quant(
+            e,
+            [a[0], a[1], a[2]],
+            range,
+            w(*x),
+            p.buffers[*x].rows == Rows::Tokens,
+        ),
         Step::Scatter { x } => kernels::scatter(e, [a[0], a[1], a[2], a[3]], range, w(*x)),
     }
 }

@@ -375,7 +375,7 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
                     out: l.new_buf(n)?,
                 }
             }
-            Op::MeanPool | Op::MaxPool => {
+            Op::MeanPool | Op::MaxPool | Op::Pool { .. } => {
                 if g.op(ops[1])
                     != &(Op::Input {
                         name: "attention_mask".into(),
@@ -388,10 +388,42 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
                     ));
                 }
                 let (x, out) = (l.buf(ops[0])?, l.new_buf(n)?);
-                if g.op(n) == &Op::MeanPool {
-                    Step::MeanPool { x, out }
-                } else {
-                    Step::MaxPool { x, out }
+                match g.op(n) {
+                    Op::MeanPool => Step::MeanPool { x, out },
+                    Op::Pool { mode } => Step::Pool {
+                        x,
+                        out,
+                        mode: *mode,
+                    },
+                    _ => Step::MaxPool { x, out },
+                }
+            }
+            Op::FakeQuant => {
+                // the buffer holds the real tokens only: the range must be theirs
+                let per_token = g.ty(ops[0]).rank() == 3;
+                let masked = ops.get(1).is_some_and(|&m| {
+                    g.op(m)
+                        == &(Op::Input {
+                            name: "attention_mask".into(),
+                        })
+                });
+                if ops.len() > 1 && !masked {
+                    return Err(unsupported(
+                        g,
+                        n,
+                        "fake_quant's mask must be the attention_mask input",
+                    ));
+                }
+                if per_token && l.p.has_mask && !masked {
+                    return Err(unsupported(
+                        g,
+                        n,
+                        "fake_quant over padded tokens (its range would include the padding, which compiled code never computes)",
+                    ));
+                }
+                Step::FakeQuant {
+                    x: l.buf(ops[0])?,
+                    out: l.new_buf(n)?,
                 }
             }
             Op::L2Normalize if g.ty(ops[0]).rank() == 2 => Step::Normalize {
@@ -499,7 +531,9 @@ fn step_io1(s: &Step) -> (Vec<BufId>, BufId) {
         Step::Cls { x, out }
         | Step::MeanPool { x, out }
         | Step::MaxPool { x, out }
-        | Step::Normalize { x, out } => (vec![x], out),
+        | Step::Normalize { x, out }
+        | Step::Pool { x, out, .. }
+        | Step::FakeQuant { x, out } => (vec![x], out),
         Step::Add { a, b, out } => (vec![a, b], out),
         Step::Attention { q, k, v, out, .. } => (vec![q, k, v], out),
         Step::Scatter { x } => (vec![x], x),

@@ -218,8 +218,20 @@ pub enum Step {
         x: BufId,
         out: BufId,
     },
+    /// One of sentence-transformers' other poolings of each sequence's rows.
+    Pool {
+        x: BufId,
+        out: BufId,
+        mode: bertc_ir::PoolMode,
+    },
     /// Each pooled row divided by its L2 norm (at least 1e-12).
     Normalize {
+        x: BufId,
+        out: BufId,
+    },
+    /// `x` quantized to uint8 and dequantized, as `Op::FakeQuant` defines it, one task a
+    /// sequence (its range over its rows, which are its real tokens).
+    FakeQuant {
         x: BufId,
         out: BufId,
     },

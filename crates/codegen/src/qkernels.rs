@@ -56,14 +56,7 @@ pub fn quantize(
             let m = e.b.ins().fmax(m, v);
             e.b.def_var(acc, m);
         });
-        let mut amax = e.b.use_var(smax);
-        if e.lanes > 1 {
-            let v = e.b.use_var(vmax);
-            for l in 0..e.lanes as u8 {
-                let x = e.b.ins().extractlane(v, l);
-                amax = e.b.ins().fmax(amax, x);
-            }
-        }
+        let amax = e.max_of(vmax, smax);
         // usable: 0 < amax < inf (false for NaN)
         let zero = e.f(0.0);
         let inf = e.f(f32::INFINITY);
@@ -289,4 +282,94 @@ fn scalar_sums(e: &mut Emit, t: &Tile, pairs: usize, lda: i64, col0: usize) -> V
     acc.iter()
         .map(|row| row.iter().map(|&v| e.b.use_var(v)).collect())
         .collect()
+}
+
+/// `Op::FakeQuant` of the sequences `begin..end` of `x` into `out` (rows of `k` f32): with
+/// `per_token`, sequence `b`'s packed rows `seq_start[b]..seq_start[b + 1]`, else its one row
+/// `b`. Two passes a sequence (the range, then each element), with the interpreter's f32
+/// operations in its order. Rounding is by `ROUND_MAGIC`, exact here: every `x / s` is at
+/// most 255 in magnitude, since the range covers every row the buffer holds.
+pub fn fake_quant(
+    e: &mut Emit,
+    [x, out, seq_start]: [Value; 3],
+    [begin, end]: [Value; 2],
+    k: usize,
+    per_token: bool,
+) {
+    let rowb = k as i64 * 4;
+    e.for_range(begin, end, 1, |e, bi| {
+        let (r0, r1) = if per_token {
+            crate::kernels::seq_rows(e, seq_start, bi)
+        } else {
+            (bi, e.b.ins().iadd_imm_s(bi, 1))
+        };
+        let xs = e.addr(x, r0, rowb);
+        let os = e.addr(out, r0, rowb);
+        let rows = e.b.ins().isub(r1, r0);
+        fake_quant_span(e, [xs, os, rows], k);
+    });
+}
+
+fn fake_quant_span(e: &mut Emit, [x, out, rows]: [Value; 3], k: usize) {
+    let n = e.b.ins().imul_imm_s(rows, k as i64);
+    let vt = e.vty();
+    let vinf = e.fs(Shape::Vector, f32::NEG_INFINITY);
+    let sinf = e.f(f32::NEG_INFINITY);
+    // the maxima of x and of -x, in vectors and in scalars
+    let acc = [
+        (e.var(vt, vinf), e.var(types::F32, sinf)),
+        (e.var(vt, vinf), e.var(types::F32, sinf)),
+    ];
+    e.span(n, |e, off, s| {
+        let a = e.b.ins().iadd(x, off);
+        let v = e.load(s, a, 0);
+        let nv = e.b.ins().fneg(v);
+        for (&(va, sa), t) in acc.iter().zip([v, nv]) {
+            let var = if s == Shape::Vector && e.lanes > 1 {
+                va
+            } else {
+                sa
+            };
+            let m = e.b.use_var(var);
+            let m = e.b.ins().fmax(m, t);
+            e.b.def_var(var, m);
+        }
+    });
+    let [hi, neg] = acc.map(|(va, sa)| e.max_of(va, sa));
+    let zero = e.f(0.0);
+    let levels = e.f(255.0);
+    let one = e.f(1.0);
+    let hi = e.b.ins().fmax(hi, zero);
+    let lo = e.b.ins().fneg(neg);
+    let lo = e.b.ins().fmin(lo, zero);
+    let empty = e.b.ins().fcmp(FloatCC::Equal, hi, lo);
+    let span = e.b.ins().fsub(hi, lo);
+    let raw = e.b.ins().fdiv(span, levels);
+    let s = e.b.ins().select(empty, one, raw);
+    let zp = e.b.ins().fdiv(lo, s);
+    let zp = e.b.ins().fneg(zp);
+    let zp = e.b.ins().fmax(zp, zero);
+    let zp = e.b.ins().fmin(zp, levels);
+    let magic = e.f(ROUND_MAGIC);
+    let zp = e.b.ins().fadd(zp, magic);
+    let zp = e.b.ins().fsub(zp, magic);
+    e.span(n, |e, off, sh| {
+        let a = e.b.ins().iadd(x, off);
+        let v = e.load(sh, a, 0);
+        let sv = e.splat(sh, s);
+        let y = e.b.ins().fdiv(v, sv);
+        let m = e.fs(sh, ROUND_MAGIC);
+        let y = e.b.ins().fadd(y, m);
+        let y = e.b.ins().fsub(y, m);
+        let z = e.splat(sh, zp);
+        let y = e.b.ins().fadd(y, z);
+        let lo = e.fs(sh, 0.0);
+        let hi = e.fs(sh, 255.0);
+        let y = e.b.ins().fmax(y, lo);
+        let y = e.b.ins().fmin(y, hi);
+        let y = e.b.ins().fsub(y, z);
+        let y = e.b.ins().fmul(y, sv);
+        let o = e.b.ins().iadd(out, off);
+        e.store(y, o, 0);
+    });
 }

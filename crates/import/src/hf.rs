@@ -209,7 +209,7 @@ struct Weights {
     prefix: String,
 }
 
-fn open_safetensors(
+pub(crate) fn open_safetensors(
     path: &Path,
     out: &mut HashMap<String, (PathBuf, Tensor)>,
 ) -> Result<(), ImportError> {

@@ -1,8 +1,11 @@
 //! A sentence-transformers folder's pipeline after the encoder: `modules.json` and the modules
-//! it lists (`Pooling` with its `config.json`, `Normalize`), and `sentence_bert_config.json`'s
-//! `max_seq_length`: what `SentenceTransformer.encode()` computes from the last hidden state.
+//! it lists (`Pooling` with its `config.json`, `Dense` projections with their weights,
+//! `Normalize`), and `sentence_bert_config.json`'s `max_seq_length`: what
+//! `SentenceTransformer.encode()` computes from the last hidden state.
 
+use bertc_ir::{DType, PoolMode, Tensor};
 use serde_json::Value;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::ImportError;
@@ -13,14 +16,37 @@ pub enum Pooling {
     Mean,
     Cls,
     Max,
+    /// `lasttoken`, `mean_sqrt_len_tokens` or `weightedmean`.
+    Mode(PoolMode),
+}
+
+/// The activation of a `Dense` module (`activation_function` in its `config.json`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DenseAct {
+    Identity,
+    Tanh,
+    Relu,
+    /// PyTorch's `nn.GELU()`, the erf form.
+    Gelu,
+}
+
+/// A `Dense` module: `act(x @ weightᵀ + bias)` on the pooled vector, `weight` f32
+/// `[out_features, in_features]`, `bias` `[out_features]`.
+#[derive(Clone, Debug)]
+pub struct Dense {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub act: DenseAct,
 }
 
 /// The modules after the encoder, as bertc compiles them.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct SentencePipeline {
     /// The folder holding `modules.json`.
     pub dir: PathBuf,
     pub pooling: Pooling,
+    /// `Dense` modules after the pooling, in order.
+    pub dense: Vec<Dense>,
     /// A `Normalize` module: the embedding divided by its L2 norm.
     pub normalize: bool,
     /// `sentence_bert_config.json`'s `max_seq_length`: texts are truncated to it.
@@ -78,6 +104,7 @@ pub fn read(model: &Path) -> Result<Option<SentencePipeline>, ImportError> {
         .as_array()
         .ok_or_else(|| err(&modules_file, "expected a list of modules".into()))?;
     let mut pooling = None;
+    let mut dense = Vec::new();
     let mut normalize = false;
     for (i, m) in list.iter().enumerate() {
         let ty = m
@@ -91,11 +118,14 @@ pub fn read(model: &Path) -> Result<Option<SentencePipeline>, ImportError> {
             "Pooling" if pooling.is_none() => {
                 pooling = Some(read_pooling(&dir, path)?);
             }
+            "Dense" if pooling.is_some() && !normalize => {
+                dense.push(read_dense(&dir, path)?);
+            }
             "Normalize" if pooling.is_some() && !normalize => normalize = true,
             _ => {
                 return Err(err(
                     &modules_file,
-                    format!("module {i} ({ty}, '{path}') is not supported after {}: bertc compiles a Transformer, then one Pooling, then an optional Normalize", if i == 0 { "the start" } else { "the modules before it" }),
+                    format!("module {i} ({ty}, '{path}') is not supported after {}: bertc compiles a Transformer, then one Pooling, Dense modules and an optional Normalize", if i == 0 { "the start" } else { "the modules before it" }),
                 ))
             }
         }
@@ -125,37 +155,155 @@ pub fn read(model: &Path) -> Result<Option<SentencePipeline>, ImportError> {
     Ok(Some(SentencePipeline {
         dir,
         pooling,
+        dense,
         normalize,
         max_seq_length,
     }))
 }
 
-fn read_pooling(dir: &Path, path: &str) -> Result<Pooling, ImportError> {
+/// A module's folder: `path` must stay inside `dir`.
+fn module_dir(dir: &Path, path: &str, what: &str) -> Result<PathBuf, ImportError> {
     if path.contains("..") || path.starts_with('/') {
         return Err(ImportError::Model {
             file: dir.join("modules.json"),
-            msg: format!("Pooling path '{path}' is not a plain relative folder"),
+            msg: format!("{what} path '{path}' is not a plain relative folder"),
         });
     }
-    let file = dir.join(path).join("config.json");
+    Ok(dir.join(path))
+}
+
+/// A `Dense` module's `config.json` and `model.safetensors` (`linear.weight`,
+/// `linear.bias`).
+fn read_dense(dir: &Path, path: &str) -> Result<Dense, ImportError> {
+    let mdir = module_dir(dir, path, "Dense")?;
+    let file = mdir.join("config.json");
     let v = read_json(&file)?;
-    let flag = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
+    let bad = |file: &Path, msg: String| ImportError::Model {
+        file: file.to_path_buf(),
+        msg,
+    };
+    let dim = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_u64)
+            .filter(|&n| n > 0)
+            .map(|n| n as usize)
+            .ok_or_else(|| bad(&file, format!("{k}: expected a positive integer")))
+    };
+    let (n_in, n_out) = (dim("in_features")?, dim("out_features")?);
+    let has_bias = v.get("bias").and_then(Value::as_bool).unwrap_or(true);
+    let act_name = v
+        .get("activation_function")
+        .and_then(Value::as_str)
+        .unwrap_or("torch.nn.modules.activation.Tanh");
+    let act = match act_name.rsplit('.').next().unwrap_or(act_name) {
+        "Identity" => DenseAct::Identity,
+        "Tanh" => DenseAct::Tanh,
+        "ReLU" => DenseAct::Relu,
+        "GELU" => DenseAct::Gelu,
+        _ => {
+            return Err(bad(
+                &file,
+                format!(
+                "activation_function '{act_name}' is not supported (Identity, Tanh, ReLU, GELU)"
+            ),
+            ))
+        }
+    };
+    let wfile = mdir.join("model.safetensors");
+    if !wfile.is_file() {
+        let what = if mdir.join("pytorch_model.bin").is_file() {
+            "only pytorch_model.bin (a pickle, which bertc does not read); save the model again with a current sentence-transformers, which writes model.safetensors"
+        } else {
+            "no model.safetensors"
+        };
+        return Err(bad(&mdir, format!("Dense module: {what}")));
+    }
+    let mut tensors = HashMap::new();
+    crate::hf::open_safetensors(&wfile, &mut tensors)?;
+    let mut take = |name: &str, shape: &[usize]| -> Result<Tensor, ImportError> {
+        let (_, t) = tensors
+            .remove(name)
+            .ok_or_else(|| bad(&wfile, format!("no tensor '{name}'")))?;
+        if t.shape != shape || !t.dtype.is_float() {
+            return Err(bad(
+                &wfile,
+                format!(
+                    "tensor '{name}' is {:?} {:?}, expected float {shape:?} (in_features {n_in}, out_features {n_out})",
+                    t.dtype, t.shape
+                ),
+            ));
+        }
+        Ok(if t.dtype == DType::F32 {
+            t
+        } else {
+            Tensor::from_f32(t.shape.clone(), &t.to_f32_vec())
+        })
+    };
+    let weight = take("linear.weight", &[n_out, n_in])?;
+    let bias = if has_bias {
+        Some(take("linear.bias", &[n_out])?)
+    } else {
+        None
+    };
+    Ok(Dense { weight, bias, act })
+}
+
+fn read_pooling(dir: &Path, path: &str) -> Result<Pooling, ImportError> {
+    let file = module_dir(dir, path, "Pooling")?.join("config.json");
+    let v = read_json(&file)?;
+    // sentence-transformers 5 writes `pooling_mode` (a name or a list); earlier versions one
+    // flag a mode
     let modes = [
-        ("pooling_mode_mean_tokens", Some(Pooling::Mean)),
-        ("pooling_mode_cls_token", Some(Pooling::Cls)),
-        ("pooling_mode_max_tokens", Some(Pooling::Max)),
-        ("pooling_mode_mean_sqrt_len_tokens", None),
-        ("pooling_mode_weightedmean_tokens", None),
-        ("pooling_mode_lasttoken", None),
+        ("mean", "pooling_mode_mean_tokens", Pooling::Mean),
+        ("cls", "pooling_mode_cls_token", Pooling::Cls),
+        ("max", "pooling_mode_max_tokens", Pooling::Max),
+        (
+            "mean_sqrt_len_tokens",
+            "pooling_mode_mean_sqrt_len_tokens",
+            Pooling::Mode(PoolMode::MeanSqrtLen),
+        ),
+        (
+            "weightedmean",
+            "pooling_mode_weightedmean_tokens",
+            Pooling::Mode(PoolMode::WeightedMean),
+        ),
+        (
+            "lasttoken",
+            "pooling_mode_lasttoken",
+            Pooling::Mode(PoolMode::LastToken),
+        ),
     ];
-    let on: Vec<_> = modes.iter().filter(|(k, _)| flag(k)).collect();
+    let named: Vec<&str> = match v.get("pooling_mode") {
+        None | Some(Value::Null) => vec![],
+        Some(Value::String(s)) => vec![s.as_str()],
+        Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect(),
+        Some(other) => {
+            return Err(ImportError::Model {
+                file,
+                msg: format!("pooling_mode: {other} is not a mode name"),
+            })
+        }
+    };
+    let on: Vec<_> =
+        if named.is_empty() {
+            let flag = |k: &str| v.get(k).and_then(Value::as_bool).unwrap_or(false);
+            modes.iter().filter(|(_, k, _)| flag(k)).collect()
+        } else {
+            let mut on = Vec::new();
+            for n in named {
+                on.push(modes.iter().find(|(m, _, _)| *m == n).ok_or_else(|| {
+                    ImportError::Model {
+                        file: file.clone(),
+                        msg: format!("pooling_mode '{n}' is unknown"),
+                    }
+                })?);
+            }
+            on
+        };
+    let on: Vec<_> = on.into_iter().map(|(m, _, p)| (*m, *p)).collect();
     match on.as_slice() {
         // `include_prompt` does not matter: bertc adds no prompt, so every token is pooled
-        [(_, Some(p))] => Ok(*p),
-        [(k, None)] => Err(ImportError::Model {
-            file,
-            msg: format!("{k} is not supported (supported: mean, cls and max pooling)"),
-        }),
+        [(_, p)] => Ok(*p),
         [] => Err(ImportError::Model {
             file,
             msg: "no pooling mode is set".into(),

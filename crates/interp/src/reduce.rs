@@ -1,6 +1,6 @@
 //! Reductions and normalisations: cumulative sums, softmax, reduce mean/sum/max, LayerNorm (ONNX and encoder forms), masked mean pooling. Sums in f64.
 
-use bertc_ir::{Op, ReduceKind};
+use bertc_ir::{Op, PoolMode, ReduceKind};
 
 use crate::shape::transpose;
 use crate::value::*;
@@ -185,6 +185,66 @@ pub(crate) fn eval(op: &Op, v: &[&Value]) -> R<Value> {
             }
             Value::f32(vec![b, h], out)
         }
+        Op::Pool { mode } => {
+            let (x, m) = (v[0], v[1].as_i64()?);
+            let (b, s, h) = (x.shape[0], x.shape[1], x.shape[2]);
+            let xv = x.as_f32()?;
+            let row = |bi: usize, t: usize| &xv[(bi * s + t) * h..(bi * s + t + 1) * h];
+            let mut out = vec![0f32; b * h];
+            for bi in 0..b {
+                let real: Vec<usize> = (0..s).filter(|&t| m[bi * s + t] != 0).collect();
+                let o = &mut out[bi * h..(bi + 1) * h];
+                match mode {
+                    PoolMode::LastToken => {
+                        if let Some(&t) = real.last() {
+                            o.copy_from_slice(row(bi, t));
+                        }
+                    }
+                    PoolMode::MeanSqrtLen | PoolMode::WeightedMean => {
+                        // as sentence-transformers: weights 1, or the position plus one
+                        let w = |t: usize| match mode {
+                            PoolMode::WeightedMean => (t + 1) as f64,
+                            _ => 1.0,
+                        };
+                        let mut acc = vec![0f64; h];
+                        for &t in &real {
+                            for (a, &y) in acc.iter_mut().zip(row(bi, t)) {
+                                *a += w(t) * y as f64;
+                            }
+                        }
+                        let total: f64 = real.iter().map(|&t| w(t)).sum::<f64>().max(1e-9);
+                        let d = match mode {
+                            PoolMode::MeanSqrtLen => total.sqrt(),
+                            _ => total,
+                        };
+                        for (o, a) in o.iter_mut().zip(acc) {
+                            *o = (a / d) as f32;
+                        }
+                    }
+                }
+            }
+            Value::f32(vec![b, h], out)
+        }
+        Op::FakeQuant => {
+            let x = v[0];
+            let xv = x.as_f32()?;
+            let k = *x.shape.last().unwrap_or(&1);
+            let rows = xv.len() / k.max(1);
+            let real: Vec<bool> = match v.get(1) {
+                Some(m) => m.as_i64()?.iter().map(|&t| t != 0).collect(),
+                None => vec![true; rows],
+            };
+            // one sequence: all its rows (`[batch, seq, k]`) or its one row (`[batch, k]`)
+            let per_seq = if x.shape.len() == 3 { x.shape[1] } else { 1 };
+            let mut out = Vec::with_capacity(xv.len());
+            for (s, r) in xv
+                .chunks((per_seq * k).max(1))
+                .zip(real.chunks(per_seq.max(1)))
+            {
+                out.extend(fake_quant(s, k, r));
+            }
+            Value::f32(x.shape.clone(), out)
+        }
         Op::L2Normalize => {
             let x = v[0];
             let h = *x.shape.last().unwrap_or(&1);
@@ -235,4 +295,25 @@ pub(crate) fn layer_norm_rows(
         }
     }
     out
+}
+
+/// `fake_quant` (see `Op::FakeQuant`) of one sequence's rows of `k` floats, the maxima over the
+/// rows marked `real`: the f32 operations of ONNX's `DynamicQuantizeLinear` as the importer
+/// composes it (`max` then `min`, not `clamp`: a NaN becomes 0 there, as here).
+#[allow(clippy::manual_clamp)]
+fn fake_quant(x: &[f32], k: usize, real: &[bool]) -> Vec<f32> {
+    let (mut hi, mut neg) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
+    for (row, _) in x.chunks(k.max(1)).zip(real).filter(|(_, &r)| r) {
+        for &y in row {
+            hi = hi.max(y);
+            neg = neg.max(-y);
+        }
+    }
+    let hi = hi.max(0.0);
+    let lo = (-neg).min(0.0);
+    let s = if hi == lo { 1.0 } else { (hi - lo) / 255.0 };
+    let zp = (-(lo / s)).max(0.0).min(255.0).round_ties_even();
+    x.iter()
+        .map(|&y| (((y / s).round_ties_even() + zp).max(0.0).min(255.0) - zp) * s)
+        .collect()
 }

@@ -62,6 +62,35 @@ pub enum ReduceKind {
     Max,
 }
 
+/// The poolings of `Op::Pool` (sentence-transformers' modes beyond mean, max and CLS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PoolMode {
+    /// The row of the last real token (zeros when there is none).
+    LastToken,
+    /// The sum of the real tokens' rows over the square root of their count.
+    MeanSqrtLen,
+    /// The mean of the real tokens' rows weighted by their position plus one (position in
+    /// the padded sequence).
+    WeightedMean,
+}
+
+impl PoolMode {
+    /// The name in the text form (and sentence-transformers').
+    pub fn name(self) -> &'static str {
+        match self {
+            PoolMode::LastToken => "lasttoken",
+            PoolMode::MeanSqrtLen => "mean_sqrt_len_tokens",
+            PoolMode::WeightedMean => "weightedmean",
+        }
+    }
+
+    pub const ALL: [PoolMode; 3] = [
+        PoolMode::LastToken,
+        PoolMode::MeanSqrtLen,
+        PoolMode::WeightedMean,
+    ];
+}
+
 /// GELU variants: the exact erf form and the tanh approximation (`gelu_new`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GeluApprox {
@@ -300,9 +329,22 @@ pub enum Op {
     MeanPool,
     /// `max_pool(x[b,s,h], mask[b,s])`: elementwise maximum of the rows with mask 1.
     MaxPool,
+    /// `pool(x[b,s,h], mask[b,s]) mode=...`: the other poolings of sentence-transformers
+    /// (`PoolMode`), over the rows with mask 1.
+    Pool {
+        mode: PoolMode,
+    },
     /// `l2_normalize(x)`: `x / max(|x|, 1e-12)` along the last axis (PyTorch's
     /// `F.normalize`, sentence-transformers' `Normalize`).
     L2Normalize,
+    /// `fake_quant(x, mask?)`: each sequence of `x` (`[batch, seq, k]`, or `[batch, k]`)
+    /// quantized to uint8 as ONNX's `DynamicQuantizeLinear` quantizes a tensor, and
+    /// dequantized, in f32: `hi = max(max x, 0)`, `lo = min(-max(-x), 0)`,
+    /// `s = (hi - lo) / 255` (1 when `hi == lo`), `zp = round_ne(min(max(-(lo / s), 0), 255))`,
+    /// `y = (min(max(round_ne(x / s) + zp, 0), 255) - zp) · s`, the maxima over the
+    /// sequence's rows (with `mask`, `[batch, seq]`, its real tokens only). A sequence's
+    /// result is thus what the file computes for it alone, whatever else is in the batch.
+    FakeQuant,
 }
 
 /// The family an op belongs to: type inference (`infer/`) and the interpreter have one file
@@ -364,7 +406,9 @@ impl Op {
             | Op::LayerNorm { .. }
             | Op::MeanPool
             | Op::MaxPool
-            | Op::L2Normalize => OpFamily::Reduce,
+            | Op::Pool { .. }
+            | Op::L2Normalize
+            | Op::FakeQuant => OpFamily::Reduce,
             Op::Embedding { .. }
             | Op::Gelu { .. }
             | Op::Attention { .. }
@@ -449,7 +493,9 @@ impl Op {
             Op::QkvAttention { .. } => "qkv_attention",
             Op::MeanPool => "mean_pool",
             Op::MaxPool => "max_pool",
+            Op::Pool { .. } => "pool",
             Op::L2Normalize => "l2_normalize",
+            Op::FakeQuant => "fake_quant",
         }
     }
 
@@ -483,11 +529,13 @@ impl Op {
             | Op::MatMul
             | Op::DequantizeRows
             | Op::MeanPool
-            | Op::MaxPool => (2, 2),
+            | Op::MaxPool
+            | Op::Pool { .. } => (2, 2),
             Op::Where | Op::Range | Op::LayerNorm { .. } => (3, 3),
             Op::Concat { .. } => (1, usize::MAX),
             Op::Slice => (3, 5),
             Op::Gemm { .. } => (2, 3),
+            Op::FakeQuant => (1, 2),
             Op::LayerNormalization { .. } => (2, 3),
             Op::Linear => (2, 3),
             Op::FusedLinear { .. } => (3, 4),

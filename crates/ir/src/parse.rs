@@ -10,7 +10,9 @@
 use std::collections::HashMap;
 
 use crate::graph::{Graph, NodeId};
-use crate::op::{BinaryOp, FusedAct, GeluApprox, Op, Positions, ReduceKind, TokenTypes, UnaryOp};
+use crate::op::{
+    BinaryOp, FusedAct, GeluApprox, Op, PoolMode, Positions, ReduceKind, TokenTypes, UnaryOp,
+};
 use crate::types::{DType, Dim, Tensor, TensorType};
 use crate::IrError;
 
@@ -667,7 +669,17 @@ fn op_of(m: &str, mut a: Attrs, arity: usize) -> PResult<Op> {
             },
             "mean_pool" => Op::MeanPool,
             "max_pool" => Op::MaxPool,
+            "pool" => {
+                let name = a.need("mode")?;
+                Op::Pool {
+                    mode: PoolMode::ALL
+                        .into_iter()
+                        .find(|m| m.name() == name)
+                        .ok_or_else(|| format!("unknown pooling mode '{name}'"))?,
+                }
+            }
             "l2_normalize" => Op::L2Normalize,
+            "fake_quant" => Op::FakeQuant,
             _ => return Err(format!("unknown op '{m}'")),
         }
     };

@@ -180,6 +180,7 @@ fn attrs(op: &Op) -> String {
             fused_act(act),
             if *residual { " residual" } else { "" }
         ),
+        Op::Pool { mode } => format!(" mode={}", mode.name()),
         Op::Gelu { approx } => match approx {
             GeluApprox::Erf => " approx=erf".into(),
             GeluApprox::Tanh => " approx=tanh".into(),
@@ -203,7 +204,8 @@ fn attrs(op: &Op) -> String {
         | Op::DequantizeRows
         | Op::MeanPool
         | Op::MaxPool
-        | Op::L2Normalize => String::new(),
+        | Op::L2Normalize
+        | Op::FakeQuant => String::new(),
     }
 }
 

@@ -4,7 +4,8 @@
 //! static shapes, simplification, then the raising of ONNX op soup into encoder-level ops
 //! (`layer_norm`, `gelu`, `linear`, `attention`, `embedding`) and canonical weight names. A
 //! pass never changes the numbers the model computes beyond float rounding; raising checks what
-//! it cannot see structurally (mask and position arithmetic) by evaluating it on probes.
+//! it cannot see structurally (mask and position arithmetic) by evaluating it on probes
+//! (`raise-quantized` says where it departs from that: a quantization range per sequence).
 //!
 //! The exception is `prune`, structured pruning (ZipLM), which removes attention heads and FFN
 //! neurons on purpose: it calibrates, builds every pruning level with its error, searches the
@@ -26,13 +27,16 @@ mod raise_gelu;
 mod raise_layer_norm;
 mod raise_linear;
 mod raise_pooling;
+mod raise_quantized;
 mod shapes;
 mod simplify;
 
 use bertc_ir::Graph;
 use std::fmt;
 
-pub use output::{select_embedding, select_output, supported_outputs, OutputKind};
+pub use output::{
+    select_embedding, select_output, supported_outputs, OutputKind, Pool, Projection,
+};
 pub use quantize::{quantize_rows, ActBits, LinearChoice, QuantizeInt8};
 
 /// What one pass did, in one line for the user-facing report.
@@ -74,6 +78,7 @@ pub fn canonical_pipeline() -> Vec<Box<dyn Pass>> {
         Box::new(shapes::StaticShapes),
         Box::new(simplify::Simplify),
         Box::new(fold::FoldConstants),
+        Box::new(raise_quantized::RaiseQuantized),
         Box::new(raise_layer_norm::RaiseLayerNorm),
         Box::new(raise_gelu::RaiseGelu),
         Box::new(raise_linear::RaiseLinear),

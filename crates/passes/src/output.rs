@@ -3,7 +3,7 @@
 //! hidden state, the first (CLS) token's hidden state, the classifier logits, or a
 //! sentence-transformers embedding (a pooling, L2-normalized or not).
 
-use bertc_ir::{Graph, NodeId, Op, Tensor};
+use bertc_ir::{Graph, NodeId, Op, PoolMode, Tensor};
 use std::fmt;
 use std::str::FromStr;
 
@@ -123,30 +123,83 @@ pub fn select_output(g: &mut Graph, kind: OutputKind) -> Result<(), PassError> {
     Ok(())
 }
 
-/// Selects a sentence-transformers embedding: the pooling `pooling` (mean, cls or max), then
-/// an L2 normalization when `normalize`; the output is named `embedding`.
+/// A projection of the pooled vector (a sentence-transformers `Dense` module):
+/// `act(x @ weightᵀ + bias)`, `weight` f32 `[out, in]`, `act` a unary op (`tanh`, `relu`,
+/// `gelu`) or none.
+#[derive(Clone, Debug)]
+pub struct Projection {
+    pub weight: Tensor,
+    pub bias: Option<Tensor>,
+    pub act: Option<Op>,
+}
+
+/// How a sentence-transformers embedding pools the token rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pool {
+    Mean,
+    Cls,
+    Max,
+    Mode(PoolMode),
+}
+
+impl fmt::Display for Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Pool::Mean => "mean",
+            Pool::Cls => "cls",
+            Pool::Max => "max",
+            Pool::Mode(m) => m.name(),
+        })
+    }
+}
+
+/// Selects a sentence-transformers embedding: the pooling `pool`, the projections `dense` in
+/// order, then an L2 normalization when `normalize`; the output is named `embedding`.
 pub fn select_embedding(
     g: &mut Graph,
-    pooling: OutputKind,
+    pool: Pool,
+    dense: &[Projection],
     normalize: bool,
 ) -> Result<(), PassError> {
-    if !matches!(
-        pooling,
-        OutputKind::Mean | OutputKind::Cls | OutputKind::Max
-    ) {
-        return Err(PassError::Output(format!(
-            "an embedding pools by mean, cls or max, not {pooling}"
-        )));
-    }
-    select_output(g, pooling)?;
-    let mut out = g.outputs[0].1;
-    if normalize {
-        out = g
-            .add(Op::L2Normalize, &[out], "embedding")
-            .map_err(|source| PassError::Ir {
-                pass: "select-output",
-                source,
+    let ir = |source| PassError::Ir {
+        pass: "select-output",
+        source,
+    };
+    match pool {
+        Pool::Mean => select_output(g, OutputKind::Mean)?,
+        Pool::Cls => select_output(g, OutputKind::Cls)?,
+        Pool::Max => select_output(g, OutputKind::Max)?,
+        Pool::Mode(mode) => {
+            select_output(g, OutputKind::LastHiddenState)?;
+            let h = g.outputs[0].1;
+            let mask = g.input_named("attention_mask").ok_or_else(|| {
+                PassError::Output(format!(
+                    "the model has no attention_mask input ({} pooling needs it)",
+                    mode.name()
+                ))
             })?;
+            let p = g
+                .add(Op::Pool { mode }, &[h, mask], mode.name())
+                .map_err(ir)?;
+            g.outputs = vec![(mode.name().to_string(), p)];
+        }
+    }
+    let mut out = g.outputs[0].1;
+    for (i, d) in dense.iter().enumerate() {
+        let w = g.add_const(&format!("dense{i}.weight"), d.weight.clone());
+        let mut ins = vec![out, w];
+        if let Some(b) = &d.bias {
+            ins.push(g.add_const(&format!("dense{i}.bias"), b.clone()));
+        }
+        out = g.add(Op::Linear, &ins, &format!("dense{i}")).map_err(ir)?;
+        if let Some(act) = &d.act {
+            out = g
+                .add(act.clone(), &[out], &format!("dense{i}.act"))
+                .map_err(ir)?;
+        }
+    }
+    if normalize {
+        out = g.add(Op::L2Normalize, &[out], "embedding").map_err(ir)?;
     }
     g.outputs = vec![(OutputKind::Embedding.name().to_string(), out)];
     Ok(())

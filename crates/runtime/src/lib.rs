@@ -55,7 +55,26 @@ impl Tokenizer {
             file: path.display().to_string(),
             msg,
         };
-        let mut inner = tokenizers::Tokenizer::from_file(path).map_err(|e| err(e.to_string()))?;
+        let inner = tokenizers::Tokenizer::from_file(path).map_err(|e| err(e.to_string()))?;
+        Tokenizer::new(inner, &path.display().to_string())
+    }
+
+    /// A tokenizer from the text of a `tokenizer.json`; `source` names it in errors.
+    pub fn from_json(text: &str, source: &str) -> Result<Tokenizer, RuntimeError> {
+        let inner: tokenizers::Tokenizer =
+            text.parse()
+                .map_err(|e: tokenizers::Error| RuntimeError::Tokenizer {
+                    file: source.to_string(),
+                    msg: e.to_string(),
+                })?;
+        Tokenizer::new(inner, source)
+    }
+
+    fn new(mut inner: tokenizers::Tokenizer, source: &str) -> Result<Tokenizer, RuntimeError> {
+        let err = |msg: String| RuntimeError::Tokenizer {
+            file: source.to_string(),
+            msg,
+        };
         inner
             .with_truncation(None)
             .map_err(|e| err(e.to_string()))?;

@@ -7,6 +7,7 @@
 //! of `bertc-codegen` (`glue/tokenizer.c`); this crate has no C and no code generation.
 
 pub mod bytelevel;
+pub mod convert;
 pub mod spec;
 pub mod tables;
 

@@ -333,7 +333,17 @@ int main(int argc, char **argv) {
             }
         }
         int32_t rc = @N@_run(m, bi, bm, @UP@_TYPE_VOCAB ? bt : NULL, (int32_t)count, (int32_t)s, out, out_len);
-        if (rc) die("input line %zu: %s", first + 1, @N@_error_string(rc));
+        if (rc) {
+            /* name the line: the first sequence of the batch that fails alone */
+            size_t bad = first;
+            for (size_t i = 0; count > 1 && i < count; i++)
+                if (@N@_run(m, bi + i * s, bm + i * s, @UP@_TYPE_VOCAB ? bt + i * s : NULL, 1,
+                            (int32_t)s, out, out_len)) {
+                    bad = first + i;
+                    break;
+                }
+            die("input line %zu: %s", bad + 1, @N@_error_string(rc));
+        }
         for (size_t i = 0; i < count; i++) {
             size_t rows = @UP@_OUTPUT_PER_TOKEN ? len[first + i] : 1;
             const float *o = out + i * (@UP@_OUTPUT_PER_TOKEN ? s : 1) * @UP@_OUTPUT_WIDTH;

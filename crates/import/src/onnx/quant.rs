@@ -7,8 +7,10 @@
 //! the integer type, exact integer sums (ONNX's definitions; ORT's `DynamicQuantizeLinear`
 //! takes a scale of 1 for an all-zero tensor, as here).
 //!
-//! Quantized linears are not raised onto bertc's int8 kernels yet: a graph with these ops runs
-//! in `bertc run`, and `bertc compile` stops with an error naming the first such node.
+//! Dynamically quantized graphs are raised for code generation by the `raise-quantized` pass
+//! (the activation quantization kept as `fake_quant`, the weights dequantized). Statically
+//! quantized ones (QDQ pairs around every tensor, `QLinearMatMul`) run in `bertc run` only:
+//! `bertc compile` stops with an error naming the first such node (`static_quantized_node`).
 
 use bertc_ir::{BinaryOp, DType, Dim, NodeId, Op, ReduceKind, UnaryOp};
 
@@ -31,17 +33,20 @@ pub const QUANT_OPS: &[&str] = &[
 /// The quantization ops of ONNX Runtime's `com.microsoft` domain the importer claims.
 pub const QUANT_CONTRIB_OPS: &[&str] = &["DynamicQuantizeMatMul", "MatMulIntegerToFloat"];
 
-/// The first node of a quantized graph's ops in an ONNX file (`(node, op)`), if any: such
-/// files import and run in the interpreter but are not lowered yet, which the driver says
-/// before compiling. `None` also when the file does not decode (the import reports that).
-pub fn quantized_node(path: &Path) -> Option<(String, String)> {
+/// The ops of static quantization: a file with them quantizes tensors that bertc's fused
+/// kernels compute in f32 (attention scores and probabilities, GELU's inner values), so it is
+/// interpreted but not compiled.
+pub const STATIC_QUANT_OPS: &[&str] = &["QuantizeLinear", "QLinearMatMul"];
+
+/// The first node of static quantization's ops (`STATIC_QUANT_OPS`) in an ONNX file
+/// (`(node, op)`), if any, which the driver reports before compiling. `None` also when the
+/// file does not decode (the import reports that).
+pub fn static_quantized_node(path: &Path) -> Option<(String, String)> {
     let bytes = std::fs::read(path).ok()?;
     let model = super::proto::ModelProto::decode(&bytes[..]).ok()?;
     model.graph?.node.into_iter().find_map(|n| {
         let default = n.domain.is_empty() || n.domain == "ai.onnx";
-        let quant = (default && QUANT_OPS.contains(&n.op_type.as_str()))
-            || (n.domain == super::CONTRIB_DOMAIN
-                && QUANT_CONTRIB_OPS.contains(&n.op_type.as_str()));
+        let quant = default && STATIC_QUANT_OPS.contains(&n.op_type.as_str());
         quant.then(|| {
             let name = if n.name.is_empty() {
                 n.output.first().cloned().unwrap_or_default()

@@ -59,6 +59,24 @@ pub(super) fn infer(op: &Op, ins: &[Operand]) -> Result<Inferred, String> {
             }
             Ok((x.clone(), None))
         }
+        Op::FakeQuant => {
+            let x = ins[0].ty;
+            if x.dtype != DType::F32 || !(2..=3).contains(&x.rank()) {
+                return Err(format!(
+                    "fake_quant needs f32 [batch, seq, k] or [batch, k], found {x}"
+                ));
+            }
+            if let Some(m) = ins.get(1).map(|m| m.ty) {
+                if !m.dtype.is_int() || m.rank() != 2 || x.rank() != 3 {
+                    return Err(format!(
+                        "fake_quant's mask must be integer [batch, seq] for x [batch, seq, k], found {m} for {x}"
+                    ));
+                }
+                same_dim(m.shape[0], x.shape[0], "fake_quant mask")?;
+                same_dim(m.shape[1], x.shape[1], "fake_quant mask")?;
+            }
+            Ok((x.clone(), None))
+        }
         Op::LayerNorm { .. } => {
             let x = ins[0].ty;
             let h = *x.shape.last().ok_or("layer norm of a scalar")?;
@@ -68,7 +86,7 @@ pub(super) fn infer(op: &Op, ins: &[Operand]) -> Result<Inferred, String> {
             }
             Ok((x.clone(), None))
         }
-        Op::MeanPool | Op::MaxPool => {
+        Op::MeanPool | Op::MaxPool | Op::Pool { .. } => {
             let (x, m) = (ins[0].ty, ins[1].ty);
             expect_rank(x, 3, "pooling input")?;
             if !m.dtype.is_int() || m.rank() != 2 {

@@ -1,0 +1,188 @@
+//! A folder with a WordPiece `vocab.txt` but no `tokenizer.json` (Google's BERT checkpoints,
+//! the small BERTs, models saved by old transformers versions): the `tokenizer.json` that
+//! transformers' `BertTokenizerFast` makes of it (its `BertConverter`), from `vocab.txt`,
+//! `tokenizer_config.json` and `special_tokens_map.json`. One text serves both readers: the
+//! spec (`TextSpec::from_json`) and the Hugging Face tokenizer of the runtime.
+
+use serde_json::{json, Map, Value};
+use std::path::Path;
+
+use crate::TextError;
+
+/// `tokenizer_class` values that are WordPiece tokenizers converted as BERT's.
+const WORDPIECE_CLASSES: &[&str] = &[
+    "BertTokenizer",
+    "DistilBertTokenizer",
+    "ElectraTokenizer",
+    "MobileBertTokenizer",
+    "SqueezeBertTokenizer",
+    "LayoutLMTokenizer",
+    "FunnelTokenizer",
+];
+
+fn read_json(path: &Path) -> Result<Option<Value>, TextError> {
+    if !path.is_file() {
+        return Ok(None);
+    }
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| TextError::Io {
+        file: file.clone(),
+        msg: e.to_string(),
+    })?;
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| TextError::Json {
+            file,
+            msg: e.to_string(),
+        })
+}
+
+/// A special token as transformers writes it: a string, or an object with `content`.
+fn token_str(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_string),
+        _ => None,
+    }
+}
+
+/// The `tokenizer.json` text for the WordPiece folder `dir`, or `None` when it has no
+/// `vocab.txt`.
+pub fn wordpiece_tokenizer_json(dir: &Path) -> Result<Option<String>, TextError> {
+    let vocab_file = dir.join("vocab.txt");
+    if !vocab_file.is_file() {
+        return Ok(None);
+    }
+    let vfile = vocab_file.display().to_string();
+    let config_file = dir.join("tokenizer_config.json");
+    let cfile = config_file.display().to_string();
+    let config = read_json(&config_file)?.unwrap_or(Value::Null);
+    let spec_err = |file: &str, key: &str, msg: String| TextError::Spec {
+        file: file.to_string(),
+        key: key.to_string(),
+        msg,
+    };
+    if let Some(class) = config.get("tokenizer_class").and_then(Value::as_str) {
+        let base = class.strip_suffix("Fast").unwrap_or(class);
+        if !WORDPIECE_CLASSES.contains(&base) {
+            return Err(TextError::Unsupported {
+                file: cfile,
+                key: "tokenizer_class".into(),
+                kind: format!("{class} from vocab.txt without a tokenizer.json (a vocab.txt folder is read as BERT's WordPiece: {})", WORDPIECE_CLASSES.join(", ")),
+            });
+        }
+    }
+    if dir.join("added_tokens.json").is_file() {
+        return Err(TextError::Unsupported {
+            file: dir.join("added_tokens.json").display().to_string(),
+            key: "(root)".into(),
+            kind: "added tokens beside a vocab.txt".into(),
+        });
+    }
+    let flag = |key: &str, default: bool| -> Result<bool, TextError> {
+        match config.get(key) {
+            None | Some(Value::Null) => Ok(default),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(spec_err(&cfile, key, "expected true or false".into())),
+        }
+    };
+    let lowercase = flag("do_lower_case", true)?;
+    let chinese = flag("tokenize_chinese_chars", true)?;
+    let strip_accents = match config.get("strip_accents") {
+        None | Some(Value::Null) => Value::Null,
+        Some(Value::Bool(b)) => Value::Bool(*b),
+        Some(_) => {
+            return Err(spec_err(
+                &cfile,
+                "strip_accents",
+                "expected true, false or null".into(),
+            ))
+        }
+    };
+    let text = std::fs::read_to_string(&vocab_file).map_err(|e| TextError::Io {
+        file: vfile.clone(),
+        msg: e.to_string(),
+    })?;
+    // as transformers' `load_vocab`: one token a line (Python's universal newlines: `\n`,
+    // `\r\n` or `\r`), the newline removed, a later line with the same token taking the id
+    let text = text.replace("\r\n", "\n").replace('\r', "\n");
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    if lines.last() == Some(&"") {
+        lines.pop();
+    }
+    let mut vocab = Map::new();
+    for (i, t) in lines.iter().enumerate() {
+        vocab.insert((*t).to_string(), json!(i));
+    }
+    let specials = read_json(&dir.join("special_tokens_map.json"))?.unwrap_or(Value::Null);
+    let special = |key: &str, default: &str| -> String {
+        specials
+            .get(key)
+            .and_then(token_str)
+            .or_else(|| config.get(key).and_then(token_str))
+            .unwrap_or_else(|| default.to_string())
+    };
+    let names = [
+        ("pad_token", "[PAD]"),
+        ("unk_token", "[UNK]"),
+        ("cls_token", "[CLS]"),
+        ("sep_token", "[SEP]"),
+        ("mask_token", "[MASK]"),
+    ];
+    let tokens: Vec<String> = names.iter().map(|(k, d)| special(k, d)).collect();
+    let id = |t: &str| vocab.get(t).and_then(Value::as_u64);
+    let (unk, cls, sep) = (&tokens[1], &tokens[2], &tokens[3]);
+    for (t, key) in [(unk, "unk_token"), (cls, "cls_token"), (sep, "sep_token")] {
+        if id(t).is_none() {
+            return Err(spec_err(
+                &vfile,
+                key,
+                format!("the special token '{t}' is not in the vocabulary"),
+            ));
+        }
+    }
+    let extra: Vec<String> = specials
+        .get("additional_special_tokens")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(token_str).collect())
+        .unwrap_or_default();
+    let mut added: Vec<(u64, String)> = tokens
+        .iter()
+        .chain(extra.iter())
+        .filter_map(|t| id(t).map(|i| (i, t.clone())))
+        .collect();
+    added.sort();
+    added.dedup();
+    let added: Vec<Value> = added
+        .into_iter()
+        .map(|(i, t)| {
+            json!({"id": i, "content": t, "single_word": false, "lstrip": false,
+                   "rstrip": false, "normalized": false, "special": true})
+        })
+        .collect();
+    let st = |t: &str, type_id: u32| json!({"SpecialToken": {"id": t, "type_id": type_id}});
+    let seq = |s: &str, type_id: u32| json!({"Sequence": {"id": s, "type_id": type_id}});
+    let tok = json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": {"type": "BertNormalizer", "clean_text": true,
+                       "handle_chinese_chars": chinese, "strip_accents": strip_accents,
+                       "lowercase": lowercase},
+        "pre_tokenizer": {"type": "BertPreTokenizer"},
+        "post_processor": {
+            "type": "TemplateProcessing",
+            "single": [st(cls, 0), seq("A", 0), st(sep, 0)],
+            "pair": [st(cls, 0), seq("A", 0), st(sep, 0), seq("B", 1), st(sep, 1)],
+            "special_tokens": {
+                cls.as_str(): {"id": cls, "ids": [id(cls)], "tokens": [cls]},
+                sep.as_str(): {"id": sep, "ids": [id(sep)], "tokens": [sep]},
+            },
+        },
+        "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
+        "model": {"type": "WordPiece", "unk_token": unk, "continuing_subword_prefix": "##",
+                  "max_input_chars_per_word": 100, "vocab": vocab},
+    });
+    Ok(Some(tok.to_string()))
+}
