@@ -34,7 +34,7 @@ pub fn tokenize(model: &Path, texts: Option<&Path>, runs: usize) -> Result<Strin
     let tokenizer_file = crate::inputs::tokenizer_beside(model);
     if crate::inputs::tokenizer_json(&tokenizer_file)?.is_none() {
         return Err(CliError::Input(format!(
-            "{}: no tokenizer.json (or vocab.txt) beside the model to benchmark",
+            "{}: no tokenizer.json (or vocabulary files) beside the model to benchmark",
             model.display()
         )));
     }

@@ -126,9 +126,7 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
         let dir = bertc_import::st::companion_dir(&o.model);
         if let Some(f) = dir
             .iter()
-            .flat_map(|d| {
-                ["vocab.json", "sentencepiece.bpe.model", "spiece.model"].map(|f| d.join(f))
-            })
+            .flat_map(|d| ["sentencepiece.bpe.model", "spiece.model"].map(|f| d.join(f)))
             .find(|f| f.is_file())
         {
             eprintln!(

@@ -106,8 +106,9 @@ pub fn tokenizer_beside(model: &Path) -> PathBuf {
 }
 
 /// The text of the tokenizer `path` names and what to call it: the `tokenizer.json` itself,
-/// or, when there is none, the one transformers makes of the WordPiece `vocab.txt` beside it
-/// (`bertc_text::convert`); `None` when there is neither.
+/// or, when there is none, the one transformers makes of the vocabulary files beside it
+/// (`vocab.txt`, or `vocab.json` and `merges.txt`: `bertc_text::convert`); `None` when there
+/// are none.
 pub fn tokenizer_json(path: &Path) -> Result<Option<(String, String)>, CliError> {
     if path.is_file() || path.file_name().is_some_and(|f| f != "tokenizer.json") {
         let text = std::fs::read_to_string(path).map_err(|source| CliError::Io {
@@ -117,9 +118,7 @@ pub fn tokenizer_json(path: &Path) -> Result<Option<(String, String)>, CliError>
         return Ok(Some((text, path.display().to_string())));
     }
     let dir = path.parent().unwrap_or(Path::new("."));
-    Ok(bertc_text::convert::wordpiece_tokenizer_json(dir)
-        .map_err(|e| CliError::Input(e.to_string()))?
-        .map(|t| (t, dir.join("vocab.txt").display().to_string())))
+    bertc_text::convert::tokenizer_json(dir).map_err(|e| CliError::Input(e.to_string()))
 }
 
 /// The Hugging Face tokenizer `path` names (see `tokenizer_json`).
@@ -127,7 +126,7 @@ pub fn open_tokenizer(path: &Path) -> Result<Tokenizer, CliError> {
     match tokenizer_json(path)? {
         Some((text, source)) => Ok(Tokenizer::from_json(&text, &source)?),
         None => Err(CliError::Input(format!(
-            "{}: no such file (and no vocab.txt beside it)",
+            "{}: no such file (and no vocab.txt, or vocab.json and merges.txt, beside it)",
             path.display()
         ))),
     }

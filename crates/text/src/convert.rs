@@ -1,13 +1,25 @@
-//! A folder with a WordPiece `vocab.txt` but no `tokenizer.json` (Google's BERT checkpoints,
-//! the small BERTs, models saved by old transformers versions): the `tokenizer.json` that
-//! transformers' `BertTokenizerFast` makes of it (its `BertConverter`), from `vocab.txt`,
-//! `tokenizer_config.json` and `special_tokens_map.json`. One text serves both readers: the
-//! spec (`TextSpec::from_json`) and the Hugging Face tokenizer of the runtime.
+//! A folder with a tokenizer's vocabulary files but no `tokenizer.json` (Google's BERT
+//! checkpoints, the small BERTs, models saved by old transformers versions): the
+//! `tokenizer.json` that transformers' fast tokenizer makes of them, from a WordPiece
+//! `vocab.txt` (its `BertConverter`) or RoBERTa's `vocab.json` and `merges.txt`
+//! (`RobertaConverter`), with `tokenizer_config.json` and `special_tokens_map.json`. One text
+//! serves both readers: the spec (`TextSpec::from_json`) and the runtime's Hugging Face
+//! tokenizer.
 
 use serde_json::{json, Map, Value};
 use std::path::Path;
 
 use crate::TextError;
+
+/// The `tokenizer.json` text for the folder `dir` from its vocabulary files (WordPiece
+/// `vocab.txt`, else byte-level BPE `vocab.json` + `merges.txt`), or `None` when it has
+/// neither.
+pub fn tokenizer_json(dir: &Path) -> Result<Option<(String, String)>, TextError> {
+    if let Some(t) = wordpiece_tokenizer_json(dir)? {
+        return Ok(Some((t, dir.join("vocab.txt").display().to_string())));
+    }
+    Ok(bpe_tokenizer_json(dir)?.map(|t| (t, dir.join("vocab.json").display().to_string())))
+}
 
 /// `tokenizer_class` values that are WordPiece tokenizers converted as BERT's.
 const WORDPIECE_CLASSES: &[&str] = &[
@@ -115,13 +127,7 @@ pub fn wordpiece_tokenizer_json(dir: &Path) -> Result<Option<String>, TextError>
         vocab.insert((*t).to_string(), json!(i));
     }
     let specials = read_json(&dir.join("special_tokens_map.json"))?.unwrap_or(Value::Null);
-    let special = |key: &str, default: &str| -> String {
-        specials
-            .get(key)
-            .and_then(token_str)
-            .or_else(|| config.get(key).and_then(token_str))
-            .unwrap_or_else(|| default.to_string())
-    };
+    let special = |key: &str, default: &str| special_token(&config, &specials, key, default);
     let names = [
         ("pad_token", "[PAD]"),
         ("unk_token", "[UNK]"),
@@ -183,6 +189,138 @@ pub fn wordpiece_tokenizer_json(dir: &Path) -> Result<Option<String>, TextError>
         "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": true},
         "model": {"type": "WordPiece", "unk_token": unk, "continuing_subword_prefix": "##",
                   "max_input_chars_per_word": 100, "vocab": vocab},
+    });
+    Ok(Some(tok.to_string()))
+}
+
+/// `tokenizer_class` values that are byte-level BPE tokenizers converted as RoBERTa's.
+const BPE_CLASSES: &[&str] = &["RobertaTokenizer", "LongformerTokenizer", "BartTokenizer"];
+
+/// The config's (or the special tokens map's) special token `key`, else `default`.
+fn special_token(config: &Value, specials: &Value, key: &str, default: &str) -> String {
+    specials
+        .get(key)
+        .and_then(token_str)
+        .or_else(|| config.get(key).and_then(token_str))
+        .unwrap_or_else(|| default.to_string())
+}
+
+/// The `tokenizer.json` text for the byte-level BPE folder `dir` (`vocab.json`,
+/// `merges.txt`), as transformers' `RobertaTokenizerFast` converts it, or `None` when it has
+/// no such files.
+pub fn bpe_tokenizer_json(dir: &Path) -> Result<Option<String>, TextError> {
+    let (vocab_file, merges_file) = (dir.join("vocab.json"), dir.join("merges.txt"));
+    if !vocab_file.is_file() || !merges_file.is_file() {
+        return Ok(None);
+    }
+    let config_file = dir.join("tokenizer_config.json");
+    let cfile = config_file.display().to_string();
+    let config = read_json(&config_file)?.unwrap_or(Value::Null);
+    let class = config
+        .get("tokenizer_class")
+        .and_then(Value::as_str)
+        .unwrap_or("RobertaTokenizer");
+    if !BPE_CLASSES.contains(&class.strip_suffix("Fast").unwrap_or(class)) {
+        return Err(TextError::Unsupported {
+            file: cfile,
+            key: "tokenizer_class".into(),
+            kind: format!("{class} from vocab.json and merges.txt without a tokenizer.json (such a folder is read as RoBERTa's byte-level BPE: {})", BPE_CLASSES.join(", ")),
+        });
+    }
+    let vfile = vocab_file.display().to_string();
+    let vocab = read_json(&vocab_file)?.unwrap_or(Value::Null);
+    let Some(vocab) = vocab.as_object() else {
+        return Err(TextError::Spec {
+            file: vfile,
+            key: "(root)".into(),
+            msg: "expected an object of tokens and ids".into(),
+        });
+    };
+    let mfile = merges_file.display().to_string();
+    let text = std::fs::read_to_string(&merges_file).map_err(|e| TextError::Io {
+        file: mfile.clone(),
+        msg: e.to_string(),
+    })?;
+    // as transformers' `RobertaTokenizer`: the first line (`#version`) and the last (empty
+    // after the final newline) are dropped, each other line split at whitespace
+    let lines: Vec<&str> = text.split('\n').collect();
+    let mut merges = Vec::new();
+    for (i, l) in lines
+        .iter()
+        .enumerate()
+        .take(lines.len().saturating_sub(1))
+        .skip(1)
+    {
+        let parts: Vec<&str> = l.split_whitespace().collect();
+        match parts[..] {
+            [a, b] => merges.push(json!([a, b])),
+            _ => {
+                return Err(TextError::Spec {
+                    file: mfile,
+                    key: format!("line {}", i + 1),
+                    msg: "expected two tokens".into(),
+                })
+            }
+        }
+    }
+    let flag =
+        |key: &str, default: bool| config.get(key).and_then(Value::as_bool).unwrap_or(default);
+    let prefix = flag("add_prefix_space", false);
+    let trim = flag("trim_offsets", true);
+    let specials = read_json(&dir.join("special_tokens_map.json"))?.unwrap_or(Value::Null);
+    let tok = |key: &str, default: &str| special_token(&config, &specials, key, default);
+    let (cls, sep) = (tok("cls_token", "<s>"), tok("sep_token", "</s>"));
+    let id = |t: &str| vocab.get(t).and_then(Value::as_u64);
+    for (t, key) in [(&cls, "cls_token"), (&sep, "sep_token")] {
+        if id(t).is_none() {
+            return Err(TextError::Spec {
+                file: vfile,
+                key: key.into(),
+                msg: format!("the special token '{t}' is not in the vocabulary"),
+            });
+        }
+    }
+    let mask = tok("mask_token", "<mask>");
+    let mut added: Vec<(u64, String)> = [
+        tok("bos_token", "<s>"),
+        tok("pad_token", "<pad>"),
+        tok("eos_token", "</s>"),
+        tok("unk_token", "<unk>"),
+        cls.clone(),
+        sep.clone(),
+        mask.clone(),
+    ]
+    .into_iter()
+    .filter_map(|t| id(&t).map(|i| (i, t)))
+    .collect();
+    added.sort();
+    added.dedup();
+    // the mask token absorbs the space before it (RobertaTokenizer's `lstrip=True`)
+    let added: Vec<Value> = added
+        .into_iter()
+        .map(|(i, t)| {
+            let m = t == mask;
+            json!({"id": i, "content": t, "single_word": false, "lstrip": m, "rstrip": false,
+                   "normalized": !m, "special": true})
+        })
+        .collect();
+    let tok = json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": prefix, "trim_offsets": true,
+                          "use_regex": true},
+        "post_processor": {"type": "RobertaProcessing", "sep": [sep, id(&sep)],
+                           "cls": [cls, id(&cls)], "trim_offsets": trim,
+                           "add_prefix_space": prefix},
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true,
+                    "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null,
+                  "continuing_subword_prefix": "", "end_of_word_suffix": "", "fuse_unk": false,
+                  "byte_fallback": false, "ignore_merges": false, "vocab": vocab,
+                  "merges": merges},
     });
     Ok(Some(tok.to_string()))
 }
