@@ -138,34 +138,22 @@ pub fn wordpiece_tokenizer_json(dir: &Path) -> Result<Option<String>, TextError>
     let tokens: Vec<String> = names.iter().map(|(k, d)| special(k, d)).collect();
     let id = |t: &str| vocab.get(t).and_then(Value::as_u64);
     let (unk, cls, sep) = (&tokens[1], &tokens[2], &tokens[3]);
-    for (t, key) in [(unk, "unk_token"), (cls, "cls_token"), (sep, "sep_token")] {
-        if id(t).is_none() {
-            return Err(spec_err(
-                &vfile,
-                key,
-                format!("the special token '{t}' is not in the vocabulary"),
-            ));
-        }
-    }
+    require_tokens(
+        &vocab,
+        &vfile,
+        &[(unk, "unk_token"), (cls, "cls_token"), (sep, "sep_token")],
+    )?;
     let extra: Vec<String> = specials
         .get("additional_special_tokens")
         .and_then(Value::as_array)
         .map(|a| a.iter().filter_map(token_str).collect())
         .unwrap_or_default();
-    let mut added: Vec<(u64, String)> = tokens
-        .iter()
-        .chain(extra.iter())
-        .filter_map(|t| id(t).map(|i| (i, t.clone())))
-        .collect();
-    added.sort();
-    added.dedup();
-    let added: Vec<Value> = added
-        .into_iter()
-        .map(|(i, t)| {
-            json!({"id": i, "content": t, "single_word": false, "lstrip": false,
-                   "rstrip": false, "normalized": false, "special": true})
-        })
-        .collect();
+    let added = added_specials(
+        &vocab,
+        tokens.iter().chain(&extra).cloned(),
+        |_| false,
+        false,
+    );
     let st = |t: &str, type_id: u32| json!({"SpecialToken": {"id": t, "type_id": type_id}});
     let seq = |s: &str, type_id: u32| json!({"Sequence": {"id": s, "type_id": type_id}});
     let tok = json!({
@@ -191,6 +179,46 @@ pub fn wordpiece_tokenizer_json(dir: &Path) -> Result<Option<String>, TextError>
                   "max_input_chars_per_word": 100, "vocab": vocab},
     });
     Ok(Some(tok.to_string()))
+}
+
+/// Checks that each `(token, config key)` is in `vocab` (`file` names it in the error).
+fn require_tokens(
+    vocab: &Map<String, Value>,
+    file: &str,
+    tokens: &[(&str, &str)],
+) -> Result<(), TextError> {
+    match tokens.iter().find(|(t, _)| !vocab.contains_key(*t)) {
+        Some((t, key)) => Err(TextError::Spec {
+            file: file.to_string(),
+            key: key.to_string(),
+            msg: format!("the special token '{t}' is not in the vocabulary"),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// `added_tokens` for the special tokens `tokens` that are in `vocab`, by id, each special;
+/// `lstrip` says which absorb the space before them (they are then not normalized either).
+fn added_specials(
+    vocab: &Map<String, Value>,
+    tokens: impl IntoIterator<Item = String>,
+    lstrip: impl Fn(&str) -> bool,
+    normalized: bool,
+) -> Vec<Value> {
+    let mut added: Vec<(u64, String)> = tokens
+        .into_iter()
+        .filter_map(|t| vocab.get(&t).and_then(Value::as_u64).map(|i| (i, t)))
+        .collect();
+    added.sort();
+    added.dedup();
+    added
+        .into_iter()
+        .map(|(i, t)| {
+            let l = lstrip(&t);
+            json!({"id": i, "content": t, "single_word": false, "lstrip": l,
+                   "rstrip": false, "normalized": normalized && !l, "special": true})
+        })
+        .collect()
 }
 
 /// `tokenizer_class` values that are byte-level BPE tokenizers converted as RoBERTa's.
@@ -271,17 +299,10 @@ pub fn bpe_tokenizer_json(dir: &Path) -> Result<Option<String>, TextError> {
     let tok = |key: &str, default: &str| special_token(&config, &specials, key, default);
     let (cls, sep) = (tok("cls_token", "<s>"), tok("sep_token", "</s>"));
     let id = |t: &str| vocab.get(t).and_then(Value::as_u64);
-    for (t, key) in [(&cls, "cls_token"), (&sep, "sep_token")] {
-        if id(t).is_none() {
-            return Err(TextError::Spec {
-                file: vfile,
-                key: key.into(),
-                msg: format!("the special token '{t}' is not in the vocabulary"),
-            });
-        }
-    }
+    require_tokens(vocab, &vfile, &[(&cls, "cls_token"), (&sep, "sep_token")])?;
     let mask = tok("mask_token", "<mask>");
-    let mut added: Vec<(u64, String)> = [
+    // the mask token absorbs the space before it (RobertaTokenizer's `lstrip=True`)
+    let names = [
         tok("bos_token", "<s>"),
         tok("pad_token", "<pad>"),
         tok("eos_token", "</s>"),
@@ -289,21 +310,8 @@ pub fn bpe_tokenizer_json(dir: &Path) -> Result<Option<String>, TextError> {
         cls.clone(),
         sep.clone(),
         mask.clone(),
-    ]
-    .into_iter()
-    .filter_map(|t| id(&t).map(|i| (i, t)))
-    .collect();
-    added.sort();
-    added.dedup();
-    // the mask token absorbs the space before it (RobertaTokenizer's `lstrip=True`)
-    let added: Vec<Value> = added
-        .into_iter()
-        .map(|(i, t)| {
-            let m = t == mask;
-            json!({"id": i, "content": t, "single_word": false, "lstrip": m, "rstrip": false,
-                   "normalized": !m, "special": true})
-        })
-        .collect();
+    ];
+    let added = added_specials(vocab, names, |t| t == mask, true);
     let tok = json!({
         "version": "1.0",
         "truncation": null,
