@@ -2,7 +2,6 @@
 //! `model.safetensors.index.json`) for BERT, RoBERTa / XLM-R, DistilBERT and ELECTRA encoders,
 //! built directly into encoder-level ops. f32 weights are views of the memory-mapped files.
 
-use bytes::Bytes;
 use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -209,63 +208,13 @@ struct Weights {
     prefix: String,
 }
 
-pub(crate) fn open_safetensors(
-    path: &Path,
-    out: &mut HashMap<String, (PathBuf, Tensor)>,
-) -> Result<(), ImportError> {
-    let f = std::fs::File::open(path).map_err(|source| ImportError::Io {
-        file: path.to_path_buf(),
-        source,
-    })?;
-    // SAFETY: the mapping is read-only; bertc does not modify model files while it runs.
-    let map = unsafe { memmap2::Mmap::map(&f) }.map_err(|source| ImportError::Io {
-        file: path.to_path_buf(),
-        source,
-    })?;
-    let bad = |msg: String| ImportError::Model {
-        file: path.to_path_buf(),
-        msg: format!("not a valid safetensors file: {msg}"),
-    };
-    let (header, meta) =
-        safetensors::SafeTensors::read_metadata(&map[..]).map_err(|e| bad(e.to_string()))?;
-    let base = 8 + header;
-    let bytes = Bytes::from_owner(map);
-    for (name, info) in meta.tensors() {
-        let dtype = match info.dtype {
-            safetensors::Dtype::F32 => DType::F32,
-            safetensors::Dtype::F16 => DType::F16,
-            safetensors::Dtype::BF16 => DType::BF16,
-            safetensors::Dtype::F64 => DType::F64,
-            safetensors::Dtype::I64 => DType::I64,
-            safetensors::Dtype::I32 => DType::I32,
-            safetensors::Dtype::I8 => DType::I8,
-            safetensors::Dtype::U8 => DType::U8,
-            safetensors::Dtype::BOOL => DType::Bool,
-            other => {
-                return Err(bad(format!(
-                    "tensor '{name}' has unsupported dtype {other:?}"
-                )))
-            }
-        };
-        let (s, e) = info.data_offsets;
-        let (s, e) = (base + s, base + e);
-        if s > e || e > bytes.len() {
-            return Err(bad(format!("tensor '{name}' lies outside the file")));
-        }
-        let t = Tensor::new(dtype, info.shape.clone(), bytes.slice(s..e))
-            .ok_or_else(|| bad(format!("tensor '{name}': size does not match its shape")))?;
-        out.insert(name.clone(), (path.to_path_buf(), t));
-    }
-    Ok(())
-}
-
 impl Weights {
     fn open(dir: &Path) -> Result<Weights, ImportError> {
         let mut tensors = HashMap::new();
         let single = dir.join("model.safetensors");
         let index = dir.join("model.safetensors.index.json");
         if single.exists() {
-            open_safetensors(&single, &mut tensors)?;
+            crate::safetensors_file::open_safetensors(&single, &mut tensors)?;
         } else if index.exists() {
             let text = std::fs::read_to_string(&index).map_err(|source| ImportError::Io {
                 file: index.clone(),
@@ -295,7 +244,7 @@ impl Weights {
                         msg: format!("shard '{f}' must be a plain file name"),
                     });
                 }
-                open_safetensors(&dir.join(f), &mut tensors)?;
+                crate::safetensors_file::open_safetensors(&dir.join(f), &mut tensors)?;
             }
         } else {
             return Err(ImportError::Model {

@@ -9,6 +9,7 @@ pub mod st;
 
 mod error;
 mod load;
+mod safetensors_file;
 
 pub use error::ImportError;
 pub use load::{load_model, ModelSource};

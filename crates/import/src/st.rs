@@ -219,7 +219,7 @@ fn read_dense(dir: &Path, path: &str) -> Result<Dense, ImportError> {
         return Err(bad(&mdir, format!("Dense module: {what}")));
     }
     let mut tensors = HashMap::new();
-    crate::hf::open_safetensors(&wfile, &mut tensors)?;
+    crate::safetensors_file::open_safetensors(&wfile, &mut tensors)?;
     let mut take = |name: &str, shape: &[usize]| -> Result<Tensor, ImportError> {
         let (_, t) = tensors
             .remove(name)
