@@ -141,6 +141,10 @@ pub(crate) enum Cmd {
         /// CPU model whose features the code may use.
         #[arg(long)]
         cpu: Option<String>,
+        /// The data caches to block the GEMMs and attention for, as L1D,L2,L3 (e.g.
+        /// 32K,512K,32M; default: the --cpu level's, or this machine's).
+        #[arg(long)]
+        caches: Option<bertc_targets::Caches>,
         /// What the artifact outputs: last_hidden_state, pooler, mean, cls, max, logits or
         /// embedding (a sentence-transformers folder's pooling and normalization; the default
         /// for such a folder, else last_hidden_state).
@@ -357,6 +361,9 @@ Examples:
         /// With --lowered: the CPU whose kernels to choose.
         #[arg(long, requires = "lowered")]
         cpu: Option<String>,
+        /// With --lowered: the caches to block for, as L1D,L2,L3 (as `bertc compile --caches`).
+        #[arg(long, requires = "lowered")]
+        caches: Option<bertc_targets::Caches>,
         /// Prune as `bertc compile` does (--speedup or --latency with --profile).
         #[command(flatten)]
         prune: PruneArgs,

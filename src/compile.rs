@@ -62,6 +62,8 @@ pub struct Options {
     pub emit: Emit,
     pub target: Option<String>,
     pub cpu: Option<String>,
+    /// The caches to block for instead of the `--cpu` level's (or this machine's).
+    pub caches: Option<bertc_targets::Caches>,
     /// `None`: the folder's sentence-transformers embedding if it has one, else the last
     /// hidden state.
     pub output: Option<OutputKind>,
@@ -85,6 +87,7 @@ impl Default for Options {
             emit: Emit::Exe,
             target: None,
             cpu: None,
+            caches: None,
             output: None,
             max_seq: None,
             name: None,
@@ -118,6 +121,10 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
         None => Target::with_cpu(&Target::host().triple, o.cpu.as_deref()),
     }
     .map_err(|e| CliError::Input(e.to_string()))?;
+    let target = Target {
+        caches: o.caches.unwrap_or(target.caches),
+        ..target
+    };
     if let Some(q) = &o.quantize {
         q.check()?;
     }

@@ -79,6 +79,7 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             emit,
             target,
             cpu,
+            caches,
             output,
             max_seq,
             name,
@@ -104,6 +105,7 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
                 emit,
                 target,
                 cpu,
+                caches,
                 output,
                 max_seq,
                 name,
@@ -310,6 +312,7 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             lowered,
             target,
             cpu,
+            caches,
             prune,
         } => {
             let quantize = quant.options(&prune);
@@ -321,10 +324,12 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             // the target first: a bad --target or --cpu fails before any work
             let target = if lowered {
                 let triple = target.unwrap_or_else(|| bertc_targets::Target::host().triple);
-                Some(
-                    bertc_targets::Target::with_cpu(&triple, cpu.as_deref())
-                        .map_err(|e| CliError::Input(e.to_string()))?,
-                )
+                let t = bertc_targets::Target::with_cpu(&triple, cpu.as_deref())
+                    .map_err(|e| CliError::Input(e.to_string()))?;
+                Some(bertc_targets::Target {
+                    caches: caches.unwrap_or(t.caches),
+                    ..t
+                })
             } else {
                 None
             };

@@ -12,12 +12,14 @@ use crate::kernels;
 use crate::linear;
 use crate::lower::PANEL;
 use crate::micro::AsmRefs;
+use bertc_targets::Caches;
 
 /// The per-thread scratch of the GEMM attention, for the widest heads `d` (q/k) and `dv` of the
 /// program, in floats, with `L` the sequence length rounded up to 16: the scores of one tile
-/// of queries (`ATTN_TILE x L`), K packed in 16-key panels (`L x (d + 1)`: a zero bias row per
-/// panel), V packed in 16-column panels (`(L + 1) x dv16`), and the tile's softmax
-/// normalisations (`ATTN_TILE`), in that order. `per_l() * L + fixed()` floats.
+/// of queries (`ATTN_TILE x L`, of which a block of keys uses `ATTN_TILE x block`), K packed
+/// in 16-key panels (`L x (d + 1)`: a zero bias row per panel), V packed in 16-column panels
+/// (`(L + 1) x dv16`), and the tile's online-softmax states (`ATTN_TILE x STATE_FLOATS`), in
+/// that order. `per_l() * L + fixed()` floats.
 pub(crate) struct AttnScratch {
     d: usize,
     dv16: usize,
@@ -36,20 +38,42 @@ impl AttnScratch {
     }
 
     pub(crate) fn fixed(&self) -> usize {
-        self.dv16 + ATTN_TILE
+        self.dv16 + STATE_FLOATS * ATTN_TILE
+    }
+
+    /// Keys per block of the online softmax for `caches`: as many 16-key panels as let a
+    /// block's scores for a tile of queries and its K and V panels (`per_l` floats a key) fill
+    /// half of L2.
+    pub(crate) fn key_block(&self, caches: &Caches) -> usize {
+        (caches.l2 / 2 / (self.per_l() * 4) / PANEL * PANEL).max(PANEL)
+    }
+
+    /// The keys per block when sequences of up to `max_seq` tokens may need more than one
+    /// (`None`: every sequence's scores fit one block, and the softmax is one pass over them).
+    pub(crate) fn key_blocks(&self, caches: &Caches, max_seq: usize) -> Option<usize> {
+        let kb = self.key_block(caches);
+        (max_seq.div_ceil(PANEL) * PANEL > kb).then_some(kb)
     }
 }
+
+/// Floats of a query row's online-softmax state: its running maximum, sum and the last
+/// block's rescaling factor alpha, and a pad.
+pub const STATE_FLOATS: usize = 4;
 
 /// Queries per attention tile: the scores of one tile (`ATTN_TILE x L` floats, 24 KiB at
 /// L = 128, 96 KiB at 512) stay in L2 while K and V are swept once each per tile.
 pub const ATTN_TILE: usize = 48;
 
-/// Attention as two GEMMs per (sequence, head) task on the AVX2 microkernels: K of the head
-/// packed transposed into 16-key panels and V into 16-column panels, then for each tile of
-/// `ATTN_TILE` queries: the scores `Q Kᵀ` against every key panel, the AVX2 softmax of those
-/// rows (scaled), and `P V` straight into the output, scaled by the softmax's 1/sum. Only one
-/// tile of scores exists at a time. Each thread has its own scratch (`tid` selects it), laid
-/// out as `layout` says (sized for the widest heads of any step).
+/// Attention as two GEMMs per (sequence, head) task on the microkernels: K of the head packed
+/// transposed into 16-key panels and V into 16-column panels, then for each tile of
+/// `ATTN_TILE` queries and each block of keys: the scores `Q Kᵀ` against the block's key
+/// panels, the hand-written online softmax of those rows (scaled), and `P V` into the output
+/// (a later block's added to the earlier ones' rescaled by alpha), scaled by 1/l at the end.
+/// With `key_block` `None` a sequence's keys are one block (its scores for a tile fit L2);
+/// otherwise blocks of that many keys, so that a block's scores and K and V panels stay in L2
+/// however long the sequence (flash attention's schedule). Only one block of scores exists at
+/// a time. Each thread has its own scratch (`tid` selects it), laid out as `layout` says
+/// (sized for the widest heads of any step).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attention_gemm(
     e: &mut Emit,
@@ -58,6 +82,7 @@ pub(crate) fn attention_gemm(
     tid: Value,
     a: &kernels::AttnShape,
     layout: &AttnScratch,
+    key_block: Option<usize>,
     micro: &AsmRefs,
 ) {
     use cranelift_codegen::ir::condcodes::IntCC;
@@ -72,8 +97,17 @@ pub(crate) fn attention_gemm(
     let vp = e.addr(kp, kd, 4);
     let lp1 = e.b.ins().iadd_imm_s(lp, 1);
     let vfl = e.b.ins().imul_imm_s(lp1, layout.dv16 as i64);
-    let inv = e.addr(vp, vfl, 4);
-    let ld_s = e.b.ins().imul_imm_s(lp, 4);
+    let state = e.addr(vp, vfl, 4);
+    // keys per block (a runtime value: the whole padded sequence without blocking), and the
+    // scores' row stride
+    let kbv = match key_block {
+        Some(kb) => {
+            let kb = e.i(kb as i64);
+            e.b.ins().smin(lp, kb)
+        }
+        None => lp,
+    };
+    let ld_s = e.b.ins().imul_imm_s(kbv, 4);
     let lda_q = e.i(a.ldq as i64 * 4);
     let ldc_o = e.i(a.ldo as i64 * 4);
     let dk = e.i(d as i64);
@@ -139,8 +173,10 @@ pub(crate) fn attention_gemm(
                 }
             }
         });
-        // per tile of ATTN_TILE queries: scores against every key panel (6 queries at a
-        // time), softmax of the tile's rows, then P V into the output
+        // per tile of ATTN_TILE queries, per block of keys: scores against the block's key
+        // panels (6 queries at a time), the online softmax of the tile's rows, then P V into
+        // the output (the first block's from V's zero bias row, a later block's added to the
+        // output rescaled by alpha); 1 / l at the end
         let ntiles = e.b.ins().iadd_imm_s(len, ATTN_TILE as i64 - 1);
         let ntiles = e.b.ins().udiv_imm_u(ntiles, ATTN_TILE as i64);
         let z = e.i(0);
@@ -149,6 +185,15 @@ pub(crate) fn attention_gemm(
             let tleft = e.b.ins().isub(len, t0);
             let tmax = e.i(ATTN_TILE as i64);
             let tlen = e.b.ins().smin(tleft, tmax);
+            // the blocks of keys (here len >= 1, so the padded length and kbv >= 16)
+            let kblocks = match key_block {
+                Some(_) => {
+                    let n = e.b.ins().iadd(len, kbv);
+                    let n = e.b.ins().iadd_imm_s(n, -1);
+                    e.b.ins().udiv(n, kbv)
+                }
+                None => e.i(1),
+            };
             let blocks = linear::RowBlocks::new(e, tlen, isa::MIN_GEMM_MR);
             let rows6 = blocks.count;
             // the blocks of up to 6 rows of the tile: (rows, first query, its score row, its
@@ -161,73 +206,153 @@ pub(crate) fn attention_gemm(
                 let srow = e.b.ins().iadd(sbuf, srow);
                 (m, qi, srow, i0)
             };
+            // each row's running maximum and sum start at f32::MIN and 0
             let z = e.i(0);
-            e.for_range(z, rows6, 1, |e, rb| {
-                let (m, qi, srow, _) = block(e, rb);
-                let qa = e.addr(q, qi, a.ldq as i64 * 4);
-                let qa = e.addr(qa, h, d as i64 * 4);
-                let z = e.i(0);
-                e.for_range(z, kpanels, 1, |e, p| {
-                    let bp = e.addr(kp, p, panel_k);
-                    let c = e.addr(srow, p, (PANEL * 4) as i64);
-                    for mm in 1..=isa::MIN_GEMM_MR {
-                        let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
-                        e.if_nonzero(is, |e| {
-                            e.b.ins()
-                                .call(micro.start.plain[mm - 1], &[qa, lda_q, bp, c, ld_s, dk]);
-                        });
-                    }
-                });
+            e.for_range(z, tlen, 1, |e, i| {
+                let sa = e.addr(state, i, STATE_FLOATS as i64 * 4);
+                let lowest = e.b.ins().f32const(f32::MIN);
+                let zero = e.b.ins().f32const(0.0);
+                e.b.ins().store(emit::mem(), lowest, sa, 0);
+                e.b.ins().store(emit::mem(), zero, sa, 4);
             });
-            // softmax over each row's first len scores (scaled)
-            let sm = micro
-                .softmax
-                .expect("attention kernels declare the softmax");
-            e.b.ins().call(sm, &[sbuf, ld_s, tlen, len, inv]);
             let z = e.i(0);
-            e.for_range(z, rows6, 1, |e, rb| {
-                let (m, qi, srow, i0) = block(e, rb);
-                let orow = e.addr(out, qi, a.ldo as i64 * 4);
-                let orow = e.addr(orow, h, dv as i64 * 4);
-                for p in 0..vpanels {
-                    let bp = e.b.ins().imul_imm_s(vpanel_bytes, p as i64);
-                    let bp = e.b.ins().iadd(vp, bp);
-                    let c = e.b.ins().iadd_imm_s(orow, (p * PANEL * 4) as i64);
-                    let cols = (dv - p * PANEL).min(PANEL);
-                    for mm in 1..=isa::MIN_GEMM_MR {
-                        let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
-                        e.if_nonzero(is, |e| {
-                            let t = linear::Tile {
-                                a: srow,
-                                c,
-                                bp,
-                                m: mm,
-                                ncols: cols,
-                                res: None,
-                                prefetch: None,
-                                // the depth (the sequence's length) is passed at run time
-                                block: linear::KBlock::whole(0),
-                            };
-                            micro_tile_ld(e, &t, ld_s, len, ldc_o, &micro.start);
-                        });
-                    }
-                }
-                // the softmax's normalisation, on dv outputs instead of len probabilities
+            e.for_range(z, kblocks, 1, |e, kb| {
+                let k0 = e.b.ins().imul(kb, kbv);
+                let kleft = e.b.ins().isub(len, k0);
+                let klen = e.b.ins().smin(kleft, kbv);
+                let kl16 = e.b.ins().iadd_imm_s(klen, PANEL as i64 - 1);
+                let npanels = e.b.ins().udiv_imm_u(kl16, PANEL as i64);
+                let p0 = e.b.ins().udiv_imm_u(k0, PANEL as i64);
                 let z = e.i(0);
-                e.for_range(z, m, 1, |e, i| {
-                    let o = e.addr(orow, i, a.ldo as i64 * 4);
-                    let ti = e.b.ins().iadd(i0, i);
-                    let ia = e.addr(inv, ti, 4);
-                    let s = e.b.ins().load(types::F32, emit::mem(), ia, 0);
-                    e.row(dv, |e, off, sh| {
-                        let pa = e.b.ins().iadd(o, off);
-                        let x = e.load(sh, pa, 0);
-                        let sv = e.splat(sh, s);
-                        let y = e.b.ins().fmul(x, sv);
-                        e.store(y, pa, 0);
+                e.for_range(z, rows6, 1, |e, rb| {
+                    let (m, qi, srow, _) = block(e, rb);
+                    let qa = e.addr(q, qi, a.ldq as i64 * 4);
+                    let qa = e.addr(qa, h, d as i64 * 4);
+                    let z = e.i(0);
+                    e.for_range(z, npanels, 1, |e, p| {
+                        let kpanel = e.b.ins().iadd(p0, p);
+                        let bp = e.addr(kp, kpanel, panel_k);
+                        let c = e.addr(srow, p, (PANEL * 4) as i64);
+                        for mm in 1..=isa::MIN_GEMM_MR {
+                            let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
+                            e.if_nonzero(is, |e| {
+                                e.b.ins()
+                                    .call(micro.start.plain[mm - 1], &[qa, lda_q, bp, c, ld_s, dk]);
+                            });
+                        }
                     });
                 });
+                // the online softmax over each row's klen scores of the block (scaled)
+                let sm = micro
+                    .softmax
+                    .expect("attention kernels declare the softmax");
+                e.b.ins().call(sm, &[sbuf, ld_s, tlen, klen, state]);
+                let first = e.b.ins().icmp_imm_s(IntCC::Equal, kb, 0);
+                let z = e.i(0);
+                e.for_range(z, rows6, 1, |e, rb| {
+                    let (m, qi, srow, i0) = block(e, rb);
+                    let orow = e.addr(out, qi, a.ldo as i64 * 4);
+                    let orow = e.addr(orow, h, dv as i64 * 4);
+                    // P V of the block: the first from the bias row, a later one added to
+                    // the output so far, which is first rescaled by alpha
+                    let pv = |e: &mut Emit, accumulate: bool| {
+                        for p in 0..vpanels {
+                            let bp = e.b.ins().imul_imm_s(vpanel_bytes, p as i64);
+                            let bp = e.b.ins().iadd(vp, bp);
+                            let bp = if accumulate {
+                                let skip = e.b.ins().iadd_imm_s(k0, 1);
+                                e.addr(bp, skip, (PANEL * 4) as i64)
+                            } else {
+                                bp
+                            };
+                            let c = e.b.ins().iadd_imm_s(orow, (p * PANEL * 4) as i64);
+                            let cols = (dv - p * PANEL).min(PANEL);
+                            let set = if accumulate { &micro.acc } else { &micro.start };
+                            for mm in 1..=isa::MIN_GEMM_MR {
+                                let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
+                                e.if_nonzero(is, |e| {
+                                    let t = linear::Tile {
+                                        a: srow,
+                                        c,
+                                        bp,
+                                        m: mm,
+                                        ncols: cols,
+                                        res: None,
+                                        prefetch: None,
+                                        // the depth (the block's keys) is passed at run time
+                                        block: linear::KBlock {
+                                            steps: 0,
+                                            accumulate,
+                                            last: true,
+                                        },
+                                    };
+                                    micro_tile_ld(e, &t, ld_s, klen, ldc_o, set);
+                                });
+                            }
+                        }
+                    };
+                    if key_block.is_some() {
+                        e.if_else(
+                            first,
+                            |e| pv(e, false),
+                            |e| {
+                                scale_rows(e, [orow, state], [i0, m], (a.ldo, dv), Factor::Alpha);
+                                pv(e, true)
+                            },
+                        );
+                    } else {
+                        pv(e, false);
+                    }
+                });
             });
+            // the softmax's normalisation 1 / l, on dv outputs instead of len probabilities
+            let z = e.i(0);
+            e.for_range(z, rows6, 1, |e, rb| {
+                let (m, qi, _, i0) = block(e, rb);
+                let orow = e.addr(out, qi, a.ldo as i64 * 4);
+                let orow = e.addr(orow, h, dv as i64 * 4);
+                scale_rows(e, [orow, state], [i0, m], (a.ldo, dv), Factor::InverseSum);
+            });
+        });
+    });
+}
+
+/// What `scale_rows` multiplies a row by: its softmax state's alpha (before a later block's
+/// `P V` is added), or 1 / its sum (at the end).
+#[derive(Clone, Copy)]
+enum Factor {
+    Alpha,
+    InverseSum,
+}
+
+/// Multiplies each of the `m` output rows from `orow` (stride `ldo` floats, `dv` of them) by
+/// `factor` of its tile row's softmax state (tile row `i0 + i`).
+fn scale_rows(
+    e: &mut Emit,
+    [orow, state]: [Value; 2],
+    [i0, m]: [Value; 2],
+    (ldo, dv): (usize, usize),
+    factor: Factor,
+) {
+    let z = e.i(0);
+    e.for_range(z, m, 1, |e, i| {
+        let ti = e.b.ins().iadd(i0, i);
+        let sa = e.addr(state, ti, STATE_FLOATS as i64 * 4);
+        let s = match factor {
+            Factor::Alpha => e.b.ins().load(types::F32, emit::mem(), sa, 8),
+            Factor::InverseSum => {
+                let l = e.b.ins().load(types::F32, emit::mem(), sa, 4);
+                let one = e.b.ins().f32const(1.0);
+                e.b.ins().fdiv(one, l)
+            }
+        };
+        let o = e.addr(orow, i, ldo as i64 * 4);
+        e.row(dv, |e, off, sh| {
+            let pa = e.b.ins().iadd(o, off);
+            let x = e.load(sh, pa, 0);
+            let sv = e.splat(sh, s);
+            let y = e.b.ins().fmul(x, sv);
+            e.store(y, pa, 0);
         });
     });
 }

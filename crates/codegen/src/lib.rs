@@ -300,6 +300,12 @@ pub fn compile_with(
 ) -> Result<Compiled, CodegenError> {
     let program = lower(g)?;
     let (mut module, isa, mut asm) = new_module(target, name)?;
+    asm.attention_key_blocks = isa.gemm_attention()
+        && attn_dims(&program).is_some_and(|dims| {
+            AttnScratch::new(dims)
+                .key_blocks(&isa.caches, program.max_seq)
+                .is_some()
+        });
     let call_conv = module.isa().default_call_conv();
     let fe = module.isa().frontend_config();
 
@@ -609,7 +615,7 @@ pub fn compile_with(
 }
 
 /// The largest per-head q/k and v widths of the attention steps.
-fn attn_dims(p: &Program) -> Option<(usize, usize)> {
+pub(crate) fn attn_dims(p: &Program) -> Option<(usize, usize)> {
     p.steps
         .iter()
         .filter_map(|s| match (s, p.attn_geom(s)) {
@@ -763,7 +769,8 @@ fn emit_step(
             let args = [a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]];
             if isa.gemm_attention() {
                 let layout = AttnScratch::new(attn_dims(p).unwrap_or((shape.dq, shape.dv)));
-                attention_gemm(e, args, range, tid, &shape, &layout, micro);
+                let kb = layout.key_blocks(&isa.caches, p.max_seq);
+                attention_gemm(e, args, range, tid, &shape, &layout, kb, micro);
             } else {
                 kernels::attention(e, args, range, &shape)
             }

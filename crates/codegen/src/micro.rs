@@ -25,6 +25,9 @@ pub(crate) struct Asm {
     quantize_kernel: Option<isa::QuantizeKernel>,
     quantize: BTreeMap<u8, FuncId>,
     caches: bertc_targets::Caches,
+    /// Whether the program's attention runs in blocks of keys (so its `P V` tiles also start
+    /// from the output).
+    pub(crate) attention_key_blocks: bool,
 }
 
 /// GEMM microkernels for 1..=mr rows, one set for each way of starting the accumulators.
@@ -63,6 +66,7 @@ impl Asm {
             quantize_kernel: isa.quantize,
             quantize: BTreeMap::new(),
             caches: isa.caches,
+            attention_key_blocks: false,
         }
     }
 
@@ -182,6 +186,7 @@ impl Asm {
                 );
                 bl.kblocks > 1
             }
+            Some(Step::Attention { .. }) => self.attention_key_blocks,
             _ => false,
         };
         let epi = match step {
@@ -202,6 +207,10 @@ impl Asm {
             }
             let mut set = TileSet::default();
             for (fused, pf) in [(false, false), (false, true), (true, false), (true, true)] {
+                // attention's later key blocks need the plain tiles only
+                if accumulate && pf && matches!(step, Some(Step::Attention { .. })) {
+                    continue;
+                }
                 let e = match (fused, epi) {
                     (false, _) => isa::MicroEpi::NONE,
                     (true, Some(e)) => e,

@@ -188,12 +188,20 @@ impl Program {
                     _ => unreachable!(),
                 };
                 let kernel = match (isa.gemm_attention(), isa.gemm_f32(), &isa.softmax) {
-                    (true, Some(gk), Some(sm)) => format!(
-                        "tiles of {ATTN_TILE} queries on {} tiles of {} rows, {}",
-                        gk.family,
-                        crate::isa::MIN_GEMM_MR,
-                        sm.name
-                    ),
+                    (true, Some(gk), Some(sm)) => {
+                        // the blocking of the program's widest heads, as its code does
+                        let dims = crate::attn_dims(self)
+                            .unwrap_or((g.qk_width / heads, g.v_width / heads));
+                        let blocks = crate::attention::AttnScratch::new(dims)
+                            .key_blocks(&isa.caches, self.max_seq)
+                            .map_or(String::new(), |kb| format!(", keys in blocks of {kb}"));
+                        format!(
+                            "tiles of {ATTN_TILE} queries on {} tiles of {} rows, {}{blocks}",
+                            gk.family,
+                            crate::isa::MIN_GEMM_MR,
+                            sm.name
+                        )
+                    }
                     _ => "portable, one query row at a time".to_string(),
                 };
                 format!(

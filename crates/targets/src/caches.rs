@@ -66,15 +66,30 @@ fn read_caches(dir: &Path, fallback: Caches) -> Caches {
     c
 }
 
-/// `32K`, `1024K`, `32M` or a byte count.
+/// `32K`, `1024K`, `32M` or a byte count (the unit in either case).
 fn parse_size(s: &str) -> Option<usize> {
     let (digits, unit) = match s.as_bytes().last()? {
-        b'K' => (&s[..s.len() - 1], KIB),
-        b'M' => (&s[..s.len() - 1], MIB),
-        b'G' => (&s[..s.len() - 1], 1024 * MIB),
+        b'K' | b'k' => (&s[..s.len() - 1], KIB),
+        b'M' | b'm' => (&s[..s.len() - 1], MIB),
+        b'G' | b'g' => (&s[..s.len() - 1], 1024 * MIB),
         _ => (s, 1),
     };
     digits.parse::<usize>().ok()?.checked_mul(unit)
+}
+
+/// `L1D,L2,L3` as `--caches` takes them: three sizes such as `32K,512K,32M`.
+impl std::str::FromStr for Caches {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Caches, String> {
+        let sizes: Vec<Option<usize>> = s.split(',').map(|p| parse_size(p.trim())).collect();
+        match sizes[..] {
+            [Some(l1d), Some(l2), Some(l3)] if l1d > 0 && l2 > 0 && l3 > 0 => {
+                Ok(Caches { l1d, l2, l3 })
+            }
+            _ => Err("expected the L1d, L2 and L3 sizes as L1D,L2,L3 (bytes, or with K, M or G), e.g. 32K,512K,32M".to_string()),
+        }
+    }
 }
 
 impl std::fmt::Display for Caches {
@@ -132,6 +147,17 @@ mod tests {
         assert_eq!(read_caches(&dir.join("none"), fallback), fallback);
         assert_eq!(parse_size("512K"), Some(512 * KIB));
         assert_eq!(parse_size("12x"), None);
+        assert_eq!(
+            "48K, 2M,36m".parse::<Caches>(),
+            Ok(Caches {
+                l1d: 48 * KIB,
+                l2: 2 * MIB,
+                l3: 36 * MIB
+            })
+        );
+        for bad in ["", "32K,512K", "32K,512K,32M,1G", "0,1M,8M", "32K,1X,8M"] {
+            assert!(bad.parse::<Caches>().is_err(), "{bad}");
+        }
     }
 
     #[test]

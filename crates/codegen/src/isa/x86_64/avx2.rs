@@ -334,13 +334,17 @@ pub fn avx2_quantize(abits: u8) -> Result<Vec<u8>, CodegenError> {
     })
 }
 
-/// `softmax(rows_ptr, ld, rows, len, inv)`: for each of `rows` rows (stride `ld` bytes) of
-/// `len` scores, in two passes: the maximum of the scaled scores, then
-/// `p_j = exp(s x_j - max)` stored in place and summed, with the scale `s` baked in; the
-/// normalisation `1 / sum` of row `i` goes to `inv[i]`, for the caller to apply to `P V`
-/// (dv columns instead of len). Each row must have room for `len` rounded up to 8 floats: the
-/// lanes past `len` of the last vector are written with junk and left out of the max and the
-/// sum.
+/// `softmax(rows_ptr, ld, rows, len, state)`: one block of keys of an online (flash-style)
+/// softmax, for each of `rows` rows (stride `ld` bytes) of `len` scores, in two passes: the
+/// maximum `m` of the scaled scores and of the row's running maximum `m_old`, then
+/// `p_j = exp(s x_j - m)` stored in place and summed, with the scale `s` baked in. Row `i`'s
+/// state is the four floats at `state + 16 i`: `[m, l, alpha, _]`, read as the running
+/// maximum and sum so far and written as `m`, `l = alpha l_old + sum_j p_j` and
+/// `alpha = exp(m_old - m)` (what the caller multiplies the row's `P V` so far by). A row's
+/// first block starts from `m_old = f32::MIN, l_old = 0`, which gives `l = sum_j p_j` exactly;
+/// the caller applies `1 / l` to `P V` (dv columns instead of len). Each row must have room for
+/// `len` rounded up to 8 floats: the lanes past `len` of the last vector are written with junk
+/// and left out of the max and the sum.
 pub fn avx2_softmax(scale: f32) -> Result<Vec<u8>, CodegenError> {
     let mut a = CodeAssembler::new(64).map_err(asm_err)?;
     let mut k = Consts::new();
@@ -386,6 +390,9 @@ pub fn avx2_softmax(scale: f32) -> Result<Vec<u8>, CodegenError> {
         a.vmaxps(ymm0, ymm0, ymm1)?;
         a.set_label(&mut h1)?;
         hreduce(&mut a, ymm0, ymm1, true)?;
+        // with the running maximum
+        a.vbroadcastss(ymm4, dword_ptr(r11))?;
+        a.vmaxps(ymm0, ymm0, ymm4)?;
         // pass 2: exponentials, stored, summed
         a.vxorps(ymm5, ymm5, ymm5)?;
         a.xor(eax, eax)?;
@@ -413,11 +420,15 @@ pub fn avx2_softmax(scale: f32) -> Result<Vec<u8>, CodegenError> {
         a.vaddps(ymm5, ymm5, ymm1)?;
         a.set_label(&mut h2)?;
         hreduce(&mut a, ymm5, ymm1, false)?;
-        let one = k.f(&mut a, 1.0);
-        a.vmovups(ymm1, one)?;
-        a.vdivps(ymm1, ymm1, ymm5)?;
-        a.vmovss(dword_ptr(r11), xmm1)?;
-        a.add(r11, 4)?;
+        // alpha = exp(m_old - m), l = alpha l_old + sum
+        a.vsubps(ymm1, ymm4, ymm0)?;
+        exp8(&mut a, &mut k, ymm1, ymm2, ymm3)?;
+        a.vmovss(xmm2, dword_ptr(r11 + 4))?;
+        a.vfmadd213ss(xmm2, xmm1, xmm5)?;
+        a.vmovss(dword_ptr(r11), xmm0)?;
+        a.vmovss(dword_ptr(r11 + 4), xmm2)?;
+        a.vmovss(dword_ptr(r11 + 8), xmm1)?;
+        a.add(r11, 16)?;
         a.add(rdi, rsi)?;
         a.dec(rdx)?;
         a.jnz(row)?;
