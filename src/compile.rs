@@ -393,12 +393,21 @@ pub fn select(
     let mut reports = Vec::new();
     match (output, &st) {
         (OutputKind::Embedding, Some(p)) if !in_graph => {
-            let pooling = match p.pooling {
-                bertc_import::st::Pooling::Mean => Pool::Mean,
-                bertc_import::st::Pooling::Cls => Pool::Cls,
-                bertc_import::st::Pooling::Max => Pool::Max,
-                bertc_import::st::Pooling::Mode(m) => Pool::Mode(m),
-            };
+            let pools: Vec<Pool> = p
+                .pooling
+                .iter()
+                .map(|m| match m {
+                    bertc_import::st::Pooling::Mean => Pool::Mean,
+                    bertc_import::st::Pooling::Cls => Pool::Cls,
+                    bertc_import::st::Pooling::Max => Pool::Max,
+                    bertc_import::st::Pooling::Mode(m) => Pool::Mode(*m),
+                })
+                .collect();
+            let pooling = pools
+                .iter()
+                .map(Pool::to_string)
+                .collect::<Vec<_>>()
+                .join(" + ");
             let dense: Vec<bertc_passes::Projection> = p
                 .dense
                 .iter()
@@ -415,7 +424,7 @@ pub fn select(
                     },
                 })
                 .collect();
-            select_embedding(g, pooling, &dense, p.normalize)?;
+            select_embedding(g, &pools, &dense, p.normalize)?;
             let projections: String = p
                 .dense
                 .iter()

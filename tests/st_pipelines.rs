@@ -1,7 +1,8 @@
 //! sentence-transformers folders with `Dense` modules after the pooling (Tanh, Identity
 //! without bias then ReLU, GELU; with and without `Normalize`; mean, CLS and max pooling) and
 //! with the other pooling modes (last token, mean over the square root of the length,
-//! position-weighted mean), as
+//! position-weighted mean) and several concatenated (named in a list, or as the flags of
+//! sentence-transformers before 5, concatenated in their legacy order), as
 //! sentence-transformers 5 saves them (`pooling_mode` named, `2_Dense/model.safetensors`):
 //! the compiled executable, fed text, and `bertc run --text` give `SentenceTransformer.encode()`
 //! within 1e-4. `scripts/st-pipelines` made the folders from the shared BERT fixture; the
@@ -15,13 +16,16 @@ use serde_json::Value as Json;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-const VARIANTS: [&str; 6] = [
+const VARIANTS: [&str; 9] = [
     "mean-dense-tanh-normalize",
     "cls-dense-identity-relu",
     "max-dense-gelu",
     "lasttoken",
     "mean-sqrt-len",
     "weightedmean-normalize",
+    "cls-max-mean-dense",
+    "mean-lasttoken-normalize",
+    "legacy-mean-cls",
 ];
 
 fn committed(variant: &str) -> PathBuf {

@@ -510,6 +510,23 @@ pub fn l2_normalize(e: &mut Emit, [x, out]: [Value; 2], [begin, end]: [Value; 2]
     });
 }
 
+/// Each sequence's row of `a` (`wa` floats) then its row of `b` (`wb`) into `out`.
+pub fn concat(
+    e: &mut Emit,
+    [a, b, out]: [Value; 3],
+    [begin, end]: [Value; 2],
+    (wa, wb): (usize, usize),
+) {
+    e.for_range(begin, end, 1, |e, bi| {
+        let dst = e.addr(out, bi, (wa + wb) as i64 * 4);
+        let src = e.addr(a, bi, wa as i64 * 4);
+        e.copy_row(src, dst, wa);
+        let src = e.addr(b, bi, wb as i64 * 4);
+        let dst = e.b.ins().iadd_imm_s(dst, wa as i64 * 4);
+        e.copy_row(src, dst, wb);
+    });
+}
+
 /// Writes packed rows back to their places in the padded `[batch, seq]` output (the rows of
 /// masked tokens are left as the caller set them).
 pub fn scatter(

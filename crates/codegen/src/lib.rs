@@ -556,6 +556,7 @@ pub fn compile_with(
                 | Step::MeanPool { x, out }
                 | Step::MaxPool { x, out }
                 | Step::Normalize { x, out } => (vec![bufs[x], bufs[out], seq_start], batch),
+                Step::Concat { a, b: bb, out } => (vec![bufs[a], bufs[bb], bufs[out]], batch),
                 Step::Scatter { x } => (
                     vec![bufs[x], out, tok_src, tokens],
                     row_tasks(&mut e, tokens),
@@ -640,7 +641,8 @@ fn step_arg_count(step: &Step) -> usize {
         | Step::Cls { .. }
         | Step::MeanPool { .. }
         | Step::MaxPool { .. }
-        | Step::Normalize { .. } => 3,
+        | Step::Normalize { .. }
+        | Step::Concat { .. } => 3,
         Step::Attention { .. } => 8,
     }
 }
@@ -690,6 +692,7 @@ fn kernel_key(step: &Step, p: &Program) -> String {
         Step::MaxPool { x, .. } => format!("max {}", w(*x)),
         Step::Pool { x, mode, .. } => format!("pool {} {mode:?}", w(*x)),
         Step::Normalize { x, .. } => format!("normalize {}", w(*x)),
+        Step::Concat { a, b, .. } => format!("concat {} {}", w(*a), w(*b)),
         Step::FakeQuant { x, .. } => format!("fake_quant {} {:?}", w(*x), p.buffers[*x].rows),
         Step::Scatter { x } => format!("scatter {}", w(*x)),
     }
@@ -782,6 +785,9 @@ fn emit_step(
             kernels::pool(e, [a[0], a[1], a[2], a[3], a[4]], range, w(*x), *mode)
         }
         Step::Normalize { x, .. } => kernels::l2_normalize(e, [a[0], a[1]], range, w(*x)),
+        Step::Concat { a: x, b: y, .. } => {
+            kernels::concat(e, [a[0], a[1], a[2]], range, (w(*x), w(*y)))
+        }
         Step::FakeQuant { x, .. } => qkernels::fake_quant(
             e,
             [a[0], a[1], a[2]],

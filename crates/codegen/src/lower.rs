@@ -426,6 +426,17 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
                     out: l.new_buf(n)?,
                 }
             }
+            Op::Concat { axis }
+                if ops.len() == 2
+                    && ops.iter().all(|&o| g.ty(o).rank() == 2)
+                    && (axis == 1 || axis == -1) =>
+            {
+                Step::Concat {
+                    a: l.buf(ops[0])?,
+                    b: l.buf(ops[1])?,
+                    out: l.new_buf(n)?,
+                }
+            }
             Op::L2Normalize if g.ty(ops[0]).rank() == 2 => Step::Normalize {
                 x: l.buf(ops[0])?,
                 out: l.new_buf(n)?,
@@ -534,7 +545,7 @@ fn step_io1(s: &Step) -> (Vec<BufId>, BufId) {
         | Step::Normalize { x, out }
         | Step::Pool { x, out, .. }
         | Step::FakeQuant { x, out } => (vec![x], out),
-        Step::Add { a, b, out } => (vec![a, b], out),
+        Step::Add { a, b, out } | Step::Concat { a, b, out } => (vec![a, b], out),
         Step::Attention { q, k, v, out, .. } => (vec![q, k, v], out),
         Step::Scatter { x } => (vec![x], x),
     }

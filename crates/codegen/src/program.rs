@@ -224,6 +224,13 @@ pub enum Step {
         out: BufId,
         mode: bertc_ir::PoolMode,
     },
+    /// Each pooled row of `a` followed by `b`'s (`[batch, wa]` and `[batch, wb]` into
+    /// `[batch, wa + wb]`: sentence-transformers' concatenated pooling modes).
+    Concat {
+        a: BufId,
+        b: BufId,
+        out: BufId,
+    },
     /// Each pooled row divided by its L2 norm (at least 1e-12).
     Normalize {
         x: BufId,

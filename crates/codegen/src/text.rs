@@ -218,6 +218,7 @@ impl Program {
             Step::MeanPool { x, out } => format!("b{out} = mean_pool b{x}"),
             Step::MaxPool { x, out } => format!("b{out} = max_pool b{x}"),
             Step::Normalize { x, out } => format!("b{out} = l2_normalize b{x}"),
+            Step::Concat { a, b, out } => format!("b{out} = concat b{a} b{b}"),
             Step::FakeQuant { x, out } => format!("b{out} = fake_quant b{x}"),
             Step::Pool { x, out, mode } => format!("b{out} = pool b{x} mode={}", mode.name()),
             Step::Scatter { x } => format!("output = scatter b{x}"),

@@ -44,7 +44,8 @@ pub struct Dense {
 pub struct SentencePipeline {
     /// The folder holding `modules.json`.
     pub dir: PathBuf,
-    pub pooling: Pooling,
+    /// The pooling modes, concatenated in this order when there are several.
+    pub pooling: Vec<Pooling>,
     /// `Dense` modules after the pooling, in order.
     pub dense: Vec<Dense>,
     /// A `Normalize` module: the embedding divided by its L2 norm.
@@ -248,15 +249,15 @@ fn read_dense(dir: &Path, path: &str) -> Result<Dense, ImportError> {
     Ok(Dense { weight, bias, act })
 }
 
-fn read_pooling(dir: &Path, path: &str) -> Result<Pooling, ImportError> {
+fn read_pooling(dir: &Path, path: &str) -> Result<Vec<Pooling>, ImportError> {
     let file = module_dir(dir, path, "Pooling")?.join("config.json");
     let v = read_json(&file)?;
-    // sentence-transformers 5 writes `pooling_mode` (a name or a list); earlier versions one
-    // flag a mode
+    // sentence-transformers 5 writes `pooling_mode` (a name or a list, concatenated in its
+    // order); earlier versions one flag a mode, concatenated in this order, mean when none
     let modes = [
-        ("mean", "pooling_mode_mean_tokens", Pooling::Mean),
         ("cls", "pooling_mode_cls_token", Pooling::Cls),
         ("max", "pooling_mode_max_tokens", Pooling::Max),
+        ("mean", "pooling_mode_mean_tokens", Pooling::Mean),
         (
             "mean_sqrt_len_tokens",
             "pooling_mode_mean_sqrt_len_tokens",
@@ -300,20 +301,10 @@ fn read_pooling(dir: &Path, path: &str) -> Result<Pooling, ImportError> {
             }
             on
         };
-    let on: Vec<_> = on.into_iter().map(|(m, _, p)| (*m, *p)).collect();
-    match on.as_slice() {
-        // `include_prompt` does not matter: bertc adds no prompt, so every token is pooled
-        [(_, p)] => Ok(*p),
-        [] => Err(ImportError::Model {
-            file,
-            msg: "no pooling mode is set".into(),
-        }),
-        _ => Err(ImportError::Model {
-            file,
-            msg: format!(
-                "several pooling modes ({}) concatenated are not supported",
-                on.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
-            ),
-        }),
-    }
+    // `include_prompt` does not matter: bertc adds no prompt, so every token is pooled
+    Ok(if on.is_empty() {
+        vec![Pooling::Mean]
+    } else {
+        on.into_iter().map(|(_, _, p)| *p).collect()
+    })
 }

@@ -123,6 +123,12 @@ pub fn select_output(g: &mut Graph, kind: OutputKind) -> Result<(), PassError> {
     Ok(())
 }
 
+/// `select_output(g, kind)`, and the value it selected.
+fn select(g: &mut Graph, kind: OutputKind) -> Result<NodeId, PassError> {
+    select_output(g, kind)?;
+    Ok(g.outputs[0].1)
+}
+
 /// A projection of the pooled vector (a sentence-transformers `Dense` module):
 /// `act(x @ weightᵀ + bias)`, `weight` f32 `[out, in]`, `act` a unary op (`tanh`, `relu`,
 /// `gelu`) or none.
@@ -153,11 +159,12 @@ impl fmt::Display for Pool {
     }
 }
 
-/// Selects a sentence-transformers embedding: the pooling `pool`, the projections `dense` in
-/// order, then an L2 normalization when `normalize`; the output is named `embedding`.
+/// Selects a sentence-transformers embedding: the poolings `pools` (several are concatenated
+/// in order, as sentence-transformers does), the projections `dense` in order, then an L2
+/// normalization when `normalize`; the output is named `embedding`.
 pub fn select_embedding(
     g: &mut Graph,
-    pool: Pool,
+    pools: &[Pool],
     dense: &[Projection],
     normalize: bool,
 ) -> Result<(), PassError> {
@@ -165,26 +172,55 @@ pub fn select_embedding(
         pass: "select-output",
         source,
     };
-    match pool {
-        Pool::Mean => select_output(g, OutputKind::Mean)?,
-        Pool::Cls => select_output(g, OutputKind::Cls)?,
-        Pool::Max => select_output(g, OutputKind::Max)?,
-        Pool::Mode(mode) => {
-            select_output(g, OutputKind::LastHiddenState)?;
-            let h = g.outputs[0].1;
-            let mask = g.input_named("attention_mask").ok_or_else(|| {
-                PassError::Output(format!(
-                    "the model has no attention_mask input ({} pooling needs it)",
-                    mode.name()
-                ))
-            })?;
-            let p = g
-                .add(Op::Pool { mode }, &[h, mask], mode.name())
+    // one pooling as its output kind selects it; several concatenated, in order, over the
+    // same hidden state
+    let mut out = match pools {
+        [] => return Err(PassError::Output("an embedding needs a pooling".into())),
+        [Pool::Mean] => select(g, OutputKind::Mean)?,
+        [Pool::Cls] => select(g, OutputKind::Cls)?,
+        [Pool::Max] => select(g, OutputKind::Max)?,
+        _ => {
+            let h = select(g, OutputKind::LastHiddenState)?;
+            let mut parts = Vec::new();
+            for &pool in pools {
+                let name = pool.to_string();
+                let mask = |g: &Graph| {
+                    g.input_named("attention_mask").ok_or_else(|| {
+                        PassError::Output(format!(
+                            "the model has no attention_mask input ({name} pooling needs it)"
+                        ))
+                    })
+                };
+                let p = match pool {
+                    Pool::Cls => {
+                        let zero = g.add_const("cls_index", Tensor::from_i64(vec![], &[0]));
+                        g.add(Op::Gather { axis: 1 }, &[h, zero], &name)
+                    }
+                    Pool::Mean => {
+                        let m = mask(g)?;
+                        g.add(Op::MeanPool, &[h, m], &name)
+                    }
+                    Pool::Max => {
+                        let m = mask(g)?;
+                        g.add(Op::MaxPool, &[h, m], &name)
+                    }
+                    Pool::Mode(mode) => {
+                        let m = mask(g)?;
+                        g.add(Op::Pool { mode }, &[h, m], &name)
+                    }
+                }
                 .map_err(ir)?;
-            g.outputs = vec![(mode.name().to_string(), p)];
+                parts.push(p);
+            }
+            let mut acc = parts[0];
+            for &p in &parts[1..] {
+                acc = g
+                    .add(Op::Concat { axis: 1 }, &[acc, p], "pooling")
+                    .map_err(ir)?;
+            }
+            acc
         }
-    }
-    let mut out = g.outputs[0].1;
+    };
     for (i, d) in dense.iter().enumerate() {
         let w = g.add_const(&format!("dense{i}.weight"), d.weight.clone());
         let mut ins = vec![out, w];
