@@ -69,10 +69,17 @@ fn parse_gemm(s: &str) -> Result<(usize, usize, usize), CliError> {
 
 /// Times the GEMM kernel (f32, or int8 over quantized rows); prints GFLOP/s (int8: integer
 /// multiply-adds counted as two operations) and the fraction of the measured f32 FMA peak.
-pub fn gemm(spec: &str, cpu: Option<&str>, runs: usize, int8: bool) -> Result<String, CliError> {
+pub fn gemm(
+    spec: &str,
+    hc: &crate::compile::HostCpu,
+    runs: usize,
+    int8: bool,
+) -> Result<String, CliError> {
     let (m, k, n) = parse_gemm(spec)?;
     let host = Target::host();
-    let target = Target::with_cpu(&host.triple, cpu).map_err(|e| CliError::Input(e.to_string()))?;
+    let cpu = hc.cpu.as_deref();
+    let target =
+        Target::select(None, cpu, hc.caches).map_err(|e| CliError::Input(e.to_string()))?;
     if let Some(f) = target.features.iter().find(|f| !host.has(f)) {
         return Err(CliError::Input(format!(
             "--cpu {}: this machine lacks '{f}', and the GEMM bench runs here",
@@ -190,7 +197,7 @@ pub struct ModelBench {
     pub curve: bool,
     pub threads: i32,
     pub runs: usize,
-    pub cpu: Option<String>,
+    pub cpu: crate::compile::HostCpu,
     /// Quantization of `model` when it is compiled here (not of `against`).
     pub quantize: Option<Quantize>,
 }
@@ -212,7 +219,7 @@ struct Timed {
 fn open_artifact(
     model: &Path,
     name: Option<&str>,
-    (cpu, quantize): (Option<&str>, Option<Quantize>),
+    (cpu, quantize): (&crate::compile::HostCpu, Option<Quantize>),
     tmp: &Scratch,
     tag: &str,
 ) -> Result<Timed, CliError> {
@@ -356,7 +363,7 @@ pub fn model(o: &ModelBench) -> Result<String, CliError> {
     let mut arts = vec![open_artifact(
         &o.model,
         o.name.as_deref(),
-        (o.cpu.as_deref(), o.quantize),
+        (&o.cpu, o.quantize),
         &tmp,
         "bench",
     )?];
@@ -364,7 +371,7 @@ pub fn model(o: &ModelBench) -> Result<String, CliError> {
         arts.push(open_artifact(
             a,
             o.against_name.as_deref(),
-            (o.cpu.as_deref(), None),
+            (&o.cpu, None),
             &tmp,
             "against",
         )?);

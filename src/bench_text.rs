@@ -43,7 +43,7 @@ pub fn tokenize(model: &Path, texts: Option<&Path>, runs: usize) -> Result<Strin
         model,
         None,
         (OutputKind::LastHiddenState, None),
-        None,
+        &Default::default(),
         &tmp,
         "text",
     )?;

@@ -201,6 +201,10 @@ Examples:
         target: Option<String>,
         #[arg(long)]
         cpu: Option<String>,
+        /// The caches to block for, as L1D,L2,L3 (as `bertc compile --caches`; recorded in
+        /// the profile).
+        #[arg(long)]
+        caches: Option<bertc_targets::Caches>,
         /// `profile` measures here; `exe` writes the profiler executable for the target.
         #[arg(long, value_enum, default_value = "profile")]
         emit: ProfileEmit,
@@ -310,6 +314,10 @@ Examples:
         /// CPU model for the generated code (default: this machine's).
         #[arg(long)]
         cpu: Option<String>,
+        /// The caches to block for when compiling here, as L1D,L2,L3 (as `bertc compile
+        /// --caches`).
+        #[arg(long)]
+        caches: Option<bertc_targets::Caches>,
         /// Another model or .so artifact to time in the same run (e.g. dense against pruned).
         #[arg(long)]
         against: Option<PathBuf>,

@@ -116,15 +116,8 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
             "--static links executables: it needs --emit exe".into(),
         ));
     }
-    let target = match &o.target {
-        Some(t) => Target::with_cpu(t, o.cpu.as_deref()),
-        None => Target::with_cpu(&Target::host().triple, o.cpu.as_deref()),
-    }
-    .map_err(|e| CliError::Input(e.to_string()))?;
-    let target = Target {
-        caches: o.caches.unwrap_or(target.caches),
-        ..target
-    };
+    let target = Target::select(o.target.as_deref(), o.cpu.as_deref(), o.caches)
+        .map_err(|e| CliError::Input(e.to_string()))?;
     if let Some(q) = &o.quantize {
         q.check()?;
     }
@@ -449,6 +442,13 @@ pub fn select(
     Ok((output, st, reports))
 }
 
+/// The `--cpu` and `--caches` of a command that compiles for this machine to run here.
+#[derive(Clone, Debug, Default)]
+pub struct HostCpu {
+    pub cpu: Option<String>,
+    pub caches: Option<bertc_targets::Caches>,
+}
+
 /// A `.so` artifact as it is (its symbol prefix from `name` or its file name), or a model
 /// compiled here to `lib{tag}.so` in `tmp` with `output` (and `quantize`): the library and
 /// its prefix.
@@ -456,7 +456,7 @@ pub fn shared_library(
     path: &Path,
     name: Option<&str>,
     (output, quantize): (OutputKind, Option<crate::quantize::Quantize>),
-    cpu: Option<&str>,
+    cpu: &HostCpu,
     tmp: &Scratch,
     tag: &str,
 ) -> Result<(PathBuf, String), CliError> {
@@ -467,7 +467,8 @@ pub fn shared_library(
         model: path.to_path_buf(),
         out: tmp.path(tag),
         emit: Emit::Sharedlib,
-        cpu: cpu.map(str::to_string),
+        cpu: cpu.cpu.clone(),
+        caches: cpu.caches,
         output: Some(output),
         name: Some(tag.into()),
         quiet: true,

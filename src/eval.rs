@@ -98,8 +98,14 @@ pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
 /// generation.
 pub fn open_encoder(path: &Path, name: Option<&str>, threads: i32) -> Result<Encoder, CliError> {
     let tmp = Scratch::new("eval")?;
-    let (so, name) =
-        crate::compile::shared_library(path, name, (OutputKind::Mean, None), None, &tmp, "eval")?;
+    let (so, name) = crate::compile::shared_library(
+        path,
+        name,
+        (OutputKind::Mean, None),
+        &Default::default(),
+        &tmp,
+        "eval",
+    )?;
     Encoder::from_so(&so, &name, threads, Some(tmp))
 }
 

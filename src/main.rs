@@ -132,6 +132,7 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             out: path,
             target,
             cpu,
+            caches,
             emit,
             batch,
             seq,
@@ -166,14 +167,8 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
                         .into(),
                 )),
             };
-            let t = match &target {
-                Some(t) => bertc_targets::Target::with_cpu(t, cpu.as_deref()),
-                None => bertc_targets::Target::with_cpu(
-                    &bertc_targets::Target::host().triple,
-                    cpu.as_deref(),
-                ),
-            }
-            .map_err(|e| CliError::Input(e.to_string()))?;
+            let t = bertc_targets::Target::select(target.as_deref(), cpu.as_deref(), caches)
+                .map_err(|e| CliError::Input(e.to_string()))?;
             let p = profile::profile(&profile::ProfileOptions {
                 shape,
                 target: t,
@@ -259,16 +254,18 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             threads,
             runs,
             cpu,
+            caches,
             against,
             against_name,
             quantize,
         } => {
+            let cpu = compile::HostCpu { cpu, caches };
             let runs = runs.max(1);
             let text = match (gemm, model) {
                 (None, Some(model)) if tokenize => {
                     bench_text::tokenize(&model, texts.as_deref(), runs)?
                 }
-                (Some(g), None) => bench::gemm(&g, cpu.as_deref(), runs, quantize.is_some())?,
+                (Some(g), None) => bench::gemm(&g, &cpu, runs, quantize.is_some())?,
                 (None, Some(model)) => {
                     if batch == 0 || seq == 0 {
                         return Err(CliError::Input(
@@ -323,13 +320,10 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
             }
             // the target first: a bad --target or --cpu fails before any work
             let target = if lowered {
-                let triple = target.unwrap_or_else(|| bertc_targets::Target::host().triple);
-                let t = bertc_targets::Target::with_cpu(&triple, cpu.as_deref())
-                    .map_err(|e| CliError::Input(e.to_string()))?;
-                Some(bertc_targets::Target {
-                    caches: caches.unwrap_or(t.caches),
-                    ..t
-                })
+                Some(
+                    bertc_targets::Target::select(target.as_deref(), cpu.as_deref(), caches)
+                        .map_err(|e| CliError::Input(e.to_string()))?,
+                )
             } else {
                 None
             };

@@ -197,6 +197,21 @@ fn compile_errors_are_one_line() {
     );
     let e = fails(&["compile", m, "-o", o, "--cpu", "pentium2"]);
     assert!(e.contains("unknown cpu 'pentium2'"), "{e}");
+    // a malformed --caches is an argument error (clap's: exit status 2), naming the option
+    for bad in ["32K,512K", "0,1M,8M", "32K,1X,8M"] {
+        let r = bertc(&["compile", m, "-o", o, "--caches", bad]);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert_eq!(r.status.code(), Some(2), "{err}");
+        assert!(
+            err.lines()
+                .next()
+                .unwrap()
+                .contains(&format!("invalid value '{bad}' for '--caches"))
+                && err.contains("expected the L1d, L2 and L3 sizes"),
+            "{err}"
+        );
+    }
+    assert!(!out.exists());
     let e = fails(&["compile", m, "-o", o, "--output", "logits"]);
     assert!(e.contains("no classifier"), "{e}");
     let e = fails(&["compile", m, "-o", o, "--max-seq", "4000"]);

@@ -137,6 +137,22 @@ impl Target {
         Ok(t)
     }
 
+    /// The target the command-line options `--target`, `--cpu` and `--caches` name: this
+    /// machine's triple without `triple`, and the caches of the CPU level (or of this machine)
+    /// without `caches`.
+    pub fn select(
+        triple: Option<&str>,
+        cpu: Option<&str>,
+        caches: Option<Caches>,
+    ) -> Result<Target, TargetError> {
+        let host = Target::host().triple;
+        let t = Target::with_cpu(triple.unwrap_or(&host), cpu)?;
+        Ok(Target {
+            caches: caches.unwrap_or(t.caches),
+            ..t
+        })
+    }
+
     /// True when code for this target runs natively here.
     pub fn is_host_arch(&self) -> bool {
         self.arch == Target::host().arch
