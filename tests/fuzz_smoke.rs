@@ -50,6 +50,32 @@ fn every_fuzz_target_runs_clean_for_a_few_seconds() {
     }
 }
 
+/// The folder targets without a companion folder would never parse their input (the importer
+/// reads `config.json` first): the harness says so, and with the default folder the seed
+/// itself imports, so mutated inputs reach the parser they fuzz.
+#[test]
+fn folder_targets_reach_the_parser_they_fuzz() {
+    let dir = scratch("fuzz-folders");
+    let models = shared().join("models");
+    for (target, file) in [
+        (Target::Safetensors, "model.safetensors"),
+        (Target::Config, "config.json"),
+    ] {
+        let mut h = harness(target, &dir, Path::new("unused"));
+        h.folder = None;
+        assert!(h.check().is_err(), "{}: no folder accepted", target.name());
+        let folder = target
+            .companion_folder(&models)
+            .expect("a small model folder");
+        h.folder = Some(folder.clone());
+        assert!(h.check().is_ok());
+        let seed = std::fs::read(folder.join(file)).unwrap();
+        assert_eq!(h.run_in_process(&seed), Ok(()), "{}", target.name());
+        let e = h.run_in_process(b"{not json").unwrap_err();
+        assert!(e.contains(file), "{}: {e}", target.name());
+    }
+}
+
 #[test]
 fn inputs_the_fuzzers_found_stay_fixed() {
     let dir = scratch("fuzz-regressions");

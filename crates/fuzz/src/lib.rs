@@ -55,6 +55,25 @@ impl Target {
         Target::ALL.into_iter().find(|t| t.name() == s)
     }
 
+    /// For `Safetensors` and `Config`: the first model folder under `models` (sorted) with a
+    /// `config.json` and a `model.safetensors` small enough to copy each execution, whose
+    /// other files go beside the mutated one (the importer reads `config.json` first, so
+    /// without one a safetensors input would never be parsed).
+    pub fn companion_folder(self, models: &Path) -> Option<PathBuf> {
+        if !matches!(self, Target::Safetensors | Target::Config) {
+            return None;
+        }
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir(models)
+            .map(|r| r.filter_map(|e| e.ok().map(|e| e.path())).collect())
+            .unwrap_or_default();
+        dirs.sort();
+        dirs.into_iter().find(|d| {
+            let small =
+                std::fs::metadata(d.join("model.safetensors")).is_ok_and(|m| m.len() < 8 << 20);
+            small && d.join("config.json").is_file()
+        })
+    }
+
     /// The seed files of this target under a shared `models` folder (or a folder of seeds).
     pub fn seeds(self, models: &Path) -> Vec<Vec<u8>> {
         let file = match self {
@@ -163,36 +182,58 @@ pub struct Harness {
 
 impl Harness {
     /// Runs the target on one input.
+    /// Why this harness would run its target vacuously, if it would: the Hugging Face targets
+    /// without a companion folder (the import stops at the missing file before it reads the
+    /// mutated one), the executable target without an executable.
+    pub fn check(&self) -> Result<(), String> {
+        match self.target {
+            Target::Safetensors | Target::Config if self.folder.is_none() => Err(format!(
+                "the {} target needs a model folder for the other files (--folder DIR)",
+                self.target.name()
+            )),
+            Target::ExeInput if self.exe.is_none() => {
+                Err("the exe-input target needs an executable (--exe PATH)".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
     pub fn run(&self, data: &[u8]) -> Option<Finding> {
         let t = Instant::now();
         let r = match self.target {
             Target::ExeInput => self.run_exe(data),
-            _ => {
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_in_process(data)))
-                    .err()
-                    .map(|e| {
-                        Finding::Panic(
-                            e.downcast_ref::<String>()
-                                .cloned()
-                                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                                .unwrap_or_default(),
-                        )
-                    })
-            }
+            _ => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let _ = self.run_in_process(data);
+            }))
+            .err()
+            .map(|e| {
+                Finding::Panic(
+                    e.downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_default(),
+                )
+            }),
         };
         r.or_else(|| (t.elapsed() > self.limit).then(|| Finding::Hang(t.elapsed())))
     }
 
-    fn run_in_process(&self, data: &[u8]) {
+    /// Runs an in-process target on `data`: the importer's (or parser's) own error, if any.
+    /// A campaign looks only for panics, hangs and crashes; tests use the result to check that
+    /// a valid input gets through, i.e. that the harness reaches the parser it fuzzes.
+    pub fn run_in_process(&self, data: &[u8]) -> Result<(), String> {
+        let err = |e: &dyn std::fmt::Display| e.to_string();
         match self.target {
-            Target::Onnx => {
-                let _ = bertc_import::onnx::import_bytes(
-                    bytes::Bytes::copy_from_slice(data),
-                    &self.scratch.join("fuzz.onnx"),
-                );
-            }
+            Target::Onnx => bertc_import::onnx::import_bytes(
+                bytes::Bytes::copy_from_slice(data),
+                &self.scratch.join("fuzz.onnx"),
+            )
+            .map(drop)
+            .map_err(|e| err(&e)),
             Target::Tokenizer => {
-                let _ = bertc_text::TextSpec::from_json(&String::from_utf8_lossy(data), "fuzz");
+                bertc_text::TextSpec::from_json(&String::from_utf8_lossy(data), "fuzz")
+                    .map(drop)
+                    .map_err(|e| err(&e))
             }
             Target::Safetensors | Target::Config => {
                 let dir = self.scratch.join("folder");
@@ -208,9 +249,11 @@ impl Harness {
                     "model.safetensors"
                 };
                 let _ = std::fs::write(dir.join(name), data);
-                let _ = bertc_import::hf::import_folder(&dir);
+                bertc_import::hf::import_folder(&dir)
+                    .map(drop)
+                    .map_err(|e| err(&e))
             }
-            Target::ExeInput => {}
+            Target::ExeInput => Ok(()),
         }
     }
 

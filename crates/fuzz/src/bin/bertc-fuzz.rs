@@ -1,6 +1,8 @@
 //! `bertc-fuzz TARGET CPU_SECONDS SEEDS_DIR [--folder DIR] [--exe PATH] [--seed N] [--crashes DIR]`:
 //! one fuzzing campaign (see the `bertc_fuzz` crate); prints executions, findings and the
-//! slowest input, and exits 1 when anything was found.
+//! slowest input, and exits 1 when anything was found. The safetensors and config targets
+//! take the other files of a model folder from `--folder`, by default the first small model
+//! under SEEDS_DIR; the exe-input target needs `--exe`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,10 +37,23 @@ fn main() {
     let harness = Harness {
         target,
         scratch: scratch.clone(),
-        folder: opt("--folder").map(PathBuf::from),
+        folder: opt("--folder")
+            .map(PathBuf::from)
+            .or_else(|| target.companion_folder(&PathBuf::from(&args[2]))),
         exe: opt("--exe").map(PathBuf::from),
         limit: Duration::from_secs(10),
     };
+    if let Err(e) = harness.check() {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    }
+    if let Some(f) = &harness.folder {
+        eprintln!(
+            "{}: beside the input, the files of {}",
+            target.name(),
+            f.display()
+        );
+    }
     let seeds = target.seeds(&PathBuf::from(&args[2]));
     if seeds.is_empty() {
         eprintln!("error: {}: no seeds for target {}", args[2], target.name());
