@@ -56,6 +56,17 @@ impl AttnScratch {
     }
 }
 
+/// The keys per block of program `p`'s GEMM attention on `isa` (`None`: one block, or the
+/// portable kernel), from the scratch of its widest heads: what its code, its kernel set and
+/// its lowered text all follow.
+pub(crate) fn program_key_blocks(p: &crate::lower::Program, isa: &isa::Isa) -> Option<usize> {
+    let dims = crate::attn_dims(p)?;
+    if !isa.gemm_attention() {
+        return None;
+    }
+    AttnScratch::new(dims).key_blocks(&isa.caches, p.max_seq)
+}
+
 /// Floats of a query row's online-softmax state: its running maximum, sum and the last
 /// block's rescaling factor alpha, and a pad.
 pub const STATE_FLOATS: usize = 4;

@@ -300,12 +300,7 @@ pub fn compile_with(
 ) -> Result<Compiled, CodegenError> {
     let program = lower(g)?;
     let (mut module, isa, mut asm) = new_module(target, name)?;
-    asm.attention_key_blocks = isa.gemm_attention()
-        && attn_dims(&program).is_some_and(|dims| {
-            AttnScratch::new(dims)
-                .key_blocks(&isa.caches, program.max_seq)
-                .is_some()
-        });
+    asm.attention_key_blocks = attention::program_key_blocks(&program, &isa).is_some();
     let call_conv = module.isa().default_call_conv();
     let fe = module.isa().frontend_config();
 
@@ -772,7 +767,7 @@ fn emit_step(
             let args = [a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]];
             if isa.gemm_attention() {
                 let layout = AttnScratch::new(attn_dims(p).unwrap_or((shape.dq, shape.dv)));
-                let kb = layout.key_blocks(&isa.caches, p.max_seq);
+                let kb = attention::program_key_blocks(p, isa);
                 attention_gemm(e, args, range, tid, &shape, &layout, kb, micro);
             } else {
                 kernels::attention(e, args, range, &shape)

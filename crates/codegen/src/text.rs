@@ -189,11 +189,7 @@ impl Program {
                 };
                 let kernel = match (isa.gemm_attention(), isa.gemm_f32(), &isa.softmax) {
                     (true, Some(gk), Some(sm)) => {
-                        // the blocking of the program's widest heads, as its code does
-                        let dims = crate::attn_dims(self)
-                            .unwrap_or((g.qk_width / heads, g.v_width / heads));
-                        let blocks = crate::attention::AttnScratch::new(dims)
-                            .key_blocks(&isa.caches, self.max_seq)
+                        let blocks = crate::attention::program_key_blocks(self, isa)
                             .map_or(String::new(), |kb| format!(", keys in blocks of {kb}"));
                         format!(
                             "tiles of {ATTN_TILE} queries on {} tiles of {} rows, {}{blocks}",

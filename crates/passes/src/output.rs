@@ -97,18 +97,15 @@ pub fn select_output(g: &mut Graph, kind: OutputKind) -> Result<(), PassError> {
         OutputKind::Logits => output(g, "logits").ok_or_else(|| PassError::Output("the model has no classifier (output kind 'logits' needs a sequence classification model)".into()))?,
         OutputKind::Mean => {
             let h = hidden(g)?;
-            let mask = g.input_named("attention_mask").ok_or_else(|| PassError::Output("the model has no attention_mask input (output kind 'mean' needs it)".into()))?;
-            g.add(Op::MeanPool, &[h, mask], "mean").map_err(ir)?
+            pool_of(g, h, Pool::Mean)?
         }
         OutputKind::Cls => {
             let h = hidden(g)?;
-            let zero = g.add_const("cls_index", Tensor::from_i64(vec![], &[0]));
-            g.add(Op::Gather { axis: 1 }, &[h, zero], "cls").map_err(ir)?
+            pool_of(g, h, Pool::Cls)?
         }
         OutputKind::Max => {
             let h = hidden(g)?;
-            let mask = g.input_named("attention_mask").ok_or_else(|| PassError::Output("the model has no attention_mask input (output kind 'max' needs it)".into()))?;
-            g.add(Op::MaxPool, &[h, mask], "max").map_err(ir)?
+            pool_of(g, h, Pool::Max)?
         }
         // an export with its pooling in the graph names the result so
         OutputKind::Embedding => output(g, "sentence_embedding")
@@ -121,6 +118,41 @@ pub fn select_output(g: &mut Graph, kind: OutputKind) -> Result<(), PassError> {
     g.remove_dead();
     g.verify().map_err(ir)?;
     Ok(())
+}
+
+/// `pool` of the hidden state `h` (a node named as the pooling), with the attention mask
+/// where the pooling needs it.
+fn pool_of(g: &mut Graph, h: NodeId, pool: Pool) -> Result<NodeId, PassError> {
+    let name = pool.to_string();
+    let mask = |g: &Graph| {
+        g.input_named("attention_mask").ok_or_else(|| {
+            PassError::Output(format!(
+                "the model has no attention_mask input ({name} pooling needs it)"
+            ))
+        })
+    };
+    let p = match pool {
+        Pool::Cls => {
+            let zero = g.add_const("cls_index", Tensor::from_i64(vec![], &[0]));
+            g.add(Op::Gather { axis: 1 }, &[h, zero], &name)
+        }
+        Pool::Mean => {
+            let m = mask(g)?;
+            g.add(Op::MeanPool, &[h, m], &name)
+        }
+        Pool::Max => {
+            let m = mask(g)?;
+            g.add(Op::MaxPool, &[h, m], &name)
+        }
+        Pool::Mode(mode) => {
+            let m = mask(g)?;
+            g.add(Op::Pool { mode }, &[h, m], &name)
+        }
+    };
+    p.map_err(|source| PassError::Ir {
+        pass: "select-output",
+        source,
+    })
 }
 
 /// `select_output(g, kind)`, and the value it selected.
@@ -181,37 +213,10 @@ pub fn select_embedding(
         [Pool::Max] => select(g, OutputKind::Max)?,
         _ => {
             let h = select(g, OutputKind::LastHiddenState)?;
-            let mut parts = Vec::new();
-            for &pool in pools {
-                let name = pool.to_string();
-                let mask = |g: &Graph| {
-                    g.input_named("attention_mask").ok_or_else(|| {
-                        PassError::Output(format!(
-                            "the model has no attention_mask input ({name} pooling needs it)"
-                        ))
-                    })
-                };
-                let p = match pool {
-                    Pool::Cls => {
-                        let zero = g.add_const("cls_index", Tensor::from_i64(vec![], &[0]));
-                        g.add(Op::Gather { axis: 1 }, &[h, zero], &name)
-                    }
-                    Pool::Mean => {
-                        let m = mask(g)?;
-                        g.add(Op::MeanPool, &[h, m], &name)
-                    }
-                    Pool::Max => {
-                        let m = mask(g)?;
-                        g.add(Op::MaxPool, &[h, m], &name)
-                    }
-                    Pool::Mode(mode) => {
-                        let m = mask(g)?;
-                        g.add(Op::Pool { mode }, &[h, m], &name)
-                    }
-                }
-                .map_err(ir)?;
-                parts.push(p);
-            }
+            let parts = pools
+                .iter()
+                .map(|&p| pool_of(g, h, p))
+                .collect::<Result<Vec<_>, _>>()?;
             let mut acc = parts[0];
             for &p in &parts[1..] {
                 acc = g
