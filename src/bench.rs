@@ -86,7 +86,9 @@ pub fn gemm(
             cpu.unwrap_or("native")
         )));
     }
-    let (obj, has_peak) = codegen::compile_gemm_bench(&target, k, n, int8)
+    // int8: 8-bit activations, the kernels a quantized model runs for most linears
+    let abits = int8.then_some(8u8);
+    let (obj, peak_loop) = codegen::compile_gemm_bench(&target, k, n, abits)
         .map_err(|e| CliError::Input(e.to_string()))?;
     let tmp = Scratch::new("bench-gemm")?;
     let so = link_shared(&tmp, &obj, "libgemm.so")?;
@@ -102,22 +104,17 @@ pub fn gemm(
     let w: Vec<f32> = (0..n * k)
         .map(|i| ((i * 104729) % 1000) as f32 / 1000.0 - 0.5)
         .collect();
-    // int8: the rows as integers in [-127, 127] with scale 1 (i16, then the scale), the
-    // weights as integers with scale 1
+    // int8: the rows as integers in [-127, 127] with scale 1 (in the rows the target's int8
+    // kernels read), the weights as integers with scale 1
     let xi: Vec<i32> = x.iter().map(|v| (v * 254.0) as i32).collect();
     let wi: Vec<i8> = w.iter().map(|v| (v * 254.0) as i8).collect();
     let (input, packed): (Vec<f32>, Vec<f32>) = if int8 {
-        let lda = codegen::quant_row_floats(k);
-        let mut rows = vec![0u8; m * lda * 4];
-        for r in 0..m {
-            for kk in 0..k {
-                let at = r * lda * 4 + 2 * kk;
-                rows[at..at + 2].copy_from_slice(&(xi[r * k + kk] as i16).to_le_bytes());
-            }
-            let at = r * lda * 4 + k.div_ceil(2) * 4;
-            rows[at..at + 4].copy_from_slice(&1f32.to_le_bytes());
-        }
-        let bytes = codegen::pack_qlinear(&wi, &vec![1.0; n], &vec![0.0; n], n, k);
+        let format = codegen::QFormat::for_bits(codegen::Isa::for_target(&target).int8_format(), 8);
+        let rows: Vec<u8> = xi
+            .chunks(k)
+            .flat_map(|r| codegen::quantized_row(r, 1.0, format))
+            .collect();
+        let bytes = codegen::pack_qlinear(&wi, &vec![1.0; n], &vec![0.0; n], n, k, format);
         (floats(&rows), floats(&bytes))
     } else {
         (x.clone(), pack_linear(&w, None, n, k))
@@ -157,7 +154,7 @@ pub fn gemm(
         min * 1e6,
         flops / min / 1e9
     );
-    if has_peak {
+    if let Some(pl) = peak_loop {
         // SAFETY: the symbol is the generated peak loop with this signature.
         let peak: Peak =
             unsafe { std::mem::transmute::<*mut c_void, Peak>(lib.symbol("bertc_bench_peak")?) };
@@ -170,15 +167,16 @@ pub fn gemm(
             pt.push(t.elapsed().as_secs_f64());
         }
         let (_, pmin) = stats(pt);
-        let peak_gflops = iters as f64 * 192.0 / pmin / 1e9;
+        let peak_gflops = iters as f64 * f64::from(pl.flops) / pmin / 1e9;
         s += &format!(
-            "peak (measured, 12 independent 8-wide FMAs a round): {:.1} GFLOP/s; the kernel reaches {:.0}% (median) / {:.0}% (best)\n",
+            "f32 peak (measured, {} a round): {:.1} GFLOP/s; the kernel reaches {:.0}% (median) / {:.0}% (best)\n",
+            pl.what,
             peak_gflops,
             100.0 * flops / med / 1e9 / peak_gflops,
             100.0 * flops / min / 1e9 / peak_gflops
         );
     } else {
-        s += "peak: not measured for this CPU (no AVX2 FMA peak loop)\n";
+        s += "peak: not measured for this CPU (no FMA peak loop)\n";
     }
     drop(lib);
     Ok(s)

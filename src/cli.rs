@@ -61,6 +61,16 @@ pub(crate) struct QuantizeArgs {
     /// error from its fp32 output stays fp32.
     #[arg(long = "quantize-budget", requires = "quantize", default_value_t = quantize::DEFAULT_BUDGET)]
     pub(crate) quantize_budget: f64,
+    /// Bits of the int8 linears' activations: auto (8 where the target multiplies bytes
+    /// faster, AVX512-VNNI, each linear over the budget on --calibration text widened; else
+    /// the widest the depth allows, 14-16), 8, or wide.
+    #[arg(
+        long = "quantize-activations",
+        value_enum,
+        requires = "quantize",
+        default_value = "auto"
+    )]
+    pub(crate) quantize_activations: quantize::Activations,
 }
 
 impl QuantizeArgs {
@@ -72,6 +82,9 @@ impl QuantizeArgs {
             calibration: p.calibration.clone(),
             samples: p.calibration_samples,
             tokenizer: p.calibration_tokenizer.clone(),
+            activations: self.quantize_activations,
+            // the host's until the command's target is known (`QuantizeOptions::for_target`)
+            bytes_faster: quantize::bytes_are_faster(&bertc_targets::Target::host()),
         })
     }
 }

@@ -158,7 +158,8 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
     reports.extend(bertc_passes::optimize(&mut g)?);
     let mut quantized = Vec::new();
     if let Some(q) = &o.quantize {
-        let (r, layers) = crate::quantize::quantize_model(&mut g, &o.model, q, o.quiet)?;
+        let q = q.clone().for_target(&target);
+        let (r, layers) = crate::quantize::quantize_model(&mut g, &o.model, &q, o.quiet)?;
         reports.push(r);
         if !o.quiet {
             eprint!("{}", crate::quantize::layer_lines(&layers));
@@ -472,7 +473,8 @@ pub fn shared_library(
         output: Some(output),
         name: Some(tag.into()),
         quiet: true,
-        quantize: quantize.map(crate::quantize::QuantizeOptions::plain),
+        // (`compile` sets the options for its target)
+        quantize: quantize.map(|q| crate::quantize::QuantizeOptions::plain(q, &Target::host())),
         ..Options::default()
     })?;
     Ok((tmp.path(&format!("lib{tag}.so")), tag.to_string()))

@@ -356,7 +356,11 @@ fn dispatch(cmd: Cmd) -> Result<(), CliError> {
                     }
                 }
                 if let Some(q) = &quantize {
-                    let (r, layers) = quantize::quantize_model(&mut g, &model, q, true)?;
+                    let q = match &target {
+                        Some(t) => q.clone().for_target(t),
+                        None => q.clone(),
+                    };
+                    let (r, layers) = quantize::quantize_model(&mut g, &model, &q, true)?;
                     if report {
                         eprintln!("{r}");
                         eprint!("{}", quantize::layer_lines(&layers));

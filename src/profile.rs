@@ -214,6 +214,7 @@ fn variant_graph(
     seq: usize,
     level: Level,
     quantize: Option<crate::quantize::Quantize>,
+    target: &Target,
 ) -> Result<Graph, CliError> {
     let per_layer: &[BlockKind] = match level {
         Level::Base => &[],
@@ -244,7 +245,7 @@ fn variant_graph(
     select_output(&mut g, OutputKind::LastHiddenState)?;
     bertc_passes::optimize(&mut g)?;
     if let Some(q) = quantize {
-        crate::quantize::quantize_graph(&mut g, q)?;
+        crate::quantize::quantize_graph(&mut g, q, target)?;
     }
     Ok(g)
 }
@@ -269,7 +270,7 @@ pub fn profile(o: &ProfileOptions) -> Result<Option<LatencyProfile>, CliError> {
     let mut files = Vec::new();
     for (i, kind) in kinds.iter().enumerate() {
         let name = format!("p{i}");
-        let g = variant_graph(s, o.seq, *kind, o.quantize)?;
+        let g = variant_graph(s, o.seq, *kind, o.quantize, &o.target)?;
         let c = tmp.write_model(
             &g,
             &o.target,

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use bertc_ir::{qlinear_max_abits, Graph};
 use bertc_passes::quantize_calib::{self, LinearStats};
-use bertc_passes::{quantize_rows, LinearChoice, PassReport, QuantizeInt8};
+use bertc_passes::{quantize_rows, ActBits, LinearChoice, PassReport, QuantizeInt8};
 
 use crate::CliError;
 
@@ -15,9 +15,28 @@ use crate::CliError;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Quantize {
     /// Linears on int8 weights (symmetric per output channel), activations quantized per
-    /// token at run time (to 14-16 bits where the kernels multiply 16-bit pairs), the word
-    /// embeddings in int8 rows.
+    /// token at run time (see `Activations`), the word embeddings in int8 rows.
     Int8,
+}
+
+/// How many bits int8 linears quantize their activations to (per token, at run time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Activations {
+    /// 8 bits where the target multiplies bytes faster than 16-bit pairs (AVX512-VNNI), a
+    /// linear whose 8-bit error on the calibration text is over the budget widened; the
+    /// widest the depth allows elsewhere (where 8 bits would be no faster).
+    Auto,
+    /// 8 bits for every linear.
+    #[value(name = "8")]
+    Eight,
+    /// The widest each linear's depth allows: 16 bits up to k = 516, 14 at k = 1536.
+    Wide,
+}
+
+/// Whether `target`'s int8 kernels multiply 8-bit activations faster than wider ones
+/// (they read them in fours, `vpdpbusd`).
+pub fn bytes_are_faster(target: &bertc_targets::Target) -> bool {
+    bertc_codegen::Isa::for_target(target).int8_format() == bertc_codegen::QFormat::Quads
 }
 
 impl Quantize {
@@ -62,11 +81,30 @@ pub struct QuantizeOptions {
     pub calibration: Option<PathBuf>,
     pub samples: usize,
     pub tokenizer: Option<PathBuf>,
+    pub activations: Activations,
+    /// Whether the target multiplies 8-bit activations faster (`bytes_are_faster`): what
+    /// `Activations::Auto` follows.
+    pub bytes_faster: bool,
 }
 
 impl QuantizeOptions {
-    /// Round to nearest, no calibration (what `bertc profile` and `bench` time).
-    pub fn plain(scheme: Quantize) -> QuantizeOptions {
+    /// These options for `target` (what `Activations::Auto` decides by).
+    pub fn for_target(mut self, target: &bertc_targets::Target) -> QuantizeOptions {
+        self.bytes_faster = bytes_are_faster(target);
+        self
+    }
+
+    /// Whether linears start from 8-bit activations (else the widest their depth allows).
+    fn narrow(&self) -> bool {
+        match self.activations {
+            Activations::Auto => self.bytes_faster,
+            Activations::Eight => true,
+            Activations::Wide => false,
+        }
+    }
+
+    /// Round to nearest, no calibration (what `bertc profile` and `bench` time), for `target`.
+    pub fn plain(scheme: Quantize, target: &bertc_targets::Target) -> QuantizeOptions {
         QuantizeOptions {
             scheme,
             method: None,
@@ -74,7 +112,10 @@ impl QuantizeOptions {
             calibration: None,
             samples: 128,
             tokenizer: None,
+            activations: Activations::Auto,
+            bytes_faster: false,
         }
+        .for_target(target)
     }
 
     /// The rounding used: as asked, else GPTQ when there is calibration text.
@@ -137,6 +178,9 @@ pub fn quantize_model(
 ) -> Result<(PassReport, Vec<LayerReport>), CliError> {
     o.check()?;
     let mut pass = QuantizeInt8::default();
+    if o.narrow() {
+        pass.abits = ActBits::Fixed(8);
+    }
     let mut layers = Vec::new();
     if let Some(cal) = &o.calibration {
         let seqs =
@@ -160,23 +204,37 @@ pub fn quantize_model(
     Ok((report, layers))
 }
 
-/// One linear's rounding and precision.
+/// One linear's rounding and precision: its activations at 8 bits if the options start
+/// there, widened (under `Activations::Auto`) when that error is over the budget; the weights
+/// GPTQ's where they measure better; fp32 when even that is over the budget.
 fn decide(g: &Graph, s: &LinearStats, o: &QuantizeOptions) -> (LayerReport, LinearChoice) {
     let w = quantize_calib::weights(g, s);
+    let wide = qlinear_max_abits(s.k);
+    let mut abits = if o.narrow() { 8.min(wide) } else { wide };
     let (rq, rs) = quantize_rows(&w, s.n, s.k);
-    let rtn_error = quantize_calib::layer_error(&w, &rq, &rs, s.n, s.k, &s.sample);
     let gptq = match o.method() {
-        QuantizeMethod::Gptq => quantize_calib::gptq(&w, s.n, s.k, &s.hessian).map(|(q, sc)| {
-            let e = quantize_calib::layer_error(&w, &q, &sc, s.n, s.k, &s.sample);
-            (q, sc, e)
-        }),
+        QuantizeMethod::Gptq => quantize_calib::gptq(&w, s.n, s.k, &s.hessian),
         QuantizeMethod::Rtn => None,
     };
-    let gptq_error = gptq.as_ref().map(|g| g.2);
+    let error = |q: &[i8], sc: &[f32], bits| {
+        quantize_calib::layer_error(&w, q, sc, s.n, s.k, &s.sample, bits)
+    };
+    let measure = |bits| {
+        let rtn = error(&rq, &rs, bits);
+        let g = gptq.as_ref().map(|(q, sc)| error(q, sc, bits));
+        (rtn, g)
+    };
+    let (mut rtn_error, mut gptq_error) = measure(abits);
+    let best = |r: f64, g: Option<f64>| g.map_or(r, |g| g.min(r));
+    if best(rtn_error, gptq_error) > o.budget && o.activations == Activations::Auto && abits < wide
+    {
+        abits = wide;
+        (rtn_error, gptq_error) = measure(abits);
+    }
     // GPTQ's weights where they measure better on the sample
-    let (choice, error) = match gptq {
-        Some((q, scales, e)) if e <= rtn_error => (LinearChoice::Int8 { q, scales }, e),
-        _ => (LinearChoice::Int8 { q: rq, scales: rs }, rtn_error),
+    let (q, scales, error) = match (&gptq, gptq_error) {
+        (Some((q, sc)), Some(e)) if e <= rtn_error => (q.clone(), sc.clone(), e),
+        _ => (rq, rs, rtn_error),
     };
     let over = error > o.budget;
     (
@@ -184,18 +242,26 @@ fn decide(g: &Graph, s: &LinearStats, o: &QuantizeOptions) -> (LayerReport, Line
             weight: s.weight.clone(),
             n: s.n,
             k: s.k,
-            abits: qlinear_max_abits(s.k),
+            abits,
             rtn_error,
             gptq_error,
             precision: if over { "fp32" } else { "int8" },
         },
-        if over { LinearChoice::Fp32 } else { choice },
+        if over {
+            LinearChoice::Fp32
+        } else {
+            LinearChoice::Int8 { q, scales, abits }
+        },
     )
 }
 
-/// `quantize_model` without calibration (round to nearest everywhere).
-pub fn quantize_graph(g: &mut Graph, q: Quantize) -> Result<PassReport, CliError> {
-    Ok(quantize_model(g, Path::new(""), &QuantizeOptions::plain(q), true)?.0)
+/// `quantize_model` without calibration (round to nearest everywhere), for `target`.
+pub fn quantize_graph(
+    g: &mut Graph,
+    q: Quantize,
+    target: &bertc_targets::Target,
+) -> Result<PassReport, CliError> {
+    Ok(quantize_model(g, Path::new(""), &QuantizeOptions::plain(q, target), true)?.0)
 }
 
 /// The per-linear lines for the compile output.

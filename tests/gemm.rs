@@ -70,7 +70,7 @@ fn blocked_gemm_matches_the_reference_for_any_caches() {
                 };
                 let tag = format!("{name}-{}-{m}x{k}x{n}", cname.len());
                 let out = run(
-                    &gemm_library(&dir, &t, (k, n, false), &tag),
+                    &gemm_library(&dir, &t, (k, n, None), &tag),
                     &x,
                     &packed,
                     m,

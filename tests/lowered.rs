@@ -5,6 +5,8 @@
 
 mod common;
 
+use bertc_passes::ActBits;
+
 use bertc_passes::{optimize, select_output, OutputKind};
 use bertc_targets::Target;
 use common::*;
@@ -58,15 +60,28 @@ fn the_smallest_model_on_every_target() {
 /// model on every target, and MiniLM's on AVX2.
 #[test]
 fn int8_programs() {
-    let q = |model: &str, triple: &str, cpu: &str| {
+    let qa = |model: &str, triple: &str, cpu: &str, abits| {
         let path = model_dir(model).join("model.onnx");
         let mut g = load_raised(&path);
         select_output(&mut g, OutputKind::Mean).unwrap();
         optimize(&mut g).unwrap();
-        bertc_passes::run_pass(&bertc_passes::QuantizeInt8::default(), &mut g).unwrap();
+        let pass = bertc_passes::QuantizeInt8 {
+            abits,
+            ..Default::default()
+        };
+        bertc_passes::run_pass(&pass, &mut g).unwrap();
         let target = Target::with_cpu(triple, Some(cpu)).unwrap();
         bertc_codegen::lowered_text(&g, &target).unwrap()
     };
+    let q = |model: &str, triple: &str, cpu: &str| qa(model, triple, cpu, ActBits::Widest);
+    // 8-bit activations: k in fours for AVX512-VNNI's vpdpbusd
+    let text = qa(
+        "bert-micro-random",
+        "x86_64-unknown-linux-gnu",
+        "cascadelake",
+        ActBits::Fixed(8),
+    );
+    insta::assert_snapshot!("bert-micro-random-cascadelake-mean-int8-a8", text);
     for (triple, cpu) in [
         ("x86_64-unknown-linux-gnu", "x86-64"),
         ("x86_64-unknown-linux-gnu", "x86-64-v3"),

@@ -384,7 +384,7 @@ pub fn outputs_by_thread_count(exe: &Path, dir: &Path) -> Vec<Vec<u8>> {
 pub fn gemm_library(
     dir: &Path,
     target: &Target,
-    (k, n, int8): (usize, usize, bool),
+    (k, n, int8): (usize, usize, Option<u8>),
     tag: &str,
 ) -> bertc_runtime::Library {
     let (obj, _) = bertc_codegen::compile_gemm_bench(target, k, n, int8).unwrap();

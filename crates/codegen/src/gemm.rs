@@ -8,7 +8,7 @@ use cranelift_codegen::ir::{types, InstBuilder, StackSlotData, StackSlotKind, Va
 use crate::emit::{self, Emit};
 use crate::isa::{self, Isa};
 use crate::linear;
-use crate::lower::{LinearWeights, PANEL};
+use crate::lower::{LinearWeights, QFormat, PANEL};
 use crate::micro::{AsmRefs, TileSet};
 use crate::qkernels;
 
@@ -34,7 +34,9 @@ pub(crate) fn emit_linear(
         let fused = !micro.start.fused.is_empty();
         let tile = |e: &mut Emit, t: &linear::Tile| micro_tile(e, t, &geom, n, micro, fused);
         linear::linear_tasks(e, args, range, &geom, n, mr, &bl, &tile, epi, fused);
-    } else if weights == LinearWeights::Int8 {
+    } else if let LinearWeights::Int8(format) = weights {
+        // an ISA chooses fours only with its kernels for them (`Isa::int8_format`)
+        assert_eq!(format, QFormat::Pairs, "no portable tile reads k in fours");
         let (pairs, lda, ldc) = (k.div_ceil(2), geom.lda, n as i64 * 4);
         let tile = |e: &mut Emit, t: &linear::Tile| qkernels::portable_qtile(e, t, pairs, lda, ldc);
         linear::linear_tasks(e, args, range, &geom, n, mr, &bl, &tile, epi, false);

@@ -32,8 +32,8 @@ use cranelift_object::{ObjectBuilder, ObjectModule};
 
 pub use isa::Isa;
 pub use lower::{
-    lower, pack_linear, pack_qlinear, quant_row_floats, Act, CodegenError, LayoutKind,
-    LinearWeights, Program, Rows, Step, Weight, WeightLayout, PANEL,
+    lower, pack_linear, pack_qlinear, quant_row_floats, quantized_row, Act, CodegenError,
+    LayoutKind, LinearWeights, Program, QFormat, Rows, Step, Weight, WeightLayout, PANEL,
 };
 
 use attention::{attention_gemm, AttnScratch};
@@ -181,17 +181,17 @@ fn sig_n(cc: cranelift_codegen::isa::CallConv, n: usize) -> Signature {
 
 /// An object for measuring the GEMM code compiled models use: the exported
 /// `bertc_bench_linear(x, out, rows, packed)` is the linear kernel for a `k -> n` layer, and,
-/// on x86-64 with AVX2, `bertc_bench_peak(iters)` runs `iters` rounds of 12 independent 8-wide
-/// FMAs (192 flops a round) to measure the core's peak. With `int8`, the linear is the int8
-/// one over quantized rows, and `bertc_bench_quantize(x, out, rows)` quantizes rows of `k`
-/// f32 for it at `qlinear_max_abits(k)` bits, as a model's quantize step does. Returns the
-/// object and whether the peak function is there.
+/// where the ISA has a peak loop, `bertc_bench_peak(iters)` runs `iters` rounds of it to
+/// measure the core's peak. With `int8`, the linear is the int8
+/// one over rows quantized to `abits` bits (in the format the ISA's kernels read for them),
+/// and `bertc_bench_quantize(x, out, rows)` quantizes rows of `k` f32 for it, as a model's
+/// quantize step does. Returns the object and the peak loop, if it is there.
 pub fn compile_gemm_bench(
     target: &Target,
     k: usize,
     n: usize,
-    int8: bool,
-) -> Result<(Vec<u8>, bool), CodegenError> {
+    int8: Option<u8>,
+) -> Result<(Vec<u8>, Option<isa::PeakLoop>), CodegenError> {
     let (mut module, isa, mut asm) = new_module(target, "bertc_bench")?;
     let cc = module.isa().default_call_conv();
     let fe = module.isa().frontend_config();
@@ -202,11 +202,8 @@ pub fn compile_gemm_bench(
     fctx.func.signature = sig_n(cc, 4);
     // the kernels are chosen by the step they serve (the int8 family, the tiles of the k
     // blocks)
-    let weights = if int8 {
-        LinearWeights::Int8
-    } else {
-        LinearWeights::F32
-    };
+    let format = int8.map(|abits| QFormat::for_bits(isa.int8_format(), abits));
+    let weights = format.map_or(LinearWeights::F32, LinearWeights::Int8);
     let step = Step::Linear {
         x: 0,
         out: 0,
@@ -240,17 +237,17 @@ pub fn compile_gemm_bench(
         e.b.finalize(fe);
     }
     define(&mut module, id, &mut fctx, "bertc_bench_linear")?;
-    if int8 {
+    if let (Some(abits), Some(format)) = (int8, format) {
         let id = module
             .declare_function("bertc_bench_quantize", Linkage::Export, &sig_n(cc, 3))
             .map_err(cl_err)?;
         fctx.func.signature = sig_n(cc, 3);
-        let abits = bertc_ir::qlinear_max_abits(k);
         let step = Step::Quantize {
             x: 0,
             out: 0,
             k,
             abits,
+            format,
         };
         let refs = asm.refs_for(&mut module, &mut fctx.func, Some(&step))?;
         let (b, a) = entry_block(&mut fctx.func, &mut fbc);
@@ -259,7 +256,8 @@ pub fn compile_gemm_bench(
         let tasks = e.b.ins().iadd_imm_s(a[2], kernels::ROW_BLOCK - 1);
         let tasks = e.b.ins().udiv_imm_u(tasks, kernels::ROW_BLOCK);
         let args = [a[0], a[1], a[2]];
-        qkernels::quantize_rows(&mut e, args, [zero, tasks], k, abits, refs.quantize);
+        let rows = (abits, format);
+        qkernels::quantize_rows(&mut e, args, [zero, tasks], k, rows, refs.quantize);
         e.b.ins().return_(&[]);
         e.b.finalize(fe);
         define(&mut module, id, &mut fctx, "bertc_bench_quantize")?;
@@ -269,11 +267,11 @@ pub fn compile_gemm_bench(
             .declare_function("bertc_bench_peak", Linkage::Export, &sig_n(cc, 1))
             .map_err(cl_err)?;
         module
-            .define_function_bytes(id, 16, &peak()?, &[])
+            .define_function_bytes(id, 16, &(peak.assemble)()?, &[])
             .map_err(cl_err)?;
     }
     let object = module.finish().emit().map_err(cl_err)?;
-    Ok((object, isa.fma_peak.is_some()))
+    Ok((object, isa.fma_peak))
 }
 
 /// Compiles a raised graph (one output selected) for `target`; symbols are prefixed `name`.
@@ -298,8 +296,8 @@ pub fn compile_with(
     name: &str,
     opts: &Options,
 ) -> Result<Compiled, CodegenError> {
-    let program = lower(g)?;
     let (mut module, isa, mut asm) = new_module(target, name)?;
+    let program = lower(g, isa.int8_format())?;
     asm.attention_key_blocks = attention::program_key_blocks(&program, &isa).is_some();
     let call_conv = module.isa().default_call_conv();
     let fe = module.isa().frontend_config();
@@ -486,7 +484,7 @@ pub fn compile_with(
                 } => {
                     let r = rows(program.buffers[x].rows);
                     let mut args = vec![bufs[x], bufs[out], r, weights[gamma], weights[beta]];
-                    args.extend(quantized.map(|(q, _)| bufs[q]));
+                    args.extend(quantized.map(|(q, ..)| bufs[q]));
                     (args, row_tasks(&mut e, r))
                 }
                 Step::Linear {
@@ -584,20 +582,28 @@ pub fn compile_with(
         Some(_) => format!("(size_t)batch * (size_t)seq * {}", program.max_heads),
         None => "0".to_string(),
     };
-    let int8 = program.steps.iter().any(|s| {
-        matches!(
-            s,
+    // the f32 family and the int8 families the linears use, in that order
+    let mut int8_formats: Vec<QFormat> = program
+        .steps
+        .iter()
+        .filter_map(|s| match s {
             Step::Linear {
-                weights: LinearWeights::Int8,
+                weights: LinearWeights::Int8(f),
                 ..
-            }
-        )
-    });
-    let q = isa.gemm(DType::I8, LayoutKind::QPanels).filter(|_| int8);
+            } => Some(*f),
+            _ => None,
+        })
+        .collect();
+    int8_formats.sort();
+    int8_formats.dedup();
     let gemm_families = isa
         .gemm_f32()
         .into_iter()
-        .chain(q)
+        .chain(
+            int8_formats
+                .iter()
+                .filter_map(|&f| isa.gemm(DType::I8, LayoutKind::QPanels(f))),
+        )
         .map(|k| k.family)
         .collect();
     Ok(Compiled {
@@ -659,7 +665,7 @@ fn kernel_key(step: &Step, p: &Program) -> String {
         Step::LayerNorm {
             x, eps, quantized, ..
         } => match quantized {
-            Some((_, bits)) => format!("ln {} {eps:e} q{bits}", w(*x)),
+            Some((_, bits, format)) => format!("ln {} {eps:e} q{bits} {format:?}", w(*x)),
             None => format!("ln {} {eps:e}", w(*x)),
         },
         Step::Linear {
@@ -672,11 +678,14 @@ fn kernel_key(step: &Step, p: &Program) -> String {
         } => {
             let op = match weights {
                 LinearWeights::F32 => "linear",
-                LinearWeights::Int8 => "qlinear",
+                LinearWeights::Int8(QFormat::Pairs) => "qlinear",
+                LinearWeights::Int8(QFormat::Quads) => "qlinear4",
             };
             format!("{op} {k} {n} {act:?} {}", residual.is_some())
         }
-        Step::Quantize { k, abits, .. } => format!("quantize {k} {abits}"),
+        Step::Quantize {
+            k, abits, format, ..
+        } => format!("quantize {k} {abits} {format:?}"),
         Step::Act { x, act, .. } => format!("act {act:?} {}", w(*x)),
         Step::Add { a, .. } => format!("add {}", w(*a)),
         Step::Attention { heads, scale, .. } => {
@@ -724,9 +733,10 @@ fn emit_step(
         } => {
             kernels::layer_norm(e, [a[0], a[1], a[2], a[3], a[4]], range, w(*x), *eps);
             // the task's normalised rows, still in cache, quantized for the int8 linears
-            if let Some((_, bits)) = quantized {
+            if let Some((_, bits, format)) = quantized {
                 let q = [a[1], a[5], a[2]];
-                qkernels::quantize_rows(e, q, range, w(*x), *bits, micro.quantize);
+                let rows = (*bits, *format);
+                qkernels::quantize_rows(e, q, range, w(*x), rows, micro.quantize);
             }
         }
         Step::Linear {
@@ -744,9 +754,11 @@ fn emit_step(
             let args = [a[0], a[1], a[2], a[3]];
             emit_linear(e, args, range, *k, *n, *weights, isa, micro, &epi);
         }
-        Step::Quantize { k, abits, .. } => {
+        Step::Quantize {
+            k, abits, format, ..
+        } => {
             let args = [a[0], a[1], a[2]];
-            qkernels::quantize_rows(e, args, range, *k, *abits, micro.quantize)
+            qkernels::quantize_rows(e, args, range, *k, (*abits, *format), micro.quantize)
         }
         Step::Act { x, act, .. } => kernels::activation(e, [a[0], a[1], a[2]], range, w(*x), *act),
         Step::Add { a: x, .. } => kernels::add(e, [a[0], a[1], a[2], a[3]], range, w(*x)),

@@ -302,7 +302,7 @@ impl GemmGeom {
     pub fn of(weights: LinearWeights, k: usize) -> GemmGeom {
         match weights {
             LinearWeights::F32 => GemmGeom::f32(k),
-            LinearWeights::Int8 => GemmGeom::int8(k),
+            LinearWeights::Int8(format) => GemmGeom::int8(k, format),
         }
     }
 
@@ -318,13 +318,15 @@ impl GemmGeom {
         }
     }
 
-    /// An int8 linear of depth `k` over quantized rows (`pack_qlinear`'s panels, k in pairs).
-    pub fn int8(k: usize) -> GemmGeom {
+    /// An int8 linear of depth `k` over quantized rows (`pack_qlinear`'s panels, a step a
+    /// group of k in `format`).
+    pub fn int8(k: usize, format: crate::lower::QFormat) -> GemmGeom {
+        let group = format.group();
         GemmGeom {
-            lda: crate::lower::quant_row_floats(k) as i64 * 4,
-            panel_bytes: crate::lower::qpanel_bytes(k) as i64,
-            step_bytes: (PANEL * 2) as i64,
-            steps: k.div_ceil(2) as i64,
+            lda: crate::lower::quant_row_floats(k, format) as i64 * 4,
+            panel_bytes: crate::lower::qpanel_bytes(k, format) as i64,
+            step_bytes: (PANEL * group) as i64,
+            steps: k.div_ceil(group) as i64,
             a_step: 4,
             header: crate::lower::QPANEL_HEADER as i64,
         }

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 use bertc_ir::{BinaryOp, DType, Graph, NodeId, Op, TokenTypes, UnaryOp};
 
 pub use crate::program::{
-    pack_linear, pack_qlinear, qpanel_bytes, quant_row_floats, Act, BufId, Buffer, Elem,
-    LayoutKind, LinearWeights, Program, Rows, Step, Weight, WeightId, WeightLayout, PANEL,
-    QPANEL_HEADER,
+    pack_linear, pack_qlinear, qpanel_bytes, quant_row_floats, quantized_row, Act, BufId, Buffer,
+    Elem, LayoutKind, LinearWeights, Program, QFormat, Rows, Step, Weight, WeightId, WeightLayout,
+    PANEL, QPANEL_HEADER,
 };
 
 /// Why a graph cannot be compiled.
@@ -32,6 +32,9 @@ struct Lowering<'g> {
     weight_of: HashMap<NodeId, WeightId>,
     /// The quantized copy of a value for int8 linears, by value and activation bits.
     quantized: HashMap<(NodeId, u8), BufId>,
+    /// How int8 linears with 8-bit activations group k (what the target's int8 kernels read;
+    /// wider activations are in pairs).
+    qformat: QFormat,
     last_use: HashMap<NodeId, usize>,
 }
 
@@ -122,10 +125,11 @@ impl Lowering<'_> {
         let src = self.buf(x)?;
         let k = self.p.buffers[src].width;
         let id = self.p.buffers.len();
+        let format = QFormat::for_bits(self.qformat, abits);
         self.p.buffers.push(Buffer {
             rows: self.p.buffers[src].rows,
-            width: quant_row_floats(k),
-            elem: Elem::Quantized { k, abits },
+            width: quant_row_floats(k, format),
+            elem: Elem::Quantized { k, abits, format },
             offset: 0,
         });
         // a LayerNorm's output is quantized by the LayerNorm's tasks, while the rows are in
@@ -135,12 +139,13 @@ impl Lowering<'_> {
             _ => None,
         });
         match producer {
-            Some(q @ None) => *q = Some((id, abits)),
+            Some(q @ None) => *q = Some((id, abits, format)),
             _ => self.p.steps.push(Step::Quantize {
                 x: src,
                 out: id,
                 k,
                 abits,
+                format,
             }),
         }
         self.quantized.insert((x, abits), id);
@@ -155,8 +160,10 @@ impl Lowering<'_> {
     }
 }
 
-/// Lowers a raised graph whose only output is the one to compile.
-pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
+/// Lowers a raised graph whose only output is the one to compile, its int8 linears (if any)
+/// with activations of 8 bits or fewer in `qformat` (the ISA's `int8_format`), wider ones in
+/// pairs.
+pub fn lower(g: &Graph, qformat: QFormat) -> Result<Program, CodegenError> {
     if g.outputs.len() != 1 {
         return Err(CodegenError::Model(format!(
             "expected one selected output, found {}",
@@ -183,6 +190,7 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
         buf_of: HashMap::new(),
         weight_of: HashMap::new(),
         quantized: HashMap::new(),
+        qformat,
         last_use: HashMap::new(),
     };
     for &n in &order {
@@ -457,12 +465,13 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
                 };
                 let (nn, k) = (wq.shape[0], wq.shape[1]);
                 let wq: Vec<i8> = wq.to_i64_vec().iter().map(|&v| v as i8).collect();
-                let packed = pack_qlinear(&wq, &sc.to_f32_vec(), &b.to_f32_vec(), nn, k);
+                let format = QFormat::for_bits(l.qformat, abits);
+                let packed = pack_qlinear(&wq, &sc.to_f32_vec(), &b.to_f32_vec(), nn, k, format);
                 let id = l.p.weights.len();
                 l.p.weights.push(Weight {
                     name: format!("{}.packed", g.node(ops[1]).name),
                     dtype: DType::I8,
-                    layout: WeightLayout::QPanels { n: nn, k },
+                    layout: WeightLayout::QPanels { n: nn, k, format },
                     bytes: packed,
                 });
                 let x = l.quantized(ops[0], abits)?;
@@ -474,7 +483,7 @@ pub fn lower(g: &Graph) -> Result<Program, CodegenError> {
                     n: nn,
                     act: act.map(fused_act),
                     residual,
-                    weights: LinearWeights::Int8,
+                    weights: LinearWeights::Int8(format),
                 }
             }
             other => {
@@ -516,7 +525,7 @@ fn step_io(s: &Step) -> (Vec<BufId>, Vec<BufId>) {
         Step::LayerNorm {
             x,
             out,
-            quantized: Some((q, _)),
+            quantized: Some((q, ..)),
             ..
         } => (vec![x], vec![out, q]),
         _ => {

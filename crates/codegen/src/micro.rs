@@ -10,7 +10,7 @@ use cranelift_object::ObjectModule;
 
 use crate::isa;
 use crate::linear::Blocking;
-use crate::lower::{CodegenError, LinearWeights, Step};
+use crate::lower::{CodegenError, LinearWeights, QFormat, Step};
 use crate::{cl_err, sig_n};
 
 /// The hand-written kernels of a module (those the ISA registers), each defined the first time
@@ -23,7 +23,7 @@ pub(crate) struct Asm {
     tiles: BTreeMap<(&'static str, String), Vec<FuncId>>,
     softmax: BTreeMap<u32, FuncId>,
     quantize_kernel: Option<isa::QuantizeKernel>,
-    quantize: BTreeMap<u8, FuncId>,
+    quantize: BTreeMap<(u8, QFormat), FuncId>,
     caches: bertc_targets::Caches,
     /// Whether the program's attention runs in blocks of keys (so its `P V` tiles also start
     /// from the output).
@@ -123,13 +123,18 @@ impl Asm {
         &mut self,
         module: &mut ObjectModule,
         abits: u8,
+        format: QFormat,
     ) -> Result<Option<FuncId>, CodegenError> {
         let Some(kernel) = self.quantize_kernel else {
             return Ok(None);
         };
-        let sym = format!("{}__{}_{abits}", self.prefix, kernel.name);
-        define_once(&mut self.quantize, module, abits, sym, 6, || {
-            (kernel.assemble)(abits)
+        let suffix = match format {
+            QFormat::Pairs => "",
+            QFormat::Quads => "_quads",
+        };
+        let sym = format!("{}__{}_{abits}{suffix}", self.prefix, kernel.name);
+        define_once(&mut self.quantize, module, (abits, format), sym, 6, || {
+            (kernel.assemble)(abits, format)
         })
         .map(Some)
     }
@@ -148,14 +153,14 @@ impl Asm {
             quantize: None,
         };
         if let Some(
-            Step::Quantize { abits, .. }
+            Step::Quantize { abits, format, .. }
             | Step::LayerNorm {
-                quantized: Some((_, abits)),
+                quantized: Some((_, abits, format)),
                 ..
             },
         ) = step
         {
-            if let Some(id) = self.quantize(module, *abits)? {
+            if let Some(id) = self.quantize(module, *abits, *format)? {
                 r.quantize = Some(module.declare_func_in_func(id, func));
             }
             return Ok(r);

@@ -18,10 +18,63 @@ pub enum Rows {
 pub enum Elem {
     /// `width` f32 values.
     F32,
-    /// A row of `k` values quantized for an int8 linear (`Step::Quantize`): the integers as
-    /// i16, `k` rounded up to even (a zero pad), then the row's f32 scale; `width` is
-    /// `quant_row_floats(k)`.
-    Quantized { k: usize, abits: u8 },
+    /// A row of `k` values quantized for an int8 linear (`Step::Quantize`) in `format`;
+    /// `width` is `quant_row_floats(k, format)`.
+    Quantized {
+        k: usize,
+        abits: u8,
+        format: QFormat,
+    },
+}
+
+/// How an int8 linear groups k, in its quantized rows and in its weight panels: what the
+/// ISA's int8 microkernels read (`Isa::int8_format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum QFormat {
+    /// k in pairs: a row's integers as i16 (`k` rounded up to even, a zero pad), then its f32
+    /// scale; a panel's weights as signed bytes, two a column (`vpmaddwd`, the portable tile).
+    Pairs,
+    /// k in fours: a row's integers as i8 (`k` rounded up to a multiple of 4, a zero pad),
+    /// then `-128 · Σ xq` as i32, then its f32 scale; a panel's weights as unsigned bytes
+    /// `w + 128`, four a column (`vpdpbusd`: `Σ (w + 128) xq - 128 Σ xq = Σ w xq`).
+    Quads,
+}
+
+impl QFormat {
+    /// The format of a linear whose activations have `abits` bits, on an ISA whose rows of
+    /// 8-bit activations are in `narrow`: fours hold bytes only.
+    pub fn for_bits(narrow: QFormat, abits: u8) -> QFormat {
+        if abits <= 8 {
+            narrow
+        } else {
+            QFormat::Pairs
+        }
+    }
+
+    /// Values of k one step of the microkernels reads.
+    pub fn group(self) -> usize {
+        match self {
+            QFormat::Pairs => 2,
+            QFormat::Quads => 4,
+        }
+    }
+
+    /// Bytes of one quantized value in a row.
+    fn value_bytes(self) -> usize {
+        match self {
+            QFormat::Pairs => 2,
+            QFormat::Quads => 1,
+        }
+    }
+
+    /// Byte offset of a row's f32 scale (after its values and, for `Quads`, the sum term).
+    pub fn scale_offset(self, k: usize) -> usize {
+        let values = k.next_multiple_of(self.group()) * self.value_bytes();
+        match self {
+            QFormat::Pairs => values,
+            QFormat::Quads => values + 4,
+        }
+    }
 }
 
 /// An activation buffer: `rows x width` f32 (or a quantized row's bytes in `width` floats).
@@ -34,10 +87,32 @@ pub struct Buffer {
     pub offset: usize,
 }
 
-/// Floats a quantized row of `k` values takes: `ceil(k / 2)` pairs of i16, then the scale,
-/// rounded up to 16 floats so that rows (and the buffers after them) stay 64-byte aligned.
-pub fn quant_row_floats(k: usize) -> usize {
-    (k.div_ceil(2) + 1).next_multiple_of(16)
+/// Floats a quantized row of `k` values takes in `format` (its values, the sum term of
+/// `Quads`, the scale), rounded up to 16 floats so that rows (and the buffers after them) stay
+/// 64-byte aligned.
+pub fn quant_row_floats(k: usize, format: QFormat) -> usize {
+    (format.scale_offset(k) / 4 + 1).next_multiple_of(16)
+}
+
+/// One quantized row's bytes (`quant_row_floats(k, format) * 4` of them) for the integers
+/// `xq` (each within i8) and the row's scale, as the quantizers write it: for tests and
+/// benchmarks that feed the int8 kernels directly.
+pub fn quantized_row(xq: &[i32], scale: f32, format: QFormat) -> Vec<u8> {
+    let k = xq.len();
+    let mut row = vec![0u8; quant_row_floats(k, format) * 4];
+    for (i, &v) in xq.iter().enumerate() {
+        match format {
+            QFormat::Pairs => row[2 * i..2 * i + 2].copy_from_slice(&(v as i16).to_le_bytes()),
+            QFormat::Quads => row[i] = v as i8 as u8,
+        }
+    }
+    let at = format.scale_offset(k);
+    if format == QFormat::Quads {
+        let sum: i32 = xq.iter().sum();
+        row[at - 4..at].copy_from_slice(&(-128 * sum).to_le_bytes());
+    }
+    row[at..at + 4].copy_from_slice(&scale.to_le_bytes());
+    row
 }
 
 pub type BufId = usize;
@@ -52,8 +127,9 @@ pub enum WeightLayout {
     /// read by the GEMM kernels.
     Panels { n: usize, k: usize },
     /// An int8 linear's `[n, k]` weights with their per-column scales and the bias, in panels
-    /// of `PANEL` columns with k in pairs (`pack_qlinear`), read by the int8 GEMM kernels.
-    QPanels { n: usize, k: usize },
+    /// of `PANEL` columns with k grouped as `format` says (`pack_qlinear`), read by the int8
+    /// GEMM kernels.
+    QPanels { n: usize, k: usize, format: QFormat },
 }
 
 /// The weights a linear step multiplies.
@@ -61,22 +137,22 @@ pub enum WeightLayout {
 pub enum LinearWeights {
     /// f32 panels over f32 rows.
     F32,
-    /// int8 panels over quantized rows.
-    Int8,
+    /// int8 panels over quantized rows, k grouped as the format says.
+    Int8(QFormat),
 }
 
 impl LinearWeights {
     pub fn dtype(self) -> DType {
         match self {
             LinearWeights::F32 => DType::F32,
-            LinearWeights::Int8 => DType::I8,
+            LinearWeights::Int8(_) => DType::I8,
         }
     }
 
     pub fn layout(self) -> LayoutKind {
         match self {
             LinearWeights::F32 => LayoutKind::Panels,
-            LinearWeights::Int8 => LayoutKind::QPanels,
+            LinearWeights::Int8(f) => LayoutKind::QPanels(f),
         }
     }
 }
@@ -86,7 +162,7 @@ impl LinearWeights {
 pub enum LayoutKind {
     Dense,
     Panels,
-    QPanels,
+    QPanels(QFormat),
 }
 
 impl WeightLayout {
@@ -94,7 +170,7 @@ impl WeightLayout {
         match self {
             WeightLayout::Dense => LayoutKind::Dense,
             WeightLayout::Panels { .. } => LayoutKind::Panels,
-            WeightLayout::QPanels { .. } => LayoutKind::QPanels,
+            WeightLayout::QPanels { format, .. } => LayoutKind::QPanels(*format),
         }
     }
 }
@@ -158,7 +234,7 @@ pub enum Step {
         gamma: WeightId,
         beta: WeightId,
         eps: f32,
-        quantized: Option<(BufId, u8)>,
+        quantized: Option<(BufId, u8, QFormat)>,
     },
     /// `out = act(x @ wᵀ + b) (+ residual)`, the activation and the residual applied to each
     /// tile in cache. With `weights` f32: `x` f32 rows, the weight packed in panels of 16
@@ -176,12 +252,13 @@ pub enum Step {
         weights: LinearWeights,
     },
     /// Each row of `x` (`k` f32) quantized to `abits`-bit integers for an int8 linear, as
-    /// `Op::QLinear` defines it, into `out` (`Elem::Quantized`).
+    /// `Op::QLinear` defines it, into `out` (`Elem::Quantized`, in `format`).
     Quantize {
         x: BufId,
         out: BufId,
         k: usize,
         abits: u8,
+        format: QFormat,
     },
     Act {
         x: BufId,
@@ -306,18 +383,27 @@ pub fn pack_linear(w: &[f32], b: Option<&[f32]>, n: usize, k: usize) -> Vec<f32>
 /// Bytes before the weights of an int8 panel: `PANEL` f32 biases, then `PANEL` f32 scales.
 pub const QPANEL_HEADER: usize = PANEL * 8;
 
-/// Bytes of one int8 panel for depth `k`.
-pub fn qpanel_bytes(k: usize) -> usize {
-    QPANEL_HEADER + PANEL * 2 * k.div_ceil(2)
+/// Bytes of one int8 panel for depth `k` in `format`.
+pub fn qpanel_bytes(k: usize, format: QFormat) -> usize {
+    QPANEL_HEADER + PANEL * k.next_multiple_of(format.group())
 }
 
 /// Packs int8 weights `wq[n, k]` (row-major), their per-row scales and the bias into panels
 /// of `PANEL` columns: for each panel, `PANEL` biases and `PANEL` scales (f32), then for each
-/// pair of k (`ceil(k / 2)` of them) the panel's columns in order, two bytes each (`wq[j, 2g]`,
-/// `wq[j, 2g + 1]`); zero beyond `n` and `k`.
-pub fn pack_qlinear(wq: &[i8], scales: &[f32], bias: &[f32], n: usize, k: usize) -> Vec<u8> {
+/// group of k (`format.group()` values: `ceil(k / group)` groups) the panel's columns in
+/// order, a group's bytes each (`Pairs`: the signed bytes; `Quads`: `w + 128` as unsigned
+/// bytes); zero bytes beyond `n` and `k` (the quantized rows are zero there).
+pub fn pack_qlinear(
+    wq: &[i8],
+    scales: &[f32],
+    bias: &[f32],
+    n: usize,
+    k: usize,
+    format: QFormat,
+) -> Vec<u8> {
     let panels = n.div_ceil(PANEL);
-    let pb = qpanel_bytes(k);
+    let pb = qpanel_bytes(k, format);
+    let gs = format.group();
     let mut out = vec![0u8; panels * pb];
     for j in 0..n {
         let (p, c) = (j / PANEL, j % PANEL);
@@ -326,8 +412,12 @@ pub fn pack_qlinear(wq: &[i8], scales: &[f32], bias: &[f32], n: usize, k: usize)
         let so = base + 4 * (PANEL + c);
         out[so..so + 4].copy_from_slice(&scales[j].to_le_bytes());
         for kk in 0..k {
-            let at = base + QPANEL_HEADER + (kk / 2) * PANEL * 2 + 2 * c + kk % 2;
-            out[at] = wq[j * k + kk] as u8;
+            let at = base + QPANEL_HEADER + (kk / gs) * PANEL * gs + gs * c + kk % gs;
+            let w = wq[j * k + kk];
+            out[at] = match format {
+                QFormat::Pairs => w as u8,
+                QFormat::Quads => (i16::from(w) + 128) as u8,
+            };
         }
     }
     out

@@ -11,7 +11,7 @@ use cranelift_frontend::Variable;
 use crate::emit::{mem, Emit, Shape};
 use crate::kernels::row_range;
 use crate::linear::Tile;
-use crate::lower::{quant_row_floats, PANEL, QPANEL_HEADER};
+use crate::lower::{quant_row_floats, QFormat, PANEL, QPANEL_HEADER};
 
 /// 1.5 · 2²³: adding and subtracting it rounds an f32 of magnitude below 2²² to an integer,
 /// ties to even (without SSE4.1's `roundps`).
@@ -32,7 +32,7 @@ pub fn quantize(
     let q = ((1i32 << (abits - 1)) - 1) as f32;
     let (r0, r1) = row_range(e, begin, end, rows);
     let ldx = k as i64 * 4;
-    let ldo = quant_row_floats(k) as i64 * 4;
+    let ldo = quant_row_floats(k, QFormat::Pairs) as i64 * 4;
     let pairs = k.div_ceil(2);
     e.for_range(r0, r1, 1, |e, r| {
         let xr = e.addr(x, r, ldx);
@@ -108,19 +108,24 @@ pub fn quantize(
     });
 }
 
-/// The rows of tasks `begin..end` quantized as `quantize` defines it: through the ISA's
-/// hand-written row quantizer `asm` when it has one, else the portable code.
+/// The rows of tasks `begin..end` quantized to `abits` bits as `quantize` defines it, in
+/// rows of `format`: through the ISA's hand-written row quantizer `asm` when it has one, else
+/// the portable code (rows in pairs: an ISA chooses fours only with its own quantizer, see
+/// `Isa::int8_format`).
 pub fn quantize_rows(
     e: &mut Emit,
     args: [Value; 3],
     range: [Value; 2],
     k: usize,
-    abits: u8,
+    (abits, format): (u8, QFormat),
     asm: Option<FuncRef>,
 ) {
     match asm {
-        Some(f) => quantize_asm(e, args, range, k, f),
-        None => quantize(e, args, range, k, abits),
+        Some(f) => quantize_asm(e, args, range, k, format, f),
+        None => {
+            assert_eq!(format, QFormat::Pairs, "no portable quantizer writes fours");
+            quantize(e, args, range, k, abits)
+        }
     }
 }
 
@@ -130,11 +135,12 @@ fn quantize_asm(
     [x, out, rows]: [Value; 3],
     [begin, end]: [Value; 2],
     k: usize,
+    format: QFormat,
     f: FuncRef,
 ) {
     let (r0, r1) = row_range(e, begin, end, rows);
     let ldx = k as i64 * 4;
-    let ldo = quant_row_floats(k) as i64 * 4;
+    let ldo = quant_row_floats(k, format) as i64 * 4;
     let xr = e.addr(x, r0, ldx);
     let or = e.addr(out, r0, ldo);
     let n = e.b.ins().isub(r1, r0);

@@ -8,7 +8,7 @@ use std::fmt::Write;
 
 use crate::attention::ATTN_TILE;
 use crate::isa::Isa;
-use crate::lower::{Act, Elem, LinearWeights, Program, Rows, Step, WeightLayout};
+use crate::lower::{Act, Elem, LinearWeights, Program, QFormat, Rows, Step, WeightLayout};
 
 fn act(a: Act) -> &'static str {
     match a {
@@ -45,9 +45,13 @@ impl Program {
                 WeightLayout::Panels { n, k } => {
                     format!("panels of {} columns n={n} k={k}", crate::lower::PANEL)
                 }
-                WeightLayout::QPanels { n, k } => format!(
-                    "int8 panels of {} columns (bias, scales, k in pairs) n={n} k={k}",
-                    crate::lower::PANEL
+                WeightLayout::QPanels { n, k, format } => format!(
+                    "int8 panels of {} columns (bias, scales, k in {}) n={n} k={k}",
+                    crate::lower::PANEL,
+                    match format {
+                        QFormat::Pairs => "pairs",
+                        QFormat::Quads => "fours as w + 128",
+                    }
                 ),
             };
             let _ = writeln!(
@@ -66,7 +70,16 @@ impl Program {
             };
             let elem = match b.elem {
                 Elem::F32 => String::new(),
-                Elem::Quantized { k, abits } => format!(" (int{abits} rows of {k} as i16, scale)"),
+                Elem::Quantized {
+                    k,
+                    abits,
+                    format: QFormat::Pairs,
+                } => format!(" (int{abits} rows of {k} as i16, scale)"),
+                Elem::Quantized {
+                    k,
+                    abits,
+                    format: QFormat::Quads,
+                } => format!(" (int{abits} rows of {k} as i8, sum, scale)"),
             };
             let _ = writeln!(s, "  b{i} {rows} x {}{elem} at {}", b.width, b.offset);
         }
@@ -115,7 +128,7 @@ impl Program {
                 eps,
                 quantized,
             } => {
-                let q = quantized.map_or(String::new(), |(q, bits)| {
+                let q = quantized.map_or(String::new(), |(q, bits, _)| {
                     let kernel = isa.quantize.map_or("portable", |k| k.name);
                     format!(", and quantized into b{q} bits={bits}  [{kernel}, per row]")
                 });
@@ -140,7 +153,7 @@ impl Program {
                 }
                 let op = match weights {
                     LinearWeights::F32 => "linear",
-                    LinearWeights::Int8 => "qlinear",
+                    LinearWeights::Int8(_) => "qlinear",
                 };
                 let (dtype, layout) = (weights.dtype(), weights.layout());
                 let kernel = match isa.gemm(dtype, layout) {
@@ -173,7 +186,9 @@ impl Program {
                     bl.group * mr
                 )
             }
-            Step::Quantize { x, out, k, abits } => {
+            Step::Quantize {
+                x, out, k, abits, ..
+            } => {
                 let kernel = isa.quantize.map_or("portable", |q| q.name);
                 format!("b{out} = quantize b{x} k={k} bits={abits}  [{kernel}, per row]")
             }
@@ -227,5 +242,6 @@ pub fn lowered_text(
     g: &bertc_ir::Graph,
     target: &bertc_targets::Target,
 ) -> Result<String, crate::lower::CodegenError> {
-    Ok(crate::lower::lower(g)?.to_text(&Isa::for_target(target)))
+    let isa = Isa::for_target(target);
+    Ok(crate::lower::lower(g, isa.int8_format())?.to_text(&isa))
 }

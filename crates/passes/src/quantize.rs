@@ -28,14 +28,19 @@ pub struct QuantizeInt8 {
 pub enum LinearChoice {
     /// Stays an f32 linear (its int8 error was over the budget).
     Fp32,
-    /// These int8 weights and per-row scales (GPTQ's).
-    Int8 { q: Vec<i8>, scales: Vec<f32> },
+    /// These int8 weights and per-row scales (GPTQ's), activations of `abits` bits.
+    Int8 {
+        q: Vec<i8>,
+        scales: Vec<f32>,
+        abits: u8,
+    },
 }
 
 /// How many bits a linear's activations are quantized to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ActBits {
-    /// The same for every linear (2 to 16, and at most `qlinear_max_abits(k)`).
+    /// The same for every linear (2 to 16; at most `qlinear_max_abits(k)`, fewer where the
+    /// depth needs it).
     Fixed(u8),
     /// For each linear the most its depth allows (`qlinear_max_abits(k)`: 16 bits up to
     /// k = 516, 14 at k = 1536): the kernels that multiply 16-bit pairs (`vpmaddwd` on AVX2,
@@ -144,13 +149,22 @@ impl Pass for QuantizeInt8 {
                 None => vec![0.0; rows],
             };
             let name = g.node(ops[1]).name.clone();
-            let (q, scales) = match self.choices.get(&name) {
+            let default_bits = match self.abits {
+                ActBits::Fixed(b) => b.min(qlinear_max_abits(k)),
+                ActBits::Widest => qlinear_max_abits(k),
+            };
+            let (q, scales, abits) = match self.choices.get(&name) {
                 Some(LinearChoice::Fp32) => {
                     kept += 1;
                     continue;
                 }
-                Some(LinearChoice::Int8 { q, scales }) => (q.clone(), scales.clone()),
-                None => quantize_rows(&w.to_f32_vec(), rows, k),
+                Some(LinearChoice::Int8 { q, scales, abits }) => {
+                    (q.clone(), scales.clone(), *abits)
+                }
+                None => {
+                    let (q, s) = quantize_rows(&w.to_f32_vec(), rows, k);
+                    (q, s, default_bits)
+                }
             };
             let bytes: Vec<u8> = q.iter().map(|&v| v as u8).collect();
             let qt =
@@ -168,10 +182,6 @@ impl Pass for QuantizeInt8 {
             if residual {
                 operands.push(ops[3]);
             }
-            let abits = match self.abits {
-                ActBits::Fixed(b) => b,
-                ActBits::Widest => qlinear_max_abits(k),
-            };
             let op = Op::QLinear {
                 act,
                 residual,

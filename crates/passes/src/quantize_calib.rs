@@ -7,7 +7,7 @@
 //! rest, with their weights, to `QuantizeInt8::choices`.
 
 use bertc_interp::{const_values, eval_nodes_with, quantize_row};
-use bertc_ir::{qlinear_max_abits, DType, Graph, NodeId, Op};
+use bertc_ir::{DType, Graph, NodeId, Op};
 use rayon::prelude::*;
 
 use crate::obs::{spd_inverse, Hessian, Mat};
@@ -161,8 +161,8 @@ fn upper_cholesky(a: &Mat) -> Option<Mat> {
 }
 
 /// The relative RMS error of the int8 linear (`wq`, `scales`; activations quantized per row
-/// to the bits the pass gives depth `k`) against the fp32 one (`w`) on `sample`, biases
-/// left out: `‖y_q - y‖ / ‖y‖`.
+/// to `abits` bits) against the fp32 one (`w`) on `sample`, biases left out:
+/// `‖y_q - y‖ / ‖y‖`.
 pub fn layer_error(
     w: &[f32],
     wq: &[i8],
@@ -170,8 +170,8 @@ pub fn layer_error(
     n: usize,
     k: usize,
     sample: &[f32],
+    abits: u8,
 ) -> f64 {
-    let abits = qlinear_max_abits(k);
     let (num, den) = sample
         .par_chunks(k.max(1))
         .map(|x| {

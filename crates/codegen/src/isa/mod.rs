@@ -13,7 +13,7 @@ use bertc_ir::DType;
 use bertc_targets::{Arch, Caches, Target};
 
 use crate::linear::Blocking;
-use crate::lower::{CodegenError, LayoutKind, LinearWeights};
+use crate::lower::{CodegenError, LayoutKind, LinearWeights, QFormat};
 
 pub use x86_64::MicroEpi;
 
@@ -63,10 +63,21 @@ pub struct SoftmaxKernel {
 /// `quantize(x, out, rows, k, ldx, ldo)` as `Step::Quantize` defines it.
 #[derive(Clone, Copy)]
 pub struct QuantizeKernel {
-    /// The symbol name's part (`NAME__{name}_{abits}`).
+    /// The symbol name's part (`NAME__{name}_{abits}[_quads]`).
     pub name: &'static str,
-    /// The machine code for `abits`-bit integers.
-    pub assemble: fn(u8) -> Code,
+    /// The machine code for `abits`-bit integers in rows of a format.
+    pub assemble: fn(u8, QFormat) -> Code,
+}
+
+/// A function of one argument running `iters` rounds of independent FMAs on the widest
+/// vectors, no memory traffic: the core's f32 peak.
+#[derive(Clone, Copy)]
+pub struct PeakLoop {
+    pub assemble: fn() -> Code,
+    /// Floating-point operations a round.
+    pub flops: u32,
+    /// For messages: what a round is.
+    pub what: &'static str,
 }
 
 /// What code generation may use on a target.
@@ -82,9 +93,8 @@ pub struct Isa {
     pub gemm: Vec<GemmKernels>,
     pub softmax: Option<SoftmaxKernel>,
     pub quantize: Option<QuantizeKernel>,
-    /// A function of one argument running `iters` rounds of 192 flops at the core's peak
-    /// (`bertc bench --gemm` measures against it).
-    pub fma_peak: Option<fn() -> Code>,
+    /// The core's f32 peak loop (`bertc bench --gemm` measures against it).
+    pub fma_peak: Option<PeakLoop>,
     /// The caches the GEMMs are blocked for (the target's).
     pub caches: Caches,
 }
@@ -109,6 +119,19 @@ impl Isa {
         self.gemm
             .iter()
             .find(|k| k.dtype == dtype && k.layout == layout)
+    }
+
+    /// How int8 linears whose activations fit a byte (8 bits or fewer) group k on this ISA:
+    /// in fours where its int8 microkernels read them (`vpdpbusd`, which needs the
+    /// hand-written quantizer's rows too), else in pairs (the pair kernels and the portable
+    /// tile). Wider activations are always in pairs (`QFormat::for_bits`).
+    pub fn int8_format(&self) -> QFormat {
+        let quads = self.gemm(DType::I8, LayoutKind::QPanels(QFormat::Quads));
+        if quads.is_some() && self.quantize.is_some() {
+            QFormat::Quads
+        } else {
+            QFormat::Pairs
+        }
     }
 
     /// The f32 panel microkernels.

@@ -3,8 +3,8 @@
 
 use iced_x86::code_asm::*;
 
-use super::{act8, asm_err, exp8, function, hreduce, k_loop, Consts, MicroEpi};
-use crate::lower::{CodegenError, QPANEL_HEADER};
+use super::{act8, asm_err, exp8, function, hreduce, k_loop, prefetch_args, Consts, MicroEpi};
+use crate::lower::{CodegenError, QFormat, QPANEL_HEADER};
 
 /// Rows of the AVX2 GEMM microkernel's tile.
 pub const AVX2_MR: usize = 6;
@@ -37,16 +37,6 @@ fn a_row(r: usize, off: i32) -> AsmMemoryOperand {
 /// Row `r` of the output tile (rows 0-2 from `rcx`, 3-5 from `r11`, stride `r8`), 8 f32.
 fn c_row(r: usize, off: i32) -> AsmMemoryOperand {
     ymmword_ptr(tile_row([rcx, r11], r8, r, off))
-}
-
-/// Loads the prefetch address into `rax` if the kernel prefetches, and returns the memory
-/// operand of its step (the arguments after the residual).
-fn prefetch_args(a: &mut CodeAssembler, epi: MicroEpi) -> Result<AsmMemoryOperand, IcedError> {
-    let pf_arg = 8 + 8 * i32::from(epi.residual);
-    if epi.prefetch {
-        a.mov(rax, qword_ptr(rsp + pf_arg))?;
-    }
-    Ok(qword_ptr(rsp + (pf_arg + 8)))
 }
 
 /// The k loop of both microkernels over rows 0-2 (`rdi`) and 3-5 (`r10`), the panel at `rdx`
@@ -144,16 +134,6 @@ pub fn avx2_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
 /// sums exactly). Then `fma(f32(acc), s_row · s_col, bias)`, the epilogue and the store as
 /// in the f32 kernel.
 pub fn avx2_qkernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
-    qkernel(mr, epi, false)
-}
-
-/// `avx2_qkernel` with AVX512-VNNI's `vpdpwssd` (EVEX, on ymm registers) doing each pair's
-/// `vpmaddwd` and `vpaddd` in one instruction: the same exact sums.
-pub fn avx512vnni_qkernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
-    qkernel(mr, epi, true)
-}
-
-fn qkernel(mr: usize, epi: MicroEpi, vnni: bool) -> Result<Vec<u8>, CodegenError> {
     assert!((1..=AVX2_MR).contains(&mr), "mr out of range");
     assert!(
         !epi.accumulate,
@@ -172,17 +152,10 @@ fn qkernel(mr: usize, epi: MicroEpi, vnni: bool) -> Result<Vec<u8>, CodegenError
             a.vpmovsxbw(ymm13, xmmword_ptr(rdx + 32 * u + 16))?;
             for r in 0..mr {
                 a.vpbroadcastd(ymm14, a_row(r, 4 * u))?;
-                if vnni {
-                    a.set_prefer_vex(false);
-                    a.vpdpwssd(y[2 * r], ymm14, ymm12)?;
-                    a.vpdpwssd(y[2 * r + 1], ymm14, ymm13)?;
-                    a.set_prefer_vex(true);
-                } else {
-                    a.vpmaddwd(ymm15, ymm14, ymm12)?;
-                    a.vpaddd(y[2 * r], y[2 * r], ymm15)?;
-                    a.vpmaddwd(ymm15, ymm14, ymm13)?;
-                    a.vpaddd(y[2 * r + 1], y[2 * r + 1], ymm15)?;
-                }
+                a.vpmaddwd(ymm15, ymm14, ymm12)?;
+                a.vpaddd(y[2 * r], y[2 * r], ymm15)?;
+                a.vpmaddwd(ymm15, ymm14, ymm13)?;
+                a.vpaddd(y[2 * r + 1], y[2 * r + 1], ymm15)?;
             }
             Ok(())
         })?;
@@ -202,12 +175,14 @@ fn qkernel(mr: usize, epi: MicroEpi, vnni: bool) -> Result<Vec<u8>, CodegenError
 
 /// `quantize(x, out, rows, k, ldx, ldo)`: quantizes `rows` rows of `k` f32 (stride `ldx`
 /// bytes) to `abits`-bit integers as `Op::QLinear` defines it, into rows of stride `ldo`
-/// bytes (the integers as i16, a zero pad to an even count, then the f32 scale at byte
-/// `4 ceil(k / 2)`): `amax = max |x|`; a row whose `amax` is 0, infinite or NaN gets zeros
-/// and scale 0; else `xq = round_ne(clamp(x · (q / amax), -q, q))` (`vroundps`, whatever the
-/// caller's rounding mode), scale `amax / q`.
-pub fn avx2_quantize(abits: u8) -> Result<Vec<u8>, CodegenError> {
+/// bytes in `format`: `Pairs`, the integers as i16, a zero pad to an even count, then the f32
+/// scale at byte `4 ceil(k / 2)`; `Quads`, the integers as i8, a zero pad to a multiple of 4,
+/// then `-128 · Σ xq` as i32 and the scale. `amax = max |x|`; a row whose `amax` is 0,
+/// infinite or NaN gets zeros (and sum term) and scale 0; else `xq = round_ne(clamp(x · (q /
+/// amax), -q, q))` (`vroundps`, whatever the caller's rounding mode), scale `amax / q`.
+pub fn avx2_quantize(abits: u8, format: QFormat) -> Result<Vec<u8>, CodegenError> {
     let q = ((1i32 << (abits - 1)) - 1) as f32;
+    let quads = format == QFormat::Quads;
     function(|a, k| {
         let mut done = a.create_label();
         let mut row = a.create_label();
@@ -268,6 +243,8 @@ pub fn avx2_quantize(abits: u8) -> Result<Vec<u8>, CodegenError> {
         let mq = k.f(a, -q);
         a.vmovups(ymm8, qv)?;
         a.vmovups(ymm9, mq)?;
+        // ymm10: the row's integer sum (quads)
+        a.vpxor(ymm10, ymm10, ymm10)?;
         // pass 2: 16 at a time, then single elements
         a.mov(r11, rcx)?;
         a.and(r11, -16)?;
@@ -285,13 +262,40 @@ pub fn avx2_quantize(abits: u8) -> Result<Vec<u8>, CodegenError> {
             a.vmaxps(y, y, ymm9)?;
             a.vroundps(y, y, 8)?;
             a.vcvttps2dq(y, y)?;
+            if quads {
+                a.vpaddd(ymm10, ymm10, y)?;
+            }
         }
         a.vpackssdw(ymm5, ymm5, ymm6)?;
         a.vpermq(ymm5, ymm5, 0xd8)?;
-        a.vmovdqu(ymmword_ptr(rsi + rax * 2), ymm5)?;
+        if quads {
+            a.vextracti128(xmm6, ymm5, 1)?;
+            a.vpacksswb(xmm5, xmm5, xmm6)?;
+            a.vmovdqu(xmmword_ptr(rsi + rax), xmm5)?;
+        } else {
+            a.vmovdqu(ymmword_ptr(rsi + rax * 2), ymm5)?;
+        }
         a.add(rax, 16)?;
         a.jmp(l2)?;
         a.set_label(&mut l2s)?;
+        if quads {
+            // the vector sums into xmm10's first lane (VEX.128 from here: the scalar tail
+            // adds into that lane)
+            a.vextracti128(xmm11, ymm10, 1)?;
+            a.vpaddd(xmm10, xmm10, xmm11)?;
+            a.vpshufd(xmm11, xmm10, 0x4e)?;
+            a.vpaddd(xmm10, xmm10, xmm11)?;
+            a.vpshufd(xmm11, xmm10, 0xb1)?;
+            a.vpaddd(xmm10, xmm10, xmm11)?;
+        }
+        // the scalar loop's top (after the reduction; l2s itself for pairs)
+        let l2t = if quads {
+            let mut l = a.create_label();
+            a.set_label(&mut l)?;
+            l
+        } else {
+            l2s
+        };
         a.cmp(rax, rcx)?;
         a.jge(t2s)?;
         a.vmulss(xmm5, xmm3, dword_ptr(rdi + rax * 4))?;
@@ -299,25 +303,53 @@ pub fn avx2_quantize(abits: u8) -> Result<Vec<u8>, CodegenError> {
         a.vmaxss(xmm5, xmm5, xmm9)?;
         a.vroundss(xmm5, xmm5, xmm5, 8)?;
         a.vcvttss2si(r11d, xmm5)?;
-        a.mov(word_ptr(rsi + rax * 2), r11w)?;
+        if quads {
+            a.mov(byte_ptr(rsi + rax), r11b)?;
+            a.vmovd(xmm6, r11d)?;
+            a.vpaddd(xmm10, xmm10, xmm6)?;
+        } else {
+            a.mov(word_ptr(rsi + rax * 2), r11w)?;
+        }
         a.inc(rax)?;
-        a.jmp(l2s)?;
+        a.jmp(l2t)?;
         a.set_label(&mut t2s)?;
-        // the pad of an odd k, then the scale at 4 ceil(k / 2)
-        let mut even = a.create_label();
         let mut next = a.create_label();
-        a.test(cl, 1)?;
-        a.jz(even)?;
-        a.mov(word_ptr(rsi + rcx * 2), 0)?;
-        a.set_label(&mut even)?;
-        a.lea(rax, ptr(rcx + 1))?;
-        a.shr(rax, 1)?;
-        a.vmovss(dword_ptr(rsi + rax * 4), xmm4)?;
+        if quads {
+            // the pad to a multiple of 4 (rax = k; a loop from t2s), then -128 Σ xq and the
+            // scale
+            let mut padded = a.create_label();
+            a.test(al, 3)?;
+            a.jz(padded)?;
+            a.mov(byte_ptr(rsi + rax), 0)?;
+            a.inc(rax)?;
+            a.jmp(t2s)?;
+            a.set_label(&mut padded)?;
+            a.vmovd(r11d, xmm10)?;
+            a.imul_3(r11d, r11d, -128)?;
+            a.mov(dword_ptr(rsi + rax), r11d)?;
+            a.vmovss(dword_ptr(rsi + rax + 4), xmm4)?;
+        } else {
+            // the pad of an odd k, then the scale at 4 ceil(k / 2)
+            let mut even = a.create_label();
+            a.test(cl, 1)?;
+            a.jz(even)?;
+            a.mov(word_ptr(rsi + rcx * 2), 0)?;
+            a.set_label(&mut even)?;
+            a.lea(rax, ptr(rcx + 1))?;
+            a.shr(rax, 1)?;
+            a.vmovss(dword_ptr(rsi + rax * 4), xmm4)?;
+        }
         a.jmp(next)?;
-        // an unusable row: zeros and scale 0 (ceil(k / 2) + 1 dwords)
+        // an unusable row: zeros and scale 0 (`Pairs`: ceil(k / 2) + 1 dwords; `Quads`:
+        // ceil(k / 4) + 2)
         a.set_label(&mut bad)?;
-        a.lea(r11, ptr(rcx + 1))?;
-        a.shr(r11, 1)?;
+        if quads {
+            a.lea(r11, ptr(rcx + 7))?;
+            a.shr(r11, 2)?;
+        } else {
+            a.lea(r11, ptr(rcx + 1))?;
+            a.shr(r11, 1)?;
+        }
         a.xor(eax, eax)?;
         let mut lz = a.create_label();
         a.set_label(&mut lz)?;
@@ -449,21 +481,37 @@ pub fn avx2_softmax(scale: f32) -> Result<Vec<u8>, CodegenError> {
 /// A peak-throughput loop: `iters` rounds of 12 independent `vfmadd231ps` on ymm registers
 /// (192 flops a round), no memory traffic. `peak(iters)`, System V.
 pub fn avx2_peak() -> Result<Vec<u8>, CodegenError> {
-    let y = [
-        ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11,
-    ];
+    peak_loop(false)
+}
+
+/// `avx2_peak` on zmm registers (384 flops a round), for AVX-512 targets.
+pub fn avx512_peak() -> Result<Vec<u8>, CodegenError> {
+    peak_loop(true)
+}
+
+fn peak_loop(zmm: bool) -> Result<Vec<u8>, CodegenError> {
     let mut a = CodeAssembler::new(64).map_err(asm_err)?;
+    let y = [
+        ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11, ymm12, ymm13,
+    ];
+    let z = [
+        zmm0, zmm1, zmm2, zmm3, zmm4, zmm5, zmm6, zmm7, zmm8, zmm9, zmm10, zmm11, zmm12, zmm13,
+    ];
     (|| -> Result<(), IcedError> {
-        for r in y.iter().chain([ymm12, ymm13].iter()) {
-            a.vxorps(*r, *r, *r)?;
+        for r in y {
+            a.vxorps(r, r, r)?;
         }
         let mut done = a.create_label();
         let mut top = a.create_label();
         a.test(rdi, rdi)?;
         a.jz(done)?;
         a.set_label(&mut top)?;
-        for r in y {
-            a.vfmadd231ps(r, ymm12, ymm13)?;
+        for i in 0..12 {
+            if zmm {
+                a.vfmadd231ps(z[i], z[12], z[13])?;
+            } else {
+                a.vfmadd231ps(y[i], y[12], y[13])?;
+            }
         }
         a.dec(rdi)?;
         a.jnz(top)?;

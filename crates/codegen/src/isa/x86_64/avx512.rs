@@ -1,13 +1,180 @@
-//! The AVX-512 GEMM microkernel (12 x 16 tile), for targets with avx512f; its epilogue runs
-//! the AVX2 activation code on each half of an accumulator.
+//! The AVX-512 GEMM microkernels (12 x 16 tiles), for targets with avx512f: f32 with FMA, and
+//! int8 with AVX512-VNNI's `vpdpbusd`; their epilogue runs the AVX2 activation code on each
+//! half of an accumulator.
 
 use iced_x86::code_asm::*;
 
-use super::{act8, function, k_loop, MicroEpi};
-use crate::lower::CodegenError;
+use super::{act8, function, k_loop, prefetch_args, Consts, MicroEpi};
+use crate::lower::{CodegenError, QFormat, QPANEL_HEADER};
 
-/// Rows of the AVX-512 GEMM microkernel's tile.
+/// Rows of the AVX-512 GEMM microkernels' tiles.
 pub const AVX512_MR: usize = 12;
+
+/// The accumulators, one a row (EVEX-only registers, so that the epilogue's VEX code has
+/// ymm0..ymm15 to itself).
+const ACC: [AsmRegisterZmm; AVX512_MR] = [
+    zmm16, zmm17, zmm18, zmm19, zmm20, zmm21, zmm22, zmm23, zmm24, zmm25, zmm26, zmm27,
+];
+
+/// Row `r` of a tile at byte `off`: row `r` is at base `r / 3` plus `r % 3` strides.
+fn row(bases: &[AsmRegister64; 4], stride: AsmRegister64, r: usize, off: i32) -> AsmMemoryOperand {
+    let b = bases[r / 3];
+    match r % 3 {
+        0 => b + off,
+        1 => b + stride + off,
+        _ => b + stride * 2 + off,
+    }
+}
+
+/// The A bases rdi, r10, r11, rcx (three rows each, stride rsi): sets them up from rdi,
+/// saving rcx (the output) in the red zone when a fourth base needs it.
+fn a_bases(a: &mut CodeAssembler, mr: usize) -> Result<[AsmRegister64; 4], IcedError> {
+    let abase = [rdi, r10, r11, rcx];
+    let nbases = mr.div_ceil(3);
+    if nbases == 4 {
+        a.mov(qword_ptr(rsp - 8), rcx)?;
+    }
+    for j in 1..nbases {
+        a.lea(abase[j], ptr(abase[j - 1] + rsi * 2))?;
+        a.add(abase[j], rsi)?;
+    }
+    Ok(abase)
+}
+
+/// Restores rcx (the output) after `a_bases` when it was the fourth base.
+fn restore_c(a: &mut CodeAssembler, mr: usize) -> Result<(), IcedError> {
+    if mr.div_ceil(3) == 4 {
+        a.mov(rcx, qword_ptr(rsp - 8))?;
+    }
+    Ok(())
+}
+
+/// The end of both kernels: the activation and the residual add on the f32 tile in the
+/// accumulators, then the store to `c` (`rcx`, stride `r8`; the residual tile at the 7th
+/// argument, same stride).
+fn store_tile(
+    a: &mut CodeAssembler,
+    consts: &mut Consts,
+    epi: MicroEpi,
+    mr: usize,
+) -> Result<(), IcedError> {
+    let nbases = mr.div_ceil(3);
+    // C bases rcx, rsi, rdi, r9 (stride r8); residual bases rax, r10, r11, rdx
+    let cbase = [rcx, rsi, rdi, r9];
+    for j in 1..nbases {
+        a.lea(cbase[j], ptr(cbase[j - 1] + r8 * 2))?;
+        a.add(cbase[j], r8)?;
+    }
+    if epi.act.is_none() && !epi.residual {
+        for (r, acc_r) in ACC.iter().enumerate().take(mr) {
+            a.vmovups(zmmword_ptr(row(&cbase, r8, r, 0)), *acc_r)?;
+        }
+        return Ok(());
+    }
+    let rbase = [rax, r10, r11, rdx];
+    if epi.residual {
+        a.mov(rax, qword_ptr(rsp + 8))?;
+        for j in 1..nbases {
+            a.lea(rbase[j], ptr(rbase[j - 1] + r8 * 2))?;
+            a.add(rbase[j], r8)?;
+        }
+    }
+    for (r, acc_r) in ACC.iter().enumerate().take(mr) {
+        for (half, y) in [ymm0, ymm1].into_iter().enumerate() {
+            let off = 32 * half as i32;
+            a.vextractf64x4(y, *acc_r, half as u32)?;
+            if let Some(act) = epi.act {
+                act8(a, consts, act, y, [ymm12, ymm13, ymm14, ymm15])?;
+            }
+            if epi.residual {
+                a.vaddps(y, y, ymmword_ptr(row(&rbase, r8, r, off)))?;
+            }
+            a.vmovups(ymmword_ptr(row(&cbase, r8, r, off)), y)?;
+        }
+    }
+    Ok(())
+}
+
+/// The int8 GEMM microkernel for AVX512-VNNI on k in fours: `kernel(a, lda, bp, c, ldc,
+/// quads[, res][, pf, pf_step])` over rows quantized in fours (`QFormat::Quads`: `4 quads`
+/// signed bytes, then `-128 Σ xq` as i32, then the f32 scale) and one panel in fours
+/// (`pack_qlinear`: 16 biases, 16 scales, then for each four of k the 16 columns' `w + 128`
+/// as unsigned bytes). An `mr x 16` tile (`mr <= AVX512_MR`), one zmm accumulator a row: each
+/// four of k is one load of the panel's 64 bytes and, for each row, one `vpdpbusd` of them
+/// with the row's four bytes broadcast from memory (`{1to16}`), which adds the four products
+/// `(w + 128) xq` to each column's i32 without saturating (at most 4 · 255 · 128 a step, so
+/// any depth below 2^16 sums exactly). Adding the row's `-128 Σ xq` leaves `Σ w xq`, the sum
+/// the pair kernels compute; then `fma(f32(acc), s_row · s_col, bias)`, the epilogue and the
+/// store as in the f32 kernel.
+pub fn avx512vnni_qkernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
+    qkernel(mr, epi, QFormat::Quads)
+}
+
+/// The int8 GEMM microkernel for AVX512-VNNI on k in pairs (rows of up to 16-bit integers,
+/// `QFormat::Pairs`): as `avx512vnni_qkernel`, each pair of k one `vpmovsxbw` of the panel's
+/// 32 bytes to 16-bit words and, for each row, one `vpdpwssd` with the row's pair broadcast
+/// (exact i32 sums, as `avx2_qkernel`'s `vpmaddwd`), no sum term.
+pub fn avx512vnni_pairs_qkernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
+    qkernel(mr, epi, QFormat::Pairs)
+}
+
+fn qkernel(mr: usize, epi: MicroEpi, format: QFormat) -> Result<Vec<u8>, CodegenError> {
+    assert!((1..=AVX512_MR).contains(&mr), "mr out of range");
+    assert!(
+        !epi.accumulate,
+        "the int8 tiles start from the biases (k is never split)"
+    );
+    let (bias, scales, t) = (zmm30, zmm31, zmm28);
+    let bregs = [zmm28, zmm29];
+    let step = (16 * format.group()) as i32;
+    function(|a, consts| {
+        let pf_step = prefetch_args(a, epi)?;
+        a.vmovups(bias, zmmword_ptr(rdx))?;
+        a.vmovups(scales, zmmword_ptr(rdx + 64))?;
+        a.add(rdx, QPANEL_HEADER as i32)?;
+        for acc in ACC.iter().take(mr) {
+            a.vpxord(*acc, *acc, *acc)?;
+        }
+        let abase = a_bases(a, mr)?;
+        let nbases = mr.div_ceil(3);
+        k_loop(
+            a,
+            epi.prefetch.then_some(pf_step),
+            &abase[..nbases],
+            [step, 4],
+            |a, u| {
+                let b = bregs[u as usize % 2];
+                match format {
+                    QFormat::Quads => a.vmovdqu32(b, zmmword_ptr(rdx + step * u))?,
+                    QFormat::Pairs => a.vpmovsxbw(b, ymmword_ptr(rdx + step * u))?,
+                }
+                for (r, acc_r) in ACC.iter().enumerate().take(mr) {
+                    let x = dword_bcst(row(&abase, rsi, r, 4 * u));
+                    match format {
+                        QFormat::Quads => a.vpdpbusd(*acc_r, b, x)?,
+                        QFormat::Pairs => a.vpdpwssd(*acc_r, b, x)?,
+                    }
+                }
+                Ok(())
+            },
+        )?;
+        // the A bases now point at each row's sum term (fours), then its scale
+        let scale_at = match format {
+            QFormat::Quads => 4,
+            QFormat::Pairs => 0,
+        };
+        for (r, acc_r) in ACC.iter().enumerate().take(mr) {
+            if format == QFormat::Quads {
+                a.vpaddd(*acc_r, *acc_r, dword_bcst(row(&abase, rsi, r, 0)))?;
+            }
+            a.vcvtdq2ps(*acc_r, *acc_r)?;
+            a.vmulps(t, scales, dword_bcst(row(&abase, rsi, r, scale_at)))?;
+            a.vfmadd213ps(*acc_r, t, bias)?;
+        }
+        restore_c(a, mr)?;
+        store_tile(a, consts, epi, mr)
+    })
+}
 
 /// The GEMM microkernel for AVX-512 (AVX512F, with AVX2 and FMA for the epilogue): an
 /// `mr x 16` tile (`mr <= AVX512_MR`) with one zmm accumulator a row, the same arguments,
@@ -19,34 +186,12 @@ pub const AVX512_MR: usize = 12;
 /// base + stride, base + 2 stride); the fourth A base is rcx, kept in the red zone meanwhile.
 pub fn avx512_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
     assert!((1..=AVX512_MR).contains(&mr), "mr out of range");
-    let acc = [
-        zmm16, zmm17, zmm18, zmm19, zmm20, zmm21, zmm22, zmm23, zmm24, zmm25, zmm26, zmm27,
-    ];
     let bregs = [zmm28, zmm29];
-    // row r at base (r / 3) plus (r % 3) strides
-    fn row(
-        bases: &[AsmRegister64; 4],
-        stride: AsmRegister64,
-        r: usize,
-        off: i32,
-    ) -> AsmMemoryOperand {
-        let b = bases[r / 3];
-        match r % 3 {
-            0 => b + off,
-            1 => b + stride + off,
-            _ => b + stride * 2 + off,
-        }
-    }
-    let nbases = mr.div_ceil(3);
     function(|a, consts| {
-        let pf_arg = 8 + 8 * i32::from(epi.residual);
-        let pf_step = qword_ptr(rsp + (pf_arg + 8));
-        if epi.prefetch {
-            a.mov(rax, qword_ptr(rsp + pf_arg))?;
-        }
+        let pf_step = prefetch_args(a, epi)?;
         if epi.accumulate {
             // the partial sums in the output tile: rows 3 j.. from r10 = c + 3 j ldc
-            for (r, acc_r) in acc.iter().enumerate().take(mr) {
+            for (r, acc_r) in ACC.iter().enumerate().take(mr) {
                 let base = match r / 3 {
                     0 => rcx,
                     _ => r10,
@@ -65,20 +210,13 @@ pub fn avx512_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> 
             }
         } else {
             // the bias row starts every accumulator
-            for r in acc.iter().take(mr) {
+            for r in ACC.iter().take(mr) {
                 a.vmovups(*r, zmmword_ptr(rdx))?;
             }
             a.add(rdx, 64)?;
         }
-        // A bases: rdi, r10, r11, rcx (rcx saved below the stack pointer, in the red zone)
-        let abase = [rdi, r10, r11, rcx];
-        if nbases == 4 {
-            a.mov(qword_ptr(rsp - 8), rcx)?;
-        }
-        for j in 1..nbases {
-            a.lea(abase[j], ptr(abase[j - 1] + rsi * 2))?;
-            a.add(abase[j], rsi)?;
-        }
+        let abase = a_bases(a, mr)?;
+        let nbases = mr.div_ceil(3);
         k_loop(
             a,
             epi.prefetch.then_some(pf_step),
@@ -87,48 +225,13 @@ pub fn avx512_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> 
             |a, u| {
                 let b = bregs[u as usize % 2];
                 a.vmovups(b, zmmword_ptr(rdx + 64 * u))?;
-                for (r, acc_r) in acc.iter().enumerate().take(mr) {
+                for (r, acc_r) in ACC.iter().enumerate().take(mr) {
                     a.vfmadd231ps(*acc_r, b, dword_bcst(row(&abase, rsi, r, 4 * u)))?;
                 }
                 Ok(())
             },
         )?;
-        if nbases == 4 {
-            a.mov(rcx, qword_ptr(rsp - 8))?;
-        }
-        // C bases rcx, rsi, rdi, r9 (stride r8); residual bases rax, r10, r11, rdx
-        let cbase = [rcx, rsi, rdi, r9];
-        for j in 1..nbases {
-            a.lea(cbase[j], ptr(cbase[j - 1] + r8 * 2))?;
-            a.add(cbase[j], r8)?;
-        }
-        if epi.act.is_none() && !epi.residual {
-            for (r, acc_r) in acc.iter().enumerate().take(mr) {
-                a.vmovups(zmmword_ptr(row(&cbase, r8, r, 0)), *acc_r)?;
-            }
-        } else {
-            let rbase = [rax, r10, r11, rdx];
-            if epi.residual {
-                a.mov(rax, qword_ptr(rsp + 8))?;
-                for j in 1..nbases {
-                    a.lea(rbase[j], ptr(rbase[j - 1] + r8 * 2))?;
-                    a.add(rbase[j], r8)?;
-                }
-            }
-            for (r, acc_r) in acc.iter().enumerate().take(mr) {
-                for (half, y) in [ymm0, ymm1].into_iter().enumerate() {
-                    let off = 32 * half as i32;
-                    a.vextractf64x4(y, *acc_r, half as u32)?;
-                    if let Some(act) = epi.act {
-                        act8(a, consts, act, y, [ymm12, ymm13, ymm14, ymm15])?;
-                    }
-                    if epi.residual {
-                        a.vaddps(y, y, ymmword_ptr(row(&rbase, r8, r, off)))?;
-                    }
-                    a.vmovups(ymmword_ptr(row(&cbase, r8, r, off)), y)?;
-                }
-            }
-        }
-        Ok(())
+        restore_c(a, mr)?;
+        store_tile(a, consts, epi, mr)
     })
 }

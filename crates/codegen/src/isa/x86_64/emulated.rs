@@ -301,7 +301,7 @@ fn avx512_linear_driver_matches_the_reference_under_emulation() {
             caches: if small { tiny } else { target.caches },
             ..target.clone()
         };
-        let (obj, _) = crate::compile_gemm_bench(&t, k, n, false).unwrap();
+        let (obj, _) = crate::compile_gemm_bench(&t, k, n, None).unwrap();
         let (o, so) = (dir.join(format!("g{i}.o")), dir.join(format!("g{i}.so")));
         std::fs::write(&o, obj).unwrap();
         let st = Command::new("cc")

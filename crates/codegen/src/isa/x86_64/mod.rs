@@ -18,12 +18,14 @@ mod avx2;
 mod avx512;
 
 pub use avx2::{
-    avx2_kernel, avx2_peak, avx2_qkernel, avx2_quantize, avx2_softmax, avx512vnni_qkernel, AVX2_MR,
+    avx2_kernel, avx2_peak, avx2_qkernel, avx2_quantize, avx2_softmax, avx512_peak, AVX2_MR,
 };
-pub use avx512::{avx512_kernel, AVX512_MR};
+pub use avx512::{avx512_kernel, avx512vnni_pairs_qkernel, avx512vnni_qkernel, AVX512_MR};
 
 use iced_x86::code_asm::*;
 
+#[cfg(test)]
+use crate::lower::QFormat;
 use crate::lower::{Act, CodegenError};
 use bertc_ir::GeluApprox;
 
@@ -273,6 +275,19 @@ fn function(
     a.assemble(0).map_err(asm_err)
 }
 
+/// Loads the prefetch address into `rax` if the kernel prefetches, and returns the memory
+/// operand of its step (the arguments after the residual), for every GEMM microkernel.
+pub(super) fn prefetch_args(
+    a: &mut CodeAssembler,
+    epi: MicroEpi,
+) -> Result<AsmMemoryOperand, IcedError> {
+    let pf_arg = 8 + 8 * i32::from(epi.residual);
+    if epi.prefetch {
+        a.mov(rax, qword_ptr(rsp + pf_arg))?;
+    }
+    Ok(qword_ptr(rsp + (pf_arg + 8)))
+}
+
 /// The k loop of the GEMM microkernels: 4 steps an iteration, then single steps. `r9` counts
 /// the steps down, `rdx` walks the panel (`b_step` bytes a step) and each of `bases` (rows of
 /// `a`) `a_step` bytes a step; `step(a, u)` emits step `u` of an iteration, reading the panel
@@ -374,11 +389,12 @@ mod tests {
     #[test]
     fn kernels_assemble() {
         type Kernel = fn(usize, MicroEpi) -> Result<Vec<u8>, CodegenError>;
-        let kernels: [(Kernel, usize); 4] = [
+        let kernels: [(Kernel, usize); 5] = [
             (avx2_kernel, AVX2_MR),
             (avx2_qkernel, AVX2_MR),
-            (avx512vnni_qkernel, AVX2_MR),
+            (avx512vnni_qkernel, AVX512_MR),
             (avx512_kernel, AVX512_MR),
+            (avx512vnni_pairs_qkernel, AVX512_MR),
         ];
         for (j, (kernel, max_mr)) in kernels.into_iter().enumerate() {
             // the f32 tiles also start from the output (the int8 ones never)
@@ -411,7 +427,9 @@ mod tests {
         }
         assert!(!avx2_softmax(0.125).unwrap().is_empty());
         for abits in 2..=8 {
-            assert!(!avx2_quantize(abits).unwrap().is_empty());
+            for format in [QFormat::Pairs, QFormat::Quads] {
+                assert!(!avx2_quantize(abits, format).unwrap().is_empty());
+            }
         }
     }
 }
@@ -423,8 +441,8 @@ mod emulated;
 /// the AVX-512 ones with avx512f), the AVX2 softmax and peak loop; without them only the
 /// portable Cranelift kernels on 128-bit SSE vectors.
 pub fn isa(target: &bertc_targets::Target) -> super::Isa {
-    use super::{GemmKernels, Isa, QuantizeKernel, SoftmaxKernel};
-    use crate::lower::{LayoutKind, PANEL};
+    use super::{GemmKernels, Isa, PeakLoop, QuantizeKernel, SoftmaxKernel};
+    use crate::lower::{LayoutKind, QFormat, PANEL};
     let avx2 = target.has("avx2") && target.has("fma");
     let avx512 = avx2 && target.has("avx512f");
     let gemm = if avx512 {
@@ -452,28 +470,40 @@ pub fn isa(target: &bertc_targets::Target) -> super::Isa {
     } else {
         None
     };
-    // the int8 tiles: AVX2's on every x86-64 level that has it, with AVX512-VNNI's dot
-    // product where the target has it
-    let vnni = avx512 && target.has("avx512vl") && target.has("avx512vnni");
-    let qgemm = avx2.then_some(GemmKernels {
-        family: if vnni {
-            "avx512vnni_q8_6x16"
-        } else {
-            "avx2_q8_6x16"
-        },
+    // the int8 tiles: AVX512-VNNI's `vpdpbusd` on k in fours (8-bit activations) and
+    // `vpdpwssd` on k in pairs (wider ones) where the target has it, else AVX2's `vpmaddwd`
+    // on k in pairs (an int8 panel of depth 2048 is 32 KiB: k stays whole)
+    let vnni = avx512 && target.has("avx512vnni");
+    let int8 = |family, format, mr, assemble| GemmKernels {
+        family,
         dtype: bertc_ir::DType::I8,
-        layout: LayoutKind::QPanels,
-        mr: AVX2_MR,
+        layout: LayoutKind::QPanels(format),
+        mr,
         nr: PANEL,
         epilogues: true,
-        // an int8 panel of depth 2048 is 32 KiB: k stays whole
         accumulates: false,
-        assemble: if vnni {
-            avx512vnni_qkernel
-        } else {
-            avx2_qkernel
-        },
-    });
+        assemble,
+    };
+    let qgemm: Vec<GemmKernels> = if vnni {
+        vec![
+            int8(
+                "avx512vnni_q8_12x16",
+                QFormat::Quads,
+                AVX512_MR,
+                avx512vnni_qkernel as fn(usize, MicroEpi) -> super::Code,
+            ),
+            int8(
+                "avx512vnni_q16_12x16",
+                QFormat::Pairs,
+                AVX512_MR,
+                avx512vnni_pairs_qkernel,
+            ),
+        ]
+    } else if avx2 {
+        vec![int8("avx2_q8_6x16", QFormat::Pairs, AVX2_MR, avx2_qkernel)]
+    } else {
+        vec![]
+    };
     Isa {
         name: if avx512 {
             "x86-64 AVX-512"
@@ -494,7 +524,21 @@ pub fn isa(target: &bertc_targets::Target) -> super::Isa {
             name: "avx2_quantize",
             assemble: avx2_quantize,
         }),
-        fma_peak: if avx2 { Some(avx2_peak) } else { None },
+        fma_peak: if avx512 {
+            Some(PeakLoop {
+                assemble: avx512_peak,
+                flops: 384,
+                what: "12 independent 16-wide FMAs",
+            })
+        } else if avx2 {
+            Some(PeakLoop {
+                assemble: avx2_peak,
+                flops: 192,
+                what: "12 independent 8-wide FMAs",
+            })
+        } else {
+            None
+        },
         caches: target.caches,
     }
 }
