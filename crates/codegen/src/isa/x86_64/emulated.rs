@@ -1,4 +1,5 @@
-//! The AVX-512 microkernels, and the GEMM driver that calls them, against an f64 reference,
+//! The AVX-512 microkernels, and the GEMM drivers (f32, and int8 on AVX512-VNNI) that call
+//! them, against an f64 reference (the int8 one bit for bit),
 //! run under BochsCPU (an emulated x86-64 CPU with AVX-512; `scripts/x86-emulate`), since the
 //! machines the tests run on may lack AVX-512. The emulator is a Python package: `scripts/setup-x86-emulator` installs it into
 //! `target/x86-emu-venv`, or `BERTC_X86_EMULATOR` names a Python that has it. Without it the
@@ -302,32 +303,11 @@ fn avx512_linear_driver_matches_the_reference_under_emulation() {
             ..target.clone()
         };
         let (obj, _) = crate::compile_gemm_bench(&t, k, n, None).unwrap();
-        let (o, so) = (dir.join(format!("g{i}.o")), dir.join(format!("g{i}.so")));
-        std::fs::write(&o, obj).unwrap();
-        let st = Command::new("cc")
-            .args(["-shared", "-nostdlib", "-o"])
-            .arg(&so)
-            .arg(&o)
-            .status()
-            .expect("cc");
-        assert!(st.success());
-        let nm = Command::new("nm").arg("-D").arg(&so).output().expect("nm");
-        let nm = String::from_utf8(nm.stdout).unwrap();
-        let entry = nm
-            .lines()
-            .find(|l| l.ends_with(" bertc_bench_linear"))
-            .and_then(|l| u64::from_str_radix(l.split(' ').next()?, 16).ok())
-            .expect("bertc_bench_linear in nm -D");
-        let relocs = Command::new("readelf").arg("-r").arg(&so).output();
-        let relocs = String::from_utf8(relocs.expect("readelf").stdout).unwrap();
-        assert!(relocs.contains("no relocations"), "{relocs}");
-        let base = CODE + 0x100_0000 * i as u64;
         let x: Vec<f32> = (0..rows * k).map(|_| rng.next()).collect();
         let w: Vec<f32> = (0..n * k).map(|_| rng.next()).collect();
         let bias: Vec<f32> = (0..n).map(|_| rng.next()).collect();
         let packed = crate::lower::pack_linear(&w, Some(&bias), n, k);
         let canary = 777.0f32;
-        let out = vec![canary; rows * n + 16];
         let want: Vec<f64> = (0..rows * n)
             .map(|e| {
                 let (r, c) = (e / n, e % n);
@@ -336,26 +316,8 @@ fn avx512_linear_driver_matches_the_reference_under_emulation() {
                 })
             })
             .collect();
-        let mut regions: Vec<String> = elf_segments(&std::fs::read(&so).unwrap(), base)
-            .into_iter()
-            .map(|(addr, data)| region(addr, &hex(&data)))
-            .collect();
-        // the driver is a Cranelift function: a 64 KiB stack, rsp 8 below 16-byte alignment
-        let rsp = STACK + 0xfff8;
-        regions.extend([
-            region(A, &floats_hex(&x)),
-            region(B, &floats_hex(&packed)),
-            region(C, &floats_hex(&out)),
-            region(STACK, &hex(&vec![0u8; 0xfff8])),
-            region(rsp, &hex(&HLT.to_le_bytes())),
-            region(HLT, "f4"),
-        ]);
-        jobs.push(format!(
-            r#"{{"code_addr":{},"code":"","regions":[{}],"regs":{{"rdi":{A},"rsi":{C},"rdx":{rows},"rcx":{B},"rsp":{rsp}}},"read":[{{"addr":{C},"len":{}}}]}}"#,
-            base + entry,
-            regions.join(","),
-            (rows * n + 16) * 4
-        ));
+        let (a, b) = (floats_hex(&x), floats_hex(&packed));
+        jobs.push(linear_job(dir, i, &obj, [&a, &b], rows, rows * n, canary));
         wants.push((rows, k, n, want, canary));
     }
     let v = emulate(&python, &jobs, "driver");
@@ -371,6 +333,162 @@ fn avx512_linear_driver_matches_the_reference_under_emulation() {
                 "{what}: row {} col {}: {g} vs {w}",
                 e / n,
                 e % n
+            );
+        }
+        assert!(
+            got[rows * n..].iter().all(|g| g == canary),
+            "{what}: wrote past the output"
+        );
+    }
+}
+
+/// A job running the GEMM bench object `obj` (`bertc_bench_linear(a, c, rows, b)`, linked
+/// into a shared object in `dir`, the `i`-th at its own address) on the input rows `a` and
+/// the packed weights `b` (hex), with an output of `out` floats and 16 `canary` floats after
+/// it; the job reads the output and the canaries back.
+fn linear_job(
+    dir: &Path,
+    i: usize,
+    obj: &[u8],
+    [a, b]: [&str; 2],
+    rows: usize,
+    out: usize,
+    canary: f32,
+) -> String {
+    let (o, so) = (dir.join(format!("g{i}.o")), dir.join(format!("g{i}.so")));
+    std::fs::write(&o, obj).unwrap();
+    let st = Command::new("cc")
+        .args(["-shared", "-nostdlib", "-o"])
+        .arg(&so)
+        .arg(&o)
+        .status()
+        .expect("cc");
+    assert!(st.success());
+    let nm = Command::new("nm").arg("-D").arg(&so).output().expect("nm");
+    let nm = String::from_utf8(nm.stdout).unwrap();
+    let entry = nm
+        .lines()
+        .find(|l| l.ends_with(" bertc_bench_linear"))
+        .and_then(|l| u64::from_str_radix(l.split(' ').next()?, 16).ok())
+        .expect("bertc_bench_linear in nm -D");
+    let relocs = Command::new("readelf").arg("-r").arg(&so).output();
+    let relocs = String::from_utf8(relocs.expect("readelf").stdout).unwrap();
+    assert!(relocs.contains("no relocations"), "{relocs}");
+    let base = CODE + 0x100_0000 * i as u64;
+    let mut regions: Vec<String> = elf_segments(&std::fs::read(&so).unwrap(), base)
+        .into_iter()
+        .map(|(addr, data)| region(addr, &hex(&data)))
+        .collect();
+    // the driver is a Cranelift function: a 64 KiB stack, rsp 8 below 16-byte alignment
+    let rsp = STACK + 0xfff8;
+    regions.extend([
+        region(A, a),
+        region(B, b),
+        region(C, &floats_hex(&vec![canary; out + 16])),
+        region(STACK, &hex(&vec![0u8; 0xfff8])),
+        region(rsp, &hex(&HLT.to_le_bytes())),
+        region(HLT, "f4"),
+    ]);
+    format!(
+        r#"{{"code_addr":{},"code":"","regions":[{}],"regs":{{"rdi":{A},"rsi":{C},"rdx":{rows},"rcx":{B},"rsp":{rsp}}},"read":[{{"addr":{C},"len":{}}}]}}"#,
+        base + entry,
+        regions.join(","),
+        (out + 16) * 4
+    )
+}
+
+/// The int8 GEMM driver for an AVX512-VNNI target (`--cpu cascadelake`) on both formats:
+/// 8-bit activations in fours (`vpdpbusd`) and 16-bit ones in pairs (`vpdpwssd`), every tile
+/// height, partial last panels, both task orders; activations and weights at their extremes
+/// (±q, ±127); bit for bit against `fma(Σ x w, s_row · s_col, bias)` computed here.
+#[test]
+fn avx512vnni_int8_driver_is_exact_under_emulation() {
+    use crate::lower::{pack_qlinear, quantized_row, QFormat};
+    let Some(python) = emulator_or_skip() else {
+        return;
+    };
+    let target =
+        bertc_targets::Target::with_cpu("x86_64-unknown-linux-gnu", Some("cascadelake")).unwrap();
+    let tmp = tempdir("bertc-x86-emu-int8");
+    let dir = tmp.path();
+    let mut seed = 5u64;
+    let mut rnd = move |n: i64| {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((seed >> 33) as i64 % (2 * n + 1)) - n
+    };
+    let shapes = [
+        (5, 37, 40),
+        (12, 8, 16),
+        (23, 6, 50),
+        (70, 129, 35),
+        (131, 4, 20),
+    ];
+    let mut jobs = Vec::new();
+    let mut wants = Vec::new();
+    for (i, (&(rows, k, n), abits)) in shapes.iter().flat_map(|s| [(s, 8u8), (s, 16)]).enumerate() {
+        let format = QFormat::for_bits(crate::Isa::for_target(&target).int8_format(), abits);
+        assert_eq!(format == QFormat::Quads, abits == 8);
+        let q = (1i64 << (abits - 1)) - 1;
+        let x: Vec<i32> = (0..rows * k)
+            .map(|e| match e / k {
+                0 => q as i32,
+                1 => [q, -q][e % 2] as i32,
+                _ => rnd(q) as i32,
+            })
+            .collect();
+        let w: Vec<i8> = (0..n * k)
+            .map(|e| match e / k {
+                0 => 127,
+                1 => -127,
+                _ => rnd(127) as i8,
+            })
+            .collect();
+        let rs: Vec<f32> = (0..rows).map(|r| 1e-3 * (r + 1) as f32).collect();
+        let cs: Vec<f32> = (0..n).map(|j| 0.5 / (j + 3) as f32).collect();
+        let bias: Vec<f32> = (0..n).map(|j| j as f32 * 0.25 - 1.0).collect();
+        let a: Vec<u8> = (0..rows)
+            .flat_map(|r| quantized_row(&x[r * k..(r + 1) * k], rs[r], format))
+            .collect();
+        let b = pack_qlinear(&w, &cs, &bias, n, k, format);
+        let (obj, _) = crate::compile_gemm_bench(&target, k, n, Some(abits)).unwrap();
+        let canary = 777.0f32;
+        jobs.push(linear_job(
+            dir,
+            i,
+            &obj,
+            [&hex(&a), &hex(&b)],
+            rows,
+            rows * n,
+            canary,
+        ));
+        let want: Vec<f32> = (0..rows * n)
+            .map(|e| {
+                let (r, c) = (e / n, e % n);
+                let acc: i64 = (0..k)
+                    .map(|kk| x[r * k + kk] as i64 * w[c * k + kk] as i64)
+                    .sum();
+                (acc as f32).mul_add(rs[r] * cs[c], bias[c])
+            })
+            .collect();
+        wants.push((rows, k, n, abits, want, canary));
+    }
+    let v = emulate(&python, &jobs, "int8-driver");
+    let results = v["results"].as_array().expect("results");
+    assert_eq!(results.len(), wants.len());
+    for ((rows, k, n, abits, want, canary), r) in wants.iter().zip(results) {
+        let what = format!("{rows}x{k}x{n} at {abits} bits");
+        assert!(r["ok"].as_bool().unwrap(), "{what}: {}", r["error"]);
+        let got = unhex_floats(r["read"][0].as_str().unwrap());
+        for (e, w) in want.iter().enumerate() {
+            assert_eq!(
+                got[e].to_bits(),
+                w.to_bits(),
+                "{what}: row {} col {}: {} vs {w}",
+                e / n,
+                e % n,
+                got[e]
             );
         }
         assert!(
