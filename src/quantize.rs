@@ -160,6 +160,8 @@ pub struct LayerReport {
     pub k: usize,
     /// Activation bits of the int8 linear.
     pub abits: u8,
+    /// Whether its activations are smoothed (SmoothQuant's per-channel migration).
+    pub smoothed: bool,
     /// Relative RMS error of the int8 output with round-to-nearest and (if run) GPTQ weights.
     pub rtn_error: f64,
     pub gptq_error: Option<f64>,
@@ -204,37 +206,115 @@ pub fn quantize_model(
     Ok((report, layers))
 }
 
+/// One way of rounding a linear: its weights as they are, or smoothed (SmoothQuant: the
+/// input's channel `j` times `smooth[j]` at run time, the weights' column `j` divided by it),
+/// rounded to nearest and (with GPTQ) by GPTQ, and the sample as the quantizer will see it.
+struct Rounding {
+    smooth: Option<Vec<f32>>,
+    w: Vec<f32>,
+    sample: Vec<f32>,
+    rtn: (Vec<i8>, Vec<f32>),
+    gptq: Option<(Vec<i8>, Vec<f32>)>,
+}
+
+impl Rounding {
+    fn new(s: &LinearStats, w: &[f32], smooth: Option<Vec<f32>>, gptq: bool) -> Rounding {
+        let k = s.k;
+        let (w, sample, h) = match &smooth {
+            Some(m) => {
+                let w: Vec<f32> = w.iter().enumerate().map(|(i, v)| v / m[i % k]).collect();
+                let x = s.sample.iter().enumerate().map(|(i, v)| v * m[i % k]);
+                // the smoothed inputs' Hessian: diag(m) H diag(m)
+                let mut h = s.hessian.clone();
+                for r in 0..k {
+                    for c in 0..k {
+                        h.set(r, c, h.at(r, c) * m[r] as f64 * m[c] as f64);
+                    }
+                }
+                (w, x.collect(), std::borrow::Cow::Owned(h))
+            }
+            None => (
+                w.to_vec(),
+                s.sample.clone(),
+                std::borrow::Cow::Borrowed(&s.hessian),
+            ),
+        };
+        let rtn = quantize_rows(&w, s.n, k);
+        let gptq = gptq.then(|| quantize_calib::gptq(&w, s.n, k, &h)).flatten();
+        Rounding {
+            smooth,
+            w,
+            sample,
+            rtn,
+            gptq,
+        }
+    }
+
+    /// The errors of round to nearest and of GPTQ with activations of `bits` bits.
+    fn errors(&self, s: &LinearStats, bits: u8) -> (f64, Option<f64>) {
+        let e = |(q, sc): &(Vec<i8>, Vec<f32>)| {
+            quantize_calib::layer_error(&self.w, q, sc, s.n, s.k, &self.sample, bits)
+        };
+        (e(&self.rtn), self.gptq.as_ref().map(e))
+    }
+}
+
+/// SmoothQuant's multipliers (α = 1/2) for a linear's input: `m_j = sqrt(max_i |w_ij| /
+/// rms(x_j))` with the channel's RMS from the calibration Hessian's diagonal, normalised to a
+/// geometric mean of 1 (a zero channel or column keeps 1). Dividing by `m` moves an outlier
+/// channel's range from the activations, which share one scale a token, into the weights'
+/// column, which the per-channel weight scales absorb.
+fn smoothing(s: &LinearStats, w: &[f32]) -> Vec<f32> {
+    let k = s.k;
+    let mut m: Vec<f64> = (0..k)
+        .map(|j| {
+            let wmax = (0..s.n).fold(0f64, |a, i| a.max(w[i * k + j].abs() as f64));
+            let xrms = s.hessian.at(j, j).max(0.0).sqrt();
+            if wmax > 0.0 && xrms > 0.0 {
+                (wmax / xrms).sqrt()
+            } else {
+                1.0
+            }
+        })
+        .collect();
+    let mean_log = m.iter().map(|v| v.ln()).sum::<f64>() / k.max(1) as f64;
+    for v in &mut m {
+        *v /= mean_log.exp();
+    }
+    m.into_iter().map(|v| v as f32).collect()
+}
+
 /// One linear's rounding and precision: its activations at 8 bits if the options start
-/// there, widened (under `Activations::Auto`) when that error is over the budget; the weights
-/// GPTQ's where they measure better; fp32 when even that is over the budget.
+/// there, smoothed where that measures better, widened
+/// (under `Activations::Auto`) when still over it; the weights GPTQ's where they measure
+/// better; fp32 when even that is over the budget.
 fn decide(g: &Graph, s: &LinearStats, o: &QuantizeOptions) -> (LayerReport, LinearChoice) {
     let w = quantize_calib::weights(g, s);
     let wide = qlinear_max_abits(s.k);
     let mut abits = if o.narrow() { 8.min(wide) } else { wide };
-    let (rq, rs) = quantize_rows(&w, s.n, s.k);
-    let gptq = match o.method() {
-        QuantizeMethod::Gptq => quantize_calib::gptq(&w, s.n, s.k, &s.hessian),
-        QuantizeMethod::Rtn => None,
-    };
-    let error = |q: &[i8], sc: &[f32], bits| {
-        quantize_calib::layer_error(&w, q, sc, s.n, s.k, &s.sample, bits)
-    };
-    let measure = |bits| {
-        let rtn = error(&rq, &rs, bits);
-        let g = gptq.as_ref().map(|(q, sc)| error(q, sc, bits));
-        (rtn, g)
-    };
-    let (mut rtn_error, mut gptq_error) = measure(abits);
-    let best = |r: f64, g: Option<f64>| g.map_or(r, |g| g.min(r));
-    if best(rtn_error, gptq_error) > o.budget && o.activations == Activations::Auto && abits < wide
-    {
-        abits = wide;
-        (rtn_error, gptq_error) = measure(abits);
+    let gptq = o.method() == QuantizeMethod::Gptq;
+    let best = |(r, g): (f64, Option<f64>)| g.map_or(r, |g| g.min(r));
+    let mut r = Rounding::new(s, &w, None, gptq);
+    let mut errors = r.errors(s, abits);
+    if abits < wide {
+        // 8-bit activations lose most to outlier channels: smoothed where that measures better
+        let sm = Rounding::new(s, &w, Some(smoothing(s, &w)), gptq);
+        let e = sm.errors(s, abits);
+        if best(e) < best(errors) {
+            (r, errors) = (sm, e);
+        }
     }
+    if best(errors) > o.budget && o.activations == Activations::Auto && abits < wide {
+        abits = wide;
+        r = Rounding::new(s, &w, None, gptq);
+        errors = r.errors(s, abits);
+    }
+    let (rtn_error, gptq_error) = errors;
     // GPTQ's weights where they measure better on the sample
-    let (q, scales, error) = match (&gptq, gptq_error) {
-        (Some((q, sc)), Some(e)) if e <= rtn_error => (q.clone(), sc.clone(), e),
-        _ => (rq, rs, rtn_error),
+    let smoothed = r.smooth.is_some();
+    let (q, scales, error) = match (r.gptq, gptq_error) {
+        (Some((q, sc)), Some(e)) if e <= rtn_error => (q, sc, e),
+        _ => (r.rtn.0, r.rtn.1, rtn_error),
     };
     let over = error > o.budget;
     (
@@ -243,6 +323,7 @@ fn decide(g: &Graph, s: &LinearStats, o: &QuantizeOptions) -> (LayerReport, Line
             n: s.n,
             k: s.k,
             abits,
+            smoothed,
             rtn_error,
             gptq_error,
             precision: if over { "fp32" } else { "int8" },
@@ -250,7 +331,12 @@ fn decide(g: &Graph, s: &LinearStats, o: &QuantizeOptions) -> (LayerReport, Line
         if over {
             LinearChoice::Fp32
         } else {
-            LinearChoice::Int8 { q, scales, abits }
+            LinearChoice::Int8 {
+                q,
+                scales,
+                abits,
+                smooth: r.smooth,
+            }
         },
     )
 }
@@ -271,8 +357,9 @@ pub fn layer_lines(layers: &[LayerReport]) -> String {
         let gptq = l
             .gptq_error
             .map_or(String::new(), |e| format!(", gptq {:.2}%", 100.0 * e));
+        let smoothed = if l.smoothed { ", smoothed" } else { "" };
         s += &format!(
-            "      {:<28} {:>5} x {:<5} {} (activations {} bits): error rtn {:.2}%{gptq}\n",
+            "      {:<28} {:>5} x {:<5} {} (activations {} bits{smoothed}): error rtn {:.2}%{gptq}\n",
             l.weight,
             l.n,
             l.k,

@@ -272,9 +272,10 @@ fn quant_section(layers: &[LayerReport]) -> String {
         let err = l.gptq_error.map_or(l.rtn_error, |g| g.min(l.rtn_error));
         let width = (120.0 * err / worst).round() as usize;
         let over = if l.precision == "fp32" { " over" } else { "" };
+        let smoothed = if l.smoothed { ", smoothed" } else { "" };
         let _ = write!(
             rows,
-            "<tr><td>{}</td><td class=n>{} x {}</td><td class=prec>{}</td><td class=n>{}</td><td class=n>{:.3}%</td><td class=n>{}</td><td><span class=\"bar{over}\" style=\"width:{width}px\"></span></td></tr>",
+            "<tr><td>{}</td><td class=n>{} x {}</td><td class=prec>{}</td><td class=n>{}{smoothed}</td><td class=n>{:.3}%</td><td class=n>{}</td><td><span class=\"bar{over}\" style=\"width:{width}px\"></span></td></tr>",
             esc(&l.weight),
             l.n,
             l.k,

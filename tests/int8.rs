@@ -451,3 +451,79 @@ fn int8_gemm_is_exact_at_the_extremes() {
         }
     }
 }
+
+/// SmoothQuant (`Rounding` with `smooth` in the driver: each linear's input channels
+/// multiplied at run time, its weight columns divided, chosen on calibration text where it
+/// measures better) compiled against the interpreter running the same quantized graph
+/// (`bertc run` with the same flags), 8-bit activations, on texts through the model's
+/// tokenizer; the compile output must say that some linears were smoothed, so that the path
+/// is exercised.
+#[test]
+fn smoothed_int8_executable_matches_the_interpreter() {
+    let dir = scratch("int8-smooth");
+    let model = model_dir("bert-small-random").join("model.onnx");
+    let cal = shared().join("data/sts-b/sts-train.csv");
+    let flags = [
+        "--quantize",
+        "int8",
+        "--quantize-activations",
+        "8",
+        "--calibration",
+        cal.to_str().unwrap(),
+        "--calibration-samples",
+        "64",
+        "--output",
+        "mean",
+    ];
+    let exe = dir.join("smooth");
+    let mut args = vec![
+        "compile",
+        model.to_str().unwrap(),
+        "-o",
+        exe.to_str().unwrap(),
+    ];
+    args.extend(flags);
+    let o = bertc(&args);
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{log}");
+    assert!(log.contains("smoothed"), "no linear was smoothed:\n{log}");
+    let texts = [
+        "A man is playing a guitar.",
+        "Three dogs run across a snowy field while children watch from the fence.",
+        "short",
+    ];
+    let out = std::process::Command::new(&exe)
+        .stdin(
+            std::fs::File::open({
+                let p = dir.join("texts.txt");
+                std::fs::write(&p, texts.join("\n") + "\n").unwrap();
+                p
+            })
+            .unwrap(),
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let mut args = vec!["run", model.to_str().unwrap()];
+    args.extend(flags);
+    for t in texts {
+        args.extend(["--text", t]);
+    }
+    let r = bertc(&args);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let parse = |b: &[u8]| -> Vec<Vec<f32>> {
+        String::from_utf8_lossy(b)
+            .lines()
+            .map(|l| l.split_whitespace().map(|v| v.parse().unwrap()).collect())
+            .collect()
+    };
+    let (got, want) = (parse(&out.stdout), parse(&r.stdout));
+    assert_eq!(got.len(), texts.len());
+    assert_eq!(want.len(), texts.len());
+    for (g, w) in got.iter().zip(&want) {
+        let scale = w.iter().fold(1f32, |m, v| m.max(v.abs()));
+        let err = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+        eprintln!("smoothed int8 against the interpreter: relative error {err:.2e}");
+        assert!(err <= TOL_INT8_A8, "relative error {err:e}");
+    }
+}

@@ -5,6 +5,7 @@
 //! `shim` writes the C glue (argument checks, the public ABI, the executable's I/O).
 
 mod attention;
+mod bench;
 mod emit;
 mod gemm;
 mod isa;
@@ -30,10 +31,12 @@ use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{DataDescription, DataId, FuncId, Linkage, Module};
 use cranelift_object::{ObjectBuilder, ObjectModule};
 
+pub use bench::compile_gemm_bench;
 pub use isa::Isa;
 pub use lower::{
     lower, pack_linear, pack_qlinear, quant_row_floats, quantized_row, Act, CodegenError,
-    LayoutKind, LinearWeights, Program, QFormat, Rows, Step, Weight, WeightLayout, PANEL,
+    LayoutKind, LinearWeights, Program, QFormat, QuantRows, Rows, Step, Weight, WeightLayout,
+    PANEL,
 };
 
 use attention::{attention_gemm, AttnScratch};
@@ -177,101 +180,6 @@ fn sig_n(cc: cranelift_codegen::isa::CallConv, n: usize) -> Signature {
         s.params.push(AbiParam::new(types::I64));
     }
     s
-}
-
-/// An object for measuring the GEMM code compiled models use: the exported
-/// `bertc_bench_linear(x, out, rows, packed)` is the linear kernel for a `k -> n` layer, and,
-/// where the ISA has a peak loop, `bertc_bench_peak(iters)` runs `iters` rounds of it to
-/// measure the core's peak. With `int8`, the linear is the int8
-/// one over rows quantized to `abits` bits (in the format the ISA's kernels read for them),
-/// and `bertc_bench_quantize(x, out, rows)` quantizes rows of `k` f32 for it, as a model's
-/// quantize step does. Returns the object and the peak loop, if it is there.
-pub fn compile_gemm_bench(
-    target: &Target,
-    k: usize,
-    n: usize,
-    int8: Option<u8>,
-) -> Result<(Vec<u8>, Option<isa::PeakLoop>), CodegenError> {
-    let (mut module, isa, mut asm) = new_module(target, "bertc_bench")?;
-    let cc = module.isa().default_call_conv();
-    let fe = module.isa().frontend_config();
-    let id = module
-        .declare_function("bertc_bench_linear", Linkage::Export, &sig_n(cc, 4))
-        .map_err(cl_err)?;
-    let mut fctx = module.make_context();
-    fctx.func.signature = sig_n(cc, 4);
-    // the kernels are chosen by the step they serve (the int8 family, the tiles of the k
-    // blocks)
-    let format = int8.map(|abits| QFormat::for_bits(isa.int8_format(), abits));
-    let weights = format.map_or(LinearWeights::F32, LinearWeights::Int8);
-    let step = Step::Linear {
-        x: 0,
-        out: 0,
-        packed: 0,
-        k,
-        n,
-        act: None,
-        residual: None,
-        weights,
-    };
-    let micro_refs = asm.refs_for(&mut module, &mut fctx.func, Some(&step))?;
-    let mut fbc = FunctionBuilderContext::new();
-    {
-        let (b, a) = entry_block(&mut fctx.func, &mut fbc);
-        let mut e = Emit::new(b, isa.lanes, isa.fma);
-        let tasks = gemm::linear_task_count(&mut e, a[2], n, weights, &isa);
-        let zero = e.i(0);
-        let args = [a[0], a[1], a[2], a[3]];
-        emit_linear(
-            &mut e,
-            args,
-            [zero, tasks],
-            k,
-            n,
-            weights,
-            &isa,
-            &micro_refs,
-            &linear::Epilogue::NONE,
-        );
-        e.b.ins().return_(&[]);
-        e.b.finalize(fe);
-    }
-    define(&mut module, id, &mut fctx, "bertc_bench_linear")?;
-    if let (Some(abits), Some(format)) = (int8, format) {
-        let id = module
-            .declare_function("bertc_bench_quantize", Linkage::Export, &sig_n(cc, 3))
-            .map_err(cl_err)?;
-        fctx.func.signature = sig_n(cc, 3);
-        let step = Step::Quantize {
-            x: 0,
-            out: 0,
-            k,
-            abits,
-            format,
-        };
-        let refs = asm.refs_for(&mut module, &mut fctx.func, Some(&step))?;
-        let (b, a) = entry_block(&mut fctx.func, &mut fbc);
-        let mut e = Emit::new(b, isa.lanes, isa.fma);
-        let zero = e.i(0);
-        let tasks = e.b.ins().iadd_imm_s(a[2], kernels::ROW_BLOCK - 1);
-        let tasks = e.b.ins().udiv_imm_u(tasks, kernels::ROW_BLOCK);
-        let args = [a[0], a[1], a[2]];
-        let rows = (abits, format);
-        qkernels::quantize_rows(&mut e, args, [zero, tasks], k, rows, refs.quantize);
-        e.b.ins().return_(&[]);
-        e.b.finalize(fe);
-        define(&mut module, id, &mut fctx, "bertc_bench_quantize")?;
-    }
-    if let Some(peak) = isa.fma_peak {
-        let id = module
-            .declare_function("bertc_bench_peak", Linkage::Export, &sig_n(cc, 1))
-            .map_err(cl_err)?;
-        module
-            .define_function_bytes(id, 16, &(peak.assemble)()?, &[])
-            .map_err(cl_err)?;
-    }
-    let object = module.finish().emit().map_err(cl_err)?;
-    Ok((object, isa.fma_peak))
 }
 
 /// Compiles a raised graph (one output selected) for `target`; symbols are prefixed `name`.
@@ -484,7 +392,10 @@ pub fn compile_with(
                 } => {
                     let r = rows(program.buffers[x].rows);
                     let mut args = vec![bufs[x], bufs[out], r, weights[gamma], weights[beta]];
-                    args.extend(quantized.map(|(q, ..)| bufs[q]));
+                    if let Some((q, qr)) = quantized {
+                        args.push(bufs[q]);
+                        args.extend(qr.smooth.map(|m| weights[m]));
+                    }
                     (args, row_tasks(&mut e, r))
                 }
                 Step::Linear {
@@ -501,9 +412,13 @@ pub fn compile_with(
                     let res = residual.map_or(bufs[x], |b| bufs[b]);
                     (vec![bufs[x], bufs[out], r, weights[packed], res], t)
                 }
-                Step::Quantize { x, out, .. } => {
+                Step::Quantize {
+                    x, out, rows: qr, ..
+                } => {
                     let r = rows(program.buffers[x].rows);
-                    (vec![bufs[x], bufs[out], r], row_tasks(&mut e, r))
+                    let mut args = vec![bufs[x], bufs[out], r];
+                    args.extend(qr.smooth.map(|m| weights[m]));
+                    (args, row_tasks(&mut e, r))
                 }
                 Step::Act { x, out, .. } => {
                     let r = rows(program.buffers[x].rows);
@@ -632,13 +547,16 @@ pub(crate) fn attn_dims(p: &Program) -> Option<(usize, usize)> {
 fn step_arg_count(step: &Step) -> usize {
     match step {
         Step::Embedding { word_scale, .. } => 9 + usize::from(word_scale.is_some()),
-        Step::LayerNorm { quantized, .. } => 5 + usize::from(quantized.is_some()),
+        Step::LayerNorm { quantized, .. } => match quantized {
+            Some((_, q)) => 6 + usize::from(q.smooth.is_some()),
+            None => 5,
+        },
+        Step::Quantize { rows, .. } => 3 + usize::from(rows.smooth.is_some()),
         Step::Linear { .. } => 5,
         Step::Add { .. } | Step::Scatter { .. } => 4,
         Step::Pool { .. } => 5,
         Step::Act { .. }
         | Step::FakeQuant { .. }
-        | Step::Quantize { .. }
         | Step::Cls { .. }
         | Step::MeanPool { .. }
         | Step::MaxPool { .. }
@@ -665,7 +583,7 @@ fn kernel_key(step: &Step, p: &Program) -> String {
         Step::LayerNorm {
             x, eps, quantized, ..
         } => match quantized {
-            Some((_, bits, format)) => format!("ln {} {eps:e} q{bits} {format:?}", w(*x)),
+            Some((_, q)) => format!("ln {} {eps:e} {q:?}", w(*x)),
             None => format!("ln {} {eps:e}", w(*x)),
         },
         Step::Linear {
@@ -683,9 +601,7 @@ fn kernel_key(step: &Step, p: &Program) -> String {
             };
             format!("{op} {k} {n} {act:?} {}", residual.is_some())
         }
-        Step::Quantize {
-            k, abits, format, ..
-        } => format!("quantize {k} {abits} {format:?}"),
+        Step::Quantize { k, rows, .. } => format!("quantize {k} {rows:?}"),
         Step::Act { x, act, .. } => format!("act {act:?} {}", w(*x)),
         Step::Add { a, .. } => format!("add {}", w(*a)),
         Step::Attention { heads, scale, .. } => {
@@ -733,10 +649,10 @@ fn emit_step(
         } => {
             kernels::layer_norm(e, [a[0], a[1], a[2], a[3], a[4]], range, w(*x), *eps);
             // the task's normalised rows, still in cache, quantized for the int8 linears
-            if let Some((_, bits, format)) = quantized {
+            if let Some((_, qr)) = quantized {
                 let q = [a[1], a[5], a[2]];
-                let rows = (*bits, *format);
-                qkernels::quantize_rows(e, q, range, w(*x), rows, micro.quantize);
+                let m = qr.smooth.map(|_| a[6]);
+                qkernels::quantize_rows(e, q, range, w(*x), (*qr, m), micro.quantize);
             }
         }
         Step::Linear {
@@ -754,11 +670,10 @@ fn emit_step(
             let args = [a[0], a[1], a[2], a[3]];
             emit_linear(e, args, range, *k, *n, *weights, isa, micro, &epi);
         }
-        Step::Quantize {
-            k, abits, format, ..
-        } => {
+        Step::Quantize { k, rows, .. } => {
             let args = [a[0], a[1], a[2]];
-            qkernels::quantize_rows(e, args, range, *k, (*abits, *format), micro.quantize)
+            let m = rows.smooth.map(|_| a[3]);
+            qkernels::quantize_rows(e, args, range, *k, (*rows, m), micro.quantize)
         }
         Step::Act { x, act, .. } => kernels::activation(e, [a[0], a[1], a[2]], range, w(*x), *act),
         Step::Add { a: x, .. } => kernels::add(e, [a[0], a[1], a[2], a[3]], range, w(*x)),

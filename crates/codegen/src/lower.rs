@@ -8,8 +8,8 @@ use bertc_ir::{BinaryOp, DType, Graph, NodeId, Op, TokenTypes, UnaryOp};
 
 pub use crate::program::{
     pack_linear, pack_qlinear, qpanel_bytes, quant_row_floats, quantized_row, Act, BufId, Buffer,
-    Elem, LayoutKind, LinearWeights, Program, QFormat, Rows, Step, Weight, WeightId, WeightLayout,
-    PANEL, QPANEL_HEADER,
+    Elem, LayoutKind, LinearWeights, Program, QFormat, QuantRows, Rows, Step, Weight, WeightId,
+    WeightLayout, PANEL, QPANEL_HEADER,
 };
 
 /// Why a graph cannot be compiled.
@@ -30,8 +30,9 @@ struct Lowering<'g> {
     p: Program,
     buf_of: HashMap<NodeId, BufId>,
     weight_of: HashMap<NodeId, WeightId>,
-    /// The quantized copy of a value for int8 linears, by value and activation bits.
-    quantized: HashMap<(NodeId, u8), BufId>,
+    /// The quantized copy of a value for int8 linears, by value, activation bits and
+    /// smoothing weight.
+    quantized: HashMap<(NodeId, u8, Option<WeightId>), BufId>,
     /// How int8 linears with 8-bit activations group k (what the target's int8 kernels read;
     /// wider activations are in pairs).
     qformat: QFormat,
@@ -118,14 +119,24 @@ impl Lowering<'_> {
 
     /// The quantized copy of `x` (`abits` bits) for an int8 linear, with the step that makes
     /// it the first time it is asked for (linears reading the same value share it).
-    fn quantized(&mut self, x: NodeId, abits: u8) -> Result<BufId, CodegenError> {
-        if let Some(&b) = self.quantized.get(&(x, abits)) {
+    fn quantized(
+        &mut self,
+        x: NodeId,
+        abits: u8,
+        smooth: Option<WeightId>,
+    ) -> Result<BufId, CodegenError> {
+        if let Some(&b) = self.quantized.get(&(x, abits, smooth)) {
             return Ok(b);
         }
         let src = self.buf(x)?;
         let k = self.p.buffers[src].width;
         let id = self.p.buffers.len();
         let format = QFormat::for_bits(self.qformat, abits);
+        let rows = QuantRows {
+            abits,
+            format,
+            smooth,
+        };
         self.p.buffers.push(Buffer {
             rows: self.p.buffers[src].rows,
             width: quant_row_floats(k, format),
@@ -139,16 +150,15 @@ impl Lowering<'_> {
             _ => None,
         });
         match producer {
-            Some(q @ None) => *q = Some((id, abits, format)),
+            Some(q @ None) => *q = Some((id, rows)),
             _ => self.p.steps.push(Step::Quantize {
                 x: src,
                 out: id,
                 k,
-                abits,
-                format,
+                rows,
             }),
         }
-        self.quantized.insert((x, abits), id);
+        self.quantized.insert((x, abits, smooth), id);
         Ok(id)
     }
 
@@ -453,7 +463,12 @@ pub fn lower(g: &Graph, qformat: QFormat) -> Result<Program, CodegenError> {
                 act,
                 residual,
                 abits,
+                smooth,
             } => {
+                let smooth = match smooth {
+                    true => Some(l.weight(ops[4 + residual as usize])?),
+                    false => None,
+                };
                 let residual = if residual { Some(l.buf(ops[4])?) } else { None };
                 let consts: Vec<_> = ops[1..4].iter().map(|&c| g.const_value(c)).collect();
                 let (Some(wq), Some(sc), Some(b)) = (consts[0], consts[1], consts[2]) else {
@@ -474,7 +489,7 @@ pub fn lower(g: &Graph, qformat: QFormat) -> Result<Program, CodegenError> {
                     layout: WeightLayout::QPanels { n: nn, k, format },
                     bytes: packed,
                 });
-                let x = l.quantized(ops[0], abits)?;
+                let x = l.quantized(ops[0], abits, smooth)?;
                 Step::Linear {
                     x,
                     out: l.new_buf(n)?,

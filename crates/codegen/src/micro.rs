@@ -10,7 +10,7 @@ use cranelift_object::ObjectModule;
 
 use crate::isa;
 use crate::linear::Blocking;
-use crate::lower::{CodegenError, LinearWeights, QFormat, Step};
+use crate::lower::{CodegenError, LinearWeights, QFormat, QuantRows, Step};
 use crate::{cl_err, sig_n};
 
 /// The hand-written kernels of a module (those the ISA registers), each defined the first time
@@ -23,7 +23,7 @@ pub(crate) struct Asm {
     tiles: BTreeMap<(&'static str, String), Vec<FuncId>>,
     softmax: BTreeMap<u32, FuncId>,
     quantize_kernel: Option<isa::QuantizeKernel>,
-    quantize: BTreeMap<(u8, QFormat), FuncId>,
+    quantize: BTreeMap<(u8, QFormat, bool), FuncId>,
     caches: bertc_targets::Caches,
     /// Whether the program's attention runs in blocks of keys (so its `P V` tiles also start
     /// from the output).
@@ -122,19 +122,26 @@ impl Asm {
     fn quantize(
         &mut self,
         module: &mut ObjectModule,
-        abits: u8,
-        format: QFormat,
+        rows: QuantRows,
     ) -> Result<Option<FuncId>, CodegenError> {
         let Some(kernel) = self.quantize_kernel else {
             return Ok(None);
         };
+        let QuantRows {
+            abits,
+            format,
+            smooth,
+        } = rows;
         let suffix = match format {
             QFormat::Pairs => "",
             QFormat::Quads => "_quads",
         };
-        let sym = format!("{}__{}_{abits}{suffix}", self.prefix, kernel.name);
-        define_once(&mut self.quantize, module, (abits, format), sym, 6, || {
-            (kernel.assemble)(abits, format)
+        let sm = if smooth.is_some() { "_smooth" } else { "" };
+        let sym = format!("{}__{}_{abits}{suffix}{sm}", self.prefix, kernel.name);
+        let key = (abits, format, smooth.is_some());
+        let args = 6 + usize::from(smooth.is_some());
+        define_once(&mut self.quantize, module, key, sym, args, || {
+            (kernel.assemble)(abits, format, smooth.is_some())
         })
         .map(Some)
     }
@@ -153,14 +160,14 @@ impl Asm {
             quantize: None,
         };
         if let Some(
-            Step::Quantize { abits, format, .. }
+            Step::Quantize { rows, .. }
             | Step::LayerNorm {
-                quantized: Some((_, abits, format)),
+                quantized: Some((_, rows)),
                 ..
             },
         ) = step
         {
-            if let Some(id) = self.quantize(module, *abits, *format)? {
+            if let Some(id) = self.quantize(module, *rows)? {
                 r.quantize = Some(module.declare_func_in_func(id, func));
             }
             return Ok(r);

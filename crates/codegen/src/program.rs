@@ -27,6 +27,15 @@ pub enum Elem {
     },
 }
 
+/// How a step quantizes rows for an int8 linear: to `abits` bits in rows of `format`, each
+/// row first multiplied per channel by the weight `smooth` (f32 `[k]`) when there is one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct QuantRows {
+    pub abits: u8,
+    pub format: QFormat,
+    pub smooth: Option<WeightId>,
+}
+
 /// How an int8 linear groups k, in its quantized rows and in its weight panels: what the
 /// ISA's int8 microkernels read (`Isa::int8_format`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -234,7 +243,7 @@ pub enum Step {
         gamma: WeightId,
         beta: WeightId,
         eps: f32,
-        quantized: Option<(BufId, u8, QFormat)>,
+        quantized: Option<(BufId, QuantRows)>,
     },
     /// `out = act(x @ wᵀ + b) (+ residual)`, the activation and the residual applied to each
     /// tile in cache. With `weights` f32: `x` f32 rows, the weight packed in panels of 16
@@ -251,14 +260,13 @@ pub enum Step {
         residual: Option<BufId>,
         weights: LinearWeights,
     },
-    /// Each row of `x` (`k` f32) quantized to `abits`-bit integers for an int8 linear, as
-    /// `Op::QLinear` defines it, into `out` (`Elem::Quantized`, in `format`).
+    /// Each row of `x` (`k` f32) quantized for an int8 linear as `Op::QLinear` defines it
+    /// (`rows`: bits, format, smoothing), into `out` (`Elem::Quantized`).
     Quantize {
         x: BufId,
         out: BufId,
         k: usize,
-        abits: u8,
-        format: QFormat,
+        rows: QuantRows,
     },
     Act {
         x: BufId,

@@ -11,23 +11,25 @@ use cranelift_frontend::Variable;
 use crate::emit::{mem, Emit, Shape};
 use crate::kernels::row_range;
 use crate::linear::Tile;
-use crate::lower::{quant_row_floats, QFormat, PANEL, QPANEL_HEADER};
+use crate::lower::{quant_row_floats, QFormat, QuantRows, PANEL, QPANEL_HEADER};
 
 /// 1.5 · 2²³: adding and subtracting it rounds an f32 of magnitude below 2²² to an integer,
 /// ties to even (without SSE4.1's `roundps`).
 const ROUND_MAGIC: f32 = 12_582_912.0;
 
-/// Quantizes the rows of row-block tasks `begin..end` of `x` (`k` f32 each) to `abits` bits
-/// into `out` (`quant_row_floats(k)` floats a row: the integers as i16, a zero pad to even,
-/// the scale, unused floats up to the row's alignment): `amax = max |x|` (NaN if any element is), `inv = q / amax`,
-/// `xq = round_ne(clamp(x · inv, -q, q))`, `s = amax / q`; a row whose `amax` is 0, infinite
-/// or NaN gets zeros and `s = 0`.
+/// Quantizes the rows of row-block tasks `begin..end` of `x` (`k` f32 each; with `smooth`,
+/// each times the `k` multipliers there first) to `abits` bits into `out`
+/// (`quant_row_floats(k, Pairs)` floats a row: the integers as i16, a zero pad to even, the
+/// scale, unused floats up to the row's alignment): `amax = max |x|` (NaN if any element
+/// is), `inv = q / amax`, `xq = round_ne(clamp(x · inv, -q, q))`, `s = amax / q`; a row whose
+/// `amax` is 0, infinite or NaN gets zeros and `s = 0`.
 pub fn quantize(
     e: &mut Emit,
     [x, out, rows]: [Value; 3],
     [begin, end]: [Value; 2],
     k: usize,
     abits: u8,
+    smooth: Option<Value>,
 ) {
     let q = ((1i32 << (abits - 1)) - 1) as f32;
     let (r0, r1) = row_range(e, begin, end, rows);
@@ -43,9 +45,21 @@ pub fn quantize(
         let sz = e.f(0.0);
         let vmax = e.var(vt, vz);
         let smax = e.var(types::F32, sz);
-        e.row(k, |e, off, s| {
+        // x, times the smoothing multipliers when there are
+        let value = |e: &mut Emit, off: Value, s: Shape| {
             let a = e.b.ins().iadd(xr, off);
             let v = e.load(s, a, 0);
+            match smooth {
+                Some(m) => {
+                    let ma = e.b.ins().iadd(m, off);
+                    let mv = e.load(s, ma, 0);
+                    e.b.ins().fmul(v, mv)
+                }
+                None => v,
+            }
+        };
+        e.row(k, |e, off, s| {
+            let v = value(e, off, s);
             let v = e.b.ins().fabs(v);
             let acc = if s == Shape::Vector && e.lanes > 1 {
                 vmax
@@ -69,8 +83,7 @@ pub fn quantize(
         let scale = e.b.ins().fdiv(amax, qc);
         let scale = e.b.ins().select(ok, scale, zero);
         e.row(k, |e, off, s| {
-            let a = e.b.ins().iadd(xr, off);
-            let v = e.load(s, a, 0);
+            let v = value(e, off, s);
             let iv = e.splat(s, inv);
             let y = e.b.ins().fmul(v, iv);
             let lo = e.fs(s, -q);
@@ -117,14 +130,19 @@ pub fn quantize_rows(
     args: [Value; 3],
     range: [Value; 2],
     k: usize,
-    (abits, format): (u8, QFormat),
+    (rows, smooth): (QuantRows, Option<Value>),
     asm: Option<FuncRef>,
 ) {
+    assert_eq!(rows.smooth.is_some(), smooth.is_some());
     match asm {
-        Some(f) => quantize_asm(e, args, range, k, format, f),
+        Some(f) => quantize_asm(e, args, range, k, (rows.format, smooth), f),
         None => {
-            assert_eq!(format, QFormat::Pairs, "no portable quantizer writes fours");
-            quantize(e, args, range, k, abits)
+            assert_eq!(
+                rows.format,
+                QFormat::Pairs,
+                "no portable quantizer writes fours"
+            );
+            quantize(e, args, range, k, rows.abits, smooth)
         }
     }
 }
@@ -135,7 +153,7 @@ fn quantize_asm(
     [x, out, rows]: [Value; 3],
     [begin, end]: [Value; 2],
     k: usize,
-    format: QFormat,
+    (format, smooth): (QFormat, Option<Value>),
     f: FuncRef,
 ) {
     let (r0, r1) = row_range(e, begin, end, rows);
@@ -146,7 +164,9 @@ fn quantize_asm(
     let n = e.b.ins().isub(r1, r0);
     let kk = e.i(k as i64);
     let (lx, lo) = (e.i(ldx), e.i(ldo));
-    e.b.ins().call(f, &[xr, or, n, kk, lx, lo]);
+    let mut args = vec![xr, or, n, kk, lx, lo];
+    args.extend(smooth);
+    e.b.ins().call(f, &args);
 }
 
 /// Rows per tile of the portable int8 GEMM: `4 / lanes` accumulators a row for 8 columns

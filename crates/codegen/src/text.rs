@@ -128,9 +128,11 @@ impl Program {
                 eps,
                 quantized,
             } => {
-                let q = quantized.map_or(String::new(), |(q, bits, _)| {
+                let q = quantized.map_or(String::new(), |(q, qr)| {
                     let kernel = isa.quantize.map_or("portable", |k| k.name);
-                    format!(", and quantized into b{q} bits={bits}  [{kernel}, per row]")
+                    let bits = qr.abits;
+                    let sm = qr.smooth.map_or(String::new(), |m| format!(" smooth=w{m}"));
+                    format!(", and quantized into b{q} bits={bits}{sm}  [{kernel}, per row]")
                 });
                 format!("b{out} = layer_norm b{x} gamma=w{gamma} beta=w{beta} eps={eps:e}{q}")
             }
@@ -186,11 +188,13 @@ impl Program {
                     bl.group * mr
                 )
             }
-            Step::Quantize {
-                x, out, k, abits, ..
-            } => {
+            Step::Quantize { x, out, k, rows } => {
                 let kernel = isa.quantize.map_or("portable", |q| q.name);
-                format!("b{out} = quantize b{x} k={k} bits={abits}  [{kernel}, per row]")
+                let bits = rows.abits;
+                let sm = rows
+                    .smooth
+                    .map_or(String::new(), |m| format!(" smooth=w{m}"));
+                format!("b{out} = quantize b{x} k={k} bits={bits}{sm}  [{kernel}, per row]")
             }
             Step::Act { x, out, act: a } => format!("b{out} = {} b{x}", act(a)),
             Step::Add { a, b, out } => format!("b{out} = add b{a} b{b}"),

@@ -73,7 +73,12 @@ pub(crate) fn eval(op: &Op, v: &[&Value]) -> R<Value> {
                 .collect();
             Value::f32(v[0].shape.clone(), out)
         }
-        Op::QLinear { act, abits, .. } => {
+        Op::QLinear {
+            act,
+            abits,
+            residual,
+            smooth,
+        } => {
             let (x, w) = (v[0], v[1]);
             let (n, k) = (w.shape[0], w.shape[1]);
             let rows = x.numel() / k.max(1);
@@ -82,8 +87,17 @@ pub(crate) fn eval(op: &Op, v: &[&Value]) -> R<Value> {
             if let Some(l) = shape.last_mut() {
                 *l = n;
             }
+            // smoothing: each row times the channel multipliers, in f32, before quantization
+            let smoothed: Option<Vec<f32>> = match smooth {
+                true => {
+                    let m = v[4 + *residual as usize].as_f32()?;
+                    let xs = x.as_f32()?;
+                    Some((0..xs.len()).map(|i| xs[i] * m[i % k.max(1)]).collect())
+                }
+                false => None,
+            };
             let out = qlinear_rows(
-                x.as_f32()?,
+                smoothed.as_deref().map_or_else(|| x.as_f32(), Ok)?,
                 &wq,
                 v[2].as_f32()?,
                 v[3].as_f32()?,
@@ -92,7 +106,7 @@ pub(crate) fn eval(op: &Op, v: &[&Value]) -> R<Value> {
                 *abits,
             );
             let mut y = Value::f32(shape, out);
-            epilogue(&mut y, *act, v.get(4).copied())?;
+            epilogue(&mut y, *act, residual.then(|| v[4]))?;
             y
         }
         _ => return Err(format!("{} is not a linalg op", op.mnemonic())),

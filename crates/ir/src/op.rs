@@ -293,9 +293,11 @@ pub enum Op {
         act: Option<FusedAct>,
         residual: bool,
     },
-    /// `qlinear(x, wq[n,k], w_scale[n], b[n], residual?)`: a linear on int8 weights,
-    /// symmetric per output channel (`w ≈ wq · w_scale`), with each row of `x` quantized at run
-    /// time to `abits`-bit integers (`q = 2^(abits-1) - 1`, `inv = q / max|x_row|`,
+    /// `qlinear(x, wq[n,k], w_scale[n], b[n], residual?, smooth[k]?)`: a linear on int8
+    /// weights, symmetric per output channel (`w ≈ wq · w_scale`), with each row of `x` (with
+    /// `smooth`, each row times it, `x · smooth` in f32: SmoothQuant's migration of a channel's
+    /// range into the weights, which then hold `w / smooth`) quantized at run time to
+    /// `abits`-bit integers (`q = 2^(abits-1) - 1`, `inv = q / max|x_row|`,
     /// `xq = clamp(round_ne(x · inv), -q, q)`, `s = max|x_row| / q`, all in f32; a row whose
     /// maximum is 0, infinite or NaN is all zeros with `s = 0`), the products summed exactly in
     /// i32, then `act(fma(acc, s · w_scale, b)) (+ residual)` (one rounding for the multiply-add).
@@ -304,6 +306,7 @@ pub enum Op {
         act: Option<FusedAct>,
         residual: bool,
         abits: u8,
+        smooth: bool,
     },
     /// `dequantize_rows(q[r, c], scale[r])`: int8 rows times their f32 scales,
     /// `q[i, j] as f32 · scale[i]` (an embedding table stored in int8).
@@ -539,7 +542,7 @@ impl Op {
             Op::LayerNormalization { .. } => (2, 3),
             Op::Linear => (2, 3),
             Op::FusedLinear { .. } => (3, 4),
-            Op::QLinear { .. } => (4, 5),
+            Op::QLinear { .. } => (4, 6),
             Op::Attention { .. } => (3, 4),
             Op::QkvAttention { .. } => (1, 2),
             Op::Embedding { .. } => (3, 5),

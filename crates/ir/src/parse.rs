@@ -654,6 +654,7 @@ fn op_of(m: &str, mut a: Attrs, arity: usize) -> PResult<Op> {
                 act: fused_act(a.take("act"))?,
                 residual: a.flag("residual"),
                 abits: a.num("abits")?,
+                smooth: a.flag("smooth"),
             },
             "gelu" => Op::Gelu {
                 approx: gelu(&a.need("approx")?)?,

@@ -175,10 +175,12 @@ fn attrs(op: &Op) -> String {
             act,
             residual,
             abits,
+            smooth,
         } => format!(
-            "{}{} abits={abits}",
+            "{}{} abits={abits}{}",
             fused_act(act),
-            if *residual { " residual" } else { "" }
+            if *residual { " residual" } else { "" },
+            if *smooth { " smooth" } else { "" }
         ),
         Op::Pool { mode } => format!(" mode={}", mode.name()),
         Op::Gelu { approx } => match approx {

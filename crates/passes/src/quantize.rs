@@ -28,11 +28,14 @@ pub struct QuantizeInt8 {
 pub enum LinearChoice {
     /// Stays an f32 linear (its int8 error was over the budget).
     Fp32,
-    /// These int8 weights and per-row scales (GPTQ's), activations of `abits` bits.
+    /// These int8 weights and per-row scales (GPTQ's), activations of `abits` bits; with
+    /// `smooth`, the activations are multiplied by it per channel before quantization (the
+    /// weights are then those of `w / smooth`).
     Int8 {
         q: Vec<i8>,
         scales: Vec<f32>,
         abits: u8,
+        smooth: Option<Vec<f32>>,
     },
 }
 
@@ -129,6 +132,7 @@ impl Pass for QuantizeInt8 {
         };
         let mut count = 0;
         let mut kept = 0;
+        let mut smoothed = 0;
         let mut bits = std::collections::BTreeSet::new();
         for n in g.canonical_order() {
             let (act, residual) = match g.op(n) {
@@ -153,17 +157,20 @@ impl Pass for QuantizeInt8 {
                 ActBits::Fixed(b) => b.min(qlinear_max_abits(k)),
                 ActBits::Widest => qlinear_max_abits(k),
             };
-            let (q, scales, abits) = match self.choices.get(&name) {
+            let (q, scales, abits, smooth) = match self.choices.get(&name) {
                 Some(LinearChoice::Fp32) => {
                     kept += 1;
                     continue;
                 }
-                Some(LinearChoice::Int8 { q, scales, abits }) => {
-                    (q.clone(), scales.clone(), *abits)
-                }
+                Some(LinearChoice::Int8 {
+                    q,
+                    scales,
+                    abits,
+                    smooth,
+                }) => (q.clone(), scales.clone(), *abits, smooth.clone()),
                 None => {
                     let (q, s) = quantize_rows(&w.to_f32_vec(), rows, k);
-                    (q, s, default_bits)
+                    (q, s, default_bits, None)
                 }
             };
             let bytes: Vec<u8> = q.iter().map(|&v| v as u8).collect();
@@ -182,10 +189,16 @@ impl Pass for QuantizeInt8 {
             if residual {
                 operands.push(ops[3]);
             }
+            if let Some(m) = &smooth {
+                smoothed += 1;
+                let mc = g.add_const(&format!("{name}.smooth"), Tensor::from_f32(vec![k], m));
+                operands.push(mc);
+            }
             let op = Op::QLinear {
                 act,
                 residual,
                 abits,
+                smooth: smooth.is_some(),
             };
             g.rewrite(n, op, &operands).map_err(ir)?;
             count += 1;
@@ -205,6 +218,9 @@ impl Pass for QuantizeInt8 {
                 bits.join("/")
             }
         );
+        if smoothed > 0 {
+            report += &format!("; {smoothed} with smoothed activations");
+        }
         if kept > 0 {
             report += &format!("; {kept} kept in fp32");
         }

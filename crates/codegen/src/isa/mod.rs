@@ -63,10 +63,11 @@ pub struct SoftmaxKernel {
 /// `quantize(x, out, rows, k, ldx, ldo)` as `Step::Quantize` defines it.
 #[derive(Clone, Copy)]
 pub struct QuantizeKernel {
-    /// The symbol name's part (`NAME__{name}_{abits}[_quads]`).
+    /// The symbol name's part (`NAME__{name}_{abits}[_quads][_smooth]`).
     pub name: &'static str,
-    /// The machine code for `abits`-bit integers in rows of a format.
-    pub assemble: fn(u8, QFormat) -> Code,
+    /// The machine code for `abits`-bit integers in rows of a format, with or without the
+    /// smoothing multipliers (a 7th argument).
+    pub assemble: fn(u8, QFormat, bool) -> Code,
 }
 
 /// A function of one argument running `iters` rounds of independent FMAs on the widest

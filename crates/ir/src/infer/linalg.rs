@@ -101,15 +101,18 @@ pub(super) fn infer(op: &Op, ins: &[Operand]) -> Result<Inferred, String> {
             Ok((t(DType::F32, q.shape.clone()), None))
         }
         Op::QLinear {
-            residual, abits, ..
+            residual,
+            abits,
+            smooth,
+            ..
         } => {
             if !(2..=16).contains(abits) {
                 return Err(format!("qlinear abits={abits}: must be 2 to 16"));
             }
-            if *residual != (ins.len() == 5) {
+            let want = 4 + *residual as usize + *smooth as usize;
+            if ins.len() != want {
                 return Err(format!(
-                    "qlinear with residual={residual} takes {} operands",
-                    4 + *residual as usize
+                    "qlinear with residual={residual} smooth={smooth} takes {want} operands"
                 ));
             }
             let (x, w, sc, b) = (ins[0].ty, ins[1].ty, ins[2].ty, ins[3].ty);
@@ -139,10 +142,19 @@ pub(super) fn infer(op: &Op, ins: &[Operand]) -> Result<Inferred, String> {
             let mut shape = x.shape.clone();
             *shape.last_mut().unwrap_or(&mut Dim::c(0)) = w.shape[0];
             let ty = t(DType::F32, shape);
-            if let Some(r) = ins.get(4) {
-                if r.ty != &ty {
-                    return Err(format!("residual {} does not match the output {ty}", r.ty));
+            if *residual {
+                let r = ins[4].ty;
+                if r != &ty {
+                    return Err(format!("residual {r} does not match the output {ty}"));
                 }
+            }
+            if *smooth {
+                let m = ins[want - 1].ty;
+                expect_rank(m, 1, "qlinear smooth")?;
+                if m.dtype != DType::F32 {
+                    return Err(format!("qlinear smooth must be f32, found {m}"));
+                }
+                same_dim(m.shape[0], k, "qlinear smooth")?;
             }
             Ok((ty, None))
         }

@@ -177,13 +177,19 @@ pub fn avx2_qkernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
 /// bytes) to `abits`-bit integers as `Op::QLinear` defines it, into rows of stride `ldo`
 /// bytes in `format`: `Pairs`, the integers as i16, a zero pad to an even count, then the f32
 /// scale at byte `4 ceil(k / 2)`; `Quads`, the integers as i8, a zero pad to a multiple of 4,
-/// then `-128 · Σ xq` as i32 and the scale. `amax = max |x|`; a row whose `amax` is 0,
+/// then `-128 · Σ xq` as i32 and the scale. With `smooth`, a 7th argument points at `k`
+/// multipliers and each row is `x · m` (in f32) from the start. `amax = max |x|`; a row whose `amax` is 0,
 /// infinite or NaN gets zeros (and sum term) and scale 0; else `xq = round_ne(clamp(x · (q /
 /// amax), -q, q))` (`vroundps`, whatever the caller's rounding mode), scale `amax / q`.
-pub fn avx2_quantize(abits: u8, format: QFormat) -> Result<Vec<u8>, CodegenError> {
+pub fn avx2_quantize(abits: u8, format: QFormat, smooth: bool) -> Result<Vec<u8>, CodegenError> {
     let q = ((1i32 << (abits - 1)) - 1) as f32;
     let quads = format == QFormat::Quads;
     function(|a, k| {
+        if smooth {
+            // rbx (callee-saved): the multipliers, the 7th argument
+            a.push(rbx)?;
+            a.mov(rbx, qword_ptr(rsp + 16))?;
+        }
         let mut done = a.create_label();
         let mut row = a.create_label();
         a.test(rdx, rdx)?;
@@ -203,7 +209,13 @@ pub fn avx2_quantize(abits: u8, format: QFormat) -> Result<Vec<u8>, CodegenError
         a.set_label(&mut l1)?;
         a.cmp(rax, r10)?;
         a.jge(t1)?;
-        a.vandps(ymm2, ymm7, ymmword_ptr(rdi + rax * 4))?;
+        if smooth {
+            a.vmovups(ymm2, ymmword_ptr(rdi + rax * 4))?;
+            a.vmulps(ymm2, ymm2, ymmword_ptr(rbx + rax * 4))?;
+            a.vandps(ymm2, ymm2, ymm7)?;
+        } else {
+            a.vandps(ymm2, ymm7, ymmword_ptr(rdi + rax * 4))?;
+        }
         a.vcmpunordps(ymm3, ymm2, ymm2)?;
         a.vorps(ymm1, ymm1, ymm3)?;
         a.vmaxps(ymm0, ymm0, ymm2)?;
@@ -220,7 +232,13 @@ pub fn avx2_quantize(abits: u8, format: QFormat) -> Result<Vec<u8>, CodegenError
         a.set_label(&mut l1s)?;
         a.cmp(rax, rcx)?;
         a.jge(t1s)?;
-        a.vandps(xmm2, xmm7, xmmword_ptr(rdi + rax * 4))?;
+        if smooth {
+            a.vmovss(xmm2, dword_ptr(rdi + rax * 4))?;
+            a.vmulss(xmm2, xmm2, dword_ptr(rbx + rax * 4))?;
+            a.vandps(xmm2, xmm2, xmm7)?;
+        } else {
+            a.vandps(xmm2, xmm7, xmmword_ptr(rdi + rax * 4))?;
+        }
         a.vucomiss(xmm2, xmm2)?;
         a.jp(bad)?;
         a.vmaxss(xmm0, xmm0, xmm2)?;
@@ -255,8 +273,17 @@ pub fn avx2_quantize(abits: u8, format: QFormat) -> Result<Vec<u8>, CodegenError
         a.set_label(&mut l2)?;
         a.cmp(rax, r11)?;
         a.jge(l2s)?;
-        a.vmulps(ymm5, ymm3, ymmword_ptr(rdi + rax * 4))?;
-        a.vmulps(ymm6, ymm3, ymmword_ptr(rdi + rax * 4 + 32))?;
+        if smooth {
+            // (x · m) · inv, the interpreter's order
+            for (y, off) in [(ymm5, 0), (ymm6, 32)] {
+                a.vmovups(y, ymmword_ptr(rdi + rax * 4 + off))?;
+                a.vmulps(y, y, ymmword_ptr(rbx + rax * 4 + off))?;
+                a.vmulps(y, y, ymm3)?;
+            }
+        } else {
+            a.vmulps(ymm5, ymm3, ymmword_ptr(rdi + rax * 4))?;
+            a.vmulps(ymm6, ymm3, ymmword_ptr(rdi + rax * 4 + 32))?;
+        }
         for y in [ymm5, ymm6] {
             a.vminps(y, y, ymm8)?;
             a.vmaxps(y, y, ymm9)?;
@@ -298,7 +325,13 @@ pub fn avx2_quantize(abits: u8, format: QFormat) -> Result<Vec<u8>, CodegenError
         };
         a.cmp(rax, rcx)?;
         a.jge(t2s)?;
-        a.vmulss(xmm5, xmm3, dword_ptr(rdi + rax * 4))?;
+        if smooth {
+            a.vmovss(xmm5, dword_ptr(rdi + rax * 4))?;
+            a.vmulss(xmm5, xmm5, dword_ptr(rbx + rax * 4))?;
+            a.vmulss(xmm5, xmm5, xmm3)?;
+        } else {
+            a.vmulss(xmm5, xmm3, dword_ptr(rdi + rax * 4))?;
+        }
         a.vminss(xmm5, xmm5, xmm8)?;
         a.vmaxss(xmm5, xmm5, xmm9)?;
         a.vroundss(xmm5, xmm5, xmm5, 8)?;
@@ -362,7 +395,11 @@ pub fn avx2_quantize(abits: u8, format: QFormat) -> Result<Vec<u8>, CodegenError
         a.add(rsi, r9)?;
         a.dec(rdx)?;
         a.jnz(row)?;
-        a.set_label(&mut done)
+        a.set_label(&mut done)?;
+        if smooth {
+            a.pop(rbx)?;
+        }
+        Ok(())
     })
 }
 

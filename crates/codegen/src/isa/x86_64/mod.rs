@@ -428,7 +428,9 @@ mod tests {
         assert!(!avx2_softmax(0.125).unwrap().is_empty());
         for abits in 2..=8 {
             for format in [QFormat::Pairs, QFormat::Quads] {
-                assert!(!avx2_quantize(abits, format).unwrap().is_empty());
+                for smooth in [false, true] {
+                    assert!(!avx2_quantize(abits, format, smooth).unwrap().is_empty());
+                }
             }
         }
     }
