@@ -475,35 +475,19 @@ fn smoothed_int8_executable_matches_the_interpreter() {
         "--output",
         "mean",
     ];
-    let exe = dir.join("smooth");
-    let mut args = vec![
-        "compile",
-        model.to_str().unwrap(),
-        "-o",
-        exe.to_str().unwrap(),
-    ];
-    args.extend(flags);
-    let o = bertc(&args);
-    let log = String::from_utf8_lossy(&o.stderr);
-    assert!(o.status.success(), "{log}");
-    assert!(log.contains("smoothed"), "no linear was smoothed:\n{log}");
     let texts = [
         "A man is playing a guitar.",
         "Three dogs run across a snowy field while children watch from the fence.",
         "short",
     ];
-    let out = std::process::Command::new(&exe)
-        .stdin(
-            std::fs::File::open({
-                let p = dir.join("texts.txt");
-                std::fs::write(&p, texts.join("\n") + "\n").unwrap();
-                p
-            })
-            .unwrap(),
-        )
-        .output()
-        .unwrap();
-    assert!(out.status.success());
+    let text_file = dir.join("texts.txt");
+    std::fs::write(&text_file, texts.join("\n") + "\n").unwrap();
+    let parse = |b: &[u8]| -> Vec<Vec<f32>> {
+        String::from_utf8_lossy(b)
+            .lines()
+            .map(|l| l.split_whitespace().map(|v| v.parse().unwrap()).collect())
+            .collect()
+    };
     let mut args = vec!["run", model.to_str().unwrap()];
     args.extend(flags);
     for t in texts {
@@ -511,19 +495,35 @@ fn smoothed_int8_executable_matches_the_interpreter() {
     }
     let r = bertc(&args);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let parse = |b: &[u8]| -> Vec<Vec<f32>> {
-        String::from_utf8_lossy(b)
-            .lines()
-            .map(|l| l.split_whitespace().map(|v| v.parse().unwrap()).collect())
-            .collect()
-    };
-    let (got, want) = (parse(&out.stdout), parse(&r.stdout));
-    assert_eq!(got.len(), texts.len());
+    let want = parse(&r.stdout);
     assert_eq!(want.len(), texts.len());
-    for (g, w) in got.iter().zip(&want) {
-        let scale = w.iter().fold(1f32, |m, v| m.max(v.abs()));
-        let err = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
-        eprintln!("smoothed int8 against the interpreter: relative error {err:.2e}");
-        assert!(err <= TOL_INT8_A8, "relative error {err:e}");
+    // this machine's kernels, and the portable quantizer and tile (`--cpu x86-64`: SSE only)
+    for cpu in ["native", "x86-64"] {
+        let exe = dir.join(format!("smooth-{cpu}"));
+        let mut args = vec![
+            "compile",
+            model.to_str().unwrap(),
+            "-o",
+            exe.to_str().unwrap(),
+        ];
+        args.extend(flags);
+        args.extend(["--cpu", cpu]);
+        let o = bertc(&args);
+        let log = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{log}");
+        assert!(log.contains("smoothed"), "no linear was smoothed:\n{log}");
+        let out = std::process::Command::new(&exe)
+            .stdin(std::fs::File::open(&text_file).unwrap())
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let got = parse(&out.stdout);
+        assert_eq!(got.len(), texts.len());
+        for (g, w) in got.iter().zip(&want) {
+            let scale = w.iter().fold(1f32, |m, v| m.max(v.abs()));
+            let err = g.iter().zip(w).fold(0f32, |m, (a, b)| m.max((a - b).abs())) / scale;
+            eprintln!("{cpu}: smoothed int8 against the interpreter: relative error {err:.2e}");
+            assert!(err <= TOL_INT8_A8, "{cpu}: relative error {err:e}");
+        }
     }
 }
