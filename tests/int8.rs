@@ -267,6 +267,37 @@ fn minilm_int8_executable_matches_the_interpreter() {
     assert!(ratio < 0.3, "int8 executable {ratio} of fp32");
 }
 
+/// Every x86-64 level this machine can run (AVX2's int8 pairs, AVX-VNNI's and AVX512-VNNI's
+/// fours), whole models at 8-bit and wide activations against the interpreter.
+#[test]
+fn int8_levels_this_machine_runs_match_the_interpreter() {
+    let dir = scratch("int8-levels");
+    let name = "bert-small-random";
+    let path = model_dir(name).join("model.onnx");
+    let cases = reference(name)["cases"].as_array().unwrap().clone();
+    for target in &runnable_targets()[1..] {
+        let cpu = bertc_targets::CPUS
+            .iter()
+            .map(|c| c.1)
+            .find(|c| {
+                bertc_targets::Target::with_cpu(&target.triple, Some(c))
+                    .unwrap()
+                    .features
+                    == target.features
+            })
+            .expect("a level");
+        for (acts, abits) in ACTIVATIONS {
+            let exe = dir.join(format!("{cpu}-{acts}"));
+            compile_int8(&path, &exe, acts, &["--cpu", cpu, "--output", "mean"]);
+            let g = quantized(&path, "mean", abits);
+            let err = check(&exe, &g, &cases, (name, "mean", tolerance(abits)), &dir);
+            eprintln!(
+                "--cpu {cpu} activations {acts}: {name} mean against the interpreter {err:.2e}"
+            );
+        }
+    }
+}
+
 #[test]
 fn int8_thread_counts_give_identical_outputs() {
     let dir = scratch("int8-threads");
@@ -287,23 +318,45 @@ fn int8_thread_counts_give_identical_outputs() {
 }
 
 /// Compiles the int8 bench object for `k -> n` on this machine into a shared library.
-fn bench_library(dir: &Path, k: usize, n: usize, abits: u8) -> bertc_runtime::Library {
-    let target = bertc_targets::Target::host();
-    gemm_library(
-        dir,
-        &target,
-        (k, n, Some(abits)),
-        &format!("g{k}x{n}a{abits}"),
-    )
+fn bench_library(
+    dir: &Path,
+    target: &bertc_targets::Target,
+    k: usize,
+    n: usize,
+    abits: u8,
+) -> bertc_runtime::Library {
+    let level = target.features.len();
+    let tag = format!("g{k}x{n}a{abits}-{level}-{}", target.has("avxvnni"));
+    gemm_library(dir, target, (k, n, Some(abits)), &tag)
 }
 
-/// How this machine's int8 kernels read rows of `abits`-bit activations.
-fn host_format(abits: u8) -> bertc_codegen::QFormat {
-    let isa = bertc_codegen::Isa::for_target(&bertc_targets::Target::host());
+/// How `target`'s int8 kernels read rows of `abits`-bit activations.
+fn format_for(target: &bertc_targets::Target, abits: u8) -> bertc_codegen::QFormat {
+    let isa = bertc_codegen::Isa::for_target(target);
     bertc_codegen::QFormat::for_bits(isa.int8_format(), abits)
 }
 
-/// The row quantizer this machine's code uses against the interpreter's definition
+/// This machine, and every x86-64 `--cpu` level with AVX2 that it can run (each level's int8
+/// kernels: AVX2's pairs, AVX-VNNI's fours, AVX512-VNNI's fours and pairs).
+fn runnable_targets() -> Vec<bertc_targets::Target> {
+    let host = bertc_targets::Target::host();
+    let mut v = vec![host.clone()];
+    if host.arch == bertc_targets::Arch::X86_64 {
+        for cpu in ["x86-64-v3", "alderlake", "x86-64-v4", "cascadelake"] {
+            let t = bertc_targets::Target::with_cpu(&host.triple, Some(cpu)).unwrap();
+            match t.features.iter().find(|f| !host.has(f)) {
+                None => v.push(t),
+                // AVX-VNNI has no emulator here (BochsCPU lacks it): say what is not run
+                Some(f) => {
+                    eprintln!("skipped: --cpu {cpu}'s int8 kernels (this machine lacks {f})")
+                }
+            }
+        }
+    }
+    v
+}
+
+/// The row quantizers this machine can run (its own and every x86-64 level it has) against the interpreter's definition
 /// (`bertc_interp::quantize_row`), bit for bit: ordinary rows, a row of zeros, rows with an
 /// infinity or a NaN (all zeros, scale 0), ties (halves), odd and short widths.
 #[test]
@@ -312,13 +365,17 @@ fn int8_quantizer_matches_the_definition() {
     let cases = [384usize, 1536, 37, 1, 15, 17]
         .into_iter()
         .flat_map(|k| [(k, bertc_ir::qlinear_max_abits(k)), (k, 8)]);
-    for (k, abits) in cases {
-        let lib = bench_library(&dir, k, 16, abits);
+    let targets = runnable_targets();
+    for (target, (k, abits)) in targets
+        .iter()
+        .flat_map(|t| cases.clone().map(move |c| (t, c)))
+    {
+        let lib = bench_library(&dir, target, k, 16, abits);
         type Quantize = unsafe extern "C" fn(*const f32, *mut f32, i64);
         // SAFETY: the symbol is the generated quantizer with this signature.
         let quantize: Quantize =
             unsafe { std::mem::transmute(lib.symbol("bertc_bench_quantize").unwrap()) };
-        let format = host_format(abits);
+        let format = format_for(target, abits);
         let rows = 12;
         let mut x: Vec<f32> = (0..rows * k)
             .map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 97.0)
@@ -356,7 +413,8 @@ fn int8_quantizer_matches_the_definition() {
     }
 }
 
-/// The int8 GEMM kernel this machine's code uses (the ISA's microkernels, or the portable
+/// The int8 GEMM kernels this machine can run (its own and every x86-64 level it has: the
+/// ISA's microkernels, or the portable
 /// tiles) against the definition computed here in i64 with the f32 fused multiply-add, bit
 /// for bit: activations and weights at their extremes (±q, ±127), depths with and without an
 /// odd tail, row counts on both task orders, partial last panels.
@@ -371,7 +429,7 @@ fn int8_gemm_is_exact_at_the_extremes() {
             .wrapping_add(1442695040888963407);
         ((seed >> 33) as i64 % (2 * n + 1)) - n
     };
-    for (m, k, n, abits) in [
+    let shapes = [
         (7, 384, 40, 16),
         (70, 1536, 16, 14),
         (13, 37, 33, 16),
@@ -381,9 +439,14 @@ fn int8_gemm_is_exact_at_the_extremes() {
         (70, 1536, 16, 8),
         (13, 37, 33, 8),
         (25, 6, 17, 8),
-    ] {
-        let lib = bench_library(&dir, k, n, abits);
-        let format = host_format(abits);
+    ];
+    let targets = runnable_targets();
+    for (target, &(m, k, n, abits)) in targets
+        .iter()
+        .flat_map(|t| shapes.iter().map(move |s| (t, s)))
+    {
+        let lib = bench_library(&dir, target, k, n, abits);
+        let format = format_for(target, abits);
         type Linear = unsafe extern "C" fn(*const f32, *mut f32, i64, *const f32);
         // SAFETY: the symbol is the generated linear with this signature.
         let linear: Linear =

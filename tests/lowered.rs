@@ -82,6 +82,14 @@ fn int8_programs() {
         ActBits::Fixed(8),
     );
     insta::assert_snapshot!("bert-micro-random-cascadelake-mean-int8-a8", text);
+    // and for AVX-VNNI's VEX form on ymm
+    let text = qa(
+        "bert-micro-random",
+        "x86_64-unknown-linux-gnu",
+        "alderlake",
+        ActBits::Fixed(8),
+    );
+    insta::assert_snapshot!("bert-micro-random-alderlake-mean-int8-a8", text);
     for (triple, cpu) in [
         ("x86_64-unknown-linux-gnu", "x86-64"),
         ("x86_64-unknown-linux-gnu", "x86-64-v3"),

@@ -25,6 +25,8 @@ pub fn declared_caches(arch: Arch, cpu: &str) -> Option<Caches> {
         // x86-64 desktops and servers since Haswell and Zen: 32 KiB L1d, 256 KiB (Skylake
         // clients) to 2 MiB L2
         (Arch::X86_64, "x86-64" | "x86-64-v2" | "x86-64-v3") => c(32 * KIB, 256 * KIB, 8 * MIB),
+        // Alder Lake to Arrow Lake performance cores: 48 KiB L1d, 1.25-3 MiB L2, 12-36 MiB L3
+        (Arch::X86_64, "alderlake") => c(48 * KIB, 1280 * KIB, 12 * MIB),
         // Skylake-SP, Cascade Lake, Ice Lake, Zen 4: 1 MiB L2 and more
         (Arch::X86_64, "x86-64-v4" | "cascadelake") => c(32 * KIB, MIB, 16 * MIB),
         // Cortex-A55 to A78, Neoverse N1: 32-64 KiB L1d, 128-512 KiB L2

@@ -27,6 +27,7 @@ pub const CPUS: &[(Arch, &str)] = &[
     (Arch::X86_64, "x86-64"),
     (Arch::X86_64, "x86-64-v2"),
     (Arch::X86_64, "x86-64-v3"),
+    (Arch::X86_64, "alderlake"),
     (Arch::X86_64, "x86-64-v4"),
     (Arch::X86_64, "cascadelake"),
     (Arch::Aarch64, "generic"),
@@ -38,14 +39,24 @@ const V1: &[&str] = &[
     "x86-64",
     "x86-64-v2",
     "x86-64-v3",
+    "alderlake",
     "x86-64-v4",
     "cascadelake",
 ];
-const V2: &[&str] = &["x86-64-v2", "x86-64-v3", "x86-64-v4", "cascadelake"];
-const V3: &[&str] = &["x86-64-v3", "x86-64-v4", "cascadelake"];
+const V2: &[&str] = &[
+    "x86-64-v2",
+    "x86-64-v3",
+    "alderlake",
+    "x86-64-v4",
+    "cascadelake",
+];
+const V3: &[&str] = &["x86-64-v3", "alderlake", "x86-64-v4", "cascadelake"];
 const V4: &[&str] = &["x86-64-v4", "cascadelake"];
 /// x86-64-v4 with AVX512-VNNI (Cascade Lake, Ice Lake and later Xeons, Zen 4).
 const VNNI: &[&str] = &["cascadelake"];
+/// x86-64-v3 with AVX-VNNI, the VEX form of `vpdpbusd` on ymm registers, without AVX-512
+/// (Alder Lake and later Intel clients, Sierra Forest).
+const AVXVNNI: &[&str] = &["alderlake"];
 
 /// An x86-64 feature row (`$name` a token, as `is_x86_feature_detected!` needs).
 macro_rules! x86 {
@@ -85,6 +96,7 @@ pub const FEATURES: &[Feature] = &[
     x86!("avx512dq", V4, ["has_avx512dq"], Some("avx512dq")),
     x86!("avx512vl", V4, ["has_avx512vl"], Some("avx512vl")),
     x86!("avx512vnni", VNNI, [], Some("avx512vnni")),
+    x86!("avxvnni", AVXVNNI, [], Some("avxvnni")),
     Feature {
         arch: Arch::Aarch64,
         name: "neon",

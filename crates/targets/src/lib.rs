@@ -270,6 +270,10 @@ mod tests {
             assert!(hi.features.len() > lo.features.len());
         }
         assert!(v("x86-64-v3").has("fma") && !v("x86-64-v3").has("avx512f"));
+        // Alder Lake: x86-64-v3 and AVX-VNNI, no AVX-512
+        let (v3, adl) = (v("x86-64-v3"), v("alderlake"));
+        assert!(v3.features.iter().all(|f| adl.has(f)) && adl.has("avxvnni"));
+        assert!(!adl.has("avx512f") && !v("cascadelake").has("avxvnni"));
         assert_eq!(v("x86-64").cpu_checks(), Vec::<&str>::new());
         assert_eq!(
             v("x86-64-v4").cranelift_flags(),

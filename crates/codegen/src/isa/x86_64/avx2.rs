@@ -134,6 +134,20 @@ pub fn avx2_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
 /// sums exactly). Then `fma(f32(acc), s_row · s_col, bias)`, the epilogue and the store as
 /// in the f32 kernel.
 pub fn avx2_qkernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
+    qkernel(mr, epi, QFormat::Pairs)
+}
+
+/// The AVX-VNNI int8 microkernel (the VEX `vpdpbusd` on ymm, without AVX-512) for `mr` rows
+/// (1 to 6): `avx2_qkernel` over rows and a panel in fours (`QFormat::Quads`, as
+/// `avx512vnni_qkernel` reads them: signed activation bytes, weights as `w + 128`): each four
+/// of k is the panel's 64 bytes in two registers and, for each row, its four bytes broadcast
+/// and two `vpdpbusd` (no saturation: the products go straight to the i32 sums), then the
+/// row's `-128 Σ xq` added and the same dequantization and epilogue.
+pub fn avxvnni_qkernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
+    qkernel(mr, epi, QFormat::Quads)
+}
+
+fn qkernel(mr: usize, epi: MicroEpi, format: QFormat) -> Result<Vec<u8>, CodegenError> {
     assert!((1..=AVX2_MR).contains(&mr), "mr out of range");
     assert!(
         !epi.accumulate,
@@ -147,21 +161,39 @@ pub fn avx2_qkernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
         // r11: the panel's biases and scales; rdx: its weights
         a.mov(r11, rdx)?;
         a.add(rdx, QPANEL_HEADER as i32)?;
-        tile_loop(a, epi, [32, 4], |a, u| {
-            a.vpmovsxbw(ymm12, xmmword_ptr(rdx + 32 * u))?;
-            a.vpmovsxbw(ymm13, xmmword_ptr(rdx + 32 * u + 16))?;
+        let quads = format == QFormat::Quads;
+        let step = 16 * format.group() as i32;
+        tile_loop(a, epi, [step, 4], |a, u| {
+            if quads {
+                a.vmovdqu(ymm12, ymmword_ptr(rdx + step * u))?;
+                a.vmovdqu(ymm13, ymmword_ptr(rdx + step * u + 32))?;
+            } else {
+                a.vpmovsxbw(ymm12, xmmword_ptr(rdx + step * u))?;
+                a.vpmovsxbw(ymm13, xmmword_ptr(rdx + step * u + 16))?;
+            }
             for r in 0..mr {
                 a.vpbroadcastd(ymm14, a_row(r, 4 * u))?;
-                a.vpmaddwd(ymm15, ymm14, ymm12)?;
-                a.vpaddd(y[2 * r], y[2 * r], ymm15)?;
-                a.vpmaddwd(ymm15, ymm14, ymm13)?;
-                a.vpaddd(y[2 * r + 1], y[2 * r + 1], ymm15)?;
+                if quads {
+                    a.vpdpbusd(y[2 * r], ymm12, ymm14)?;
+                    a.vpdpbusd(y[2 * r + 1], ymm13, ymm14)?;
+                } else {
+                    a.vpmaddwd(ymm15, ymm14, ymm12)?;
+                    a.vpaddd(y[2 * r], y[2 * r], ymm15)?;
+                    a.vpmaddwd(ymm15, ymm14, ymm13)?;
+                    a.vpaddd(y[2 * r + 1], y[2 * r + 1], ymm15)?;
+                }
             }
             Ok(())
         })?;
-        // rdi and r10 now point at the rows' scales
+        // rdi and r10 now point at the rows' scales (fours: at their sum terms, then scales)
+        let scale_at = if quads { 4 } else { 0 };
         for r in 0..mr {
-            a.vbroadcastss(ymm14, a_row(r, 0))?;
+            if quads {
+                a.vpbroadcastd(ymm14, a_row(r, 0))?;
+                a.vpaddd(y[2 * r], y[2 * r], ymm14)?;
+                a.vpaddd(y[2 * r + 1], y[2 * r + 1], ymm14)?;
+            }
+            a.vbroadcastss(ymm14, a_row(r, scale_at))?;
             a.vmulps(ymm12, ymm14, ymmword_ptr(r11 + 64))?;
             a.vmulps(ymm13, ymm14, ymmword_ptr(r11 + 96))?;
             a.vcvtdq2ps(y[2 * r], y[2 * r])?;

@@ -18,7 +18,8 @@ mod avx2;
 mod avx512;
 
 pub use avx2::{
-    avx2_kernel, avx2_peak, avx2_qkernel, avx2_quantize, avx2_softmax, avx512_peak, AVX2_MR,
+    avx2_kernel, avx2_peak, avx2_qkernel, avx2_quantize, avx2_softmax, avx512_peak,
+    avxvnni_qkernel, AVX2_MR,
 };
 pub use avx512::{avx512_kernel, avx512vnni_pairs_qkernel, avx512vnni_qkernel, AVX512_MR};
 
@@ -389,12 +390,13 @@ mod tests {
     #[test]
     fn kernels_assemble() {
         type Kernel = fn(usize, MicroEpi) -> Result<Vec<u8>, CodegenError>;
-        let kernels: [(Kernel, usize); 5] = [
+        let kernels: [(Kernel, usize); 6] = [
             (avx2_kernel, AVX2_MR),
             (avx2_qkernel, AVX2_MR),
             (avx512vnni_qkernel, AVX512_MR),
             (avx512_kernel, AVX512_MR),
             (avx512vnni_pairs_qkernel, AVX512_MR),
+            (avxvnni_qkernel, AVX2_MR),
         ];
         for (j, (kernel, max_mr)) in kernels.into_iter().enumerate() {
             // the f32 tiles also start from the output (the int8 ones never)
@@ -473,8 +475,9 @@ pub fn isa(target: &bertc_targets::Target) -> super::Isa {
         None
     };
     // the int8 tiles: AVX512-VNNI's `vpdpbusd` on k in fours (8-bit activations) and
-    // `vpdpwssd` on k in pairs (wider ones) where the target has it, else AVX2's `vpmaddwd`
-    // on k in pairs (an int8 panel of depth 2048 is 32 KiB: k stays whole)
+    // `vpdpwssd` on k in pairs (wider ones) where the target has it; AVX-VNNI's `vpdpbusd`
+    // on ymm for fours beside AVX2's pairs; else AVX2's `vpmaddwd` on k in pairs (an int8
+    // panel of depth 2048 is 32 KiB: k stays whole)
     let vnni = avx512 && target.has("avx512vnni");
     let int8 = |family, format, mr, assemble| GemmKernels {
         family,
@@ -500,6 +503,16 @@ pub fn isa(target: &bertc_targets::Target) -> super::Isa {
                 AVX512_MR,
                 avx512vnni_pairs_qkernel,
             ),
+        ]
+    } else if avx2 && target.has("avxvnni") {
+        vec![
+            int8(
+                "avxvnni_q8_6x16",
+                QFormat::Quads,
+                AVX2_MR,
+                avxvnni_qkernel as fn(usize, MicroEpi) -> super::Code,
+            ),
+            int8("avx2_q8_6x16", QFormat::Pairs, AVX2_MR, avx2_qkernel),
         ]
     } else if avx2 {
         vec![int8("avx2_q8_6x16", QFormat::Pairs, AVX2_MR, avx2_qkernel)]
