@@ -109,7 +109,8 @@ pub fn gemm(
     let xi: Vec<i32> = x.iter().map(|v| (v * 254.0) as i32).collect();
     let wi: Vec<i8> = w.iter().map(|v| (v * 254.0) as i8).collect();
     let (input, packed): (Vec<f32>, Vec<f32>) = if int8 {
-        let format = codegen::QFormat::for_bits(codegen::Isa::for_target(&target).int8_format(), 8);
+        let narrow = codegen::Isa::for_target(&target).int8_format();
+        let format = codegen::QFormat::for_bits(narrow, 8, k);
         let rows: Vec<u8> = xi
             .chunks(k)
             .flat_map(|r| codegen::quantized_row(r, 1.0, format))

@@ -330,10 +330,10 @@ fn bench_library(
     gemm_library(dir, target, (k, n, Some(abits)), &tag)
 }
 
-/// How `target`'s int8 kernels read rows of `abits`-bit activations.
-fn format_for(target: &bertc_targets::Target, abits: u8) -> bertc_codegen::QFormat {
+/// How `target`'s int8 kernels read rows of `abits`-bit activations at depth `k`.
+fn format_for(target: &bertc_targets::Target, abits: u8, k: usize) -> bertc_codegen::QFormat {
     let isa = bertc_codegen::Isa::for_target(target);
-    bertc_codegen::QFormat::for_bits(isa.int8_format(), abits)
+    bertc_codegen::QFormat::for_bits(isa.int8_format(), abits, k)
 }
 
 /// This machine, and every x86-64 `--cpu` level with AVX2 that it can run (each level's int8
@@ -375,7 +375,7 @@ fn int8_quantizer_matches_the_definition() {
         // SAFETY: the symbol is the generated quantizer with this signature.
         let quantize: Quantize =
             unsafe { std::mem::transmute(lib.symbol("bertc_bench_quantize").unwrap()) };
-        let format = format_for(target, abits);
+        let format = format_for(target, abits, k);
         let rows = 12;
         let mut x: Vec<f32> = (0..rows * k)
             .map(|i| ((i * 7919 % 2003) as f32 - 1001.0) / 97.0)
@@ -446,7 +446,7 @@ fn int8_gemm_is_exact_at_the_extremes() {
         .flat_map(|t| shapes.iter().map(move |s| (t, s)))
     {
         let lib = bench_library(&dir, target, k, n, abits);
-        let format = format_for(target, abits);
+        let format = format_for(target, abits, k);
         type Linear = unsafe extern "C" fn(*const f32, *mut f32, i64, *const f32);
         // SAFETY: the symbol is the generated linear with this signature.
         let linear: Linear =

@@ -35,7 +35,7 @@ pub fn compile_gemm_bench(
     fctx.func.signature = sig_n(cc, 4);
     // the kernels are chosen by the step they serve (the int8 family, the tiles of the k
     // blocks)
-    let format = int8.map(|abits| QFormat::for_bits(isa.int8_format(), abits));
+    let format = int8.map(|abits| QFormat::for_bits(isa.int8_format(), abits, k));
     let weights = format.map_or(LinearWeights::F32, LinearWeights::Int8);
     let step = Step::Linear {
         x: 0,

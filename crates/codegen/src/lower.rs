@@ -131,7 +131,7 @@ impl Lowering<'_> {
         let src = self.buf(x)?;
         let k = self.p.buffers[src].width;
         let id = self.p.buffers.len();
-        let format = QFormat::for_bits(self.qformat, abits);
+        let format = QFormat::for_bits(self.qformat, abits, k);
         let rows = QuantRows {
             abits,
             format,
@@ -480,7 +480,7 @@ pub fn lower(g: &Graph, qformat: QFormat) -> Result<Program, CodegenError> {
                 };
                 let (nn, k) = (wq.shape[0], wq.shape[1]);
                 let wq: Vec<i8> = wq.to_i64_vec().iter().map(|&v| v as i8).collect();
-                let format = QFormat::for_bits(l.qformat, abits);
+                let format = QFormat::for_bits(l.qformat, abits, k);
                 let packed = pack_qlinear(&wq, &sc.to_f32_vec(), &b.to_f32_vec(), nn, k, format);
                 let id = l.p.weights.len();
                 l.p.weights.push(Weight {

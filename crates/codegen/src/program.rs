@@ -36,6 +36,9 @@ pub struct QuantRows {
     pub smooth: Option<WeightId>,
 }
 
+/// The deepest linear whose `Quads` sums fit an i32: `255 · 127 · k <= i32::MAX`.
+pub const QUADS_MAX_K: usize = (i32::MAX as usize) / (255 * 127);
+
 /// How an int8 linear groups k, in its quantized rows and in its weight panels: what the
 /// ISA's int8 microkernels read (`Isa::int8_format`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -50,10 +53,11 @@ pub enum QFormat {
 }
 
 impl QFormat {
-    /// The format of a linear whose activations have `abits` bits, on an ISA whose rows of
-    /// 8-bit activations are in `narrow`: fours hold bytes only.
-    pub fn for_bits(narrow: QFormat, abits: u8) -> QFormat {
-        if abits <= 8 {
+    /// The format of a linear of depth `k` whose activations have `abits` bits, on an ISA
+    /// whose rows of 8-bit activations are in `narrow`: fours hold bytes only, and their
+    /// unsigned sums `Σ (w + 128) xq` (up to `255 · 127` a product) must fit an i32.
+    pub fn for_bits(narrow: QFormat, abits: u8, k: usize) -> QFormat {
+        if abits <= 8 && k <= QUADS_MAX_K {
             narrow
         } else {
             QFormat::Pairs
@@ -497,5 +501,29 @@ impl Program {
                 v_width: w(v),
             },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fours hold 8-bit activations only, and only as deep as their unsigned sums fit an
+    /// i32 (the worst case of `Σ (w + 128) xq`, computed here in i64).
+    #[test]
+    fn fours_only_where_their_sums_fit() {
+        let worst = |k: usize| 255i64 * 127 * k as i64;
+        assert!(worst(QUADS_MAX_K) <= i32::MAX as i64);
+        assert!(worst(QUADS_MAX_K + 1) > i32::MAX as i64);
+        let q = QFormat::Quads;
+        assert_eq!(QFormat::for_bits(q, 8, QUADS_MAX_K), QFormat::Quads);
+        assert_eq!(QFormat::for_bits(q, 8, QUADS_MAX_K + 1), QFormat::Pairs);
+        assert_eq!(QFormat::for_bits(q, 9, 384), QFormat::Pairs);
+        assert_eq!(QFormat::for_bits(QFormat::Pairs, 8, 384), QFormat::Pairs);
+        // a row's bytes: values, the pad, the sum term, the scale
+        let row = quantized_row(&[1, -2, 3], 0.5, q);
+        assert_eq!(&row[..4], &[1, 0xfe, 3, 0]);
+        assert_eq!(i32::from_le_bytes(row[4..8].try_into().unwrap()), -128 * 2);
+        assert_eq!(f32::from_le_bytes(row[8..12].try_into().unwrap()), 0.5);
     }
 }

@@ -102,8 +102,8 @@ fn store_tile(
 /// as unsigned bytes). An `mr x 16` tile (`mr <= AVX512_MR`), one zmm accumulator a row: each
 /// four of k is one load of the panel's 64 bytes and, for each row, one `vpdpbusd` of them
 /// with the row's four bytes broadcast from memory (`{1to16}`), which adds the four products
-/// `(w + 128) xq` to each column's i32 without saturating (at most 4 · 255 · 128 a step, so
-/// any depth below 2^16 sums exactly). Adding the row's `-128 Σ xq` leaves `Σ w xq`, the sum
+/// `(w + 128) xq` to each column's i32 without saturating (at most 255 · 127 a product:
+/// lowering keeps fours to depths up to `QUADS_MAX_K`, 66311, where the sums fit). Adding the row's `-128 Σ xq` leaves `Σ w xq`, the sum
 /// the pair kernels compute; then `fma(f32(acc), s_row · s_col, bias)`, the epilogue and the
 /// store as in the f32 kernel.
 pub fn avx512vnni_qkernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {

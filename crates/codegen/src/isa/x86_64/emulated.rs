@@ -430,7 +430,7 @@ fn avx512vnni_int8_driver_is_exact_under_emulation() {
     let mut jobs = Vec::new();
     let mut wants = Vec::new();
     for (i, (&(rows, k, n), abits)) in shapes.iter().flat_map(|s| [(s, 8u8), (s, 16)]).enumerate() {
-        let format = QFormat::for_bits(crate::Isa::for_target(&target).int8_format(), abits);
+        let format = QFormat::for_bits(crate::Isa::for_target(&target).int8_format(), abits, k);
         assert_eq!(format == QFormat::Quads, abits == 8);
         let q = (1i64 << (abits - 1)) - 1;
         let x: Vec<i32> = (0..rows * k)
