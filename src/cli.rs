@@ -21,7 +21,8 @@ pub(crate) struct PruneArgs {
     #[arg(long)]
     pub(crate) profile: Option<PathBuf>,
     /// Calibration text, one text a line (or an STS Benchmark file). Pruning without it uses
-    /// bertc's built-in set of 198 varied English sentences; int8 without it rounds to nearest.
+    /// bertc's built-in set of 198 varied English sentences; int8 without it rounds to nearest
+    /// (measuring, smoothing and widening 8-bit linears on 64 of the built-in sentences).
     #[arg(long)]
     pub(crate) calibration: Option<PathBuf>,
     /// Calibration texts used (the first N).
@@ -85,6 +86,7 @@ impl QuantizeArgs {
             activations: self.quantize_activations,
             // the host's until the command's target is known (`QuantizeOptions::for_target`)
             bytes_faster: quantize::bytes_are_faster(&bertc_targets::Target::host()),
+            builtin: true,
         })
     }
 }

@@ -85,7 +85,15 @@ pub struct QuantizeOptions {
     /// Whether the target multiplies 8-bit activations faster (`bytes_are_faster`): what
     /// `Activations::Auto` follows.
     pub bytes_faster: bool,
+    /// Without `calibration`: measure `auto`'s 8-bit linears on the first `BUILTIN_SAMPLES`
+    /// texts of bertc's built-in set when the model has a tokenizer (smoothing and widening
+    /// them as calibration does; round to nearest, which keeps the compile to seconds).
+    pub builtin: bool,
 }
+
+/// Texts of the built-in calibration set that `--quantize int8` measures 8-bit linears on
+/// when no `--calibration` is given.
+pub const BUILTIN_SAMPLES: usize = 64;
 
 impl QuantizeOptions {
     /// These options for `target` (what `Activations::Auto` decides by).
@@ -114,8 +122,26 @@ impl QuantizeOptions {
             tokenizer: None,
             activations: Activations::Auto,
             bytes_faster: false,
+            builtin: false,
         }
         .for_target(target)
+    }
+
+    /// The calibration texts to measure on, if any: `--calibration`'s (up to `samples`), or
+    /// the built-in set's first `BUILTIN_SAMPLES` where `auto` gives 8-bit activations and
+    /// the model has a tokenizer (`None` in the pair: the built-in set).
+    fn calibration_texts(&self, model: &Path) -> Result<Option<(Option<&Path>, usize)>, CliError> {
+        if let Some(c) = &self.calibration {
+            return Ok(Some((Some(c.as_path()), self.samples)));
+        }
+        if !(self.builtin && self.activations == Activations::Auto && self.bytes_faster) {
+            return Ok(None);
+        }
+        let tok = self
+            .tokenizer
+            .clone()
+            .unwrap_or_else(|| crate::inputs::tokenizer_beside(model));
+        Ok(crate::inputs::tokenizer_json(&tok)?.map(|_| (None, BUILTIN_SAMPLES.min(self.samples))))
     }
 
     /// The rounding used: as asked, else GPTQ when there is calibration text.
@@ -184,9 +210,12 @@ pub fn quantize_model(
         pass.abits = ActBits::Fixed(8);
     }
     let mut layers = Vec::new();
-    if let Some(cal) = &o.calibration {
-        let seqs =
-            crate::prune::calibration_seqs(g, model, Some(cal), o.samples, o.tokenizer.as_deref())?;
+    let texts = o.calibration_texts(model)?;
+    if texts.is_none() && o.narrow() && o.activations == Activations::Auto && !quiet {
+        eprintln!("    Note: 8-bit activations, not measured (no tokenizer for bertc's calibration text; --calibration FILE measures, smooths and widens them)");
+    }
+    if let Some((cal, samples)) = texts {
+        let seqs = crate::prune::calibration_seqs(g, model, cal, samples, o.tokenizer.as_deref())?;
         let stats = quantize_calib::calibrate(g, &seqs, 0.01, &mut |d, t| {
             if !quiet {
                 crate::progress::bar("Calibrating", d, t)

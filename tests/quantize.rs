@@ -243,3 +243,46 @@ fn gptq_is_measured_against_round_to_nearest() {
     let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains("error gptq"));
 }
+
+/// `--quantize int8` without `--calibration`: where `auto` gives 8-bit activations (a target
+/// with AVX512-VNNI) the linears are measured on the built-in calibration text (their lines
+/// printed, some smoothed or widened); where it does not (AVX2), nothing is measured; a model
+/// without a tokenizer gets 8-bit activations unmeasured, with a note saying so.
+#[test]
+fn int8_measures_8_bit_linears_on_the_built_in_text() {
+    let dir = scratch("q8-builtin");
+    let model = model_dir("bert-small-random").join("model.onnx");
+    let compile = |model: &std::path::Path, cpu: &str| {
+        let out = dir.join(format!("m-{cpu}"));
+        let o = bertc(&[
+            "compile",
+            model.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "--quantize",
+            "int8",
+            "--cpu",
+            cpu,
+            "--output",
+            "mean",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).to_string()
+    };
+    let vnni = compile(&model, "cascadelake");
+    assert!(vnni.contains("int8 (activations 8 bits"), "{vnni}");
+    assert!(!vnni.contains("Note:"), "{vnni}");
+    let avx2 = compile(&model, "x86-64-v3");
+    assert!(!avx2.contains("(activations"), "{avx2}");
+    assert!(avx2.contains("activations 16 bits per row"), "{avx2}");
+    // the ONNX file alone: no tokenizer beside it
+    let alone = dir.join("alone");
+    std::fs::create_dir_all(&alone).unwrap();
+    std::fs::copy(&model, alone.join("model.onnx")).unwrap();
+    let bare = compile(&alone.join("model.onnx"), "cascadelake");
+    assert!(
+        bare.contains("Note: 8-bit activations, not measured"),
+        "{bare}"
+    );
+    assert!(!bare.contains("(activations"), "{bare}");
+}
