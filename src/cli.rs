@@ -63,7 +63,8 @@ pub(crate) struct QuantizeArgs {
     #[arg(long = "quantize-budget", requires = "quantize", default_value_t = quantize::DEFAULT_BUDGET)]
     pub(crate) quantize_budget: f64,
     /// Bits of the int8 linears' activations: auto (8 where the target multiplies bytes
-    /// faster, AVX-VNNI or AVX512-VNNI, each linear over the budget on --calibration text widened; else
+    /// faster, AVX-VNNI or AVX512-VNNI, measured on --calibration text or 64 built-in sentences
+    /// and widened where over the budget; else
     /// the widest the depth allows, 14-16), 8, or wide.
     #[arg(
         long = "quantize-activations",

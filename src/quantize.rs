@@ -22,9 +22,10 @@ pub enum Quantize {
 /// How many bits int8 linears quantize their activations to (per token, at run time).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Activations {
-    /// 8 bits where the target multiplies bytes faster than 16-bit pairs (AVX-VNNI, AVX512-VNNI), a
-    /// linear whose 8-bit error on the calibration text is over the budget widened; the
-    /// widest the depth allows elsewhere (where 8 bits would be no faster).
+    /// 8 bits where the target multiplies bytes faster than 16-bit pairs (AVX-VNNI,
+    /// AVX512-VNNI), a linear whose 8-bit error on the calibration text (or the built-in one)
+    /// is over the budget smoothed or widened; the widest the depth allows elsewhere (where 8
+    /// bits would be no faster).
     Auto,
     /// 8 bits for every linear.
     #[value(name = "8")]
