@@ -23,9 +23,9 @@ pub enum Quantize {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Activations {
     /// 8 bits where the target multiplies bytes faster than 16-bit pairs (AVX-VNNI,
-    /// AVX512-VNNI), a linear whose 8-bit error on the calibration text (or the built-in one)
-    /// is over the budget smoothed or widened; the widest the depth allows elsewhere (where 8
-    /// bits would be no faster).
+    /// AVX512-VNNI), measured on the calibration text (or the built-in one): smoothed where
+    /// that measures better, widened where still over the budget; the widest the depth allows
+    /// elsewhere (where 8 bits would be no faster).
     Auto,
     /// 8 bits for every linear.
     #[value(name = "8")]
