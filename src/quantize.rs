@@ -324,21 +324,25 @@ fn decide(g: &Graph, s: &LinearStats, o: &QuantizeOptions) -> (LayerReport, Line
     let mut abits = if o.narrow() { 8.min(wide) } else { wide };
     let gptq = o.method() == QuantizeMethod::Gptq;
     let best = |(r, g): (f64, Option<f64>)| g.map_or(r, |g| g.min(r));
-    let mut r = Rounding::new(s, &w, None, gptq);
-    let mut errors = r.errors(s, abits);
+    // the roundings do not depend on the activation bits: each is made once, measured at
+    // whichever bits are tried
+    let plain = Rounding::new(s, &w, None, gptq);
+    let mut errors = plain.errors(s, abits);
+    let mut smoothed = None;
     if abits < wide {
         // 8-bit activations lose most to outlier channels: smoothed where that measures better
         let sm = Rounding::new(s, &w, Some(smoothing(s, &w)), gptq);
         let e = sm.errors(s, abits);
         if best(e) < best(errors) {
-            (r, errors) = (sm, e);
+            (smoothed, errors) = (Some(sm), e);
         }
     }
     if best(errors) > o.budget && o.activations == Activations::Auto && abits < wide {
         abits = wide;
-        r = Rounding::new(s, &w, None, gptq);
-        errors = r.errors(s, abits);
+        smoothed = None;
+        errors = plain.errors(s, abits);
     }
+    let r = smoothed.unwrap_or(plain);
     let (rtn_error, gptq_error) = errors;
     // GPTQ's weights where they measure better on the sample
     let smoothed = r.smooth.is_some();

@@ -30,9 +30,8 @@ struct Lowering<'g> {
     p: Program,
     buf_of: HashMap<NodeId, BufId>,
     weight_of: HashMap<NodeId, WeightId>,
-    /// The quantized copy of a value for int8 linears, by value, activation bits and
-    /// smoothing weight.
-    quantized: HashMap<(NodeId, u8, Option<WeightId>), BufId>,
+    /// The quantized copy of a value for int8 linears, by value and how it is quantized.
+    quantized: HashMap<(NodeId, QuantRows), BufId>,
     /// How int8 linears with 8-bit activations group k (what the target's int8 kernels read;
     /// wider activations are in pairs).
     qformat: QFormat,
@@ -117,26 +116,16 @@ impl Lowering<'_> {
         Ok(id)
     }
 
-    /// The quantized copy of `x` (`abits` bits) for an int8 linear, with the step that makes
+    /// The quantized copy of `x` (as `rows` says) for an int8 linear, with the step that makes
     /// it the first time it is asked for (linears reading the same value share it).
-    fn quantized(
-        &mut self,
-        x: NodeId,
-        abits: u8,
-        smooth: Option<WeightId>,
-    ) -> Result<BufId, CodegenError> {
-        if let Some(&b) = self.quantized.get(&(x, abits, smooth)) {
+    fn quantized(&mut self, x: NodeId, rows: QuantRows) -> Result<BufId, CodegenError> {
+        if let Some(&b) = self.quantized.get(&(x, rows)) {
             return Ok(b);
         }
         let src = self.buf(x)?;
         let k = self.p.buffers[src].width;
         let id = self.p.buffers.len();
-        let format = QFormat::for_bits(self.qformat, abits, k);
-        let rows = QuantRows {
-            abits,
-            format,
-            smooth,
-        };
+        let QuantRows { abits, format, .. } = rows;
         self.p.buffers.push(Buffer {
             rows: self.p.buffers[src].rows,
             width: quant_row_floats(k, format),
@@ -158,7 +147,7 @@ impl Lowering<'_> {
                 rows,
             }),
         }
-        self.quantized.insert((x, abits, smooth), id);
+        self.quantized.insert((x, rows), id);
         Ok(id)
     }
 
@@ -489,7 +478,12 @@ pub fn lower(g: &Graph, qformat: QFormat) -> Result<Program, CodegenError> {
                     layout: WeightLayout::QPanels { n: nn, k, format },
                     bytes: packed,
                 });
-                let x = l.quantized(ops[0], abits, smooth)?;
+                let rows = QuantRows {
+                    abits,
+                    format,
+                    smooth,
+                };
+                let x = l.quantized(ops[0], rows)?;
                 Step::Linear {
                     x,
                     out: l.new_buf(n)?,
