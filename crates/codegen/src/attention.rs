@@ -6,7 +6,7 @@
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 
 use crate::emit::{self, Emit};
-use crate::gemm::micro_tile_ld;
+use crate::gemm::{micro_tile_ld, stack_tile};
 use crate::isa;
 use crate::kernels;
 use crate::linear;
@@ -124,6 +124,7 @@ pub(crate) fn attention_gemm(
     let dk = e.i(d as i64);
     let panel_k = (PANEL * (d + 1) * 4) as i64;
     let vpanels = dv.div_ceil(PANEL);
+    let st = stack_tile(e);
     e.for_range(begin, end, 1, |e, task| {
         let (h, s0, s1) = kernels::attention_task(e, task, seq_start, a.heads);
         let len = e.b.ins().isub(s1, s0);
@@ -297,7 +298,7 @@ pub(crate) fn attention_gemm(
                                             last: true,
                                         },
                                     };
-                                    micro_tile_ld(e, &t, ld_s, klen, ldc_o, set);
+                                    micro_tile_ld(e, &t, ld_s, klen, ldc_o, set, st);
                                 });
                             }
                         }

@@ -3,7 +3,7 @@
 //! registers; through a stack tile for a partial last panel), the portable Cranelift tiles
 //! elsewhere.
 
-use cranelift_codegen::ir::{types, InstBuilder, StackSlotData, StackSlotKind, Value};
+use cranelift_codegen::ir::{types, InstBuilder, StackSlot, StackSlotData, StackSlotKind, Value};
 
 use crate::emit::{self, Emit};
 use crate::isa::{self, Isa};
@@ -32,17 +32,22 @@ pub(crate) fn emit_linear(
     if isa.gemm(weights.dtype(), weights.layout()).is_some() {
         // full panels run the epilogue in the microkernel's registers
         let fused = !micro.start.fused.is_empty();
-        let tile = |e: &mut Emit, t: &linear::Tile| micro_tile(e, t, &geom, n, micro, fused);
-        linear::linear_tasks(e, args, range, &geom, n, mr, &bl, &tile, epi, fused);
+        let st = stack_tile(e);
+        let tile = |e: &mut Emit, t: &linear::Tile| micro_tile(e, t, &geom, n, micro, fused, st);
+        let pairs = !micro.wide_start.plain.is_empty();
+        let how = linear::TileKinds { fused, pairs };
+        linear::linear_tasks(e, args, range, &geom, n, mr, &bl, &tile, epi, how);
     } else if let LinearWeights::Int8(format) = weights {
         // an ISA chooses fours only with its kernels for them (`Isa::int8_format`)
         assert_eq!(format, QFormat::Pairs, "no portable tile reads k in fours");
         let (pairs, lda, ldc) = (k.div_ceil(2), geom.lda, n as i64 * 4);
         let tile = |e: &mut Emit, t: &linear::Tile| qkernels::portable_qtile(e, t, pairs, lda, ldc);
-        linear::linear_tasks(e, args, range, &geom, n, mr, &bl, &tile, epi, false);
+        let how = linear::TileKinds::PORTABLE;
+        linear::linear_tasks(e, args, range, &geom, n, mr, &bl, &tile, epi, how);
     } else {
         let tile = |e: &mut Emit, t: &linear::Tile| linear::portable_tile(e, t, k, n);
-        linear::linear_tasks(e, args, range, &geom, n, mr, &bl, &tile, epi, false);
+        let how = linear::TileKinds::PORTABLE;
+        linear::linear_tasks(e, args, range, &geom, n, mr, &bl, &tile, epi, how);
     }
 }
 
@@ -59,8 +64,8 @@ pub(crate) fn linear_task_count(
     linear::linear_task_count(e, rows, n, mr)
 }
 
-/// One tile through the microkernels: straight into the output for a full panel (with the
-/// epilogue in registers when `fused` and the tile is the last k block), through a stack
+/// One tile through the microkernels: straight into the output for a full panel or two (with
+/// the epilogue in registers when `fused` and the tile is the last k block), through a stack
 /// tile for a partial last panel; a later k block's tile starts from the output.
 pub(crate) fn micro_tile(
     e: &mut Emit,
@@ -69,17 +74,22 @@ pub(crate) fn micro_tile(
     n: usize,
     micro: &AsmRefs,
     fused: bool,
+    stack: StackSlot,
 ) {
     let lda = e.i(geom.lda);
     let ldc = e.i(n as i64 * 4);
     let kk = e.i(t.block.steps as i64);
-    let set = if t.block.accumulate {
-        &micro.acc
-    } else {
-        &micro.start
+    let wide = t.ncols == 2 * PANEL;
+    let set = match (t.block.accumulate, wide) {
+        (false, false) => &micro.start,
+        (true, false) => &micro.acc,
+        (false, true) => &micro.wide_start,
+        (true, true) => &micro.wide_acc,
     };
     let fused = fused && t.block.last;
-    if t.ncols == PANEL {
+    // a two-panel tile's last argument: where the second panel is
+    let second = wide.then(|| e.i(geom.panel_bytes));
+    if t.ncols == PANEL || wide {
         // tiles that prefetch (a share of) the next panel run the prefetching variant
         let (with, without) = if fused {
             (&set.fused_pf, &set.fused)
@@ -90,13 +100,15 @@ pub(crate) fn micro_tile(
         if fused {
             args.extend(t.res);
         }
+        let mut pf_args = args.clone();
+        args.extend(second);
         let plain = |e: &mut Emit| {
             e.b.ins().call(without[t.m - 1], &args);
         };
         match t.prefetch {
             Some(pf) if !with.is_empty() => {
-                let mut pf_args = args.clone();
                 pf_args.extend([pf.addr, pf.step]);
+                pf_args.extend(second);
                 let prefetching = |e: &mut Emit| {
                     e.b.ins().call(with[t.m - 1], &pf_args);
                 };
@@ -109,12 +121,23 @@ pub(crate) fn micro_tile(
         }
         return;
     }
-    micro_tile_ld(e, t, lda, kk, ldc, set);
+    micro_tile_ld(e, t, lda, kk, ldc, set, stack);
+}
+
+/// The stack tile a partial panel's microkernel writes (see `micro_tile_ld`): one a function,
+/// shared by all its tiles.
+pub(crate) fn stack_tile(e: &mut Emit) -> StackSlot {
+    e.b.create_sized_stack_slot(StackSlotData::new(
+        StackSlotKind::ExplicitSlot,
+        (isa::MAX_GEMM_MR * PANEL * 4) as u32,
+        6,
+    ))
 }
 
 /// One tile through the plain microkernels of `set` with runtime strides and depth (`lda`,
-/// `k` and `ldc` are values): a partial panel through a stack tile, which a later k block's
-/// tile first fills with the output's columns (zeros past them).
+/// `k` and `ldc` are values): a partial panel through the stack tile `tile`
+/// (`stack_tile`), which a later k block's tile first fills with the output's columns (zeros
+/// past them).
 pub(crate) fn micro_tile_ld(
     e: &mut Emit,
     t: &linear::Tile,
@@ -122,17 +145,13 @@ pub(crate) fn micro_tile_ld(
     k: Value,
     ldc: Value,
     set: &TileSet,
+    tile: StackSlot,
 ) {
     if t.ncols == PANEL {
         e.b.ins()
             .call(set.plain[t.m - 1], &[t.a, lda, t.bp, t.c, ldc, k]);
         return;
     }
-    let tile = e.b.create_sized_stack_slot(StackSlotData::new(
-        StackSlotKind::ExplicitSlot,
-        (isa::MAX_GEMM_MR * PANEL * 4) as u32,
-        6,
-    ));
     let tp = e.b.ins().stack_addr(types::I64, tile, 0);
     let tld = e.i((PANEL * 4) as i64);
     if t.block.accumulate {

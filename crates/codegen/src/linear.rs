@@ -347,6 +347,23 @@ impl Epilogue {
     };
 }
 
+/// Which tiles a linear's `tile` function runs, besides one panel's.
+#[derive(Clone, Copy)]
+pub struct TileKinds {
+    /// The tiles of full panels apply the epilogue themselves (in the last k block).
+    pub fused: bool,
+    /// It also runs tiles of two adjacent full panels (`Tile::ncols` = `2 PANEL`).
+    pub pairs: bool,
+}
+
+impl TileKinds {
+    /// The portable tiles: one panel, the epilogue after them.
+    pub const PORTABLE: TileKinds = TileKinds {
+        fused: false,
+        pairs: false,
+    };
+}
+
 /// Applies the epilogue to `m` rows (a value) of `ncols` columns at `c` (row stride `ldc`).
 fn epilogue(
     e: &mut Emit,
@@ -383,10 +400,11 @@ fn epilogue(
 /// The GEMM task driver (see `Blocking`). With at most `SMALL_ROWS` rows, task `t` is panel
 /// `t` with all its row blocks, which each prefetch a share of the panel's next k block (or
 /// the next panel); with more, row block `rb` of panel chunk `c` of row group `g` (numbered
-/// group-major, then chunk-major), whose first row block prefetches the next panel. For each
-/// k block, the task's tiles; `tile` emits the code of one tile with a constant row count,
-/// and the epilogue runs on the tile of the last k block, unless `tile_epilogue` says that
-/// the tile applies it itself to full panels.
+/// group-major, then chunk-major), whose first row block prefetches the next panel; the
+/// chunk's full panels in pairs if `how.pairs` (two-panel tiles). For each k block, the
+/// task's tiles; `tile` emits the code of one tile with a constant row count, and the
+/// epilogue runs on the tile of the last k block, unless `how.fused` says that the tile
+/// applies it itself to full panels.
 #[allow(clippy::too_many_arguments)]
 pub fn linear_tasks(
     e: &mut Emit,
@@ -398,7 +416,7 @@ pub fn linear_tasks(
     bl: &Blocking,
     tile: &dyn Fn(&mut Emit, &Tile),
     epi: &Epilogue,
-    tile_epilogue: bool,
+    how: TileKinds,
 ) {
     let panels = n.div_ceil(PANEL);
     let last_cols = n - (panels - 1) * PANEL;
@@ -441,51 +459,54 @@ pub fn linear_tasks(
         let nk = e.b.ins().select(in_chunk, kb, wrap_k);
         slice(e, np, nk)
     };
-    // one tile: row block `rb` of panel `p`, k block `kb` (`block`), prefetching with `pf`
-    // (its address the start of the block's share), then the epilogue unless the tile
-    // applied it
-    let tile_at = |e: &mut Emit, [rb, p, kb]: [Value; 3], pf: Prefetch, block: KBlock| {
-        let (r, m) = blocks.block(e, rb);
-        let a = e.addr(x, r, lda);
-        let ka = e.b.ins().imul_imm_s(kb, bl.kc as i64 * a_step);
-        let a = e.b.ins().iadd(a, ka);
-        let crow = e.addr(out, r, ldc);
-        let bp = slice(e, p, kb);
-        let c = e.addr(crow, p, (PANEL * 4) as i64);
-        let rc = epi.residual.map(|res| {
-            let rr = e.addr(res, r, ldc);
-            e.addr(rr, p, (PANEL * 4) as i64)
-        });
-        let rows_dispatch = |e: &mut Emit, ncols: usize| {
-            for mm in (1..=mr).rev() {
-                let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
-                let t = Tile {
-                    a,
-                    c,
-                    bp,
-                    m: mm,
-                    ncols,
-                    res: rc,
-                    prefetch: Some(pf),
-                    block,
-                };
-                e.if_nonzero(is, |e| tile(e, &t));
-            }
-            if block.last && !(tile_epilogue && ncols == PANEL) {
-                epilogue(e, epi, c, rc, m, ncols, ldc);
+    // one tile: row block `rb` of panel `p` (and `p + 1` if `two`), k block `kb` (`block`),
+    // prefetching with `pf` (its address the start of the block's share), then the epilogue
+    // unless the tile applied it
+    let tile_at =
+        |e: &mut Emit, [rb, p, kb]: [Value; 3], pf: Prefetch, block: KBlock, two: bool| {
+            let (r, m) = blocks.block(e, rb);
+            let a = e.addr(x, r, lda);
+            let ka = e.b.ins().imul_imm_s(kb, bl.kc as i64 * a_step);
+            let a = e.b.ins().iadd(a, ka);
+            let crow = e.addr(out, r, ldc);
+            let bp = slice(e, p, kb);
+            let c = e.addr(crow, p, (PANEL * 4) as i64);
+            let rc = epi.residual.map(|res| {
+                let rr = e.addr(res, r, ldc);
+                e.addr(rr, p, (PANEL * 4) as i64)
+            });
+            let rows_dispatch = |e: &mut Emit, ncols: usize| {
+                for mm in (1..=mr).rev() {
+                    let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
+                    let t = Tile {
+                        a,
+                        c,
+                        bp,
+                        m: mm,
+                        ncols,
+                        res: rc,
+                        prefetch: Some(pf),
+                        block,
+                    };
+                    e.if_nonzero(is, |e| tile(e, &t));
+                }
+                if block.last && !(how.fused && ncols % PANEL == 0) {
+                    epilogue(e, epi, c, rc, m, ncols, ldc);
+                }
+            };
+            if two {
+                rows_dispatch(e, 2 * PANEL);
+            } else if last_cols == PANEL {
+                rows_dispatch(e, PANEL);
+            } else {
+                let is_last = e.b.ins().icmp_imm_s(IntCC::Equal, p, panels as i64 - 1);
+                e.if_else(
+                    is_last,
+                    |e| rows_dispatch(e, last_cols),
+                    |e| rows_dispatch(e, PANEL),
+                );
             }
         };
-        if last_cols == PANEL {
-            rows_dispatch(e, PANEL);
-        } else {
-            let is_last = e.b.ins().icmp_imm_s(IntCC::Equal, p, panels as i64 - 1);
-            e.if_else(
-                is_last,
-                |e| rows_dispatch(e, last_cols),
-                |e| rows_dispatch(e, PANEL),
-            );
-        }
-    };
     // the tiles of the k blocks: the first starts from the biases, the later ones from the
     // output; the last applies the epilogue
     let kind = |steps: usize, accumulate: bool, last: bool| KBlock {
@@ -534,7 +555,7 @@ pub fn linear_tasks(
                             addr: e.b.ins().iadd(next, off),
                             step,
                         };
-                        tile_at(e, [rb, p, kb], pf, block);
+                        tile_at(e, [rb, p, kb], pf, block, false);
                     });
                 });
             });
@@ -559,15 +580,40 @@ pub fn linear_tasks(
                 let p1 = e.b.ins().iadd_imm_s(p0, PANELS_PER_TASK as i64);
                 let pn = e.i(panels as i64);
                 let p1 = e.b.ins().smin(p1, pn);
+                // the group's first row block prefetches the next panel (or pair, after `p`)
+                let one = |e: &mut Emit, p: Value, after: Value, kb: Value, block, two| {
+                    let pf = Prefetch {
+                        when: Some(first),
+                        addr: next_slice(e, after, kb, [p0, p1]),
+                        step: e.i(step_bytes),
+                    };
+                    tile_at(e, [rb, p, kb], pf, block, two);
+                };
                 k_blocks(e, &|e, kb, block| {
-                    e.for_range(p0, p1, 1, |e, p| {
-                        // the group's first row block prefetches the next panel
-                        let pf = Prefetch {
-                            when: Some(first),
-                            addr: next_slice(e, p, kb, [p0, p1]),
-                            step: e.i(step_bytes),
-                        };
-                        tile_at(e, [rb, p, kb], pf, block);
+                    if !how.pairs {
+                        e.for_range(p0, p1, 1, |e, p| one(e, p, p, kb, block, false));
+                        return;
+                    }
+                    // pairs of full panels; a last odd or partial panel alone
+                    let full = if last_cols == PANEL {
+                        panels
+                    } else {
+                        panels - 1
+                    };
+                    let full = e.i(full as i64);
+                    let full = e.b.ins().smin(p1, full);
+                    e.for_range(p0, p1, 2, |e, p| {
+                        let q = e.b.ins().iadd_imm_s(p, 1);
+                        let pair = e.b.ins().icmp(IntCC::SignedLessThan, q, full);
+                        e.if_else(
+                            pair,
+                            |e| one(e, p, q, kb, block, true),
+                            |e| {
+                                one(e, p, p, kb, block, false);
+                                let more = e.b.ins().icmp(IntCC::SignedLessThan, q, p1);
+                                e.if_nonzero(more, |e| one(e, q, q, kb, block, false));
+                            },
+                        );
                     });
                 });
             });

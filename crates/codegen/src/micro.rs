@@ -49,6 +49,10 @@ pub(crate) struct AsmRefs {
     /// The GEMM tiles starting from the output's partial sums (the later k blocks of a linear
     /// whose blocking splits k; empty otherwise).
     pub(crate) acc: TileSet,
+    /// `start` and `acc` on two adjacent panels (`MicroEpi::wide`), for a linear step whose
+    /// ISA family has them (empty otherwise).
+    pub(crate) wide_start: TileSet,
+    pub(crate) wide_acc: TileSet,
     pub(crate) softmax: Option<FuncRef>,
     /// The row quantizer of a quantize step, when the ISA has one.
     pub(crate) quantize: Option<FuncRef>,
@@ -156,6 +160,8 @@ impl Asm {
         let mut r = AsmRefs {
             start: TileSet::default(),
             acc: TileSet::default(),
+            wide_start: TileSet::default(),
+            wide_acc: TileSet::default(),
             softmax: None,
             quantize: None,
         };
@@ -213,9 +219,12 @@ impl Asm {
             }
             _ => None,
         };
-        for accumulate in [false, true] {
-            if accumulate && !split {
-                break;
+        // two-panel tiles for linears (attention's tiles are a head wide)
+        let wide = kernels.wide && matches!(step, Some(Step::Linear { .. }));
+        let sets = [(false, false), (true, false), (false, true), (true, true)];
+        for (accumulate, two) in sets {
+            if (accumulate && !split) || (two && !wide) {
+                continue;
             }
             let mut set = TileSet::default();
             for (fused, pf) in [(false, false), (false, true), (true, false), (true, true)] {
@@ -231,6 +240,7 @@ impl Asm {
                 let e = isa::MicroEpi {
                     prefetch: pf,
                     accumulate,
+                    wide: two,
                     ..e
                 };
                 let refs = match (fused, pf) {
@@ -243,11 +253,12 @@ impl Asm {
                     refs.push(module.declare_func_in_func(id, func));
                 }
             }
-            if accumulate {
-                r.acc = set;
-            } else {
-                r.start = set;
-            }
+            *match (accumulate, two) {
+                (false, false) => &mut r.start,
+                (true, false) => &mut r.acc,
+                (false, true) => &mut r.wide_start,
+                (true, true) => &mut r.wide_acc,
+            } = set;
         }
         if let Some(Step::Attention { scale, .. }) = step {
             if let Some(id) = self.softmax(module, *scale)? {

@@ -46,6 +46,10 @@ pub struct GemmKernels {
     /// Whether the kernels start from a partial sum in the output (`MicroEpi::accumulate`),
     /// so that the driver may split k in blocks that fit L1.
     pub accumulates: bool,
+    /// Whether the family also has tiles of two adjacent panels (`MicroEpi::wide`: `mr x 2 nr`,
+    /// the second panel's offset an extra argument), which the driver runs on pairs of full
+    /// panels.
+    pub wide: bool,
     /// The machine code of the kernel for `rows` rows (1..=mr) and epilogue `epi`.
     pub assemble: fn(usize, MicroEpi) -> Code,
 }

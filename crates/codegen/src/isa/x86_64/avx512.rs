@@ -16,6 +16,12 @@ const ACC: [AsmRegisterZmm; AVX512_MR] = [
     zmm16, zmm17, zmm18, zmm19, zmm20, zmm21, zmm22, zmm23, zmm24, zmm25, zmm26, zmm27,
 ];
 
+/// The accumulators of a two-panel tile's second panel: the four EVEX-only registers left,
+/// then zmm4..zmm11, which the epilogue does not touch (it uses ymm0, ymm1 and ymm12..ymm15).
+const ACC2: [AsmRegisterZmm; AVX512_MR] = [
+    zmm28, zmm29, zmm30, zmm31, zmm4, zmm5, zmm6, zmm7, zmm8, zmm9, zmm10, zmm11,
+];
+
 /// Row `r` of a tile at byte `off`: row `r` is at base `r / 3` plus `r % 3` strides.
 fn row(bases: &[AsmRegister64; 4], stride: AsmRegister64, r: usize, off: i32) -> AsmMemoryOperand {
     let b = bases[r / 3];
@@ -49,14 +55,15 @@ fn restore_c(a: &mut CodeAssembler, mr: usize) -> Result<(), IcedError> {
     Ok(())
 }
 
-/// The end of both kernels: the activation and the residual add on the f32 tile in the
-/// accumulators, then the store to `c` (`rcx`, stride `r8`; the residual tile at the 7th
-/// argument, same stride).
+/// The end of the kernels: the activation and the residual add on the f32 tile in the
+/// accumulators (`accs`: a set a panel, 16 columns each), then the store to `c` (`rcx`,
+/// stride `r8`; the residual tile at the 7th argument, same stride).
 fn store_tile(
     a: &mut CodeAssembler,
     consts: &mut Consts,
     epi: MicroEpi,
     mr: usize,
+    accs: &[&[AsmRegisterZmm; AVX512_MR]],
 ) -> Result<(), IcedError> {
     let nbases = mr.div_ceil(3);
     // C bases rcx, rsi, rdi, r9 (stride r8); residual bases rax, r10, r11, rdx
@@ -66,8 +73,10 @@ fn store_tile(
         a.add(cbase[j], r8)?;
     }
     if epi.act.is_none() && !epi.residual {
-        for (r, acc_r) in ACC.iter().enumerate().take(mr) {
-            a.vmovups(zmmword_ptr(row(&cbase, r8, r, 0)), *acc_r)?;
+        for (j, acc) in accs.iter().enumerate() {
+            for (r, acc_r) in acc.iter().enumerate().take(mr) {
+                a.vmovups(zmmword_ptr(row(&cbase, r8, r, 64 * j as i32)), *acc_r)?;
+            }
         }
         return Ok(());
     }
@@ -79,9 +88,10 @@ fn store_tile(
             a.add(rbase[j], r8)?;
         }
     }
-    for (r, acc_r) in ACC.iter().enumerate().take(mr) {
+    for (r, j) in (0..mr).flat_map(|r| (0..accs.len()).map(move |j| (r, j))) {
+        let acc_r = &accs[j][r];
         for (half, y) in [ymm0, ymm1].into_iter().enumerate() {
-            let off = 32 * half as i32;
+            let off = 64 * j as i32 + 32 * half as i32;
             a.vextractf64x4(y, *acc_r, half as u32)?;
             if let Some(act) = epi.act {
                 act8(a, consts, act, y, [ymm12, ymm13, ymm14, ymm15])?;
@@ -172,7 +182,7 @@ fn qkernel(mr: usize, epi: MicroEpi, format: QFormat) -> Result<Vec<u8>, Codegen
             a.vfmadd213ps(*acc_r, t, bias)?;
         }
         restore_c(a, mr)?;
-        store_tile(a, consts, epi, mr)
+        store_tile(a, consts, epi, mr, &[&ACC])
     })
 }
 
@@ -186,28 +196,14 @@ fn qkernel(mr: usize, epi: MicroEpi, format: QFormat) -> Result<Vec<u8>, Codegen
 /// base + stride, base + 2 stride); the fourth A base is rcx, kept in the red zone meanwhile.
 pub fn avx512_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
     assert!((1..=AVX512_MR).contains(&mr), "mr out of range");
+    if epi.wide {
+        return wide_kernel(mr, epi);
+    }
     let bregs = [zmm28, zmm29];
     function(|a, consts| {
         let pf_step = prefetch_args(a, epi)?;
         if epi.accumulate {
-            // the partial sums in the output tile: rows 3 j.. from r10 = c + 3 j ldc
-            for (r, acc_r) in ACC.iter().enumerate().take(mr) {
-                let base = match r / 3 {
-                    0 => rcx,
-                    _ => r10,
-                };
-                if r % 3 == 0 && r > 0 {
-                    let from = if r == 3 { rcx } else { r10 };
-                    a.lea(r10, ptr(from + r8 * 2))?;
-                    a.add(r10, r8)?;
-                }
-                let at = match r % 3 {
-                    0 => base + 0,
-                    1 => base + r8,
-                    _ => base + r8 * 2,
-                };
-                a.vmovups(*acc_r, zmmword_ptr(at))?;
-            }
+            load_partial_sums(a, mr, &[&ACC])?;
         } else {
             // the bias row starts every accumulator
             for r in ACC.iter().take(mr) {
@@ -232,6 +228,93 @@ pub fn avx512_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> 
             },
         )?;
         restore_c(a, mr)?;
-        store_tile(a, consts, epi, mr)
+        store_tile(a, consts, epi, mr, &[&ACC])
+    })
+}
+
+/// Loads a tile's accumulators from the output tile (the partial sums of earlier k blocks):
+/// for each set in `accs`, 16 columns further.
+fn load_partial_sums(
+    a: &mut CodeAssembler,
+    mr: usize,
+    accs: &[&[AsmRegisterZmm; AVX512_MR]],
+) -> Result<(), IcedError> {
+    // rows 3 j.. from r10 = c + 3 j ldc
+    for r in 0..mr {
+        let base = match r / 3 {
+            0 => rcx,
+            _ => r10,
+        };
+        if r % 3 == 0 && r > 0 {
+            let from = if r == 3 { rcx } else { r10 };
+            a.lea(r10, ptr(from + r8 * 2))?;
+            a.add(r10, r8)?;
+        }
+        for (j, acc) in accs.iter().enumerate() {
+            let off = 64 * j as i32;
+            let at = match r % 3 {
+                0 => base + off,
+                1 => base + r8 + off,
+                _ => base + r8 * 2 + off,
+            };
+            a.vmovups(acc[r], zmmword_ptr(at))?;
+        }
+    }
+    Ok(())
+}
+
+/// The two-panel form of [`avx512_kernel`] (`MicroEpi::wide`): an `mr x 32` tile over a panel
+/// and the one the last argument's bytes after it, two zmm accumulators a row (`ACC`, `ACC2`).
+/// Each step of k loads both panels' rows and broadcasts each row's `a` once into a register
+/// for its two FMAs: `2 mr` FMAs for `mr + 2` loads, where the one-panel tile's `mr` FMAs take
+/// `mr + 1` (the two-load-a-cycle core is then bound by its FMAs, not its loads). The second
+/// panel is addressed as `rdx + r8`: `ldc` waits in the red zone during the k loop. Each
+/// column's sum is added in the same order as in the one-panel tile, so both give the same bits.
+fn wide_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
+    let bregs = [[zmm0, zmm1], [zmm2, zmm3]];
+    let bcast = [zmm12, zmm13];
+    let offset_arg = 8 + 8 * i32::from(epi.residual) + 16 * i32::from(epi.prefetch);
+    function(|a, consts| {
+        let pf_step = prefetch_args(a, epi)?;
+        if epi.accumulate {
+            load_partial_sums(a, mr, &[&ACC, &ACC2])?;
+        }
+        a.mov(qword_ptr(rsp - 16), r8)?;
+        a.mov(r8, qword_ptr(rsp + offset_arg))?;
+        if !epi.accumulate {
+            // each panel's bias row starts its accumulators
+            for r in 0..mr {
+                a.vmovups(ACC[r], zmmword_ptr(rdx))?;
+                a.vmovups(ACC2[r], zmmword_ptr(rdx + r8))?;
+            }
+            a.add(rdx, 64)?;
+        }
+        let abase = a_bases(a, mr)?;
+        let nbases = mr.div_ceil(3);
+        k_loop(
+            a,
+            epi.prefetch.then_some(pf_step),
+            &abase[..nbases],
+            [64, 4],
+            |a, u| {
+                let [b0, b1] = bregs[u as usize % 2];
+                a.vmovups(b0, zmmword_ptr(rdx + 64 * u))?;
+                a.vmovups(b1, zmmword_ptr(rdx + r8 + 64 * u))?;
+                if epi.prefetch {
+                    // the second panel's line of the step k_loop prefetches in the first
+                    a.prefetcht0(byte_ptr(rax + r8))?;
+                }
+                for r in 0..mr {
+                    let x = bcast[r % 2];
+                    a.vbroadcastss(x, dword_ptr(row(&abase, rsi, r, 4 * u)))?;
+                    a.vfmadd231ps(ACC[r], b0, x)?;
+                    a.vfmadd231ps(ACC2[r], b1, x)?;
+                }
+                Ok(())
+            },
+        )?;
+        restore_c(a, mr)?;
+        a.mov(r8, qword_ptr(rsp - 16))?;
+        store_tile(a, consts, epi, mr, &[&ACC, &ACC2])
     })
 }

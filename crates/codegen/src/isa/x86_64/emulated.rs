@@ -86,12 +86,14 @@ struct Case {
     k: usize,
     epi: MicroEpi,
     want: Vec<f64>,
-    /// The output rows' values beyond the tile's 16 columns, which must stay untouched.
+    /// The tile's columns (16, or 32 for a two-panel tile).
+    cols: usize,
+    /// The output rows' values beyond the tile's columns, which must stay untouched.
     canary: f32,
 }
 
 /// Column stride of the output and residual (floats): wider than the tile.
-const LDC: usize = 21;
+const LDC: usize = 37;
 
 #[test]
 fn avx512_kernels_match_the_reference_under_emulation() {
@@ -110,7 +112,7 @@ fn avx512_kernels_match_the_reference_under_emulation() {
     let mut cases = Vec::new();
     for mr in 1..=AVX512_MR {
         for (i, act) in acts.iter().enumerate() {
-            for residual in [false, true] {
+            for (residual, wide) in [(false, false), (true, false), (false, true), (true, true)] {
                 let prefetch = (mr + i) % 2 == 0;
                 // depths with and without a tail after the 4-step loop, and below 4
                 let k = [1, 3, 4, 7, 37][(mr + i + residual as usize) % 5];
@@ -121,15 +123,18 @@ fn avx512_kernels_match_the_reference_under_emulation() {
                     residual,
                     prefetch,
                     accumulate,
+                    wide,
                 };
+                // a two-panel tile's second panel right after the first
+                let cols = if wide { 32 } else { 16 };
                 let lda = k + 3;
                 let a: Vec<f32> = (0..mr * lda).map(|_| rng.next()).collect();
-                let panel: Vec<f32> = (0..(k + 1) * 16).map(|_| rng.next() * 0.5).collect();
+                let panel: Vec<f32> = (0..(k + 1) * cols).map(|_| rng.next() * 0.5).collect();
                 let res: Vec<f32> = (0..mr * LDC).map(|_| rng.next()).collect();
                 let canary = 1234.5;
                 let c: Vec<f32> = (0..mr * LDC)
                     .map(|e| {
-                        if accumulate && e % LDC < 16 {
+                        if accumulate && e % LDC < cols {
                             rng.next()
                         } else {
                             canary
@@ -137,31 +142,36 @@ fn avx512_kernels_match_the_reference_under_emulation() {
                     })
                     .collect();
                 let w0 = if accumulate { 0 } else { 16 };
-                let mut want = vec![0f64; mr * 16];
+                let mut want = vec![0f64; mr * cols];
                 for r in 0..mr {
-                    for j in 0..16 {
+                    for j in 0..cols {
+                        let p = &panel[(j / 16) * (k + 1) * 16..];
                         let mut s = if accumulate {
                             c[r * LDC + j] as f64
                         } else {
-                            panel[j] as f64
+                            p[j % 16] as f64
                         };
                         for kk in 0..k {
-                            s += a[r * lda + kk] as f64 * panel[w0 + kk * 16 + j] as f64;
+                            s += a[r * lda + kk] as f64 * p[w0 + kk * 16 + j % 16] as f64;
                         }
                         let mut v = act_ref(*act, s);
                         if residual {
                             v += res[r * LDC + j] as f64;
                         }
-                        want[r * 16 + j] = v;
+                        want[r * cols + j] = v;
                     }
                 }
-                // the stack: return address, then the residual, prefetch address and step
+                // the stack: return address, then the residual, prefetch address and step, the
+                // second panel's offset
                 let mut stack = vec![HLT];
                 if residual {
                     stack.push(RES);
                 }
                 if prefetch {
                     stack.extend([B, 22]);
+                }
+                if wide {
+                    stack.push((k as u64 + 1) * 64);
                 }
                 let stack_bytes: Vec<u8> = stack.iter().flat_map(|v| v.to_le_bytes()).collect();
                 let code = avx512_kernel(mr, epi).unwrap();
@@ -186,6 +196,7 @@ fn avx512_kernels_match_the_reference_under_emulation() {
                     k,
                     epi,
                     want,
+                    cols,
                     canary,
                 });
             }
@@ -201,11 +212,11 @@ fn avx512_kernels_match_the_reference_under_emulation() {
         for row in 0..case.mr {
             for j in 0..LDC {
                 let g = got[row * LDC + j];
-                if j >= 16 {
+                if j >= case.cols {
                     assert_eq!(g, case.canary, "{what}: row {row} col {j} written");
                     continue;
                 }
-                let w = case.want[row * 16 + j];
+                let w = case.want[row * case.cols + j];
                 assert!(
                     (g as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()),
                     "{what}: row {row} col {j}: {g} vs {w}"
@@ -284,8 +295,10 @@ fn avx512_linear_driver_matches_the_reference_under_emulation() {
         (23, 5, 50, false),
         (70, 6, 35, false),
         (131, 4, 20, false),
+        (75, 9, 80, false),
         (30, 70, 20, true),
         (90, 100, 35, true),
+        (66, 20, 96, true),
     ];
     let tiny = bertc_targets::Caches {
         l1d: 1024,

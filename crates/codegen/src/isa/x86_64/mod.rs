@@ -49,6 +49,9 @@ pub struct MicroEpi {
     /// rather than from the panel's bias row; the panel argument then points at the first
     /// step's weights.
     pub accumulate: bool,
+    /// Two adjacent panels: an `mr x 32` tile, the second panel the number of bytes in the
+    /// last argument past the first (GEMM families with `GemmKernels::wide`).
+    pub wide: bool,
 }
 
 impl MicroEpi {
@@ -57,12 +60,13 @@ impl MicroEpi {
         residual: false,
         prefetch: false,
         accumulate: false,
+        wide: false,
     };
 
     /// The kernel's argument count: `(a, lda, bp, c, ldc, k)`, then the residual tile, then
-    /// the prefetch address and step.
+    /// the prefetch address and step, then the second panel's offset.
     pub fn args(&self) -> usize {
-        6 + usize::from(self.residual) + 2 * usize::from(self.prefetch)
+        6 + usize::from(self.residual) + 2 * usize::from(self.prefetch) + usize::from(self.wide)
     }
 
     /// A short name for symbols.
@@ -77,7 +81,8 @@ impl MicroEpi {
         let res = if self.residual { "res" } else { "" };
         let pf = if self.prefetch { "pf" } else { "" };
         let acc = if self.accumulate { "acc" } else { "" };
-        format!("{acc}{act}{res}{pf}")
+        let wide = if self.wide { "w" } else { "" };
+        format!("{wide}{acc}{act}{res}{pf}")
     }
 }
 
@@ -414,12 +419,18 @@ mod tests {
                     Some(Act::Gelu(GeluApprox::Tanh)),
                 ] {
                     for residual in [false, true] {
-                        for prefetch in [false, true] {
+                        // the AVX-512 f32 tiles also span two panels
+                        let wides: &[bool] = if j == 3 { &[false, true] } else { &[false] };
+                        for (prefetch, &wide) in [false, true]
+                            .into_iter()
+                            .flat_map(|p| wides.iter().map(move |w| (p, w)))
+                        {
                             let epi = MicroEpi {
                                 act,
                                 residual,
                                 prefetch,
                                 accumulate,
+                                wide,
                             };
                             assert!(!kernel(mr, epi).unwrap().is_empty());
                         }
@@ -458,6 +469,7 @@ pub fn isa(target: &bertc_targets::Target) -> super::Isa {
             nr: PANEL,
             epilogues: true,
             accumulates: true,
+            wide: true,
             assemble: avx512_kernel,
         })
     } else if avx2 {
@@ -469,6 +481,7 @@ pub fn isa(target: &bertc_targets::Target) -> super::Isa {
             nr: PANEL,
             epilogues: true,
             accumulates: true,
+            wide: false,
             assemble: avx2_kernel,
         })
     } else {
@@ -487,6 +500,7 @@ pub fn isa(target: &bertc_targets::Target) -> super::Isa {
         nr: PANEL,
         epilogues: true,
         accumulates: false,
+        wide: false,
         assemble,
     };
     let qgemm: Vec<GemmKernels> = if vnni {
