@@ -84,7 +84,9 @@ pub const ATTN_TILE: usize = 48;
 /// otherwise blocks of that many keys, so that a block's scores and K and V panels stay in L2
 /// however long the sequence (flash attention's schedule). Only one block of scores exists at
 /// a time. Each thread has its own scratch (`tid` selects it), laid out as `layout` says
-/// (sized for the widest heads of any step).
+/// (sized for the widest heads of any step). The tiles are `mr` rows high (the f32 family's),
+/// and two panels wide where the family has such tiles and two full panels are left (pairs of
+/// key panels for the scores, of V's column panels for `P V`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn attention_gemm(
     e: &mut Emit,
@@ -95,6 +97,7 @@ pub(crate) fn attention_gemm(
     layout: &AttnScratch,
     key_block: Option<usize>,
     micro: &AsmRefs,
+    mr: usize,
 ) {
     use cranelift_codegen::ir::condcodes::IntCC;
     let (d, dv) = (a.dq, a.dv);
@@ -125,6 +128,7 @@ pub(crate) fn attention_gemm(
     let panel_k = (PANEL * (d + 1) * 4) as i64;
     let vpanels = dv.div_ceil(PANEL);
     let st = stack_tile(e);
+    let wide = !micro.wide_start.plain.is_empty();
     e.for_range(begin, end, 1, |e, task| {
         let (h, s0, s1) = kernels::attention_task(e, task, seq_start, a.heads);
         let len = e.b.ins().isub(s1, s0);
@@ -206,9 +210,9 @@ pub(crate) fn attention_gemm(
                 }
                 None => e.i(1),
             };
-            let blocks = linear::RowBlocks::new(e, tlen, isa::MIN_GEMM_MR);
+            let blocks = linear::RowBlocks::new(e, tlen, mr);
             let rows6 = blocks.count;
-            // the blocks of up to 6 rows of the tile: (rows, first query, its score row, its
+            // the blocks of up to mr rows of the tile: (rows, first query, its score row, its
             // first row in the tile)
             let block = |e: &mut Emit, rb: Value| {
                 let (i0, m) = blocks.block(e, rb);
@@ -240,19 +244,35 @@ pub(crate) fn attention_gemm(
                     let (m, qi, srow, _) = block(e, rb);
                     let qa = e.addr(q, qi, a.ldq as i64 * 4);
                     let qa = e.addr(qa, h, d as i64 * 4);
-                    let z = e.i(0);
-                    e.for_range(z, npanels, 1, |e, p| {
+                    // the scores against key panel p, and p + 1 with two-panel tiles
+                    let scores = |e: &mut Emit, p: Value, two: bool| {
                         let kpanel = e.b.ins().iadd(p0, p);
                         let bp = e.addr(kp, kpanel, panel_k);
                         let c = e.addr(srow, p, (PANEL * 4) as i64);
-                        for mm in 1..=isa::MIN_GEMM_MR {
+                        let mut args = vec![qa, lda_q, bp, c, ld_s, dk];
+                        let set = if two {
+                            args.push(e.i(panel_k));
+                            &micro.wide_start
+                        } else {
+                            &micro.start
+                        };
+                        for mm in 1..=mr {
                             let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
                             e.if_nonzero(is, |e| {
-                                e.b.ins()
-                                    .call(micro.start.plain[mm - 1], &[qa, lda_q, bp, c, ld_s, dk]);
+                                e.b.ins().call(set.plain[mm - 1], &args);
                             });
                         }
-                    });
+                    };
+                    let z = e.i(0);
+                    if wide {
+                        e.for_range(z, npanels, 2, |e, p| {
+                            let q = e.b.ins().iadd_imm_s(p, 1);
+                            let pair = e.b.ins().icmp(IntCC::SignedLessThan, q, npanels);
+                            e.if_else(pair, |e| scores(e, p, true), |e| scores(e, p, false));
+                        });
+                    } else {
+                        e.for_range(z, npanels, 1, |e, p| scores(e, p, false));
+                    }
                 });
                 // the online softmax over each row's klen scores of the block (scaled)
                 let sm = micro
@@ -268,7 +288,8 @@ pub(crate) fn attention_gemm(
                     // P V of the block: the first from the bias row, a later one added to
                     // the output so far, which is first rescaled by alpha
                     let pv = |e: &mut Emit, accumulate: bool| {
-                        for p in 0..vpanels {
+                        let mut p = 0;
+                        while p < vpanels {
                             let bp = e.b.ins().imul_imm_s(vpanel_bytes, p as i64);
                             let bp = e.b.ins().iadd(vp, bp);
                             let bp = if accumulate {
@@ -278,9 +299,26 @@ pub(crate) fn attention_gemm(
                                 bp
                             };
                             let c = e.b.ins().iadd_imm_s(orow, (p * PANEL * 4) as i64);
+                            if wide && dv >= (p + 2) * PANEL {
+                                // two full panels of V's columns
+                                let set = if accumulate {
+                                    &micro.wide_acc
+                                } else {
+                                    &micro.wide_start
+                                };
+                                let args = [srow, ld_s, bp, c, ldc_o, klen, vpanel_bytes];
+                                for mm in 1..=mr {
+                                    let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
+                                    e.if_nonzero(is, |e| {
+                                        e.b.ins().call(set.plain[mm - 1], &args);
+                                    });
+                                }
+                                p += 2;
+                                continue;
+                            }
                             let cols = (dv - p * PANEL).min(PANEL);
                             let set = if accumulate { &micro.acc } else { &micro.start };
-                            for mm in 1..=isa::MIN_GEMM_MR {
+                            for mm in 1..=mr {
                                 let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
                                 e.if_nonzero(is, |e| {
                                     let t = linear::Tile {
@@ -301,6 +339,7 @@ pub(crate) fn attention_gemm(
                                     micro_tile_ld(e, &t, ld_s, klen, ldc_o, set, st);
                                 });
                             }
+                            p += 1;
                         }
                     };
                     if key_block.is_some() {

@@ -695,7 +695,17 @@ fn emit_step(
             if isa.gemm_attention() {
                 let layout = AttnScratch::new(attn_dims(p).unwrap_or((shape.dq, shape.dv)));
                 let kb = attention::program_key_blocks(p, isa);
-                attention_gemm(e, args, range, tid, &shape, &layout, kb, micro);
+                attention_gemm(
+                    e,
+                    args,
+                    range,
+                    tid,
+                    &shape,
+                    &layout,
+                    kb,
+                    micro,
+                    isa.gemm_mr(),
+                );
             } else {
                 kernels::attention(e, args, range, &shape)
             }

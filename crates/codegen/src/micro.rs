@@ -219,8 +219,7 @@ impl Asm {
             }
             _ => None,
         };
-        // two-panel tiles for linears (attention's tiles are a head wide)
-        let wide = kernels.wide && matches!(step, Some(Step::Linear { .. }));
+        let wide = kernels.wide;
         let sets = [(false, false), (true, false), (false, true), (true, true)];
         for (accumulate, two) in sets {
             if (accumulate && !split) || (two && !wide) {

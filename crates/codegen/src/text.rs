@@ -160,10 +160,19 @@ impl Program {
                 let (dtype, layout) = (weights.dtype(), weights.layout());
                 let kernel = match isa.gemm(dtype, layout) {
                     Some(g) => format!(
-                        "{} tiles of 1..{} x {}{}",
+                        "{} tiles of 1..{} x {}{}{}",
                         g.family,
                         g.mr,
                         g.nr,
+                        if g.wide && n >= 2 * g.nr {
+                            format!(
+                                " (x {} on pairs of panels above {} rows)",
+                                2 * g.nr,
+                                crate::linear::SMALL_ROWS
+                            )
+                        } else {
+                            String::new()
+                        },
                         match (epi.is_empty(), g.epilogues) {
                             (true, _) => "",
                             (false, true) => ", epilogue in registers",
@@ -212,9 +221,7 @@ impl Program {
                             .map_or(String::new(), |kb| format!(", keys in blocks of {kb}"));
                         format!(
                             "tiles of {ATTN_TILE} queries on {} tiles of {} rows, {}{blocks}",
-                            gk.family,
-                            crate::isa::MIN_GEMM_MR,
-                            sm.name
+                            gk.family, gk.mr, sm.name
                         )
                     }
                     _ => "portable, one query row at a time".to_string(),

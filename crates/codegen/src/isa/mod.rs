@@ -24,10 +24,6 @@ pub type Code = Result<Vec<u8>, CodegenError>;
 /// this many rows).
 pub const MAX_GEMM_MR: usize = 12;
 
-/// The height every registered GEMM family reaches at least (tiles of 1 to `mr >= 6` rows):
-/// attention runs its row blocks at this height on any ISA.
-pub const MIN_GEMM_MR: usize = 6;
-
 /// A family of GEMM microkernels: one per tile height `1..=mr`, each `mr x nr` tile reading
 /// one panel of weights of `dtype` in `layout`.
 #[derive(Clone, Copy)]
@@ -112,7 +108,7 @@ impl Isa {
             Arch::Riscv64 => riscv64::isa(target),
         };
         for k in &isa.gemm {
-            assert!((MIN_GEMM_MR..=MAX_GEMM_MR).contains(&k.mr));
+            assert!((1..=MAX_GEMM_MR).contains(&k.mr));
             assert_eq!(k.nr, crate::lower::PANEL);
         }
         isa

@@ -21,7 +21,9 @@ pub use avx2::{
     avx2_kernel, avx2_peak, avx2_qkernel, avx2_quantize, avx2_softmax, avx512_peak,
     avxvnni_qkernel, AVX2_MR,
 };
-pub use avx512::{avx512_kernel, avx512vnni_pairs_qkernel, avx512vnni_qkernel, AVX512_MR};
+pub use avx512::{
+    avx512_kernel, avx512_softmax, avx512vnni_pairs_qkernel, avx512vnni_qkernel, AVX512_MR,
+};
 
 use iced_x86::code_asm::*;
 
@@ -107,6 +109,24 @@ impl Consts {
 
     fn f(&mut self, a: &mut CodeAssembler, v: f32) -> AsmMemoryOperand {
         self.bits(a, v.to_bits())
+    }
+
+    /// The constant with bits `bits` broadcast to every lane of an EVEX instruction
+    /// (`{1to16}`).
+    fn bcst(&mut self, a: &mut CodeAssembler, bits: u32) -> AsmMemoryOperand {
+        let _ = self.bits(a, bits);
+        let l = self
+            .items
+            .iter()
+            .find(|(b, _)| *b == bits)
+            .expect("added")
+            .1;
+        dword_bcst(l)
+    }
+
+    /// `bcst` of the f32 `v`.
+    fn fb(&mut self, a: &mut CodeAssembler, v: f32) -> AsmMemoryOperand {
+        self.bcst(a, v.to_bits())
     }
 
     /// The first lane of the constant `v`, for scalar instructions.
@@ -439,6 +459,7 @@ mod tests {
             }
         }
         assert!(!avx2_softmax(0.125).unwrap().is_empty());
+        assert!(!avx512_softmax(0.125).unwrap().is_empty());
         for abits in 2..=8 {
             for format in [QFormat::Pairs, QFormat::Quads] {
                 for smooth in [false, true] {
@@ -545,10 +566,17 @@ pub fn isa(target: &bertc_targets::Target) -> super::Isa {
         fma: target.has("fma"),
         regs: 16,
         gemm: gemm.into_iter().chain(qgemm).collect(),
-        softmax: avx2.then_some(SoftmaxKernel {
-            name: "avx2_softmax",
-            assemble: avx2_softmax,
-        }),
+        softmax: if avx512 {
+            Some(SoftmaxKernel {
+                name: "avx512_softmax",
+                assemble: avx512_softmax,
+            })
+        } else {
+            avx2.then_some(SoftmaxKernel {
+                name: "avx2_softmax",
+                assemble: avx2_softmax,
+            })
+        },
         quantize: avx2.then_some(QuantizeKernel {
             name: "avx2_quantize",
             assemble: avx2_quantize,
