@@ -115,7 +115,9 @@ fn store_tile(
 /// `(w + 128) xq` to each column's i32 without saturating (at most 255 · 127 a product:
 /// lowering keeps fours to depths up to `QUADS_MAX_K`, 66311, where the sums fit). Adding the row's `-128 Σ xq` leaves `Σ w xq`, the sum
 /// the pair kernels compute; then `fma(f32(acc), s_row · s_col, bias)`, the epilogue and the
-/// store as in the f32 kernel.
+/// store as in the f32 kernel. With `MicroEpi::wide`, an `mr x 32` tile over two panels as
+/// the f32 kernel's: each row's four bytes broadcast once into a register for both panels'
+/// `vpdpbusd`.
 pub fn avx512vnni_qkernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
     qkernel(mr, epi, QFormat::Quads)
 }
@@ -128,21 +130,51 @@ pub fn avx512vnni_pairs_qkernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, Cod
     qkernel(mr, epi, QFormat::Pairs)
 }
 
+/// `acc += b · x` on k in `format`'s groups: `vpdpbusd` (fours) or `vpdpwssd` (pairs), with
+/// `x` a register or a broadcast memory operand.
+fn dot<X>(
+    a: &mut CodeAssembler,
+    format: QFormat,
+    [acc, b]: [AsmRegisterZmm; 2],
+    x: X,
+) -> Result<(), IcedError>
+where
+    CodeAssembler: asm_traits::CodeAsmVpdpbusd<AsmRegisterZmm, AsmRegisterZmm, X>
+        + asm_traits::CodeAsmVpdpwssd<AsmRegisterZmm, AsmRegisterZmm, X>,
+{
+    match format {
+        QFormat::Quads => a.vpdpbusd(acc, b, x),
+        QFormat::Pairs => a.vpdpwssd(acc, b, x),
+    }
+}
+
 fn qkernel(mr: usize, epi: MicroEpi, format: QFormat) -> Result<Vec<u8>, CodegenError> {
     assert!((1..=AVX512_MR).contains(&mr), "mr out of range");
     assert!(
         !epi.accumulate,
         "the int8 tiles start from the biases (k is never split)"
     );
-    let (bias, scales, t) = (zmm30, zmm31, zmm28);
-    let bregs = [zmm28, zmm29];
+    // one panel, or two (`MicroEpi::wide`: the second `r8` bytes after the first, as in the
+    // f32 kernel, each row's bytes then broadcast once into a register for both)
+    let accs: &[&[AsmRegisterZmm; AVX512_MR]] = if epi.wide { &[&ACC, &ACC2] } else { &[&ACC] };
+    let panel = |j: usize, off: i32| match j {
+        0 => rdx + off,
+        _ => rdx + r8 + off,
+    };
+    let bregs = [[zmm0, zmm1], [zmm2, zmm3]];
+    let bcast = [zmm12, zmm13];
     let step = (16 * format.group()) as i32;
+    let offset_arg = 8 + 8 * i32::from(epi.residual) + 16 * i32::from(epi.prefetch);
     function(|a, consts| {
         let pf_step = prefetch_args(a, epi)?;
-        a.vmovups(bias, zmmword_ptr(rdx))?;
-        a.vmovups(scales, zmmword_ptr(rdx + 64))?;
+        if epi.wide {
+            a.mov(qword_ptr(rsp - 16), r8)?;
+            a.mov(r8, qword_ptr(rsp + offset_arg))?;
+        }
+        // the panels' headers (biases, scales), read after the k loop
+        a.mov(qword_ptr(rsp - 24), rdx)?;
         a.add(rdx, QPANEL_HEADER as i32)?;
-        for acc in ACC.iter().take(mr) {
+        for acc in accs.iter().flat_map(|s| s.iter().take(mr)) {
             a.vpxord(*acc, *acc, *acc)?;
         }
         let abase = a_bases(a, mr)?;
@@ -154,35 +186,60 @@ fn qkernel(mr: usize, epi: MicroEpi, format: QFormat) -> Result<Vec<u8>, Codegen
             [step, 4],
             |a, u| {
                 let b = bregs[u as usize % 2];
-                match format {
-                    QFormat::Quads => a.vmovdqu32(b, zmmword_ptr(rdx + step * u))?,
-                    QFormat::Pairs => a.vpmovsxbw(b, ymmword_ptr(rdx + step * u))?,
-                }
-                for (r, acc_r) in ACC.iter().enumerate().take(mr) {
-                    let x = dword_bcst(row(&abase, rsi, r, 4 * u));
+                for (j, &bj) in b.iter().enumerate().take(accs.len()) {
                     match format {
-                        QFormat::Quads => a.vpdpbusd(*acc_r, b, x)?,
-                        QFormat::Pairs => a.vpdpwssd(*acc_r, b, x)?,
+                        QFormat::Quads => a.vmovdqu32(bj, zmmword_ptr(panel(j, step * u)))?,
+                        QFormat::Pairs => a.vpmovsxbw(bj, ymmword_ptr(panel(j, step * u)))?,
+                    }
+                }
+                if epi.wide && epi.prefetch {
+                    a.prefetcht0(byte_ptr(rax + r8))?;
+                }
+                for r in 0..mr {
+                    let at = row(&abase, rsi, r, 4 * u);
+                    if epi.wide {
+                        let x = bcast[r % 2];
+                        a.vpbroadcastd(x, dword_ptr(at))?;
+                        dot(a, format, [ACC[r], b[0]], x)?;
+                        dot(a, format, [ACC2[r], b[1]], x)?;
+                    } else {
+                        dot(a, format, [ACC[r], b[0]], dword_bcst(at))?;
                     }
                 }
                 Ok(())
             },
         )?;
+        // each panel's biases and scales
+        let (bias, scales, t) = ([zmm0, zmm2], [zmm1, zmm3], zmm12);
+        a.mov(r9, qword_ptr(rsp - 24))?;
+        for j in 0..accs.len() {
+            let at = |off: i32| match j {
+                0 => r9 + off,
+                _ => r9 + r8 + off,
+            };
+            a.vmovups(bias[j], zmmword_ptr(at(0)))?;
+            a.vmovups(scales[j], zmmword_ptr(at(64)))?;
+        }
         // the A bases now point at each row's sum term (fours), then its scale
         let scale_at = match format {
             QFormat::Quads => 4,
             QFormat::Pairs => 0,
         };
-        for (r, acc_r) in ACC.iter().enumerate().take(mr) {
-            if format == QFormat::Quads {
-                a.vpaddd(*acc_r, *acc_r, dword_bcst(row(&abase, rsi, r, 0)))?;
+        for r in 0..mr {
+            for (j, acc) in accs.iter().enumerate() {
+                if format == QFormat::Quads {
+                    a.vpaddd(acc[r], acc[r], dword_bcst(row(&abase, rsi, r, 0)))?;
+                }
+                a.vcvtdq2ps(acc[r], acc[r])?;
+                a.vmulps(t, scales[j], dword_bcst(row(&abase, rsi, r, scale_at)))?;
+                a.vfmadd213ps(acc[r], t, bias[j])?;
             }
-            a.vcvtdq2ps(*acc_r, *acc_r)?;
-            a.vmulps(t, scales, dword_bcst(row(&abase, rsi, r, scale_at)))?;
-            a.vfmadd213ps(*acc_r, t, bias)?;
         }
         restore_c(a, mr)?;
-        store_tile(a, consts, epi, mr, &[&ACC])
+        if epi.wide {
+            a.mov(r8, qword_ptr(rsp - 16))?;
+        }
+        store_tile(a, consts, epi, mr, accs)
     })
 }
 

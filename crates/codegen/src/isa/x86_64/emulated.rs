@@ -439,6 +439,7 @@ fn avx512vnni_int8_driver_is_exact_under_emulation() {
         (23, 6, 50),
         (70, 129, 35),
         (131, 4, 20),
+        (80, 36, 96),
     ];
     let mut jobs = Vec::new();
     let mut wants = Vec::new();

@@ -439,8 +439,12 @@ mod tests {
                     Some(Act::Gelu(GeluApprox::Tanh)),
                 ] {
                     for residual in [false, true] {
-                        // the AVX-512 f32 tiles also span two panels
-                        let wides: &[bool] = if j == 3 { &[false, true] } else { &[false] };
+                        // the AVX-512 tiles also span two panels
+                        let wides: &[bool] = if (2..=4).contains(&j) {
+                            &[false, true]
+                        } else {
+                            &[false]
+                        };
                         for (prefetch, &wide) in [false, true]
                             .into_iter()
                             .flat_map(|p| wides.iter().map(move |w| (p, w)))
@@ -513,7 +517,8 @@ pub fn isa(target: &bertc_targets::Target) -> super::Isa {
     // on ymm for fours beside AVX2's pairs; else AVX2's `vpmaddwd` on k in pairs (an int8
     // panel of depth 2048 is 32 KiB: k stays whole)
     let vnni = avx512 && target.has("avx512vnni");
-    let int8 = |family, format, mr, assemble| GemmKernels {
+    // (`wide`: the AVX512-VNNI families also span two panels, `MicroEpi::wide`)
+    let int8 = |family, format, (mr, wide), assemble| GemmKernels {
         family,
         dtype: bertc_ir::DType::I8,
         layout: LayoutKind::QPanels(format),
@@ -521,7 +526,7 @@ pub fn isa(target: &bertc_targets::Target) -> super::Isa {
         nr: PANEL,
         epilogues: true,
         accumulates: false,
-        wide: false,
+        wide,
         assemble,
     };
     let qgemm: Vec<GemmKernels> = if vnni {
@@ -529,13 +534,13 @@ pub fn isa(target: &bertc_targets::Target) -> super::Isa {
             int8(
                 "avx512vnni_q8_12x16",
                 QFormat::Quads,
-                AVX512_MR,
+                (AVX512_MR, true),
                 avx512vnni_qkernel as fn(usize, MicroEpi) -> super::Code,
             ),
             int8(
                 "avx512vnni_q16_12x16",
                 QFormat::Pairs,
-                AVX512_MR,
+                (AVX512_MR, true),
                 avx512vnni_pairs_qkernel,
             ),
         ]
@@ -544,13 +549,19 @@ pub fn isa(target: &bertc_targets::Target) -> super::Isa {
             int8(
                 "avxvnni_q8_6x16",
                 QFormat::Quads,
-                AVX2_MR,
+                (AVX2_MR, false),
                 avxvnni_qkernel as fn(usize, MicroEpi) -> super::Code,
             ),
-            int8("avx2_q8_6x16", QFormat::Pairs, AVX2_MR, avx2_qkernel),
+            int8(
+                "avx2_q8_6x16",
+                QFormat::Pairs,
+                (AVX2_MR, false),
+                avx2_qkernel,
+            ),
         ]
     } else if avx2 {
-        vec![int8("avx2_q8_6x16", QFormat::Pairs, AVX2_MR, avx2_qkernel)]
+        let pairs = (AVX2_MR, false);
+        vec![int8("avx2_q8_6x16", QFormat::Pairs, pairs, avx2_qkernel)]
     } else {
         vec![]
     };
