@@ -303,7 +303,7 @@ pub fn profile(o: &ProfileOptions) -> Result<Option<LatencyProfile>, CliError> {
         });
         crate::progress::bar("Compiling", i + 1, kinds.len());
     }
-    let features: Vec<String> = cpu.iter().map(|f| f.to_string()).collect();
+    let features: Vec<String> = cpu.iter().map(|(name, _)| name.to_string()).collect();
     let info = shim::ProfileInfo {
         layers: s.layers.max(1),
         target: &o.target.triple,

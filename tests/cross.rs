@@ -57,8 +57,8 @@ fn cross(triple: &str, cpu: Option<&str>) {
     cross_with(triple, cpu, &runner, &[], &[]);
 }
 
-/// The AVX-512 code end to end (GEMMs on the 12-row AVX-512 microkernels, attention calling
-/// them with 6-row blocks, the glue's CPU check passing): static executables run on one
+/// The AVX-512 code end to end (GEMMs on the 12-row AVX-512 microkernels and their two-panel
+/// tiles, attention calling them, the zmm softmax, the glue's CPU check passing): static executables run on one
 /// thread (the emulator has no threads) under BochsCPU.
 #[test]
 fn x86_64_avx512_under_emulation() {
@@ -74,6 +74,46 @@ fn x86_64_avx512_under_emulation() {
         &["--static"],
         &["--threads", "1"],
     );
+}
+
+/// An artifact for a level with the dot product (`--cpu neoverse-n1`) checks the machine's
+/// HWCAP at start-up: it runs on a Neoverse N1 and refuses, with a one-line error naming the
+/// feature, on a Cortex-A53 (Armv8.0), both under qemu.
+#[test]
+fn aarch64_artifacts_check_the_cpu_at_start_up() {
+    let triple = "aarch64-unknown-linux-gnu";
+    let Some(runner) = cross_runner(triple, Some("neoverse-n1")) else {
+        return;
+    };
+    let dir = scratch("aarch64-cpu-check");
+    let exe = dir.join("n1");
+    let o = Command::new(env!("CARGO_BIN_EXE_bertc"))
+        .args(["compile", "-q", "--target", triple, "--cpu", "neoverse-n1"])
+        .args(["--quantize", "int8", "--output", "mean", "-o"])
+        .arg(&exe)
+        .arg(model_dir("bert-micro-random").join("model.onnx"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for (core, ok) in [("neoverse-n1", true), ("cortex-a53", false)] {
+        let o = run_with(
+            Command::new(&runner[0])
+                .args(["-cpu", core])
+                .arg(&exe)
+                .args(["--input", "ids"]),
+            "2 4 3\n",
+        );
+        let err = String::from_utf8_lossy(&o.stderr);
+        if ok {
+            assert!(o.status.success(), "{core}: {err}");
+        } else {
+            assert_eq!(o.status.code(), Some(1), "{core}: {err}");
+            assert!(
+                err.contains("dotprod") && err.contains("lacks"),
+                "{core}: {err}"
+            );
+        }
+    }
 }
 
 #[test]

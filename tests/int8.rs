@@ -146,28 +146,34 @@ fn int8_executables_match_the_interpreter() {
     }
 }
 
-/// Every random model and output kind compiled with int8 for `triple` (and `cpu`) against
-/// the interpreter, run under the target's qemu when the cross tools are installed.
-fn int8_cross(triple: &str, cpu: Option<&str>) {
+/// Every random model and output kind compiled with int8 for `triple` (and `cpu`), with each
+/// of `activations`, against the interpreter, run under the target's qemu when the cross tools
+/// are installed.
+fn int8_cross(triple: &str, cpu: Option<&str>, activations: &[(&str, ActBits)]) {
     let Some(runner) = cross_runner(triple, cpu) else {
         return;
     };
     let dir = scratch(&format!("int8-{triple}{}", cpu.unwrap_or("")));
     for name in RANDOM_MODELS {
         let path = model_dir(name).join("model.onnx");
-        for kind in kinds(name) {
-            let exe = dir.join(format!("{name}-{kind}"));
+        for (kind, &(acts, abits)) in kinds(name)
+            .into_iter()
+            .flat_map(|k| activations.iter().map(move |a| (k, a)))
+        {
+            let exe = dir.join(format!("{name}-{kind}-{acts}"));
             let mut extra = vec!["--target", triple, "--output", kind];
             if let Some(c) = cpu {
                 extra.extend(["--cpu", c]);
             }
-            compile_int8(&path, &exe, "wide", &extra);
+            compile_int8(&path, &exe, acts, &extra);
             let mut cmd = runner.clone();
             cmd.push(exe.to_str().unwrap().into());
             let cases = reference(name)["cases"].as_array().unwrap().clone();
-            let g = quantized(&path, kind, ActBits::Widest);
-            let err = check_run(&cmd, &g, &cases, (name, kind, TOL_INT8), &dir);
-            eprintln!("{triple} {cpu:?} {name} {kind}: int8 against the interpreter {err:.2e}");
+            let g = quantized(&path, kind, abits);
+            let err = check_run(&cmd, &g, &cases, (name, kind, tolerance(abits)), &dir);
+            eprintln!(
+                "{triple} {cpu:?} {name} {kind} activations {acts}: int8 against the interpreter {err:.2e}"
+            );
         }
     }
 }
@@ -218,17 +224,32 @@ fn int8_avx512_under_emulation() {
 
 #[test]
 fn int8_aarch64_under_qemu() {
-    int8_cross("aarch64-unknown-linux-gnu", None);
+    int8_cross("aarch64-unknown-linux-gnu", None, &ACTIVATIONS[..1]);
+}
+
+/// The `sdot` tile (`--cpu neoverse-n1`) on 8-bit activations in fours, and wide ones in pairs
+/// on the portable tile.
+#[test]
+fn int8_aarch64_dotprod_under_qemu() {
+    int8_cross(
+        "aarch64-unknown-linux-gnu",
+        Some("neoverse-n1"),
+        &ACTIVATIONS,
+    );
 }
 
 #[test]
 fn int8_riscv64_scalar_under_qemu() {
-    int8_cross("riscv64gc-unknown-linux-gnu", None);
+    int8_cross("riscv64gc-unknown-linux-gnu", None, &ACTIVATIONS[..1]);
 }
 
 #[test]
 fn int8_riscv64_vector_under_qemu() {
-    int8_cross("riscv64gc-unknown-linux-gnu", Some("rv64gcv"));
+    int8_cross(
+        "riscv64gc-unknown-linux-gnu",
+        Some("rv64gcv"),
+        &ACTIVATIONS[..1],
+    );
 }
 
 #[test]

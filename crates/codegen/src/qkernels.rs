@@ -18,9 +18,10 @@ use crate::lower::{quant_row_floats, QFormat, QuantRows, PANEL, QPANEL_HEADER};
 const ROUND_MAGIC: f32 = 12_582_912.0;
 
 /// Quantizes the rows of row-block tasks `begin..end` of `x` (`k` f32 each; with `smooth`,
-/// each times the `k` multipliers there first) to `abits` bits into `out`
-/// (`quant_row_floats(k, Pairs)` floats a row: the integers as i16, a zero pad to even, the
-/// scale, unused floats up to the row's alignment): `amax = max |x|` (NaN if any element
+/// each times the `k` multipliers there first) to `abits` bits into `out` in rows of `format`
+/// (`quant_row_floats(k, format)` floats a row: the integers as i16 (`Pairs`) or as i8
+/// (`Quads`, `abits <= 8`), a zero pad to the format's group, for `Quads` the i32 term
+/// `-128 Σ xq`, the scale, unused floats up to the row's alignment): `amax = max |x|` (NaN if any element
 /// is), `inv = q / amax`, `xq = round_ne(clamp(x · inv, -q, q))`, `s = amax / q`; a row whose
 /// `amax` is 0, infinite or NaN gets zeros and `s = 0`.
 pub fn quantize(
@@ -28,14 +29,15 @@ pub fn quantize(
     [x, out, rows]: [Value; 3],
     [begin, end]: [Value; 2],
     k: usize,
-    abits: u8,
+    (abits, format): (u8, QFormat),
     smooth: Option<Value>,
 ) {
+    assert!(format == QFormat::Pairs || abits <= 8, "fours hold bytes");
     let q = ((1i32 << (abits - 1)) - 1) as f32;
     let (r0, r1) = row_range(e, begin, end, rows);
     let ldx = k as i64 * 4;
-    let ldo = quant_row_floats(k, QFormat::Pairs) as i64 * 4;
-    let pairs = k.div_ceil(2);
+    let ldo = quant_row_floats(k, format) as i64 * 4;
+    let quads = format == QFormat::Quads;
     e.for_range(r0, r1, 1, |e, r| {
         let xr = e.addr(x, r, ldx);
         let or = e.addr(out, r, ldo);
@@ -82,6 +84,14 @@ pub fn quantize(
         let inv = e.b.ins().select(ok, inv, zero);
         let scale = e.b.ins().fdiv(amax, qc);
         let scale = e.b.ins().select(ok, scale, zero);
+        // fours: the sum of the row's integers
+        let vsum = (e.lanes > 1).then(|| {
+            let z = e.b.ins().iconst(types::I32, 0);
+            let z = e.b.ins().splat(types::I32X4, z);
+            e.var(types::I32X4, z)
+        });
+        let ssum = e.b.ins().iconst(types::I32, 0);
+        let ssum = e.var(types::I32, ssum);
         e.row(k, |e, off, s| {
             let v = value(e, off, s);
             let iv = e.splat(s, inv);
@@ -100,6 +110,29 @@ pub fn quantize(
                 types::I32
             };
             let i = e.b.ins().fcvt_to_sint_sat(it, y);
+            let flags = MemFlagsData::new().with_endianness(Endianness::Little);
+            if quads {
+                // element offset `off / 4`, a byte each
+                let oa = e.b.ins().ushr_imm_u(off, 2);
+                let oa = e.b.ins().iadd(or, oa);
+                let acc = match vsum {
+                    Some(v) if it != types::I32 => v,
+                    _ => ssum,
+                };
+                let sum = e.b.use_var(acc);
+                let sum = e.b.ins().iadd(sum, i);
+                e.b.def_var(acc, sum);
+                if it == types::I32 {
+                    e.b.ins().istore8(mem(), i, oa, 0);
+                } else {
+                    let n = e.b.ins().snarrow(i, i);
+                    let n = e.b.ins().snarrow(n, n);
+                    let w = e.b.ins().bitcast(types::I32X4, flags, n);
+                    let w = e.b.ins().extractlane(w, 0);
+                    e.b.ins().store(mem(), w, oa, 0);
+                }
+                return;
+            }
             // element offset `off / 4`, two bytes each
             let o = e.b.ins().ushr_imm_u(off, 1);
             let oa = e.b.ins().iadd(or, o);
@@ -107,24 +140,42 @@ pub fn quantize(
                 e.b.ins().istore16(mem(), i, oa, 0);
             } else {
                 let n = e.b.ins().snarrow(i, i);
-                let flags = MemFlagsData::new().with_endianness(Endianness::Little);
                 let w = e.b.ins().bitcast(types::I64X2, flags, n);
                 let w = e.b.ins().extractlane(w, 0);
                 e.b.ins().store(mem(), w, oa, 0);
             }
         });
-        if k % 2 == 1 {
-            let z = e.b.ins().iconst(types::I32, 0);
-            e.b.ins().istore16(mem(), z, or, (k * 2) as i32);
+        // the pad to the group, then (fours) the sum term, then the scale
+        let z = e.b.ins().iconst(types::I32, 0);
+        let bytes = if quads { 1 } else { 2 };
+        for pad in k..k.next_multiple_of(format.group()) {
+            let at = (pad * bytes) as i32;
+            if quads {
+                e.b.ins().istore8(mem(), z, or, at);
+            } else {
+                e.b.ins().istore16(mem(), z, or, at);
+            }
         }
-        e.b.ins().store(mem(), scale, or, (pairs * 4) as i32);
+        let at = format.scale_offset(k) as i32;
+        if quads {
+            let mut total = e.b.use_var(ssum);
+            if let Some(v) = vsum {
+                let v = e.b.use_var(v);
+                for l in 0..4 {
+                    let x = e.b.ins().extractlane(v, l);
+                    total = e.b.ins().iadd(total, x);
+                }
+            }
+            let term = e.b.ins().imul_imm_s(total, -128);
+            e.b.ins().store(mem(), term, or, at - 4);
+        }
+        e.b.ins().store(mem(), scale, or, at);
     });
 }
 
 /// The rows of tasks `begin..end` quantized to `abits` bits as `quantize` defines it, in
 /// rows of `format`: through the ISA's hand-written row quantizer `asm` when it has one, else
-/// the portable code (rows in pairs: an ISA chooses fours only with its own quantizer, see
-/// `Isa::int8_format`).
+/// the portable code.
 pub fn quantize_rows(
     e: &mut Emit,
     args: [Value; 3],
@@ -136,14 +187,7 @@ pub fn quantize_rows(
     assert_eq!(rows.smooth.is_some(), smooth.is_some());
     match asm {
         Some(f) => quantize_asm(e, args, range, k, (rows.format, smooth), f),
-        None => {
-            assert_eq!(
-                rows.format,
-                QFormat::Pairs,
-                "no portable quantizer writes fours"
-            );
-            quantize(e, args, range, k, rows.abits, smooth)
-        }
+        None => quantize(e, args, range, k, (rows.abits, rows.format), smooth),
     }
 }
 

@@ -54,8 +54,8 @@ pub struct ShimInfo<'a> {
     /// The C identifier prefixing every symbol.
     pub name: &'a str,
     pub output_kind: &'a str,
-    /// CPU features the code needs, as GCC's `__builtin_cpu_supports` names (x86-64 only).
-    pub cpu_features: Vec<&'static str>,
+    /// CPU features the code needs, with how the glue checks each (`Target::cpu_checks`).
+    pub cpu_features: Vec<(&'static str, bertc_targets::CpuCheck)>,
     pub target: &'a str,
     pub source: &'a str,
     /// The model's tokenizer, compiled into the artifact (`NAME_tokenize`, `NAME_run_text`).
@@ -111,22 +111,45 @@ fn text_api(s: &ShimInfo, t: &bertc_text::TextSpec) -> String {
     )
 }
 
+/// The body of `NAME_cpu_supported`: GCC's `__builtin_cpu_supports` for x86-64's checks,
+/// Linux's `getauxval(AT_HWCAP)` bits for aarch64's, each under its architecture's guard.
+fn cpu_check(checks: &[(&str, bertc_targets::CpuCheck)]) -> String {
+    use bertc_targets::CpuCheck;
+    let builtins: Vec<String> = checks
+        .iter()
+        .filter_map(|(_, c)| match c {
+            CpuCheck::Builtin(n) => Some(format!("__builtin_cpu_supports(\"{n}\")")),
+            CpuCheck::Hwcap(_) => None,
+        })
+        .collect();
+    let hwcaps: Vec<String> = checks
+        .iter()
+        .filter_map(|(_, c)| match c {
+            CpuCheck::Hwcap(bit) => Some(format!("(hw & (1UL << {bit}))")),
+            CpuCheck::Builtin(_) => None,
+        })
+        .collect();
+    let mut s = String::new();
+    if !builtins.is_empty() {
+        s += &format!(
+            "#if defined(__x86_64__)\n    __builtin_cpu_init();\n    if (!({})) return 0;\n#endif\n",
+            builtins.join(" && ")
+        );
+    }
+    if !hwcaps.is_empty() {
+        s += &format!(
+            "#if defined(__aarch64__) && defined(__linux__)\n    unsigned long hw = getauxval(AT_HWCAP);\n    if (!({})) return 0;\n#endif\n",
+            hwcaps.join(" && ")
+        );
+    }
+    s + "    return 1;"
+}
+
 /// The glue implementing the ABI: argument checks, packing of the tokens with mask 1, the
 /// workspace, and the thread pool behind `NAME__parallel`.
 pub fn glue(p: &Program, s: &ShimInfo, scratch_floats_c: &str) -> String {
-    let checks: Vec<String> = s
-        .cpu_features
-        .iter()
-        .map(|f| format!("__builtin_cpu_supports(\"{f}\")"))
-        .collect();
-    let cpu_check = if checks.is_empty() {
-        "    return 1;".to_string()
-    } else {
-        format!(
-            "#if defined(__x86_64__)\n    __builtin_cpu_init();\n    return ({}) ? 1 : 0;\n#else\n    return 1;\n#endif",
-            checks.join(" && ")
-        )
-    };
+    let cpu_check = cpu_check(&s.cpu_features);
+    let names: Vec<&str> = s.cpu_features.iter().map(|(name, _)| *name).collect();
     let has_type_input = p.token_types == TokenTypes::Input;
     let needs_first = !p.output_per_token();
     let (ft, fs, fp) = p.flop_counts();
@@ -137,7 +160,7 @@ pub fn glue(p: &Program, s: &ShimInfo, scratch_floats_c: &str) -> String {
             ("FLOPS_TOKEN", ft.to_string()),
             ("FLOPS_SEQ", fs.to_string()),
             ("FLOPS_PAIR", fp.to_string()),
-            ("FEATURES", s.cpu_features.join(",")),
+            ("FEATURES", names.join(",")),
             ("WS_PER_TOKEN", p.ws_per_token.to_string()),
             ("HAS_TYPE_INPUT", (has_type_input as u8).to_string()),
             ("NEEDS_FIRST", (needs_first as u8).to_string()),

@@ -31,6 +31,9 @@ pub fn declared_caches(arch: Arch, cpu: &str) -> Option<Caches> {
         (Arch::X86_64, "x86-64-v4" | "cascadelake") => c(32 * KIB, MIB, 16 * MIB),
         // Cortex-A55 to A78, Neoverse N1: 32-64 KiB L1d, 128-512 KiB L2
         (Arch::Aarch64, "generic") => c(32 * KIB, 256 * KIB, 2 * MIB),
+        // Cortex-A76 (Raspberry Pi 5: 64 KiB L1d, 512 KiB L2, 2 MiB L3) and Neoverse N1 (1 MiB L2,
+        // 32 MiB system cache): the smaller
+        (Arch::Aarch64, "neoverse-n1") => c(64 * KIB, 512 * KIB, 2 * MIB),
         // SiFive U74, C910, SpacemiT X60: 32 KiB L1d, 256 KiB - 1 MiB L2 (shared, small boards)
         (Arch::Riscv64, "rv64gc" | "rv64gcv") => c(32 * KIB, 256 * KIB, 2 * MIB),
         _ => None,

@@ -14,12 +14,21 @@ pub struct Feature {
     pub cpus: &'static [&'static str],
     /// Cranelift ISA flags set when the target has it.
     pub cranelift: &'static [&'static str],
-    /// The `__builtin_cpu_supports` name the artifact checks at start-up (None: not checked,
-    /// the architecture's baseline or a feature with no such check).
-    pub c_check: Option<&'static str>,
+    /// How the artifact checks at start-up that the machine has it (None: not checked, the
+    /// architecture's baseline or a feature with no such check).
+    pub c_check: Option<CpuCheck>,
     /// Whether this machine has it (None: not detectable here, the feature is assumed absent
     /// unless it is the architecture's baseline).
     pub detect: Option<fn() -> bool>,
+}
+
+/// How an artifact's C glue asks the machine for a feature at start-up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CpuCheck {
+    /// GCC's `__builtin_cpu_supports(name)` (x86-64).
+    Builtin(&'static str),
+    /// Bit `n` of Linux's `getauxval(AT_HWCAP)` (aarch64, `<asm/hwcap.h>`).
+    Hwcap(u32),
 }
 
 /// The `--cpu` levels of each architecture, in order (`native` is accepted everywhere too).
@@ -31,6 +40,7 @@ pub const CPUS: &[(Arch, &str)] = &[
     (Arch::X86_64, "x86-64-v4"),
     (Arch::X86_64, "cascadelake"),
     (Arch::Aarch64, "generic"),
+    (Arch::Aarch64, "neoverse-n1"),
     (Arch::Riscv64, "rv64gc"),
     (Arch::Riscv64, "rv64gcv"),
 ];
@@ -66,7 +76,10 @@ macro_rules! x86 {
             name: $name,
             cpus: $cpus,
             cranelift: &[$($cl),*],
-            c_check: $check,
+            c_check: match $check {
+                Some(name) => Some(CpuCheck::Builtin(name)),
+                None => None,
+            },
             detect: Some(|| {
                 #[cfg(target_arch = "x86_64")]
                 {
@@ -100,10 +113,29 @@ pub const FEATURES: &[Feature] = &[
     Feature {
         arch: Arch::Aarch64,
         name: "neon",
-        cpus: &["generic"],
+        cpus: &["generic", "neoverse-n1"],
         cranelift: &[],
         c_check: None,
         detect: None,
+    },
+    // Armv8.2's dot product (`sdot`): Neoverse N1 and Cortex-A76 on (Graviton2 and later,
+    // Ampere Altra, Raspberry Pi 5), Cortex-A55, Apple M1 on; HWCAP_ASIMDDP
+    Feature {
+        arch: Arch::Aarch64,
+        name: "dotprod",
+        cpus: &["neoverse-n1"],
+        cranelift: &[],
+        c_check: Some(CpuCheck::Hwcap(20)),
+        detect: Some(|| {
+            #[cfg(target_arch = "aarch64")]
+            {
+                std::arch::is_aarch64_feature_detected!("dotprod")
+            }
+            #[cfg(not(target_arch = "aarch64"))]
+            {
+                false
+            }
+        }),
     },
     Feature {
         arch: Arch::Riscv64,

@@ -8,7 +8,7 @@ mod profile;
 mod toolchain;
 
 pub use caches::{declared_caches, host_caches, Caches};
-pub use features::{cpu_features, feature, host_features, Feature, CPUS, FEATURES};
+pub use features::{cpu_features, feature, host_features, CpuCheck, Feature, CPUS, FEATURES};
 pub use profile::{BlockKind, LatencyProfile, Point, ProfileError, PROFILE_FORMAT};
 pub use toolchain::{Toolchain, CFLAGS};
 
@@ -190,7 +190,15 @@ impl Target {
         }
         match self.arch {
             Arch::X86_64 => vec!["qemu-x86_64-static".into()],
-            Arch::Aarch64 => vec!["qemu-aarch64-static".into()],
+            // a core of the level: without the dot product, Cortex-A53 (Armv8.0)
+            Arch::Aarch64 => {
+                let cpu = if self.has("dotprod") {
+                    "neoverse-n1"
+                } else {
+                    "cortex-a53"
+                };
+                vec!["qemu-aarch64-static".into(), "-cpu".into(), cpu.into()]
+            }
             Arch::Riscv64 => {
                 let cpu = if self.has("v") {
                     "rv64,v=true,vlen=128,elen=64,vext_spec=v1.0"
@@ -206,12 +214,15 @@ impl Target {
         self.features.iter().any(|f| f == feature)
     }
 
-    /// The `__builtin_cpu_supports` names the artifact checks at start-up: those of its
-    /// features that have one (the architecture's baseline needs none).
-    pub fn cpu_checks(&self) -> Vec<&'static str> {
+    /// The features the artifact checks at start-up, with how: those of its features that have
+    /// a check (the architecture's baseline needs none).
+    pub fn cpu_checks(&self) -> Vec<(&'static str, CpuCheck)> {
         self.features
             .iter()
-            .filter_map(|f| feature(self.arch, f)?.c_check)
+            .filter_map(|f| {
+                let f = feature(self.arch, f)?;
+                Some((f.name, f.c_check?))
+            })
             .collect()
     }
 
@@ -274,7 +285,15 @@ mod tests {
         let (v3, adl) = (v("x86-64-v3"), v("alderlake"));
         assert!(v3.features.iter().all(|f| adl.has(f)) && adl.has("avxvnni"));
         assert!(!adl.has("avx512f") && !v("cascadelake").has("avxvnni"));
-        assert_eq!(v("x86-64").cpu_checks(), Vec::<&str>::new());
+        assert_eq!(v("x86-64").cpu_checks(), []);
+        assert!(v("x86-64-v3").cpu_checks().contains(&("avx2", CpuCheck::Builtin("avx2"))));
+        // aarch64: the dot product through HWCAP_ASIMDDP (bit 20)
+        let arm = |cpu| Target::with_cpu("aarch64-unknown-linux-gnu", Some(cpu)).unwrap();
+        assert_eq!(arm("generic").cpu_checks(), []);
+        assert_eq!(
+            arm("neoverse-n1").cpu_checks(),
+            [("dotprod", CpuCheck::Hwcap(20))]
+        );
         assert_eq!(
             v("x86-64-v4").cranelift_flags(),
             [

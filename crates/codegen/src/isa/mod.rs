@@ -123,15 +123,13 @@ impl Isa {
     }
 
     /// How int8 linears whose activations fit a byte (8 bits or fewer) group k on this ISA:
-    /// in fours where its int8 microkernels read them (`vpdpbusd`, which needs the
-    /// hand-written quantizer's rows too), else in pairs (the pair kernels and the portable
-    /// tile). Wider activations are always in pairs (`QFormat::for_bits`).
+    /// in fours where its int8 microkernels read them (`vpdpbusd`, `sdot`; the hand-written
+    /// or the portable quantizer writes the rows), else in pairs (the pair kernels and the
+    /// portable tile). Wider activations are always in pairs (`QFormat::for_bits`).
     pub fn int8_format(&self) -> QFormat {
-        let quads = self.gemm(DType::I8, LayoutKind::QPanels(QFormat::Quads));
-        if quads.is_some() && self.quantize.is_some() {
-            QFormat::Quads
-        } else {
-            QFormat::Pairs
+        match self.gemm(DType::I8, LayoutKind::QPanels(QFormat::Quads)) {
+            Some(_) => QFormat::Quads,
+            None => QFormat::Pairs,
         }
     }
 
