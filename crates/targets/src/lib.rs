@@ -286,7 +286,9 @@ mod tests {
         assert!(v3.features.iter().all(|f| adl.has(f)) && adl.has("avxvnni"));
         assert!(!adl.has("avx512f") && !v("cascadelake").has("avxvnni"));
         assert_eq!(v("x86-64").cpu_checks(), []);
-        assert!(v("x86-64-v3").cpu_checks().contains(&("avx2", CpuCheck::Builtin("avx2"))));
+        assert!(v("x86-64-v3")
+            .cpu_checks()
+            .contains(&("avx2", CpuCheck::Builtin("avx2"))));
         // aarch64: the dot product through HWCAP_ASIMDDP (bit 20)
         let arm = |cpu| Target::with_cpu("aarch64-unknown-linux-gnu", Some(cpu)).unwrap();
         assert_eq!(arm("generic").cpu_checks(), []);
