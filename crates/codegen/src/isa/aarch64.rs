@@ -290,7 +290,6 @@ pub fn sdot_qkernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::process::Command;
 
     /// Every encoding against the GNU assembler's (`aarch64-linux-gnu-as`), when it is here.
     #[test]
@@ -374,7 +373,8 @@ mod tests {
         let back = s.here() - 3;
         s.b_ne(back);
         text.push("b.ne .-12".into());
-        let Some(gnu) = gnu_encodings(&text) else {
+        let Some(gnu) = super::super::gnu_words("aarch64-linux-gnu", "armv8.2-a+dotprod", &text)
+        else {
             eprintln!(
                 "skipped: aarch64-linux-gnu-as is not installed (Debian: binutils-aarch64-linux-gnu)"
             );
@@ -384,37 +384,5 @@ mod tests {
         for (i, (&ours, theirs)) in s.code.iter().zip(&gnu).enumerate() {
             assert_eq!(ours, *theirs, "instruction {i}: {ours:08x} vs {theirs:08x}");
         }
-    }
-
-    /// The words the GNU assembler makes of `lines`.
-    fn gnu_encodings(lines: &[String]) -> Option<Vec<u32>> {
-        let dir = tempfile::tempdir().unwrap();
-        let (src, obj, bin) = (
-            dir.path().join("t.s"),
-            dir.path().join("t.o"),
-            dir.path().join("t.bin"),
-        );
-        std::fs::write(&src, lines.join("\n") + "\n").unwrap();
-        let ok = Command::new("aarch64-linux-gnu-as")
-            .args(["-march=armv8.2-a+dotprod", "-o"])
-            .arg(&obj)
-            .arg(&src)
-            .status()
-            .ok()?
-            .success();
-        assert!(ok, "the assembler rejected {lines:?}");
-        let st = Command::new("aarch64-linux-gnu-objcopy")
-            .args(["-O", "binary", "-j", ".text"])
-            .arg(&obj)
-            .arg(&bin)
-            .status()
-            .ok()?;
-        assert!(st.success());
-        let b = std::fs::read(&bin).unwrap();
-        Some(
-            b.chunks(4)
-                .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
-                .collect(),
-        )
     }
 }

@@ -174,3 +174,40 @@ impl Isa {
         self.gemm_f32().is_some() && self.softmax.is_some()
     }
 }
+
+/// The 32-bit words the GNU assembler for `tool_prefix` (`aarch64-linux-gnu`) makes of `lines`
+/// with `-march=march`, or `None` when it is not installed: the reference the hand-written
+/// encoders of fixed-width ISAs are tested against.
+#[cfg(test)]
+pub(crate) fn gnu_words(tool_prefix: &str, march: &str, lines: &[String]) -> Option<Vec<u32>> {
+    use std::process::Command;
+    let dir = tempfile::tempdir().unwrap();
+    let (src, obj, bin) = (
+        dir.path().join("t.s"),
+        dir.path().join("t.o"),
+        dir.path().join("t.bin"),
+    );
+    std::fs::write(&src, lines.join("\n") + "\n").unwrap();
+    let ok = Command::new(format!("{tool_prefix}-as"))
+        .arg(format!("-march={march}"))
+        .arg("-o")
+        .arg(&obj)
+        .arg(&src)
+        .status()
+        .ok()?
+        .success();
+    assert!(ok, "the assembler rejected {lines:?}");
+    let st = Command::new(format!("{tool_prefix}-objcopy"))
+        .args(["-O", "binary", "-j", ".text"])
+        .arg(&obj)
+        .arg(&bin)
+        .status()
+        .ok()?;
+    assert!(st.success());
+    let b = std::fs::read(&bin).unwrap();
+    Some(
+        b.chunks(4)
+            .map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]))
+            .collect(),
+    )
+}
