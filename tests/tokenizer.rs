@@ -152,6 +152,27 @@ fn token_ids_are_those_of_hugging_face_tokenizers() {
     }
 }
 
+/// SentencePiece's Unigram as XLM-RoBERTa has it (`tests/data/unigram/tokenizer.json`, made by
+/// `scripts/unigram-tokenizer`: sentencepiece's nmt_nfkc charsmap, Strip, Replace, Metaspace,
+/// a 2000-piece Unigram model) compiled into an artifact of a model with enough embedding rows:
+/// the same ids as `tokenizers` on the STS-B and stress lines (graphemes, emoji sequences,
+/// Hangul jamo, conjuncts, compatibility forms).
+#[test]
+fn unigram_token_ids_are_those_of_hugging_face_tokenizers() {
+    let dir = scratch("tokenizer-unigram");
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/unigram/tokenizer.json");
+    let exe = dir.join("unigram");
+    let m = model_dir("bert-micro-random").join("model.onnx");
+    let max = MAX_SEQ.to_string();
+    let tok = file.to_str().unwrap();
+    compile(
+        &m,
+        &exe,
+        &["--output", "mean", "--max-seq", &max, "--tokenizer", tok],
+    );
+    assert_ids_of("unigram", &exe, &reference(&file));
+}
+
 /// A folder with vocabulary files but no `tokenizer.json` (as Google's BERT checkpoints and
 /// old saves have it): the artifact tokenizes as the `tokenizer.json` transformers makes of the
 /// same files. References: for the uncased BERT folders the shared `tokenizer.json` (written
@@ -291,7 +312,7 @@ fn unsupported_tokenizer_kinds_fail_at_compile_time() {
     let src =
         std::fs::read_to_string(model_dir("bert-micro-random").join("tokenizer.json")).unwrap();
     let mut v: serde_json::Value = serde_json::from_str(&src).unwrap();
-    v["model"]["type"] = "Unigram".into();
+    v["model"]["type"] = "WordLevel".into();
     let file = dir.join("tokenizer.json");
     std::fs::write(&file, v.to_string()).unwrap();
     let m = model_dir("bert-micro-random").join("model.onnx");
@@ -307,7 +328,7 @@ fn unsupported_tokenizer_kinds_fail_at_compile_time() {
     assert!(!out.status.success());
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(
-        err.contains(file.to_str().unwrap()) && err.contains("model Unigram is not supported"),
+        err.contains(file.to_str().unwrap()) && err.contains("model WordLevel is not supported"),
         "{err}"
     );
 }

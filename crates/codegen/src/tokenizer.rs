@@ -11,6 +11,9 @@ use bertc_text::{Model, Piece, PreTokenizer, Tables, TextSpec};
 use crate::shim::{c_string, render, ShimInfo};
 
 const TOKENIZER: &str = include_str!("glue/tokenizer.c");
+/// The SentencePiece-style stages (Precompiled, Strip, Replace, Metaspace, Unigram), inserted
+/// into `TOKENIZER` for a Unigram model.
+const SPM: &str = include_str!("glue/spm.c");
 
 /// `static const T NAME[] = {...};` (C has no empty arrays: an empty list gets one 0).
 fn array<T: std::fmt::Display>(out: &mut String, ty: &str, name: &str, v: &[T]) {
@@ -75,9 +78,11 @@ fn tables_c(spec: &TextSpec, t: &Tables) -> String {
     let (bert, prefix_space) = match spec.pre_tokenizer {
         PreTokenizer::Bert => (true, false),
         PreTokenizer::ByteLevel { add_prefix_space } => (false, add_prefix_space),
+        PreTokenizer::Metaspace { .. } => (false, false),
     };
     define(&mut o, "TK_BERT_PRE", flag(bert));
     define(&mut o, "TK_PREFIX_SPACE", flag(prefix_space));
+    spm_c(&mut o, spec);
     for (name, bit) in CLASS_BITS {
         define(&mut o, &format!("C_{name}"), format!("{bit}u"));
     }
@@ -145,6 +150,17 @@ fn tables_c(spec: &TextSpec, t: &Tables) -> String {
             array(&mut o, "uint32_t", "TK_MERGE_RANK", &m.rank);
             array(&mut o, "uint32_t", "TK_MERGE_NEW", &m.merged);
         }
+        Model::Unigram { scores, unk, .. } => {
+            define(&mut o, "TK_WORDPIECE", 0);
+            define(&mut o, "TK_BPE", 0);
+            define(&mut o, "TK_UNI_UNK", format!("{unk}u"));
+            // the unknown token's score: the lowest minus 10 (`tokenizers`' K_UNK_PENALTY);
+            // `{:?}` writes the shortest decimal that reads back as the same double
+            let min = scores.iter().copied().fold(f64::INFINITY, f64::min);
+            define(&mut o, "TK_UNI_UNK_SCORE", format!("({:?})", min - 10.0));
+            let s: Vec<String> = scores.iter().map(|x| format!("{x:?}")).collect();
+            array(&mut o, "double", "TK_UNI_SCORE", &s);
+        }
     }
     define(&mut o, "TK_ADDED_N", format!("{}u", spec.added.len()));
     define(
@@ -178,6 +194,74 @@ fn tables_c(spec: &TextSpec, t: &Tables) -> String {
     o
 }
 
+/// The macros and tables of the SentencePiece-style stages: `TK_SPM_STEPS(x)`, the normalizer's
+/// steps in order, the charsmap's trie, the Metaspace options.
+fn spm_c(o: &mut String, spec: &TextSpec) {
+    use bertc_text::{Prepend, SpmStep};
+    let flag = |b: bool| b as u8;
+    let unigram = matches!(spec.model, Model::Unigram { .. });
+    define(o, "TK_UNIGRAM", flag(unigram));
+    define(o, "TK_SPM", flag(!spec.spm.is_empty()));
+    let mut calls = Vec::new();
+    let mut precompiled = false;
+    for step in &spec.spm {
+        match step {
+            SpmStep::Precompiled { trie, normalized } => {
+                // one charsmap a tokenizer (a second Precompiled step would need its own)
+                if !precompiled {
+                    define(o, "TK_PC_TRIE_N", format!("{}u", trie.len()));
+                    let hex: Vec<String> = trie.iter().map(|u| format!("{u:#x}u")).collect();
+                    array(o, "uint32_t", "TK_PC_TRIE", &hex);
+                    string(o, "TK_PC_NORM", normalized);
+                }
+                precompiled = true;
+                calls.push("spm_precompiled(x)".to_string());
+            }
+            SpmStep::Strip { left, right } => {
+                calls.push(format!("spm_strip(x, {}, {})", flag(*left), flag(*right)))
+            }
+            SpmStep::Replace {
+                unit,
+                min,
+                literal,
+                content,
+            } => calls.push(format!(
+                "spm_replace(x, {}, {}, {min}, {}, {}, {})",
+                c_string(unit.as_bytes()),
+                unit.len(),
+                flag(*literal),
+                c_string(content.as_bytes()),
+                content.len()
+            )),
+        }
+    }
+    define(o, "TK_PRECOMPILED", flag(precompiled));
+    let _ = writeln!(
+        o,
+        "#define TK_SPM_STEPS(x) do {{ {} }} while (0)",
+        calls.iter().map(|c| format!("{c};")).collect::<String>()
+    );
+    let (metaspace, repl, prepend, split, ws) = match spec.pre_tokenizer {
+        PreTokenizer::Metaspace {
+            replacement,
+            prepend,
+            split,
+            whitespace_split,
+        } => (true, replacement, prepend, split, whitespace_split),
+        _ => (false, ' ', Prepend::Never, false, false),
+    };
+    define(o, "TK_METASPACE", flag(metaspace));
+    define(o, "TK_MS_REPL", c_string(repl.to_string().as_bytes()));
+    let scheme = match prepend {
+        Prepend::Never => 0,
+        Prepend::Always => 1,
+        Prepend::First => 2,
+    };
+    define(o, "TK_MS_PREPEND", scheme);
+    define(o, "TK_MS_SPLIT", flag(split));
+    define(o, "TK_WS_SPLIT", flag(ws));
+}
+
 /// The C source of the artifact's tokenizer and `NAME_run_text`.
 pub fn tokenizer_c(s: &ShimInfo, spec: &TextSpec, tables: &Tables) -> String {
     render(
@@ -189,6 +273,13 @@ pub fn tokenizer_c(s: &ShimInfo, spec: &TextSpec, tables: &Tables) -> String {
             ("KIND", spec.model.kind().to_string()),
             ("SOURCE", crate::shim::file_name(&spec.source)),
             ("TABLES", tables_c(spec, tables)),
+            (
+                "SPM",
+                match spec.model {
+                    Model::Unigram { .. } => SPM.to_string(),
+                    _ => String::new(),
+                },
+            ),
         ],
     )
 }

@@ -9,9 +9,11 @@
 pub mod bytelevel;
 pub mod convert;
 pub mod spec;
+pub mod spm;
 pub mod tables;
 
 pub use spec::{AddedToken, BertNormalizer, Model, Piece, PreTokenizer, Template, TextSpec};
+pub use spm::{Prepend, SpmStep};
 pub use tables::Tables;
 
 /// Errors reading a tokenizer.

@@ -6,6 +6,7 @@ use serde_json::Value;
 use std::collections::HashMap;
 use std::path::Path;
 
+use crate::spm::{Prepend, SpmStep};
 use crate::TextError;
 
 /// The whole text pipeline of one model.
@@ -16,6 +17,8 @@ pub struct TextSpec {
     /// Tokens matched in the text before anything else (special tokens, user-added tokens).
     pub added: Vec<AddedToken>,
     pub normalizer: Option<BertNormalizer>,
+    /// A SentencePiece-style normalizer's steps, in order (empty: none).
+    pub spm: Vec<SpmStep>,
     pub pre_tokenizer: PreTokenizer,
     pub model: Model,
     pub template: Template,
@@ -48,6 +51,15 @@ pub enum PreTokenizer {
     Bert,
     /// GPT-2's byte-level split (its regex), the bytes then mapped to the byte alphabet.
     ByteLevel { add_prefix_space: bool },
+    /// SentencePiece's: spaces become `replacement` (prepended as `prepend` says), and with
+    /// `split` each replacement starts a new word; after a `WhitespaceSplit` if
+    /// `whitespace_split` (words split on whitespace, which is dropped, first).
+    Metaspace {
+        replacement: char,
+        prepend: Prepend,
+        split: bool,
+        whitespace_split: bool,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -69,6 +81,14 @@ pub enum Model {
         fuse_unk: bool,
         ignore_merges: bool,
     },
+    /// SentencePiece's Unigram: the pieces by id with their log probabilities; the text's
+    /// most probable segmentation into pieces (Viterbi), unknown characters as `unk` (runs of
+    /// them fused).
+    Unigram {
+        vocab: Vec<String>,
+        scores: Vec<f64>,
+        unk: u32,
+    },
 }
 
 impl Model {
@@ -76,6 +96,7 @@ impl Model {
         match self {
             Model::WordPiece { .. } => "WordPiece",
             Model::Bpe { .. } => "byte-level BPE",
+            Model::Unigram { .. } => "Unigram",
         }
     }
 
@@ -83,6 +104,7 @@ impl Model {
         match self {
             Model::WordPiece { vocab, .. } => vocab.len(),
             Model::Bpe { vocab, .. } => vocab.len(),
+            Model::Unigram { vocab, .. } => vocab.len(),
         }
     }
 }
@@ -117,7 +139,7 @@ impl Template {
 }
 
 /// The kinds this reader supports, for messages.
-pub const SUPPORTED: &str = "normalizer BertNormalizer or none; pre-tokenizer BertPreTokenizer or ByteLevel; model WordPiece or byte-level BPE; post-processor TemplateProcessing, BertProcessing, RobertaProcessing or none";
+pub const SUPPORTED: &str = "normalizer BertNormalizer, a sequence of Precompiled, Strip and Replace (of a string or a repeated character), or none; pre-tokenizer BertPreTokenizer, ByteLevel or Metaspace (after WhitespaceSplit or not); model WordPiece, byte-level BPE or Unigram (with Metaspace); post-processor TemplateProcessing, BertProcessing, RobertaProcessing or none";
 
 struct Ctx<'a> {
     file: &'a str,
@@ -189,9 +211,27 @@ impl TextSpec {
         }
         let model_v = root.get("model").ok_or_else(|| c.err("model", "missing"))?;
         let pre_v = root.get("pre_tokenizer").unwrap_or(&Value::Null);
-        let normalizer = normalizer(&c, root.get("normalizer").unwrap_or(&Value::Null))?;
+        let norm_v = root.get("normalizer").unwrap_or(&Value::Null);
+        let normalizer = normalizer(&c, norm_v)?;
+        let spm = match normalizer {
+            Some(_) => Vec::new(),
+            None => match crate::spm::steps(norm_v) {
+                None => Vec::new(),
+                Some(Ok(steps)) => steps,
+                Some(Err((key, msg))) => return Err(c.err(&key, msg)),
+            },
+        };
         let pre_tokenizer = pre_tokenizer(&c, pre_v)?;
         let model = model(&c, model_v, pre_tokenizer)?;
+        if !spm.is_empty() && !matches!(model, Model::Unigram { .. }) {
+            return Err(c.unsupported(
+                "normalizer",
+                &format!(
+                    "a SentencePiece-style normalizer with model {}",
+                    model.kind()
+                ),
+            ));
+        }
         let vocab_len = model.vocab_len();
         let added = added_tokens(
             &c,
@@ -223,6 +263,7 @@ impl TextSpec {
             source: file.to_string(),
             added,
             normalizer,
+            spm,
             pre_tokenizer,
             model,
             template,
@@ -235,6 +276,8 @@ impl Model {
     pub fn token_id(&self, tok: &str) -> Option<u32> {
         match self {
             Model::WordPiece { vocab, .. } => vocab.iter().position(|t| t == tok).map(|i| i as u32),
+            // a piece listed twice maps to its last id, as `tokenizers`' piece map does
+            Model::Unigram { vocab, .. } => vocab.iter().rposition(|t| t == tok).map(|i| i as u32),
             Model::Bpe { vocab, .. } => {
                 let bytes = crate::bytelevel::decode(tok)?;
                 vocab
@@ -260,6 +303,7 @@ fn normalizer(c: &Ctx, v: &Value) -> Result<Option<BertNormalizer>, TextError> {
                 lowercase,
             }))
         }
+        _ if crate::spm::steps(v).is_some() => Ok(None),
         k => Err(c.unsupported("normalizer.type", &format!("normalizer {k}"))),
     }
 }
@@ -278,8 +322,64 @@ fn pre_tokenizer(c: &Ctx, v: &Value) -> Result<PreTokenizer, TextError> {
                 add_prefix_space: c.bool_or(v, "add_prefix_space", "pre_tokenizer", true)?,
             })
         }
+        "Metaspace" => metaspace(c, v, "pre_tokenizer", false),
+        "Sequence" => {
+            let list = v
+                .get("pretokenizers")
+                .and_then(Value::as_array)
+                .ok_or_else(|| c.err("pre_tokenizer.pretokenizers", "expected a list"))?;
+            let kinds: Vec<&str> = list
+                .iter()
+                .map(|p| p.get("type").and_then(Value::as_str).unwrap_or(""))
+                .collect();
+            match kinds.as_slice() {
+                ["WhitespaceSplit", "Metaspace"] => {
+                    metaspace(c, &list[1], "pre_tokenizer.pretokenizers[1]", true)
+                }
+                ["Metaspace"] => metaspace(c, &list[0], "pre_tokenizer.pretokenizers[0]", false),
+                _ => Err(c.unsupported(
+                    "pre_tokenizer.pretokenizers",
+                    &format!("the pre-tokenizer sequence {kinds:?}"),
+                )),
+            }
+        }
         k => Err(c.unsupported("pre_tokenizer.type", &format!("pre-tokenizer {k}"))),
     }
+}
+
+fn metaspace(
+    c: &Ctx,
+    v: &Value,
+    path: &str,
+    whitespace_split: bool,
+) -> Result<PreTokenizer, TextError> {
+    let r = c.str(v, "replacement", path)?;
+    let mut chars = r.chars();
+    let (Some(replacement), None) = (chars.next(), chars.next()) else {
+        return Err(c.err(&format!("{path}.replacement"), "expected one character"));
+    };
+    let prepend = match v.get("prepend_scheme").and_then(Value::as_str) {
+        Some("always") => Prepend::Always,
+        Some("first") => Prepend::First,
+        Some("never") => Prepend::Never,
+        Some(s) => {
+            return Err(c.err(
+                &format!("{path}.prepend_scheme"),
+                format!("'{s}': expected always, first or never"),
+            ))
+        }
+        // before tokenizers 0.14, `add_prefix_space`
+        None => match c.bool_or(v, "add_prefix_space", path, true)? {
+            true => Prepend::Always,
+            false => Prepend::Never,
+        },
+    };
+    Ok(PreTokenizer::Metaspace {
+        replacement,
+        prepend,
+        split: c.bool_or(v, "split", path, true)?,
+        whitespace_split,
+    })
 }
 
 fn vocab_by_id(c: &Ctx, v: &Value) -> Result<Vec<String>, TextError> {
@@ -312,6 +412,9 @@ fn vocab_by_id(c: &Ctx, v: &Value) -> Result<Vec<String>, TextError> {
 fn model(c: &Ctx, v: &Value, pre: PreTokenizer) -> Result<Model, TextError> {
     match c.kind(v, "model")? {
         "WordPiece" => {
+            if matches!(pre, PreTokenizer::Metaspace { .. }) {
+                return Err(c.unsupported("model.type", "WordPiece after Metaspace"));
+            }
             let vocab = vocab_by_id(c, v)?;
             let unk_tok = c.str(v, "unk_token", "model")?;
             let unk = vocab.iter().position(|t| t == unk_tok).ok_or_else(|| {
@@ -340,7 +443,7 @@ fn model(c: &Ctx, v: &Value, pre: PreTokenizer) -> Result<Model, TextError> {
             })
         }
         "BPE" => {
-            if pre == PreTokenizer::Bert {
+            if !matches!(pre, PreTokenizer::ByteLevel { .. }) {
                 return Err(c.unsupported("model.type", "BPE without a ByteLevel pre-tokenizer"));
             }
             for key in ["continuing_subword_prefix", "end_of_word_suffix"] {
@@ -410,8 +513,49 @@ fn model(c: &Ctx, v: &Value, pre: PreTokenizer) -> Result<Model, TextError> {
                 ignore_merges: c.bool_or(v, "ignore_merges", "model", false)?,
             })
         }
+        "Unigram" => unigram(c, v, pre),
         k => Err(c.unsupported("model.type", &format!("model {k}"))),
     }
+}
+
+fn unigram(c: &Ctx, v: &Value, pre: PreTokenizer) -> Result<Model, TextError> {
+    if !matches!(pre, PreTokenizer::Metaspace { .. }) {
+        return Err(c.unsupported("model.type", "Unigram without a Metaspace pre-tokenizer"));
+    }
+    if c.bool_or(v, "byte_fallback", "model", false)? {
+        return Err(c.unsupported("model.byte_fallback", "Unigram byte fallback"));
+    }
+    let list = v
+        .get("vocab")
+        .and_then(Value::as_array)
+        .ok_or_else(|| c.err("model.vocab", "expected a list of [piece, score]"))?;
+    let (mut vocab, mut scores) = (
+        Vec::with_capacity(list.len()),
+        Vec::with_capacity(list.len()),
+    );
+    for (i, e) in list.iter().enumerate() {
+        let pair = e.as_array().filter(|p| p.len() == 2);
+        let (Some(piece), Some(score)) = (
+            pair.and_then(|p| p[0].as_str()),
+            pair.and_then(|p| p[1].as_f64()),
+        ) else {
+            return Err(c.err(&format!("model.vocab[{i}]"), "expected [piece, score]"));
+        };
+        vocab.push(piece.to_string());
+        scores.push(score);
+    }
+    let unk = match v.get("unk_id") {
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .filter(|&u| (u as usize) < vocab.len())
+            .ok_or_else(|| c.err("model.unk_id", "expected an id within the vocabulary"))?,
+        _ => return Err(c.unsupported("model.unk_id", "Unigram without an unknown token")),
+    };
+    Ok(Model::Unigram {
+        vocab,
+        scores,
+        unk: unk as u32,
+    })
 }
 
 fn added_tokens(c: &Ctx, v: &Value, vocab_len: usize) -> Result<Vec<AddedToken>, TextError> {

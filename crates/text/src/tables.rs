@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use unicode_categories::UnicodeCategories;
 
 use crate::spec::{Model, PreTokenizer, TextSpec};
+use crate::spm::SpmStep;
 
 /// The class bits of a character. Each is a property some stage of the pipeline tests; the C
 /// side gets these names and values from [`CLASS_BITS`].
@@ -31,6 +32,36 @@ pub mod class {
     pub const RE_NUMBER: u32 = 256;
     /// The canonical combining class is in bits 16..24.
     pub const CCC_SHIFT: u32 = 16;
+    /// Grapheme cluster breaking (UAX #29 as `unicode-segmentation` implements it), for the
+    /// Precompiled normalizer: joins what precedes it (Extend, ZWJ, SpacingMark: GB9, GB9a);
+    pub const G_JOIN: u32 = 1 << 9;
+    /// breaks on both sides (Control, CR, LF: GB4, GB5);
+    pub const G_CONTROL: u32 = 1 << 10;
+    /// joins what follows (Prepend: GB9b);
+    pub const G_PREPEND: u32 = 1 << 11;
+    /// Hangul, on the left of a pair: L (GB6), V or LV (GB7), LVT or T (GB8); on the right:
+    /// what follows an L, a V, a T;
+    pub const G_L: u32 = 1 << 12;
+    pub const G_VLV: u32 = 1 << 13;
+    pub const G_LVTT: u32 = 1 << 14;
+    pub const G_AFTER_L: u32 = 1 << 15;
+    pub const G_AFTER_V: u32 = 1 << 24;
+    pub const G_AFTER_T: u32 = 1 << 25;
+    /// Regional_Indicator (GB12, GB13), Extended_Pictographic (GB11).
+    pub const G_RI: u32 = 1 << 26;
+    pub const G_EXTPICT: u32 = 1 << 27;
+    /// All of the grapheme bits.
+    pub const GRAPHEME: u32 = G_JOIN
+        | G_CONTROL
+        | G_PREPEND
+        | G_L
+        | G_VLV
+        | G_LVTT
+        | G_AFTER_L
+        | G_AFTER_V
+        | G_AFTER_T
+        | G_RI
+        | G_EXTPICT;
 }
 
 /// The class bits by name, for the C side.
@@ -44,6 +75,17 @@ pub const CLASS_BITS: &[(&str, u32)] = &[
     ("RE_SPACE", class::RE_SPACE),
     ("RE_LETTER", class::RE_LETTER),
     ("RE_NUMBER", class::RE_NUMBER),
+    ("G_JOIN", class::G_JOIN),
+    ("G_CONTROL", class::G_CONTROL),
+    ("G_PREPEND", class::G_PREPEND),
+    ("G_L", class::G_L),
+    ("G_VLV", class::G_VLV),
+    ("G_LVTT", class::G_LVTT),
+    ("G_AFTER_L", class::G_AFTER_L),
+    ("G_AFTER_V", class::G_AFTER_V),
+    ("G_AFTER_T", class::G_AFTER_T),
+    ("G_RI", class::G_RI),
+    ("G_EXTPICT", class::G_EXTPICT),
 ];
 
 /// Code points mapped to sequences: sorted `cps`, `cps[i]` maps to `pool[off[i]..off[i+1]]`.
@@ -194,6 +236,16 @@ fn all_classes() -> &'static Vec<u32> {
     })
 }
 
+/// The grapheme bits of every code point, probed once per process when a tokenizer needs them.
+fn all_grapheme_bits() -> &'static Vec<u32> {
+    static ALL: OnceLock<Vec<u32>> = OnceLock::new();
+    ALL.get_or_init(|| {
+        (0..=0x10FFFFu32)
+            .map(|cp| char::from_u32(cp).map_or(0, crate::spm::grapheme_bits))
+            .collect()
+    })
+}
+
 /// Hangul syllables decompose by formula (the C side computes it); the table holds the rest.
 pub const HANGUL_FIRST: u32 = 0xAC00;
 pub const HANGUL_LAST: u32 = 0xD7A3;
@@ -310,14 +362,30 @@ impl Tables {
             PreTokenizer::ByteLevel { .. } => {
                 mask |= class::RE_SPACE | class::RE_LETTER | class::RE_NUMBER
             }
+            PreTokenizer::Metaspace {
+                whitespace_split, ..
+            } => {
+                if whitespace_split {
+                    mask |= class::SPACE;
+                }
+            }
+        }
+        for step in &spec.spm {
+            match step {
+                SpmStep::Precompiled { .. } => mask |= class::GRAPHEME,
+                SpmStep::Strip { .. } => mask |= class::SPACE,
+                SpmStep::Replace { .. } => {}
+            }
         }
         if spec.added.iter().any(|t| t.lstrip || t.rstrip) {
             mask |= class::SPACE;
         }
         let all = all_classes();
+        let graphemes = (mask & class::GRAPHEME != 0).then(all_grapheme_bits);
         let (mut starts, mut values) = (Vec::new(), Vec::new());
         for (cp, &v) in all.iter().enumerate() {
-            let v = v & mask;
+            let g = graphemes.map_or(0, |g| g[cp]);
+            let v = (v | g) & mask;
             if values.last() != Some(&v) {
                 starts.push(cp as u32);
                 values.push(v);
@@ -361,6 +429,18 @@ impl Tables {
                     })
                     .collect();
                 (table, Some(merge_table(merges)), Some(bytes))
+            }
+            // a piece listed twice maps to its last id, as `tokenizers`' piece map does
+            Model::Unigram { vocab, .. } => {
+                let mut last = std::collections::HashMap::new();
+                for (i, t) in vocab.iter().enumerate() {
+                    last.insert(t.as_str(), i);
+                }
+                let kept = vocab
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (last[t.as_str()] == i).then_some(t.as_bytes()));
+                (string_table(kept), None, None)
             }
         };
         let added = string_table(spec.added.iter().map(|t| Some(t.content.as_bytes())));

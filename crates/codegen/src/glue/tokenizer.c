@@ -225,11 +225,21 @@ static long vocab_id(const unsigned char *prefix, size_t pn, const unsigned char
 
 /* ---- models -------------------------------------------------------------------------------- */
 
+typedef struct { double *v; size_t n, cap; int oom; } Dbl;
+
 typedef struct {
     Buf raw, norm, tmp, out;
     Bytes text, piece;
     /* BPE */
     Buf sym, prev, next, heap_rank, heap_pos, heap_new;
+    /* the original text, and where the piece being pre-tokenized starts if that is where the
+       text starts (else NULL) */
+    const unsigned char *src, *base;
+#if TK_UNIGRAM
+    Bytes spm, ms;
+    Dbl u_score;
+    Buf u_start, u_id;
+#endif
 } Ctx;
 
 #if TK_WORDPIECE
@@ -368,9 +378,12 @@ static void bpe(Ctx *x, const unsigned char *w, size_t n) {
 
 /* ---- pre-tokenization --------------------------------------------------------------------- */
 
+@SPM@
 /* Pre-tokenizes one piece of normalized text (valid UTF-8) and runs the model on each word. */
 static void words(Ctx *x, const unsigned char *s, size_t n) {
-#if TK_BERT_PRE
+#if TK_METASPACE
+    ms_words(x, s, n);
+#elif TK_BERT_PRE
     size_t word = 0, i = 0;
     while (i < n) {
         size_t len;
@@ -484,7 +497,16 @@ static void normalized_piece(Ctx *x, const unsigned char *s, size_t n) {
 /* One piece of raw text between added tokens: normalized, split on the normalized added
    tokens, pre-tokenized. */
 static void raw_piece(Ctx *x, const unsigned char *s, size_t n) {
-#if TK_NORMALIZE
+    int at_start = s == x->src;
+#if TK_SPM
+    x->text.n = 0;
+    for (size_t i = 0; i < n; i++) put_byte(&x->text, s[i]);
+    if (x->text.oom) return;
+    TK_SPM_STEPS(x);
+    if (x->text.oom || x->spm.oom) return;
+    x->base = at_start ? x->text.v : NULL;
+    split_added(x, x->text.v, x->text.n, 1, normalized_piece);
+#elif TK_NORMALIZE
     x->raw.n = 0;
     for (size_t i = 0; i < n;) {
         size_t len;
@@ -495,13 +517,18 @@ static void raw_piece(Ctx *x, const unsigned char *s, size_t n) {
     x->text.n = 0;
     for (size_t i = 0; i < x->norm.n; i++) put_utf8(&x->text, x->norm.v[i]);
     if (x->raw.oom || x->norm.oom || x->tmp.oom || x->text.oom) return;
+    x->base = at_start ? x->text.v : NULL;
     split_added(x, x->text.v, x->text.n, 1, normalized_piece);
 #else
+    x->base = at_start ? s : NULL;
     split_added(x, s, n, 1, normalized_piece);
 #endif
 }
 
 static int failed(const Ctx *x) {
+#if TK_UNIGRAM
+    if (x->spm.oom || x->ms.oom || x->u_score.oom || x->u_start.oom || x->u_id.oom) return 1;
+#endif
     return x->raw.oom || x->norm.oom || x->tmp.oom || x->out.oom || x->text.oom || x->piece.oom ||
            x->sym.oom || x->prev.oom || x->next.oom || x->heap_rank.oom || x->heap_pos.oom ||
            x->heap_new.oom;
@@ -511,6 +538,9 @@ static void release(Ctx *x) {
     free(x->raw.v); free(x->norm.v); free(x->tmp.v); free(x->out.v); free(x->text.v);
     free(x->piece.v); free(x->sym.v); free(x->prev.v); free(x->next.v);
     free(x->heap_rank.v); free(x->heap_pos.v); free(x->heap_new.v);
+#if TK_UNIGRAM
+    free(x->spm.v); free(x->ms.v); free(x->u_score.v); free(x->u_start.v); free(x->u_id.v);
+#endif
 }
 
 /* The tokens of one text, without special tokens, into *out (which the caller frees). */
@@ -520,6 +550,7 @@ static int32_t encode(const char *text, size_t len, Buf *out) {
     if (!valid_utf8(s, len)) return @UP@_E_UTF8;
     Ctx x;
     memset(&x, 0, sizeof x);
+    x.src = s;
     split_added(&x, s, len, 0, raw_piece);
     int oom = failed(&x);
     *out = x.out;
