@@ -107,7 +107,8 @@ pub fn tokenizer_beside(model: &Path) -> PathBuf {
 
 /// The text of the tokenizer `path` names and what to call it: the `tokenizer.json` itself,
 /// or, when there is none, the one transformers makes of the vocabulary files beside it
-/// (`vocab.txt`, or `vocab.json` and `merges.txt`: `bertc_text::convert`); `None` when there
+/// (`vocab.txt`; `vocab.json` and `merges.txt`; `sentencepiece.bpe.model`:
+/// `bertc_text::convert`); `None` when there
 /// are none.
 pub fn tokenizer_json(path: &Path) -> Result<Option<(String, String)>, CliError> {
     if path.is_file() || path.file_name().is_some_and(|f| f != "tokenizer.json") {
@@ -126,7 +127,7 @@ pub fn open_tokenizer(path: &Path) -> Result<Tokenizer, CliError> {
     match tokenizer_json(path)? {
         Some((text, source)) => Ok(Tokenizer::from_json(&text, &source)?),
         None => Err(CliError::Input(format!(
-            "{}: no such file (and no vocab.txt, or vocab.json and merges.txt, beside it)",
+            "{}: no such file (and no vocab.txt, vocab.json and merges.txt, or sentencepiece.bpe.model beside it)",
             path.display()
         ))),
     }

@@ -173,6 +173,66 @@ fn unigram_token_ids_are_those_of_hugging_face_tokenizers() {
     assert_ids_of("unigram", &exe, &reference(&file));
 }
 
+/// A folder with XLM-RoBERTa's `sentencepiece.bpe.model` and no `tokenizer.json`: the artifact
+/// tokenizes as the `tokenizer.json` transformers' AutoTokenizer made of the same model file
+/// (`scripts/unigram-tokenizer`), on the STS-B and stress lines.
+#[test]
+fn sentencepiece_folders_tokenize_as_transformers_converts_them() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/unigram");
+    let dir = scratch("tokenizer-spm-folder");
+    std::fs::copy(
+        model_dir("bert-micro-random").join("model.onnx"),
+        dir.join("model.onnx"),
+    )
+    .unwrap();
+    let spm = "sentencepiece.bpe.model";
+    std::fs::copy(data.join(spm), dir.join(spm)).unwrap();
+    let exe = dir.join("embedder");
+    let max = MAX_SEQ.to_string();
+    compile(
+        &dir.join("model.onnx"),
+        &exe,
+        &["--output", "mean", "--max-seq", &max],
+    );
+    assert_ids_of(
+        "sentencepiece folder",
+        &exe,
+        &reference(&data.join("tokenizer.json")),
+    );
+}
+
+/// SentencePiece folders bertc does not convert fail at compile time with one line naming the
+/// file: a model file that is not a ModelProto, a SentencePiece model of another name.
+#[test]
+fn sentencepiece_folders_it_cannot_convert_fail_at_compile_time() {
+    for (file, contents, says) in [
+        (
+            "sentencepiece.bpe.model",
+            &b"\xff\xff not protobuf"[..],
+            "not a SentencePiece model",
+        ),
+        ("spiece.model", &b"\x0a\x00"[..], "is not supported"),
+    ] {
+        let dir = scratch(&format!("tokenizer-spm-bad-{file}"));
+        std::fs::copy(
+            model_dir("bert-micro-random").join("model.onnx"),
+            dir.join("model.onnx"),
+        )
+        .unwrap();
+        std::fs::write(dir.join(file), contents).unwrap();
+        let out = bertc(&[
+            "compile",
+            dir.join("model.onnx").to_str().unwrap(),
+            "-o",
+            dir.join("x").to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{file}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(err.contains(file) && err.contains(says), "{err}");
+    }
+}
+
 /// A folder with vocabulary files but no `tokenizer.json` (as Google's BERT checkpoints and
 /// old saves have it): the artifact tokenizes as the `tokenizer.json` transformers makes of the
 /// same files. References: for the uncased BERT folders the shared `tokenizer.json` (written

@@ -12,13 +12,16 @@ use std::path::Path;
 use crate::TextError;
 
 /// The `tokenizer.json` text for the folder `dir` from its vocabulary files (WordPiece
-/// `vocab.txt`, else byte-level BPE `vocab.json` + `merges.txt`), or `None` when it has
-/// neither.
+/// `vocab.txt`, else byte-level BPE `vocab.json` + `merges.txt`, else XLM-RoBERTa's
+/// SentencePiece model: `crate::sentencepiece`), or `None` when it has none.
 pub fn tokenizer_json(dir: &Path) -> Result<Option<(String, String)>, TextError> {
     if let Some(t) = wordpiece_tokenizer_json(dir)? {
         return Ok(Some((t, dir.join("vocab.txt").display().to_string())));
     }
-    Ok(bpe_tokenizer_json(dir)?.map(|t| (t, dir.join("vocab.json").display().to_string())))
+    if let Some(t) = bpe_tokenizer_json(dir)? {
+        return Ok(Some((t, dir.join("vocab.json").display().to_string())));
+    }
+    crate::sentencepiece::tokenizer_json(dir)
 }
 
 /// `tokenizer_class` values that are WordPiece tokenizers converted as BERT's.

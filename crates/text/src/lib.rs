@@ -8,6 +8,7 @@
 
 pub mod bytelevel;
 pub mod convert;
+pub mod sentencepiece;
 pub mod spec;
 pub mod spm;
 pub mod tables;
