@@ -470,27 +470,45 @@ fn classifier_takes_pairs_and_prints_labels() {
 #[test]
 fn the_tokenizer_adds_at_most_the_vocabulary_and_a_megabyte() {
     let dir = scratch("tokenizer-size");
-    for model in ["all-MiniLM-L6-v2", "roberta-micro-random"] {
+    let unigram = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/unigram/tokenizer.json");
+    for (model, tokenizer) in [
+        (
+            "all-MiniLM-L6-v2",
+            model_dir("all-MiniLM-L6-v2").join("tokenizer.json"),
+        ),
+        (
+            "roberta-micro-random",
+            model_dir("roberta-micro-random").join("tokenizer.json"),
+        ),
+        ("bert-micro-random", unigram),
+    ] {
         let m = model_dir(model).join("model.onnx");
         let (with, without) = (
             dir.join(format!("{model}-t")),
             dir.join(format!("{model}-ids")),
         );
-        compile(&m, &with, &["--output", "mean"]);
+        let tok_arg = tokenizer.to_str().unwrap();
+        compile(&m, &with, &["--output", "mean", "--tokenizer", tok_arg]);
         compile(&m, &without, &["--output", "mean", "--tokenizer", "none"]);
         let size = |p: &Path| std::fs::metadata(p).unwrap().len();
         let added = size(&with) - size(&without);
-        let tok: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(model_dir(model).join("tokenizer.json")).unwrap(),
-        )
-        .unwrap();
-        let vocab: u64 = tok["model"]["vocab"]
-            .as_object()
-            .unwrap()
-            .keys()
-            .map(|k| k.len() as u64 + 1)
-            .sum();
-        eprintln!("{model}: the tokenizer adds {added} bytes (vocabulary {vocab} bytes)");
+        let tok: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&tokenizer).unwrap()).unwrap();
+        // a map of tokens to ids, or Unigram's list of [piece, score]
+        let v = &tok["model"]["vocab"];
+        let vocab: u64 = match v.as_object() {
+            Some(o) => o.keys().map(|k| k.len() as u64 + 1).sum(),
+            None => v
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p[0].as_str().unwrap().len() as u64 + 1)
+                .sum(),
+        };
+        eprintln!(
+            "{}: the tokenizer adds {added} bytes (vocabulary {vocab} bytes)",
+            tokenizer.display()
+        );
         assert!(added <= vocab + 1_000_000, "{model}: {added} bytes");
     }
 }
