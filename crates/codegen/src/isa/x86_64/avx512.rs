@@ -22,6 +22,44 @@ const ACC2: [AsmRegisterZmm; AVX512_MR] = [
     zmm28, zmm29, zmm30, zmm31, zmm4, zmm5, zmm6, zmm7, zmm8, zmm9, zmm10, zmm11,
 ];
 
+/// The accumulator sets of a tile: one panel's, or two (`MicroEpi::wide`).
+fn tile_accs(epi: MicroEpi) -> &'static [&'static [AsmRegisterZmm; AVX512_MR]] {
+    if epi.wide {
+        &[&ACC, &ACC2]
+    } else {
+        &[&ACC]
+    }
+}
+
+/// The panel rows a step of k loads into (two sets, alternating between steps: a panel's in
+/// the first of a set, the second panel's in the other), and the registers a two-panel tile
+/// broadcasts each row's value into (alternating between rows).
+const BREGS: [[AsmRegisterZmm; 2]; 2] = [[zmm0, zmm1], [zmm2, zmm3]];
+const BCAST: [AsmRegisterZmm; 2] = [zmm12, zmm13];
+
+/// Panel `j`'s bytes at `off` from the current step: the second panel of a two-panel tile is
+/// `r8` bytes after the first (see `second_panel`).
+fn panel(j: usize, off: i32) -> AsmMemoryOperand {
+    match j {
+        0 => rdx + off,
+        _ => rdx + r8 + off,
+    }
+}
+
+/// For a two-panel tile: `ldc` (r8) into the red zone and the second panel's offset (the last
+/// argument) into r8 for the k loop; with `done`, `ldc` back. Nothing for one panel.
+fn second_panel(a: &mut CodeAssembler, epi: MicroEpi, done: bool) -> Result<(), IcedError> {
+    if !epi.wide {
+        return Ok(());
+    }
+    if done {
+        return a.mov(r8, qword_ptr(rsp - 16));
+    }
+    let offset_arg = 8 + 8 * i32::from(epi.residual) + 16 * i32::from(epi.prefetch);
+    a.mov(qword_ptr(rsp - 16), r8)?;
+    a.mov(r8, qword_ptr(rsp + offset_arg))
+}
+
 /// Row `r` of a tile at byte `off`: row `r` is at base `r / 3` plus `r % 3` strides.
 fn row(bases: &[AsmRegister64; 4], stride: AsmRegister64, r: usize, off: i32) -> AsmMemoryOperand {
     let b = bases[r / 3];
@@ -154,23 +192,13 @@ fn qkernel(mr: usize, epi: MicroEpi, format: QFormat) -> Result<Vec<u8>, Codegen
         !epi.accumulate,
         "the int8 tiles start from the biases (k is never split)"
     );
-    // one panel, or two (`MicroEpi::wide`: the second `r8` bytes after the first, as in the
-    // f32 kernel, each row's bytes then broadcast once into a register for both)
-    let accs: &[&[AsmRegisterZmm; AVX512_MR]] = if epi.wide { &[&ACC, &ACC2] } else { &[&ACC] };
-    let panel = |j: usize, off: i32| match j {
-        0 => rdx + off,
-        _ => rdx + r8 + off,
-    };
-    let bregs = [[zmm0, zmm1], [zmm2, zmm3]];
-    let bcast = [zmm12, zmm13];
+    // one panel, or two (`MicroEpi::wide`), each row's bytes then broadcast once into a
+    // register for both
+    let accs = tile_accs(epi);
     let step = (16 * format.group()) as i32;
-    let offset_arg = 8 + 8 * i32::from(epi.residual) + 16 * i32::from(epi.prefetch);
     function(|a, consts| {
         let pf_step = prefetch_args(a, epi)?;
-        if epi.wide {
-            a.mov(qword_ptr(rsp - 16), r8)?;
-            a.mov(r8, qword_ptr(rsp + offset_arg))?;
-        }
+        second_panel(a, epi, false)?;
         // the panels' headers (biases, scales), read after the k loop
         a.mov(qword_ptr(rsp - 24), rdx)?;
         a.add(rdx, QPANEL_HEADER as i32)?;
@@ -185,7 +213,7 @@ fn qkernel(mr: usize, epi: MicroEpi, format: QFormat) -> Result<Vec<u8>, Codegen
             &abase[..nbases],
             [step, 4],
             |a, u| {
-                let b = bregs[u as usize % 2];
+                let b = BREGS[u as usize % 2];
                 for (j, &bj) in b.iter().enumerate().take(accs.len()) {
                     match format {
                         QFormat::Quads => a.vmovdqu32(bj, zmmword_ptr(panel(j, step * u)))?,
@@ -198,7 +226,7 @@ fn qkernel(mr: usize, epi: MicroEpi, format: QFormat) -> Result<Vec<u8>, Codegen
                 for r in 0..mr {
                     let at = row(&abase, rsi, r, 4 * u);
                     if epi.wide {
-                        let x = bcast[r % 2];
+                        let x = BCAST[r % 2];
                         a.vpbroadcastd(x, dword_ptr(at))?;
                         dot(a, format, [ACC[r], b[0]], x)?;
                         dot(a, format, [ACC2[r], b[1]], x)?;
@@ -236,9 +264,7 @@ fn qkernel(mr: usize, epi: MicroEpi, format: QFormat) -> Result<Vec<u8>, Codegen
             }
         }
         restore_c(a, mr)?;
-        if epi.wide {
-            a.mov(r8, qword_ptr(rsp - 16))?;
-        }
+        second_panel(a, epi, true)?;
         store_tile(a, consts, epi, mr, accs)
     })
 }
@@ -251,20 +277,27 @@ fn qkernel(mr: usize, epi: MicroEpi, format: QFormat) -> Result<Vec<u8>, Codegen
 /// epilogue can run the AVX2 activation code on each half (ymm0, ymm1) with ymm12..ymm15 as
 /// scratch. Rows are addressed from up to four base registers, three rows each (base,
 /// base + stride, base + 2 stride); the fourth A base is rcx, kept in the red zone meanwhile.
+///
+/// With `MicroEpi::wide`, an `mr x 32` tile over a panel and the one the last argument's bytes
+/// after it, two accumulators a row (`ACC`, `ACC2`): each step loads both panels' rows and
+/// broadcasts each row's `a` once into a register for its two FMAs, `2 mr` FMAs for `mr + 2`
+/// loads (the two-load-a-cycle core is then bound by its FMAs, not its loads). Each column's
+/// sum is added in the same order as in the one-panel tile, so both give the same bits.
 pub fn avx512_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
     assert!((1..=AVX512_MR).contains(&mr), "mr out of range");
-    if epi.wide {
-        return wide_kernel(mr, epi);
-    }
-    let bregs = [zmm28, zmm29];
+    let accs = tile_accs(epi);
     function(|a, consts| {
         let pf_step = prefetch_args(a, epi)?;
         if epi.accumulate {
-            load_partial_sums(a, mr, &[&ACC])?;
-        } else {
-            // the bias row starts every accumulator
-            for r in ACC.iter().take(mr) {
-                a.vmovups(*r, zmmword_ptr(rdx))?;
+            load_partial_sums(a, mr, accs)?;
+        }
+        second_panel(a, epi, false)?;
+        if !epi.accumulate {
+            // each panel's bias row starts its accumulators
+            for r in 0..mr {
+                for (j, acc) in accs.iter().enumerate() {
+                    a.vmovups(acc[r], zmmword_ptr(panel(j, 0)))?;
+                }
             }
             a.add(rdx, 64)?;
         }
@@ -276,16 +309,31 @@ pub fn avx512_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> 
             &abase[..nbases],
             [64, 4],
             |a, u| {
-                let b = bregs[u as usize % 2];
-                a.vmovups(b, zmmword_ptr(rdx + 64 * u))?;
-                for (r, acc_r) in ACC.iter().enumerate().take(mr) {
-                    a.vfmadd231ps(*acc_r, b, dword_bcst(row(&abase, rsi, r, 4 * u)))?;
+                let b = BREGS[u as usize % 2];
+                for (j, &bj) in b.iter().enumerate().take(accs.len()) {
+                    a.vmovups(bj, zmmword_ptr(panel(j, 64 * u)))?;
+                }
+                if epi.wide && epi.prefetch {
+                    // the second panel's line of the step k_loop prefetches in the first
+                    a.prefetcht0(byte_ptr(rax + r8))?;
+                }
+                for r in 0..mr {
+                    let at = row(&abase, rsi, r, 4 * u);
+                    if epi.wide {
+                        let x = BCAST[r % 2];
+                        a.vbroadcastss(x, dword_ptr(at))?;
+                        a.vfmadd231ps(ACC[r], b[0], x)?;
+                        a.vfmadd231ps(ACC2[r], b[1], x)?;
+                    } else {
+                        a.vfmadd231ps(ACC[r], b[0], dword_bcst(at))?;
+                    }
                 }
                 Ok(())
             },
         )?;
         restore_c(a, mr)?;
-        store_tile(a, consts, epi, mr, &[&ACC])
+        second_panel(a, epi, true)?;
+        store_tile(a, consts, epi, mr, accs)
     })
 }
 
@@ -318,62 +366,6 @@ fn load_partial_sums(
         }
     }
     Ok(())
-}
-
-/// The two-panel form of [`avx512_kernel`] (`MicroEpi::wide`): an `mr x 32` tile over a panel
-/// and the one the last argument's bytes after it, two zmm accumulators a row (`ACC`, `ACC2`).
-/// Each step of k loads both panels' rows and broadcasts each row's `a` once into a register
-/// for its two FMAs: `2 mr` FMAs for `mr + 2` loads, where the one-panel tile's `mr` FMAs take
-/// `mr + 1` (the two-load-a-cycle core is then bound by its FMAs, not its loads). The second
-/// panel is addressed as `rdx + r8`: `ldc` waits in the red zone during the k loop. Each
-/// column's sum is added in the same order as in the one-panel tile, so both give the same bits.
-fn wide_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
-    let bregs = [[zmm0, zmm1], [zmm2, zmm3]];
-    let bcast = [zmm12, zmm13];
-    let offset_arg = 8 + 8 * i32::from(epi.residual) + 16 * i32::from(epi.prefetch);
-    function(|a, consts| {
-        let pf_step = prefetch_args(a, epi)?;
-        if epi.accumulate {
-            load_partial_sums(a, mr, &[&ACC, &ACC2])?;
-        }
-        a.mov(qword_ptr(rsp - 16), r8)?;
-        a.mov(r8, qword_ptr(rsp + offset_arg))?;
-        if !epi.accumulate {
-            // each panel's bias row starts its accumulators
-            for r in 0..mr {
-                a.vmovups(ACC[r], zmmword_ptr(rdx))?;
-                a.vmovups(ACC2[r], zmmword_ptr(rdx + r8))?;
-            }
-            a.add(rdx, 64)?;
-        }
-        let abase = a_bases(a, mr)?;
-        let nbases = mr.div_ceil(3);
-        k_loop(
-            a,
-            epi.prefetch.then_some(pf_step),
-            &abase[..nbases],
-            [64, 4],
-            |a, u| {
-                let [b0, b1] = bregs[u as usize % 2];
-                a.vmovups(b0, zmmword_ptr(rdx + 64 * u))?;
-                a.vmovups(b1, zmmword_ptr(rdx + r8 + 64 * u))?;
-                if epi.prefetch {
-                    // the second panel's line of the step k_loop prefetches in the first
-                    a.prefetcht0(byte_ptr(rax + r8))?;
-                }
-                for r in 0..mr {
-                    let x = bcast[r % 2];
-                    a.vbroadcastss(x, dword_ptr(row(&abase, rsi, r, 4 * u)))?;
-                    a.vfmadd231ps(ACC[r], b0, x)?;
-                    a.vfmadd231ps(ACC2[r], b1, x)?;
-                }
-                Ok(())
-            },
-        )?;
-        restore_c(a, mr)?;
-        a.mov(r8, qword_ptr(rsp - 16))?;
-        store_tile(a, consts, epi, mr, &[&ACC, &ACC2])
-    })
 }
 
 /// `x = exp(x)` on 16 lanes, as `exp8` computes it on 8 (the same operations and constants,

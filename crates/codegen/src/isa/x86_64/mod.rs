@@ -98,13 +98,18 @@ impl Consts {
         Consts { items: Vec::new() }
     }
 
-    fn bits(&mut self, a: &mut CodeAssembler, bits: u32) -> AsmMemoryOperand {
-        if let Some((_, l)) = self.items.iter().find(|(b, _)| *b == bits) {
-            return ymmword_ptr(*l);
+    /// The label of the constant with bits `bits` (added to the table the first time).
+    fn label(&mut self, a: &mut CodeAssembler, bits: u32) -> CodeLabel {
+        if let Some(&(_, l)) = self.items.iter().find(|(b, _)| *b == bits) {
+            return l;
         }
         let l = a.create_label();
         self.items.push((bits, l));
-        ymmword_ptr(l)
+        l
+    }
+
+    fn bits(&mut self, a: &mut CodeAssembler, bits: u32) -> AsmMemoryOperand {
+        ymmword_ptr(self.label(a, bits))
     }
 
     fn f(&mut self, a: &mut CodeAssembler, v: f32) -> AsmMemoryOperand {
@@ -114,14 +119,7 @@ impl Consts {
     /// The constant with bits `bits` broadcast to every lane of an EVEX instruction
     /// (`{1to16}`).
     fn bcst(&mut self, a: &mut CodeAssembler, bits: u32) -> AsmMemoryOperand {
-        let _ = self.bits(a, bits);
-        let l = self
-            .items
-            .iter()
-            .find(|(b, _)| *b == bits)
-            .expect("added")
-            .1;
-        dword_bcst(l)
+        dword_bcst(self.label(a, bits))
     }
 
     /// `bcst` of the f32 `v`.
@@ -131,14 +129,7 @@ impl Consts {
 
     /// The first lane of the constant `v`, for scalar instructions.
     fn f1(&mut self, a: &mut CodeAssembler, v: f32) -> AsmMemoryOperand {
-        let _ = self.bits(a, v.to_bits());
-        let l = self
-            .items
-            .iter()
-            .find(|(b, _)| *b == v.to_bits())
-            .expect("added")
-            .1;
-        dword_ptr(l)
+        dword_ptr(self.label(a, v.to_bits()))
     }
 
     /// Emits the table (after the last instruction).
