@@ -207,13 +207,12 @@ fn spm_c(o: &mut String, spec: &TextSpec) {
     for step in &spec.spm {
         match step {
             SpmStep::Precompiled { trie, normalized } => {
-                // one charsmap a tokenizer (a second Precompiled step would need its own)
-                if !precompiled {
-                    define(o, "TK_PC_TRIE_N", format!("{}u", trie.len()));
-                    let hex: Vec<String> = trie.iter().map(|u| format!("{u:#x}u")).collect();
-                    array(o, "uint32_t", "TK_PC_TRIE", &hex);
-                    string(o, "TK_PC_NORM", normalized);
-                }
+                // one charsmap a tokenizer (the spec refuses a second)
+                assert!(!precompiled, "one Precompiled step");
+                define(o, "TK_PC_TRIE_N", format!("{}u", trie.len()));
+                let hex: Vec<String> = trie.iter().map(|u| format!("{u:#x}u")).collect();
+                array(o, "uint32_t", "TK_PC_TRIE", &hex);
+                string(o, "TK_PC_NORM", normalized);
                 precompiled = true;
                 calls.push("spm_precompiled(x)".to_string());
             }

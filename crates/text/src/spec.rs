@@ -217,7 +217,17 @@ impl TextSpec {
             Some(_) => Vec::new(),
             None => match crate::spm::steps(norm_v) {
                 None => Vec::new(),
-                Some(Ok(steps)) => steps,
+                Some(Ok(steps)) => {
+                    // the artifact holds one charsmap
+                    let charsmaps = steps
+                        .iter()
+                        .filter(|s| matches!(s, SpmStep::Precompiled { .. }))
+                        .count();
+                    if charsmaps > 1 {
+                        return Err(c.unsupported("normalizer", "more than one Precompiled step"));
+                    }
+                    steps
+                }
                 Some(Err((key, msg))) => return Err(c.err(&key, msg)),
             },
         };

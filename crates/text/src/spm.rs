@@ -1,9 +1,7 @@
 //! SentencePiece-style pipelines (XLM-RoBERTa and the other Unigram tokenizers that
 //! transformers converts from a `.model` file): the normalizer steps (`Precompiled`, `Strip`,
-//! `Replace`) as a typed list, the precompiled charsmap's double-array trie, and the grapheme
-//! cluster classes the `Precompiled` step needs, probed from `unicode-segmentation` (the crate
-//! whose `graphemes(true)` the `tokenizers` crate calls) so that the artifact splits text into
-//! the same clusters.
+//! `Replace`) as a typed list and the precompiled charsmap's double-array trie. (The grapheme
+//! cluster classes the `Precompiled` step needs are tables: `tables::grapheme_bits`.)
 
 use serde_json::Value;
 
@@ -180,73 +178,6 @@ fn charsmap(b: &[u8]) -> Option<(Vec<u32>, Vec<u8>)> {
     Some((trie, b[4 + size..].to_vec()))
 }
 
-/// The grapheme-cluster class bits of a character (see `tables::class`): what the C side's
-/// cluster breaking tests, probed from `unicode-segmentation` by the clusters it makes of short
-/// strings.
-pub fn grapheme_bits(c: char) -> u32 {
-    use crate::tables::class::*;
-    use unicode_segmentation::UnicodeSegmentation;
-    let n = |s: &str| s.graphemes(true).count();
-    let with = |a: &str, b: &str| {
-        let mut s = String::with_capacity(16);
-        s.push_str(a);
-        s.push_str(b);
-        n(&s)
-    };
-    let cs = c.to_string();
-    let mut v = 0;
-    // Extend, ZWJ, SpacingMark: joins whatever precedes (GB9, GB9a)
-    let joiner = with("a", &cs) == 1;
-    if joiner {
-        v |= G_JOIN;
-    }
-    // Prepend: joins what follows (GB9b)
-    let prepend = with(&cs, "a") == 1;
-    if prepend {
-        v |= G_PREPEND;
-    }
-    // Control, CR, LF: not even an Extend joins them (GB4)
-    if with(&cs, "\u{301}") == 2 {
-        v |= G_CONTROL;
-    }
-    if !prepend {
-        let (l, vv, t) = (
-            with(&cs, "\u{1100}") == 1,
-            with(&cs, "\u{1161}") == 1,
-            with(&cs, "\u{11A8}") == 1,
-        );
-        // as the left of a Hangul pair: L (GB6), V or LV (GB7), LVT or T (GB8)
-        if l && vv && !t {
-            v |= G_L;
-        } else if vv && t && !l {
-            v |= G_VLV;
-        } else if t && !vv && !l {
-            v |= G_LVTT;
-        }
-    }
-    if !joiner {
-        // as the right of a Hangul pair
-        if with("\u{1100}", &cs) == 1 {
-            v |= G_AFTER_L;
-        }
-        if with("\u{1161}", &cs) == 1 {
-            v |= G_AFTER_V;
-        }
-        if with("\u{11A8}", &cs) == 1 {
-            v |= G_AFTER_T;
-        }
-        // Extended_Pictographic: joins an emoji and a ZWJ (GB11)
-        if with("\u{1F44D}\u{200D}", &cs) == 1 {
-            v |= G_EXTPICT;
-        }
-    }
-    // Regional_Indicator: three make a pair and one (GB12, GB13)
-    if n(&cs.repeat(3)) == 2 {
-        v |= G_RI;
-    }
-    v
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,26 +190,31 @@ mod tests {
         assert!(base64("a$==").is_none());
     }
 
+    /// The artifact holds one charsmap: a second Precompiled step is refused, not ignored.
+    #[test]
+    fn a_second_charsmap_is_refused() {
+        let file = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/data/unigram/tokenizer.json"
+        );
+        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        let first = v["normalizer"]["normalizers"][0].clone();
+        v["normalizer"]["normalizers"]
+            .as_array_mut()
+            .unwrap()
+            .push(first);
+        let err = crate::TextSpec::from_json(&v.to_string(), "t.json").unwrap_err();
+        assert!(
+            err.to_string().contains("more than one Precompiled step"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn repetitions_are_read() {
         assert_eq!(repetition(" {2,}"), Some((" ".into(), 2)));
         assert_eq!(repetition("x+"), Some(("x".into(), 1)));
         assert_eq!(repetition("ab+"), None);
         assert_eq!(repetition(" {2,3}"), None);
-    }
-
-    #[test]
-    fn grapheme_classes() {
-        use crate::tables::class::*;
-        assert_ne!(grapheme_bits('\u{301}') & G_JOIN, 0);
-        assert_ne!(grapheme_bits('\u{200D}') & G_JOIN, 0);
-        assert_ne!(grapheme_bits('\n') & G_CONTROL, 0);
-        assert_ne!(grapheme_bits('\u{600}') & G_PREPEND, 0);
-        assert_ne!(grapheme_bits('\u{1F1FA}') & G_RI, 0);
-        assert_ne!(grapheme_bits('\u{1F600}') & G_EXTPICT, 0);
-        assert_ne!(grapheme_bits('\u{1100}') & G_L, 0);
-        assert_ne!(grapheme_bits('\u{AC00}') & G_VLV, 0);
-        assert_ne!(grapheme_bits('\u{AC01}') & G_LVTT, 0);
-        assert_eq!(grapheme_bits('a'), 0);
     }
 }

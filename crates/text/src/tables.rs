@@ -236,12 +236,80 @@ fn all_classes() -> &'static Vec<u32> {
     })
 }
 
+/// The grapheme-cluster class bits of a character (`class::G_*`): what the C side's cluster
+/// breaking tests, probed from `unicode-segmentation` (the crate whose `graphemes(true)` the
+/// `tokenizers` crate calls) by the clusters it makes of short strings, so that the artifact
+/// splits text into the same clusters.
+fn grapheme_bits(c: char) -> u32 {
+    use class::*;
+    use unicode_segmentation::UnicodeSegmentation;
+    let n = |s: &str| s.graphemes(true).count();
+    let with = |a: &str, b: &str| {
+        let mut s = String::with_capacity(16);
+        s.push_str(a);
+        s.push_str(b);
+        n(&s)
+    };
+    let cs = c.to_string();
+    let mut v = 0;
+    // Extend, ZWJ, SpacingMark: joins whatever precedes (GB9, GB9a)
+    let joiner = with("a", &cs) == 1;
+    if joiner {
+        v |= G_JOIN;
+    }
+    // Prepend: joins what follows (GB9b)
+    let prepend = with(&cs, "a") == 1;
+    if prepend {
+        v |= G_PREPEND;
+    }
+    // Control, CR, LF: not even an Extend joins them (GB4)
+    if with(&cs, "\u{301}") == 2 {
+        v |= G_CONTROL;
+    }
+    if !prepend {
+        let (l, vv, t) = (
+            with(&cs, "\u{1100}") == 1,
+            with(&cs, "\u{1161}") == 1,
+            with(&cs, "\u{11A8}") == 1,
+        );
+        // as the left of a Hangul pair: L (GB6), V or LV (GB7), LVT or T (GB8)
+        if l && vv && !t {
+            v |= G_L;
+        } else if vv && t && !l {
+            v |= G_VLV;
+        } else if t && !vv && !l {
+            v |= G_LVTT;
+        }
+    }
+    if !joiner {
+        // as the right of a Hangul pair
+        if with("\u{1100}", &cs) == 1 {
+            v |= G_AFTER_L;
+        }
+        if with("\u{1161}", &cs) == 1 {
+            v |= G_AFTER_V;
+        }
+        if with("\u{11A8}", &cs) == 1 {
+            v |= G_AFTER_T;
+        }
+        // Extended_Pictographic: joins an emoji and a ZWJ (GB11)
+        if with("\u{1F44D}\u{200D}", &cs) == 1 {
+            v |= G_EXTPICT;
+        }
+    }
+    // Regional_Indicator: three make a pair and one (GB12, GB13)
+    if n(&cs.repeat(3)) == 2 {
+        v |= G_RI;
+    }
+    v
+}
+
 /// The grapheme bits of every code point, probed once per process when a tokenizer needs them.
 fn all_grapheme_bits() -> &'static Vec<u32> {
     static ALL: OnceLock<Vec<u32>> = OnceLock::new();
     ALL.get_or_init(|| {
         (0..=0x10FFFFu32)
-            .map(|cp| char::from_u32(cp).map_or(0, crate::spm::grapheme_bits))
+            .map(|cp| char::from_u32(cp).map_or(0, grapheme_bits))
             .collect()
     })
 }
@@ -455,5 +523,25 @@ impl Tables {
             byte_tokens,
             added,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grapheme_classes() {
+        use class::*;
+        assert_ne!(grapheme_bits('\u{301}') & G_JOIN, 0);
+        assert_ne!(grapheme_bits('\u{200D}') & G_JOIN, 0);
+        assert_ne!(grapheme_bits('\n') & G_CONTROL, 0);
+        assert_ne!(grapheme_bits('\u{600}') & G_PREPEND, 0);
+        assert_ne!(grapheme_bits('\u{1F1FA}') & G_RI, 0);
+        assert_ne!(grapheme_bits('\u{1F600}') & G_EXTPICT, 0);
+        assert_ne!(grapheme_bits('\u{1100}') & G_L, 0);
+        assert_ne!(grapheme_bits('\u{AC00}') & G_VLV, 0);
+        assert_ne!(grapheme_bits('\u{AC01}') & G_LVTT, 0);
+        assert_eq!(grapheme_bits('a'), 0);
     }
 }
