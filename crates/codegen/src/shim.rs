@@ -335,8 +335,8 @@ graph(%input_ids: i64[batch,seq], %attention_mask: i64[batch,seq], %token_type_i
         "post_processor": {"type": "RobertaProcessing", "cls": ["<s>", 3], "sep": ["</s>", 4]},
         "added_tokens": [{"id": 3, "content": "<s>", "normalized": true}]}"#;
 
-    /// Every template, rendered for a small model (without a tokenizer, with a WordPiece
-    /// and with a byte-level BPE one), compiles with `-Wall -Wextra -Werror` with the host's C
+    /// Every template, rendered for a small model (without a tokenizer, with a WordPiece,
+    /// a byte-level BPE and a Unigram one), compiles with `-Wall -Wextra -Werror` with the host's C
     /// compiler (the header through the glue, the tokenizer and `main` that include it).
     #[test]
     fn glue_compiles_without_warnings() {
@@ -344,6 +344,13 @@ graph(%input_ids: i64[batch,seq], %attention_mask: i64[batch,seq], %token_type_i
             None,
             Some(bertc_text::TextSpec::from_json(WORDPIECE, "wordpiece.json").unwrap()),
             Some(bertc_text::TextSpec::from_json(BPE, "bpe.json").unwrap()),
+            Some(
+                bertc_text::TextSpec::from_file(std::path::Path::new(concat!(
+                    env!("CARGO_MANIFEST_DIR"),
+                    "/../../tests/data/unigram/tokenizer.json"
+                )))
+                .unwrap(),
+            ),
         ];
         for (i, text) in specs.iter().enumerate() {
             glue_compiles(text.as_ref(), &format!("{i}"));

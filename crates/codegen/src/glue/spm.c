@@ -1,20 +1,5 @@
 /* ---- SentencePiece-style pipelines: Precompiled, Strip, Replace, Metaspace, Unigram -------- */
 
-static void put_dbl(Dbl *b, double x) {
-    if (b->n == b->cap) {
-        size_t cap = b->cap ? 2 * b->cap : 256;
-        double *v = (double *)realloc(b->v, cap * sizeof *v);
-        if (!v) { b->oom = 1; return; }
-        b->v = v;
-        b->cap = cap;
-    }
-    b->v[b->n++] = x;
-}
-
-static void put_bytes(Bytes *b, const unsigned char *s, size_t n) {
-    for (size_t i = 0; i < n; i++) put_byte(b, s[i]);
-}
-
 /* The normalized text moves from x->text to x->spm and back: the steps write x->spm, then
    swap. */
 static void spm_swap(Ctx *x) {
@@ -70,41 +55,38 @@ static int g_break(GState *g, uint32_t p, uint32_t kp, uint32_t c, uint32_t kc) 
     return 1;
 }
 
-/* The Precompiled step: each cluster under 6 bytes replaced whole when a key prefixes it,
-   else each character replaced by its own key's replacement or kept (as `tokenizers` does). */
+/* One cluster s[a..b] of the Precompiled step: under 6 bytes replaced whole when a key
+   prefixes it, else each character replaced by its own key's replacement or kept (as
+   `tokenizers` does). */
+static void pc_cluster(Ctx *x, const unsigned char *s, size_t a, size_t b) {
+    if (b - a < 6) {
+        long at = pc_lookup(s + a, b - a);
+        if (at >= 0) { pc_put(&x->spm, at); return; }
+    }
+    for (size_t j = a, len; j < b; j += len) {
+        (void)cp_at(s, j, &len);
+        long at = pc_lookup(s + j, len);
+        if (at >= 0) pc_put(&x->spm, at);
+        else put_bytes(&x->spm, s + j, len);
+    }
+}
+
+/* The Precompiled step over the text, cluster by cluster. */
 static void spm_precompiled(Ctx *x) {
     const unsigned char *s = x->text.v;
-    size_t n = x->text.n, i = 0;
+    size_t n = x->text.n, start = 0, len;
     GState g = {0, 0, 0};
-    x->spm.n = 0;
     uint32_t p = 0, kp = C_G_CONTROL;
-    while (i < n) {
-        /* a cluster: its first character (a boundary before it), then while none */
-        size_t start = i, len;
+    x->spm.n = 0;
+    for (size_t i = 0; i < n; i += len) {
         uint32_t c = cp_at(s, i, &len), kc = cls(c);
-        (void)g_break(&g, p, kp, c, kc);
-        i += len;
+        if (g_break(&g, p, kp, c, kc) && i > start) {
+            pc_cluster(x, s, start, i);
+            start = i;
+        }
         p = c, kp = kc;
-        while (i < n) {
-            c = cp_at(s, i, &len);
-            kc = cls(c);
-            GState g2 = g;
-            if (g_break(&g2, p, kp, c, kc)) break;
-            g = g2;
-            i += len;
-            p = c, kp = kc;
-        }
-        if (i - start < 6) {
-            long at = pc_lookup(s + start, i - start);
-            if (at >= 0) { pc_put(&x->spm, at); continue; }
-        }
-        for (size_t j = start; j < i; j += len) {
-            (void)cp_at(s, j, &len);
-            long at = pc_lookup(s + j, len);
-            if (at >= 0) pc_put(&x->spm, at);
-            else put_bytes(&x->spm, s + j, len);
-        }
     }
+    if (n > start) pc_cluster(x, s, start, n);
     spm_swap(x);
 }
 #endif
@@ -154,18 +136,6 @@ static void spm_replace(Ctx *x, const char *unit, size_t un, size_t min, int lit
 
 /* ---- Unigram --------------------------------------------------------------------------- */
 
-/* The id of the piece s[0..n] whose FNV-1a hash is h, or -1. */
-static long piece_id(uint32_t h, const unsigned char *s, size_t n) {
-    h &= TK_VOCAB_MASK;
-    for (;;) {
-        uint32_t e = TK_VOCAB_SLOTS[h];
-        if (!e) return -1;
-        uint32_t i = e - 1, o = TK_VOCAB_OFF[i];
-        if (TK_VOCAB_OFF[i + 1] - o == n && !memcmp(TK_VOCAB_POOL + o, s, n)) return (long)i;
-        h = (h + 1) & TK_VOCAB_MASK;
-    }
-}
-
 /* The most probable segmentation of one word into pieces (Viterbi over byte positions, the
    pieces that start at each character in order of length, a later candidate winning only
    with a higher score; a character no piece covers alone is the unknown token at the lowest
@@ -174,7 +144,7 @@ static void unigram(Ctx *x, const unsigned char *s, size_t n) {
     if (!n) return;
     x->u_score.n = x->u_start.n = x->u_id.n = 0;
     for (size_t i = 0; i <= n; i++) {
-        put_dbl(&x->u_score, 0.0);
+        PUSH(&x->u_score, 0.0);
         put(&x->u_start, UINT32_MAX);
         put(&x->u_id, 0);
     }
@@ -190,7 +160,7 @@ static void unigram(Ctx *x, const unsigned char *s, size_t n) {
         for (size_t len = 1; len <= TK_VOCAB_MAX_LEN && at + len <= n; len++) {
             h = (h ^ s[at + len - 1]) * 16777619u;
             if (at + len < n && (s[at + len] & 0xC0) == 0x80) continue;
-            long t = piece_id(h, s + at, len);
+            long t = vocab_probe(h, NULL, 0, s + at, len);
             if (t < 0) continue;
             double cand = TK_UNI_SCORE[t] + here;
             size_t end = at + len;
@@ -221,7 +191,7 @@ static void unigram(Ctx *x, const unsigned char *s, size_t n) {
             while (b > 0 && id[b] == TK_UNI_UNK) b = start[b];
             uint32_t h = 2166136261u;
             for (size_t k = b; k < e; k++) h = (h ^ s[k]) * 16777619u;
-            long t = e - b <= TK_VOCAB_MAX_LEN ? piece_id(h, s + b, e - b) : -1;
+            long t = e - b <= TK_VOCAB_MAX_LEN ? vocab_probe(h, NULL, 0, s + b, e - b) : -1;
             put(&x->out, t >= 0 ? (uint32_t)t : TK_UNI_UNK);
         } else {
             put(&x->out, id[end]);

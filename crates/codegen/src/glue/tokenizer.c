@@ -12,27 +12,28 @@
 
 typedef struct { uint32_t *v; size_t n, cap; int oom; } Buf;
 typedef struct { unsigned char *v; size_t n, cap; int oom; } Bytes;
+typedef struct { double *v; size_t n, cap; int oom; } Dbl;
 
-static void put(Buf *b, uint32_t x) {
-    if (b->n == b->cap) {
-        size_t cap = b->cap ? 2 * b->cap : 256;
-        uint32_t *v = (uint32_t *)realloc(b->v, cap * sizeof *v);
-        if (!v) { b->oom = 1; return; }
-        b->v = v;
-        b->cap = cap;
-    }
-    b->v[b->n++] = x;
+/* Room for one more element of `size` bytes in a buffer's array *v (n used of *cap): 0 and
+   the buffer marked out of memory when there is none. */
+static int grow(void **v, size_t n, size_t *cap, size_t size, int *oom) {
+    if (n < *cap) return 1;
+    size_t c = *cap ? 2 * *cap : 256;
+    void *w = realloc(*v, c * size);
+    if (!w) { *oom = 1; return 0; }
+    *v = w;
+    *cap = c;
+    return 1;
 }
 
-static void put_byte(Bytes *b, unsigned char x) {
-    if (b->n == b->cap) {
-        size_t cap = b->cap ? 2 * b->cap : 256;
-        unsigned char *v = (unsigned char *)realloc(b->v, cap);
-        if (!v) { b->oom = 1; return; }
-        b->v = v;
-        b->cap = cap;
-    }
-    b->v[b->n++] = x;
+#define PUSH(b, x) \
+    do { if (grow((void **)&(b)->v, (b)->n, &(b)->cap, sizeof *(b)->v, &(b)->oom)) (b)->v[(b)->n++] = (x); } while (0)
+
+static void put(Buf *b, uint32_t x) { PUSH(b, x); }
+static void put_byte(Bytes *b, unsigned char x) { PUSH(b, x); }
+
+static void put_bytes(Bytes *b, const unsigned char *s, size_t n) {
+    for (size_t i = 0; i < n; i++) put_byte(b, s[i]);
 }
 
 /* ---- UTF-8 and character classes ---------------------------------------------------------- */
@@ -208,24 +209,29 @@ static uint32_t fnv1a(uint32_t h, const unsigned char *s, size_t n) {
     return h;
 }
 
-/* The id of the vocabulary token prefix + s[0..n] (prefix may be empty), or -1. */
-static long vocab_id(const unsigned char *prefix, size_t pn, const unsigned char *s, size_t n) {
-    if (pn + n > TK_VOCAB_MAX_LEN) return -1;
-    uint32_t h = fnv1a(fnv1a(2166136261u, prefix, pn), s, n) & TK_VOCAB_MASK;
+/* The id of the vocabulary token prefix + s[0..n] (prefix may be empty) whose FNV-1a hash is
+   h, or -1. */
+static long vocab_probe(uint32_t h, const unsigned char *prefix, size_t pn, const unsigned char *s,
+                        size_t n) {
+    h &= TK_VOCAB_MASK;
     for (;;) {
         uint32_t e = TK_VOCAB_SLOTS[h];
         if (!e) return -1;
         uint32_t i = e - 1, o = TK_VOCAB_OFF[i];
-        if (TK_VOCAB_OFF[i + 1] - o == pn + n && !memcmp(TK_VOCAB_POOL + o, prefix, pn) &&
+        if (TK_VOCAB_OFF[i + 1] - o == pn + n && (!pn || !memcmp(TK_VOCAB_POOL + o, prefix, pn)) &&
             !memcmp(TK_VOCAB_POOL + o + pn, s, n))
             return (long)i;
         h = (h + 1) & TK_VOCAB_MASK;
     }
 }
 
-/* ---- models -------------------------------------------------------------------------------- */
+/* The id of the vocabulary token prefix + s[0..n] (prefix may be empty), or -1. */
+static long vocab_id(const unsigned char *prefix, size_t pn, const unsigned char *s, size_t n) {
+    if (pn + n > TK_VOCAB_MAX_LEN) return -1;
+    return vocab_probe(fnv1a(fnv1a(2166136261u, prefix, pn), s, n), prefix, pn, s, n);
+}
 
-typedef struct { double *v; size_t n, cap; int oom; } Dbl;
+/* ---- models -------------------------------------------------------------------------------- */
 
 typedef struct {
     Buf raw, norm, tmp, out;
@@ -400,7 +406,7 @@ static void words(Ctx *x, const unsigned char *s, size_t n) {
     /* GPT-2's 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
     x->piece.n = 0;
     if (TK_PREFIX_SPACE && s[0] != ' ') put_byte(&x->piece, ' ');
-    for (size_t i = 0; i < n; i++) put_byte(&x->piece, s[i]);
+    put_bytes(&x->piece, s, n);
     if (x->piece.oom) return;
     s = x->piece.v;
     n = x->piece.n;
@@ -500,7 +506,7 @@ static void raw_piece(Ctx *x, const unsigned char *s, size_t n) {
     int at_start = s == x->src;
 #if TK_SPM
     x->text.n = 0;
-    for (size_t i = 0; i < n; i++) put_byte(&x->text, s[i]);
+    put_bytes(&x->text, s, n);
     if (x->text.oom) return;
     TK_SPM_STEPS(x);
     if (x->text.oom || x->spm.oom) return;
