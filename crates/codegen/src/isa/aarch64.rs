@@ -373,16 +373,11 @@ mod tests {
         let back = s.here() - 3;
         s.b_ne(back);
         text.push("b.ne .-12".into());
-        let Some(gnu) = super::super::gnu_words("aarch64-linux-gnu", "armv8.2-a+dotprod", &text)
-        else {
-            eprintln!(
-                "skipped: aarch64-linux-gnu-as is not installed (Debian: binutils-aarch64-linux-gnu)"
-            );
-            return;
-        };
-        assert_eq!(gnu.len(), s.code.len());
-        for (i, (&ours, theirs)) in s.code.iter().zip(&gnu).enumerate() {
-            assert_eq!(ours, *theirs, "instruction {i}: {ours:08x} vs {theirs:08x}");
-        }
+        super::super::assert_encodes_as_gnu(
+            "aarch64-linux-gnu",
+            "armv8.2-a+dotprod",
+            &text,
+            &s.code,
+        );
     }
 }

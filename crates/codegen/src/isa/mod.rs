@@ -175,11 +175,30 @@ impl Isa {
     }
 }
 
-/// The 32-bit words the GNU assembler for `tool_prefix` (`aarch64-linux-gnu`) makes of `lines`
-/// with `-march=march`, or `None` when it is not installed: the reference the hand-written
-/// encoders of fixed-width ISAs are tested against.
+/// Asserts that `ours`, a hand-written encoder's 32-bit words, are what the GNU assembler for
+/// `tool_prefix` (`aarch64-linux-gnu`) makes of `lines` with `-march=march`: the reference the
+/// encoders of fixed-width ISAs are tested against. Says `skipped:` without the assembler.
 #[cfg(test)]
-pub(crate) fn gnu_words(tool_prefix: &str, march: &str, lines: &[String]) -> Option<Vec<u32>> {
+pub(crate) fn assert_encodes_as_gnu(
+    tool_prefix: &str,
+    march: &str,
+    lines: &[String],
+    ours: &[u32],
+) {
+    let Some(gnu) = gnu_words(tool_prefix, march, lines) else {
+        eprintln!("skipped: {tool_prefix}-as is not installed (Debian: binutils-{tool_prefix})");
+        return;
+    };
+    assert_eq!(gnu.len(), ours.len(), "{gnu:08x?}");
+    for (i, (&o, g)) in ours.iter().zip(&gnu).enumerate() {
+        assert_eq!(o, *g, "instruction {i}: {o:08x} vs {g:08x}");
+    }
+}
+
+/// The 32-bit words the GNU assembler for `tool_prefix` makes of `lines` with `-march=march`,
+/// or `None` when it is not installed.
+#[cfg(test)]
+fn gnu_words(tool_prefix: &str, march: &str, lines: &[String]) -> Option<Vec<u32>> {
     use std::process::Command;
     let dir = tempfile::tempdir().unwrap();
     let (src, obj, bin) = (
