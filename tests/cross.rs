@@ -77,8 +77,9 @@ fn x86_64_avx512_under_emulation() {
 }
 
 /// An artifact for a level with the dot product (`--cpu neoverse-n1`) checks the machine's
-/// HWCAP at start-up: it runs on a Neoverse N1 and refuses, with a one-line error naming the
-/// feature, on a Cortex-A53 (Armv8.0), both under qemu.
+/// HWCAP at start-up, one with the int8 matrix multiply (`--cpu neoverse-v1`) its HWCAP2: each
+/// runs on a core of its level and refuses, with a one-line error naming the feature, on the
+/// level below (Cortex-A53, Armv8.0; Neoverse N1, Armv8.2), all under qemu.
 #[test]
 fn aarch64_artifacts_check_the_cpu_at_start_up() {
     let triple = "aarch64-unknown-linux-gnu";
@@ -86,32 +87,38 @@ fn aarch64_artifacts_check_the_cpu_at_start_up() {
         return;
     };
     let dir = scratch("aarch64-cpu-check");
-    let exe = dir.join("n1");
-    let o = Command::new(env!("CARGO_BIN_EXE_bertc"))
-        .args(["compile", "-q", "--target", triple, "--cpu", "neoverse-n1"])
-        .args(["--quantize", "int8", "--output", "mean", "-o"])
-        .arg(&exe)
-        .arg(model_dir("bert-micro-random").join("model.onnx"))
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    for (core, ok) in [("neoverse-n1", true), ("cortex-a53", false)] {
-        let o = run_with(
-            Command::new(&runner[0])
-                .args(["-cpu", core])
-                .arg(&exe)
-                .args(["--input", "ids"]),
-            "2 4 3\n",
-        );
-        let err = String::from_utf8_lossy(&o.stderr);
-        if ok {
-            assert!(o.status.success(), "{core}: {err}");
-        } else {
-            assert_eq!(o.status.code(), Some(1), "{core}: {err}");
-            assert!(
-                err.contains("dotprod") && err.contains("lacks"),
-                "{core}: {err}"
+    let levels = [
+        ("neoverse-n1", "cortex-a53", "dotprod"),
+        ("neoverse-v1", "neoverse-n1", "i8mm"),
+    ];
+    for (level, below, feature) in levels {
+        let exe = dir.join(level);
+        let o = Command::new(env!("CARGO_BIN_EXE_bertc"))
+            .args(["compile", "-q", "--target", triple, "--cpu", level])
+            .args(["--quantize", "int8", "--output", "mean", "-o"])
+            .arg(&exe)
+            .arg(model_dir("bert-micro-random").join("model.onnx"))
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        for (core, ok) in [(level, true), (below, false)] {
+            let o = run_with(
+                Command::new(&runner[0])
+                    .args(["-cpu", core])
+                    .arg(&exe)
+                    .args(["--input", "ids"]),
+                "2 4 3\n",
             );
+            let err = String::from_utf8_lossy(&o.stderr);
+            if ok {
+                assert!(o.status.success(), "{level} on {core}: {err}");
+            } else {
+                assert_eq!(o.status.code(), Some(1), "{level} on {core}: {err}");
+                assert!(
+                    err.contains(feature) && err.contains("lacks") && err.lines().count() == 1,
+                    "{level} on {core}: {err}"
+                );
+            }
         }
     }
 }

@@ -238,6 +238,17 @@ fn int8_aarch64_dotprod_under_qemu() {
     );
 }
 
+/// The `smmla` tile (`--cpu neoverse-v1`) on 8-bit activations in eights, and wide ones in
+/// pairs on the portable tile.
+#[test]
+fn int8_aarch64_i8mm_under_qemu() {
+    int8_cross(
+        "aarch64-unknown-linux-gnu",
+        Some("neoverse-v1"),
+        &ACTIVATIONS,
+    );
+}
+
 #[test]
 fn int8_riscv64_scalar_under_qemu() {
     int8_cross("riscv64gc-unknown-linux-gnu", None, &ACTIVATIONS[..1]);

@@ -98,6 +98,14 @@ fn int8_programs() {
         ActBits::Fixed(8),
     );
     insta::assert_snapshot!("bert-micro-random-neoverse-n1-mean-int8-a8", text);
+    // and for its smmla (rows in eights)
+    let text = qa(
+        "bert-micro-random",
+        "aarch64-unknown-linux-gnu",
+        "neoverse-v1",
+        ActBits::Fixed(8),
+    );
+    insta::assert_snapshot!("bert-micro-random-neoverse-v1-mean-int8-a8", text);
     for (triple, cpu) in [
         ("x86_64-unknown-linux-gnu", "x86-64"),
         ("x86_64-unknown-linux-gnu", "x86-64-v3"),

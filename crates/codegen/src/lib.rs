@@ -598,6 +598,7 @@ fn kernel_key(step: &Step, p: &Program) -> String {
                 LinearWeights::F32 => "linear",
                 LinearWeights::Int8(QFormat::Pairs) => "qlinear",
                 LinearWeights::Int8(QFormat::Quads) => "qlinear4",
+                LinearWeights::Int8(QFormat::Octs) => "qlinear8",
             };
             format!("{op} {k} {n} {act:?} {}", residual.is_some())
         }

@@ -139,6 +139,7 @@ impl Asm {
         let suffix = match format {
             QFormat::Pairs => "",
             QFormat::Quads => "_quads",
+            QFormat::Octs => "_octs",
         };
         let sm = if smooth.is_some() { "_smooth" } else { "" };
         let sym = format!("{}__{}_{abits}{suffix}{sm}", self.prefix, kernel.name);

@@ -50,6 +50,11 @@ pub enum QFormat {
     /// then `-128 · Σ xq` as i32, then its f32 scale; a panel's weights as unsigned bytes
     /// `w + 128`, four a column (`vpdpbusd`: `Σ (w + 128) xq - 128 Σ xq = Σ w xq`).
     Quads,
+    /// k in eights: a row as in `Quads` but `k` rounded up to a multiple of 8 (the sum term
+    /// is written, not read); a panel's weights as signed bytes, eight a column, so that 16
+    /// bytes hold two adjacent columns' eight values (Arm's `smmla`: a 2 x 8 by 8 x 2 signed
+    /// matrix product into a 2 x 2 block of i32).
+    Octs,
 }
 
 impl QFormat {
@@ -69,24 +74,27 @@ impl QFormat {
         match self {
             QFormat::Pairs => 2,
             QFormat::Quads => 4,
+            QFormat::Octs => 8,
         }
     }
 
     /// Bytes of one quantized value in a row.
-    fn value_bytes(self) -> usize {
+    pub fn value_bytes(self) -> usize {
         match self {
             QFormat::Pairs => 2,
-            QFormat::Quads => 1,
+            QFormat::Quads | QFormat::Octs => 1,
         }
     }
 
-    /// Byte offset of a row's f32 scale (after its values and, for `Quads`, the sum term).
+    /// Whether a row holds the term `-128 · Σ xq` after its values (the rows of bytes).
+    pub fn has_sum_term(self) -> bool {
+        self.value_bytes() == 1
+    }
+
+    /// Byte offset of a row's f32 scale (after its values and the sum term, if it has one).
     pub fn scale_offset(self, k: usize) -> usize {
         let values = k.next_multiple_of(self.group()) * self.value_bytes();
-        match self {
-            QFormat::Pairs => values,
-            QFormat::Quads => values + 4,
-        }
+        values + 4 * usize::from(self.has_sum_term())
     }
 }
 
@@ -116,11 +124,11 @@ pub fn quantized_row(xq: &[i32], scale: f32, format: QFormat) -> Vec<u8> {
     for (i, &v) in xq.iter().enumerate() {
         match format {
             QFormat::Pairs => row[2 * i..2 * i + 2].copy_from_slice(&(v as i16).to_le_bytes()),
-            QFormat::Quads => row[i] = v as i8 as u8,
+            QFormat::Quads | QFormat::Octs => row[i] = v as i8 as u8,
         }
     }
     let at = format.scale_offset(k);
-    if format == QFormat::Quads {
+    if format.has_sum_term() {
         let sum: i32 = xq.iter().sum();
         row[at - 4..at].copy_from_slice(&(-128 * sum).to_le_bytes());
     }
@@ -403,7 +411,7 @@ pub fn qpanel_bytes(k: usize, format: QFormat) -> usize {
 /// Packs int8 weights `wq[n, k]` (row-major), their per-row scales and the bias into panels
 /// of `PANEL` columns: for each panel, `PANEL` biases and `PANEL` scales (f32), then for each
 /// group of k (`format.group()` values: `ceil(k / group)` groups) the panel's columns in
-/// order, a group's bytes each (`Pairs`: the signed bytes; `Quads`: `w + 128` as unsigned
+/// order, a group's bytes each (`Pairs`, `Octs`: the signed bytes; `Quads`: `w + 128` as unsigned
 /// bytes); zero bytes beyond `n` and `k` (the quantized rows are zero there).
 pub fn pack_qlinear(
     wq: &[i8],
@@ -427,7 +435,7 @@ pub fn pack_qlinear(
             let at = base + QPANEL_HEADER + (kk / gs) * PANEL * gs + gs * c + kk % gs;
             let w = wq[j * k + kk];
             out[at] = match format {
-                QFormat::Pairs => w as u8,
+                QFormat::Pairs | QFormat::Octs => w as u8,
                 QFormat::Quads => (i16::from(w) + 128) as u8,
             };
         }

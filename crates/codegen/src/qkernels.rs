@@ -20,7 +20,7 @@ const ROUND_MAGIC: f32 = 12_582_912.0;
 /// Quantizes the rows of row-block tasks `begin..end` of `x` (`k` f32 each; with `smooth`,
 /// each times the `k` multipliers there first) to `abits` bits into `out` in rows of `format`
 /// (`quant_row_floats(k, format)` floats a row: the integers as i16 (`Pairs`) or as i8
-/// (`Quads`, `abits <= 8`), a zero pad to the format's group, for `Quads` the i32 term
+/// (`Quads`, `Octs`: `abits <= 8`), a zero pad to the format's group, for those the i32 term
 /// `-128 Σ xq`, the scale, unused floats up to the row's alignment): `amax = max |x|` (NaN if any element
 /// is), `inv = q / amax`, `xq = round_ne(clamp(x · inv, -q, q))`, `s = amax / q`; a row whose
 /// `amax` is 0, infinite or NaN gets zeros and `s = 0`.
@@ -37,7 +37,7 @@ pub fn quantize(
     let (r0, r1) = row_range(e, begin, end, rows);
     let ldx = k as i64 * 4;
     let ldo = quant_row_floats(k, format) as i64 * 4;
-    let quads = format == QFormat::Quads;
+    let quads = format.has_sum_term();
     e.for_range(r0, r1, 1, |e, r| {
         let xr = e.addr(x, r, ldx);
         let or = e.addr(out, r, ldo);

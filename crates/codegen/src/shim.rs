@@ -112,20 +112,22 @@ fn text_api(s: &ShimInfo, t: &bertc_text::TextSpec) -> String {
 }
 
 /// The body of `NAME_cpu_supported`: GCC's `__builtin_cpu_supports` for x86-64's checks,
-/// Linux's `getauxval(AT_HWCAP)` bits for aarch64's, each under its architecture's guard.
+/// Linux's `getauxval(AT_HWCAP)` and `AT_HWCAP2` bits for aarch64's, each under its
+/// architecture's guard.
 fn cpu_check(checks: &[(&str, bertc_targets::CpuCheck)]) -> String {
     use bertc_targets::CpuCheck;
     let builtins: Vec<String> = checks
         .iter()
         .filter_map(|(_, c)| match c {
             CpuCheck::Builtin(n) => Some(format!("__builtin_cpu_supports(\"{n}\")")),
-            CpuCheck::Hwcap(_) => None,
+            CpuCheck::Hwcap(_) | CpuCheck::Hwcap2(_) => None,
         })
         .collect();
     let hwcaps: Vec<String> = checks
         .iter()
         .filter_map(|(_, c)| match c {
-            CpuCheck::Hwcap(bit) => Some(format!("(hw & (1UL << {bit}))")),
+            CpuCheck::Hwcap(bit) => Some(format!("(getauxval(AT_HWCAP) & (1UL << {bit}))")),
+            CpuCheck::Hwcap2(bit) => Some(format!("(getauxval(AT_HWCAP2) & (1UL << {bit}))")),
             CpuCheck::Builtin(_) => None,
         })
         .collect();
@@ -138,7 +140,7 @@ fn cpu_check(checks: &[(&str, bertc_targets::CpuCheck)]) -> String {
     }
     if !hwcaps.is_empty() {
         s += &format!(
-            "#if defined(__aarch64__) && defined(__linux__)\n    unsigned long hw = getauxval(AT_HWCAP);\n    if (!({})) return 0;\n#endif\n",
+            "#if defined(__aarch64__) && defined(__linux__)\n    if (!({})) return 0;\n#endif\n",
             hwcaps.join(" && ")
         );
     }

@@ -51,6 +51,7 @@ impl Program {
                     match format {
                         QFormat::Pairs => "pairs",
                         QFormat::Quads => "fours as w + 128",
+                        QFormat::Octs => "eights",
                     }
                 ),
             };
@@ -78,7 +79,7 @@ impl Program {
                 Elem::Quantized {
                     k,
                     abits,
-                    format: QFormat::Quads,
+                    format: QFormat::Quads | QFormat::Octs,
                 } => format!(" (int{abits} rows of {k} as i8, sum, scale)"),
             };
             let _ = writeln!(s, "  b{i} {rows} x {}{elem} at {}", b.width, b.offset);

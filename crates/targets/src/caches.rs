@@ -34,6 +34,9 @@ pub fn declared_caches(arch: Arch, cpu: &str) -> Option<Caches> {
         // Cortex-A76 (Raspberry Pi 5: 64 KiB L1d, 512 KiB L2, 2 MiB L3) and Neoverse N1 (1 MiB L2,
         // 32 MiB system cache): the smaller
         (Arch::Aarch64, "neoverse-n1") => c(64 * KIB, 512 * KIB, 2 * MIB),
+        // Neoverse V1 (Graviton3: 64 KiB L1d, 1 MiB L2, 32 MiB L3), N2 (Cobalt 100: 1 MiB L2,
+        // 36 MiB system cache), V2 (Graviton4: 2 MiB L2); Cortex-A710 boards have less L3
+        (Arch::Aarch64, "neoverse-v1") => c(64 * KIB, MIB, 8 * MIB),
         // SiFive U74, C910, SpacemiT X60: 32 KiB L1d, 256 KiB - 1 MiB L2 (shared, small boards)
         (Arch::Riscv64, "rv64gc" | "rv64gcv") => c(32 * KIB, 256 * KIB, 2 * MIB),
         _ => None,

@@ -29,6 +29,8 @@ pub enum CpuCheck {
     Builtin(&'static str),
     /// Bit `n` of Linux's `getauxval(AT_HWCAP)` (aarch64, `<asm/hwcap.h>`).
     Hwcap(u32),
+    /// Bit `n` of Linux's `getauxval(AT_HWCAP2)` (aarch64, `<asm/hwcap.h>`).
+    Hwcap2(u32),
 }
 
 /// The `--cpu` levels of each architecture, in order (`native` is accepted everywhere too).
@@ -41,6 +43,7 @@ pub const CPUS: &[(Arch, &str)] = &[
     (Arch::X86_64, "cascadelake"),
     (Arch::Aarch64, "generic"),
     (Arch::Aarch64, "neoverse-n1"),
+    (Arch::Aarch64, "neoverse-v1"),
     (Arch::Riscv64, "rv64gc"),
     (Arch::Riscv64, "rv64gcv"),
 ];
@@ -113,7 +116,7 @@ pub const FEATURES: &[Feature] = &[
     Feature {
         arch: Arch::Aarch64,
         name: "neon",
-        cpus: &["generic", "neoverse-n1"],
+        cpus: &["generic", "neoverse-n1", "neoverse-v1"],
         cranelift: &[],
         c_check: None,
         detect: None,
@@ -123,13 +126,32 @@ pub const FEATURES: &[Feature] = &[
     Feature {
         arch: Arch::Aarch64,
         name: "dotprod",
-        cpus: &["neoverse-n1"],
+        cpus: &["neoverse-n1", "neoverse-v1"],
         cranelift: &[],
         c_check: Some(CpuCheck::Hwcap(20)),
         detect: Some(|| {
             #[cfg(target_arch = "aarch64")]
             {
                 std::arch::is_aarch64_feature_detected!("dotprod")
+            }
+            #[cfg(not(target_arch = "aarch64"))]
+            {
+                false
+            }
+        }),
+    },
+    // Armv8.6's int8 matrix multiply (`smmla`): Neoverse V1 (Graviton3), N2 (Azure Cobalt
+    // 100), V2 (Graviton4), Cortex-A510/A710/X2 on, Apple M2 on; HWCAP2_I8MM
+    Feature {
+        arch: Arch::Aarch64,
+        name: "i8mm",
+        cpus: &["neoverse-v1"],
+        cranelift: &[],
+        c_check: Some(CpuCheck::Hwcap2(13)),
+        detect: Some(|| {
+            #[cfg(target_arch = "aarch64")]
+            {
+                std::arch::is_aarch64_feature_detected!("i8mm")
             }
             #[cfg(not(target_arch = "aarch64"))]
             {

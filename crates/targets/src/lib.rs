@@ -192,7 +192,9 @@ impl Target {
             Arch::X86_64 => vec!["qemu-x86_64-static".into()],
             // a core of the level: without the dot product, Cortex-A53 (Armv8.0)
             Arch::Aarch64 => {
-                let cpu = if self.has("dotprod") {
+                let cpu = if self.has("i8mm") {
+                    "neoverse-v1"
+                } else if self.has("dotprod") {
                     "neoverse-n1"
                 } else {
                     "cortex-a53"
@@ -295,6 +297,14 @@ mod tests {
         assert_eq!(
             arm("neoverse-n1").cpu_checks(),
             [("dotprod", CpuCheck::Hwcap(20))]
+        );
+        // and the int8 matrix multiply through HWCAP2_I8MM (bit 13)
+        assert_eq!(
+            arm("neoverse-v1").cpu_checks(),
+            [
+                ("dotprod", CpuCheck::Hwcap(20)),
+                ("i8mm", CpuCheck::Hwcap2(13))
+            ]
         );
         assert_eq!(
             v("x86-64-v4").cranelift_flags(),

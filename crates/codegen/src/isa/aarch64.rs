@@ -2,7 +2,9 @@
 //! kernels and, with Armv8.2's dot product (`--cpu neoverse-n1`, feature `dotprod`), a
 //! hand-assembled int8 GEMM tile on `sdot` (A64 has no assembler crate among bertc's
 //! dependencies: the few instructions the tile needs are encoded by `A64`, each checked
-//! against the GNU assembler in the tests). `smmla` (i8mm) is not used yet.
+//! against the GNU assembler in the tests); with Armv8.6's int8 matrix multiply as well
+//! (`--cpu neoverse-v1`, feature `i8mm`), a tile on `smmla`, twice the `sdot` tile's
+//! multiply-adds an instruction.
 
 use bertc_targets::Target;
 
@@ -10,7 +12,19 @@ use super::{GemmKernels, Isa, MicroEpi};
 use crate::lower::{CodegenError, LayoutKind, QFormat, PANEL, QPANEL_HEADER};
 
 pub fn isa(target: &Target) -> Isa {
-    let gemm = if target.has("dotprod") {
+    let gemm = if target.has("i8mm") {
+        vec![GemmKernels {
+            family: "neon_smmla_q8_6x16",
+            dtype: bertc_ir::DType::I8,
+            layout: LayoutKind::QPanels(QFormat::Octs),
+            mr: SMMLA_MR,
+            nr: PANEL,
+            epilogues: false,
+            accumulates: false,
+            wide: false,
+            assemble: smmla_qkernel,
+        }]
+    } else if target.has("dotprod") {
         vec![GemmKernels {
             family: "neon_sdot_q8_6x16",
             dtype: bertc_ir::DType::I8,
@@ -43,7 +57,19 @@ pub fn isa(target: &Target) -> Isa {
 /// the constant 0x80.
 pub const SDOT_MR: usize = 6;
 
-/// The few A64 instructions the `sdot` tile needs, encoded into 32-bit words.
+/// Rows of the `smmla` tile: three pairs of rows, eight accumulators a pair (each a 2 x 2
+/// block of i32: two rows by two columns), so 24 registers, with half a panel's four vectors
+/// and the three pairs' rows.
+pub const SMMLA_MR: usize = 6;
+
+/// The int8 tiles' arguments (AAPCS64: x0..x7): `a, lda, bp, c, ldc, steps, pf, pf_step`.
+const ARGS: [X; 8] = [0, 1, 2, 3, 4, 5, 6, 7];
+/// The panel's header (biases, scales), kept for after the k loop.
+const HEADER: X = 9;
+/// Row 0's pointer; row `r`'s is `ROW0 + r` (up to x15).
+const ROW0: X = 10;
+
+/// The few A64 instructions the int8 tiles need, encoded into 32-bit words.
 #[derive(Default)]
 struct A64 {
     code: Vec<u32>,
@@ -127,6 +153,16 @@ impl A64 {
         self.emit(0x4DDF_C800 | (n << 5) | t);
     }
 
+    /// `ldr dt, [xn], #8`
+    fn ldr_d_post8(&mut self, t: V, n: X) {
+        self.emit(0xFC40_8400 | (n << 5) | t);
+    }
+
+    /// `ld1 {vt.d}[1], [xn], #8`
+    fn ld1_d1_post(&mut self, t: V, n: X) {
+        self.emit(0x4DDF_8400 | (n << 5) | t);
+    }
+
     /// `ld1r {vt.4s}, [xn]`
     fn ld1r(&mut self, t: V, n: X) {
         self.emit(0x4D40_C800 | (n << 5) | t);
@@ -168,6 +204,18 @@ impl A64 {
     /// `sdot vd.4s, vn.16b, vm.16b`
     fn sdot(&mut self, d: V, n: V, m: V) {
         self.emit(0x4E80_9400 | (m << 16) | (n << 5) | d);
+    }
+
+    /// `smmla vd.4s, vn.16b, vm.16b`: `d[2i + j] += Σ_k n[8i + k] m[8j + k]`, the 2 x 8
+    /// signed bytes of `n` times the transpose of `m`'s.
+    fn smmla(&mut self, d: V, n: V, m: V) {
+        self.emit(0x4E80_A400 | (m << 16) | (n << 5) | d);
+    }
+
+    /// `zip1 vd.2d, vn.2d, vm.2d` (`zip2`: `high`): the low (high) halves of `n` and `m`.
+    fn zip_2d(&mut self, d: V, n: V, m: V, high: bool) {
+        let op = if high { 0x4EC0_7800 } else { 0x4EC0_3800 };
+        self.emit(op | (m << 16) | (n << 5) | d);
     }
 
     /// `scvtf vd.4s, vn.4s`
@@ -220,16 +268,13 @@ pub fn sdot_qkernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
         epi.act.is_none() && !epi.residual && !epi.accumulate && !epi.wide,
         "the sdot tile stores the tile as it is"
     );
-    let (a, lda, bp, c, ldc, steps, pf, pf_step) = (0, 1, 2, 3, 4, 5, 6, 7);
-    let (header, row0) = (9, 10);
+    let [a, lda, bp, _, _, steps, pf, pf_step] = ARGS;
+    let (header, row0) = (HEADER, ROW0);
     let acc = |r: usize, j: usize| (4 * r + j) as V;
     let (b0, x80, xa, xt) = (25, 31, [29, 30], 24);
     let mut s = A64::default();
     // d8..d15 are callee-saved (AAPCS64): rows 2 and 3's accumulators
-    s.stp_d(8, 9, -64, true);
-    s.stp_d(10, 11, 16, false);
-    s.stp_d(12, 13, 32, false);
-    s.stp_d(14, 15, 48, false);
+    save_d8_d15(&mut s);
     s.mov(header, bp);
     s.add_imm(bp, bp, QPANEL_HEADER as u32);
     s.mov(row0, a);
@@ -262,28 +307,133 @@ pub fn sdot_qkernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
     s.subs_imm(steps, steps, 1);
     s.b_ne(top);
     s.patch(done);
-    // the biases; each row's pointer is now at its sum term, its scale 4 bytes on
-    s.ld1x4(b0, header);
+    store_rows(&mut s, mr, &acc, [b0, x80, xa[0], xa[1], xt]);
+    restore_d8_d15_ret(&mut s);
+    Ok(s.bytes())
+}
+
+/// The int8 tiles' end: with the panel's header at x9 and row `r`'s pointer (x10 + r) at its
+/// sum term, each row's i32 sums in `acc(r, j)` (columns `4j..4j + 4`) become
+/// `fma(f32(acc), s_col · s_row, bias)`, stored at x3 (stride x4). `free`: five vector
+/// registers the tile no longer needs (the biases take four from the first).
+fn store_rows(s: &mut A64, mr: usize, acc: &dyn Fn(usize, usize) -> V, free: [V; 5]) {
+    let [.., c, ldc, _, _, _] = ARGS;
+    let (header, row0) = (HEADER, ROW0);
+    let [bias, row_scale, col_scale, prod, out] = free;
+    s.ld1x4(bias, header);
     s.add_imm(header, header, 64);
     for r in 0..mr {
         let row = row0 + r as u32;
         s.add_imm(row, row, 4);
-        s.ld1r(x80, row);
+        s.ld1r(row_scale, row);
         for j in 0..4u32 {
-            s.ldr_q(xa[0], header, 16 * j);
-            s.fmul(xa[1], xa[0], x80);
-            s.scvtf(acc(r, j as usize), acc(r, j as usize));
-            s.vmov(xt, b0 + j);
-            s.fmla(xt, acc(r, j as usize), xa[1]);
-            s.str_q(xt, c, 16 * j);
+            let v = acc(r, j as usize);
+            s.ldr_q(col_scale, header, 16 * j);
+            s.fmul(prod, col_scale, row_scale);
+            s.scvtf(v, v);
+            s.vmov(out, bias + j);
+            s.fmla(out, v, prod);
+            s.str_q(out, c, 16 * j);
         }
         s.add(c, c, ldc);
     }
+}
+
+/// Saves d8..d15, callee-saved under AAPCS64, on the stack.
+fn save_d8_d15(s: &mut A64) {
+    s.stp_d(8, 9, -64, true);
+    s.stp_d(10, 11, 16, false);
+    s.stp_d(12, 13, 32, false);
+    s.stp_d(14, 15, 48, false);
+}
+
+/// Restores d8..d15 and returns.
+fn restore_d8_d15_ret(s: &mut A64) {
     s.ldp_d(10, 11, 16, false);
     s.ldp_d(12, 13, 32, false);
     s.ldp_d(14, 15, 48, false);
     s.ldp_d(8, 9, 64, true);
     s.ret();
+}
+
+/// The int8 GEMM tile on Armv8.6's `smmla`: `kernel(a, lda, bp, c, ldc, eights[, pf,
+/// pf_step])` (AAPCS64, x0..x7) over rows quantized in eights (`QFormat::Octs`: `8 eights`
+/// signed bytes, the unused sum term, the f32 scale) and one panel in eights (`pack_qlinear`:
+/// 16 biases, 16 scales, then for each eight of k the 16 columns' signed bytes, eight a
+/// column, so that each 16 bytes are two adjacent columns). An `mr x 16` tile (`mr <=
+/// SMMLA_MR`) in pairs of rows: each eight of k loads each pair's two rows' eight bytes into
+/// the two halves of one register (a last odd row is paired with itself, not stored) and, for
+/// each half of the panel (four registers of two columns), one `smmla` a pair and register:
+/// its 2 x 2 block of exact i32 sums gains 16 products (at most 8 · 128 · 128 a step). After
+/// the loop, `zip1`/`zip2` on the blocks' 64-bit halves turn each pair's eight blocks into
+/// the two rows' four vectors of four columns; then, as every int8 tile, `fma(f32(acc),
+/// s_col · s_row, bias)` and the store (`epilogues: false`).
+pub fn smmla_qkernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> {
+    assert!((1..=SMMLA_MR).contains(&mr), "mr out of range");
+    assert!(
+        epi.act.is_none() && !epi.residual && !epi.accumulate && !epi.wide,
+        "the smmla tile stores the tile as it is"
+    );
+    let [a, lda, bp, _, _, steps, pf, pf_step] = ARGS;
+    let (header, row0) = (HEADER, ROW0);
+    let pairs = mr.div_ceil(2);
+    // pair p's block of columns 2j, 2j + 1
+    let acc = |p: usize, j: usize| (8 * p + j) as V;
+    let (b0, a0) = (24, 28);
+    let mut s = A64::default();
+    save_d8_d15(&mut s);
+    s.mov(header, bp);
+    s.add_imm(bp, bp, QPANEL_HEADER as u32);
+    // row pointers x10.., a last odd row's partner a copy of it
+    s.mov(row0, a);
+    for r in 1..mr as u32 {
+        s.add(row0 + r, row0 + r - 1, lda);
+    }
+    if mr % 2 == 1 {
+        s.mov(row0 + mr as u32, row0 + mr as u32 - 1);
+    }
+    for p in 0..pairs {
+        for j in 0..8 {
+            s.zero(acc(p, j));
+        }
+    }
+    let done = s.cbz(steps);
+    let top = s.here();
+    for p in 0..pairs {
+        let x = (a0 + p) as V;
+        s.ldr_d_post8(x, row0 + 2 * p as u32);
+        s.ld1_d1_post(x, row0 + 2 * p as u32 + 1);
+    }
+    if epi.prefetch {
+        s.prfm(pf);
+        s.add(pf, pf, pf_step);
+    }
+    for half in 0..2 {
+        s.ld1x4_post(b0, bp);
+        for p in 0..pairs {
+            for j in 0..4 {
+                s.smmla(acc(p, 4 * half + j), (a0 + p) as V, b0 + j as V);
+            }
+        }
+    }
+    s.subs_imm(steps, steps, 1);
+    s.b_ne(top);
+    s.patch(done);
+    // blocks to rows: pair p's row 2p in acc(p, 2q), row 2p + 1 in acc(p, 2q + 1), q the four
+    // columns 4q..4q + 3
+    let (t0, t1) = (30, 31);
+    for p in 0..pairs {
+        for q in 0..4 {
+            let (lo, hi) = (acc(p, 2 * q), acc(p, 2 * q + 1));
+            s.zip_2d(t0, lo, hi, false);
+            s.zip_2d(t1, lo, hi, true);
+            s.vmov(lo, t0);
+            s.vmov(hi, t1);
+        }
+    }
+    let row_acc = |r: usize, q: usize| acc(r / 2, 2 * q + r % 2);
+    store_rows(&mut s, mr, &row_acc, [b0, 28, 29, 30, 31]);
+    restore_d8_d15_ret(&mut s);
     Ok(s.bytes())
 }
 
@@ -344,6 +494,21 @@ mod tests {
             s.sdot(23, 28, 30)
         });
         op(&mut s, &mut text, "scvtf v5.4s, v5.4s", &|s| s.scvtf(5, 5));
+        op(&mut s, &mut text, "ldr d28, [x10], #8", &|s| {
+            s.ldr_d_post8(28, 10)
+        });
+        op(&mut s, &mut text, "ld1 {v29.d}[1], [x13], #8", &|s| {
+            s.ld1_d1_post(29, 13)
+        });
+        op(&mut s, &mut text, "smmla v17.4s, v30.16b, v26.16b", &|s| {
+            s.smmla(17, 30, 26)
+        });
+        op(&mut s, &mut text, "zip1 v30.2d, v4.2d, v5.2d", &|s| {
+            s.zip_2d(30, 4, 5, false)
+        });
+        op(&mut s, &mut text, "zip2 v31.2d, v22.2d, v23.2d", &|s| {
+            s.zip_2d(31, 22, 23, true)
+        });
         op(&mut s, &mut text, "fmul v30.4s, v29.4s, v31.4s", &|s| {
             s.fmul(30, 29, 31)
         });
@@ -375,7 +540,7 @@ mod tests {
         text.push("b.ne .-12".into());
         super::super::assert_encodes_as_gnu(
             "aarch64-linux-gnu",
-            "armv8.2-a+dotprod",
+            "armv8.2-a+dotprod+i8mm",
             &text,
             &s.code,
         );

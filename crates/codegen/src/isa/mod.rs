@@ -123,14 +123,15 @@ impl Isa {
     }
 
     /// How int8 linears whose activations fit a byte (8 bits or fewer) group k on this ISA:
-    /// in fours where its int8 microkernels read them (`vpdpbusd`, `sdot`; the hand-written
-    /// or the portable quantizer writes the rows), else in pairs (the pair kernels and the
+    /// in eights where its int8 microkernels read them (`smmla`), else in fours where they
+    /// read those (`vpdpbusd`, `sdot`; the hand-written or the portable quantizer writes the
+    /// rows), else in pairs (the pair kernels and the
     /// portable tile). Wider activations are always in pairs (`QFormat::for_bits`).
     pub fn int8_format(&self) -> QFormat {
-        match self.gemm(DType::I8, LayoutKind::QPanels(QFormat::Quads)) {
-            Some(_) => QFormat::Quads,
-            None => QFormat::Pairs,
-        }
+        [QFormat::Octs, QFormat::Quads]
+            .into_iter()
+            .find(|&f| self.gemm(DType::I8, LayoutKind::QPanels(f)).is_some())
+            .unwrap_or(QFormat::Pairs)
     }
 
     /// The f32 panel microkernels.

@@ -183,6 +183,7 @@ where
     match format {
         QFormat::Quads => a.vpdpbusd(acc, b, x),
         QFormat::Pairs => a.vpdpwssd(acc, b, x),
+        QFormat::Octs => unreachable!("no x86 tile reads k in eights"),
     }
 }
 
@@ -218,6 +219,7 @@ fn qkernel(mr: usize, epi: MicroEpi, format: QFormat) -> Result<Vec<u8>, Codegen
                     match format {
                         QFormat::Quads => a.vmovdqu32(bj, zmmword_ptr(panel(j, step * u)))?,
                         QFormat::Pairs => a.vpmovsxbw(bj, ymmword_ptr(panel(j, step * u)))?,
+                        QFormat::Octs => unreachable!("no x86 tile reads k in eights"),
                     }
                 }
                 if epi.wide && epi.prefetch {
@@ -249,10 +251,7 @@ fn qkernel(mr: usize, epi: MicroEpi, format: QFormat) -> Result<Vec<u8>, Codegen
             a.vmovups(scales[j], zmmword_ptr(at(64)))?;
         }
         // the A bases now point at each row's sum term (fours), then its scale
-        let scale_at = match format {
-            QFormat::Quads => 4,
-            QFormat::Pairs => 0,
-        };
+        let scale_at = 4 * i32::from(format.has_sum_term());
         for r in 0..mr {
             for (j, acc) in accs.iter().enumerate() {
                 if format == QFormat::Quads {
