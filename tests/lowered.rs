@@ -74,38 +74,18 @@ fn int8_programs() {
         bertc_codegen::lowered_text(&g, &target).unwrap()
     };
     let q = |model: &str, triple: &str, cpu: &str| qa(model, triple, cpu, ActBits::Widest);
-    // 8-bit activations: k in fours for AVX512-VNNI's vpdpbusd
-    let text = qa(
-        "bert-micro-random",
-        "x86_64-unknown-linux-gnu",
-        "cascadelake",
-        ActBits::Fixed(8),
-    );
-    insta::assert_snapshot!("bert-micro-random-cascadelake-mean-int8-a8", text);
-    // and for AVX-VNNI's VEX form on ymm
-    let text = qa(
-        "bert-micro-random",
-        "x86_64-unknown-linux-gnu",
-        "alderlake",
-        ActBits::Fixed(8),
-    );
-    insta::assert_snapshot!("bert-micro-random-alderlake-mean-int8-a8", text);
-    // and for aarch64's sdot (rows in fours from the portable quantizer)
-    let text = qa(
-        "bert-micro-random",
-        "aarch64-unknown-linux-gnu",
-        "neoverse-n1",
-        ActBits::Fixed(8),
-    );
-    insta::assert_snapshot!("bert-micro-random-neoverse-n1-mean-int8-a8", text);
-    // and for its smmla (rows in eights)
-    let text = qa(
-        "bert-micro-random",
-        "aarch64-unknown-linux-gnu",
-        "neoverse-v1",
-        ActBits::Fixed(8),
-    );
-    insta::assert_snapshot!("bert-micro-random-neoverse-v1-mean-int8-a8", text);
+    // 8-bit activations: k in fours for AVX512-VNNI's vpdpbusd, for AVX-VNNI's VEX form on
+    // ymm and for aarch64's sdot (rows in fours from the portable quantizer); in eights for
+    // aarch64's smmla
+    for (triple, cpu) in [
+        ("x86_64-unknown-linux-gnu", "cascadelake"),
+        ("x86_64-unknown-linux-gnu", "alderlake"),
+        ("aarch64-unknown-linux-gnu", "neoverse-n1"),
+        ("aarch64-unknown-linux-gnu", "neoverse-v1"),
+    ] {
+        let text = qa("bert-micro-random", triple, cpu, ActBits::Fixed(8));
+        insta::assert_snapshot!(format!("bert-micro-random-{cpu}-mean-int8-a8"), text);
+    }
     for (triple, cpu) in [
         ("x86_64-unknown-linux-gnu", "x86-64"),
         ("x86_64-unknown-linux-gnu", "x86-64-v3"),
