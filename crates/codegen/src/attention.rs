@@ -134,9 +134,19 @@ pub(crate) fn attention_gemm(
         let len = e.b.ins().isub(s1, s0);
         let len16 = e.b.ins().iadd_imm_s(len, PANEL as i64 - 1);
         let kpanels = e.b.ins().udiv_imm_u(len16, PANEL as i64);
-        // pack Kᵀ: panel p holds keys 16p..16p+15: [16 zeros][d rows of 16]
-        let kbytes = e.b.ins().imul_imm_s(kpanels, panel_k);
-        e.zero_bytes(kp, kbytes);
+        // pack Kᵀ: panel p holds keys 16p..16p+15: [16 zeros][d rows of 16]; only what the
+        // keys do not overwrite is zeroed: each panel's bias row, and the last panel (its keys
+        // past the sequence)
+        let z = e.i(0);
+        let row_bytes = e.i((PANEL * 4) as i64);
+        e.for_range(z, kpanels, 1, |e, p| {
+            let at = e.addr(kp, p, panel_k);
+            e.zero_bytes(at, row_bytes);
+        });
+        let last = e.b.ins().iadd_imm_s(kpanels, -1);
+        let last = e.addr(kp, last, panel_k);
+        let whole = e.i(panel_k);
+        e.zero_bytes(last, whole);
         let z = e.i(0);
         e.for_range(z, len, 1, |e, j| {
             let src = e.b.ins().iadd(s0, j);
@@ -154,11 +164,21 @@ pub(crate) fn attention_gemm(
                     .store(emit::mem(), x, dst, ((PANEL + c * PANEL) * 4) as i32);
             }
         });
-        // pack V: panel p holds value columns 16p..: [16 zeros][len rows of 16]
+        // pack V: panel p holds value columns 16p..: [16 zeros][len rows of 16] (`P V` reads
+        // the sequence's rows only); only what the rows do not overwrite is zeroed: each
+        // panel's bias row and, when the head's width is not a multiple of 16, the last panel
         let len1 = e.b.ins().iadd_imm_s(len, 1);
         let vpanel_bytes = e.b.ins().imul_imm_s(len1, (PANEL * 4) as i64);
-        let vbytes = e.b.ins().imul_imm_s(vpanel_bytes, vpanels as i64);
-        e.zero_bytes(vp, vbytes);
+        for p in 0..vpanels {
+            let at = e.b.ins().imul_imm_s(vpanel_bytes, p as i64);
+            let at = e.b.ins().iadd(vp, at);
+            let bytes = if p + 1 == vpanels && dv % PANEL != 0 {
+                vpanel_bytes
+            } else {
+                row_bytes
+            };
+            e.zero_bytes(at, bytes);
+        }
         let z = e.i(0);
         e.for_range(z, len, 1, |e, j| {
             let src = e.b.ins().iadd(s0, j);

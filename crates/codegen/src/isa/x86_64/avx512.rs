@@ -445,10 +445,14 @@ pub fn avx512_softmax(scale: f32) -> Result<Vec<u8>, CodegenError> {
         a.add(rax, 16)?;
         a.jmp(l1)?;
         a.set_label(&mut t1)?;
-        // the tail's lanes only (the others keep f32::MIN)
+        // the tail's lanes only (the others keep f32::MIN); none when len is a multiple of 16
+        let mut r1 = a.create_label();
+        a.test(r9, r9)?;
+        a.jz(r1)?;
         a.vmovaps(zmm1, zmm8)?;
         a.vmulps(zmm1.k1(), zmm6, zmmword_ptr(rdi + rax * 4))?;
         a.vmaxps(zmm0, zmm0, zmm1)?;
+        a.set_label(&mut r1)?;
         a.vextractf64x4(ymm1, zmm0, 1)?;
         a.vmaxps(ymm0, ymm0, ymm1)?;
         hreduce(&mut a, ymm0, ymm1, true)?;
@@ -472,11 +476,15 @@ pub fn avx512_softmax(scale: f32) -> Result<Vec<u8>, CodegenError> {
         a.add(rax, 16)?;
         a.jmp(l2)?;
         a.set_label(&mut t2)?;
+        let mut r2 = a.create_label();
+        a.test(r9, r9)?;
+        a.jz(r2)?;
         a.vmulps(zmm1.k1().z(), zmm6, zmmword_ptr(rdi + rax * 4))?;
         a.vsubps(zmm1, zmm1, zmm0)?;
         exp16(&mut a, &mut k, zmm1, zmm2, zmm3)?;
         a.vmovups(zmmword_ptr(rdi + rax * 4).k1(), zmm1)?;
         a.vaddps(zmm5.k1(), zmm5, zmm1)?;
+        a.set_label(&mut r2)?;
         a.vextractf64x4(ymm1, zmm5, 1)?;
         a.vaddps(ymm5, ymm5, ymm1)?;
         hreduce(&mut a, ymm5, ymm1, false)?;
