@@ -214,6 +214,18 @@ fn qkernel(mr: usize, epi: MicroEpi, format: QFormat) -> Result<Vec<u8>, Codegen
 /// infinite or NaN gets zeros (and sum term) and scale 0; else `xq = round_ne(clamp(x · (q /
 /// amax), -q, q))` (`vroundps`, whatever the caller's rounding mode), scale `amax / q`.
 pub fn avx2_quantize(abits: u8, format: QFormat, smooth: bool) -> Result<Vec<u8>, CodegenError> {
+    quantize(abits, format, smooth, false)
+}
+
+/// [`avx2_quantize`] with its two passes on zmm first (16 and 32 values at a time; the ymm
+/// loops and the scalar ones take what is left), for AVX-512 targets (F and BW): the same
+/// operations on each value (`vrndscaleps` rounds as `vroundps`, `vpmovsdb`/`vpmovsdw` never
+/// saturate values within `±q`), so the same bytes.
+pub fn avx512_quantize(abits: u8, format: QFormat, smooth: bool) -> Result<Vec<u8>, CodegenError> {
+    quantize(abits, format, smooth, true)
+}
+
+fn quantize(abits: u8, format: QFormat, smooth: bool, zmm: bool) -> Result<Vec<u8>, CodegenError> {
     let q = ((1i32 << (abits - 1)) - 1) as f32;
     let quads = format == QFormat::Quads;
     function(|a, k| {
@@ -236,6 +248,33 @@ pub fn avx2_quantize(abits: u8, format: QFormat, smooth: bool) -> Result<Vec<u8>
         let abs = k.bits(a, 0x7fff_ffff);
         a.vmovups(ymm7, abs)?;
         a.xor(eax, eax)?;
+        let mut bad = a.create_label();
+        if zmm {
+            // 16 at a time (rax = k & !15 after), k3 whether any is NaN
+            let (mut top, mut done) = (a.create_label(), a.create_label());
+            a.kxorw(k3, k3, k3)?;
+            a.mov(r11, rcx)?;
+            a.and(r11, -16)?;
+            a.set_label(&mut top)?;
+            a.cmp(rax, r11)?;
+            a.jge(done)?;
+            a.vmovups(zmm2, zmmword_ptr(rdi + rax * 4))?;
+            if smooth {
+                a.vmulps(zmm2, zmm2, zmmword_ptr(rbx + rax * 4))?;
+            }
+            let abs = k.bcst(a, 0x7fff_ffff);
+            a.vandps(zmm2, zmm2, abs)?;
+            a.vcmpunordps(k2, zmm2, zmm2)?;
+            a.korw(k3, k3, k2)?;
+            a.vmaxps(zmm0, zmm0, zmm2)?;
+            a.add(rax, 16)?;
+            a.jmp(top)?;
+            a.set_label(&mut done)?;
+            a.kortestw(k3, k3)?;
+            a.jnz(bad)?;
+            a.vextractf64x4(ymm2, zmm0, 1)?;
+            a.vmaxps(ymm0, ymm0, ymm2)?;
+        }
         let mut l1 = a.create_label();
         let mut t1 = a.create_label();
         a.set_label(&mut l1)?;
@@ -254,7 +293,6 @@ pub fn avx2_quantize(abits: u8, format: QFormat, smooth: bool) -> Result<Vec<u8>
         a.add(rax, 8)?;
         a.jmp(l1)?;
         a.set_label(&mut t1)?;
-        let mut bad = a.create_label();
         a.vptest(ymm1, ymm1)?;
         a.jnz(bad)?;
         hreduce(a, ymm0, ymm1, true)?;
@@ -288,17 +326,66 @@ pub fn avx2_quantize(abits: u8, format: QFormat, smooth: bool) -> Result<Vec<u8>
         a.vmovss(xmm3, qs)?;
         a.vdivss(xmm3, xmm3, xmm0)?; // inv = q / amax
         a.vdivss(xmm4, xmm0, qs)?; // scale = amax / q
-        a.vbroadcastss(ymm3, xmm3)?;
-        let qv = k.f(a, q);
-        let mq = k.f(a, -q);
-        a.vmovups(ymm8, qv)?;
-        a.vmovups(ymm9, mq)?;
+        if zmm {
+            // the same values in every lane of the zmm registers, for both loops
+            a.vbroadcastss(zmm3, xmm3)?;
+            let (qs, mqs) = (k.f1(a, q), k.f1(a, -q));
+            a.vbroadcastss(zmm8, qs)?;
+            a.vbroadcastss(zmm9, mqs)?;
+        } else {
+            a.vbroadcastss(ymm3, xmm3)?;
+            let qv = k.f(a, q);
+            let mq = k.f(a, -q);
+            a.vmovups(ymm8, qv)?;
+            a.vmovups(ymm9, mq)?;
+        }
         // ymm10: the row's integer sum (quads)
         a.vpxor(ymm10, ymm10, ymm10)?;
-        // pass 2: 16 at a time, then single elements
+        // pass 2: 32 at a time on zmm, 16 at a time, then single elements
+        a.xor(eax, eax)?;
+        if zmm {
+            let (mut top, mut done) = (a.create_label(), a.create_label());
+            a.mov(r11, rcx)?;
+            a.and(r11, -32)?;
+            a.set_label(&mut top)?;
+            a.cmp(rax, r11)?;
+            a.jge(done)?;
+            if smooth {
+                for (z, off) in [(zmm5, 0), (zmm6, 64)] {
+                    a.vmovups(z, zmmword_ptr(rdi + rax * 4 + off))?;
+                    a.vmulps(z, z, zmmword_ptr(rbx + rax * 4 + off))?;
+                    a.vmulps(z, z, zmm3)?;
+                }
+            } else {
+                a.vmulps(zmm5, zmm3, zmmword_ptr(rdi + rax * 4))?;
+                a.vmulps(zmm6, zmm3, zmmword_ptr(rdi + rax * 4 + 64))?;
+            }
+            for z in [zmm5, zmm6] {
+                a.vminps(z, z, zmm8)?;
+                a.vmaxps(z, z, zmm9)?;
+                a.vrndscaleps(z, z, 8)?;
+                a.vcvttps2dq(z, z)?;
+                if quads {
+                    a.vpaddd(zmm10, zmm10, z)?;
+                }
+            }
+            if quads {
+                a.vpmovsdb(xmmword_ptr(rsi + rax), zmm5)?;
+                a.vpmovsdb(xmmword_ptr(rsi + rax + 16), zmm6)?;
+            } else {
+                a.vpmovsdw(ymmword_ptr(rsi + rax * 2), zmm5)?;
+                a.vpmovsdw(ymmword_ptr(rsi + rax * 2 + 32), zmm6)?;
+            }
+            a.add(rax, 32)?;
+            a.jmp(top)?;
+            a.set_label(&mut done)?;
+            if quads {
+                a.vextracti64x4(ymm11, zmm10, 1)?;
+                a.vpaddd(ymm10, ymm10, ymm11)?;
+            }
+        }
         a.mov(r11, rcx)?;
         a.and(r11, -16)?;
-        a.xor(eax, eax)?;
         let mut l2 = a.create_label();
         let mut l2s = a.create_label();
         let mut t2s = a.create_label();

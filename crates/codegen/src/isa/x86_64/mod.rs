@@ -19,7 +19,7 @@ mod avx512;
 
 pub use avx2::{
     avx2_kernel, avx2_peak, avx2_qkernel, avx2_quantize, avx2_softmax, avx512_peak,
-    avxvnni_qkernel, AVX2_MR,
+    avx512_quantize, avxvnni_qkernel, AVX2_MR,
 };
 pub use avx512::{
     avx512_kernel, avx512_softmax, avx512vnni_pairs_qkernel, avx512vnni_qkernel, AVX512_MR,
@@ -459,6 +459,7 @@ mod tests {
             for format in [QFormat::Pairs, QFormat::Quads] {
                 for smooth in [false, true] {
                     assert!(!avx2_quantize(abits, format, smooth).unwrap().is_empty());
+                    assert!(!avx512_quantize(abits, format, smooth).unwrap().is_empty());
                 }
             }
         }
@@ -579,10 +580,17 @@ pub fn isa(target: &bertc_targets::Target) -> super::Isa {
                 assemble: avx2_softmax,
             })
         },
-        quantize: avx2.then_some(QuantizeKernel {
-            name: "avx2_quantize",
-            assemble: avx2_quantize,
-        }),
+        quantize: if avx512 {
+            Some(QuantizeKernel {
+                name: "avx512_quantize",
+                assemble: avx512_quantize,
+            })
+        } else {
+            avx2.then_some(QuantizeKernel {
+                name: "avx2_quantize",
+                assemble: avx2_quantize,
+            })
+        },
         fma_peak: if avx512 {
             Some(PeakLoop {
                 assemble: avx512_peak,
