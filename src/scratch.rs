@@ -93,10 +93,7 @@ impl Scratch {
             &format!("{name}.h"),
             shim::header(&c.program, &info).as_bytes(),
         )?;
-        self.write(
-            &format!("{name}_glue.c"),
-            shim::glue(&c.program, &info, &c.scratch_floats_c).as_bytes(),
-        )?;
+        self.write(&format!("{name}_glue.c"), shim::glue(&c, &info).as_bytes())?;
         Ok(c)
     }
 }

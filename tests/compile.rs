@@ -72,6 +72,75 @@ fn attention_in_key_blocks_matches_the_references() {
     }
 }
 
+/// A batch with more real tokens than one forward runs (a 64 KiB L3 makes it 256) runs in
+/// chunks of whole sequences: the same bits as in one forward, since no sequence's result
+/// depends on the others; per-token and pooled outputs, fp32 and int8, a mask with a hole.
+#[test]
+fn big_batches_run_in_chunks_with_the_same_results() {
+    let dir = scratch("chunks");
+    let model = model_dir("bert-micro-random").join("model.onnx");
+    // six sequences, 495 real tokens: at 256, chunks of 224, 181 and 90
+    let (lens, seq) = ([128usize, 100, 50, 128, 3, 90], 128);
+    let ids: String = (0..lens.len())
+        .map(|i| {
+            let row: Vec<String> = (0..seq)
+                .map(|t| ((i * 131 + t * 17) % 1900 + 100).to_string())
+                .collect();
+            row.join(" ") + "\n"
+        })
+        .collect();
+    let mask: String = lens
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| {
+            let row: Vec<&str> = (0..seq)
+                .map(|t| match t < len && !(i == 1 && (10..14).contains(&t)) {
+                    true => "1",
+                    false => "0",
+                })
+                .collect();
+            row.join(" ") + "\n"
+        })
+        .collect();
+    std::fs::write(dir.join("mask.txt"), mask).unwrap();
+    let small = ["--caches", "32K,256K,64K"];
+    for (kind, extra) in [
+        ("last_hidden_state", &[][..]),
+        ("mean", &[][..]),
+        ("mean", &["--quantize", "int8"][..]),
+    ] {
+        let args = [&["--output", kind][..], extra].concat();
+        let text = bertc(
+            &[
+                &["ir", model.to_str().unwrap(), "--lowered"][..],
+                &args,
+                &small,
+            ]
+            .concat(),
+        );
+        let text = String::from_utf8_lossy(&text.stdout);
+        assert!(text.contains("chunks of up to 256 real tokens"), "{text}");
+        let run = |extra: &[&str], tag: &str| {
+            let exe = dir.join(format!("{kind}-{}-{tag}", extra.len()));
+            compile(&model, &exe, &[&args[..], extra].concat());
+            output_floats(&run_with(
+                Command::new(&exe).args([
+                    "--input",
+                    "ids",
+                    "--mask",
+                    dir.join("mask.txt").to_str().unwrap(),
+                    "--batch",
+                    "6",
+                ]),
+                &ids,
+            ))
+        };
+        let (chunked, whole) = (run(&small, "chunked"), run(&[], "whole"));
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&chunked), bits(&whole), "{kind} {extra:?}");
+    }
+}
+
 #[test]
 fn minilm_executable_matches_the_reference() {
     let dir = scratch("minilm");

@@ -122,6 +122,8 @@ pub struct Compiled {
     /// A C expression of `batch`, `seq` and `threads`: the floats of attention scratch the
     /// workspace needs after the activations.
     pub scratch_floats_c: String,
+    /// The most real tokens one forward runs (`Program::chunk_tokens` for the target's caches).
+    pub chunk_tokens: usize,
 }
 
 fn cl_err(e: impl std::fmt::Display) -> CodegenError {
@@ -521,6 +523,7 @@ pub fn compile_with(
         )
         .map(|k| k.family)
         .collect();
+    let chunk_tokens = program.chunk_tokens(&isa.caches);
     Ok(Compiled {
         object,
         program,
@@ -528,6 +531,7 @@ pub fn compile_with(
         gemm_families,
         instructions,
         scratch_floats_c,
+        chunk_tokens,
     })
 }
 

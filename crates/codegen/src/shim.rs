@@ -149,7 +149,8 @@ fn cpu_check(checks: &[(&str, bertc_targets::CpuCheck)]) -> String {
 
 /// The glue implementing the ABI: argument checks, packing of the tokens with mask 1, the
 /// workspace, and the thread pool behind `NAME__parallel`.
-pub fn glue(p: &Program, s: &ShimInfo, scratch_floats_c: &str) -> String {
+pub fn glue(c: &crate::Compiled, s: &ShimInfo) -> String {
+    let p = &c.program;
     let cpu_check = cpu_check(&s.cpu_features);
     let names: Vec<&str> = s.cpu_features.iter().map(|(name, _)| *name).collect();
     let has_type_input = p.token_types == TokenTypes::Input;
@@ -166,7 +167,8 @@ pub fn glue(p: &Program, s: &ShimInfo, scratch_floats_c: &str) -> String {
             ("WS_PER_TOKEN", p.ws_per_token.to_string()),
             ("HAS_TYPE_INPUT", (has_type_input as u8).to_string()),
             ("NEEDS_FIRST", (needs_first as u8).to_string()),
-            ("SCRATCH", scratch_floats_c.to_string()),
+            ("SCRATCH", c.scratch_floats_c.clone()),
+            ("CHUNK_TOKENS", c.chunk_tokens.to_string()),
             ("CTX_LAYOUT", crate::ctx::c_defines()),
             ("UP", s.name.to_uppercase()),
             ("N", s.name.to_string()),
@@ -402,7 +404,7 @@ graph(%input_ids: i64[batch,seq], %attention_mask: i64[batch,seq], %token_type_i
         };
         let files = [
             ("m.h", header(&c.program, &info)),
-            ("m_glue.c", glue(&c.program, &info, &c.scratch_floats_c)),
+            ("m_glue.c", glue(&c, &info)),
             ("m_main.c", main_c(&info)),
             ("profiler.c", profiler_c(&variants, &pinfo)),
             (

@@ -35,8 +35,10 @@ impl Program {
         );
         let _ = writeln!(
             s,
-            "workspace: {} floats a padded token, attention scratch at {}",
-            self.ws_per_token, self.scratch_offset
+            "workspace: {} floats a padded token, attention scratch at {}; batches run in chunks of up to {} real tokens",
+            self.ws_per_token,
+            self.scratch_offset,
+            self.chunk_tokens(&isa.caches)
         );
         s.push_str("weights:\n");
         for (i, w) in self.weights.iter().enumerate() {

@@ -17,6 +17,8 @@ extern void @N@__forward(int64_t *ctx);
 @CTX_LAYOUT@
 
 #define WS_PER_TOKEN ((size_t)@WS_PER_TOKEN@)
+/* the real tokens one forward runs at most (bertc_codegen::Program::chunk_tokens) */
+#define CHUNK_TOKENS ((size_t)@CHUNK_TOKENS@)
 #define HAS_TYPE_INPUT @HAS_TYPE_INPUT@
 /* pooled outputs read each sequence's first token: it must have mask 1 */
 #define NEEDS_FIRST_TOKEN @NEEDS_FIRST@
@@ -256,13 +258,6 @@ int32_t @N@_run(@N@_model *m, const int32_t *input_ids, const int32_t *attention
         for (size_t i = 0; i < tokens; i++)
             if (token_type_ids[i] < 0 || token_type_ids[i] >= (HAS_TYPE_INPUT ? @UP@_TYPE_VOCAB : 1))
                 return @UP@_E_TYPE;
-    size_t need = WS_PER_TOKEN * tokens + scratch_floats(batch, seq, m->pool->nworkers + 1);
-    if (need > m->ws_len) {
-        float *ws = (float *)realloc(m->ws, need * sizeof(float));
-        if (!ws) return @UP@_E_NOMEM;
-        m->ws = ws;
-        m->ws_len = need;
-    }
     /* aux: mask (if not given), token types (if not given), packed sources, sequence starts */
     size_t aux_need = 3 * tokens + (size_t)batch + 1;
     if (aux_need > m->aux_len) {
@@ -283,28 +278,63 @@ int32_t @N@_run(@N@_model *m, const int32_t *input_ids, const int32_t *attention
     }
     int32_t *tok_src = m->aux + 2 * tokens;
     int32_t *seq_start = m->aux + 3 * tokens;
-    int32_t packed = 0;
-    for (int32_t b = 0; b < batch; b++) {
-        seq_start[b] = packed;
-        for (int32_t t = 0; t < seq; t++)
-            if (mask[(size_t)b * (size_t)seq + (size_t)t]) tok_src[packed++] = b * seq + t;
-        if (packed == seq_start[b]) return @UP@_E_MASK;
+    /* every sequence is checked before any runs; the widest chunk sizes the workspace */
+    int32_t widest = 0;
+    size_t real = 0;
+    for (int32_t b = 0, b0 = 0; b < batch; b++) {
+        int32_t len = 0;
+        for (int32_t t = 0; t < seq; t++) len += mask[(size_t)b * (size_t)seq + (size_t)t] != 0;
+        if (len == 0) return @UP@_E_MASK;
         if (NEEDS_FIRST_TOKEN && !mask[(size_t)b * (size_t)seq]) return @UP@_E_MASK;
+        if (b > b0 && real + (size_t)len > CHUNK_TOKENS) {
+            b0 = b;
+            real = 0;
+        }
+        real += (size_t)len;
+        if (b - b0 + 1 > widest) widest = b - b0 + 1;
     }
-    seq_start[batch] = packed;
+    size_t need = WS_PER_TOKEN * (size_t)widest * (size_t)seq +
+                  scratch_floats(widest, seq, m->pool->nworkers + 1);
+    if (need > m->ws_len) {
+        float *ws = (float *)realloc(m->ws, need * sizeof(float));
+        if (!ws) return @UP@_E_NOMEM;
+        m->ws = ws;
+        m->ws_len = need;
+    }
     if (@UP@_OUTPUT_PER_TOKEN) memset(out, 0, @N@_output_len(batch, seq) * sizeof(float));
-    int64_t ctx[CTX_SLOTS];
-    ctx[CTX_BATCH] = batch;
-    ctx[CTX_SEQ] = seq;
-    ctx[CTX_IDS] = (int64_t)(intptr_t)input_ids;
-    ctx[CTX_MASK] = (int64_t)(intptr_t)mask;
-    ctx[CTX_TYPES] = (int64_t)(intptr_t)types;
-    ctx[CTX_WS] = (int64_t)(intptr_t)m->ws;
-    ctx[CTX_OUT] = (int64_t)(intptr_t)out;
-    ctx[CTX_POOL] = (int64_t)(intptr_t)m->pool;
-    ctx[CTX_TOKENS] = packed;
-    ctx[CTX_TOK_SRC] = (int64_t)(intptr_t)tok_src;
-    ctx[CTX_SEQ_START] = (int64_t)(intptr_t)seq_start;
-    @N@__forward(ctx);
+    /* the batch in chunks of whole sequences with at most CHUNK_TOKENS real tokens (one
+       sequence at least), so that a chunk's activations stay in the cache; each sequence's
+       result does not depend on the others, so neither does it on the chunks */
+    for (int32_t b0 = 0; b0 < batch;) {
+        int32_t packed = 0, b = b0;
+        for (; b < batch; b++) {
+            int32_t start = packed;
+            const int32_t *mb = mask + (size_t)b * (size_t)seq;
+            for (int32_t t = 0; t < seq; t++)
+                if (mb[t]) tok_src[packed++] = (b - b0) * seq + t;
+            if (b > b0 && (size_t)packed > CHUNK_TOKENS) {
+                packed = start;
+                break;
+            }
+            seq_start[b - b0] = start;
+        }
+        int32_t cb = b - b0;
+        seq_start[cb] = packed;
+        size_t at = (size_t)b0 * (size_t)seq;
+        int64_t ctx[CTX_SLOTS];
+        ctx[CTX_BATCH] = cb;
+        ctx[CTX_SEQ] = seq;
+        ctx[CTX_IDS] = (int64_t)(intptr_t)(input_ids + at);
+        ctx[CTX_MASK] = (int64_t)(intptr_t)(mask + at);
+        ctx[CTX_TYPES] = (int64_t)(intptr_t)(types + at);
+        ctx[CTX_WS] = (int64_t)(intptr_t)m->ws;
+        ctx[CTX_OUT] = (int64_t)(intptr_t)(out + @N@_output_len(b0, seq));
+        ctx[CTX_POOL] = (int64_t)(intptr_t)m->pool;
+        ctx[CTX_TOKENS] = packed;
+        ctx[CTX_TOK_SRC] = (int64_t)(intptr_t)tok_src;
+        ctx[CTX_SEQ_START] = (int64_t)(intptr_t)seq_start;
+        @N@__forward(ctx);
+        b0 = b;
+    }
     return @UP@_OK;
 }
