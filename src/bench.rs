@@ -304,43 +304,71 @@ fn time_shape(
     threads: i32,
     runs: usize,
 ) -> Result<ShapeTimes, CliError> {
+    let mut all = time_shapes(arts, &[(shape, runs)], threads, |_| ())?;
+    Ok(all.remove(0))
+}
+
+/// `time_shape` for several shapes at once: each round times every shape on every artifact
+/// (each model in turn, its thread pool stopped before the next one runs), so that the
+/// machine's drift over the minutes a curve takes hits every shape alike. `round(r)` is
+/// called after round `r` (from 1).
+fn time_shapes(
+    arts: &[Timed],
+    shapes: &[(&Shape, usize)],
+    threads: i32,
+    mut round: impl FnMut(usize),
+) -> Result<Vec<ShapeTimes>, CliError> {
     let vocab = arts.iter().map(|a| a.vocab).min().unwrap_or(1000);
-    let (b, s) = (shape.batch, shape.seq);
-    let ids: Vec<i32> = (0..b * s)
-        .map(|i| (100 + (i * 7919) % (vocab.max(200) - 100)) as i32)
-        .collect();
-    let mut mask = vec![1i32; b * s];
-    if let Some(lens) = &shape.lens {
-        for (i, &len) in lens.iter().enumerate() {
-            for t in len..s {
-                mask[i * s + t] = 0;
+    let inputs: Vec<(Vec<i32>, Vec<i32>)> = shapes
+        .iter()
+        .map(|(shape, _)| {
+            let (b, s) = (shape.batch, shape.seq);
+            let ids: Vec<i32> = (0..b * s)
+                .map(|i| (100 + (i * 7919) % (vocab.max(200) - 100)) as i32)
+                .collect();
+            let mut mask = vec![1i32; b * s];
+            if let Some(lens) = &shape.lens {
+                for (i, &len) in lens.iter().enumerate() {
+                    for t in len..s {
+                        mask[i * s + t] = 0;
+                    }
+                }
             }
-        }
-    }
-    // rounds: each model in turn, its thread pool stopped before the next one runs
-    let per = runs.div_ceil(ROUNDS).max(1);
-    let mut times: Vec<Vec<f64>> = vec![Vec::new(); arts.len()];
-    for _ in 0..ROUNDS {
-        for (a, t) in arts.iter().zip(times.iter_mut()) {
-            let mut m = a.art.model(threads)?;
-            for i in 0..per + 3 {
-                let t0 = Instant::now();
-                m.run(&ids, Some(&mask), None, b, s)?;
-                if i >= 3 {
-                    t.push(t0.elapsed().as_secs_f64());
+            (ids, mask)
+        })
+        .collect();
+    let mut times: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); arts.len()]; shapes.len()];
+    for r in 0..ROUNDS {
+        for (((shape, runs), (ids, mask)), ts) in shapes.iter().zip(&inputs).zip(&mut times) {
+            let per = runs.div_ceil(ROUNDS).max(1);
+            for (a, t) in arts.iter().zip(ts.iter_mut()) {
+                let mut m = a.art.model(threads)?;
+                for i in 0..per + 3 {
+                    let t0 = Instant::now();
+                    m.run(ids, Some(mask), None, shape.batch, shape.seq)?;
+                    if i >= 3 {
+                        t.push(t0.elapsed().as_secs_f64());
+                    }
                 }
             }
         }
+        round(r + 1);
     }
-    // SAFETY: the mask holds b * s values.
-    let flops = arts
-        .iter()
-        .map(|a| {
-            a.flops
-                .map(|f| unsafe { f(mask.as_ptr(), b as i32, s as i32) })
+    Ok(times
+        .into_iter()
+        .zip(shapes.iter().zip(&inputs))
+        .map(|(t, ((shape, _), (_, mask)))| {
+            // SAFETY: the mask holds batch * seq values.
+            let flops = arts
+                .iter()
+                .map(|a| {
+                    a.flops
+                        .map(|f| unsafe { f(mask.as_ptr(), shape.batch as i32, shape.seq as i32) })
+                })
+                .collect();
+            (t, flops)
         })
-        .collect();
-    Ok((times, flops))
+        .collect())
 }
 
 /// The shapes of `bertc bench --curve`: batch 1, 8, 32, 64 at seq 128; seq 16 to 512 at batch
@@ -457,16 +485,24 @@ fn curve(arts: &[Timed], names: &[String], o: &ModelBench) -> Result<String, Cli
     let (shapes, longer): (Vec<_>, Vec<_>) = curve_shapes()
         .into_iter()
         .partition(|(_, s)| s.seq <= max_seq);
-    for (i, (name, shape)) in shapes.iter().enumerate() {
-        let runs = (o.runs * 512 / shape.tokens()).clamp(ROUNDS, 10 * o.runs.max(1));
-        let (times, _) = time_shape(arts, shape, o.threads, runs)?;
+    // every shape in each round (`time_shapes`)
+    let jobs: Vec<(&Shape, usize)> = shapes
+        .iter()
+        .map(|(_, shape)| {
+            let runs = (o.runs * 512 / shape.tokens()).clamp(ROUNDS, 10 * o.runs.max(1));
+            (shape, runs)
+        })
+        .collect();
+    let all = time_shapes(arts, &jobs, o.threads, |r| {
+        crate::progress::bar("Timing", r, ROUNDS)
+    })?;
+    for ((name, shape), (times, _)) in shapes.iter().zip(all) {
         out += &format!("{name:34}");
         for t in times {
             let (med, _) = stats(t);
             out += &format!(" {:10.2} {:12.0}", med * 1e3, shape.tokens() as f64 / med);
         }
         out += "\n";
-        crate::progress::bar("Timing", i + 1, shapes.len());
     }
     if !longer.is_empty() {
         let names: Vec<&str> = longer.iter().map(|(n, _)| n.as_str()).collect();

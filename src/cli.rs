@@ -310,7 +310,8 @@ Examples:
         #[arg(long)]
         ragged: bool,
         /// Time the throughput curve (batch 1 to 64 at seq 128, seq 16 to 512 at batch 1, a
-        /// ragged batch of 64 against a dense one of as many tokens) instead of one shape.
+        /// ragged batch of 64 against a dense one of as many tokens) instead of one shape; each
+        /// round times every shape, so that the machine's drift hits them alike.
         #[arg(long, conflicts_with_all = ["batch", "seq", "ragged", "gemm"])]
         curve: bool,
         /// Time the artifact's compiled-in tokenizer against the `tokenizers` crate (one
