@@ -2,11 +2,10 @@
 //! int8 with AVX512-VNNI's `vpdpbusd`; their epilogue runs the AVX2 activation's operations
 //! on whole zmm accumulators (`act16`).
 
-use bertc_ir::GeluApprox;
 use iced_x86::code_asm::*;
 
-use super::{exp8, function, hreduce, k_loop, prefetch_args, Consts, MicroEpi, ERF_P, ERF_Q};
-use crate::lower::{Act, CodegenError, QFormat, QPANEL_HEADER};
+use super::{act16, exp8, function, hreduce, k_loop, prefetch_args, Consts, MicroEpi};
+use crate::lower::{CodegenError, QFormat, QPANEL_HEADER};
 
 /// Rows of the AVX-512 GEMM microkernels' tiles.
 pub const AVX512_MR: usize = 12;
@@ -137,83 +136,6 @@ fn store_tile(
             a.vaddps(acc_r, acc_r, zmmword_ptr(row(&rbase, r8, r, off)))?;
         }
         a.vmovups(zmmword_ptr(row(&cbase, r8, r, off)), acc_r)?;
-    }
-    Ok(())
-}
-
-/// `y = act(y)` on 16 lanes with the four scratch registers `t`: [`act8`]'s operations and
-/// constants in the same order (broadcast from the constant table), so each lane's result is
-/// the AVX2 epilogue's.
-fn act16(
-    a: &mut CodeAssembler,
-    k: &mut Consts,
-    act: Act,
-    y: AsmRegisterZmm,
-    t: [AsmRegisterZmm; 4],
-) -> Result<(), IcedError> {
-    match act {
-        Act::Relu => {
-            a.vxorps(t[0], t[0], t[0])?;
-            a.vmaxps(y, y, t[0])?;
-        }
-        Act::Gelu(GeluApprox::Erf) => {
-            // 0.5 x (1 + erf(x / sqrt 2))
-            let [z, z2, p, q] = t;
-            let c = k.fb(a, std::f32::consts::FRAC_1_SQRT_2);
-            a.vmulps(z, y, c)?;
-            let c = k.fb(a, -4.0);
-            a.vmaxps(z, z, c)?;
-            let c = k.fb(a, 4.0);
-            a.vminps(z, z, c)?;
-            a.vmulps(z2, z, z)?;
-            let c = k.f1(a, ERF_P[0]);
-            a.vbroadcastss(p, c)?;
-            for &cv in &ERF_P[1..] {
-                let c = k.fb(a, cv);
-                a.vfmadd213ps(p, z2, c)?;
-            }
-            a.vmulps(p, p, z)?;
-            let c = k.f1(a, ERF_Q[0]);
-            a.vbroadcastss(q, c)?;
-            for &cv in &ERF_Q[1..] {
-                let c = k.fb(a, cv);
-                a.vfmadd213ps(q, z2, c)?;
-            }
-            a.vdivps(p, p, q)?;
-            let c = k.fb(a, 0.5);
-            a.vmulps(z, y, c)?;
-            a.vfmadd213ps(p, z, z)?;
-            a.vmovaps(y, p)?;
-        }
-        Act::Gelu(GeluApprox::Tanh) => {
-            // x sigmoid(2u) = x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3)
-            let [u, t1, t2, _] = t;
-            let kk = (2.0 / std::f64::consts::PI).sqrt() as f32;
-            a.vmulps(u, y, y)?;
-            let c = k.f1(a, -2.0 * kk * 0.044715);
-            a.vbroadcastss(t1, c)?;
-            let c = k.fb(a, -2.0 * kk);
-            a.vfmadd213ps(u, t1, c)?;
-            a.vmulps(u, u, y)?;
-            exp16(a, k, u, t1, t2)?;
-            let c = k.fb(a, 1.0);
-            a.vaddps(u, u, c)?;
-            a.vdivps(y, y, u)?;
-        }
-        Act::Tanh => {
-            // 2 / (1 + exp(-2x)) - 1
-            let [u, t1, t2, _] = t;
-            let c = k.fb(a, -2.0);
-            a.vmulps(u, y, c)?;
-            exp16(a, k, u, t1, t2)?;
-            let c = k.fb(a, 1.0);
-            a.vaddps(u, u, c)?;
-            let c = k.f1(a, 2.0);
-            a.vbroadcastss(t1, c)?;
-            a.vdivps(y, t1, u)?;
-            let c = k.fb(a, 1.0);
-            a.vsubps(y, y, c)?;
-        }
     }
     Ok(())
 }
@@ -444,7 +366,7 @@ fn load_partial_sums(
 
 /// `x = exp(x)` on 16 lanes, as `exp8` computes it on 8 (the same operations and constants,
 /// broadcast from the constant table), with `t1` and `t2` as scratch.
-fn exp16(
+pub(super) fn exp16(
     a: &mut CodeAssembler,
     k: &mut Consts,
     x: AsmRegisterZmm,

@@ -202,79 +202,92 @@ pub const ERF_Q: [f32; 5] = [
     -1.426_474e-2,
 ];
 
-/// `y = act(y)` on 8 lanes with the four scratch registers `t`.
-fn act8(
-    a: &mut CodeAssembler,
-    k: &mut Consts,
-    act: Act,
-    y: AsmRegisterYmm,
-    t: [AsmRegisterYmm; 4],
-) -> Result<(), IcedError> {
-    match act {
-        Act::Relu => {
-            a.vxorps(t[0], t[0], t[0])?;
-            a.vmaxps(y, y, t[0])?;
-        }
-        Act::Gelu(GeluApprox::Erf) => {
-            // 0.5 x (1 + erf(x / sqrt 2))
-            let [z, z2, p, q] = t;
-            let r2 = k.f(a, std::f32::consts::FRAC_1_SQRT_2);
-            a.vmulps(z, y, r2)?;
-            let m4 = k.f(a, -4.0);
-            a.vmaxps(z, z, m4)?;
-            let p4 = k.f(a, 4.0);
-            a.vminps(z, z, p4)?;
-            a.vmulps(z2, z, z)?;
-            let c = k.f(a, ERF_P[0]);
-            a.vmovups(p, c)?;
-            for &cv in &ERF_P[1..] {
-                let m = k.f(a, cv);
-                a.vfmadd213ps(p, z2, m)?;
+/// `y = act(y)` with the four scratch registers `t`: `act8` on ymm (constants read as
+/// 8-float vectors), `act16` on zmm (constants broadcast by EVEX, `exp16`). One body, so the
+/// two compute each lane with the same operations in the same order: the AVX-512 epilogue's
+/// results are the AVX2 one's, bit for bit.
+macro_rules! activation {
+    ($name:ident, $reg:ty, $konst:ident, $exp:path) => {
+        fn $name(
+            a: &mut CodeAssembler,
+            k: &mut Consts,
+            act: Act,
+            y: $reg,
+            t: [$reg; 4],
+        ) -> Result<(), IcedError> {
+            // `c!(v)`: the constant v in every lane, as an instruction's last source
+            macro_rules! c {
+                ($v:expr) => {
+                    k.$konst(a, $v)
+                };
             }
-            a.vmulps(p, p, z)?;
-            let c = k.f(a, ERF_Q[0]);
-            a.vmovups(q, c)?;
-            for &cv in &ERF_Q[1..] {
-                let m = k.f(a, cv);
-                a.vfmadd213ps(q, z2, m)?;
+            match act {
+                Act::Relu => {
+                    a.vxorps(t[0], t[0], t[0])?;
+                    a.vmaxps(y, y, t[0])?;
+                }
+                Act::Gelu(GeluApprox::Erf) => {
+                    // 0.5 x (1 + erf(x / sqrt 2)), erf(z) = z P(z²) / Q(z²) on z in [-4, 4]
+                    let [z, z2, p, q] = t;
+                    let r2 = c!(std::f32::consts::FRAC_1_SQRT_2);
+                    a.vmulps(z, y, r2)?;
+                    let m4 = c!(-4.0);
+                    a.vmaxps(z, z, m4)?;
+                    let p4 = c!(4.0);
+                    a.vminps(z, z, p4)?;
+                    a.vmulps(z2, z, z)?;
+                    for (r, coef) in [(p, &ERF_P[..]), (q, &ERF_Q[..])] {
+                        let c0 = k.f1(a, coef[0]);
+                        a.vbroadcastss(r, c0)?;
+                        for &cv in &coef[1..] {
+                            let m = c!(cv);
+                            a.vfmadd213ps(r, z2, m)?;
+                        }
+                    }
+                    a.vmulps(p, p, z)?;
+                    a.vdivps(p, p, q)?;
+                    let half = c!(0.5);
+                    a.vmulps(z, y, half)?;
+                    a.vfmadd213ps(p, z, z)?;
+                    a.vmovaps(y, p)?;
+                }
+                Act::Gelu(GeluApprox::Tanh) => {
+                    // x sigmoid(2u) = x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3)
+                    let [u, t1, t2, _] = t;
+                    let kk = (2.0 / std::f64::consts::PI).sqrt() as f32;
+                    a.vmulps(u, y, y)?;
+                    let c3 = k.f1(a, -2.0 * kk * 0.044715);
+                    a.vbroadcastss(t1, c3)?;
+                    let c1 = c!(-2.0 * kk);
+                    a.vfmadd213ps(u, t1, c1)?;
+                    a.vmulps(u, u, y)?;
+                    $exp(a, k, u, t1, t2)?;
+                    let one = c!(1.0);
+                    a.vaddps(u, u, one)?;
+                    a.vdivps(y, y, u)?;
+                }
+                Act::Tanh => {
+                    // 2 / (1 + exp(-2x)) - 1
+                    let [u, t1, t2, _] = t;
+                    let m2 = c!(-2.0);
+                    a.vmulps(u, y, m2)?;
+                    $exp(a, k, u, t1, t2)?;
+                    let one = c!(1.0);
+                    a.vaddps(u, u, one)?;
+                    let two = k.f1(a, 2.0);
+                    a.vbroadcastss(t1, two)?;
+                    a.vdivps(y, t1, u)?;
+                    let one = c!(1.0);
+                    a.vsubps(y, y, one)?;
+                }
             }
-            a.vdivps(p, p, q)?;
-            let half = k.f(a, 0.5);
-            a.vmulps(z, y, half)?;
-            a.vfmadd213ps(p, z, z)?;
-            a.vmovaps(y, p)?;
+            Ok(())
         }
-        Act::Gelu(GeluApprox::Tanh) => {
-            // x sigmoid(2u) = x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3)
-            let [u, t1, t2, _] = t;
-            let kk = (2.0 / std::f64::consts::PI).sqrt() as f32;
-            a.vmulps(u, y, y)?;
-            let c3 = k.f(a, -2.0 * kk * 0.044715);
-            a.vmovups(t1, c3)?;
-            let c1 = k.f(a, -2.0 * kk);
-            a.vfmadd213ps(u, t1, c1)?;
-            a.vmulps(u, u, y)?;
-            exp8(a, k, u, t1, t2)?;
-            let one = k.f(a, 1.0);
-            a.vaddps(u, u, one)?;
-            a.vdivps(y, y, u)?;
-        }
-        Act::Tanh => {
-            // 2 / (1 + exp(-2x)) - 1
-            let [u, t1, t2, _] = t;
-            let m2 = k.f(a, -2.0);
-            a.vmulps(u, y, m2)?;
-            exp8(a, k, u, t1, t2)?;
-            let one = k.f(a, 1.0);
-            a.vaddps(u, u, one)?;
-            let two = k.f(a, 2.0);
-            a.vmovups(t1, two)?;
-            a.vdivps(y, t1, u)?;
-            a.vsubps(y, y, one)?;
-        }
-    }
-    Ok(())
+    };
 }
+
+activation!(act8, AsmRegisterYmm, f, exp8);
+activation!(act16, AsmRegisterZmm, fb, avx512::exp16);
 
 /// Assembles a function: `body`, then `vzeroupper; ret`, then the constants `body` asked for.
 fn function(
