@@ -97,6 +97,31 @@ macro_rules! x86 {
     };
 }
 
+/// An aarch64 feature row beyond the baseline: detected by `is_aarch64_feature_detected!` on
+/// an aarch64 host (`$name` a token, as that macro needs), checked by the artifact at start-up
+/// through `$check`.
+macro_rules! arm {
+    ($name:tt, $cpus:expr, $check:expr) => {
+        Feature {
+            arch: Arch::Aarch64,
+            name: $name,
+            cpus: $cpus,
+            cranelift: &[],
+            c_check: Some($check),
+            detect: Some(|| {
+                #[cfg(target_arch = "aarch64")]
+                {
+                    std::arch::is_aarch64_feature_detected!($name)
+                }
+                #[cfg(not(target_arch = "aarch64"))]
+                {
+                    false
+                }
+            }),
+        }
+    };
+}
+
 /// Every feature bertc knows, in the order target feature lists and CPU checks use.
 pub const FEATURES: &[Feature] = &[
     x86!("sse2", V1, [], None),
@@ -123,42 +148,14 @@ pub const FEATURES: &[Feature] = &[
     },
     // Armv8.2's dot product (`sdot`): Neoverse N1 and Cortex-A76 on (Graviton2 and later,
     // Ampere Altra, Raspberry Pi 5), Cortex-A55, Apple M1 on; HWCAP_ASIMDDP
-    Feature {
-        arch: Arch::Aarch64,
-        name: "dotprod",
-        cpus: &["neoverse-n1", "neoverse-v1"],
-        cranelift: &[],
-        c_check: Some(CpuCheck::Hwcap(20)),
-        detect: Some(|| {
-            #[cfg(target_arch = "aarch64")]
-            {
-                std::arch::is_aarch64_feature_detected!("dotprod")
-            }
-            #[cfg(not(target_arch = "aarch64"))]
-            {
-                false
-            }
-        }),
-    },
+    arm!(
+        "dotprod",
+        &["neoverse-n1", "neoverse-v1"],
+        CpuCheck::Hwcap(20)
+    ),
     // Armv8.6's int8 matrix multiply (`smmla`): Neoverse V1 (Graviton3), N2 (Azure Cobalt
     // 100), V2 (Graviton4), Cortex-A510/A710/X2 on, Apple M2 on; HWCAP2_I8MM
-    Feature {
-        arch: Arch::Aarch64,
-        name: "i8mm",
-        cpus: &["neoverse-v1"],
-        cranelift: &[],
-        c_check: Some(CpuCheck::Hwcap2(13)),
-        detect: Some(|| {
-            #[cfg(target_arch = "aarch64")]
-            {
-                std::arch::is_aarch64_feature_detected!("i8mm")
-            }
-            #[cfg(not(target_arch = "aarch64"))]
-            {
-                false
-            }
-        }),
-    },
+    arm!("i8mm", &["neoverse-v1"], CpuCheck::Hwcap2(13)),
     Feature {
         arch: Arch::Riscv64,
         name: "v",
