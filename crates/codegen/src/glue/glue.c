@@ -239,6 +239,26 @@ const char *@N@_error_string(int32_t code) {
     }
 }
 
+/* the tokens with mask 1 of one sequence */
+static size_t real_tokens(const int32_t *mask, int32_t seq) {
+    size_t n = 0;
+    for (int32_t t = 0; t < seq; t++) n += mask[t] != 0;
+    return n;
+}
+
+/* the end of the chunk of sequences that starts at b0: whole sequences while their real
+   tokens stay within CHUNK_TOKENS, one at least */
+static int32_t chunk_end(const int32_t *mask, int32_t b0, int32_t batch, int32_t seq) {
+    size_t real = 0;
+    int32_t b = b0;
+    for (; b < batch; b++) {
+        size_t len = real_tokens(mask + (size_t)b * (size_t)seq, seq);
+        if (b > b0 && real + len > CHUNK_TOKENS) break;
+        real += len;
+    }
+    return b;
+}
+
 int32_t @N@_run(@N@_model *m, const int32_t *input_ids, const int32_t *attention_mask,
                 const int32_t *token_type_ids, int32_t batch, int32_t seq,
                 float *out, size_t out_len) {
@@ -279,19 +299,14 @@ int32_t @N@_run(@N@_model *m, const int32_t *input_ids, const int32_t *attention
     int32_t *tok_src = m->aux + 2 * tokens;
     int32_t *seq_start = m->aux + 3 * tokens;
     /* every sequence is checked before any runs; the widest chunk sizes the workspace */
-    int32_t widest = 0;
-    size_t real = 0;
-    for (int32_t b = 0, b0 = 0; b < batch; b++) {
-        int32_t len = 0;
-        for (int32_t t = 0; t < seq; t++) len += mask[(size_t)b * (size_t)seq + (size_t)t] != 0;
-        if (len == 0) return @UP@_E_MASK;
+    for (int32_t b = 0; b < batch; b++) {
+        if (!real_tokens(mask + (size_t)b * (size_t)seq, seq)) return @UP@_E_MASK;
         if (NEEDS_FIRST_TOKEN && !mask[(size_t)b * (size_t)seq]) return @UP@_E_MASK;
-        if (b > b0 && real + (size_t)len > CHUNK_TOKENS) {
-            b0 = b;
-            real = 0;
-        }
-        real += (size_t)len;
-        if (b - b0 + 1 > widest) widest = b - b0 + 1;
+    }
+    int32_t widest = 0;
+    for (int32_t b0 = 0, b1; b0 < batch; b0 = b1) {
+        b1 = chunk_end(mask, b0, batch, seq);
+        if (b1 - b0 > widest) widest = b1 - b0;
     }
     size_t need = WS_PER_TOKEN * (size_t)widest * (size_t)seq +
                   scratch_floats(widest, seq, m->pool->nworkers + 1);
@@ -305,20 +320,15 @@ int32_t @N@_run(@N@_model *m, const int32_t *input_ids, const int32_t *attention
     /* the batch in chunks of whole sequences with at most CHUNK_TOKENS real tokens (one
        sequence at least), so that a chunk's activations stay in the cache; each sequence's
        result does not depend on the others, so neither does it on the chunks */
-    for (int32_t b0 = 0; b0 < batch;) {
-        int32_t packed = 0, b = b0;
-        for (; b < batch; b++) {
-            int32_t start = packed;
-            const int32_t *mb = mask + (size_t)b * (size_t)seq;
+    for (int32_t b0 = 0, b1; b0 < batch; b0 = b1) {
+        b1 = chunk_end(mask, b0, batch, seq);
+        int32_t packed = 0, cb = b1 - b0;
+        for (int32_t b = 0; b < cb; b++) {
+            seq_start[b] = packed;
+            const int32_t *mb = mask + (size_t)(b0 + b) * (size_t)seq;
             for (int32_t t = 0; t < seq; t++)
-                if (mb[t]) tok_src[packed++] = (b - b0) * seq + t;
-            if (b > b0 && (size_t)packed > CHUNK_TOKENS) {
-                packed = start;
-                break;
-            }
-            seq_start[b - b0] = start;
+                if (mb[t]) tok_src[packed++] = b * seq + t;
         }
-        int32_t cb = b - b0;
         seq_start[cb] = packed;
         size_t at = (size_t)b0 * (size_t)seq;
         int64_t ctx[CTX_SLOTS];
@@ -334,7 +344,6 @@ int32_t @N@_run(@N@_model *m, const int32_t *input_ids, const int32_t *attention
         ctx[CTX_TOK_SRC] = (int64_t)(intptr_t)tok_src;
         ctx[CTX_SEQ_START] = (int64_t)(intptr_t)seq_start;
         @N@__forward(ctx);
-        b0 = b;
     }
     return @UP@_OK;
 }
