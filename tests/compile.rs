@@ -81,28 +81,19 @@ fn big_batches_run_in_chunks_with_the_same_results() {
     let model = model_dir("bert-micro-random").join("model.onnx");
     // six sequences, 495 real tokens: at 256, chunks of 224, 181 and 90
     let (lens, seq) = ([128usize, 100, 50, 128, 3, 90], 128);
-    let ids: String = (0..lens.len())
-        .map(|i| {
-            let row: Vec<String> = (0..seq)
-                .map(|t| ((i * 131 + t * 17) % 1900 + 100).to_string())
-                .collect();
-            row.join(" ") + "\n"
-        })
+    let ids: Vec<Vec<usize>> = (0..lens.len())
+        .map(|i| (0..seq).map(|t| (i * 131 + t * 17) % 1900 + 100).collect())
         .collect();
-    let mask: String = lens
+    let mask: Vec<Vec<u8>> = lens
         .iter()
         .enumerate()
         .map(|(i, &len)| {
-            let row: Vec<&str> = (0..seq)
-                .map(|t| match t < len && !(i == 1 && (10..14).contains(&t)) {
-                    true => "1",
-                    false => "0",
-                })
-                .collect();
-            row.join(" ") + "\n"
+            (0..seq)
+                .map(|t| u8::from(t < len && !(i == 1 && (10..14).contains(&t))))
+                .collect()
         })
         .collect();
-    std::fs::write(dir.join("mask.txt"), mask).unwrap();
+    let case = serde_json::json!({"input_ids": ids, "attention_mask": mask});
     let small = ["--caches", "32K,256K,64K"];
     for (kind, extra) in [
         ("last_hidden_state", &[][..]),
@@ -123,20 +114,15 @@ fn big_batches_run_in_chunks_with_the_same_results() {
         let run = |extra: &[&str], tag: &str| {
             let exe = dir.join(format!("{kind}-{}-{tag}", extra.len()));
             compile(&model, &exe, &[&args[..], extra].concat());
-            output_floats(&run_with(
-                Command::new(&exe).args([
-                    "--input",
-                    "ids",
-                    "--mask",
-                    dir.join("mask.txt").to_str().unwrap(),
-                    "--batch",
-                    "6",
-                ]),
-                &ids,
-            ))
+            run_case(
+                &[exe.to_str().unwrap().to_string()],
+                &case,
+                &dir,
+                lens.len(),
+            )
         };
         let (chunked, whole) = (run(&small, "chunked"), run(&[], "whole"));
-        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        let bits = |v: &[Vec<f32>]| v.iter().flatten().map(|f| f.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&chunked), bits(&whole), "{kind} {extra:?}");
     }
 }

@@ -86,10 +86,19 @@ fn run_exe(exe: &Path, args: &[&str], stdin: &[u8]) -> std::process::Output {
 
 fn compile_exe(model: &str, dir: &Path) -> std::path::PathBuf {
     let exe = dir.join(model);
-    let m = model_dir(model).join("model.onnx");
-    let max = MAX_SEQ.to_string();
-    compile(&m, &exe, &["--output", "mean", "--max-seq", &max]);
+    embedder(&model_dir(model).join("model.onnx"), &exe, &[]);
     exe
+}
+
+/// `bertc compile MODEL -o EXE --output mean --max-seq MAX_SEQ EXTRA`: an embedder that reads
+/// text, for the tokenizer comparisons.
+fn embedder(model: &Path, exe: &Path, extra: &[&str]) {
+    let max = MAX_SEQ.to_string();
+    compile(
+        model,
+        exe,
+        &[&["--output", "mean", "--max-seq", &max][..], extra].concat(),
+    );
 }
 
 /// The STS-B and stress lines through `exe --tokenize` give `tok`'s ids and type ids.
@@ -163,13 +172,7 @@ fn unigram_token_ids_are_those_of_hugging_face_tokenizers() {
     let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/unigram/tokenizer.json");
     let exe = dir.join("unigram");
     let m = model_dir("bert-micro-random").join("model.onnx");
-    let max = MAX_SEQ.to_string();
-    let tok = file.to_str().unwrap();
-    compile(
-        &m,
-        &exe,
-        &["--output", "mean", "--max-seq", &max, "--tokenizer", tok],
-    );
+    embedder(&m, &exe, &["--tokenizer", file.to_str().unwrap()]);
     assert_ids_of("unigram", &exe, &reference(&file));
 }
 
@@ -188,12 +191,7 @@ fn sentencepiece_folders_tokenize_as_transformers_converts_them() {
     let spm = "sentencepiece.bpe.model";
     std::fs::copy(data.join(spm), dir.join(spm)).unwrap();
     let exe = dir.join("embedder");
-    let max = MAX_SEQ.to_string();
-    compile(
-        &dir.join("model.onnx"),
-        &exe,
-        &["--output", "mean", "--max-seq", &max],
-    );
+    embedder(&dir.join("model.onnx"), &exe, &[]);
     assert_ids_of(
         "sentencepiece folder",
         &exe,
@@ -280,12 +278,7 @@ fn vocab_folders_tokenize_as_transformers_converts_them() {
         std::fs::write(dir.join("tokenizer_config.json"), c.to_string()).unwrap();
         let want = reference_file.unwrap_or_else(|| model_dir(model).join("tokenizer.json"));
         let exe = dir.join("embedder");
-        let max = MAX_SEQ.to_string();
-        compile(
-            &dir.join("model.onnx"),
-            &exe,
-            &["--output", "mean", "--max-seq", &max],
-        );
+        embedder(&dir.join("model.onnx"), &exe, &[]);
         assert_ids_of(&label, &exe, &reference(&want));
         let o = bertc(&[
             "run",
