@@ -488,3 +488,57 @@ pub fn interpret(model: &Path, output: &str, args: &[String], ids: &str) -> Vec<
         ids,
     ))
 }
+
+/// The interpreter's output for one reference case.
+pub fn interpret_case(g: &Graph, case: &Json) -> Vec<f32> {
+    let (shape, ids) = ints2(&case["input_ids"]);
+    let (_, mask) = ints2(&case["attention_mask"]);
+    let mut feeds = vec![("input_ids", Value::i64(shape.clone(), ids))];
+    if g.input_named("attention_mask").is_some() {
+        feeds.push(("attention_mask", Value::i64(shape.clone(), mask)));
+    }
+    if g.input_named("token_type_ids").is_some() {
+        let types = match case.get("token_type_ids") {
+            Some(t) => ints2(t).1,
+            None => vec![0; shape.iter().product()],
+        };
+        feeds.push(("token_type_ids", Value::i64(shape, types)));
+    }
+    let out = interp::run(g, &feeds).unwrap_or_else(|e| panic!("{e}"));
+    out[0].1.as_f32().unwrap().to_vec()
+}
+
+/// The largest difference between the executable run as the command line `exe` and the
+/// interpreter running `g` over `cases` (per-token outputs on the real tokens only), relative
+/// to the output's scale; `what` is the model's name, the output kind and the tolerance
+/// (0: bit for bit), which each case must meet.
+pub fn against_interpreter(
+    exe: &[String],
+    g: &Graph,
+    cases: &[Json],
+    (name, kind, tol): (&str, &str, f32),
+    dir: &Path,
+) -> f32 {
+    let mut worst = 0f32;
+    for case in cases {
+        let (_, mask) = ints2(&case["attention_mask"]);
+        let batch = case["input_ids"].as_array().unwrap().len();
+        let got = run_case(exe, case, dir, batch).concat();
+        let want = interpret_case(g, case);
+        let per_token = kind == "last_hidden_state";
+        let width = if per_token {
+            want.len() / mask.len()
+        } else {
+            want.len() / batch
+        };
+        let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+        let err = max_err(&got, &want, per_token.then_some(&mask[..]), width) / scale;
+        assert!(
+            err <= tol,
+            "{name} {kind} {}: relative error {err:e}",
+            case["name"]
+        );
+        worst = worst.max(err);
+    }
+    worst
+}

@@ -4,7 +4,9 @@
 //! branch-free polynomial approximations, the activations built on them, and int8 loads.
 
 use cranelift_codegen::ir::condcodes::IntCC;
-use cranelift_codegen::ir::{types, Endianness, InstBuilder, MemFlagsData, Type, Value};
+use cranelift_codegen::ir::{
+    types, Endianness, InstBuilder, MemFlagsData, StackSlotData, StackSlotKind, Type, Value,
+};
 use cranelift_frontend::{FunctionBuilder, Variable};
 
 use crate::lower::Act;
@@ -32,18 +34,6 @@ pub enum Shape {
     Vector,
     Scalar,
 }
-
-/// The Taylor coefficients of e^r to degree 6, highest first (for Horner's rule), which both
-/// the Cranelift and the AVX2 exp use on |r| <= ln2/2 (relative error below 2e-7).
-pub const EXP_TAYLOR: [f32; 7] = [
-    1.0 / 720.0,
-    1.0 / 120.0,
-    1.0 / 24.0,
-    1.0 / 6.0,
-    0.5,
-    1.0,
-    1.0,
-];
 
 pub fn mem() -> MemFlagsData {
     MemFlagsData::new().with_notrap()
@@ -111,19 +101,6 @@ impl<'a> Emit<'a> {
             let m = self.b.ins().fmul(a, b);
             self.b.ins().fadd(m, c)
         }
-    }
-
-    /// The sum of the lanes of `v` (`v` itself for a scalar).
-    pub fn hsum(&mut self, s: Shape, v: Value) -> Value {
-        if s == Shape::Scalar || self.lanes == 1 {
-            return v;
-        }
-        let mut acc = self.b.ins().extractlane(v, 0);
-        for l in 1..self.lanes as u8 {
-            let x = self.b.ins().extractlane(v, l);
-            acc = self.b.ins().fadd(acc, x);
-        }
-        acc
     }
 
     /// `ptr + index * scale` (bytes).
@@ -233,28 +210,26 @@ impl<'a> Emit<'a> {
             }
             Act::Tanh => e.tanh(s, v),
             Act::Gelu(GeluApprox::Erf) => {
-                // 0.5 x (1 + erf(x/√2)) = 0.5 (x + |x| erf(|x|/√2)): no sign handling needed
-                let ax = e.b.ins().fabs(v);
+                // bertc_numerics::gelu_erf: fma(erf(x / √2), x/2, x/2)
                 let k = e.fs(s, std::f32::consts::FRAC_1_SQRT_2);
-                let z = e.b.ins().fmul(ax, k);
-                let er = e.erf_nonneg(s, z);
-                let t = e.mul_add(ax, er, v);
+                let z = e.b.ins().fmul(v, k);
+                let er = e.erf(s, z);
                 let half = e.fs(s, 0.5);
-                e.b.ins().fmul(t, half)
+                let h = e.b.ins().fmul(v, half);
+                e.mul_add(er, h, h)
             }
             Act::Gelu(GeluApprox::Tanh) => {
-                let c3 = e.fs(s, 0.044715);
+                // bertc_numerics::gelu_tanh: x / (1 + exp(x (x² c3 + c1)))
+                use bertc_numerics::{GELU_TANH_C3, GELU_TANH_K};
                 let x2 = e.b.ins().fmul(v, v);
-                let x3 = e.b.ins().fmul(x2, v);
-                let inner = e.mul_add(c3, x3, v);
-                let k = e.fs(s, (2.0 / std::f64::consts::PI).sqrt() as f32);
-                let z = e.b.ins().fmul(inner, k);
-                let th = e.tanh(s, z);
+                let c3 = e.fs(s, -2.0 * GELU_TANH_K * GELU_TANH_C3);
+                let c1 = e.fs(s, -2.0 * GELU_TANH_K);
+                let u = e.mul_add(x2, c3, c1);
+                let u = e.b.ins().fmul(u, v);
+                let ex = e.exp(s, u);
                 let one = e.fs(s, 1.0);
-                let t = e.b.ins().fadd(th, one);
-                let half = e.fs(s, 0.5);
-                let hx = e.b.ins().fmul(v, half);
-                e.b.ins().fmul(hx, t)
+                let d = e.b.ins().fadd(ex, one);
+                e.b.ins().fdiv(v, d)
             }
         }
     }
@@ -330,42 +305,91 @@ impl<'a> Emit<'a> {
         self.sums(Extent::Runtime(n), 1, |e, off, s| vec![f(e, off, s)])[0]
     }
 
+    /// `n` canonical sums (`bertc_numerics::sum`) over an extent: element `i` into lane
+    /// `i % 16`, the 16 lanes as `16 / lanes` vector accumulators (or 16 scalar ones) over
+    /// the whole groups of 16, then the tail's elements added to their lanes in a stack slot,
+    /// and the lanes folded in halves.
     fn sums(
         &mut self,
         extent: Extent,
         n: usize,
         mut f: impl FnMut(&mut Self, Value, Shape) -> Vec<Value>,
     ) -> Vec<Value> {
-        let vt = self.vty();
+        use bertc_numerics::LANES;
+        let (ty, per, shape) = if self.lanes > 1 {
+            (self.vty(), LANES / self.lanes, Shape::Vector)
+        } else {
+            (types::F32, LANES, Shape::Scalar)
+        };
+        let step = self.lanes as i64 * 4;
         let mut accs = Vec::new();
         for _ in 0..n {
-            let vz = self.fs(Shape::Vector, 0.0);
-            let sz = self.f(0.0);
-            accs.push((self.var(vt, vz), self.var(types::F32, sz)));
+            let lanes: Vec<Variable> = (0..per)
+                .map(|_| {
+                    let z = self.fs(shape, 0.0);
+                    self.var(ty, z)
+                })
+                .collect();
+            accs.push(lanes);
         }
-        let body = |e: &mut Self, off: Value, s: Shape| {
-            let terms = f(e, off, s);
-            for (v, &(vacc, sacc)) in terms.into_iter().zip(&accs) {
-                let acc = if s == Shape::Vector && e.lanes > 1 {
-                    vacc
-                } else {
-                    sacc
-                };
-                let a = e.b.use_var(acc);
-                let r = e.b.ins().fadd(a, v);
-                e.b.def_var(acc, r);
+        let (bytes, main) = match extent {
+            Extent::Fixed(w) => (self.i(w as i64 * 4), self.i((w / LANES * LANES) as i64 * 4)),
+            Extent::Runtime(n) => {
+                let b = self.b.ins().imul_imm_s(n, 4);
+                (b, self.b.ins().band_imm_s(b, -(LANES as i64 * 4)))
             }
         };
-        match extent {
-            Extent::Fixed(width) => self.row(width, body),
-            Extent::Runtime(n) => self.span(n, body),
+        let z = self.i(0);
+        self.for_range(z, main, LANES as i64 * 4, |e, off| {
+            for q in 0..per {
+                let o = e.b.ins().iadd_imm_s(off, q as i64 * step);
+                for (t, acc) in f(e, o, shape).into_iter().zip(&accs) {
+                    let a = e.b.use_var(acc[q]);
+                    let r = e.b.ins().fadd(a, t);
+                    e.b.def_var(acc[q], r);
+                }
+            }
+        });
+        // the tail: element `main + i` into lane i, the lanes in memory
+        let slot = self.b.create_sized_stack_slot(StackSlotData::new(
+            StackSlotKind::ExplicitSlot,
+            (n * LANES * 4) as u32,
+            6,
+        ));
+        let base = self.b.ins().stack_addr(types::I64, slot, 0);
+        for (si, acc) in accs.iter().enumerate() {
+            for (q, &v) in acc.iter().enumerate() {
+                let x = self.b.use_var(v);
+                let at = (si * LANES * 4) as i64 + q as i64 * step;
+                self.b.ins().store(mem(), x, base, at as i32);
+            }
         }
-        accs.into_iter()
-            .map(|(vacc, sacc)| {
-                let v = self.b.use_var(vacc);
-                let h = self.hsum(Shape::Vector, v);
-                let s = self.b.use_var(sacc);
-                self.b.ins().fadd(h, s)
+        self.for_range(main, bytes, 4, |e, off| {
+            let lane = e.b.ins().isub(off, main);
+            let at = e.b.ins().iadd(base, lane);
+            for (si, t) in f(e, off, Shape::Scalar).into_iter().enumerate() {
+                let o = (si * LANES * 4) as i32;
+                let a = e.b.ins().load(types::F32, mem(), at, o);
+                let r = e.b.ins().fadd(a, t);
+                e.b.ins().store(mem(), r, at, o);
+            }
+        });
+        (0..n)
+            .map(|si| {
+                let mut l: Vec<Value> = (0..LANES)
+                    .map(|i| {
+                        let at = ((si * LANES + i) * 4) as i32;
+                        self.b.ins().load(types::F32, mem(), base, at)
+                    })
+                    .collect();
+                let mut w = LANES;
+                while w > 1 {
+                    w /= 2;
+                    for i in 0..w {
+                        l[i] = self.b.ins().fadd(l[i], l[i + w]);
+                    }
+                }
+                l[0]
             })
             .collect()
     }
@@ -404,17 +428,18 @@ impl<'a> Emit<'a> {
 
     /// `e^x`, relative error about 2e-7 for x in [-87, 88] (inputs are clamped there).
     pub fn exp(&mut self, s: Shape, x: Value) -> Value {
-        let lo = self.fs(s, -87.3);
-        let hi = self.fs(s, 88.0);
+        use bertc_numerics::{EXP_HI, EXP_LN2_HI, EXP_LN2_LO, EXP_LO, EXP_MAGIC, EXP_TAYLOR};
+        let lo = self.fs(s, EXP_LO);
+        let hi = self.fs(s, EXP_HI);
         let x = self.b.ins().fmax(x, lo);
         let x = self.b.ins().fmin(x, hi);
         // n = round(x / ln 2) by the 1.5 * 2^23 trick (no rounding instruction needed)
         let log2e = self.fs(s, std::f32::consts::LOG2_E);
-        let magic = self.fs(s, 12582912.0);
+        let magic = self.fs(s, EXP_MAGIC);
         let t = self.mul_add(x, log2e, magic);
         let n = self.b.ins().fsub(t, magic);
-        let ln2_hi = self.fs(s, -0.693_145_75);
-        let ln2_lo = self.fs(s, -1.428_606_8e-6);
+        let ln2_hi = self.fs(s, EXP_LN2_HI);
+        let ln2_lo = self.fs(s, EXP_LN2_LO);
         let r = self.mul_add(n, ln2_hi, x);
         let r = self.mul_add(n, ln2_lo, r);
         // e^r on |r| <= ln2/2: Taylor to degree 6
@@ -442,44 +467,37 @@ impl<'a> Emit<'a> {
         self.b.ins().fmul(p, pow2)
     }
 
-    /// `tanh(x)` as `1 - 2 / (e^{2x} + 1)`, x clamped to [-9, 9]; absolute error below 3e-7.
+    /// `tanh(x)` as `bertc_numerics::tanh`: `2 / (1 + e^{-2x}) - 1`.
     pub fn tanh(&mut self, s: Shape, x: Value) -> Value {
-        let lo = self.fs(s, -9.0);
-        let hi = self.fs(s, 9.0);
-        let x = self.b.ins().fmax(x, lo);
-        let x = self.b.ins().fmin(x, hi);
-        let x2 = self.b.ins().fadd(x, x);
-        let e = self.exp(s, x2);
+        let m2 = self.fs(s, -2.0);
+        let u = self.b.ins().fmul(x, m2);
+        let ex = self.exp(s, u);
         let one = self.fs(s, 1.0);
+        let d = self.b.ins().fadd(ex, one);
         let two = self.fs(s, 2.0);
-        let d = self.b.ins().fadd(e, one);
         let q = self.b.ins().fdiv(two, d);
-        self.b.ins().fsub(one, q)
+        self.b.ins().fsub(q, one)
     }
 
-    /// `erf(x)` for `x >= 0` (Abramowitz and Stegun 7.1.26, absolute error below 1.5e-7).
-    pub fn erf_nonneg(&mut self, s: Shape, ax: Value) -> Value {
-        let one = self.fs(s, 1.0);
-        let pc = self.fs(s, 0.327_591_1);
-        let den = self.mul_add(pc, ax, one);
-        let t = self.b.ins().fdiv(one, den);
-        let a = [
-            1.061_405_4,
-            -1.453_152_1,
-            1.421_413_8,
-            -0.284_496_74,
-            0.254_829_6,
-        ];
-        let mut p = self.fs(s, a[0]);
-        for &c in &a[1..] {
-            let cv = self.fs(s, c);
-            p = self.mul_add(p, t, cv);
-        }
-        p = self.b.ins().fmul(p, t);
-        let x2 = self.b.ins().fmul(ax, ax);
-        let nx2 = self.b.ins().fneg(x2);
-        let e = self.exp(s, nx2);
-        let pe = self.b.ins().fmul(p, e);
-        self.b.ins().fsub(one, pe)
+    /// `erf(z)` as `bertc_numerics::erf`: `z P(z²) / Q(z²)`, z clamped to [-4, 4].
+    pub fn erf(&mut self, s: Shape, z: Value) -> Value {
+        use bertc_numerics::{ERF_CLAMP, ERF_P, ERF_Q};
+        let lo = self.fs(s, -ERF_CLAMP);
+        let hi = self.fs(s, ERF_CLAMP);
+        let z = self.b.ins().fmax(z, lo);
+        let z = self.b.ins().fmin(z, hi);
+        let z2 = self.b.ins().fmul(z, z);
+        let horner = |e: &mut Self, c: &[f32]| {
+            let mut p = e.fs(s, c[0]);
+            for &k in &c[1..] {
+                let kv = e.fs(s, k);
+                p = e.mul_add(p, z2, kv);
+            }
+            p
+        };
+        let p = horner(self, &ERF_P);
+        let q = horner(self, &ERF_Q);
+        let p = self.b.ins().fmul(p, z);
+        self.b.ins().fdiv(p, q)
     }
 }

@@ -10,7 +10,7 @@
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 
-use super::emit::Emit;
+use super::emit::{Emit, Shape};
 use super::lower::Act;
 use bertc_ir::{PoolMode, Positions, TokenTypes};
 
@@ -232,47 +232,117 @@ pub struct AttnShape {
 }
 
 /// Multi-head attention for tasks `begin..end`, task `t` being head `t % heads` of sequence
-/// `t / heads`: for each of the sequence's (packed) tokens, scores against every token of the
-/// sequence, softmax, weighted sum of values. Each task has a scratch row of `seq` floats.
+/// `t / heads`, in `bertc_numerics`' order (what the GEMM attention computes): the head's keys
+/// transposed into the thread's scratch (`tid` selects it, `stride` bytes each: a score row
+/// and `dq` key rows of `L` floats, `L` the padded length rounded up to 16), then for each of
+/// the sequence's (packed) queries the scores `dot(q, k_j) · scale`, a fused multiply-add
+/// chain over the head's width for 4 keys a vector (8 in the main loop, two chains), their
+/// maximum `m`, `p_j = exp(x_j - m)` stored and summed (the canonical sum), `Σ p_j v_j` from
+/// zeros, and the row times `1 / Σ p_j`.
 pub fn attention(
     e: &mut Emit,
-    [q, k, v, out, seq_start, scratch, seq, _stride]: [Value; 8],
+    [q, k, v, out, seq_start, scratch, seq, stride]: [Value; 8],
     [begin, end]: [Value; 2],
+    tid: Value,
     a: &AttnShape,
 ) {
+    let base = e.b.ins().imul(tid, stride);
+    let srow = e.b.ins().iadd(scratch, base);
+    let lp = e.b.ins().iadd_imm_s(seq, 15);
+    let lp = e.b.ins().band_imm_s(lp, -16);
+    let ldkt = e.b.ins().imul_imm_s(lp, 4);
+    let kt = e.b.ins().iadd(srow, ldkt);
     e.for_range(begin, end, 1, |e, task| {
         let (h, s0, s1) = attention_task(e, task, seq_start, a.heads);
-        let srow = e.b.ins().imul(task, seq);
-        let srow = e.addr(scratch, srow, 4);
-        // scratch[j - s0] for key j
-        let sbase = e.b.ins().imul_imm_s(s0, 4);
-        let sbase = e.b.ins().isub(srow, sbase);
+        let len = e.b.ins().isub(s1, s0);
+        // Kᵀ: kt[c][j] = k[s0 + j][h dq + c]
+        let z = e.i(0);
+        e.for_range(z, len, 1, |e, j| {
+            let src = e.b.ins().iadd(s0, j);
+            let krow = e.addr(k, src, a.ldk as i64 * 4);
+            let krow = e.addr(krow, h, a.dq as i64 * 4);
+            let dst = e.addr(kt, j, 4);
+            let dst = e.var(types::I64, dst);
+            for c in 0..a.dq {
+                let x =
+                    e.b.ins()
+                        .load(types::F32, super::emit::mem(), krow, (c * 4) as i32);
+                let at = e.b.use_var(dst);
+                e.b.ins().store(super::emit::mem(), x, at, 0);
+                let next = e.b.ins().iadd(at, ldkt);
+                e.b.def_var(dst, next);
+            }
+        });
         e.for_range(s0, s1, 1, |e, i| {
             let qrow = e.addr(q, i, a.ldq as i64 * 4);
             let qrow = e.addr(qrow, h, a.dq as i64 * 4);
-            let minv = e.f(f32::MIN);
-            let maxv = e.var(types::F32, minv);
-            e.for_range(s0, s1, 1, |e, j| {
-                let krow = e.addr(k, j, a.ldk as i64 * 4);
-                let krow = e.addr(krow, h, a.dq as i64 * 4);
-                let dot = e.row_sum(a.dq, |e, off, s| {
-                    let pa = e.b.ins().iadd(qrow, off);
-                    let pb = e.b.ins().iadd(krow, off);
-                    let x = e.load(s, pa, 0);
-                    let y = e.load(s, pb, 0);
-                    e.b.ins().fmul(x, y)
-                });
-                let sc = e.f(a.scale);
-                let sv = e.b.ins().fmul(dot, sc);
-                let sa = e.addr(sbase, j, 4);
-                e.b.ins().store(super::emit::mem(), sv, sa, 0);
-                let cur = e.b.use_var(maxv);
-                let nm = e.b.ins().fmax(cur, sv);
-                e.b.def_var(maxv, nm);
+            // the scores of `chains` vectors (or scalars) of keys from byte offset `off`
+            let scores = |e: &mut Emit, off: Value, s: Shape, chains: usize| {
+                let step = match s {
+                    Shape::Vector => e.lanes as i64 * 4,
+                    Shape::Scalar => 4,
+                };
+                let mut acc: Vec<Value> = (0..chains).map(|_| e.fs(s, 0.0)).collect();
+                let p = e.b.ins().iadd(kt, off);
+                let p = e.var(types::I64, p);
+                for c in 0..a.dq {
+                    let qc =
+                        e.b.ins()
+                            .load(types::F32, super::emit::mem(), qrow, (c * 4) as i32);
+                    let qv = e.splat(s, qc);
+                    let at = e.b.use_var(p);
+                    for (n, ac) in acc.iter_mut().enumerate() {
+                        let kv = e.load(s, at, (n as i64 * step) as i32);
+                        *ac = e.mul_add(qv, kv, *ac);
+                    }
+                    let next = e.b.ins().iadd(at, ldkt);
+                    e.b.def_var(p, next);
+                }
+                for (n, ac) in acc.into_iter().enumerate() {
+                    let sc = e.fs(s, a.scale);
+                    let x = e.b.ins().fmul(ac, sc);
+                    let at = e.b.ins().iadd(srow, off);
+                    e.store(x, at, (n as i64 * step) as i32);
+                }
+            };
+            let bytes = e.b.ins().imul_imm_s(len, 4);
+            let two = if e.lanes > 1 {
+                2 * e.lanes as i64 * 4
+            } else {
+                8
+            };
+            let main = e.b.ins().band_imm_s(bytes, -two);
+            let z = e.i(0);
+            let pair = if e.lanes > 1 {
+                Shape::Vector
+            } else {
+                Shape::Scalar
+            };
+            e.for_range(z, main, two, |e, off| scores(e, off, pair, 2));
+            let rest = e.b.ins().isub(bytes, main);
+            let rest = e.b.ins().ushr_imm_u(rest, 2);
+            e.span(rest, |e, off, s| {
+                let o = e.b.ins().iadd(off, main);
+                scores(e, o, s, 1)
             });
-            let mx = e.b.use_var(maxv);
-            // exponentials over the score row, vectorised
-            let len = e.b.ins().isub(s1, s0);
+            // the maximum
+            let lowest = e.fs(Shape::Vector, f32::MIN);
+            let vmax = e.var(e.vty(), lowest);
+            let lowest = e.f(f32::MIN);
+            let smax = e.var(types::F32, lowest);
+            e.span(len, |e, off, s| {
+                let at = e.b.ins().iadd(srow, off);
+                let x = e.load(s, at, 0);
+                let acc = match s {
+                    Shape::Vector if e.lanes > 1 => vmax,
+                    _ => smax,
+                };
+                let cur = e.b.use_var(acc);
+                let m = e.b.ins().fmax(cur, x);
+                e.b.def_var(acc, m);
+            });
+            let mx = e.max_of(vmax, smax);
+            // exponentials, stored and summed
             let total = e.span_sum(len, |e, off, s| {
                 let pa = e.b.ins().iadd(srow, off);
                 let sv = e.load(s, pa, 0);
@@ -286,15 +356,11 @@ pub fn attention(
             let inv = e.b.ins().fdiv(one, total);
             let orow = e.addr(out, i, a.ldo as i64 * 4);
             let orow = e.addr(orow, h, a.dv as i64 * 4);
-            e.row(a.dv, |e, off, s| {
-                let z = e.fs(s, 0.0);
-                let oa = e.b.ins().iadd(orow, off);
-                e.store(z, oa, 0);
-            });
+            zero_row(e, orow, a.dv);
             e.for_range(s0, s1, 1, |e, j| {
-                let sa = e.addr(sbase, j, 4);
+                let jj = e.b.ins().isub(j, s0);
+                let sa = e.addr(srow, jj, 4);
                 let p = e.b.ins().load(types::F32, super::emit::mem(), sa, 0);
-                let p = e.b.ins().fmul(p, inv);
                 let vrow = e.addr(v, j, a.ldv as i64 * 4);
                 let vrow = e.addr(vrow, h, a.dv as i64 * 4);
                 e.row(a.dv, |e, off, s| {
@@ -307,6 +373,7 @@ pub fn attention(
                     e.store(y, oa, 0);
                 });
             });
+            scale_row(e, orow, orow, a.dv, inv);
         });
     });
 }

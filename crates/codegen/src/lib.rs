@@ -443,17 +443,20 @@ pub fn compile_with(
                     ..
                 } => {
                     let t = e.b.ins().imul_imm_s(batch, heads as i64);
-                    // the scratch of one thread (GEMM attention) or of one task (portable)
+                    // the scratch of one thread
+                    let l = e.b.ins().iadd_imm_s(seq, PANEL as i64 - 1);
+                    let l = e.b.ins().band_imm_s(l, -(PANEL as i64));
                     let stride = match attn_dims(&program) {
                         Some(dims) if isa.gemm_attention() => {
                             let sc = AttnScratch::new(dims);
-                            let l = e.b.ins().iadd_imm_s(seq, PANEL as i64 - 1);
-                            let l = e.b.ins().band_imm_s(l, -(PANEL as i64));
                             let f = e.b.ins().imul_imm_s(l, sc.per_l() as i64);
                             let f = e.b.ins().iadd_imm_s(f, sc.fixed() as i64);
                             e.b.ins().imul_imm_s(f, 4)
                         }
-                        _ => e.b.ins().imul_imm_s(seq, 4),
+                        dims => {
+                            let d = dims.map_or(0, |(d, _)| d);
+                            e.b.ins().imul_imm_s(l, (d as i64 + 1) * 4)
+                        }
                     };
                     let g = program.attn_geom(step).expect("an attention step");
                     let qp = e.b.ins().iadd_imm_s(bufs[q], g.q_off as i64 * 4);
@@ -496,7 +499,12 @@ pub fn compile_with(
                 sc.fixed()
             )
         }
-        Some(_) => format!("(size_t)batch * (size_t)seq * {}", program.max_heads),
+        // the portable kernel's: a score row and the keys transposed
+        Some((d, _)) => format!(
+            "(size_t)threads * ((((size_t)seq + {}) / {PANEL} * {PANEL}) * {})",
+            PANEL - 1,
+            d + 1
+        ),
         None => "0".to_string(),
     };
     // the f32 family and the int8 families the linears use, in that order
@@ -712,7 +720,7 @@ fn emit_step(
                     isa.gemm_mr(),
                 );
             } else {
-                kernels::attention(e, args, range, &shape)
+                kernels::attention(e, args, range, tid, &shape)
             }
         }
         Step::Cls { x, .. } => kernels::cls(e, [a[0], a[1], a[2]], range, w(*x)),

@@ -67,7 +67,7 @@ pub(crate) fn unary(u: UnaryOp, x: &Value) -> R<Value> {
         UnaryOp::Exp => f32::exp,
         UnaryOp::Log => f32::ln,
         UnaryOp::Erf => |a| libm::erf(a as f64) as f32,
-        UnaryOp::Tanh => f32::tanh,
+        UnaryOp::Tanh => bertc_numerics::tanh,
         UnaryOp::Sigmoid => |a| 1.0 / (1.0 + (-a).exp()),
         UnaryOp::Relu => |a| a.max(0.0),
         UnaryOp::Round => f32::round_ties_even,

@@ -2,7 +2,6 @@
 
 use bertc_ir::{GeluApprox, Op, Positions, TokenTypes};
 
-use crate::reduce::softmax_rows;
 use crate::value::*;
 
 /// Executes one of this family's ops.
@@ -35,13 +34,11 @@ pub(crate) fn eval(op: &Op, v: &[&Value]) -> R<Value> {
     })
 }
 
+/// GELU as the kernels compute it (`bertc_numerics`).
 pub(crate) fn gelu(x: f32, approx: GeluApprox) -> f32 {
     match approx {
-        GeluApprox::Erf => 0.5 * x * (1.0 + libm::erf(x as f64 / std::f64::consts::SQRT_2) as f32),
-        GeluApprox::Tanh => {
-            let c = (2.0 / std::f64::consts::PI).sqrt() as f32;
-            0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
-        }
+        GeluApprox::Erf => bertc_numerics::gelu_erf(x),
+        GeluApprox::Tanh => bertc_numerics::gelu_tanh(x),
     }
 }
 
@@ -104,40 +101,77 @@ pub(crate) fn embedding(op_pos: Positions, types: TokenTypes, v: &[&Value]) -> R
     Ok(Value::f32(vec![b, s, h], out))
 }
 
+/// Multi-head attention as the kernels compute it, over each sequence's real tokens only (the
+/// keys with mask 1, in order; padding-free execution never sees the others): per query and
+/// head, the scores `x_j = dot(q, k_j) · scale` (`bertc_numerics::dot` from `+0.0`), their
+/// maximum `m`, `p_j = exp(x_j - m)`, `l = Σ p_j` (`bertc_numerics::sum`), the output
+/// `dot` of the `p_j` with the value rows, times `1 / l`. (A sequence longer than the GEMM
+/// attention's key block runs its online softmax in blocks, whose rescaling rounds otherwise.)
 pub(crate) fn attention(heads: usize, scale: f32, v: &[&Value]) -> R<Value> {
+    crate::avx2_dispatch!(fn run(a: &AttnIn, out: &mut [f32]) = attention_impl);
     let (q, k, vv) = (v[0], v[1], v[2]);
     let (b, s, w) = (q.shape[0], q.shape[1], q.shape[2]);
     let wv = vv.shape[2];
-    let (d, dv) = (w / heads, wv / heads);
-    let mask = match v.get(3) {
-        Some(m) => Some(m.as_i64()?),
-        None => None,
+    let a = AttnIn {
+        shape: (b, s, w, wv, heads),
+        scale,
+        q: q.as_f32()?,
+        k: k.as_f32()?,
+        v: vv.as_f32()?,
+        mask: match v.get(3) {
+            Some(m) => Some(m.as_i64()?),
+            None => None,
+        },
     };
-    let (qv, kv, vd) = (q.as_f32()?, k.as_f32()?, vv.as_f32()?);
     let mut out = vec![0f32; b * s * wv];
-    let mut scores = vec![0f32; s];
+    run(&a, &mut out);
+    Ok(Value::f32(vec![b, s, wv], out))
+}
+
+/// Attention's operands: `(batch, seq, q/k width, v width, heads)`, the scale, q, k, v and
+/// the mask.
+struct AttnIn<'a> {
+    shape: (usize, usize, usize, usize, usize),
+    scale: f32,
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    mask: Option<&'a [i64]>,
+}
+
+#[inline(always)]
+fn attention_impl(a: &AttnIn, out: &mut [f32]) {
+    use bertc_numerics::{dot, exp, sum};
+    let ((b, s, w, wv, heads), scale, mask) = (a.shape, a.scale, a.mask);
+    let (qv, kv, vd) = (a.q, a.k, a.v);
+    let (d, dv) = (w / heads, wv / heads);
+    let mut x = vec![0f32; s];
     for bi in 0..b {
+        let real: Vec<usize> = (0..s)
+            .filter(|&j| mask.is_none_or(|m| m[bi * s + j] != 0))
+            .collect();
+        if real.is_empty() {
+            continue;
+        }
         for hh in 0..heads {
             for i in 0..s {
-                let qi = &qv[(bi * s + i) * w + hh * d..(bi * s + i) * w + hh * d + d];
-                for j in 0..s {
-                    let kj = &kv[(bi * s + j) * w + hh * d..(bi * s + j) * w + hh * d + d];
-                    let dot: f32 = qi.iter().zip(kj).map(|(a, c)| a * c).sum();
-                    scores[j] = match mask {
-                        Some(m) if m[bi * s + j] == 0 => f32::MIN,
-                        _ => dot * scale,
-                    };
+                let qi = &qv[(bi * s + i) * w + hh * d..][..d];
+                for (xj, &j) in x.iter_mut().zip(&real) {
+                    let kj = &kv[(bi * s + j) * w + hh * d..][..d];
+                    *xj = dot(0.0, qi, kj) * scale;
                 }
-                softmax_rows(&mut scores, s);
-                let o = &mut out[(bi * s + i) * wv + hh * dv..(bi * s + i) * wv + hh * dv + dv];
-                for j in 0..s {
-                    let vj = &vd[(bi * s + j) * wv + hh * dv..(bi * s + j) * wv + hh * dv + dv];
-                    for (x, y) in o.iter_mut().zip(vj) {
-                        *x += scores[j] * y;
-                    }
+                let x = &mut x[..real.len()];
+                let m = x.iter().fold(f32::MIN, |m, &y| m.max(y));
+                x.iter_mut().for_each(|y| *y = exp(*y - m));
+                let inv = 1.0 / sum(x.iter().copied());
+                let o = &mut out[(bi * s + i) * wv + hh * dv..][..dv];
+                for (c, oc) in o.iter_mut().enumerate() {
+                    let pv = x.iter().zip(&real).fold(0f32, |acc, (&p, &j)| {
+                        p.mul_add(vd[(bi * s + j) * wv + hh * dv + c], acc)
+                    });
+                    *oc = pv * inv;
                 }
             }
         }
     }
-    Ok(Value::f32(vec![b, s, wv], out))
 }

@@ -1,9 +1,13 @@
 //! The reference interpreter: executes any IR, op soup or raised, in plain Rust. Clear over
 //! fast: it is the oracle that passes and generated code are checked against. Floats are
-//! computed in f32 (reductions of LayerNorm and softmax in f64); integers in i64.
+//! computed in f32, integers in i64. The encoder-level ops that code generation implements
+//! (`embedding`, `layer_norm`, `linear` and its fused and int8 forms, `gelu`, `tanh`,
+//! attention, the poolings, `l2_normalize`) follow `bertc_numerics`' recipes, the kernels'
+//! own order of operations, so that an artifact's results are the interpreter's bit for bit;
+//! the ONNX-level ops of the op soup (which are raised before code generation) reduce in f64.
 
-/// Defines `fn $name(args) -> R` that runs `$body_fn(args)` compiled for AVX2 when the CPU has
-/// it (the same arithmetic in wider vectors), or as is. `$body_fn` should be
+/// Defines `fn $name(args) -> R` that runs `$body_fn(args)` compiled for AVX2 and FMA when the
+/// CPU has them (the same arithmetic in wider vectors, `mul_add` in one instruction), or as is. `$body_fn` should be
 /// `#[inline(always)]` so that it is compiled into each copy. For the reference numerics of the
 /// interpreter and the pruning passes; generated code selects its kernels by target instead.
 #[macro_export]
@@ -13,13 +17,13 @@ macro_rules! avx2_dispatch {
         #[allow(clippy::too_many_arguments)]
         $vis fn $name($($p: $t),*) $(-> $r)? {
             #[cfg(target_arch = "x86_64")]
-            if std::is_x86_feature_detected!("avx2") {
-                #[target_feature(enable = "avx2")]
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                #[target_feature(enable = "avx2,fma")]
                 #[allow(clippy::too_many_arguments)]
                 unsafe fn wide($($p: $t),*) $(-> $r)? {
                     $body_fn($($p),*)
                 }
-                // SAFETY: the CPU has AVX2.
+                // SAFETY: the CPU has AVX2 and FMA.
                 return unsafe { wide($($p),*) };
             }
             $body_fn($($p),*)

@@ -1,4 +1,4 @@
-//! Matrix products: `matmul`, `gemm`, and the encoder's `linear` and `fused_linear` (blocked, AVX2-dispatched reference numerics).
+//! Matrix products: `matmul`, `gemm`, and the encoder's `linear`, `fused_linear` and `qlinear` (as the GEMM tiles compute them, AVX2-dispatched).
 
 use bertc_ir::Op;
 
@@ -175,8 +175,10 @@ pub(crate) fn gemm_acc(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, 
     }
 }
 
-/// `x[rows, k] @ w[n, k]ᵀ + bias`: tiles of 4 rows by 4 weight rows with 8 lanes of partial
-/// sums each (so that the compiler vectorises the dot products), row blocks on all cores.
+/// `x[rows, k] @ w[n, k]ᵀ + bias` as the GEMM tiles compute it (`bertc_numerics::dot`): each
+/// output one fused multiply-add chain over k, from its bias. The weights are transposed once
+/// (columns padded to 16) so that a tile of 4 rows by 16 columns vectorises across the
+/// columns; row blocks on all cores.
 pub(crate) fn linear_rows(
     x: &[f32],
     w: &[f32],
@@ -187,81 +189,76 @@ pub(crate) fn linear_rows(
 ) -> Vec<f32> {
     use rayon::prelude::*;
     let mut out = vec![0f32; rows * n];
-    if k == 0 {
-        for row in out.chunks_mut(n.max(1)) {
-            for (j, o) in row.iter_mut().enumerate() {
-                *o = bias.map_or(0.0, |b| b[j]);
-            }
-        }
+    if n == 0 || rows == 0 {
         return out;
     }
-    out.par_chunks_mut(LIN_R * n.max(1))
+    let n16 = n.div_ceil(LIN_C) * LIN_C;
+    let mut wt = vec![0f32; k * n16];
+    for (j, wr) in w.chunks(k.max(1)).enumerate().take(n) {
+        for (p, &v) in wr.iter().enumerate() {
+            wt[p * n16 + j] = v;
+        }
+    }
+    let mut b16 = vec![0f32; n16];
+    if let Some(b) = bias {
+        b16[..n].copy_from_slice(&b[..n]);
+    }
+    out.par_chunks_mut(LIN_R * n)
         .enumerate()
-        .for_each(|(blk, ob)| linear_block(x, w, bias, rows, k, n, blk * LIN_R, ob));
+        .for_each(|(blk, ob)| linear_block(x, &wt, &b16, k, n, blk * LIN_R, ob));
     out
 }
 
 pub(crate) const LIN_R: usize = 4;
+const LIN_C: usize = 16;
 
 crate::avx2_dispatch!(fn linear_block(
     x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    rows: usize,
+    wt: &[f32],
+    bias: &[f32],
     k: usize,
     n: usize,
     r0: usize,
     ob: &mut [f32],
 ) = linear_block_impl);
 
-/// Rows `r0..r0+4` of the linear into `ob`.
+/// Rows `r0..` of the linear into `ob` (at most `LIN_R` rows), from the transposed weights
+/// `wt[k, n16]` and the padded biases.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn linear_block_impl(
     x: &[f32],
-    w: &[f32],
-    bias: Option<&[f32]>,
-    rows: usize,
+    wt: &[f32],
+    bias: &[f32],
     k: usize,
     n: usize,
     r0: usize,
     ob: &mut [f32],
 ) {
     const R: usize = LIN_R;
-    const C: usize = 4;
-    const L: usize = 8;
-    let kl = k / L * L;
-    let nr = (rows - r0).min(R);
+    const C: usize = LIN_C;
+    let n16 = bias.len();
+    let nr = ob.len() / n;
     let xs: [&[f32]; R] = std::array::from_fn(|a| {
         let r = r0 + a.min(nr - 1);
         &x[r * k..(r + 1) * k]
     });
     for j0 in (0..n).step_by(C) {
         let nc = (n - j0).min(C);
-        let ws: [&[f32]; C] = std::array::from_fn(|b| {
-            let j = j0 + b.min(nc - 1);
-            &w[j * k..(j + 1) * k]
-        });
-        let mut acc = [[[0f32; L]; C]; R];
-        for p in (0..kl).step_by(L) {
+        let b: &[f32; C] = bias[j0..j0 + C].try_into().expect("16 biases");
+        let mut acc = [*b; R];
+        for p in 0..k {
+            let wr: &[f32; C] = wt[p * n16 + j0..p * n16 + j0 + C]
+                .try_into()
+                .expect("16 weights");
             for a in 0..R {
-                let xa = &xs[a][p..p + L];
-                for b in 0..C {
-                    let wb = &ws[b][p..p + L];
-                    for l in 0..L {
-                        acc[a][b][l] += xa[l] * wb[l];
-                    }
+                let xv = xs[a][p];
+                for c in 0..C {
+                    acc[a][c] = xv.mul_add(wr[c], acc[a][c]);
                 }
             }
         }
         for a in 0..nr {
-            for b in 0..nc {
-                let mut s: f32 = acc[a][b].iter().sum();
-                for p in kl..k {
-                    s += xs[a][p] * ws[b][p];
-                }
-                ob[a * n + j0 + b] = s + bias.map_or(0.0, |bv| bv[j0 + b]);
-            }
+            ob[a * n + j0..a * n + j0 + nc].copy_from_slice(&acc[a][..nc]);
         }
     }
 }
@@ -273,7 +270,7 @@ fn epilogue(y: &mut Value, act: Option<bertc_ir::FusedAct>, residual: Option<&Va
             *e = match act {
                 None => *e,
                 Some(bertc_ir::FusedAct::Gelu(a)) => gelu(*e, a),
-                Some(bertc_ir::FusedAct::Tanh) => e.tanh(),
+                Some(bertc_ir::FusedAct::Tanh) => bertc_numerics::tanh(*e),
                 Some(bertc_ir::FusedAct::Relu) => e.max(0.0),
             };
         }

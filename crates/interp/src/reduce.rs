@@ -1,4 +1,4 @@
-//! Reductions and normalisations: cumulative sums, softmax, reduce mean/sum/max, LayerNorm (ONNX and encoder forms), masked mean pooling. Sums in f64.
+//! Reductions and normalisations: cumulative sums, softmax, reduce mean/sum/max, LayerNorm (ONNX and encoder forms), the poolings, L2 normalisation. The ONNX-level ops sum in f64; the encoder's (LayerNorm, poolings, `l2_normalize`) in the kernels' order (`bertc_numerics`).
 
 use bertc_ir::{Op, PoolMode, ReduceKind};
 
@@ -129,43 +129,26 @@ pub(crate) fn eval(op: &Op, v: &[&Value]) -> R<Value> {
             )
         }
         Op::LayerNorm { eps } => {
-            let x = v[0];
+            // the encoder's LayerNorm, as the kernels compute it
+            let (x, gamma, beta) = (v[0], v[1].as_f32()?, v[2].as_f32()?);
             let h = *x.shape.last().unwrap_or(&1);
-            Value::f32(
-                x.shape.clone(),
-                layer_norm_rows(
-                    x.as_f32()?,
-                    h.max(1),
-                    v[1].as_f32()?,
-                    Some(v[2].as_f32()?),
-                    *eps,
-                ),
-            )
+            let mut out = vec![0f32; x.numel()];
+            for (row, o) in x.as_f32()?.chunks(h.max(1)).zip(out.chunks_mut(h.max(1))) {
+                bertc_numerics::layer_norm_row(row, gamma, beta, *eps, o);
+            }
+            Value::f32(x.shape.clone(), out)
         }
         Op::MeanPool => {
+            // the real rows summed in order, times 1 / their count (as the kernel)
             let (x, m) = (v[0], v[1].as_i64()?);
             let (b, s, h) = (x.shape[0], x.shape[1], x.shape[2]);
             let xv = x.as_f32()?;
             let mut out = vec![0f32; b * h];
             for bi in 0..b {
-                let mut acc = vec![0f64; h];
-                let mut cnt = 0f64;
-                for t in 0..s {
-                    let w = m[bi * s + t] as f64;
-                    if w != 0.0 {
-                        cnt += w;
-                        for (a, &y) in acc
-                            .iter_mut()
-                            .zip(&xv[(bi * s + t) * h..(bi * s + t + 1) * h])
-                        {
-                            *a += w * y as f64;
-                        }
-                    }
-                }
-                let cnt = cnt.max(1e-9);
-                for (o, a) in out[bi * h..(bi + 1) * h].iter_mut().zip(acc) {
-                    *o = (a / cnt) as f32;
-                }
+                let real: Vec<usize> = (0..s).filter(|&t| m[bi * s + t] != 0).collect();
+                let o = &mut out[bi * h..(bi + 1) * h];
+                sum_rows(o, real.iter().map(|&t| &xv[(bi * s + t) * h..][..h]));
+                scale(o, 1.0 / (real.len() as f32).max(1.0));
             }
             Value::f32(vec![b, h], out)
         }
@@ -200,26 +183,22 @@ pub(crate) fn eval(op: &Op, v: &[&Value]) -> R<Value> {
                             o.copy_from_slice(row(bi, t));
                         }
                     }
-                    PoolMode::MeanSqrtLen | PoolMode::WeightedMean => {
-                        // as sentence-transformers: weights 1, or the position plus one
-                        let w = |t: usize| match mode {
-                            PoolMode::WeightedMean => (t + 1) as f64,
-                            _ => 1.0,
-                        };
-                        let mut acc = vec![0f64; h];
+                    PoolMode::MeanSqrtLen => {
+                        // as sentence-transformers, in the kernel's order
+                        sum_rows(o, real.iter().map(|&t| row(bi, t)));
+                        scale(o, 1.0 / (real.len() as f32).max(1.0).sqrt());
+                    }
+                    PoolMode::WeightedMean => {
+                        // weights: the position plus one
+                        let mut total = 0f32;
                         for &t in &real {
-                            for (a, &y) in acc.iter_mut().zip(row(bi, t)) {
-                                *a += w(t) * y as f64;
+                            let w = (t + 1) as f32;
+                            total += w;
+                            for (a, &y) in o.iter_mut().zip(row(bi, t)) {
+                                *a = y.mul_add(w, *a);
                             }
                         }
-                        let total: f64 = real.iter().map(|&t| w(t)).sum::<f64>().max(1e-9);
-                        let d = match mode {
-                            PoolMode::MeanSqrtLen => total.sqrt(),
-                            _ => total,
-                        };
-                        for (o, a) in o.iter_mut().zip(acc) {
-                            *o = (a / d) as f32;
-                        }
+                        scale(o, 1.0 / total.max(1e-9));
                     }
                 }
             }
@@ -250,16 +229,27 @@ pub(crate) fn eval(op: &Op, v: &[&Value]) -> R<Value> {
             let h = *x.shape.last().unwrap_or(&1);
             let mut out = x.as_f32()?.to_vec();
             for row in out.chunks_mut(h.max(1)) {
-                let norm = row.iter().map(|&y| y as f64 * y as f64).sum::<f64>().sqrt();
-                let scale = 1.0 / norm.max(1e-12);
-                for y in row {
-                    *y = (*y as f64 * scale) as f32;
-                }
+                let norm = bertc_numerics::sum(row.iter().map(|&y| y * y)).sqrt();
+                scale(row, 1.0 / norm.max(1e-12));
             }
             Value::f32(x.shape.clone(), out)
         }
         _ => return Err(format!("{} is not a reduce op", op.mnemonic())),
     })
+}
+
+/// `o = Σ rows`, in order, from zeros.
+fn sum_rows<'a>(o: &mut [f32], rows: impl Iterator<Item = &'a [f32]>) {
+    o.iter_mut().for_each(|a| *a = 0.0);
+    for r in rows {
+        for (a, &y) in o.iter_mut().zip(r) {
+            *a += y;
+        }
+    }
+}
+
+fn scale(o: &mut [f32], f: f32) {
+    o.iter_mut().for_each(|a| *a *= f);
 }
 
 pub(crate) fn softmax_rows(v: &mut [f32], len: usize) {

@@ -343,6 +343,13 @@ fn run_attention(g: &Graph) -> Vec<f32> {
         .to_vec()
 }
 
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max)
+}
+
 #[test]
 fn attention_with_old_mask_and_scaled_query() {
     let mut g = attention_graph(MaskStyle::Old);
@@ -353,12 +360,7 @@ fn attention_with_old_mask_and_scaled_query() {
         text.contains("attention(") && text.contains("%attention_mask) heads=2 scale=0.5"),
         "{text}"
     );
-    let after = run_attention(&g);
-    let err = before
-        .iter()
-        .zip(&after)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0f32, f32::max);
+    let err = max_diff(&before, &run_attention(&g));
     assert!(err < 1e-5, "{err}");
 }
 
@@ -372,5 +374,8 @@ fn attention_with_a_wrong_mask_is_not_raised() {
         "{}",
         g.to_text()
     );
-    assert_eq!(before, run_attention(&g));
+    // the same values: the projections became linears (fused multiply-add chains, where the
+    // op soup's matmul rounds each product), nothing else
+    let err = max_diff(&before, &run_attention(&g));
+    assert!(err < 1e-5, "{err}");
 }

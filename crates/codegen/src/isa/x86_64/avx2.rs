@@ -552,6 +552,9 @@ pub fn avx2_softmax(scale: f32) -> Result<Vec<u8>, CodegenError> {
         a.shl(r9, 2)?;
         a.sub(r10, r9)?;
         a.vmovups(ymm7, ymmword_ptr(r10 + 32))?;
+        // r10 = len & !15 (whole groups of the sum's 16 lanes)
+        a.mov(r10, rcx)?;
+        a.and(r10, -16)?;
         let sc = k.f(&mut a, scale);
         a.vmovups(ymm6, sc)?;
         let lowest = k.f(&mut a, f32::MIN);
@@ -581,32 +584,56 @@ pub fn avx2_softmax(scale: f32) -> Result<Vec<u8>, CodegenError> {
         // with the running maximum
         a.vbroadcastss(ymm4, dword_ptr(r11))?;
         a.vmaxps(ymm0, ymm0, ymm4)?;
-        // pass 2: exponentials, stored, summed
+        // pass 2: exponentials, stored, summed in bertc_numerics' 16 lanes: scores 16c..16c+7
+        // into ymm5, 16c+8..16c+15 into ymm9
         a.vxorps(ymm5, ymm5, ymm5)?;
+        a.vxorps(ymm9, ymm9, ymm9)?;
         a.xor(eax, eax)?;
+        // p = exp(s x - m) of the 8 scores at rax + off (the tail's lanes past len zeroed
+        // when `tail`), stored and added to `acc`
+        let exp_add = |a: &mut CodeAssembler,
+                       k: &mut Consts,
+                       off: i32,
+                       acc: AsmRegisterYmm,
+                       tail: bool|
+         -> Result<(), IcedError> {
+            a.vmulps(ymm1, ymm6, ymmword_ptr(rdi + rax * 4 + off))?;
+            a.vsubps(ymm1, ymm1, ymm0)?;
+            exp8(a, k, ymm1, ymm2, ymm3)?;
+            if tail {
+                a.vandps(ymm1, ymm1, ymm7)?;
+            }
+            a.vmovups(ymmword_ptr(rdi + rax * 4 + off), ymm1)?;
+            a.vaddps(acc, acc, ymm1)
+        };
         let mut l2 = a.create_label();
         let mut t2 = a.create_label();
         a.set_label(&mut l2)?;
-        a.cmp(rax, r8)?;
+        a.cmp(rax, r10)?;
         a.jge(t2)?;
-        a.vmulps(ymm1, ymm6, ymmword_ptr(rdi + rax * 4))?;
-        a.vsubps(ymm1, ymm1, ymm0)?;
-        exp8(&mut a, &mut k, ymm1, ymm2, ymm3)?;
-        a.vmovups(ymmword_ptr(rdi + rax * 4), ymm1)?;
-        a.vaddps(ymm5, ymm5, ymm1)?;
-        a.add(rax, 8)?;
+        exp_add(&mut a, &mut k, 0, ymm5, false)?;
+        exp_add(&mut a, &mut k, 32, ymm9, false)?;
+        a.add(rax, 16)?;
         a.jmp(l2)?;
+        // at most a whole vector (lanes 0..8) and a tail (lanes 8..16) are left, or a tail
+        // (lanes 0..8)
         a.set_label(&mut t2)?;
         let mut h2 = a.create_label();
+        let mut short = a.create_label();
+        a.cmp(rax, r8)?;
+        a.jge(short)?;
+        exp_add(&mut a, &mut k, 0, ymm5, false)?;
+        a.add(rax, 8)?;
         a.cmp(r8, rcx)?;
         a.je(h2)?;
-        a.vmulps(ymm1, ymm6, ymmword_ptr(rdi + rax * 4))?;
-        a.vsubps(ymm1, ymm1, ymm0)?;
-        exp8(&mut a, &mut k, ymm1, ymm2, ymm3)?;
-        a.vandps(ymm1, ymm1, ymm7)?;
-        a.vmovups(ymmword_ptr(rdi + rax * 4), ymm1)?;
-        a.vaddps(ymm5, ymm5, ymm1)?;
+        exp_add(&mut a, &mut k, 0, ymm9, true)?;
+        a.jmp(h2)?;
+        a.set_label(&mut short)?;
+        a.cmp(r8, rcx)?;
+        a.je(h2)?;
+        exp_add(&mut a, &mut k, 0, ymm5, true)?;
         a.set_label(&mut h2)?;
+        a.vaddps(ymm5, ymm5, ymm9)?;
         hreduce(&mut a, ymm5, ymm1, false)?;
         // alpha = exp(m_old - m), l = alpha l_old + sum
         a.vsubps(ymm1, ymm4, ymm0)?;

@@ -373,25 +373,26 @@ pub(super) fn exp16(
     t1: AsmRegisterZmm,
     t2: AsmRegisterZmm,
 ) -> Result<(), IcedError> {
-    let lo = k.fb(a, -87.3);
+    use bertc_numerics::{EXP_HI, EXP_LN2_HI, EXP_LN2_LO, EXP_LO, EXP_MAGIC};
+    let lo = k.fb(a, EXP_LO);
     a.vmaxps(x, x, lo)?;
-    let hi = k.fb(a, 88.0);
+    let hi = k.fb(a, EXP_HI);
     a.vminps(x, x, hi)?;
-    let magic = k.fb(a, 12582912.0);
-    let magic1 = k.f1(a, 12582912.0);
+    let magic = k.fb(a, EXP_MAGIC);
+    let magic1 = k.f1(a, EXP_MAGIC);
     a.vbroadcastss(t1, magic1)?;
     let log2e = k.fb(a, std::f32::consts::LOG2_E);
     a.vfmadd231ps(t1, x, log2e)?;
     a.vsubps(t2, t1, magic)?;
-    let ln2_hi = k.fb(a, -0.693_145_75);
+    let ln2_hi = k.fb(a, EXP_LN2_HI);
     a.vfmadd231ps(x, t2, ln2_hi)?;
-    let ln2_lo = k.fb(a, -1.428_606_8e-6);
+    let ln2_lo = k.fb(a, EXP_LN2_LO);
     a.vfmadd231ps(x, t2, ln2_lo)?;
     // 2^n: bits(t) = bits(magic) + n, and bits(magic) << 23 vanishes mod 2^32
     a.vpslld(t1, t1, 23)?;
     let one_bits = k.bcst(a, 127 << 23);
     a.vpaddd(t1, t1, one_bits)?;
-    let c = crate::emit::EXP_TAYLOR;
+    let c = bertc_numerics::EXP_TAYLOR;
     let c0 = k.f1(a, c[0]);
     a.vbroadcastss(t2, c0)?;
     for &cv in &c[1..] {
@@ -405,8 +406,8 @@ pub(super) fn exp16(
 /// [`avx2_softmax`](super::avx2_softmax) on zmm registers, for AVX-512 targets: the same
 /// contract (one block of keys of the online softmax; the state `[m, l, alpha, _]` a row), 16
 /// scores a vector, the tail of a row under a write mask (`k1`), so that nothing past `len` is
-/// read or written. The sum adds 16 lanes' partial sums, not 8: its last bits may differ from
-/// the AVX2 kernel's.
+/// read or written. The sum is `bertc_numerics::sum`'s 16 lanes in one register (the AVX2
+/// kernel keeps them in two): the two kernels' results are the same bits.
 pub fn avx512_softmax(scale: f32) -> Result<Vec<u8>, CodegenError> {
     let mut a = CodeAssembler::new(64).map_err(super::asm_err)?;
     let mut k = Consts::new();

@@ -153,24 +153,24 @@ fn exp8(
     t1: AsmRegisterYmm,
     t2: AsmRegisterYmm,
 ) -> Result<(), IcedError> {
-    let lo = k.f(a, -87.3);
+    let lo = k.f(a, EXP_LO);
     a.vmaxps(x, x, lo)?;
-    let hi = k.f(a, 88.0);
+    let hi = k.f(a, EXP_HI);
     a.vminps(x, x, hi)?;
-    let magic = k.f(a, 12582912.0);
+    let magic = k.f(a, EXP_MAGIC);
     a.vmovups(t1, magic)?;
     let log2e = k.f(a, std::f32::consts::LOG2_E);
     a.vfmadd231ps(t1, x, log2e)?;
     a.vsubps(t2, t1, magic)?;
-    let ln2_hi = k.f(a, -0.693_145_75);
+    let ln2_hi = k.f(a, EXP_LN2_HI);
     a.vfmadd231ps(x, t2, ln2_hi)?;
-    let ln2_lo = k.f(a, -1.428_606_8e-6);
+    let ln2_lo = k.f(a, EXP_LN2_LO);
     a.vfmadd231ps(x, t2, ln2_lo)?;
     // 2^n: bits(t) = bits(magic) + n, and bits(magic) << 23 vanishes mod 2^32
     a.vpslld(t1, t1, 23)?;
     let one_bits = k.bits(a, 127 << 23);
     a.vpaddd(t1, t1, one_bits)?;
-    let c = crate::emit::EXP_TAYLOR;
+    let c = bertc_numerics::EXP_TAYLOR;
     let c0 = k.f(a, c[0]);
     a.vmovups(t2, c0)?;
     for &cv in &c[1..] {
@@ -181,26 +181,7 @@ fn exp8(
     Ok(())
 }
 
-/// The coefficients of the rational erf approximation `erf(z) = z P(z²) / Q(z²)` on
-/// z in [-4, 4] (clamped outside, where erf is ±1 in f32): the numerator's from z¹³ down to z¹,
-/// the denominator's from z⁸ down to z⁰. Maximum absolute error about 1e-7 (tested against
-/// libm in this module).
-pub const ERF_P: [f32; 7] = [
-    -2.726_142_3e-10,
-    2.770_681_4e-8,
-    -2.101_024e-6,
-    -5.692_506_4e-5,
-    -7.349_906_3e-4,
-    -2.954_6e-3,
-    -1.609_603_3e-2,
-];
-pub const ERF_Q: [f32; 5] = [
-    -1.456_607_2e-5,
-    -2.133_740_6e-4,
-    -1.682_827e-3,
-    -7.373_329e-3,
-    -1.426_474e-2,
-];
+use bertc_numerics::{ERF_CLAMP, ERF_P, ERF_Q, EXP_HI, EXP_LN2_HI, EXP_LN2_LO, EXP_LO, EXP_MAGIC};
 
 /// `y = act(y)` with the four scratch registers `t`: `act8` on ymm (constants read as
 /// 8-float vectors), `act16` on zmm (constants broadcast by EVEX, `exp16`). One body, so the
@@ -231,9 +212,9 @@ macro_rules! activation {
                     let [z, z2, p, q] = t;
                     let r2 = c!(std::f32::consts::FRAC_1_SQRT_2);
                     a.vmulps(z, y, r2)?;
-                    let m4 = c!(-4.0);
+                    let m4 = c!(-ERF_CLAMP);
                     a.vmaxps(z, z, m4)?;
-                    let p4 = c!(4.0);
+                    let p4 = c!(ERF_CLAMP);
                     a.vminps(z, z, p4)?;
                     a.vmulps(z2, z, z)?;
                     for (r, coef) in [(p, &ERF_P[..]), (q, &ERF_Q[..])] {
@@ -254,9 +235,9 @@ macro_rules! activation {
                 Act::Gelu(GeluApprox::Tanh) => {
                     // x sigmoid(2u) = x / (1 + exp(-2u)), u = sqrt(2/pi) (x + 0.044715 x^3)
                     let [u, t1, t2, _] = t;
-                    let kk = (2.0 / std::f64::consts::PI).sqrt() as f32;
+                    use bertc_numerics::{GELU_TANH_C3, GELU_TANH_K as kk};
                     a.vmulps(u, y, y)?;
-                    let c3 = k.f1(a, -2.0 * kk * 0.044715);
+                    let c3 = k.f1(a, -2.0 * kk * GELU_TANH_C3);
                     a.vbroadcastss(t1, c3)?;
                     let c1 = c!(-2.0 * kk);
                     a.vfmadd213ps(u, t1, c1)?;
@@ -391,30 +372,6 @@ fn hreduce(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    extern "C" {
-        fn erf(x: f64) -> f64;
-    }
-
-    /// The rational erf in f32 arithmetic with fused multiply-adds, as the kernels evaluate it.
-    fn erf_f32(x: f32) -> f32 {
-        let z = x.clamp(-4.0, 4.0);
-        let z2 = z * z;
-        let p = ERF_P[1..].iter().fold(ERF_P[0], |p, &c| p.mul_add(z2, c)) * z;
-        let q = ERF_Q[1..].iter().fold(ERF_Q[0], |q, &c| q.mul_add(z2, c));
-        p / q
-    }
-
-    #[test]
-    fn rational_erf_is_within_its_error_budget() {
-        let mut worst = 0f64;
-        for i in -60000..=60000 {
-            let x = i as f32 * 1e-4;
-            let want = unsafe { erf(x as f64) };
-            worst = worst.max((erf_f32(x) as f64 - want).abs());
-        }
-        assert!(worst < 5e-7, "max |erf error| {worst:e}");
-    }
 
     #[test]
     fn kernels_assemble() {

@@ -1,0 +1,110 @@
+//! Compiled fp32 artifacts against the interpreter on the same IR, bit for bit: every shared
+//! model and output kind on the references' batches (padded, sequences of different
+//! lengths), natively (this machine's kernels, and the AVX2 level's), and for aarch64 and
+//! riscv64 (scalar and V) under qemu. Both follow `bertc_numerics`: each GEMM output one
+//! fused multiply-add chain from its bias, sums in 16 lanes folded in halves, the same
+//! polynomials for exp, erf and tanh. (The int8 artifacts' counterpart is in `int8.rs`.)
+
+mod common;
+
+use common::*;
+use std::path::Path;
+
+use bertc_ir::Graph;
+use bertc_passes::{optimize, select_output};
+
+/// The graph `bertc compile --output kind` generates code for.
+fn fp32_graph(path: &Path, kind: &str) -> Graph {
+    let mut g = load_raised(path);
+    select_output(&mut g, kind.parse().expect("an output kind")).unwrap_or_else(|e| panic!("{e}"));
+    optimize(&mut g).unwrap_or_else(|e| panic!("{e}"));
+    g
+}
+
+/// `models` with `kinds` (all of a model's when `None`) compiled with `extra` and run as
+/// `runner` + the executable, against the interpreter, bit for bit.
+fn exact(tag: &str, models: &[&str], kinds_of: Option<&[&str]>, extra: &[&str], runner: &[String]) {
+    let dir = scratch(tag);
+    for &name in models {
+        let path = model_dir(name).join("model.onnx");
+        let cases = reference(name)["cases"].as_array().unwrap().clone();
+        let kinds = kinds_of.map_or_else(|| kinds(name), |k| k.to_vec());
+        for kind in kinds {
+            let exe = dir.join(format!("{name}-{kind}"));
+            let mut args = vec!["--output", kind];
+            args.extend_from_slice(extra);
+            compile(&path, &exe, &args);
+            let mut cmd = runner.to_vec();
+            cmd.push(exe.to_str().unwrap().into());
+            let g = fp32_graph(&path, kind);
+            against_interpreter(&cmd, &g, &cases, (name, kind, 0.0), &dir);
+            eprintln!("{tag}: {name} {kind} equals the interpreter");
+        }
+    }
+}
+
+#[test]
+fn fp32_executables_equal_the_interpreter() {
+    exact("exact-native", &RANDOM_MODELS, None, &[], &[]);
+    // the real MiniLM on its padded batch of three sentences
+    let dir = scratch("exact-minilm");
+    let path = model_dir("all-MiniLM-L6-v2").join("model.onnx");
+    let cases = [reference("all-MiniLM-L6-v2")["batched"].clone()];
+    for kind in ["last_hidden_state", "mean"] {
+        let exe = dir.join(kind);
+        compile(&path, &exe, &["--output", kind]);
+        let g = fp32_graph(&path, kind);
+        let cmd = [exe.to_str().unwrap().to_string()];
+        against_interpreter(&cmd, &g, &cases, ("all-MiniLM-L6-v2", kind, 0.0), &dir);
+    }
+}
+
+/// The AVX2 level's kernels (8-lane softmax, 6-row tiles) on a machine that may have AVX-512.
+#[test]
+fn fp32_avx2_level_equals_the_interpreter() {
+    let host = bertc_targets::Target::host();
+    if host.arch != bertc_targets::Arch::X86_64 || !host.has("avx2") || !host.has("fma") {
+        eprintln!("skipped: this machine cannot run --cpu x86-64-v3");
+        return;
+    }
+    let models = ["bert-small-random", "roberta-micro-random"];
+    let extra = ["--cpu", "x86-64-v3"];
+    exact(
+        "exact-avx2",
+        &models,
+        Some(&["last_hidden_state", "mean"]),
+        &extra,
+        &[],
+    );
+}
+
+/// The portable kernels for `triple` (and `cpu`) under its qemu, when the cross tools are
+/// installed.
+fn cross(triple: &str, cpu: Option<&str>) {
+    let Some(runner) = cross_runner(triple, cpu) else {
+        return;
+    };
+    let mut extra = vec!["--target", triple];
+    if let Some(c) = cpu {
+        extra.extend(["--cpu", c]);
+    }
+    let models = ["bert-micro-random", "roberta-micro-random"];
+    let kinds = ["last_hidden_state", "mean", "pooler"];
+    let tag = format!("exact-{triple}{}", cpu.unwrap_or(""));
+    exact(&tag, &models, Some(&kinds), &extra, &runner);
+}
+
+#[test]
+fn fp32_aarch64_under_qemu() {
+    cross("aarch64-unknown-linux-gnu", None);
+}
+
+#[test]
+fn fp32_riscv64_scalar_under_qemu() {
+    cross("riscv64gc-unknown-linux-gnu", None);
+}
+
+#[test]
+fn fp32_riscv64_vector_under_qemu() {
+    cross("riscv64gc-unknown-linux-gnu", Some("rv64gcv"));
+}
