@@ -25,6 +25,37 @@ pub enum Emit {
     Obj,
 }
 
+impl Emit {
+    /// The extension of a library or object (`None`: an executable).
+    fn extension(self) -> Option<&'static str> {
+        match self {
+            Emit::Exe => None,
+            Emit::Staticlib => Some(".a"),
+            Emit::Sharedlib => Some(".so"),
+            Emit::Obj => Some(".o"),
+        }
+    }
+
+    /// The stem that names the header and the symbols, and the artifact's file name, for the
+    /// file name of `-o`: `model` gives `model` and `libmodel.so` (`libmodel.a`, `model.o`);
+    /// a name that already ends in the artifact's extension is kept as it is (`model.so` or
+    /// `libmodel.so` both give the stem `model`).
+    pub fn names(self, file: &str) -> (String, String) {
+        let Some(ext) = self.extension() else {
+            return (file.to_string(), file.to_string());
+        };
+        match file.strip_suffix(ext) {
+            Some(base) => {
+                let lib = self != Emit::Obj;
+                let stem = base.strip_prefix("lib").filter(|s| lib && !s.is_empty());
+                (stem.unwrap_or(base).to_string(), file.to_string())
+            }
+            None if self == Emit::Obj => (file.to_string(), format!("{file}{ext}")),
+            None => (file.to_string(), format!("lib{file}{ext}")),
+        }
+    }
+}
+
 /// Which tokenizer goes into the artifact.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum TokenizerChoice {
@@ -185,11 +216,12 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
         }
         g.max_seq = Some(m);
     }
-    let stem = o
+    let file = o
         .out
         .file_name()
         .map(|s| s.to_string_lossy().to_string())
         .unwrap_or_default();
+    let (stem, artifact) = o.emit.names(&file);
     if stem.is_empty() {
         return Err(CliError::Input(format!(
             "-o {}: not a file name",
@@ -277,14 +309,14 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
             }
             if o.emit == Emit::Staticlib {
                 run_tool(&mut here(tc.archive("lib.a", &objects)), "archive", &target)?;
-                copy_out("lib.a", dir.join(format!("lib{stem}.a")))?;
+                copy_out("lib.a", dir.join(&artifact))?;
             } else {
                 run_tool(
                     &mut here(tc.relocatable("all.o", &objects)),
                     "link the object",
                     &target,
                 )?;
-                copy_out("all.o", dir.join(format!("{stem}.o")))?;
+                copy_out("all.o", dir.join(&artifact))?;
             }
             copy_out(&h, dir.join(format!("{stem}.h")))?;
         }
@@ -294,7 +326,7 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
                 "link the shared library",
                 &target,
             )?;
-            copy_out("lib.so", dir.join(format!("lib{stem}.so")))?;
+            copy_out("lib.so", dir.join(&artifact))?;
             copy_out(&h, dir.join(format!("{stem}.h")))?;
         }
     }
@@ -478,4 +510,29 @@ pub fn shared_library(
         ..Options::default()
     })?;
     Ok((tmp.path(&format!("lib{tag}.so")), tag.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Emit;
+
+    #[test]
+    fn output_names_give_the_stem_and_the_artifact() {
+        let cases = [
+            (Emit::Exe, "model", "model", "model"),
+            (Emit::Exe, "model.so", "model.so", "model.so"),
+            (Emit::Sharedlib, "model", "model", "libmodel.so"),
+            (Emit::Sharedlib, "model.so", "model", "model.so"),
+            (Emit::Sharedlib, "libmodel.so", "model", "libmodel.so"),
+            (Emit::Sharedlib, "lib.so", "lib", "lib.so"),
+            (Emit::Staticlib, "model", "model", "libmodel.a"),
+            (Emit::Staticlib, "libmodel.a", "model", "libmodel.a"),
+            (Emit::Obj, "model", "model", "model.o"),
+            (Emit::Obj, "libmodel.o", "libmodel", "libmodel.o"),
+        ];
+        for (emit, file, stem, artifact) in cases {
+            let got = emit.names(file);
+            assert_eq!(got, (stem.into(), artifact.into()), "{emit:?} -o {file}");
+        }
+    }
 }

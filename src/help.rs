@@ -18,9 +18,9 @@ pub fn compile_help() -> String {
         "Artifacts (OUT is a path; its file name names the symbols, e.g. model_run):
   exe        OUT: reads texts on stdin (token ids with --input ids, or when the model has no
              tokenizer.json), prints one line per input line (--format json: an object)
-  staticlib  libOUT.a + OUT.h
-  sharedlib  libOUT.so + OUT.h
-  obj        OUT.o + OUT.h
+  staticlib  libOUT.a + OUT.h   (-o libOUT.a or OUT.a: that file, the symbols OUT_)
+  sharedlib  libOUT.so + OUT.h  (-o libOUT.so or OUT.so: that file, the symbols OUT_)
+  obj        OUT.o + OUT.h      (-o OUT.o: the same)
 
 Targets: the C compiler each needs to link (Debian packages), how its executables run here,
 and its CPUs (--cpu; the default is native on this machine's architecture, else the first):

@@ -160,17 +160,16 @@ pub(crate) fn run_tool(cmd: &mut Command, what: &str, target: &Target) -> Result
     Ok(())
 }
 
-/// The symbol prefix of a `libNAME.so` artifact: `name` if given, else from the file name as
-/// `bertc compile` derives it.
+/// The symbol prefix of a shared library artifact (`libNAME.so` or `NAME.so`): `name` if
+/// given, else from the file name as `bertc compile` derives it.
 pub fn artifact_name(path: &Path, name: Option<&str>) -> Result<String, CliError> {
     if let Some(n) = name {
         return Ok(n.to_string());
     }
     path.file_name()
         .and_then(|s| s.to_str())
-        .and_then(|s| s.strip_prefix("lib"))
-        .and_then(|s| s.strip_suffix(".so"))
-        .map(c_name)
+        .filter(|s| s.ends_with(".so"))
+        .map(|s| c_name(&crate::compile::Emit::Sharedlib.names(s).0))
         .ok_or_else(|| {
             CliError::Input(format!(
                 "{}: give the artifact's symbol prefix with --name",
