@@ -143,7 +143,9 @@ pub(crate) enum Cmd {
     /// Compile a model to a native executable, library or object.
     #[command(after_help = help::compile_help())]
     Compile {
-        /// An .onnx file or a Hugging Face folder.
+        /// An .onnx file, or a folder: Hugging Face (config.json + safetensors), or an ONNX
+        /// export (model.onnx or onnx/model.onnx beside tokenizer.json) without safetensors.
+        #[arg(value_parser = model_arg)]
         model: PathBuf,
         /// The output path (see the artifact names below).
         #[arg(short = 'o', long = "out")]
@@ -208,6 +210,7 @@ Examples:
   ./profiler-arm board.profile.json      # on the board")]
     Profile {
         /// A model whose layer shape to measure (.onnx or Hugging Face folder).
+        #[arg(value_parser = model_arg)]
         model: Option<PathBuf>,
         /// Where to write the profile (or the profiler, with --emit exe).
         #[arg(short = 'o', long = "out")]
@@ -262,6 +265,7 @@ Examples:
   bertc eval libsmall.so --tokenizer tokenizer.json --sts sts-test.csv --against model.onnx")]
     Eval {
         /// A model (.onnx or Hugging Face folder) or a shared library artifact (libNAME.so).
+        #[arg(value_parser = model_arg)]
         model: PathBuf,
         /// Symbol prefix of a .so artifact (default: its file name without lib).
         #[arg(long)]
@@ -295,6 +299,7 @@ Examples:
   bertc bench libmodel.so --against model.onnx --threads 2   # two artifacts, interleaved")]
     Bench {
         /// A model (.onnx or Hugging Face folder) or a compiled shared library (.so).
+        #[arg(value_parser = model_arg)]
         model: Option<PathBuf>,
         /// Time the GEMM kernel on an MxKxN problem instead of a model.
         #[arg(long)]
@@ -348,10 +353,12 @@ Examples:
     },
     /// Print a model's architecture, sizes, parameters and op counts.
     #[command(
-        after_help = "MODEL is an .onnx file or a Hugging Face folder (config.json + safetensors).\n\nExample:\n  bertc inspect model.onnx"
+        after_help = "MODEL is an .onnx file, a Hugging Face folder (config.json + safetensors), or a folder holding an ONNX export (model.onnx) without safetensors.\n\nExample:\n  bertc inspect model.onnx"
     )]
     Inspect {
-        /// An .onnx file or a Hugging Face folder.
+        /// An .onnx file, or a folder: Hugging Face (config.json + safetensors), or an ONNX
+        /// export (model.onnx or onnx/model.onnx beside tokenizer.json) without safetensors.
+        #[arg(value_parser = model_arg)]
         model: PathBuf,
     },
     /// Print the IR of a model, raised (default) or as imported (--raw).
@@ -359,7 +366,9 @@ Examples:
         after_help = "Examples:\n  bertc ir model.onnx --raw | less\n  bertc ir model.onnx --output mean\n  bertc ir model.onnx --output mean --lowered --target aarch64-unknown-linux-gnu"
     )]
     Ir {
-        /// An .onnx file or a Hugging Face folder.
+        /// An .onnx file, or a folder: Hugging Face (config.json + safetensors), or an ONNX
+        /// export (model.onnx or onnx/model.onnx beside tokenizer.json) without safetensors.
+        #[arg(value_parser = model_arg)]
         model: PathBuf,
         /// Print the IR as the importer built it, before canonicalisation and raising.
         #[arg(long)]
@@ -403,7 +412,9 @@ Examples:
   bertc run model.onnx --mask mask.txt --type-ids types.txt < ids.txt
   bertc run ./my-model --text 'A sentence.' --text 'Another one.' --output mean")]
     Run {
-        /// An .onnx file or a Hugging Face folder.
+        /// An .onnx file, or a folder: Hugging Face (config.json + safetensors), or an ONNX
+        /// export (model.onnx or onnx/model.onnx beside tokenizer.json) without safetensors.
+        #[arg(value_parser = model_arg)]
         model: PathBuf,
         /// What to print: last_hidden_state, pooler, mean, cls, max, logits or embedding (the
         /// default for a sentence-transformers folder, else last_hidden_state).
@@ -430,4 +441,10 @@ Examples:
         #[command(flatten)]
         prune: PruneArgs,
     },
+}
+
+/// A model argument: a folder that holds only an ONNX export names its `model.onnx`
+/// (`bertc_import::model_file`), so that every command treats it as that file.
+fn model_arg(s: &str) -> Result<PathBuf, String> {
+    Ok(bertc_import::model_file(std::path::Path::new(s)))
 }

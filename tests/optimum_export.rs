@@ -1,7 +1,8 @@
 //! Exports by `optimum-cli export onnx` (`scripts/optimum-onnx`; the bert-micro-random exports
 //! for feature extraction and text classification are kept in `tests/data/optimum`, since
 //! making them needs torch): compiled for their outputs, they give what ONNX Runtime gives on
-//! the same file (`scripts/ort-reference`), on a ragged batch with a mask hole.
+//! the same file (`scripts/ort-reference`), on a ragged batch with a mask hole. They are
+//! compiled from the export's folder, as `bertc compile ./export -o model`.
 
 mod common;
 
@@ -27,7 +28,8 @@ fn check(task: &str, output: &str, per_token: bool) {
     let (_, mask) = ints2(&r["attention_mask"]);
     let want = floats(&r["outputs"][output]);
     let exe = dir.join("exe");
-    compile(&file, &exe, &["--output", output]);
+    // from the export's folder, as a user names it (it has no safetensors: its model.onnx)
+    compile(&folder, &exe, &["--output", output]);
     let got = output_floats(&run_with(
         Command::new(&exe)
             .args(["--input", "ids", "--batch", "3"])

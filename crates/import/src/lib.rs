@@ -12,4 +12,4 @@ mod load;
 mod safetensors_file;
 
 pub use error::ImportError;
-pub use load::{load_model, ModelSource};
+pub use load::{load_model, model_file, ModelSource};
