@@ -350,6 +350,23 @@ impl<'a> Emit<'a> {
                 }
             }
         });
+        if matches!(extent, Extent::Fixed(w) if w % LANES == 0) && self.lanes == 4 {
+            // no tail: fold the four vectors in registers (lanes i + 8, then i + 4), then
+            // the last four lanes (i + 2, i + 1)
+            return accs
+                .iter()
+                .map(|acc| {
+                    let [a0, a1, a2, a3] = [0, 1, 2, 3].map(|q| self.b.use_var(acc[q]));
+                    let lo = self.b.ins().fadd(a0, a2);
+                    let hi = self.b.ins().fadd(a1, a3);
+                    let v = self.b.ins().fadd(lo, hi);
+                    let l = [0, 1, 2, 3].map(|i| self.b.ins().extractlane(v, i));
+                    let s0 = self.b.ins().fadd(l[0], l[2]);
+                    let s1 = self.b.ins().fadd(l[1], l[3]);
+                    self.b.ins().fadd(s0, s1)
+                })
+                .collect();
+        }
         // the tail: element `main + i` into lane i, the lanes in memory
         let slot = self.b.create_sized_stack_slot(StackSlotData::new(
             StackSlotKind::ExplicitSlot,
