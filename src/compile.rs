@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use bertc_codegen::{self as codegen, shim};
 
-use crate::scratch::{artifact_name, c_name, run_tool, Scratch};
+use crate::scratch::{artifact_name, artifact_names, c_name, run_tool, Scratch};
 use bertc_import::st::DenseAct;
 use bertc_ir::{GeluApprox, Op, UnaryOp};
 use bertc_passes::{select_embedding, select_output, OutputKind, Pool};
@@ -41,17 +41,9 @@ impl Emit {
     /// a name that already ends in the artifact's extension is kept as it is (`model.so` or
     /// `libmodel.so` both give the stem `model`).
     pub fn names(self, file: &str) -> (String, String) {
-        let Some(ext) = self.extension() else {
-            return (file.to_string(), file.to_string());
-        };
-        match file.strip_suffix(ext) {
-            Some(base) => {
-                let lib = self != Emit::Obj;
-                let stem = base.strip_prefix("lib").filter(|s| lib && !s.is_empty());
-                (stem.unwrap_or(base).to_string(), file.to_string())
-            }
-            None if self == Emit::Obj => (file.to_string(), format!("{file}{ext}")),
-            None => (file.to_string(), format!("lib{file}{ext}")),
+        match self.extension() {
+            Some(ext) => artifact_names(file, ext, self != Emit::Obj),
+            None => (file.to_string(), file.to_string()),
         }
     }
 }

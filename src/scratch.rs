@@ -160,6 +160,20 @@ pub(crate) fn run_tool(cmd: &mut Command, what: &str, target: &Target) -> Result
     Ok(())
 }
 
+/// The stem (of the header and the symbols) and the file name of an artifact with extension
+/// `ext` (`lib`: named `libSTEM.ext`, as libraries are) for the file name `-o` gives: a name
+/// that already ends in `ext` is kept as it is, its `lib` prefix left out of the stem.
+pub fn artifact_names(file: &str, ext: &str, lib: bool) -> (String, String) {
+    match file.strip_suffix(ext) {
+        Some(base) => {
+            let stem = base.strip_prefix("lib").filter(|s| lib && !s.is_empty());
+            (stem.unwrap_or(base).to_string(), file.to_string())
+        }
+        None if lib => (file.to_string(), format!("lib{file}{ext}")),
+        None => (file.to_string(), format!("{file}{ext}")),
+    }
+}
+
 /// The symbol prefix of a shared library artifact (`libNAME.so` or `NAME.so`): `name` if
 /// given, else from the file name as `bertc compile` derives it.
 pub fn artifact_name(path: &Path, name: Option<&str>) -> Result<String, CliError> {
@@ -169,7 +183,7 @@ pub fn artifact_name(path: &Path, name: Option<&str>) -> Result<String, CliError
     path.file_name()
         .and_then(|s| s.to_str())
         .filter(|s| s.ends_with(".so"))
-        .map(|s| c_name(&crate::compile::Emit::Sharedlib.names(s).0))
+        .map(|s| c_name(&artifact_names(s, ".so", true).0))
         .ok_or_else(|| {
             CliError::Input(format!(
                 "{}: give the artifact's symbol prefix with --name",
