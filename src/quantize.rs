@@ -167,7 +167,13 @@ impl QuantizeOptions {
             ));
         }
         if let Some(c) = &self.calibration {
-            if crate::prune::read_texts(c)?.is_empty() {
+            let texts = crate::prune::read_texts(c).map_err(|e| match e {
+                CliError::Io { source, .. } => {
+                    CliError::Input(format!("--calibration {}: {source}", c.display()))
+                }
+                other => other,
+            })?;
+            if texts.is_empty() {
                 return Err(CliError::Input(format!(
                     "--calibration {}: no calibration text",
                     c.display()

@@ -105,7 +105,9 @@ fn quantization_arguments_are_checked() {
     let out = out.to_str().unwrap();
     let empty = dir.join("empty.txt");
     std::fs::write(&empty, "\n\n").unwrap();
-    let cases: [(&[&str], &str); 5] = [
+    let missing = dir.join("missing.txt");
+    let missing_arg = format!("--calibration {}", missing.display());
+    let cases: [(&[&str], &str); 6] = [
         (&["--quantize", "int4"], "int4"),
         (
             &["--quantize", "int8", "--quantize-method", "gptq"],
@@ -124,6 +126,15 @@ fn quantization_arguments_are_checked() {
                 empty.to_str().unwrap(),
             ],
             "no calibration text",
+        ),
+        (
+            &[
+                "--quantize",
+                "int8",
+                "--calibration",
+                missing.to_str().unwrap(),
+            ],
+            &missing_arg,
         ),
     ];
     for (args, want) in cases {
