@@ -8,18 +8,6 @@
 mod common;
 
 use common::*;
-use std::path::Path;
-
-use bertc_ir::Graph;
-use bertc_passes::{optimize, select_output};
-
-/// The graph `bertc compile --output kind` generates code for.
-fn fp32_graph(path: &Path, kind: &str) -> Graph {
-    let mut g = load_raised(path);
-    select_output(&mut g, kind.parse().expect("an output kind")).unwrap_or_else(|e| panic!("{e}"));
-    optimize(&mut g).unwrap_or_else(|e| panic!("{e}"));
-    g
-}
 
 /// `models` with `kinds` (all of a model's when `None`) compiled with `extra` and run as
 /// `runner` + the executable, against the interpreter, bit for bit.
@@ -36,7 +24,7 @@ fn exact(tag: &str, models: &[&str], kinds_of: Option<&[&str]>, extra: &[&str], 
             compile(&path, &exe, &args);
             let mut cmd = runner.to_vec();
             cmd.push(exe.to_str().unwrap().into());
-            let g = fp32_graph(&path, kind);
+            let g = compiled_graph(&path, kind);
             against_interpreter(&cmd, &g, &cases, (name, kind, 0.0), &dir);
             eprintln!("{tag}: {name} {kind} equals the interpreter");
         }
@@ -53,7 +41,7 @@ fn fp32_executables_equal_the_interpreter() {
     for kind in ["last_hidden_state", "mean"] {
         let exe = dir.join(kind);
         compile(&path, &exe, &["--output", kind]);
-        let g = fp32_graph(&path, kind);
+        let g = compiled_graph(&path, kind);
         let cmd = [exe.to_str().unwrap().to_string()];
         against_interpreter(&cmd, &g, &cases, ("all-MiniLM-L6-v2", kind, 0.0), &dir);
     }

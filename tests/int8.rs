@@ -12,7 +12,7 @@ use common::*;
 use std::path::Path;
 
 use bertc_ir::Graph;
-use bertc_passes::{optimize, run_pass, select_output, ActBits, OutputKind, QuantizeInt8};
+use bertc_passes::{run_pass, ActBits, QuantizeInt8};
 use serde_json::Value as Json;
 
 /// How far a compiled int8 output may be from the interpreter's: not at all. The quantizer
@@ -40,16 +40,10 @@ fn compile_int8(model: &Path, out: &Path, acts: &str, extra: &[&str]) {
     compile(model, out, &args)
 }
 
-fn kind_of(k: &str) -> OutputKind {
-    k.parse().expect("an output kind")
-}
-
 /// The graph `bertc compile --quantize int8 --output kind` generates code for, with
 /// activations of `abits`.
 fn quantized(path: &Path, kind: &str, abits: ActBits) -> Graph {
-    let mut g = load_raised(path);
-    select_output(&mut g, kind_of(kind)).unwrap_or_else(|e| panic!("{e}"));
-    optimize(&mut g).unwrap_or_else(|e| panic!("{e}"));
+    let mut g = compiled_graph(path, kind);
     let pass = QuantizeInt8 {
         abits,
         ..QuantizeInt8::default()

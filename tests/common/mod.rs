@@ -489,6 +489,16 @@ pub fn interpret(model: &Path, output: &str, args: &[String], ids: &str) -> Vec<
     ))
 }
 
+/// The graph `bertc compile --output kind` generates fp32 code for: raised, the output
+/// selected, fused.
+pub fn compiled_graph(path: &Path, kind: &str) -> Graph {
+    let mut g = load_raised(path);
+    let kind: OutputKind = kind.parse().expect("an output kind");
+    select_output(&mut g, kind).unwrap_or_else(|e| panic!("{e}"));
+    bertc_passes::optimize(&mut g).unwrap_or_else(|e| panic!("{e}"));
+    g
+}
+
 /// The interpreter's output for one reference case.
 pub fn interpret_case(g: &Graph, case: &Json) -> Vec<f32> {
     let (shape, ids) = ints2(&case["input_ids"]);

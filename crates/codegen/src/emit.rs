@@ -350,20 +350,21 @@ impl<'a> Emit<'a> {
                 }
             }
         });
-        if matches!(extent, Extent::Fixed(w) if w % LANES == 0) && self.lanes == 4 {
-            // no tail: fold the four vectors in registers (lanes i + 8, then i + 4), then
-            // the last four lanes (i + 2, i + 1)
+        if matches!(extent, Extent::Fixed(w) if w % LANES == 0) {
+            // no tail: the lanes straight from the accumulators
             return accs
                 .iter()
                 .map(|acc| {
-                    let [a0, a1, a2, a3] = [0, 1, 2, 3].map(|q| self.b.use_var(acc[q]));
-                    let lo = self.b.ins().fadd(a0, a2);
-                    let hi = self.b.ins().fadd(a1, a3);
-                    let v = self.b.ins().fadd(lo, hi);
-                    let l = [0, 1, 2, 3].map(|i| self.b.ins().extractlane(v, i));
-                    let s0 = self.b.ins().fadd(l[0], l[2]);
-                    let s1 = self.b.ins().fadd(l[1], l[3]);
-                    self.b.ins().fadd(s0, s1)
+                    let mut l = Vec::with_capacity(LANES);
+                    for &v in acc {
+                        let v = self.b.use_var(v);
+                        if self.lanes > 1 {
+                            l.extend((0..self.lanes as u8).map(|i| self.b.ins().extractlane(v, i)));
+                        } else {
+                            l.push(v);
+                        }
+                    }
+                    self.fold(l)
                 })
                 .collect();
         }
@@ -393,22 +394,27 @@ impl<'a> Emit<'a> {
         });
         (0..n)
             .map(|si| {
-                let mut l: Vec<Value> = (0..LANES)
+                let l = (0..LANES)
                     .map(|i| {
                         let at = ((si * LANES + i) * 4) as i32;
                         self.b.ins().load(types::F32, mem(), base, at)
                     })
                     .collect();
-                let mut w = LANES;
-                while w > 1 {
-                    w /= 2;
-                    for i in 0..w {
-                        l[i] = self.b.ins().fadd(l[i], l[i + w]);
-                    }
-                }
-                l[0]
+                self.fold(l)
             })
             .collect()
+    }
+
+    /// `bertc_numerics::fold` of 16 lane values: lane i plus lane i + 8, then + 4, + 2, + 1.
+    fn fold(&mut self, mut l: Vec<Value>) -> Value {
+        let mut w = l.len();
+        while w > 1 {
+            w /= 2;
+            for i in 0..w {
+                l[i] = self.b.ins().fadd(l[i], l[i + w]);
+            }
+        }
+        l[0]
     }
 
     /// The maximum of a scalar accumulator and, with vectors, every lane of a vector one

@@ -164,13 +164,15 @@ fn attention_impl(a: &AttnIn, out: &mut [f32]) {
                 let m = x.iter().fold(f32::MIN, |m, &y| m.max(y));
                 x.iter_mut().for_each(|y| *y = exp(*y - m));
                 let inv = 1.0 / sum(x.iter().copied());
+                // each output column one chain over the keys in order, a value row at a time
                 let o = &mut out[(bi * s + i) * wv + hh * dv..][..dv];
-                for (c, oc) in o.iter_mut().enumerate() {
-                    let pv = x.iter().zip(&real).fold(0f32, |acc, (&p, &j)| {
-                        p.mul_add(vd[(bi * s + j) * wv + hh * dv + c], acc)
-                    });
-                    *oc = pv * inv;
+                for (&p, &j) in x.iter().zip(&real) {
+                    let vj = &vd[(bi * s + j) * wv + hh * dv..][..dv];
+                    o.iter_mut()
+                        .zip(vj)
+                        .for_each(|(oc, &y)| *oc = p.mul_add(y, *oc));
                 }
+                o.iter_mut().for_each(|oc| *oc *= inv);
             }
         }
     }
