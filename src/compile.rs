@@ -159,14 +159,6 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
         }
     }
     let (mut g, mut reports) = crate::load_raised(&o.model)?;
-    if !o.model.is_dir() {
-        if let Some((node, op)) = bertc_import::onnx::static_quantized_node(&o.model) {
-            return Err(CliError::Input(format!(
-                "{}: node '{node}' ({op}): statically quantized ONNX files are not compiled (they quantize attention and GELU inside, which bertc computes in f32; `bertc run` executes them); compile the float model, with --quantize int8 for bertc's own int8, or a quantize_dynamic file",
-                o.model.display()
-            )));
-        }
-    }
     crate::quantize::refuse_quantized_file(&g, &o.model, o.prune.is_some(), o.quantize.is_some())?;
     let mut pruned = None;
     let mut pruned_graph = None;

@@ -38,7 +38,9 @@ pub fn inspect(path: &Path) -> Result<String, CliError> {
                 intermediate = g.ty(n).shape.last().copied();
                 activation = "relu";
             }
-            Op::Embedding { positions, types } => {
+            Op::Embedding {
+                positions, types, ..
+            } => {
                 let ops = g.operands(n);
                 let first = 1 + (*types == TokenTypes::Input) as usize;
                 vocab = g.ty(ops[first]).shape.first().copied();

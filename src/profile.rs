@@ -121,6 +121,7 @@ fn layer_graph(s: &LayerShape, seq: usize, per_layer: &[BlockKind]) -> Result<Gr
             Op::Embedding {
                 positions: Positions::Arange { offset: 0 },
                 types: TokenTypes::Absent,
+                sum_qdq: None,
             },
             &[ids, word, pos],
             "embedding",
@@ -159,6 +160,7 @@ fn layer_graph(s: &LayerShape, seq: usize, per_layer: &[BlockKind]) -> Result<Gr
                         Op::Attention {
                             heads: s.heads,
                             scale,
+                            quant: Default::default(),
                         },
                         &[q, k, v, mask],
                         &n("attention"),

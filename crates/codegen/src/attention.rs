@@ -67,6 +67,13 @@ pub(crate) fn program_key_blocks(p: &crate::lower::Program, isa: &isa::Isa) -> O
     AttnScratch::new(dims).key_blocks(&isa.caches, p.max_seq)
 }
 
+/// Whether attention step `step` runs on the GEMM microkernels on `isa` (else the portable
+/// kernel: on ISAs without them, and for an attention with quantization points).
+pub(crate) fn on_gemm(step: &crate::lower::Step, isa: &isa::Isa) -> bool {
+    let quantized = matches!(step, crate::lower::Step::Attention { quant, .. } if !quant.is_none());
+    isa.gemm_attention() && !quantized
+}
+
 /// Floats of a query row's online-softmax state: its running maximum, sum and the last
 /// block's rescaling factor alpha, and a pad.
 pub const STATE_FLOATS: usize = 4;

@@ -10,7 +10,7 @@ use cranelift_codegen::ir::{
 use cranelift_frontend::{FunctionBuilder, Variable};
 
 use crate::lower::Act;
-use bertc_ir::GeluApprox;
+use bertc_ir::{GeluApprox, Qdq};
 
 /// A function under construction with the target's vector shape.
 pub struct Emit<'a> {
@@ -34,6 +34,10 @@ pub enum Shape {
     Vector,
     Scalar,
 }
+
+/// 1.5 · 2²³: adding and subtracting it rounds an f32 of magnitude below 2²² to an integer,
+/// ties to even (without SSE4.1's `roundps`).
+pub const ROUND_MAGIC: f32 = 12_582_912.0;
 
 pub fn mem() -> MemFlagsData {
     MemFlagsData::new().with_notrap()
@@ -198,6 +202,26 @@ impl<'a> Emit<'a> {
         self.b.ins().jump(done, &[]);
         self.b.switch_to_block(done);
         self.b.seal_block(done);
+    }
+
+    /// A static quantization point (`bertc_numerics::qdq`) of `x` in shape `s`. Rounding by
+    /// `ROUND_MAGIC` is ties to even for `|x / scale|` below 2²², and a larger quotient is
+    /// clamped to the type's range whichever way it rounds (the widest, i16's, is far below).
+    pub fn qdq(&mut self, s: Shape, x: Value, q: Qdq) -> Value {
+        let (lo, hi) = q.range().unwrap_or((f32::MIN, f32::MAX));
+        let sc = self.fs(s, q.scale);
+        let y = self.b.ins().fdiv(x, sc);
+        let m = self.fs(s, ROUND_MAGIC);
+        let y = self.b.ins().fadd(y, m);
+        let y = self.b.ins().fsub(y, m);
+        let z = self.fs(s, q.zero as f32);
+        let y = self.b.ins().fadd(y, z);
+        let lo = self.fs(s, lo);
+        let hi = self.fs(s, hi);
+        let y = self.b.ins().fmax(y, lo);
+        let y = self.b.ins().fmin(y, hi);
+        let y = self.b.ins().fsub(y, z);
+        self.b.ins().fmul(y, sc)
     }
 
     /// `act(v)` in shape `s`: the activations of the portable kernels and epilogues.

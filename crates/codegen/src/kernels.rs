@@ -12,7 +12,8 @@ use cranelift_codegen::ir::{types, InstBuilder, Value};
 
 use super::emit::{Emit, Shape};
 use super::lower::Act;
-use bertc_ir::{PoolMode, Positions, TokenTypes};
+use crate::program::MapOp;
+use bertc_ir::{AttnQuant, BinaryOp, PoolMode, Positions, Qdq, TokenTypes, UnaryOp};
 
 /// Rows per task of the row-wise kernels.
 pub const ROW_BLOCK: i64 = 8;
@@ -33,7 +34,7 @@ pub fn embedding(
     e: &mut Emit,
     [ids, types_p, mask, seq_start, out, seq, word, pos, typ]: [Value; 9],
     [begin, end]: [Value; 2],
-    (positions, tt): (Positions, TokenTypes),
+    (positions, tt, sum_qdq): (Positions, TokenTypes, Option<Qdq>),
     width: usize,
     word_scale: Option<Value>,
 ) {
@@ -106,6 +107,9 @@ pub fn embedding(
                         let ta = e.b.ins().iadd(tr, off);
                         let tv = e.load(s, ta, 0);
                         v = e.b.ins().fadd(v, tv);
+                    }
+                    if let Some(q) = sum_qdq {
+                        v = e.qdq(s, v, q);
                     }
                     let pa = e.b.ins().iadd(prow, off);
                     let pv = e.load(s, pa, 0);
@@ -197,6 +201,87 @@ pub fn activation(
     });
 }
 
+/// `Step::Map` over the rows of row-block tasks `begin..end`: `args` are the step's input
+/// buffers, the output, the row count and the constant rows; each element is `expr` evaluated
+/// on a stack, one f32 operation an op (vectors of the target's width, then scalars).
+pub fn map(
+    e: &mut Emit,
+    args: &[Value],
+    [begin, end]: [Value; 2],
+    width: usize,
+    (expr, inputs): (&[MapOp], usize),
+) {
+    let (out, rows, consts) = (args[inputs], args[inputs + 1], &args[inputs + 2..]);
+    let (r0, r1) = row_range(e, begin, end, rows);
+    let base = e.b.ins().imul_imm_s(r0, width as i64 * 4);
+    let ins: Vec<Value> = args[..inputs]
+        .iter()
+        .map(|&b| e.b.ins().iadd(b, base))
+        .collect();
+    let out = e.b.ins().iadd(out, base);
+    let rowb = width as i64 * 4;
+    e.for_range(r0, r1, 1, |e, r| {
+        let at = e.b.ins().isub(r, r0);
+        let at = e.b.ins().imul_imm_s(at, rowb);
+        e.row(width, |e, off, s| {
+            let mut st: Vec<Value> = Vec::new();
+            for op in expr {
+                let y = match *op {
+                    MapOp::Input(i) => {
+                        let a = e.b.ins().iadd(ins[i], at);
+                        let a = e.b.ins().iadd(a, off);
+                        e.load(s, a, 0)
+                    }
+                    MapOp::Row(i) => {
+                        let a = e.b.ins().iadd(consts[i], off);
+                        e.load(s, a, 0)
+                    }
+                    MapOp::Const(c) => e.fs(s, c),
+                    MapOp::Unary(u) => {
+                        let x = st.pop().expect("a map operand");
+                        match u {
+                            UnaryOp::Neg => e.b.ins().fneg(x),
+                            UnaryOp::Abs => e.b.ins().fabs(x),
+                            UnaryOp::Sqrt => e.b.ins().sqrt(x),
+                            UnaryOp::Erf => e.erf(s, x),
+                            UnaryOp::Tanh => e.tanh(s, x),
+                            _ => unreachable!("{u:?} is not among MapOp::UNARY"),
+                        }
+                    }
+                    MapOp::Binary(b) => {
+                        let y = st.pop().expect("a map operand");
+                        let x = st.pop().expect("a map operand");
+                        match b {
+                            BinaryOp::Add => e.b.ins().fadd(x, y),
+                            BinaryOp::Sub => e.b.ins().fsub(x, y),
+                            BinaryOp::Mul => e.b.ins().fmul(x, y),
+                            BinaryOp::Div => e.b.ins().fdiv(x, y),
+                            _ => unreachable!("{b:?} is not among MapOp::BINARY"),
+                        }
+                    }
+                    MapOp::Qdq(q) => {
+                        let x = st.pop().expect("a map operand");
+                        e.qdq(s, x, q)
+                    }
+                    MapOp::Powi(n) => {
+                        let x = st.pop().expect("a map operand");
+                        let mut y = e.b.ins().fmul(x, x);
+                        for _ in 2..n {
+                            y = e.b.ins().fmul(y, x);
+                        }
+                        y
+                    }
+                };
+                st.push(y);
+            }
+            let y = st.pop().expect("a map's result");
+            let o = e.b.ins().iadd(out, at);
+            let o = e.b.ins().iadd(o, off);
+            e.store(y, o, 0);
+        });
+    });
+}
+
 /// `out = a + b` over the rows of row-block tasks `begin..end`.
 pub fn add(e: &mut Emit, [a, b, out, rows]: [Value; 4], [begin, end]: [Value; 2], width: usize) {
     let (r0, r1) = row_range(e, begin, end, rows);
@@ -229,6 +314,8 @@ pub struct AttnShape {
     pub dq: usize,
     pub dv: usize,
     pub scale: f32,
+    /// The static quantization points (the portable kernel's only).
+    pub quant: AttnQuant,
 }
 
 /// Multi-head attention for tasks `begin..end`, task `t` being head `t % heads` of sequence
@@ -299,8 +386,15 @@ pub fn attention(
                     e.b.def_var(p, next);
                 }
                 for (n, ac) in acc.into_iter().enumerate() {
+                    let mut x = ac;
+                    if let Some(q) = a.quant.scores {
+                        x = e.qdq(s, x, q);
+                    }
                     let sc = e.fs(s, a.scale);
-                    let x = e.b.ins().fmul(ac, sc);
+                    x = e.b.ins().fmul(x, sc);
+                    for q in [a.quant.scaled, a.quant.masked].into_iter().flatten() {
+                        x = e.qdq(s, x, q);
+                    }
                     let at = e.b.ins().iadd(srow, off);
                     e.store(x, at, (n as i64 * step) as i32);
                 }
@@ -354,6 +448,17 @@ pub fn attention(
             });
             let one = e.f(1.0);
             let inv = e.b.ins().fdiv(one, total);
+            // quantized probabilities are exp / sum themselves, and the output is not rescaled
+            if let Some(q) = a.quant.probs {
+                e.span(len, |e, off, s| {
+                    let pa = e.b.ins().iadd(srow, off);
+                    let p = e.load(s, pa, 0);
+                    let t = e.splat(s, total);
+                    let p = e.b.ins().fdiv(p, t);
+                    let p = e.qdq(s, p, q);
+                    e.store(p, pa, 0);
+                });
+            }
             let orow = e.addr(out, i, a.ldo as i64 * 4);
             let orow = e.addr(orow, h, a.dv as i64 * 4);
             zero_row(e, orow, a.dv);
@@ -373,7 +478,9 @@ pub fn attention(
                     e.store(y, oa, 0);
                 });
             });
-            scale_row(e, orow, orow, a.dv, inv);
+            if a.quant.probs.is_none() {
+                scale_row(e, orow, orow, a.dv, inv);
+            }
         });
     });
 }

@@ -474,6 +474,18 @@ pub fn compile_with(
                     vec![bufs[x], out, tok_src, tokens],
                     row_tasks(&mut e, tokens),
                 ),
+                Step::Map {
+                    ref inputs,
+                    rows: ref consts,
+                    out,
+                    ..
+                } => {
+                    let r = rows(program.buffers[out].rows);
+                    let mut args: Vec<Value> = inputs.iter().map(|&b| bufs[b]).collect();
+                    args.extend([bufs[out], r]);
+                    args.extend(consts.iter().map(|&w| weights[w]));
+                    (args, row_tasks(&mut e, r))
+                }
             };
             for (i, &a) in args.iter().enumerate() {
                 e.b.ins().stack_store(types::I64, a, slot, (i * 8) as i32);
@@ -575,6 +587,7 @@ fn step_arg_count(step: &Step) -> usize {
         | Step::Normalize { .. }
         | Step::Concat { .. } => 3,
         Step::Attention { .. } => 8,
+        Step::Map { inputs, rows, .. } => inputs.len() + 2 + rows.len(),
     }
 }
 
@@ -587,9 +600,10 @@ fn kernel_key(step: &Step, p: &Program) -> String {
             types,
             width,
             word_scale,
+            sum_qdq,
             ..
         } => format!(
-            "emb {positions:?} {types:?} {width} {}",
+            "emb {positions:?} {types:?} {width} {} {sum_qdq:?}",
             word_scale.is_some()
         ),
         Step::LayerNorm {
@@ -617,8 +631,13 @@ fn kernel_key(step: &Step, p: &Program) -> String {
         Step::Quantize { k, rows, .. } => format!("quantize {k} {rows:?}"),
         Step::Act { x, act, .. } => format!("act {act:?} {}", w(*x)),
         Step::Add { a, .. } => format!("add {}", w(*a)),
-        Step::Attention { heads, scale, .. } => {
-            format!("attn {:?} {heads} {scale:e}", p.attn_geom(step))
+        Step::Attention {
+            heads,
+            scale,
+            quant,
+            ..
+        } => {
+            format!("attn {:?} {heads} {scale:e} {quant:?}", p.attn_geom(step))
         }
         Step::Cls { x, .. } => format!("cls {}", w(*x)),
         Step::MeanPool { x, .. } => format!("mean {}", w(*x)),
@@ -628,6 +647,7 @@ fn kernel_key(step: &Step, p: &Program) -> String {
         Step::Concat { a, b, .. } => format!("concat {} {}", w(*a), w(*b)),
         Step::FakeQuant { x, .. } => format!("fake_quant {} {:?}", w(*x), p.buffers[*x].rows),
         Step::Scatter { x } => format!("scatter {}", w(*x)),
+        Step::Map { out, expr, .. } => format!("map {} {expr:?}", w(*out)),
     }
 }
 
@@ -648,12 +668,13 @@ fn emit_step(
             types,
             width,
             word_scale,
+            sum_qdq,
             ..
         } => kernels::embedding(
             e,
             [a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8]],
             range,
-            (*positions, *types),
+            (*positions, *types, *sum_qdq),
             *width,
             word_scale.map(|_| a[9]),
         ),
@@ -691,7 +712,11 @@ fn emit_step(
         Step::Act { x, act, .. } => kernels::activation(e, [a[0], a[1], a[2]], range, w(*x), *act),
         Step::Add { a: x, .. } => kernels::add(e, [a[0], a[1], a[2], a[3]], range, w(*x)),
         Step::Attention {
-            heads, scale, out, ..
+            heads,
+            scale,
+            out,
+            quant,
+            ..
         } => {
             let g = p.attn_geom(step).expect("an attention step");
             let shape = kernels::AttnShape {
@@ -703,9 +728,10 @@ fn emit_step(
                 dq: g.qk_width / heads,
                 dv: g.v_width / heads,
                 scale: *scale,
+                quant: *quant,
             };
             let args = [a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]];
-            if isa.gemm_attention() {
+            if attention::on_gemm(step, isa) {
                 let layout = AttnScratch::new(attn_dims(p).unwrap_or((shape.dq, shape.dv)));
                 let kb = attention::program_key_blocks(p, isa);
                 attention_gemm(
@@ -741,5 +767,8 @@ fn emit_step(
             p.buffers[*x].rows == Rows::Tokens,
         ),
         Step::Scatter { x } => kernels::scatter(e, [a[0], a[1], a[2], a[3]], range, w(*x)),
+        Step::Map {
+            inputs, out, expr, ..
+        } => kernels::map(e, a, range, w(*out), (expr, inputs.len())),
     }
 }

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 
 use bertc_ir::{BinaryOp, DType, Graph, NodeId, Op, TokenTypes, UnaryOp};
 
+use crate::program::MapOp;
+
 pub use crate::program::{
     pack_linear, pack_qlinear, qpanel_bytes, quant_row_floats, quantized_row, Act, BufId, Buffer,
     Elem, LayoutKind, LinearWeights, Program, QFormat, QuantRows, Rows, Step, Weight, WeightId,
@@ -210,7 +212,11 @@ pub fn lower(g: &Graph, qformat: QFormat) -> Result<Program, CodegenError> {
             {
                 continue
             }
-            Op::Embedding { positions, types } => {
+            Op::Embedding {
+                positions,
+                types,
+                sum_qdq,
+            } => {
                 let first = 1 + (types == TokenTypes::Input) as usize;
                 if g.op(ops[0])
                     != &(Op::Input {
@@ -273,6 +279,7 @@ pub fn lower(g: &Graph, qformat: QFormat) -> Result<Program, CodegenError> {
                     positions,
                     types,
                     width: const_width(g, n)?,
+                    sum_qdq,
                 }
             }
             Op::LayerNorm { eps } => {
@@ -329,6 +336,20 @@ pub fn lower(g: &Graph, qformat: QFormat) -> Result<Program, CodegenError> {
                 out: l.new_buf(n)?,
                 act: Act::Gelu(approx),
             },
+            // computed inside the map of its one user
+            _ if inlined(g, n) => continue,
+            Op::Binary(BinaryOp::Add)
+                if g.ty(ops[0]) == g.ty(ops[1])
+                    && ops
+                        .iter()
+                        .all(|&o| !inlined(g, o) && g.const_value(o).is_none()) =>
+            {
+                Step::Add {
+                    a: l.buf(ops[0])?,
+                    b: l.buf(ops[1])?,
+                    out: l.new_buf(n)?,
+                }
+            }
             Op::Unary(UnaryOp::Tanh) => Step::Act {
                 x: l.buf(ops[0])?,
                 out: l.new_buf(n)?,
@@ -339,17 +360,21 @@ pub fn lower(g: &Graph, qformat: QFormat) -> Result<Program, CodegenError> {
                 out: l.new_buf(n)?,
                 act: Act::Relu,
             },
-            Op::Binary(BinaryOp::Add) => {
-                if g.ty(ops[0]) != g.ty(ops[1]) {
-                    return Err(unsupported(g, n, "only adds of equal shapes are supported"));
-                }
-                Step::Add {
-                    a: l.buf(ops[0])?,
-                    b: l.buf(ops[1])?,
+            _ if mappable(g, n) => {
+                let (mut inputs, mut rows, mut expr) = (vec![], vec![], vec![]);
+                map_expr(&mut l, n, n, (&mut inputs, &mut rows, &mut expr))?;
+                Step::Map {
+                    inputs,
+                    rows,
                     out: l.new_buf(n)?,
+                    expr,
                 }
             }
-            Op::Attention { heads, scale } => {
+            Op::Attention {
+                heads,
+                scale,
+                quant,
+            } => {
                 check_attention_mask(g, n, ops.get(3).copied(), l.p.has_mask)?;
                 Step::Attention {
                     q: l.buf(ops[0])?,
@@ -359,6 +384,7 @@ pub fn lower(g: &Graph, qformat: QFormat) -> Result<Program, CodegenError> {
                     heads,
                     scale,
                     qk: None,
+                    quant,
                 }
             }
             Op::QkvAttention { heads, scale, qk } => {
@@ -372,6 +398,7 @@ pub fn lower(g: &Graph, qformat: QFormat) -> Result<Program, CodegenError> {
                     heads,
                     scale,
                     qk: Some(qk),
+                    quant: Default::default(),
                 }
             }
             Op::Gather { axis: 1 }
@@ -520,6 +547,109 @@ pub fn lower(g: &Graph, qformat: QFormat) -> Result<Program, CodegenError> {
     Ok(l.p)
 }
 
+/// Whether `n` is an elementwise op that a `Step::Map` computes (f32, `MapOp`'s ops).
+fn mappable(g: &Graph, n: NodeId) -> bool {
+    g.ty(n).dtype == DType::F32
+        && match g.op(n) {
+            Op::Qdq(_) => true,
+            Op::Unary(u) => MapOp::UNARY.contains(u),
+            Op::Binary(b) => MapOp::BINARY.contains(b) || *b == BinaryOp::Pow,
+            _ => false,
+        }
+}
+
+/// Whether `n` is computed inside the map of its one user (and has no step of its own).
+fn inlined(g: &Graph, n: NodeId) -> bool {
+    if !mappable(g, n) || g.is_output(n) {
+        return false;
+    }
+    match g.users(n)[..] {
+        [u] => mappable(g, u) && g.ty(u).shape == g.ty(n).shape,
+        _ => false,
+    }
+}
+
+/// Appends to `expr` (postfix) the computation of `n`, a mappable op of the map that computes
+/// `root`: its operands that are inlined recursively, constants as scalars or rows of the
+/// output's width, any other value as an input buffer of `root`'s shape.
+fn map_expr(
+    l: &mut Lowering,
+    root: NodeId,
+    n: NodeId,
+    (inputs, rows, expr): (&mut Vec<BufId>, &mut Vec<WeightId>, &mut Vec<MapOp>),
+) -> Result<(), CodegenError> {
+    let g = l.g;
+    let width = const_width(g, root)?;
+    fn index<T: PartialEq>(v: &mut Vec<T>, x: T) -> usize {
+        v.iter().position(|y| *y == x).unwrap_or_else(|| {
+            v.push(x);
+            v.len() - 1
+        })
+    }
+    let mut operands = g.operands(n);
+    let powi = match g.op(n) {
+        Op::Binary(BinaryOp::Pow) => {
+            let e = g
+                .const_scalar(operands[1])
+                .filter(|&e| e == 2.0 || e == 3.0);
+            let Some(e) = e else {
+                return Err(unsupported(
+                    g,
+                    n,
+                    "pow by anything but a constant 2 or 3 has no code generator",
+                ));
+            };
+            operands.truncate(1);
+            Some(e as u8)
+        }
+        _ => None,
+    };
+    for o in operands {
+        if let Some(t) = g.const_value(o) {
+            let (numel, last) = (t.numel(), t.shape.last().copied().unwrap_or(1));
+            if numel == 1 {
+                expr.push(MapOp::Const(t.to_f32_vec()[0]));
+            } else if numel == width && last == width {
+                let w = l.weight(o)?;
+                expr.push(MapOp::Row(index(rows, w)));
+            } else {
+                return Err(unsupported(
+                    g,
+                    n,
+                    format!(
+                        "a constant operand of shape {:?} (elementwise ops broadcast scalars and rows of {width})",
+                        t.shape
+                    ),
+                ));
+            }
+        } else if inlined(g, o) {
+            map_expr(l, root, o, (&mut *inputs, &mut *rows, &mut *expr))?;
+        } else {
+            if g.ty(o).shape != g.ty(root).shape {
+                return Err(unsupported(
+                    g,
+                    n,
+                    format!(
+                        "an operand of type {} broadcast to {} (elementwise ops broadcast constants only)",
+                        g.ty(o),
+                        g.ty(root)
+                    ),
+                ));
+            }
+            let b = l.buf(o)?;
+            expr.push(MapOp::Input(index(inputs, b)));
+        }
+    }
+    expr.push(match *g.op(n) {
+        _ if powi.is_some() => MapOp::Powi(powi.unwrap_or(2)),
+        Op::Qdq(q) => MapOp::Qdq(q),
+        Op::Unary(u) => MapOp::Unary(u),
+        Op::Binary(b) => MapOp::Binary(b),
+        _ => unreachable!("map_expr on an op that is not mappable"),
+    });
+    Ok(())
+}
+
 fn fused_act(a: bertc_ir::FusedAct) -> Act {
     match a {
         bertc_ir::FusedAct::Gelu(g) => Act::Gelu(g),
@@ -566,6 +696,9 @@ fn step_io1(s: &Step) -> (Vec<BufId>, BufId) {
         Step::Add { a, b, out } | Step::Concat { a, b, out } => (vec![a, b], out),
         Step::Attention { q, k, v, out, .. } => (vec![q, k, v], out),
         Step::Scatter { x } => (vec![x], x),
+        Step::Map {
+            ref inputs, out, ..
+        } => (inputs.clone(), out),
     }
 }
 

@@ -2,7 +2,7 @@
 //! quantized for int8 linears), typed weights in the layouts the kernels read (and the
 //! packings that make them), and what code generation asks of it (attention geometry, flops).
 
-use bertc_ir::{DType, GeluApprox, Positions, TokenTypes};
+use bertc_ir::{AttnQuant, BinaryOp, DType, GeluApprox, Positions, Qdq, TokenTypes, UnaryOp};
 
 /// What the rows of a buffer are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -246,6 +246,8 @@ pub enum Step {
         positions: Positions,
         types: TokenTypes,
         width: usize,
+        /// `Op::Embedding`'s quantization point of the word and type rows' sum.
+        sum_qdq: Option<Qdq>,
     },
     /// With `quantized`, each normalised row is also quantized (as `Quantize` does, to those
     /// bits) into that buffer while it is in cache, for the int8 linears that read it.
@@ -300,6 +302,20 @@ pub enum Step {
         heads: usize,
         scale: f32,
         qk: Option<usize>,
+        /// Static quantization points (`Op::Attention`'s): such an attention runs the
+        /// portable kernel, which has them.
+        quant: AttnQuant,
+    },
+    /// `out = expr(inputs)` elementwise over rows of `width` floats: the graph's elementwise
+    /// ops (a static QDQ file's bias adds, decomposed GELU, residual adds, quantization
+    /// points) fused into one pass, each op one f32 operation as the interpreter does it.
+    /// The inputs have `out`'s rows and width; `rows` are constant vectors of `width` floats
+    /// broadcast over the rows (biases).
+    Map {
+        inputs: Vec<BufId>,
+        rows: Vec<WeightId>,
+        out: BufId,
+        expr: Vec<MapOp>,
     },
     /// The first token's row of each sequence.
     Cls {
@@ -344,6 +360,37 @@ pub enum Step {
     Scatter {
         x: BufId,
     },
+}
+
+/// One instruction of a `Step::Map` expression, in postfix order over a stack of values.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum MapOp {
+    /// The element of input buffer `i` (an index into the step's `inputs`).
+    Input(usize),
+    /// The element of constant row `i` (an index into the step's `rows`).
+    Row(usize),
+    Const(f32),
+    Unary(UnaryOp),
+    Binary(BinaryOp),
+    Qdq(Qdq),
+    /// `x^n` for a constant exponent 2 or 3, as repeated f32 multiplications (`(x · x) · x`,
+    /// as the interpreter computes `pow` by those exponents).
+    Powi(u8),
+}
+
+impl MapOp {
+    /// The unary ops a map computes as the interpreter does (IEEE operations and
+    /// `bertc_numerics`' recipes).
+    pub const UNARY: [UnaryOp; 6] = [
+        UnaryOp::Neg,
+        UnaryOp::Abs,
+        UnaryOp::Sqrt,
+        UnaryOp::Erf,
+        UnaryOp::Tanh,
+        UnaryOp::Round,
+    ];
+    /// The binary ops a map computes as the interpreter does.
+    pub const BINARY: [BinaryOp; 4] = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Div];
 }
 
 /// Columns per packed weight panel.

@@ -8,14 +8,10 @@ use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{types, Endianness, FuncRef, InstBuilder, MemFlagsData, Value};
 use cranelift_frontend::Variable;
 
-use crate::emit::{mem, Emit, Shape};
+use crate::emit::{mem, Emit, Shape, ROUND_MAGIC};
 use crate::kernels::row_range;
 use crate::linear::Tile;
 use crate::lower::{quant_row_floats, QFormat, QuantRows, PANEL, QPANEL_HEADER};
-
-/// 1.5 · 2²³: adding and subtracting it rounds an f32 of magnitude below 2²² to an integer,
-/// ties to even (without SSE4.1's `roundps`).
-const ROUND_MAGIC: f32 = 12_582_912.0;
 
 /// Quantizes the rows of row-block tasks `begin..end` of `x` (`k` f32 each; with `smooth`,
 /// each times the `k` multipliers there first) to `abits` bits into `out` in rows of `format`

@@ -8,7 +8,10 @@ use std::fmt::Write;
 
 use crate::attention::ATTN_TILE;
 use crate::isa::Isa;
-use crate::lower::{Act, Elem, LinearWeights, Program, QFormat, Rows, Step, WeightLayout};
+use crate::lower::{
+    Act, BufId, Elem, LinearWeights, Program, QFormat, Rows, Step, WeightId, WeightLayout,
+};
+use crate::program::MapOp;
 
 fn act(a: Act) -> &'static str {
     match a {
@@ -114,8 +117,13 @@ impl Program {
                 positions,
                 types: t,
                 width,
+                sum_qdq,
             } => {
                 let typ = typ.map(|t| format!(" type=w{t}")).unwrap_or_default();
+                let typ = match sum_qdq {
+                    Some(q) => format!("{typ} qdq_word_type={q}"),
+                    None => typ,
+                };
                 let scale = word_scale
                     .map(|s| format!(" word_scale=w{s}"))
                     .unwrap_or_default();
@@ -211,14 +219,22 @@ impl Program {
             Step::Act { x, out, act: a } => format!("b{out} = {} b{x}", act(a)),
             Step::Add { a, b, out } => format!("b{out} = add b{a} b{b}"),
             Step::Attention {
-                out, heads, scale, ..
+                out,
+                heads,
+                scale,
+                quant,
+                ..
             } => {
                 let g = self.attn_geom(step).expect("an attention step");
                 let (q, k, v) = match *step {
                     Step::Attention { q, k, v, .. } => (q, k, v),
                     _ => unreachable!(),
                 };
-                let kernel = match (isa.gemm_attention(), isa.gemm_f32(), &isa.softmax) {
+                let kernel = match (
+                    crate::attention::on_gemm(step, isa),
+                    isa.gemm_f32(),
+                    &isa.softmax,
+                ) {
                     (true, Some(gk), Some(sm)) => {
                         let blocks = crate::attention::program_key_blocks(self, isa)
                             .map_or(String::new(), |kb| format!(", keys in blocks of {kb}"));
@@ -229,8 +245,13 @@ impl Program {
                     }
                     _ => "portable, one query row at a time".to_string(),
                 };
+                let quant: String = quant
+                    .points()
+                    .iter()
+                    .filter_map(|(name, p)| p.map(|p| format!(" {name}={p}")))
+                    .collect();
                 format!(
-                    "b{out} = attention q=b{q}[{}..{}] k=b{k}[{}..{}] v=b{v}[{}..{}] heads={heads} scale={scale}  [{kernel}]",
+                    "b{out} = attention q=b{q}[{}..{}] k=b{k}[{}..{}] v=b{v}[{}..{}] heads={heads} scale={scale}{quant}  [{kernel}]",
                     g.q_off,
                     g.q_off + g.qk_width,
                     g.k_off,
@@ -247,6 +268,12 @@ impl Program {
             Step::FakeQuant { x, out } => format!("b{out} = fake_quant b{x}"),
             Step::Pool { x, out, mode } => format!("b{out} = pool b{x} mode={}", mode.name()),
             Step::Scatter { x } => format!("output = scatter b{x}"),
+            Step::Map {
+                ref inputs,
+                ref rows,
+                out,
+                ref expr,
+            } => format!("b{out} = map {}", map_text(expr, inputs, rows)),
         }
     }
 }
@@ -258,4 +285,35 @@ pub fn lowered_text(
 ) -> Result<String, crate::lower::CodegenError> {
     let isa = Isa::for_target(target);
     Ok(crate::lower::lower(g, isa.int8_format())?.to_text(&isa))
+}
+
+/// A map's expression in infix form: `b3` an input buffer, `w7` a constant row.
+fn map_text(expr: &[MapOp], inputs: &[BufId], rows: &[WeightId]) -> String {
+    let mut st: Vec<String> = Vec::new();
+    for op in expr {
+        let t = match *op {
+            MapOp::Input(i) => format!("b{}", inputs[i]),
+            MapOp::Row(i) => format!("w{}", rows[i]),
+            MapOp::Const(c) => format!("{c}"),
+            MapOp::Unary(u) => {
+                let x = st.pop().unwrap_or_default();
+                format!("{}({x})", bertc_ir::Op::Unary(u).mnemonic())
+            }
+            MapOp::Binary(b) => {
+                let y = st.pop().unwrap_or_default();
+                let x = st.pop().unwrap_or_default();
+                let sym = match b {
+                    bertc_ir::BinaryOp::Add => "+",
+                    bertc_ir::BinaryOp::Sub => "-",
+                    bertc_ir::BinaryOp::Mul => "*",
+                    _ => "/",
+                };
+                format!("({x} {sym} {y})")
+            }
+            MapOp::Qdq(q) => format!("qdq({}, {q})", st.pop().unwrap_or_default()),
+            MapOp::Powi(n) => format!("pow({}, {n})", st.pop().unwrap_or_default()),
+        };
+        st.push(t);
+    }
+    st.pop().unwrap_or_default()
 }

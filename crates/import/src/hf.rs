@@ -400,7 +400,15 @@ fn build(cfg: &Config, w: &Weights, dir: &Path) -> Result<Graph, ImportError> {
         _ => Positions::Arange { offset: 0 },
     };
     b.g.max_seq = Some(positions.max_seq(cfg.max_positions));
-    let emb = b.add(Op::Embedding { positions, types }, &emb_in, "embeddings")?;
+    let emb = b.add(
+        Op::Embedding {
+            positions,
+            types,
+            sum_qdq: None,
+        },
+        &emb_in,
+        "embeddings",
+    )?;
     let mut x = b.layer_norm(emb, "embeddings.LayerNorm", e, cfg.eps)?;
     if cfg.family == Family::Electra && e != h || w.has("embeddings_project.weight") {
         x = b.linear(x, "embeddings_project", h, e)?;
@@ -445,6 +453,7 @@ fn build(cfg: &Config, w: &Weights, dir: &Path) -> Result<Graph, ImportError> {
             Op::Attention {
                 heads: cfg.heads,
                 scale,
+                quant: Default::default(),
             },
             &[q, k, v, mask],
             &n("attention"),

@@ -37,6 +37,11 @@ pub(crate) fn eval(op: &Op, v: &[&Value]) -> R<Value> {
             Value::of(a.dtype, out, data)
         }
         Op::Cast { to } => cast(x0()?, *to),
+        Op::Qdq(q) => {
+            let x = x0()?;
+            let f = crate::encoder::qdq(*q);
+            Value::f32(x.shape.clone(), x.as_f32()?.iter().map(|&a| f(a)).collect())
+        }
         _ => return Err(format!("{} is not a elementwise op", op.mnemonic())),
     })
 }
@@ -66,7 +71,7 @@ pub(crate) fn unary(u: UnaryOp, x: &Value) -> R<Value> {
         UnaryOp::Reciprocal => |a| 1.0 / a,
         UnaryOp::Exp => f32::exp,
         UnaryOp::Log => f32::ln,
-        UnaryOp::Erf => |a| libm::erf(a as f64) as f32,
+        UnaryOp::Erf => bertc_numerics::erf,
         UnaryOp::Tanh => bertc_numerics::tanh,
         UnaryOp::Sigmoid => |a| 1.0 / (1.0 + (-a).exp()),
         UnaryOp::Relu => |a| a.max(0.0),

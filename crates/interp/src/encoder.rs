@@ -1,6 +1,6 @@
 //! Encoder-level ops: the embedding (word, token type and position rows), GELU, attention over the mask (and its fused q/k/v form).
 
-use bertc_ir::{GeluApprox, Op, Positions, TokenTypes};
+use bertc_ir::{AttnQuant, GeluApprox, Op, Positions, Qdq, TokenTypes};
 
 use crate::value::*;
 
@@ -8,7 +8,11 @@ use crate::value::*;
 pub(crate) fn eval(op: &Op, v: &[&Value]) -> R<Value> {
     let x0 = || first(v);
     Ok(match op {
-        Op::Embedding { positions, types } => embedding(*positions, *types, v)?,
+        Op::Embedding {
+            positions,
+            types,
+            sum_qdq,
+        } => embedding(*positions, *types, *sum_qdq, v)?,
         Op::Gelu { approx } => {
             let x = x0()?;
             Value::f32(
@@ -16,7 +20,11 @@ pub(crate) fn eval(op: &Op, v: &[&Value]) -> R<Value> {
                 x.as_f32()?.iter().map(|&a| gelu(a, *approx)).collect(),
             )
         }
-        Op::Attention { heads, scale } => attention(*heads, *scale, v)?,
+        Op::Attention {
+            heads,
+            scale,
+            quant,
+        } => attention(*heads, *scale, quant, v)?,
         Op::QkvAttention { heads, scale, qk } => {
             let x = v[0];
             let (b, s, w) = (x.shape[0], x.shape[1], x.shape[2]);
@@ -28,7 +36,7 @@ pub(crate) fn eval(op: &Op, v: &[&Value]) -> R<Value> {
             let (q, k, vv) = (cols(0, *qk), cols(*qk, 2 * qk), cols(2 * qk, w));
             let mut ops = vec![&q, &k, &vv];
             ops.extend(v.get(1).copied());
-            attention(*heads, *scale, &ops)?
+            attention(*heads, *scale, &AttnQuant::default(), &ops)?
         }
         _ => return Err(format!("{} is not a encoder op", op.mnemonic())),
     })
@@ -42,7 +50,19 @@ pub(crate) fn gelu(x: f32, approx: GeluApprox) -> f32 {
     }
 }
 
-pub(crate) fn embedding(op_pos: Positions, types: TokenTypes, v: &[&Value]) -> R<Value> {
+/// A static quantization point as a function (`bertc_numerics::qdq`).
+pub(crate) fn qdq(q: Qdq) -> impl Fn(f32) -> f32 {
+    let (lo, hi) = q.range().unwrap_or((f32::MIN, f32::MAX));
+    let zero = q.zero as f32;
+    move |x| bertc_numerics::qdq(x, q.scale, zero, lo, hi)
+}
+
+pub(crate) fn embedding(
+    op_pos: Positions,
+    types: TokenTypes,
+    sum_qdq: Option<Qdq>,
+    v: &[&Value],
+) -> R<Value> {
     let ids = v[0];
     let (b, s) = (ids.shape[0], ids.shape[1]);
     let idv = ids.as_i64()?;
@@ -92,6 +112,9 @@ pub(crate) fn embedding(op_pos: Positions, types: TokenTypes, v: &[&Value]) -> R
                 for (x, y) in o.iter_mut().zip(&tv[r * h..(r + 1) * h]) {
                     *x += y;
                 }
+                if let Some(q) = sum_qdq {
+                    o.iter_mut().for_each(|x| *x = qdq(q)(*x));
+                }
             }
             for (x, y) in o.iter_mut().zip(&pv[p * h..(p + 1) * h]) {
                 *x += y;
@@ -107,7 +130,9 @@ pub(crate) fn embedding(op_pos: Positions, types: TokenTypes, v: &[&Value]) -> R
 /// maximum `m`, `p_j = exp(x_j - m)`, `l = Σ p_j` (`bertc_numerics::sum`), the output
 /// `dot` of the `p_j` with the value rows, times `1 / l`. (A sequence longer than the GEMM
 /// attention's key block runs its online softmax in blocks, whose rescaling rounds otherwise.)
-pub(crate) fn attention(heads: usize, scale: f32, v: &[&Value]) -> R<Value> {
+/// With quantization points (`AttnQuant`): `x_j = qdq_masked(qdq_scaled(qdq_scores(dot) ·
+/// scale))`, and `p_j = qdq_probs(exp(x_j - m) / l)` before the `dot`s, without `1 / l` after.
+pub(crate) fn attention(heads: usize, scale: f32, quant: &AttnQuant, v: &[&Value]) -> R<Value> {
     crate::avx2_dispatch!(fn run(a: &AttnIn, out: &mut [f32]) = attention_impl);
     let (q, k, vv) = (v[0], v[1], v[2]);
     let (b, s, w) = (q.shape[0], q.shape[1], q.shape[2]);
@@ -115,6 +140,7 @@ pub(crate) fn attention(heads: usize, scale: f32, v: &[&Value]) -> R<Value> {
     let a = AttnIn {
         shape: (b, s, w, wv, heads),
         scale,
+        quant: *quant,
         q: q.as_f32()?,
         k: k.as_f32()?,
         v: vv.as_f32()?,
@@ -133,6 +159,7 @@ pub(crate) fn attention(heads: usize, scale: f32, v: &[&Value]) -> R<Value> {
 struct AttnIn<'a> {
     shape: (usize, usize, usize, usize, usize),
     scale: f32,
+    quant: AttnQuant,
     q: &'a [f32],
     k: &'a [f32],
     v: &'a [f32],
@@ -143,6 +170,12 @@ struct AttnIn<'a> {
 fn attention_impl(a: &AttnIn, out: &mut [f32]) {
     use bertc_numerics::{dot, exp, sum};
     let ((b, s, w, wv, heads), scale, mask) = (a.shape, a.scale, a.mask);
+    let point = |p: Option<Qdq>| move |x: f32| p.map_or(x, |q| qdq(q)(x));
+    let (scores, scaled, masked) = (
+        point(a.quant.scores),
+        point(a.quant.scaled),
+        point(a.quant.masked),
+    );
     let (qv, kv, vd) = (a.q, a.k, a.v);
     let (d, dv) = (w / heads, wv / heads);
     let mut x = vec![0f32; s];
@@ -158,12 +191,19 @@ fn attention_impl(a: &AttnIn, out: &mut [f32]) {
                 let qi = &qv[(bi * s + i) * w + hh * d..][..d];
                 for (xj, &j) in x.iter_mut().zip(&real) {
                     let kj = &kv[(bi * s + j) * w + hh * d..][..d];
-                    *xj = dot(0.0, qi, kj) * scale;
+                    *xj = masked(scaled(scores(dot(0.0, qi, kj)) * scale));
                 }
                 let x = &mut x[..real.len()];
                 let m = x.iter().fold(f32::MIN, |m, &y| m.max(y));
                 x.iter_mut().for_each(|y| *y = exp(*y - m));
-                let inv = 1.0 / sum(x.iter().copied());
+                let total = sum(x.iter().copied());
+                let inv = match a.quant.probs {
+                    Some(q) => {
+                        x.iter_mut().for_each(|y| *y = qdq(q)(*y / total));
+                        1.0
+                    }
+                    None => 1.0 / total,
+                };
                 // each output column one chain over the keys in order, a value row at a time
                 let o = &mut out[(bi * s + i) * wv + hh * dv..][..dv];
                 for (&p, &j) in x.iter().zip(&real) {
@@ -172,7 +212,9 @@ fn attention_impl(a: &AttnIn, out: &mut [f32]) {
                         .zip(vj)
                         .for_each(|(oc, &y)| *oc = p.mul_add(y, *oc));
                 }
-                o.iter_mut().for_each(|oc| *oc *= inv);
+                if a.quant.probs.is_none() {
+                    o.iter_mut().for_each(|oc| *oc *= inv);
+                }
             }
         }
     }

@@ -11,8 +11,8 @@ mod types;
 pub use graph::{Graph, Node, NodeId};
 pub use infer::{broadcast, known_of_tensor, resolve_bounds, MAX_KNOWN};
 pub use op::{
-    qlinear_max_abits, BinaryOp, FusedAct, GeluApprox, Op, OpFamily, PoolMode, Positions,
-    ReduceKind, TokenTypes, UnaryOp,
+    qlinear_max_abits, AttnQuant, BinaryOp, FusedAct, GeluApprox, Op, OpFamily, PoolMode,
+    Positions, Qdq, ReduceKind, TokenTypes, UnaryOp,
 };
 pub use text::fmt_f;
 pub use types::{Binding, DType, Dim, Tensor, TensorType};

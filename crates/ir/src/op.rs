@@ -276,10 +276,13 @@ pub enum Op {
     },
 
     // Encoder-level ops, produced by raising (or directly by the Hugging Face importer).
-    /// `embedding(ids, type_ids?, word, pos, type?)`: word + token type + position rows.
+    /// `embedding(ids, type_ids?, word, pos, type?)`: word + token type + position rows,
+    /// summed in that order; with `sum_qdq` (a static QDQ file), the word and type rows' sum
+    /// goes through that quantization point before the position row is added.
     Embedding {
         positions: Positions,
         types: TokenTypes,
+        sum_qdq: Option<Qdq>,
     },
     /// `layer_norm(x, gamma, beta)` over the last axis.
     LayerNorm {
@@ -315,10 +318,13 @@ pub enum Op {
         approx: GeluApprox,
     },
     /// `attention(q, k, v, mask?)` over `[batch, seq, heads*d]` projections: per head
-    /// `softmax(q kᵀ · scale, keys with mask 0 excluded) v`, heads concatenated.
+    /// `softmax(q kᵀ · scale, keys with mask 0 excluded) v`, heads concatenated; with
+    /// quantization points (`AttnQuant`, a static QDQ file), the scores and probabilities go
+    /// through them.
     Attention {
         heads: usize,
         scale: f32,
+        quant: AttnQuant,
     },
     /// `qkv_attention(qkv, mask?)`: `attention` over one `[batch, seq, 2*qk + v]` tensor whose
     /// columns are q (`0..qk`), k (`qk..2qk`) and v (the rest): the output of the three
@@ -348,6 +354,107 @@ pub enum Op {
     /// sequence's rows (with `mask`, `[batch, seq]`, its real tokens only). A sequence's
     /// result is thus what the file computes for it alone, whatever else is in the batch.
     FakeQuant,
+    /// `qdq(x)`: a static quantization point (see `Qdq`), elementwise.
+    Qdq(Qdq),
+}
+
+/// A static quantization point: ONNX's `QuantizeLinear` then `DequantizeLinear` with one scale
+/// and zero point for the whole tensor, as ONNX Runtime's static QDQ files put them around
+/// activations: `y = (min(max(round_ne(x / scale) + zero, lo), hi) - zero) · scale`, each step
+/// one f32 operation (`bertc_numerics::qdq`), `lo..hi` the range of `to` (u8, i8 or i16).
+/// Text form `scale/zero/to`, e.g. `0.0123/-3/i8`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Qdq {
+    pub scale: f32,
+    pub zero: i32,
+    pub to: DType,
+}
+
+impl Qdq {
+    /// A quantization point, if `scale` is finite and positive, `to` a type of quantized
+    /// activations and `zero` within its range.
+    pub fn new(scale: f32, zero: i32, to: DType) -> Result<Qdq, String> {
+        let q = Qdq { scale, zero, to };
+        let (lo, hi) = q
+            .range()
+            .ok_or_else(|| format!("quantization to {to} is not supported (u8, i8, i16)"))?;
+        if !(scale.is_finite() && scale > 0.0) {
+            return Err(format!(
+                "quantization scale {scale} is not finite and positive"
+            ));
+        }
+        if !(lo..=hi).contains(&(zero as f32)) {
+            return Err(format!("zero point {zero} is outside the range of {to}"));
+        }
+        Ok(q)
+    }
+
+    /// The integer range of `to`, as f32.
+    pub fn range(self) -> Option<(f32, f32)> {
+        Some(match self.to {
+            DType::U8 => (0.0, 255.0),
+            DType::I8 => (-128.0, 127.0),
+            DType::I16 => (-32768.0, 32767.0),
+            _ => return None,
+        })
+    }
+}
+
+impl std::fmt::Display for Qdq {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:e}/{}/{}", self.scale, self.zero, self.to)
+    }
+}
+
+impl std::str::FromStr for Qdq {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Qdq, String> {
+        let bad = || format!("'{s}' is not a quantization point (scale/zero/type)");
+        let mut it = s.split('/');
+        let (Some(scale), Some(zero), Some(to), None) =
+            (it.next(), it.next(), it.next(), it.next())
+        else {
+            return Err(bad());
+        };
+        let to = DType::ALL
+            .into_iter()
+            .find(|d| d.name() == to)
+            .ok_or_else(bad)?;
+        Qdq::new(
+            scale.parse().map_err(|_| bad())?,
+            zero.parse().map_err(|_| bad())?,
+            to,
+        )
+    }
+}
+
+/// The static quantization points inside attention (each optional): `scores` on `q · k`,
+/// `scaled` after the scale, `masked` after the mask is added (0 on every key attention
+/// keeps, so on the score itself), `probs` on the softmax's probabilities, which are then
+/// `exp / sum` before `P V` (not scaled by `1 / sum` after it).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct AttnQuant {
+    pub scores: Option<Qdq>,
+    pub scaled: Option<Qdq>,
+    pub masked: Option<Qdq>,
+    pub probs: Option<Qdq>,
+}
+
+impl AttnQuant {
+    /// The points with their names in the text form, in the order they apply.
+    pub fn points(&self) -> [(&'static str, Option<Qdq>); 4] {
+        [
+            ("qdq_scores", self.scores),
+            ("qdq_scaled", self.scaled),
+            ("qdq_masked", self.masked),
+            ("qdq_probs", self.probs),
+        ]
+    }
+
+    pub fn is_none(&self) -> bool {
+        self.points().iter().all(|(_, p)| p.is_none())
+    }
 }
 
 /// The family an op belongs to: type inference (`infer/`) and the interpreter have one file
@@ -376,7 +483,9 @@ impl Op {
     pub fn family(&self) -> OpFamily {
         match self {
             Op::Input { .. } | Op::Const { .. } => OpFamily::Leaf,
-            Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast { .. } => OpFamily::Elementwise,
+            Op::Unary(_) | Op::Binary(_) | Op::Where | Op::Cast { .. } | Op::Qdq(_) => {
+                OpFamily::Elementwise
+            }
             Op::Shape { .. }
             | Op::Reshape { .. }
             | Op::ReshapeTo { .. }
@@ -499,6 +608,7 @@ impl Op {
             Op::Pool { .. } => "pool",
             Op::L2Normalize => "l2_normalize",
             Op::FakeQuant => "fake_quant",
+            Op::Qdq(_) => "qdq",
         }
     }
 
@@ -509,6 +619,7 @@ impl Op {
             Op::Fill { .. } | Op::Arange { .. } => (0, 0),
             Op::Unary(_)
             | Op::Cast { .. }
+            | Op::Qdq(_)
             | Op::Shape { .. }
             | Op::ConstantOfShape { .. }
             | Op::Unsqueeze { .. }

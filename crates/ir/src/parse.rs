@@ -11,7 +11,8 @@ use std::collections::HashMap;
 
 use crate::graph::{Graph, NodeId};
 use crate::op::{
-    BinaryOp, FusedAct, GeluApprox, Op, PoolMode, Positions, ReduceKind, TokenTypes, UnaryOp,
+    AttnQuant, BinaryOp, FusedAct, GeluApprox, Op, PoolMode, Positions, ReduceKind, TokenTypes,
+    UnaryOp,
 };
 use crate::types::{DType, Dim, Tensor, TensorType};
 use crate::IrError;
@@ -104,19 +105,8 @@ impl<'a> Cur<'a> {
 }
 
 fn dtype(s: &str) -> PResult<DType> {
-    const ALL: [DType; 10] = [
-        DType::F32,
-        DType::F16,
-        DType::BF16,
-        DType::F64,
-        DType::I64,
-        DType::I32,
-        DType::I16,
-        DType::I8,
-        DType::U8,
-        DType::Bool,
-    ];
-    ALL.into_iter()
+    DType::ALL
+        .into_iter()
         .find(|d| d.name() == s)
         .ok_or_else(|| format!("unknown dtype '{s}'"))
 }
@@ -642,6 +632,7 @@ fn op_of(m: &str, mut a: Attrs, arity: usize) -> PResult<Op> {
                     "absent" => TokenTypes::Absent,
                     t => return Err(format!("unknown token types '{t}'")),
                 },
+                sum_qdq: a.take("qdq_word_type").map(|v| v.parse()).transpose()?,
             },
             "layer_norm" => Op::LayerNorm { eps: a.num("eps")? },
             "linear" => Op::Linear,
@@ -662,7 +653,20 @@ fn op_of(m: &str, mut a: Attrs, arity: usize) -> PResult<Op> {
             "attention" => Op::Attention {
                 heads: a.num("heads")?,
                 scale: a.num("scale")?,
+                quant: {
+                    let mut q = AttnQuant::default();
+                    for (name, p) in [
+                        ("qdq_scores", &mut q.scores),
+                        ("qdq_scaled", &mut q.scaled),
+                        ("qdq_masked", &mut q.masked),
+                        ("qdq_probs", &mut q.probs),
+                    ] {
+                        *p = a.take(name).map(|v| v.parse()).transpose()?;
+                    }
+                    q
+                },
             },
+            "qdq" => Op::Qdq(a.need("q")?.parse()?),
             "qkv_attention" => Op::QkvAttention {
                 heads: a.num("heads")?,
                 scale: a.num("scale")?,

@@ -162,7 +162,14 @@ fn attrs(op: &Op) -> String {
             join(starts),
             join(ends)
         ),
-        Op::Embedding { positions, types } => format!(" positions={positions} types={types}"),
+        Op::Embedding {
+            positions,
+            types,
+            sum_qdq,
+        } => format!(
+            " positions={positions} types={types}{}",
+            sum_qdq.map_or(String::new(), |q| format!(" qdq_word_type={q}"))
+        ),
         Op::LayerNorm { eps } => format!(" eps={}", fmt_f32(*eps)),
         Op::FusedLinear { act, residual } => {
             format!(
@@ -187,7 +194,20 @@ fn attrs(op: &Op) -> String {
             GeluApprox::Erf => " approx=erf".into(),
             GeluApprox::Tanh => " approx=tanh".into(),
         },
-        Op::Attention { heads, scale } => format!(" heads={heads} scale={}", fmt_f32(*scale)),
+        Op::Attention {
+            heads,
+            scale,
+            quant,
+        } => {
+            let mut s = format!(" heads={heads} scale={}", fmt_f32(*scale));
+            for (name, p) in quant.points() {
+                if let Some(p) = p {
+                    let _ = write!(s, " {name}={p}");
+                }
+            }
+            s
+        }
+        Op::Qdq(q) => format!(" q={q}"),
         Op::QkvAttention { heads, scale, qk } => {
             format!(" heads={heads} scale={} qk={qk}", fmt_f32(*scale))
         }

@@ -57,6 +57,20 @@ impl DType {
         )
     }
 
+    /// Every type, in the order of the enum.
+    pub const ALL: [DType; 10] = [
+        DType::F32,
+        DType::F16,
+        DType::BF16,
+        DType::F64,
+        DType::I64,
+        DType::I32,
+        DType::I16,
+        DType::I8,
+        DType::U8,
+        DType::Bool,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             DType::F32 => "f32",

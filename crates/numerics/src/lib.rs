@@ -22,6 +22,14 @@
 //! `f32::mul_add` is the fused multiply-add; callers that loop over many elements compile
 //! these functions (they are `#[inline(always)]`) where the CPU's FMA is enabled.
 
+/// A static quantization point (ONNX `QuantizeLinear` then `DequantizeLinear`):
+/// `(min(max(round_ne(x / scale) + zero, lo), hi) - zero) · scale`, each step one f32
+/// operation (a division, not a multiplication by the reciprocal, as the definition says).
+#[inline(always)]
+pub fn qdq(x: f32, scale: f32, zero: f32, lo: f32, hi: f32) -> f32 {
+    (((x / scale).round_ties_even() + zero).max(lo).min(hi) - zero) * scale
+}
+
 /// Lanes of a canonical sum.
 pub const LANES: usize = 16;
 

@@ -67,9 +67,18 @@ impl Pass for FuseQkv {
             if !g.contains(n) {
                 continue;
             }
-            let Op::Attention { heads, scale } = *g.op(n) else {
+            // quantization points keep q, k and v apart (the portable kernel has them)
+            let Op::Attention {
+                heads,
+                scale,
+                quant,
+            } = *g.op(n)
+            else {
                 continue;
             };
+            if !quant.is_none() {
+                continue;
+            }
             let ops = g.operands(n);
             // the same node may feed two slots (q = k): then it has two uses, not one user
             let parts: Vec<_> = ops[..3]

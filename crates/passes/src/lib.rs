@@ -27,6 +27,7 @@ mod raise_gelu;
 mod raise_layer_norm;
 mod raise_linear;
 mod raise_pooling;
+mod raise_qdq;
 mod raise_quantized;
 mod shapes;
 mod simplify;
@@ -79,6 +80,7 @@ pub fn canonical_pipeline() -> Vec<Box<dyn Pass>> {
         Box::new(simplify::Simplify),
         Box::new(fold::FoldConstants),
         Box::new(raise_quantized::RaiseQuantized),
+        Box::new(raise_qdq::RaiseQdq),
         Box::new(raise_layer_norm::RaiseLayerNorm),
         Box::new(raise_gelu::RaiseGelu),
         Box::new(raise_linear::RaiseLinear),

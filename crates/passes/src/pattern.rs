@@ -1,6 +1,6 @@
 //! Small matchers over the graph shared by the raising passes.
 
-use bertc_ir::{BinaryOp, Graph, NodeId, Op};
+use bertc_ir::{BinaryOp, DType, Graph, NodeId, Op, UnaryOp};
 
 /// The only user of `n`, when `n` has exactly one use and is not a graph output.
 pub fn single_user(g: &Graph, n: NodeId) -> Option<NodeId> {
@@ -66,4 +66,20 @@ pub fn tree_root(g: &Graph, n: NodeId, op: BinaryOp) -> Option<NodeId> {
         cur = u;
     }
     Some(cur)
+}
+
+/// The operand of `n` when it is the unary op `op`.
+pub fn unary(g: &Graph, n: NodeId, op: UnaryOp) -> Option<NodeId> {
+    matches!(g.op(n), Op::Unary(u) if *u == op).then(|| g.operands(n)[0])
+}
+
+/// The operand of `n` when it is a cast to `to`.
+pub fn cast_to(g: &Graph, n: NodeId, to: DType) -> Option<NodeId> {
+    matches!(g.op(n), Op::Cast { to: t } if *t == to).then(|| g.operands(n)[0])
+}
+
+/// `x` when `n` is `op(x, c)` with `c` the one-element constant `v` (exactly).
+pub fn with_const(g: &Graph, n: NodeId, op: BinaryOp, v: f64) -> Option<NodeId> {
+    let (x, c) = binary(g, n, op)?;
+    (g.const_scalar(c) == Some(v)).then_some(x)
 }

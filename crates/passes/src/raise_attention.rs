@@ -12,15 +12,31 @@
 //! masks (with holes, not only right padding), is 0 where the key's mask is 1 and a large
 //! negative value where it is 0, for every query: the padding mask, whatever arithmetic the
 //! exporter used to build it.
+//!
+//! A static QDQ file's quantization points (`qdq`, from `raise-qdq`) on the scores (after the
+//! matmul, after the scale, after the mask) and on the probabilities become the attention's
+//! own (`AttnQuant`); one on its output stays a `qdq` after it (elementwise, it commutes with
+//! the transpose and reshape). A point on the mask itself is looked through: it keeps the
+//! mask's zeros, and padding-free execution drops the masked keys, where the file, whose
+//! point saturates the mask's large negative value to a few steps of its scale, would give
+//! them a little weight. A sequence's result is thus what the file computes for it alone.
 
 use bertc_interp::{Data, Value};
-use bertc_ir::{BinaryOp, Binding, Dim, Graph, NodeId, Op};
+use bertc_ir::{AttnQuant, BinaryOp, Binding, Dim, Graph, NodeId, Op, Qdq};
 
 use crate::pattern::{binary, single_user, split_by};
 use crate::probe;
 use crate::{Pass, PassError};
 
 pub struct RaiseAttention;
+
+/// `(x, Some(point))` when `n` is `qdq(x)`, else `(n, None)`.
+fn peel_qdq(g: &Graph, n: NodeId) -> (NodeId, Option<Qdq>) {
+    match g.op(n) {
+        Op::Qdq(p) => (g.operands(n)[0], Some(*p)),
+        _ => (n, None),
+    }
+}
 
 /// Strips multiplications and divisions by scalar constants: `(inner, product of scales)`.
 fn peel_scale(g: &Graph, mut n: NodeId) -> (NodeId, f64) {
@@ -134,6 +150,9 @@ struct Found {
     mask: Option<NodeId>,
     heads: usize,
     scale: f64,
+    quant: AttnQuant,
+    /// The point on the output, applied after the attention.
+    out: Option<Qdq>,
     root: NodeId,
 }
 
@@ -145,16 +164,22 @@ fn match_at(g: &Graph, sm: NodeId) -> Option<Found> {
         return None;
     }
     let input = g.operands(sm)[0];
-    // scores (+ mask)
-    let is_scores = |n: NodeId| matches!(g.op(peel_scale(g, n).0), Op::MatMul);
-    let (scores, mask_expr) = match binary(g, input, BinaryOp::Add) {
+    // scores (+ mask), each with its quantization point if any
+    let is_scores = |n: NodeId| {
+        let n = peel_scale(g, peel_qdq(g, n).0).0;
+        matches!(g.op(peel_qdq(g, n).0), Op::MatMul)
+    };
+    let (inner, after_mask) = peel_qdq(g, input);
+    let (masked, scores, mask_expr) = match binary(g, inner, BinaryOp::Add) {
         Some((a, b)) => {
             let (m, s) = split_by(a, b, is_scores)?;
-            (s, Some(m))
+            (after_mask, s, Some(m))
         }
-        None => (input, None),
+        None => (None, input, None),
     };
+    let (scores, scaled) = peel_qdq(g, scores);
     let (mm, s0) = peel_scale(g, scores);
+    let (mm, on_scores) = peel_qdq(g, mm);
     if !matches!(g.op(mm), Op::MatMul) {
         return None;
     }
@@ -162,15 +187,33 @@ fn match_at(g: &Graph, sm: NodeId) -> Option<Found> {
     let (q, hq, sq) = heads_of(g, ops[0], &[0, 2, 1, 3])?;
     let (k, hk, sk) = heads_of(g, ops[1], &[0, 2, 3, 1])?;
     // p @ v, back to [b, s, H*dv]
-    let pv = single_user(g, sm)?;
-    if !matches!(g.op(pv), Op::MatMul) || g.operands(pv)[0] != sm {
+    let mut p = sm;
+    let mut pv = single_user(g, sm)?;
+    let probs = match g.op(pv) {
+        Op::Qdq(q) => {
+            let q = *q;
+            p = pv;
+            pv = single_user(g, pv)?;
+            Some(q)
+        }
+        _ => None,
+    };
+    if !matches!(g.op(pv), Op::MatMul) || g.operands(pv)[0] != p {
         return None;
     }
     let (v, hv, sv) = heads_of(g, g.operands(pv)[1], &[0, 2, 1, 3])?;
     if sv != 1.0 || hq != hk || hq != hv {
         return None;
     }
-    let t = single_user(g, pv)?;
+    let mut t = single_user(g, pv)?;
+    let out = match g.op(t) {
+        Op::Qdq(q) => {
+            let q = *q;
+            t = single_user(g, t)?;
+            Some(q)
+        }
+        _ => None,
+    };
     match g.op(t) {
         Op::Transpose { perm } if perm == &[0, 2, 1, 3] => {}
         _ => return None,
@@ -184,7 +227,7 @@ fn match_at(g: &Graph, sm: NodeId) -> Option<Found> {
         return None;
     }
     let mask = match mask_expr {
-        Some(m) => Some(padding_mask_input(g, m, hq)?),
+        Some(m) => Some(padding_mask_input(g, peel_qdq(g, m).0, hq)?),
         None => None,
     };
     Some(Found {
@@ -194,6 +237,15 @@ fn match_at(g: &Graph, sm: NodeId) -> Option<Found> {
         mask,
         heads: hq,
         scale: s0 * sq * sk,
+        quant: AttnQuant {
+            scores: on_scores,
+            scaled,
+            // the mask adds zero to every key kept: a point that repeats the one before adds
+            // nothing
+            masked: masked.filter(|&m| Some(m) != scaled),
+            probs,
+        },
+        out,
         root,
     })
 }
@@ -220,6 +272,7 @@ impl Pass for RaiseAttention {
                     Op::Attention {
                         heads: f.heads,
                         scale: f.scale as f32,
+                        quant: f.quant,
                     },
                     &operands,
                     &name,
@@ -231,6 +284,15 @@ impl Pass for RaiseAttention {
             if g.ty(a) != g.ty(f.root) {
                 continue;
             }
+            let a = match f.out {
+                Some(p) => g
+                    .add(Op::Qdq(p), &[a], &format!("{name}.qdq"))
+                    .map_err(|source| PassError::Ir {
+                        pass: "raise-attention",
+                        source,
+                    })?,
+                None => a,
+            };
             g.replace_uses(f.root, a);
             g.remove_dead();
             raised += 1;

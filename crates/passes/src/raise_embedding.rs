@@ -7,7 +7,7 @@
 use bertc_interp::{Data, Value};
 use bertc_ir::{BinaryOp, Binding, Dim, Graph, NodeId, Op, Positions, TokenTypes};
 
-use crate::pattern::{tree_leaves, tree_root};
+use crate::pattern::{binary, single_user, split_by, tree_leaves, tree_root};
 use crate::probe;
 use crate::{Pass, PassError};
 
@@ -113,10 +113,24 @@ impl Pass for RaiseEmbedding {
             if !is_ids_input(g, idx) {
                 continue;
             }
-            let Some(root) = tree_root(g, n, BinaryOp::Add) else {
+            let Some(mut root) = tree_root(g, n, BinaryOp::Add) else {
                 continue;
             };
-            let leaves = tree_leaves(g, root, BinaryOp::Add);
+            let mut leaves = tree_leaves(g, root, BinaryOp::Add);
+            // a static QDQ file's point between the word and type rows' sum and the position
+            // row: `qdq(word + type) + pos`
+            let mut sum_qdq = None;
+            if let Some((p, pos_add, pos)) = single_user(g, root).and_then(|q| {
+                let Op::Qdq(p) = *g.op(q) else { return None };
+                let a = single_user(g, q)?;
+                let (x, y) = binary(g, a, BinaryOp::Add)?;
+                let (_, pos) = split_by(x, y, |o| o != q)?;
+                (leaves.len() == 2 && table_gather(g, pos).is_some()).then_some((p, a, pos))
+            }) {
+                sum_qdq = Some((p, pos));
+                leaves.push(pos);
+                root = pos_add;
+            }
             let Some(gathers) = leaves
                 .iter()
                 .map(|&l| table_gather(g, l))
@@ -157,6 +171,14 @@ impl Pass for RaiseEmbedding {
             let Some((pos_table, positions)) = positions.filter(|_| ok) else {
                 continue;
             };
+            // the point must sit before the position row, after word and type
+            if sum_qdq
+                .is_some_and(|(_, pos)| table_gather(g, pos).map(|(t, _)| t) != Some(pos_table))
+                || sum_qdq.is_some() && type_table.is_none()
+            {
+                continue;
+            }
+            let sum_qdq = sum_qdq.map(|(p, _)| p);
             let types = match (type_input, type_table) {
                 (Some(_), _) => TokenTypes::Input,
                 (None, Some(_)) => TokenTypes::Zero,
@@ -169,7 +191,15 @@ impl Pass for RaiseEmbedding {
             operands.extend(type_table);
             let name = g.node(root).name.clone();
             let e = g
-                .add(Op::Embedding { positions, types }, &operands, &name)
+                .add(
+                    Op::Embedding {
+                        positions,
+                        types,
+                        sum_qdq,
+                    },
+                    &operands,
+                    &name,
+                )
                 .map_err(|source| PassError::Ir {
                     pass: "raise-embedding",
                     source,

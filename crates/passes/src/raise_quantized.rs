@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use bertc_interp::{eval_op, Value};
 use bertc_ir::{BinaryOp, Binding, DType, Graph, NodeId, Op, ReduceKind, Tensor, UnaryOp};
 
-use crate::pattern::{binary, single_user, split_by};
+use crate::pattern::{binary, cast_to, single_user, split_by, unary, with_const};
 use crate::{Pass, PassError};
 
 pub struct RaiseQuantized;
@@ -33,22 +33,6 @@ fn ir(source: bertc_ir::IrError) -> PassError {
         pass: "raise-quantized",
         source,
     }
-}
-
-/// The operand of `n` when it is the unary op `op`.
-fn unary(g: &Graph, n: NodeId, op: UnaryOp) -> Option<NodeId> {
-    matches!(g.op(n), Op::Unary(u) if *u == op).then(|| g.operands(n)[0])
-}
-
-/// The operand of `n` when it is a cast to `to`.
-fn cast_to(g: &Graph, n: NodeId, to: DType) -> Option<NodeId> {
-    matches!(g.op(n), Op::Cast { to: t } if *t == to).then(|| g.operands(n)[0])
-}
-
-/// `x` when `n` is `op(x, c)` with `c` the one-element constant `v` (exactly).
-fn with_const(g: &Graph, n: NodeId, op: BinaryOp, v: f64) -> Option<NodeId> {
-    let (x, c) = binary(g, n, op)?;
-    (g.const_scalar(c) == Some(v)).then_some(x)
 }
 
 /// `x` when `n` is `max` over all of `x` (no axes, no kept dimensions).
@@ -111,7 +95,7 @@ fn dynamic_activation(g: &Graph, a: NodeId) -> Option<(NodeId, NodeId)> {
 }
 
 /// The value of `op` on constants, as a new constant named `name`.
-fn folded(g: &mut Graph, op: &Op, ins: &[&Tensor], name: &str) -> Option<NodeId> {
+pub(crate) fn folded(g: &mut Graph, op: &Op, ins: &[&Tensor], name: &str) -> Option<NodeId> {
     let vals: Vec<Value> = ins.iter().map(|t| Value::from_tensor(t)).collect();
     let refs: Vec<&Value> = vals.iter().collect();
     let v = eval_op(op, &refs, &Binding { batch: 1, seq: 1 }).ok()?;

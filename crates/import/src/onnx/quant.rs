@@ -8,9 +8,10 @@
 //! takes a scale of 1 for an all-zero tensor, as here).
 //!
 //! Dynamically quantized graphs are raised for code generation by the `raise-quantized` pass
-//! (the activation quantization kept as `fake_quant`, the weights dequantized). Statically
-//! quantized ones (QDQ pairs around every tensor, `QLinearMatMul`) run in `bertc run` only:
-//! `bertc compile` stops with an error naming the first such node (`static_quantized_node`).
+//! (the activation quantization kept as `fake_quant`, the weights dequantized), static QDQ
+//! pairs by `raise-qdq` (each pair one `qdq` quantization point). `QLinearMatMul` (ONNX
+//! Runtime's operator format) runs in `bertc run`; `bertc compile` stops at it with an error
+//! naming the node.
 
 use bertc_ir::{BinaryOp, DType, Dim, NodeId, Op, ReduceKind, UnaryOp};
 
@@ -18,8 +19,6 @@ use super::compose::Composer;
 use super::proto::NodeProto;
 use super::{Attrs, Builder};
 use crate::ImportError;
-use prost::Message;
-use std::path::Path;
 
 /// The default-domain quantization ops the importer claims.
 pub const QUANT_OPS: &[&str] = &[
@@ -32,31 +31,6 @@ pub const QUANT_OPS: &[&str] = &[
 
 /// The quantization ops of ONNX Runtime's `com.microsoft` domain the importer claims.
 pub const QUANT_CONTRIB_OPS: &[&str] = &["DynamicQuantizeMatMul", "MatMulIntegerToFloat"];
-
-/// The ops of static quantization: a file with them quantizes tensors that bertc's fused
-/// kernels compute in f32 (attention scores and probabilities, GELU's inner values), so it is
-/// interpreted but not compiled.
-pub const STATIC_QUANT_OPS: &[&str] = &["QuantizeLinear", "QLinearMatMul"];
-
-/// The first node of static quantization's ops (`STATIC_QUANT_OPS`) in an ONNX file
-/// (`(node, op)`), if any, which the driver reports before compiling. `None` also when the
-/// file does not decode (the import reports that).
-pub fn static_quantized_node(path: &Path) -> Option<(String, String)> {
-    let bytes = std::fs::read(path).ok()?;
-    let model = super::proto::ModelProto::decode(&bytes[..]).ok()?;
-    model.graph?.node.into_iter().find_map(|n| {
-        let default = n.domain.is_empty() || n.domain == "ai.onnx";
-        let quant = default && STATIC_QUANT_OPS.contains(&n.op_type.as_str());
-        quant.then(|| {
-            let name = if n.name.is_empty() {
-                n.output.first().cloned().unwrap_or_default()
-            } else {
-                n.name
-            };
-            (name, n.op_type)
-        })
-    })
-}
 
 /// The value range of a quantized integer type.
 fn range(t: DType) -> Option<(f32, f32)> {

@@ -87,6 +87,13 @@ pub(super) fn infer(op: &Op, ins: &[Operand]) -> Result<Inferred, String> {
             };
             Ok((t(*to, x.shape.clone()), known))
         }
+        Op::Qdq(_) => {
+            let x = ins[0].ty;
+            if x.dtype != DType::F32 {
+                return Err(format!("qdq needs an f32 operand, found {x}"));
+            }
+            Ok((x.clone(), None))
+        }
         _ => Err(format!("{} is not a elementwise op", op.mnemonic())),
     }
 }

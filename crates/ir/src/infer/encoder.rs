@@ -9,7 +9,10 @@ use super::*;
 pub(super) fn infer(op: &Op, ins: &[Operand]) -> Result<Inferred, String> {
     let t = |dtype: DType, shape: Vec<Dim>| TensorType::new(dtype, shape);
     match op {
-        Op::Embedding { types, .. } => {
+        Op::Embedding { types, sum_qdq, .. } => {
+            if sum_qdq.is_some() && *types == TokenTypes::Absent {
+                return Err("embedding's qdq_word_type needs a token type table".into());
+            }
             let ids = ins[0].ty;
             let with_type_input = *types == TokenTypes::Input;
             let expected = 3 + with_type_input as usize + (*types != TokenTypes::Absent) as usize;

@@ -209,13 +209,21 @@ pub fn apply_block(
             if let Some(m) = g.operand(a.attn, 3) {
                 ops.push(m);
             }
-            let Op::Attention { scale, .. } = g.op(a.attn).clone() else {
+            let Op::Attention { scale, quant, .. } = g.op(a.attn).clone() else {
                 return Err(fail("not an attention".into()));
             };
             let an = g.node(a.attn).name.clone();
             let heads = p.kept.len();
-            g.add(Op::Attention { heads, scale }, &ops, &an)
-                .map_err(ir_err)?
+            g.add(
+                Op::Attention {
+                    heads,
+                    scale,
+                    quant,
+                },
+                &ops,
+                &an,
+            )
+            .map_err(ir_err)?
         }
         Block::Ffn(f) => {
             let x = g.operand(f.up, 0).expect("linear input");
