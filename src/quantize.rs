@@ -427,7 +427,10 @@ pub fn refuse_quantized_file(
     match g
         .node_ids()
         .into_iter()
-        .find(|&n| g.op(n) == &bertc_ir::Op::FakeQuant)
+        .find(|&n| {
+            matches!(g.op(n), bertc_ir::Op::FakeQuant | bertc_ir::Op::Qdq(_))
+                || matches!(g.op(n), bertc_ir::Op::Attention { quant, .. } if !quant.is_none())
+        })
     {
         Some(n) => Err(CliError::Input(format!(
             "{}: {what}: the file is quantized already (node '{}'); prune or quantize the float model",

@@ -5,7 +5,8 @@
 //! (`layer_norm`, `gelu`, `linear`, `attention`, `embedding`) and canonical weight names. A
 //! pass never changes the numbers the model computes beyond float rounding; raising checks what
 //! it cannot see structurally (mask and position arithmetic) by evaluating it on probes
-//! (`raise-quantized` says where it departs from that: a quantization range per sequence).
+//! (`raise-quantized` says where it departs from that: a quantization range per sequence;
+//! `raise-attention`, for a static QDQ file: the masked keys dropped).
 //!
 //! The exception is `prune`, structured pruning (ZipLM), which removes attention heads and FFN
 //! neurons on purpose: it calibrates, builds every pruning level with its error, searches the
