@@ -412,7 +412,7 @@ pub fn layer_lines(layers: &[LayerReport]) -> String {
 }
 
 /// Pruning (`prune`) and `--quantize` (`quantize`) work on float models: a file quantized
-/// already (its linears read `fake_quant`) is refused with the first such node.
+/// already (its linears read `dynamic_quantize`, or it has `qdq` points) is refused with the first such node.
 pub fn refuse_quantized_file(
     g: &Graph,
     model: &Path,
@@ -428,7 +428,7 @@ pub fn refuse_quantized_file(
         .node_ids()
         .into_iter()
         .find(|&n| {
-            matches!(g.op(n), bertc_ir::Op::FakeQuant | bertc_ir::Op::Qdq(_))
+            matches!(g.op(n), bertc_ir::Op::DynamicQuantize { .. } | bertc_ir::Op::Qdq(_))
                 || matches!(g.op(n), bertc_ir::Op::Attention { quant, .. } if !quant.is_none())
         })
     {

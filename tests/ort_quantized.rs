@@ -4,7 +4,7 @@
 //! execute the file's own arithmetic, checked against the `onnx` package's reference evaluator
 //! on the same file (the ops' definitions) over the real tokens. The references run each
 //! sequence alone without its padding: a tensor-wide dynamic scale would otherwise depend on
-//! the batch and the padding, and bertc's `fake_quant` takes each sequence's range over its
+//! the batch and the padding, and bertc's `dynamic_quantize` takes each sequence's range over its
 //! real tokens (so the executable gives the same for a batch of three as for each alone).
 //! ONNX Runtime is reported beside: on AVX2 without VNNI its u8 x s8 kernels saturate 16-bit
 //! pair sums (`vpmaddubsw`) unless the weights have 7 bits (`reduce_range`), and its optimized

@@ -202,16 +202,24 @@ pub fn activation(
 }
 
 /// `Step::Map` over the rows of row-block tasks `begin..end`: `args` are the step's input
-/// buffers, the output, the row count and the constant rows; each element is `expr` evaluated
-/// on a stack, one f32 operation an op (vectors of the target's width, then scalars).
+/// buffers, the output, the row count, the constant rows, the per-sequence inputs, `tok_src`
+/// and the padded length (a packed token's sequence is its padded index over the length;
+/// `per_token` false: the rows are the sequences); each element is `expr` evaluated on a
+/// stack, one f32 operation an op (vectors of the target's width, then scalars).
 pub fn map(
     e: &mut Emit,
     args: &[Value],
     [begin, end]: [Value; 2],
     width: usize,
-    (expr, inputs): (&[MapOp], usize),
+    (expr, [inputs, nrows, nseq], per_token): (&[MapOp], [usize; 3], bool),
 ) {
-    let (out, rows, consts) = (args[inputs], args[inputs + 1], &args[inputs + 2..]);
+    let (out, rows) = (args[inputs], args[inputs + 1]);
+    let consts = &args[inputs + 2..inputs + 2 + nrows];
+    let seq_in = &args[inputs + 2 + nrows..inputs + 2 + nrows + nseq];
+    let (tok_src, seq) = (
+        args[inputs + 2 + nrows + nseq],
+        args[inputs + 3 + nrows + nseq],
+    );
     let (r0, r1) = row_range(e, begin, end, rows);
     let base = e.b.ins().imul_imm_s(r0, width as i64 * 4);
     let ins: Vec<Value> = args[..inputs]
@@ -223,6 +231,21 @@ pub fn map(
     e.for_range(r0, r1, 1, |e, r| {
         let at = e.b.ins().isub(r, r0);
         let at = e.b.ins().imul_imm_s(at, rowb);
+        // the row's values of the per-sequence inputs
+        let sq = if nseq > 0 && per_token {
+            let ta = e.addr(tok_src, r, 4);
+            let t = e.load_i32(ta, 0);
+            e.b.ins().udiv(t, seq)
+        } else {
+            r
+        };
+        let per_seq: Vec<Value> = seq_in
+            .iter()
+            .map(|&b| {
+                let a = e.addr(b, sq, 4);
+                e.b.ins().load(types::F32, super::emit::mem(), a, 0)
+            })
+            .collect();
         e.row(width, |e, off, s| {
             let mut st: Vec<Value> = Vec::new();
             for op in expr {
@@ -237,6 +260,7 @@ pub fn map(
                         e.load(s, a, 0)
                     }
                     MapOp::Const(c) => e.fs(s, c),
+                    MapOp::SeqInput(i) => e.splat(s, per_seq[i]),
                     MapOp::Unary(u) => {
                         let x = st.pop().expect("a map operand");
                         match u {

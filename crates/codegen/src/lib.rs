@@ -426,7 +426,9 @@ pub fn compile_with(
                     let r = rows(program.buffers[x].rows);
                     (vec![bufs[x], bufs[out], r], row_tasks(&mut e, r))
                 }
-                Step::FakeQuant { x, out } => (vec![bufs[x], bufs[out], seq_start], batch),
+                Step::DynamicQuantize { x, out, .. } => {
+                    (vec![bufs[x], bufs[out], seq_start], batch)
+                }
                 Step::Pool { x, out, .. } => {
                     (vec![bufs[x], bufs[out], seq_start, tok_src, seq], batch)
                 }
@@ -476,6 +478,7 @@ pub fn compile_with(
                 ),
                 Step::Map {
                     ref inputs,
+                    ref seq_inputs,
                     rows: ref consts,
                     out,
                     ..
@@ -484,6 +487,8 @@ pub fn compile_with(
                     let mut args: Vec<Value> = inputs.iter().map(|&b| bufs[b]).collect();
                     args.extend([bufs[out], r]);
                     args.extend(consts.iter().map(|&w| weights[w]));
+                    args.extend(seq_inputs.iter().map(|&b| bufs[b]));
+                    args.extend([tok_src, seq]);
                     (args, row_tasks(&mut e, r))
                 }
             };
@@ -580,14 +585,19 @@ fn step_arg_count(step: &Step) -> usize {
         Step::Add { .. } | Step::Scatter { .. } => 4,
         Step::Pool { .. } => 5,
         Step::Act { .. }
-        | Step::FakeQuant { .. }
+        | Step::DynamicQuantize { .. }
         | Step::Cls { .. }
         | Step::MeanPool { .. }
         | Step::MaxPool { .. }
         | Step::Normalize { .. }
         | Step::Concat { .. } => 3,
         Step::Attention { .. } => 8,
-        Step::Map { inputs, rows, .. } => inputs.len() + 2 + rows.len(),
+        Step::Map {
+            inputs,
+            seq_inputs,
+            rows,
+            ..
+        } => inputs.len() + 2 + rows.len() + seq_inputs.len() + 2,
     }
 }
 
@@ -645,9 +655,17 @@ fn kernel_key(step: &Step, p: &Program) -> String {
         Step::Pool { x, mode, .. } => format!("pool {} {mode:?}", w(*x)),
         Step::Normalize { x, .. } => format!("normalize {}", w(*x)),
         Step::Concat { a, b, .. } => format!("concat {} {}", w(*a), w(*b)),
-        Step::FakeQuant { x, .. } => format!("fake_quant {} {:?}", w(*x), p.buffers[*x].rows),
+        Step::DynamicQuantize { x, part, .. } => {
+            format!(
+                "dynamic_quantize {} {:?} {part:?}",
+                w(*x),
+                p.buffers[*x].rows
+            )
+        }
         Step::Scatter { x } => format!("scatter {}", w(*x)),
-        Step::Map { out, expr, .. } => format!("map {} {expr:?}", w(*out)),
+        Step::Map { out, expr, .. } => {
+            format!("map {} {:?} {expr:?}", w(*out), p.buffers[*out].rows)
+        }
     }
 }
 
@@ -759,16 +777,24 @@ fn emit_step(
         Step::Concat { a: x, b: y, .. } => {
             kernels::concat(e, [a[0], a[1], a[2]], range, (w(*x), w(*y)))
         }
-        Step::FakeQuant { x, .. } => qkernels::fake_quant(
+        Step::DynamicQuantize { x, part, .. } => qkernels::dynamic_quantize(
             e,
             [a[0], a[1], a[2]],
             range,
             w(*x),
-            p.buffers[*x].rows == Rows::Tokens,
+            (p.buffers[*x].rows == Rows::Tokens, *part),
         ),
         Step::Scatter { x } => kernels::scatter(e, [a[0], a[1], a[2], a[3]], range, w(*x)),
         Step::Map {
-            inputs, out, expr, ..
-        } => kernels::map(e, a, range, w(*out), (expr, inputs.len())),
+            inputs,
+            seq_inputs,
+            rows,
+            out,
+            expr,
+        } => {
+            let counts = [inputs.len(), rows.len(), seq_inputs.len()];
+            let per_token = p.buffers[*out].rows == Rows::Tokens;
+            kernels::map(e, a, range, w(*out), (expr, counts, per_token))
+        }
     }
 }

@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 
-use bertc_ir::{BinaryOp, DType, Graph, NodeId, Op, TokenTypes, UnaryOp};
+use bertc_ir::{BinaryOp, DType, Graph, NodeId, Op, QuantPart, TokenTypes, UnaryOp};
 
-use crate::program::MapOp;
+mod map;
 
 pub use crate::program::{
     pack_linear, pack_qlinear, qpanel_bytes, quant_row_floats, quantized_row, Act, BufId, Buffer,
@@ -151,6 +151,19 @@ impl Lowering<'_> {
         }
         self.quantized.insert((x, rows), id);
         Ok(id)
+    }
+
+    /// A buffer of one f32 a sequence for `n` (`[batch, 1, 1]` or `[batch, 1]`).
+    fn seq_scalar_buf(&mut self, n: NodeId) -> BufId {
+        let id = self.p.buffers.len();
+        self.p.buffers.push(Buffer {
+            rows: Rows::Seqs,
+            width: 1,
+            elem: Elem::F32,
+            offset: 0,
+        });
+        self.buf_of.insert(n, id);
+        id
     }
 
     fn buf(&self, n: NodeId) -> Result<BufId, CodegenError> {
@@ -337,12 +350,12 @@ pub fn lower(g: &Graph, qformat: QFormat) -> Result<Program, CodegenError> {
                 act: Act::Gelu(approx),
             },
             // computed inside the map of its one user
-            _ if inlined(g, n) => continue,
+            _ if map::inlined(g, n) => continue,
             Op::Binary(BinaryOp::Add)
                 if g.ty(ops[0]) == g.ty(ops[1])
                     && ops
                         .iter()
-                        .all(|&o| !inlined(g, o) && g.const_value(o).is_none()) =>
+                        .all(|&o| !map::inlined(g, o) && g.const_value(o).is_none()) =>
             {
                 Step::Add {
                     a: l.buf(ops[0])?,
@@ -360,16 +373,7 @@ pub fn lower(g: &Graph, qformat: QFormat) -> Result<Program, CodegenError> {
                 out: l.new_buf(n)?,
                 act: Act::Relu,
             },
-            _ if mappable(g, n) => {
-                let (mut inputs, mut rows, mut expr) = (vec![], vec![], vec![]);
-                map_expr(&mut l, n, n, (&mut inputs, &mut rows, &mut expr))?;
-                Step::Map {
-                    inputs,
-                    rows,
-                    out: l.new_buf(n)?,
-                    expr,
-                }
-            }
+            _ if map::mappable(g, n) => map::lower(&mut l, n)?,
             Op::Attention {
                 heads,
                 scale,
@@ -432,7 +436,7 @@ pub fn lower(g: &Graph, qformat: QFormat) -> Result<Program, CodegenError> {
                     _ => Step::MaxPool { x, out },
                 }
             }
-            Op::FakeQuant => {
+            Op::DynamicQuantize { part } => {
                 // the buffer holds the real tokens only: the range must be theirs
                 let per_token = g.ty(ops[0]).rank() == 3;
                 let masked = ops.get(1).is_some_and(|&m| {
@@ -445,20 +449,22 @@ pub fn lower(g: &Graph, qformat: QFormat) -> Result<Program, CodegenError> {
                     return Err(unsupported(
                         g,
                         n,
-                        "fake_quant's mask must be the attention_mask input",
+                        "dynamic_quantize's mask must be the attention_mask input",
                     ));
                 }
                 if per_token && l.p.has_mask && !masked {
                     return Err(unsupported(
                         g,
                         n,
-                        "fake_quant over padded tokens (its range would include the padding, which compiled code never computes)",
+                        "dynamic_quantize over padded tokens (its range would include the padding, which compiled code never computes)",
                     ));
                 }
-                Step::FakeQuant {
-                    x: l.buf(ops[0])?,
-                    out: l.new_buf(n)?,
-                }
+                let x = l.buf(ops[0])?;
+                let out = match part {
+                    QuantPart::Centered => l.new_buf(n)?,
+                    QuantPart::Scale => l.seq_scalar_buf(n),
+                };
+                Step::DynamicQuantize { x, out, part }
             }
             Op::Concat { axis }
                 if ops.len() == 2
@@ -547,109 +553,6 @@ pub fn lower(g: &Graph, qformat: QFormat) -> Result<Program, CodegenError> {
     Ok(l.p)
 }
 
-/// Whether `n` is an elementwise op that a `Step::Map` computes (f32, `MapOp`'s ops).
-fn mappable(g: &Graph, n: NodeId) -> bool {
-    g.ty(n).dtype == DType::F32
-        && match g.op(n) {
-            Op::Qdq(_) => true,
-            Op::Unary(u) => MapOp::UNARY.contains(u),
-            Op::Binary(b) => MapOp::BINARY.contains(b) || *b == BinaryOp::Pow,
-            _ => false,
-        }
-}
-
-/// Whether `n` is computed inside the map of its one user (and has no step of its own).
-fn inlined(g: &Graph, n: NodeId) -> bool {
-    if !mappable(g, n) || g.is_output(n) {
-        return false;
-    }
-    match g.users(n)[..] {
-        [u] => mappable(g, u) && g.ty(u).shape == g.ty(n).shape,
-        _ => false,
-    }
-}
-
-/// Appends to `expr` (postfix) the computation of `n`, a mappable op of the map that computes
-/// `root`: its operands that are inlined recursively, constants as scalars or rows of the
-/// output's width, any other value as an input buffer of `root`'s shape.
-fn map_expr(
-    l: &mut Lowering,
-    root: NodeId,
-    n: NodeId,
-    (inputs, rows, expr): (&mut Vec<BufId>, &mut Vec<WeightId>, &mut Vec<MapOp>),
-) -> Result<(), CodegenError> {
-    let g = l.g;
-    let width = const_width(g, root)?;
-    fn index<T: PartialEq>(v: &mut Vec<T>, x: T) -> usize {
-        v.iter().position(|y| *y == x).unwrap_or_else(|| {
-            v.push(x);
-            v.len() - 1
-        })
-    }
-    let mut operands = g.operands(n);
-    let powi = match g.op(n) {
-        Op::Binary(BinaryOp::Pow) => {
-            let e = g
-                .const_scalar(operands[1])
-                .filter(|&e| e == 2.0 || e == 3.0);
-            let Some(e) = e else {
-                return Err(unsupported(
-                    g,
-                    n,
-                    "pow by anything but a constant 2 or 3 has no code generator",
-                ));
-            };
-            operands.truncate(1);
-            Some(e as u8)
-        }
-        _ => None,
-    };
-    for o in operands {
-        if let Some(t) = g.const_value(o) {
-            let (numel, last) = (t.numel(), t.shape.last().copied().unwrap_or(1));
-            if numel == 1 {
-                expr.push(MapOp::Const(t.to_f32_vec()[0]));
-            } else if numel == width && last == width {
-                let w = l.weight(o)?;
-                expr.push(MapOp::Row(index(rows, w)));
-            } else {
-                return Err(unsupported(
-                    g,
-                    n,
-                    format!(
-                        "a constant operand of shape {:?} (elementwise ops broadcast scalars and rows of {width})",
-                        t.shape
-                    ),
-                ));
-            }
-        } else if inlined(g, o) {
-            map_expr(l, root, o, (&mut *inputs, &mut *rows, &mut *expr))?;
-        } else {
-            if g.ty(o).shape != g.ty(root).shape {
-                return Err(unsupported(
-                    g,
-                    n,
-                    format!(
-                        "an operand of type {} broadcast to {} (elementwise ops broadcast constants only)",
-                        g.ty(o),
-                        g.ty(root)
-                    ),
-                ));
-            }
-            let b = l.buf(o)?;
-            expr.push(MapOp::Input(index(inputs, b)));
-        }
-    }
-    expr.push(match *g.op(n) {
-        _ if powi.is_some() => MapOp::Powi(powi.unwrap_or(2)),
-        Op::Qdq(q) => MapOp::Qdq(q),
-        Op::Unary(u) => MapOp::Unary(u),
-        Op::Binary(b) => MapOp::Binary(b),
-        _ => unreachable!("map_expr on an op that is not mappable"),
-    });
-    Ok(())
-}
-
 fn fused_act(a: bertc_ir::FusedAct) -> Act {
     match a {
         bertc_ir::FusedAct::Gelu(g) => Act::Gelu(g),
@@ -692,13 +595,16 @@ fn step_io1(s: &Step) -> (Vec<BufId>, BufId) {
         | Step::MaxPool { x, out }
         | Step::Normalize { x, out }
         | Step::Pool { x, out, .. }
-        | Step::FakeQuant { x, out } => (vec![x], out),
+        | Step::DynamicQuantize { x, out, .. } => (vec![x], out),
         Step::Add { a, b, out } | Step::Concat { a, b, out } => (vec![a, b], out),
         Step::Attention { q, k, v, out, .. } => (vec![q, k, v], out),
         Step::Scatter { x } => (vec![x], x),
         Step::Map {
-            ref inputs, out, ..
-        } => (inputs.clone(), out),
+            ref inputs,
+            ref seq_inputs,
+            out,
+            ..
+        } => ([&inputs[..], &seq_inputs[..]].concat(), out),
     }
 }
 

@@ -2,7 +2,9 @@
 //! quantized for int8 linears), typed weights in the layouts the kernels read (and the
 //! packings that make them), and what code generation asks of it (attention geometry, flops).
 
-use bertc_ir::{AttnQuant, BinaryOp, DType, GeluApprox, Positions, Qdq, TokenTypes, UnaryOp};
+use bertc_ir::{
+    AttnQuant, BinaryOp, DType, GeluApprox, Positions, Qdq, QuantPart, TokenTypes, UnaryOp,
+};
 
 /// What the rows of a buffer are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -309,10 +311,12 @@ pub enum Step {
     /// `out = expr(inputs)` elementwise over rows of `width` floats: the graph's elementwise
     /// ops (a static QDQ file's bias adds, decomposed GELU, residual adds, quantization
     /// points) fused into one pass, each op one f32 operation as the interpreter does it.
-    /// The inputs have `out`'s rows and width; `rows` are constant vectors of `width` floats
-    /// broadcast over the rows (biases).
+    /// The inputs have `out`'s rows and width; `seq_inputs` one float a sequence, broadcast
+    /// over its rows; `rows` are constant vectors of `width` floats broadcast over the rows
+    /// (biases).
     Map {
         inputs: Vec<BufId>,
+        seq_inputs: Vec<BufId>,
         rows: Vec<WeightId>,
         out: BufId,
         expr: Vec<MapOp>,
@@ -349,11 +353,13 @@ pub enum Step {
         x: BufId,
         out: BufId,
     },
-    /// `x` quantized to uint8 and dequantized, as `Op::FakeQuant` defines it, one task a
-    /// sequence (its range over its rows, which are its real tokens).
-    FakeQuant {
+    /// `x` quantized to uint8 as `Op::DynamicQuantize` defines it, one task a sequence (its
+    /// range over its rows, which are its real tokens): the centered integers (`out` like `x`)
+    /// or the scale (`out` one float a sequence).
+    DynamicQuantize {
         x: BufId,
         out: BufId,
+        part: QuantPart,
     },
     /// Packed token rows back to the padded `[batch, seq]` layout of the caller's output (added
     /// by code generation after the last step when the output is per token).
@@ -369,6 +375,9 @@ pub enum MapOp {
     Input(usize),
     /// The element of constant row `i` (an index into the step's `rows`).
     Row(usize),
+    /// The value of per-sequence input `i` (an index into `seq_inputs`) for the row's
+    /// sequence.
+    SeqInput(usize),
     Const(f32),
     Unary(UnaryOp),
     Binary(BinaryOp),

@@ -12,6 +12,7 @@ use crate::emit::{mem, Emit, Shape, ROUND_MAGIC};
 use crate::kernels::row_range;
 use crate::linear::Tile;
 use crate::lower::{quant_row_floats, QFormat, QuantRows, PANEL, QPANEL_HEADER};
+use bertc_ir::QuantPart;
 
 /// Quantizes the rows of row-block tasks `begin..end` of `x` (`k` f32 each; with `smooth`,
 /// each times the `k` multipliers there first) to `abits` bits into `out` in rows of `format`
@@ -350,17 +351,18 @@ fn scalar_sums(e: &mut Emit, t: &Tile, pairs: usize, lda: i64, col0: usize) -> V
         .collect()
 }
 
-/// `Op::FakeQuant` of the sequences `begin..end` of `x` into `out` (rows of `k` f32): with
-/// `per_token`, sequence `b`'s packed rows `seq_start[b]..seq_start[b + 1]`, else its one row
-/// `b`. Two passes a sequence (the range, then each element), with the interpreter's f32
-/// operations in its order. Rounding is by `ROUND_MAGIC`, exact here: every `x / s` is at
-/// most 255 in magnitude, since the range covers every row the buffer holds.
-pub fn fake_quant(
+/// `Op::DynamicQuantize` of the sequences `begin..end` of `x` into `out` (rows of `k` f32, or
+/// for `QuantPart::Scale` one float a sequence): with `per_token`, sequence `b`'s packed rows
+/// `seq_start[b]..seq_start[b + 1]`, else its one row `b`. Two passes a sequence (the range,
+/// then each element), with the interpreter's f32 operations in its order. Rounding is by
+/// `ROUND_MAGIC`, exact here: every `x / s` is at most 255 in magnitude, since the range
+/// covers every row the buffer holds.
+pub fn dynamic_quantize(
     e: &mut Emit,
     [x, out, seq_start]: [Value; 3],
     [begin, end]: [Value; 2],
     k: usize,
-    per_token: bool,
+    (per_token, part): (bool, QuantPart),
 ) {
     let rowb = k as i64 * 4;
     e.for_range(begin, end, 1, |e, bi| {
@@ -370,13 +372,16 @@ pub fn fake_quant(
             (bi, e.b.ins().iadd_imm_s(bi, 1))
         };
         let xs = e.addr(x, r0, rowb);
-        let os = e.addr(out, r0, rowb);
+        let os = match part {
+            QuantPart::Centered => e.addr(out, r0, rowb),
+            QuantPart::Scale => e.addr(out, bi, 4),
+        };
         let rows = e.b.ins().isub(r1, r0);
-        fake_quant_span(e, [xs, os, rows], k);
+        dynamic_quantize_span(e, [xs, os, rows], k, part);
     });
 }
 
-fn fake_quant_span(e: &mut Emit, [x, out, rows]: [Value; 3], k: usize) {
+fn dynamic_quantize_span(e: &mut Emit, [x, out, rows]: [Value; 3], k: usize, part: QuantPart) {
     let n = e.b.ins().imul_imm_s(rows, k as i64);
     let vt = e.vty();
     let vinf = e.fs(Shape::Vector, f32::NEG_INFINITY);
@@ -419,6 +424,10 @@ fn fake_quant_span(e: &mut Emit, [x, out, rows]: [Value; 3], k: usize) {
     let magic = e.f(ROUND_MAGIC);
     let zp = e.b.ins().fadd(zp, magic);
     let zp = e.b.ins().fsub(zp, magic);
+    if part == QuantPart::Scale {
+        e.b.ins().store(mem(), s, out, 0);
+        return;
+    }
     e.span(n, |e, off, sh| {
         let a = e.b.ins().iadd(x, off);
         let v = e.load(sh, a, 0);
@@ -434,7 +443,6 @@ fn fake_quant_span(e: &mut Emit, [x, out, rows]: [Value; 3], k: usize) {
         let y = e.b.ins().fmax(y, lo);
         let y = e.b.ins().fmin(y, hi);
         let y = e.b.ins().fsub(y, z);
-        let y = e.b.ins().fmul(y, sv);
         let o = e.b.ins().iadd(out, off);
         e.store(y, o, 0);
     });

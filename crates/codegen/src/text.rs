@@ -265,15 +265,21 @@ impl Program {
             Step::MaxPool { x, out } => format!("b{out} = max_pool b{x}"),
             Step::Normalize { x, out } => format!("b{out} = l2_normalize b{x}"),
             Step::Concat { a, b, out } => format!("b{out} = concat b{a} b{b}"),
-            Step::FakeQuant { x, out } => format!("b{out} = fake_quant b{x}"),
+            Step::DynamicQuantize { x, out, part } => {
+                format!("b{out} = dynamic_quantize b{x} part={}", part.name())
+            }
             Step::Pool { x, out, mode } => format!("b{out} = pool b{x} mode={}", mode.name()),
             Step::Scatter { x } => format!("output = scatter b{x}"),
             Step::Map {
                 ref inputs,
+                ref seq_inputs,
                 ref rows,
                 out,
                 ref expr,
-            } => format!("b{out} = map {}", map_text(expr, inputs, rows)),
+            } => format!(
+                "b{out} = map {}",
+                map_text(expr, [inputs, seq_inputs], rows)
+            ),
         }
     }
 }
@@ -287,13 +293,15 @@ pub fn lowered_text(
     Ok(crate::lower::lower(g, isa.int8_format())?.to_text(&isa))
 }
 
-/// A map's expression in infix form: `b3` an input buffer, `w7` a constant row.
-fn map_text(expr: &[MapOp], inputs: &[BufId], rows: &[WeightId]) -> String {
+/// A map's expression in infix form: `b3` an input buffer, `b4[seq]` a per-sequence one, `w7` a
+/// constant row.
+fn map_text(expr: &[MapOp], [inputs, seq_inputs]: [&[BufId]; 2], rows: &[WeightId]) -> String {
     let mut st: Vec<String> = Vec::new();
     for op in expr {
         let t = match *op {
             MapOp::Input(i) => format!("b{}", inputs[i]),
             MapOp::Row(i) => format!("w{}", rows[i]),
+            MapOp::SeqInput(i) => format!("b{}[seq]", seq_inputs[i]),
             MapOp::Const(c) => format!("{c}"),
             MapOp::Unary(u) => {
                 let x = st.pop().unwrap_or_default();

@@ -1,6 +1,6 @@
 //! Reductions and normalisations: cumulative sums, softmax, reduce mean/sum/max, LayerNorm (ONNX and encoder forms), the poolings, L2 normalisation. The ONNX-level ops sum in f64; the encoder's (LayerNorm, poolings, `l2_normalize`) in the kernels' order (`bertc_numerics`).
 
-use bertc_ir::{Op, PoolMode, ReduceKind};
+use bertc_ir::{Op, PoolMode, QuantPart, ReduceKind};
 
 use crate::shape::transpose;
 use crate::value::*;
@@ -204,7 +204,7 @@ pub(crate) fn eval(op: &Op, v: &[&Value]) -> R<Value> {
             }
             Value::f32(vec![b, h], out)
         }
-        Op::FakeQuant => {
+        Op::DynamicQuantize { part } => {
             let x = v[0];
             let xv = x.as_f32()?;
             let k = *x.shape.last().unwrap_or(&1);
@@ -220,9 +220,21 @@ pub(crate) fn eval(op: &Op, v: &[&Value]) -> R<Value> {
                 .chunks((per_seq * k).max(1))
                 .zip(real.chunks(per_seq.max(1)))
             {
-                out.extend(fake_quant(s, k, r));
+                let (scale, centered) = dynamic_quantize(s, k, r);
+                match part {
+                    QuantPart::Centered => out.extend(centered),
+                    QuantPart::Scale => out.push(scale),
+                }
             }
-            Value::f32(x.shape.clone(), out)
+            let shape = match part {
+                QuantPart::Centered => x.shape.clone(),
+                QuantPart::Scale => {
+                    let mut s = vec![1; x.shape.len()];
+                    s[0] = x.shape[0];
+                    s
+                }
+            };
+            Value::f32(shape, out)
         }
         Op::L2Normalize => {
             let x = v[0];
@@ -287,11 +299,12 @@ pub(crate) fn layer_norm_rows(
     out
 }
 
-/// `fake_quant` (see `Op::FakeQuant`) of one sequence's rows of `k` floats, the maxima over the
-/// rows marked `real`: the f32 operations of ONNX's `DynamicQuantizeLinear` as the importer
-/// composes it (`max` then `min`, not `clamp`: a NaN becomes 0 there, as here).
+/// `dynamic_quantize` (see `Op::DynamicQuantize`) of one sequence's rows of `k` floats, the
+/// maxima over the rows marked `real`: the f32 operations of ONNX's `DynamicQuantizeLinear` as
+/// the importer composes it (`max` then `min`, not `clamp`: a NaN becomes 0 there, as here).
+/// `(scale, centered)`.
 #[allow(clippy::manual_clamp)]
-fn fake_quant(x: &[f32], k: usize, real: &[bool]) -> Vec<f32> {
+fn dynamic_quantize(x: &[f32], k: usize, real: &[bool]) -> (f32, Vec<f32>) {
     let (mut hi, mut neg) = (f32::NEG_INFINITY, f32::NEG_INFINITY);
     for (row, _) in x.chunks(k.max(1)).zip(real).filter(|(_, &r)| r) {
         for &y in row {
@@ -303,7 +316,9 @@ fn fake_quant(x: &[f32], k: usize, real: &[bool]) -> Vec<f32> {
     let lo = (-neg).min(0.0);
     let s = if hi == lo { 1.0 } else { (hi - lo) / 255.0 };
     let zp = (-(lo / s)).max(0.0).min(255.0).round_ties_even();
-    x.iter()
-        .map(|&y| (((y / s).round_ties_even() + zp).max(0.0).min(255.0) - zp) * s)
-        .collect()
+    let centered = x
+        .iter()
+        .map(|&y| ((y / s).round_ties_even() + zp).max(0.0).min(255.0) - zp)
+        .collect();
+    (s, centered)
 }

@@ -12,7 +12,7 @@ pub use graph::{Graph, Node, NodeId};
 pub use infer::{broadcast, known_of_tensor, resolve_bounds, MAX_KNOWN};
 pub use op::{
     qlinear_max_abits, AttnQuant, BinaryOp, FusedAct, GeluApprox, Op, OpFamily, PoolMode,
-    Positions, Qdq, ReduceKind, TokenTypes, UnaryOp,
+    Positions, Qdq, QuantPart, ReduceKind, TokenTypes, UnaryOp,
 };
 pub use text::fmt_f;
 pub use types::{Binding, DType, Dim, Tensor, TensorType};

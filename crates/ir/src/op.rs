@@ -346,16 +346,37 @@ pub enum Op {
     /// `l2_normalize(x)`: `x / max(|x|, 1e-12)` along the last axis (PyTorch's
     /// `F.normalize`, sentence-transformers' `Normalize`).
     L2Normalize,
-    /// `fake_quant(x, mask?)`: each sequence of `x` (`[batch, seq, k]`, or `[batch, k]`)
-    /// quantized to uint8 as ONNX's `DynamicQuantizeLinear` quantizes a tensor, and
-    /// dequantized, in f32: `hi = max(max x, 0)`, `lo = min(-max(-x), 0)`,
-    /// `s = (hi - lo) / 255` (1 when `hi == lo`), `zp = round_ne(min(max(-(lo / s), 0), 255))`,
-    /// `y = (min(max(round_ne(x / s) + zp, 0), 255) - zp) · s`, the maxima over the
-    /// sequence's rows (with `mask`, `[batch, seq]`, its real tokens only). A sequence's
-    /// result is thus what the file computes for it alone, whatever else is in the batch.
-    FakeQuant,
+    /// `dynamic_quantize(x, mask?) part=centered|scale`: each sequence of `x` (`[batch, seq, k]`,
+    /// or `[batch, k]`) quantized to uint8 as ONNX's `DynamicQuantizeLinear` quantizes a
+    /// tensor, in f32: `hi = max(max x, 0)`, `lo = min(-max(-x), 0)`, `s = (hi - lo) / 255`
+    /// (1 when `hi == lo`), `zp = round_ne(min(max(-(lo / s), 0), 255))`, the maxima over the
+    /// sequence's rows (with `mask`, `[batch, seq]`, its real tokens only). `centered` is
+    /// `min(max(round_ne(x / s) + zp, 0), 255) - zp` (integers, as f32, in `x`'s shape), `scale`
+    /// is `s` (`[batch, 1, 1]`, or `[batch, 1]`). A sequence's result is thus what the file
+    /// computes for it alone, whatever else is in the batch.
+    DynamicQuantize {
+        part: QuantPart,
+    },
     /// `qdq(x)`: a static quantization point (see `Qdq`), elementwise.
     Qdq(Qdq),
+}
+
+/// Which part of a dynamic quantization `Op::DynamicQuantize` gives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum QuantPart {
+    /// The integers less the zero point.
+    Centered,
+    /// Each sequence's scale.
+    Scale,
+}
+
+impl QuantPart {
+    pub fn name(self) -> &'static str {
+        match self {
+            QuantPart::Centered => "centered",
+            QuantPart::Scale => "scale",
+        }
+    }
 }
 
 /// A static quantization point: ONNX's `QuantizeLinear` then `DequantizeLinear` with one scale
@@ -520,7 +541,7 @@ impl Op {
             | Op::MaxPool
             | Op::Pool { .. }
             | Op::L2Normalize
-            | Op::FakeQuant => OpFamily::Reduce,
+            | Op::DynamicQuantize { .. } => OpFamily::Reduce,
             Op::Embedding { .. }
             | Op::Gelu { .. }
             | Op::Attention { .. }
@@ -607,7 +628,7 @@ impl Op {
             Op::MaxPool => "max_pool",
             Op::Pool { .. } => "pool",
             Op::L2Normalize => "l2_normalize",
-            Op::FakeQuant => "fake_quant",
+            Op::DynamicQuantize { .. } => "dynamic_quantize",
             Op::Qdq(_) => "qdq",
         }
     }
@@ -649,7 +670,7 @@ impl Op {
             Op::Concat { .. } => (1, usize::MAX),
             Op::Slice => (3, 5),
             Op::Gemm { .. } => (2, 3),
-            Op::FakeQuant => (1, 2),
+            Op::DynamicQuantize { .. } => (1, 2),
             Op::LayerNormalization { .. } => (2, 3),
             Op::Linear => (2, 3),
             Op::FusedLinear { .. } => (3, 4),

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 
 use crate::graph::{Graph, NodeId};
 use crate::op::{
-    AttnQuant, BinaryOp, FusedAct, GeluApprox, Op, PoolMode, Positions, ReduceKind, TokenTypes,
-    UnaryOp,
+    AttnQuant, BinaryOp, FusedAct, GeluApprox, Op, PoolMode, Positions, QuantPart, ReduceKind,
+    TokenTypes, UnaryOp,
 };
 use crate::types::{DType, Dim, Tensor, TensorType};
 use crate::IrError;
@@ -684,7 +684,13 @@ fn op_of(m: &str, mut a: Attrs, arity: usize) -> PResult<Op> {
                 }
             }
             "l2_normalize" => Op::L2Normalize,
-            "fake_quant" => Op::FakeQuant,
+            "dynamic_quantize" => Op::DynamicQuantize {
+                part: match a.need("part")?.as_str() {
+                    "centered" => QuantPart::Centered,
+                    "scale" => QuantPart::Scale,
+                    p => return Err(format!("unknown part '{p}'")),
+                },
+            },
             _ => return Err(format!("unknown op '{m}'")),
         }
     };

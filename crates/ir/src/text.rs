@@ -208,6 +208,7 @@ fn attrs(op: &Op) -> String {
             s
         }
         Op::Qdq(q) => format!(" q={q}"),
+        Op::DynamicQuantize { part } => format!(" part={}", part.name()),
         Op::QkvAttention { heads, scale, qk } => {
             format!(" heads={heads} scale={} qk={qk}", fmt_f32(*scale))
         }
@@ -226,8 +227,7 @@ fn attrs(op: &Op) -> String {
         | Op::DequantizeRows
         | Op::MeanPool
         | Op::MaxPool
-        | Op::L2Normalize
-        | Op::FakeQuant => String::new(),
+        | Op::L2Normalize => String::new(),
     }
 }
 

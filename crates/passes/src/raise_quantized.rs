@@ -6,22 +6,26 @@
 //! - a quantized embedding table, `dequantize(gather(table_q, ids))` (elementwise ops with a
 //!   one-element constant over a gather of a constant), becomes the gather of the dequantized
 //!   table (the same f32 operations, done once on the table);
-//! - a linear on quantized weights, `f32(quantize(x) - zp) @ (w_q - w_zp)) · (s · w_s)`,
-//!   becomes `fake_quant(x) @ ((w_q - w_zp) · w_s)`: the file's activation quantization is
-//!   kept (`fake_quant` is `DynamicQuantizeLinear` and its dequantization; `raise-linear`
-//!   then makes the matmul a `linear` on the dequantized weights). The exact integer sums
-//!   become f32 sums of the same products (a relative difference of about 1e-7, unless a
-//!   later quantization rounds a value to the other side).
+//! - a linear on quantized weights, `f32((quantize(x) - zp) @ (w_q - w_zp)) · (s · w_s)`,
+//!   becomes `(c @ w_int) · (s · w_s)` with `c` and `s` the two parts of
+//!   `dynamic_quantize(x)` (the integers less the zero point, and the scale) and `w_int` the
+//!   integer weights as f32: `raise-linear` makes the matmul a `linear` without bias, whose
+//!   products of integers of at most 9 bits are exact in f32, and so are its sums while they
+//!   stay below 2²⁴ (the summary counts the linears where the weights prove that for every
+//!   input: 255 · the largest column sum of `|w_int|` below 2²⁴); the scaling is the
+//!   file's two multiplications in its order. So the file's integer arithmetic, exactly.
 //!
-//! One difference is on purpose: `fake_quant` takes the range of each sequence (over its real
-//! tokens, in a model with an attention mask), where the file takes the whole batch's, padding
-//! included, so that there a sequence's result depends on what else is in its batch. For a
-//! sequence alone (a batch of one, without padding) the two are the same.
+//! One difference is on purpose: `dynamic_quantize` takes the range of each sequence (over
+//! its real tokens, in a model with an attention mask), where the file takes the whole
+//! batch's, padding included, so that there a sequence's result depends on what else is in
+//! its batch. For a sequence alone (a batch of one, without padding) the two are the same.
 
 use std::collections::HashMap;
 
 use bertc_interp::{eval_op, Value};
-use bertc_ir::{BinaryOp, Binding, DType, Graph, NodeId, Op, ReduceKind, Tensor, UnaryOp};
+use bertc_ir::{
+    BinaryOp, Binding, DType, Graph, NodeId, Op, QuantPart, ReduceKind, Tensor, UnaryOp,
+};
 
 use crate::pattern::{binary, cast_to, single_user, split_by, unary, with_const};
 use crate::{Pass, PassError};
@@ -168,65 +172,78 @@ fn mask_for(g: &Graph, x: NodeId) -> Option<NodeId> {
     (xs.len() == 3 && ms.len() == 2 && xs[..2] == ms[..]).then_some(m)
 }
 
-/// Raises the quantized linear whose integer matmul is `mm`; `fq` caches one `fake_quant`
-/// per quantized tensor (the q, k and v projections read the same one).
+/// Raises the quantized linear whose integer matmul is `mm`; `fq` caches one quantization
+/// (centered integers and scale) per quantized tensor (the q, k and v projections read the
+/// same one). `Some(proved)` when raised, `proved` when its sums are exact for every input.
 fn raise_linear(
     g: &mut Graph,
     mm: NodeId,
-    fq: &mut HashMap<NodeId, NodeId>,
-) -> Result<bool, PassError> {
+    fq: &mut HashMap<NodeId, (NodeId, NodeId)>,
+) -> Result<Option<bool>, PassError> {
     let [a, b] = g.operands(mm)[..] else {
-        return Ok(false);
+        return Ok(None);
     };
     let Some((x, s)) = dynamic_activation(g, a) else {
-        return Ok(false);
+        return Ok(None);
     };
     let Some(w) = g.const_value(b).filter(|w| w.shape.len() == 2).cloned() else {
-        return Ok(false);
+        return Ok(None);
     };
     let Some(acc) = single_user(g, mm).filter(|&c| cast_to(g, c, DType::F32) == Some(mm)) else {
-        return Ok(false);
+        return Ok(None);
     };
     let Some(scaled) = single_user(g, acc) else {
-        return Ok(false);
+        return Ok(None);
     };
     let Some((_, m)) =
         binary(g, scaled, BinaryOp::Mul).and_then(|(p, q)| split_by(p, q, |o| o != acc))
     else {
-        return Ok(false);
+        return Ok(None);
     };
     // m = s · w_s, w_s one value or one per column
     let Some((ws, _)) = binary(g, m, BinaryOp::Mul).and_then(|(p, q)| split_by(p, q, |o| o == s))
     else {
-        return Ok(false);
-    };
-    let Some(ws) = g.const_value(ws).cloned() else {
-        return Ok(false);
+        return Ok(None);
     };
     let n = w.shape[1];
-    if ws.numel() != 1 && (ws.numel() != n || ws.shape.last() != Some(&n)) {
-        return Ok(false);
+    match g.const_value(ws) {
+        Some(t) if t.numel() == 1 || (t.numel() == n && t.shape.last() == Some(&n)) => {}
+        _ => return Ok(None),
     }
-    let (wv, sv) = (w.to_f32_vec(), ws.to_f32_vec());
-    let deq: Vec<f32> = wv
-        .iter()
-        .enumerate()
-        .map(|(i, &q)| q * sv[if sv.len() == 1 { 0 } else { i % n }])
-        .collect();
+    // the integer weights as f32 (exact: they are at most 9 bits)
+    let wv = w.to_f32_vec();
+    let mut column = vec![0f64; n];
+    for (i, v) in wv.iter().enumerate() {
+        column[i % n] += v.abs() as f64;
+    }
+    let proved = 255.0 * column.iter().fold(0f64, |m, &c| m.max(c)) < (1u32 << 24) as f64;
     let name = g.node(b).name.clone();
-    let wf = g.add_const(&name, Tensor::from_f32(w.shape.clone(), &deq));
-    let q = match fq.get(&x) {
+    let wf = g.add_const(&name, Tensor::from_f32(w.shape.clone(), &wv));
+    let (c, sa) = match fq.get(&x) {
         Some(&q) => q,
         None => {
             let ins: Vec<NodeId> = std::iter::once(x).chain(mask_for(g, x)).collect();
-            let name = format!("{}.fake_quant", g.node(x).name);
-            let q = g.add(Op::FakeQuant, &ins, &name).map_err(ir)?;
+            let name = g.node(x).name.clone();
+            let mut part = |part: QuantPart| {
+                let op = Op::DynamicQuantize { part };
+                g.add(op, &ins, &format!("{name}.{}", part.name()))
+                    .map_err(ir)
+            };
+            let q = (part(QuantPart::Centered)?, part(QuantPart::Scale)?);
             fq.insert(x, q);
             q
         }
     };
-    g.rewrite(scaled, Op::MatMul, &[q, wf]).map_err(ir)?;
-    Ok(true)
+    let mname = g.node(m).name.clone();
+    let acc = g
+        .add(Op::MatMul, &[c, wf], &format!("{mname}.acc"))
+        .map_err(ir)?;
+    let m2 = g
+        .add(Op::Binary(BinaryOp::Mul), &[sa, ws], &mname)
+        .map_err(ir)?;
+    g.rewrite(scaled, Op::Binary(BinaryOp::Mul), &[acc, m2])
+        .map_err(ir)?;
+    Ok(Some(proved))
 }
 
 impl Pass for RaiseQuantized {
@@ -235,7 +252,7 @@ impl Pass for RaiseQuantized {
     }
 
     fn run(&self, g: &mut Graph) -> Result<String, PassError> {
-        let (mut tables, mut linears) = (0, 0);
+        let (mut tables, mut linears, mut proved) = (0, 0, 0);
         let mut fq = HashMap::new();
         let mut dequant = std::collections::HashSet::new();
         for n in g.canonical_order() {
@@ -247,7 +264,10 @@ impl Pass for RaiseQuantized {
                     tables += usize::from(hoist_into_table(g, n, &mut dequant)?);
                 }
                 Op::MatMul if g.ty(n).dtype == DType::I32 => {
-                    linears += usize::from(raise_linear(g, n, &mut fq)?);
+                    if let Some(p) = raise_linear(g, n, &mut fq)? {
+                        linears += 1;
+                        proved += usize::from(p);
+                    }
                 }
                 _ => {}
             }
@@ -256,7 +276,7 @@ impl Pass for RaiseQuantized {
             return Ok("no quantized ops".into());
         }
         Ok(format!(
-            "{linears} quantized linears ({} quantized inputs), {tables} dequantizing ops moved into embedding tables",
+            "{linears} quantized linears ({} quantized inputs; {proved} with sums exact in f32 for every input), {tables} dequantizing ops moved into embedding tables",
             fq.len()
         ))
     }

@@ -8,7 +8,7 @@
 //! takes a scale of 1 for an all-zero tensor, as here).
 //!
 //! Dynamically quantized graphs are raised for code generation by the `raise-quantized` pass
-//! (the activation quantization kept as `fake_quant`, the weights dequantized), static QDQ
+//! (the activation quantization kept as `dynamic_quantize`, the integer weights as f32), static QDQ
 //! pairs by `raise-qdq` (each pair one `qdq` quantization point). `QLinearMatMul` (ONNX
 //! Runtime's operator format) runs in `bertc run`; `bertc compile` stops at it with an error
 //! naming the node.

@@ -1,7 +1,7 @@
 //! Types of reductions and normalisations: cumsum, softmax, reduce, LayerNorm, mean and max
 //! pooling, L2 normalization.
 
-use crate::op::Op;
+use crate::op::{Op, QuantPart};
 use crate::types::{DType, Dim, TensorType};
 
 use super::*;
@@ -59,23 +59,30 @@ pub(super) fn infer(op: &Op, ins: &[Operand]) -> Result<Inferred, String> {
             }
             Ok((x.clone(), None))
         }
-        Op::FakeQuant => {
+        Op::DynamicQuantize { part } => {
             let x = ins[0].ty;
             if x.dtype != DType::F32 || !(2..=3).contains(&x.rank()) {
                 return Err(format!(
-                    "fake_quant needs f32 [batch, seq, k] or [batch, k], found {x}"
+                    "dynamic_quantize needs f32 [batch, seq, k] or [batch, k], found {x}"
                 ));
             }
             if let Some(m) = ins.get(1).map(|m| m.ty) {
                 if !m.dtype.is_int() || m.rank() != 2 || x.rank() != 3 {
                     return Err(format!(
-                        "fake_quant's mask must be integer [batch, seq] for x [batch, seq, k], found {m} for {x}"
+                        "dynamic_quantize's mask must be integer [batch, seq] for x [batch, seq, k], found {m} for {x}"
                     ));
                 }
-                same_dim(m.shape[0], x.shape[0], "fake_quant mask")?;
-                same_dim(m.shape[1], x.shape[1], "fake_quant mask")?;
+                same_dim(m.shape[0], x.shape[0], "dynamic_quantize mask")?;
+                same_dim(m.shape[1], x.shape[1], "dynamic_quantize mask")?;
             }
-            Ok((x.clone(), None))
+            match part {
+                QuantPart::Centered => Ok((x.clone(), None)),
+                QuantPart::Scale => {
+                    let mut shape = vec![Dim::c(1); x.rank()];
+                    shape[0] = x.shape[0];
+                    Ok((TensorType::new(DType::F32, shape), None))
+                }
+            }
         }
         Op::LayerNorm { .. } => {
             let x = ins[0].ty;
