@@ -159,6 +159,14 @@ pub fn compile(o: &Options) -> Result<Outcome, CliError> {
         }
     }
     let (mut g, mut reports) = crate::load_raised(&o.model)?;
+    if !o.model.is_dir() {
+        if let Some((node, op)) = bertc_import::onnx::interpreted_only_node(&o.model) {
+            return Err(CliError::Input(format!(
+                "{}: node '{node}' ({op}): ONNX Runtime's operator format (QOperator) runs in `bertc run` but is not compiled (its attention multiplies quantized integers, which bertc computes in f32); quantize_static's QDQ format compiles, or compile the float model, with --quantize int8 for bertc's own int8",
+                o.model.display()
+            )));
+        }
+    }
     crate::quantize::refuse_quantized_file(&g, &o.model, o.prune.is_some(), o.quantize.is_some())?;
     let mut pruned = None;
     let mut pruned_graph = None;

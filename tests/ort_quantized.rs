@@ -1,5 +1,6 @@
 //! ONNX Runtime's quantized files (`quantize_dynamic` with int8 and uint8 weights, per tensor
-//! and per channel; static QDQ, per tensor and per channel; `scripts/ort-quantized-onnx` makes
+//! and per channel; static QDQ, per tensor and per channel; the operator format's
+//! QLinearMatMul, interpreted only; `scripts/ort-quantized-onnx` makes
 //! them from the shared models): the interpreter (`bertc run`) and a compiled executable
 //! execute the file's own arithmetic, checked against the `onnx` package's reference evaluator
 //! on the same file (the ops' definitions) over the real tokens. The references run each
@@ -17,13 +18,14 @@ use common::*;
 use serde_json::Value as Json;
 use std::process::Command;
 
-const FILES: [&str; 6] = [
+const FILES: [&str; 7] = [
     "dynamic-s8",
     "dynamic-s8-pc",
     "dynamic-u8",
     "dynamic-u8-pc",
     "qdq",
     "qdq-pc",
+    "qoperator",
 ];
 
 fn cosine(a: &[f32], b: &[f32]) -> f64 {
@@ -107,6 +109,23 @@ fn check(model: &str, max_error: f32, min_cos: f64, cross_isas: bool) {
             "{model} {file}: error {err}, cosine {c}"
         );
         let exe = dir.join(format!("{file}-exe"));
+        if file == "qoperator" {
+            // interpreted, not compiled: a one-line error naming the node, nothing written
+            let o = bertc(&[
+                "compile",
+                onnx.to_str().unwrap(),
+                "-o",
+                exe.to_str().unwrap(),
+            ]);
+            let msg = String::from_utf8_lossy(&o.stderr);
+            assert!(!o.status.success() && !exe.exists(), "{msg}");
+            assert_eq!(msg.trim().lines().count(), 1, "{msg}");
+            assert!(
+                msg.contains("node '") && msg.contains("QLinearMatMul"),
+                "{msg}"
+            );
+            continue;
+        }
         // quantizing or pruning it again is refused, nothing written
         let again = dir.join(format!("{file}-again"));
         let o = bertc(&[

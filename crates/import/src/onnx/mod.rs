@@ -17,7 +17,7 @@ use crate::ImportError;
 use bertc_ir::{BinaryOp, DType, Dim, Graph, NodeId, Op, ReduceKind, Tensor, TensorType, UnaryOp};
 pub use contrib::{CONTRIB_DOMAIN, CONTRIB_OPS};
 use proto::{AttributeProto, NodeProto, TensorProto};
-pub use quant::{QUANT_CONTRIB_OPS, QUANT_OPS};
+pub use quant::{interpreted_only_node, INTERPRETED_ONLY_OPS, QUANT_CONTRIB_OPS, QUANT_OPS};
 use tensor::decode_tensor;
 pub use tensor::read_tensor_file;
 

@@ -11,7 +11,7 @@
 //! (the activation quantization kept as `dynamic_quantize`, the integer weights as f32), static QDQ
 //! pairs by `raise-qdq` (each pair one `qdq` quantization point). `QLinearMatMul` (ONNX
 //! Runtime's operator format) runs in `bertc run`; `bertc compile` stops at it with an error
-//! naming the node.
+//! naming the node (`interpreted_only_node`).
 
 use bertc_ir::{BinaryOp, DType, Dim, NodeId, Op, ReduceKind, UnaryOp};
 
@@ -19,6 +19,8 @@ use super::compose::Composer;
 use super::proto::NodeProto;
 use super::{Attrs, Builder};
 use crate::ImportError;
+use prost::Message;
+use std::path::Path;
 
 /// The default-domain quantization ops the importer claims.
 pub const QUANT_OPS: &[&str] = &[
@@ -31,6 +33,31 @@ pub const QUANT_OPS: &[&str] = &[
 
 /// The quantization ops of ONNX Runtime's `com.microsoft` domain the importer claims.
 pub const QUANT_CONTRIB_OPS: &[&str] = &["DynamicQuantizeMatMul", "MatMulIntegerToFloat"];
+
+/// The quantization ops that `bertc run` executes but code generation does not: ONNX
+/// Runtime's operator format (`QuantFormat.QOperator`) multiplies quantized integers inside
+/// attention, which bertc's kernels compute in f32.
+pub const INTERPRETED_ONLY_OPS: &[&str] = &["QLinearMatMul"];
+
+/// The first node of `INTERPRETED_ONLY_OPS` in an ONNX file (`(node, op)`), if any, which the
+/// driver reports before compiling. `None` also when the file does not decode (the import
+/// reports that).
+pub fn interpreted_only_node(path: &Path) -> Option<(String, String)> {
+    let bytes = std::fs::read(path).ok()?;
+    let model = super::proto::ModelProto::decode(&bytes[..]).ok()?;
+    model.graph?.node.into_iter().find_map(|n| {
+        let default = n.domain.is_empty() || n.domain == "ai.onnx";
+        let only = default && INTERPRETED_ONLY_OPS.contains(&n.op_type.as_str());
+        only.then(|| {
+            let name = if n.name.is_empty() {
+                n.output.first().cloned().unwrap_or_default()
+            } else {
+                n.name
+            };
+            (name, n.op_type)
+        })
+    })
+}
 
 /// The value range of a quantized integer type.
 fn range(t: DType) -> Option<(f32, f32)> {
