@@ -287,6 +287,10 @@ pub fn map(
                         let x = st.pop().expect("a map operand");
                         e.qdq(s, x, q)
                     }
+                    MapOp::Centered(si, zi) => {
+                        let x = st.pop().expect("a map operand");
+                        crate::qkernels::centered(e, s, x, per_seq[si], per_seq[zi])
+                    }
                     MapOp::Powi(n) => {
                         let x = st.pop().expect("a map operand");
                         let mut y = e.b.ins().fmul(x, x);

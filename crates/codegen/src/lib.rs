@@ -426,8 +426,8 @@ pub fn compile_with(
                     let r = rows(program.buffers[x].rows);
                     (vec![bufs[x], bufs[out], r], row_tasks(&mut e, r))
                 }
-                Step::DynamicQuantize { x, out, .. } => {
-                    (vec![bufs[x], bufs[out], seq_start], batch)
+                Step::QuantRange { x, scale, zero } => {
+                    (vec![bufs[x], bufs[scale], bufs[zero], seq_start], batch)
                 }
                 Step::Pool { x, out, .. } => {
                     (vec![bufs[x], bufs[out], seq_start, tok_src, seq], batch)
@@ -584,8 +584,8 @@ fn step_arg_count(step: &Step) -> usize {
         Step::Linear { .. } => 5,
         Step::Add { .. } | Step::Scatter { .. } => 4,
         Step::Pool { .. } => 5,
+        Step::QuantRange { .. } => 4,
         Step::Act { .. }
-        | Step::DynamicQuantize { .. }
         | Step::Cls { .. }
         | Step::MeanPool { .. }
         | Step::MaxPool { .. }
@@ -655,13 +655,7 @@ fn kernel_key(step: &Step, p: &Program) -> String {
         Step::Pool { x, mode, .. } => format!("pool {} {mode:?}", w(*x)),
         Step::Normalize { x, .. } => format!("normalize {}", w(*x)),
         Step::Concat { a, b, .. } => format!("concat {} {}", w(*a), w(*b)),
-        Step::DynamicQuantize { x, part, .. } => {
-            format!(
-                "dynamic_quantize {} {:?} {part:?}",
-                w(*x),
-                p.buffers[*x].rows
-            )
-        }
+        Step::QuantRange { x, .. } => format!("quant_range {} {:?}", w(*x), p.buffers[*x].rows),
         Step::Scatter { x } => format!("scatter {}", w(*x)),
         Step::Map { out, expr, .. } => {
             format!("map {} {:?} {expr:?}", w(*out), p.buffers[*out].rows)
@@ -777,12 +771,12 @@ fn emit_step(
         Step::Concat { a: x, b: y, .. } => {
             kernels::concat(e, [a[0], a[1], a[2]], range, (w(*x), w(*y)))
         }
-        Step::DynamicQuantize { x, part, .. } => qkernels::dynamic_quantize(
+        Step::QuantRange { x, .. } => qkernels::quant_range(
             e,
-            [a[0], a[1], a[2]],
+            [a[0], a[1], a[2], a[3]],
             range,
             w(*x),
-            (p.buffers[*x].rows == Rows::Tokens, *part),
+            p.buffers[*x].rows == Rows::Tokens,
         ),
         Step::Scatter { x } => kernels::scatter(e, [a[0], a[1], a[2], a[3]], range, w(*x)),
         Step::Map {

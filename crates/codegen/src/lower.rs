@@ -6,6 +6,8 @@ use std::collections::HashMap;
 
 use bertc_ir::{BinaryOp, DType, Graph, NodeId, Op, QuantPart, TokenTypes, UnaryOp};
 
+use crate::program::MapOp;
+
 mod map;
 
 pub use crate::program::{
@@ -38,6 +40,8 @@ struct Lowering<'g> {
     /// wider activations are in pairs).
     qformat: QFormat,
     last_use: HashMap<NodeId, usize>,
+    /// The scale and zero point buffers of each dynamically quantized value.
+    ranges: HashMap<BufId, (BufId, BufId)>,
 }
 
 fn unsupported(g: &Graph, n: NodeId, msg: impl Into<String>) -> CodegenError {
@@ -153,8 +157,8 @@ impl Lowering<'_> {
         Ok(id)
     }
 
-    /// A buffer of one f32 a sequence for `n` (`[batch, 1, 1]` or `[batch, 1]`).
-    fn seq_scalar_buf(&mut self, n: NodeId) -> BufId {
+    /// A buffer of one f32 a sequence.
+    fn seq_scalar_buf(&mut self) -> BufId {
         let id = self.p.buffers.len();
         self.p.buffers.push(Buffer {
             rows: Rows::Seqs,
@@ -162,7 +166,6 @@ impl Lowering<'_> {
             elem: Elem::F32,
             offset: 0,
         });
-        self.buf_of.insert(n, id);
         id
     }
 
@@ -206,6 +209,7 @@ pub fn lower(g: &Graph, qformat: QFormat) -> Result<Program, CodegenError> {
         quantized: HashMap::new(),
         qformat,
         last_use: HashMap::new(),
+        ranges: HashMap::new(),
     };
     for &n in &order {
         let ops = g.operands(n);
@@ -459,12 +463,35 @@ pub fn lower(g: &Graph, qformat: QFormat) -> Result<Program, CodegenError> {
                         "dynamic_quantize over padded tokens (its range would include the padding, which compiled code never computes)",
                     ));
                 }
+                // one range step a quantized value (its scale and zero point a sequence); the
+                // integers a map over the rows, which all threads share
                 let x = l.buf(ops[0])?;
-                let out = match part {
-                    QuantPart::Centered => l.new_buf(n)?,
-                    QuantPart::Scale => l.seq_scalar_buf(n),
+                let (scale, zero) = match l.ranges.get(&x) {
+                    Some(&r) => r,
+                    None => {
+                        let r = (l.seq_scalar_buf(), l.seq_scalar_buf());
+                        l.ranges.insert(x, r);
+                        l.p.steps.push(Step::QuantRange {
+                            x,
+                            scale: r.0,
+                            zero: r.1,
+                        });
+                        r
+                    }
                 };
-                Step::DynamicQuantize { x, out, part }
+                match part {
+                    QuantPart::Scale => {
+                        l.buf_of.insert(n, scale);
+                        continue;
+                    }
+                    QuantPart::Centered => Step::Map {
+                        inputs: vec![x],
+                        seq_inputs: vec![scale, zero],
+                        rows: vec![],
+                        out: l.new_buf(n)?,
+                        expr: vec![MapOp::Input(0), MapOp::Centered(0, 1)],
+                    },
+                }
             }
             Op::Concat { axis }
                 if ops.len() == 2
@@ -564,6 +591,7 @@ fn fused_act(a: bertc_ir::FusedAct) -> Act {
 /// The buffers a step reads and the ones it writes.
 fn step_io(s: &Step) -> (Vec<BufId>, Vec<BufId>) {
     match *s {
+        Step::QuantRange { x, scale, zero } => (vec![x], vec![scale, zero]),
         Step::LayerNorm {
             x,
             out,
@@ -594,8 +622,8 @@ fn step_io1(s: &Step) -> (Vec<BufId>, BufId) {
         | Step::MeanPool { x, out }
         | Step::MaxPool { x, out }
         | Step::Normalize { x, out }
-        | Step::Pool { x, out, .. }
-        | Step::DynamicQuantize { x, out, .. } => (vec![x], out),
+        | Step::Pool { x, out, .. } => (vec![x], out),
+        Step::QuantRange { x, scale, .. } => (vec![x], scale),
         Step::Add { a, b, out } | Step::Concat { a, b, out } => (vec![a, b], out),
         Step::Attention { q, k, v, out, .. } => (vec![q, k, v], out),
         Step::Scatter { x } => (vec![x], x),

@@ -2,9 +2,7 @@
 //! quantized for int8 linears), typed weights in the layouts the kernels read (and the
 //! packings that make them), and what code generation asks of it (attention geometry, flops).
 
-use bertc_ir::{
-    AttnQuant, BinaryOp, DType, GeluApprox, Positions, Qdq, QuantPart, TokenTypes, UnaryOp,
-};
+use bertc_ir::{AttnQuant, BinaryOp, DType, GeluApprox, Positions, Qdq, TokenTypes, UnaryOp};
 
 /// What the rows of a buffer are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -353,13 +351,13 @@ pub enum Step {
         x: BufId,
         out: BufId,
     },
-    /// `x` quantized to uint8 as `Op::DynamicQuantize` defines it, one task a sequence (its
-    /// range over its rows, which are its real tokens): the centered integers (`out` like `x`)
-    /// or the scale (`out` one float a sequence).
-    DynamicQuantize {
+    /// The scale and zero point (one float a sequence each) of `x` quantized to uint8 as
+    /// `Op::DynamicQuantize` defines them, one task a sequence (its range over its rows, which
+    /// are its real tokens); a map's `MapOp::Centered` makes the integers.
+    QuantRange {
         x: BufId,
-        out: BufId,
-        part: QuantPart,
+        scale: BufId,
+        zero: BufId,
     },
     /// Packed token rows back to the padded `[batch, seq]` layout of the caller's output (added
     /// by code generation after the last step when the output is per token).
@@ -382,6 +380,10 @@ pub enum MapOp {
     Unary(UnaryOp),
     Binary(BinaryOp),
     Qdq(Qdq),
+    /// `min(max(round_ne(x / s) + zp, 0), 255) - zp` with the scale and zero point of
+    /// per-sequence inputs `s` and `zp` (`Op::DynamicQuantize`'s integers; rounding by
+    /// `ROUND_MAGIC` is exact, every `x / s` being at most 255 in magnitude).
+    Centered(usize, usize),
     /// `x^n` for a constant exponent 2 or 3, as repeated f32 multiplications (`(x · x) · x`,
     /// as the interpreter computes `pow` by those exponents).
     Powi(u8),

@@ -12,7 +12,6 @@ use crate::emit::{mem, Emit, Shape, ROUND_MAGIC};
 use crate::kernels::row_range;
 use crate::linear::Tile;
 use crate::lower::{quant_row_floats, QFormat, QuantRows, PANEL, QPANEL_HEADER};
-use bertc_ir::QuantPart;
 
 /// Quantizes the rows of row-block tasks `begin..end` of `x` (`k` f32 each; with `smooth`,
 /// each times the `k` multipliers there first) to `abits` bits into `out` in rows of `format`
@@ -351,18 +350,16 @@ fn scalar_sums(e: &mut Emit, t: &Tile, pairs: usize, lda: i64, col0: usize) -> V
         .collect()
 }
 
-/// `Op::DynamicQuantize` of the sequences `begin..end` of `x` into `out` (rows of `k` f32, or
-/// for `QuantPart::Scale` one float a sequence): with `per_token`, sequence `b`'s packed rows
-/// `seq_start[b]..seq_start[b + 1]`, else its one row `b`. Two passes a sequence (the range,
-/// then each element), with the interpreter's f32 operations in its order. Rounding is by
-/// `ROUND_MAGIC`, exact here: every `x / s` is at most 255 in magnitude, since the range
-/// covers every row the buffer holds.
-pub fn dynamic_quantize(
+/// The scale and zero point of `Op::DynamicQuantize` for the sequences `begin..end` of `x`
+/// (rows of `k` f32) into `scale[b]` and `zero[b]`: with `per_token`, sequence `b`'s packed
+/// rows `seq_start[b]..seq_start[b + 1]`, else its one row `b`; the interpreter's f32
+/// operations in its order. `MapOp::Centered` makes the integers from them.
+pub fn quant_range(
     e: &mut Emit,
-    [x, out, seq_start]: [Value; 3],
+    [x, scale, zero, seq_start]: [Value; 4],
     [begin, end]: [Value; 2],
     k: usize,
-    (per_token, part): (bool, QuantPart),
+    per_token: bool,
 ) {
     let rowb = k as i64 * 4;
     e.for_range(begin, end, 1, |e, bi| {
@@ -372,16 +369,33 @@ pub fn dynamic_quantize(
             (bi, e.b.ins().iadd_imm_s(bi, 1))
         };
         let xs = e.addr(x, r0, rowb);
-        let os = match part {
-            QuantPart::Centered => e.addr(out, r0, rowb),
-            QuantPart::Scale => e.addr(out, bi, 4),
-        };
         let rows = e.b.ins().isub(r1, r0);
-        dynamic_quantize_span(e, [xs, os, rows], k, part);
+        let (s, zp) = quant_range_span(e, xs, rows, k);
+        let sa = e.addr(scale, bi, 4);
+        e.b.ins().store(mem(), s, sa, 0);
+        let za = e.addr(zero, bi, 4);
+        e.b.ins().store(mem(), zp, za, 0);
     });
 }
 
-fn dynamic_quantize_span(e: &mut Emit, [x, out, rows]: [Value; 3], k: usize, part: QuantPart) {
+/// `Op::DynamicQuantize`'s integers of `x` (shape `sh`) for scale `s` and zero point `zp`.
+pub fn centered(e: &mut Emit, sh: Shape, x: Value, s: Value, zp: Value) -> Value {
+    let sv = e.splat(sh, s);
+    let y = e.b.ins().fdiv(x, sv);
+    let m = e.fs(sh, ROUND_MAGIC);
+    let y = e.b.ins().fadd(y, m);
+    let y = e.b.ins().fsub(y, m);
+    let z = e.splat(sh, zp);
+    let y = e.b.ins().fadd(y, z);
+    let lo = e.fs(sh, 0.0);
+    let hi = e.fs(sh, 255.0);
+    let y = e.b.ins().fmax(y, lo);
+    let y = e.b.ins().fmin(y, hi);
+    e.b.ins().fsub(y, z)
+}
+
+/// The scale and zero point of `rows` rows of `k` floats at `x`.
+fn quant_range_span(e: &mut Emit, x: Value, rows: Value, k: usize) -> (Value, Value) {
     let n = e.b.ins().imul_imm_s(rows, k as i64);
     let vt = e.vty();
     let vinf = e.fs(Shape::Vector, f32::NEG_INFINITY);
@@ -424,26 +438,5 @@ fn dynamic_quantize_span(e: &mut Emit, [x, out, rows]: [Value; 3], k: usize, par
     let magic = e.f(ROUND_MAGIC);
     let zp = e.b.ins().fadd(zp, magic);
     let zp = e.b.ins().fsub(zp, magic);
-    if part == QuantPart::Scale {
-        e.b.ins().store(mem(), s, out, 0);
-        return;
-    }
-    e.span(n, |e, off, sh| {
-        let a = e.b.ins().iadd(x, off);
-        let v = e.load(sh, a, 0);
-        let sv = e.splat(sh, s);
-        let y = e.b.ins().fdiv(v, sv);
-        let m = e.fs(sh, ROUND_MAGIC);
-        let y = e.b.ins().fadd(y, m);
-        let y = e.b.ins().fsub(y, m);
-        let z = e.splat(sh, zp);
-        let y = e.b.ins().fadd(y, z);
-        let lo = e.fs(sh, 0.0);
-        let hi = e.fs(sh, 255.0);
-        let y = e.b.ins().fmax(y, lo);
-        let y = e.b.ins().fmin(y, hi);
-        let y = e.b.ins().fsub(y, z);
-        let o = e.b.ins().iadd(out, off);
-        e.store(y, o, 0);
-    });
+    (s, zp)
 }

@@ -265,8 +265,8 @@ impl Program {
             Step::MaxPool { x, out } => format!("b{out} = max_pool b{x}"),
             Step::Normalize { x, out } => format!("b{out} = l2_normalize b{x}"),
             Step::Concat { a, b, out } => format!("b{out} = concat b{a} b{b}"),
-            Step::DynamicQuantize { x, out, part } => {
-                format!("b{out} = dynamic_quantize b{x} part={}", part.name())
+            Step::QuantRange { x, scale, zero } => {
+                format!("b{scale}, b{zero} = quant_range b{x}  [scale and zero point a sequence]")
             }
             Step::Pool { x, out, mode } => format!("b{out} = pool b{x} mode={}", mode.name()),
             Step::Scatter { x } => format!("output = scatter b{x}"),
@@ -320,6 +320,12 @@ fn map_text(expr: &[MapOp], [inputs, seq_inputs]: [&[BufId]; 2], rows: &[WeightI
             }
             MapOp::Qdq(q) => format!("qdq({}, {q})", st.pop().unwrap_or_default()),
             MapOp::Powi(n) => format!("pow({}, {n})", st.pop().unwrap_or_default()),
+            MapOp::Centered(s, z) => format!(
+                "centered({}, b{}[seq], b{}[seq])",
+                st.pop().unwrap_or_default(),
+                seq_inputs[s],
+                seq_inputs[z]
+            ),
         };
         st.push(t);
     }
