@@ -355,11 +355,11 @@ pub fn lower(g: &Graph, qformat: QFormat) -> Result<Program, CodegenError> {
             },
             // computed inside the map of its one user
             _ if map::inlined(g, n) => continue,
+            // an op with an operand computed inside it is a map (tanh of a quantization point)
+            _ if ops.iter().any(|&o| map::inlined(g, o)) => map::lower(&mut l, n)?,
             Op::Binary(BinaryOp::Add)
                 if g.ty(ops[0]) == g.ty(ops[1])
-                    && ops
-                        .iter()
-                        .all(|&o| !map::inlined(g, o) && g.const_value(o).is_none()) =>
+                    && ops.iter().all(|&o| g.const_value(o).is_none()) =>
             {
                 Step::Add {
                     a: l.buf(ops[0])?,
