@@ -30,12 +30,7 @@ fn check(task: &str, output: &str, per_token: bool) {
     let exe = dir.join("exe");
     // from the export's folder, as a user names it (it has no safetensors: its model.onnx)
     compile(&folder, &exe, &["--output", output]);
-    let got = output_floats(&run_with(
-        Command::new(&exe)
-            .args(["--input", "ids", "--batch", "3"])
-            .args(&args),
-        &ids,
-    ));
+    let got = run_ids(Command::new(&exe), 3, &args, &ids);
     let width = if per_token {
         want.len() / mask.len()
     } else {

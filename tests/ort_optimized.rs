@@ -46,12 +46,7 @@ fn check(model: &str) {
             // made with the raw mask: the same arithmetic, the mask meaning what it means
             let twin = floats(&batch[file]["raw_mask_twin"]);
             let want = if name == "padded" { &same_file } else { &twin };
-            let got = output_floats(&run_with(
-                Command::new(&exe)
-                    .args(["--input", "ids", "--batch", "3"])
-                    .args(&args),
-                &ids,
-            ));
+            let got = run_ids(Command::new(&exe), 3, &args, &ids);
             let err = max_err(&got, want, Some(&mask), width);
             let ort_departs = max_err(&same_file, &twin, Some(&mask), width);
             let fused_departs = max_err(&same_file, &original, Some(&mask), width);

@@ -144,15 +144,8 @@ fn check(model: &str, max_error: f32, min_cos: f64, cross_isas: bool) {
             "{file}: {msg}"
         );
         compile(&onnx, &exe, &["--output", "last_hidden_state"]);
-        let run = |batch: &str| {
-            output_floats(&run_with(
-                Command::new(&exe)
-                    .args(["--input", "ids", "--batch", batch])
-                    .args(&args),
-                &ids,
-            ))
-        };
-        let (alone, together) = (run("1"), run("3"));
+        let run = |batch| run_ids(Command::new(&exe), batch, &args, &ids);
+        let (alone, together) = (run(1), run(3));
         let err = max_err(&alone, &want, None, width);
         let c = cos(&alone, &want);
         let vs_interp = max_err(&alone, &got, None, width);
@@ -182,12 +175,7 @@ fn check(model: &str, max_error: f32, min_cos: f64, cross_isas: bool) {
         for &kind in kinds {
             let exe = dir.join(format!("{file}-{kind}"));
             compile(&onnx, &exe, &["--output", kind]);
-            let got = output_floats(&run_with(
-                Command::new(&exe)
-                    .args(["--input", "ids", "--batch", "3"])
-                    .args(&args),
-                &ids,
-            ));
+            let got = run_ids(Command::new(&exe), 3, &args, &ids);
             let want = interpret(&onnx, kind, &args, &ids);
             assert!(
                 got == want,
@@ -203,12 +191,7 @@ fn check(model: &str, max_error: f32, min_cos: f64, cross_isas: bool) {
     let exe = dir.join("qdq-fine-exe");
     let got = interpret(&onnx, "last_hidden_state", &args, &ids);
     compile(&onnx, &exe, &["--output", "last_hidden_state"]);
-    let compiled = output_floats(&run_with(
-        Command::new(&exe)
-            .args(["--input", "ids", "--batch", "3"])
-            .args(&args),
-        &ids,
-    ));
+    let compiled = run_ids(Command::new(&exe), 3, &args, &ids);
     let vs_interp = max_err(&compiled, &got, None, width);
     let coarse = lhs("qdq", "onnx_reference");
     eprintln!(
@@ -234,11 +217,8 @@ fn check(model: &str, max_error: f32, min_cos: f64, cross_isas: bool) {
         extra.extend(cpu.iter().flat_map(|c| ["--cpu", c]));
         compile(&onnx, &exe, &extra);
         let mut cmd = Command::new(&runner[0]);
-        cmd.args(&runner[1..])
-            .arg(&exe)
-            .args(["--input", "ids", "--batch", "3"])
-            .args(&args);
-        let out = output_floats(&run_with(&mut cmd, &ids));
+        cmd.args(&runner[1..]).arg(&exe);
+        let out = run_ids(cmd, 3, &args, &ids);
         let err = max_err(&out, &got, None, width);
         eprintln!(
             "{model} qdq-fine for {triple} {cpu:?} under qemu: against the interpreter {err:.2e}"

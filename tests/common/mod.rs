@@ -479,6 +479,14 @@ pub fn id_files(dir: &Path, batch: &Json) -> (String, Vec<String>) {
     (lines(&batch["input_ids"]), args)
 }
 
+/// An executable (`cmd`: it, or a runner command ending in it) on the ids lines with
+/// `--input ids --batch BATCH ARGS` (`id_files`' arguments): the floats it prints.
+pub fn run_ids(mut cmd: Command, batch: usize, args: &[String], ids: &str) -> Vec<f32> {
+    let batch = batch.to_string();
+    cmd.args(["--input", "ids", "--batch", &batch]).args(args);
+    output_floats(&run_with(&mut cmd, ids))
+}
+
 /// `bertc run MODEL --output OUTPUT ARGS` on the ids lines: the floats it prints.
 pub fn interpret(model: &Path, output: &str, args: &[String], ids: &str) -> Vec<f32> {
     output_floats(&run_with(

@@ -208,20 +208,33 @@ impl<'a> Emit<'a> {
     /// `ROUND_MAGIC` is ties to even for `|x / scale|` below 2²², and a larger quotient is
     /// clamped to the type's range whichever way it rounds (the widest, i16's, is far below).
     pub fn qdq(&mut self, s: Shape, x: Value, q: Qdq) -> Value {
-        let (lo, hi) = q.range().unwrap_or((f32::MIN, f32::MAX));
+        let range = q.range().unwrap_or((f32::MIN, f32::MAX));
         let sc = self.fs(s, q.scale);
-        let y = self.b.ins().fdiv(x, sc);
+        let z = self.fs(s, q.zero as f32);
+        let y = self.centered(s, x, (sc, z), range);
+        self.b.ins().fmul(y, sc)
+    }
+
+    /// `bertc_numerics::centered` of `x` in shape `s`, with `scale` and `zero` in that shape:
+    /// `min(max(round_ne(x / scale) + zero, lo), hi) - zero`, rounding by `ROUND_MAGIC`
+    /// (see `qdq`).
+    pub fn centered(
+        &mut self,
+        s: Shape,
+        x: Value,
+        (scale, zero): (Value, Value),
+        (lo, hi): (f32, f32),
+    ) -> Value {
+        let y = self.b.ins().fdiv(x, scale);
         let m = self.fs(s, ROUND_MAGIC);
         let y = self.b.ins().fadd(y, m);
         let y = self.b.ins().fsub(y, m);
-        let z = self.fs(s, q.zero as f32);
-        let y = self.b.ins().fadd(y, z);
+        let y = self.b.ins().fadd(y, zero);
         let lo = self.fs(s, lo);
         let hi = self.fs(s, hi);
         let y = self.b.ins().fmax(y, lo);
         let y = self.b.ins().fmin(y, hi);
-        let y = self.b.ins().fsub(y, z);
-        self.b.ins().fmul(y, sc)
+        self.b.ins().fsub(y, zero)
     }
 
     /// `act(v)` in shape `s`: the activations of the portable kernels and epilogues.

@@ -289,7 +289,9 @@ pub fn map(
                     }
                     MapOp::Centered(si, zi) => {
                         let x = st.pop().expect("a map operand");
-                        crate::qkernels::centered(e, s, x, per_seq[si], per_seq[zi])
+                        let scale = e.splat(s, per_seq[si]);
+                        let zero = e.splat(s, per_seq[zi]);
+                        e.centered(s, x, (scale, zero), (0.0, 255.0))
                     }
                     MapOp::Powi(n) => {
                         let x = st.pop().expect("a map operand");

@@ -378,22 +378,6 @@ pub fn quant_range(
     });
 }
 
-/// `Op::DynamicQuantize`'s integers of `x` (shape `sh`) for scale `s` and zero point `zp`.
-pub fn centered(e: &mut Emit, sh: Shape, x: Value, s: Value, zp: Value) -> Value {
-    let sv = e.splat(sh, s);
-    let y = e.b.ins().fdiv(x, sv);
-    let m = e.fs(sh, ROUND_MAGIC);
-    let y = e.b.ins().fadd(y, m);
-    let y = e.b.ins().fsub(y, m);
-    let z = e.splat(sh, zp);
-    let y = e.b.ins().fadd(y, z);
-    let lo = e.fs(sh, 0.0);
-    let hi = e.fs(sh, 255.0);
-    let y = e.b.ins().fmax(y, lo);
-    let y = e.b.ins().fmin(y, hi);
-    e.b.ins().fsub(y, z)
-}
-
 /// The scale and zero point of `rows` rows of `k` floats at `x`.
 fn quant_range_span(e: &mut Emit, x: Value, rows: Value, k: usize) -> (Value, Value) {
     let n = e.b.ins().imul_imm_s(rows, k as i64);

@@ -318,7 +318,7 @@ fn dynamic_quantize(x: &[f32], k: usize, real: &[bool]) -> (f32, Vec<f32>) {
     let zp = (-(lo / s)).max(0.0).min(255.0).round_ties_even();
     let centered = x
         .iter()
-        .map(|&y| ((y / s).round_ties_even() + zp).max(0.0).min(255.0) - zp)
+        .map(|&y| bertc_numerics::centered(y, s, zp, 0.0, 255.0))
         .collect();
     (s, centered)
 }

@@ -27,7 +27,15 @@
 /// operation (a division, not a multiplication by the reciprocal, as the definition says).
 #[inline(always)]
 pub fn qdq(x: f32, scale: f32, zero: f32, lo: f32, hi: f32) -> f32 {
-    (((x / scale).round_ties_even() + zero).max(lo).min(hi) - zero) * scale
+    centered(x, scale, zero, lo, hi) * scale
+}
+
+/// The integer of a quantization less its zero point, as f32:
+/// `min(max(round_ne(x / scale) + zero, lo), hi) - zero` (`DynamicQuantizeLinear`'s and a
+/// static point's, before the dequantizing multiplication).
+#[inline(always)]
+pub fn centered(x: f32, scale: f32, zero: f32, lo: f32, hi: f32) -> f32 {
+    ((x / scale).round_ties_even() + zero).max(lo).min(hi) - zero
 }
 
 /// Lanes of a canonical sum.
