@@ -124,16 +124,26 @@ pub fn embedding(
 
 /// Layer normalisation of the rows of row-block tasks `begin..end`, in two passes over each
 /// row: the sums of `x - x0` and of its squares (shifted by the row's first element `x0`, so
-/// that a large mean does not cancel the variance away), then the normalised row.
+/// that a large mean does not cancel the variance away), then the normalised row. With the
+/// ISA's hand-written kernel `asm` (`layer_norm(x, out, rows, gamma, beta, width)`), one call
+/// over the task's rows.
 pub fn layer_norm(
     e: &mut Emit,
     [x, out, rows, gamma, beta]: [Value; 5],
     [begin, end]: [Value; 2],
-    width: usize,
-    eps: f32,
+    (width, eps): (usize, f32),
+    asm: Option<cranelift_codegen::ir::FuncRef>,
 ) {
     let rowb = width as i64 * 4;
     let (r0, r1) = row_range(e, begin, end, rows);
+    if let Some(f) = asm {
+        let xr = e.addr(x, r0, rowb);
+        let or = e.addr(out, r0, rowb);
+        let n = e.b.ins().isub(r1, r0);
+        let w = e.i(width as i64);
+        e.b.ins().call(f, &[xr, or, n, gamma, beta, w]);
+        return;
+    }
     e.for_range(r0, r1, 1, |e, r| {
         let xr = e.addr(x, r, rowb);
         let or = e.addr(out, r, rowb);

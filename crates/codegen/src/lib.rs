@@ -693,7 +693,8 @@ fn emit_step(
         Step::LayerNorm {
             x, eps, quantized, ..
         } => {
-            kernels::layer_norm(e, [a[0], a[1], a[2], a[3], a[4]], range, w(*x), *eps);
+            let args = [a[0], a[1], a[2], a[3], a[4]];
+            kernels::layer_norm(e, args, range, (w(*x), *eps), micro.layer_norm);
             // the task's normalised rows, still in cache, quantized for the int8 linears
             if let Some((_, qr)) = quantized {
                 let q = [a[1], a[5], a[2]];

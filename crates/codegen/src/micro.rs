@@ -22,6 +22,8 @@ pub(crate) struct Asm {
     /// The defined tiles by family and epilogue tag.
     tiles: BTreeMap<(&'static str, String), Vec<FuncId>>,
     softmax: BTreeMap<u32, FuncId>,
+    layer_norm_kernel: Option<isa::LayerNormKernel>,
+    layer_norm: BTreeMap<u32, FuncId>,
     quantize_kernel: Option<isa::QuantizeKernel>,
     quantize: BTreeMap<(u8, QFormat, bool), FuncId>,
     caches: bertc_targets::Caches,
@@ -54,6 +56,8 @@ pub(crate) struct AsmRefs {
     pub(crate) wide_start: TileSet,
     pub(crate) wide_acc: TileSet,
     pub(crate) softmax: Option<FuncRef>,
+    /// The layer norm of a layer norm step, when the ISA has one.
+    pub(crate) layer_norm: Option<FuncRef>,
     /// The row quantizer of a quantize step, when the ISA has one.
     pub(crate) quantize: Option<FuncRef>,
 }
@@ -67,6 +71,8 @@ impl Asm {
             softmax_kernel: isa.softmax,
             tiles: BTreeMap::new(),
             softmax: BTreeMap::new(),
+            layer_norm_kernel: isa.layer_norm,
+            layer_norm: BTreeMap::new(),
             quantize_kernel: isa.quantize,
             quantize: BTreeMap::new(),
             caches: isa.caches,
@@ -123,6 +129,22 @@ impl Asm {
         .map(Some)
     }
 
+    fn layer_norm(
+        &mut self,
+        module: &mut ObjectModule,
+        eps: f32,
+    ) -> Result<Option<FuncId>, CodegenError> {
+        let Some(kernel) = self.layer_norm_kernel else {
+            return Ok(None);
+        };
+        // the symbols are numbered in the order the epsilons first occur
+        let sym = format!("{}__{}{}", self.prefix, kernel.name, self.layer_norm.len());
+        define_once(&mut self.layer_norm, module, eps.to_bits(), sym, 6, || {
+            (kernel.assemble)(eps)
+        })
+        .map(Some)
+    }
+
     fn quantize(
         &mut self,
         module: &mut ObjectModule,
@@ -164,8 +186,14 @@ impl Asm {
             wide_start: TileSet::default(),
             wide_acc: TileSet::default(),
             softmax: None,
+            layer_norm: None,
             quantize: None,
         };
+        if let Some(Step::LayerNorm { eps, .. }) = step {
+            if let Some(id) = self.layer_norm(module, *eps)? {
+                r.layer_norm = Some(module.declare_func_in_func(id, func));
+            }
+        }
         if let Some(
             Step::Quantize { rows, .. }
             | Step::LayerNorm {

@@ -145,7 +145,10 @@ impl Program {
                     let sm = qr.smooth.map_or(String::new(), |m| format!(" smooth=w{m}"));
                     format!(", and quantized into b{q} bits={bits}{sm}  [{kernel}, per row]")
                 });
-                format!("b{out} = layer_norm b{x} gamma=w{gamma} beta=w{beta} eps={eps:e}{q}")
+                let ln = isa.layer_norm.map_or("portable", |k| k.name);
+                format!(
+                    "b{out} = layer_norm b{x} gamma=w{gamma} beta=w{beta} eps={eps:e}  [{ln}]{q}"
+                )
             }
             Step::Linear {
                 x,

@@ -46,6 +46,7 @@ pub fn isa(target: &Target) -> Isa {
         regs: 32,
         gemm,
         softmax: None,
+        layer_norm: None,
         quantize: None,
         fma_peak: None,
         caches: target.caches,

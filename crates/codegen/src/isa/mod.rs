@@ -1,6 +1,6 @@
 //! The ISA seam: what each target's instruction set gives code generation. An ISA registers
 //! its hand-written microkernels (GEMM tiles for a weight dtype and layout, with the
-//! epilogues they apply in registers; the attention softmax; the FMA peak loop) and the
+//! epilogues they apply in registers; the attention softmax; the layer norm; the FMA peak loop) and the
 //! vector shape of the portable Cranelift kernels. The rest of codegen asks an `Isa` what it
 //! has and never reads a CPU feature: the features are read once, in `Isa::for_target`, by
 //! each architecture's `isa` function.
@@ -59,6 +59,16 @@ pub struct SoftmaxKernel {
     pub assemble: fn(f32) -> Code,
 }
 
+/// A hand-written layer norm: `layer_norm(x, out, rows, gamma, beta, width)` over `rows`
+/// contiguous rows of `width` floats, as `bertc_numerics::layer_norm_row` computes each.
+#[derive(Clone, Copy)]
+pub struct LayerNormKernel {
+    /// The symbol name's part (`NAME__{name}{index}`).
+    pub name: &'static str,
+    /// The machine code for an epsilon.
+    pub assemble: fn(f32) -> Code,
+}
+
 /// A hand-written quantizer of rows for int8 linears:
 /// `quantize(x, out, rows, k, ldx, ldo)` as `Step::Quantize` defines it.
 #[derive(Clone, Copy)]
@@ -93,6 +103,7 @@ pub struct Isa {
     pub regs: usize,
     pub gemm: Vec<GemmKernels>,
     pub softmax: Option<SoftmaxKernel>,
+    pub layer_norm: Option<LayerNormKernel>,
     pub quantize: Option<QuantizeKernel>,
     /// The core's f32 peak loop (`bertc bench --gemm` measures against it).
     pub fma_peak: Option<PeakLoop>,

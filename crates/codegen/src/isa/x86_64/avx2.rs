@@ -1,9 +1,10 @@
-//! The AVX2 + FMA kernels: the 6 x 16 GEMM microkernel with its epilogues, the softmax of
-//! attention rows, and the FMA peak loop `bertc bench --gemm` measures against.
+//! The AVX2 + FMA kernels: the 6 x 16 GEMM microkernel with its epilogues, the row quantizer
+//! of int8 linears, and the FMA peak loop `bertc bench --gemm` measures against (the row
+//! kernels, softmax and layer norm, are in `rows.rs`).
 
 use iced_x86::code_asm::*;
 
-use super::{act8, asm_err, exp8, function, hreduce, k_loop, prefetch_args, Consts, MicroEpi};
+use super::{act8, asm_err, function, hreduce, k_loop, prefetch_args, Consts, MicroEpi};
 use crate::lower::{CodegenError, QFormat, QPANEL_HEADER};
 
 /// Rows of the AVX2 GEMM microkernel's tile.
@@ -520,145 +521,6 @@ fn quantize(abits: u8, format: QFormat, smooth: bool, zmm: bool) -> Result<Vec<u
         }
         Ok(())
     })
-}
-
-/// `softmax(rows_ptr, ld, rows, len, state)`: one block of keys of an online (flash-style)
-/// softmax, for each of `rows` rows (stride `ld` bytes) of `len` scores, in two passes: the
-/// maximum `m` of the scaled scores and of the row's running maximum `m_old`, then
-/// `p_j = exp(s x_j - m)` stored in place and summed, with the scale `s` baked in. Row `i`'s
-/// state is the four floats at `state + 16 i`: `[m, l, alpha, _]`, read as the running
-/// maximum and sum so far and written as `m`, `l = alpha l_old + sum_j p_j` and
-/// `alpha = exp(m_old - m)` (what the caller multiplies the row's `P V` so far by). A row's
-/// first block starts from `m_old = f32::MIN, l_old = 0`, which gives `l = sum_j p_j` exactly;
-/// the caller applies `1 / l` to `P V` (dv columns instead of len). Each row must have room for
-/// `len` rounded up to 8 floats: the lanes past `len` of the last vector are written with junk
-/// and left out of the max and the sum.
-pub fn avx2_softmax(scale: f32) -> Result<Vec<u8>, CodegenError> {
-    let mut a = CodeAssembler::new(64).map_err(asm_err)?;
-    let mut k = Consts::new();
-    let mut masks = a.create_label();
-    (|| -> Result<(), IcedError> {
-        let mut end = a.create_label();
-        let mut row = a.create_label();
-        a.mov(r11, r8)?;
-        a.test(rdx, rdx)?;
-        a.jz(end)?;
-        // r8 = len & !7 (full vectors), r9 = len - r8 (the tail), ymm7 = the tail's mask
-        a.mov(r8, rcx)?;
-        a.and(r8, -8)?;
-        a.mov(r9, rcx)?;
-        a.sub(r9, r8)?;
-        a.lea(r10, ptr(masks))?;
-        a.shl(r9, 2)?;
-        a.sub(r10, r9)?;
-        a.vmovups(ymm7, ymmword_ptr(r10 + 32))?;
-        // r10 = len & !15 (whole groups of the sum's 16 lanes)
-        a.mov(r10, rcx)?;
-        a.and(r10, -16)?;
-        let sc = k.f(&mut a, scale);
-        a.vmovups(ymm6, sc)?;
-        let lowest = k.f(&mut a, f32::MIN);
-        a.vmovups(ymm8, lowest)?;
-        a.set_label(&mut row)?;
-        // pass 1: the maximum of the scaled scores
-        a.vmovaps(ymm0, ymm8)?;
-        a.xor(eax, eax)?;
-        let mut l1 = a.create_label();
-        let mut t1 = a.create_label();
-        a.set_label(&mut l1)?;
-        a.cmp(rax, r8)?;
-        a.jge(t1)?;
-        a.vmulps(ymm1, ymm6, ymmword_ptr(rdi + rax * 4))?;
-        a.vmaxps(ymm0, ymm0, ymm1)?;
-        a.add(rax, 8)?;
-        a.jmp(l1)?;
-        a.set_label(&mut t1)?;
-        let mut h1 = a.create_label();
-        a.cmp(r8, rcx)?;
-        a.je(h1)?;
-        a.vmulps(ymm1, ymm6, ymmword_ptr(rdi + rax * 4))?;
-        a.vblendvps(ymm1, ymm8, ymm1, ymm7)?;
-        a.vmaxps(ymm0, ymm0, ymm1)?;
-        a.set_label(&mut h1)?;
-        hreduce(&mut a, ymm0, ymm1, true)?;
-        // with the running maximum
-        a.vbroadcastss(ymm4, dword_ptr(r11))?;
-        a.vmaxps(ymm0, ymm0, ymm4)?;
-        // pass 2: exponentials, stored, summed in bertc_numerics' 16 lanes: scores 16c..16c+7
-        // into ymm5, 16c+8..16c+15 into ymm9
-        a.vxorps(ymm5, ymm5, ymm5)?;
-        a.vxorps(ymm9, ymm9, ymm9)?;
-        a.xor(eax, eax)?;
-        // p = exp(s x - m) of the 8 scores at rax + off (the tail's lanes past len zeroed
-        // when `tail`), stored and added to `acc`
-        let exp_add = |a: &mut CodeAssembler,
-                       k: &mut Consts,
-                       off: i32,
-                       acc: AsmRegisterYmm,
-                       tail: bool|
-         -> Result<(), IcedError> {
-            a.vmulps(ymm1, ymm6, ymmword_ptr(rdi + rax * 4 + off))?;
-            a.vsubps(ymm1, ymm1, ymm0)?;
-            exp8(a, k, ymm1, ymm2, ymm3)?;
-            if tail {
-                a.vandps(ymm1, ymm1, ymm7)?;
-            }
-            a.vmovups(ymmword_ptr(rdi + rax * 4 + off), ymm1)?;
-            a.vaddps(acc, acc, ymm1)
-        };
-        let mut l2 = a.create_label();
-        let mut t2 = a.create_label();
-        a.set_label(&mut l2)?;
-        a.cmp(rax, r10)?;
-        a.jge(t2)?;
-        exp_add(&mut a, &mut k, 0, ymm5, false)?;
-        exp_add(&mut a, &mut k, 32, ymm9, false)?;
-        a.add(rax, 16)?;
-        a.jmp(l2)?;
-        // at most a whole vector (lanes 0..8) and a tail (lanes 8..16) are left, or a tail
-        // (lanes 0..8)
-        a.set_label(&mut t2)?;
-        let mut h2 = a.create_label();
-        let mut short = a.create_label();
-        a.cmp(rax, r8)?;
-        a.jge(short)?;
-        exp_add(&mut a, &mut k, 0, ymm5, false)?;
-        a.add(rax, 8)?;
-        a.cmp(r8, rcx)?;
-        a.je(h2)?;
-        exp_add(&mut a, &mut k, 0, ymm9, true)?;
-        a.jmp(h2)?;
-        a.set_label(&mut short)?;
-        a.cmp(r8, rcx)?;
-        a.je(h2)?;
-        exp_add(&mut a, &mut k, 0, ymm5, true)?;
-        a.set_label(&mut h2)?;
-        a.vaddps(ymm5, ymm5, ymm9)?;
-        hreduce(&mut a, ymm5, ymm1, false)?;
-        // alpha = exp(m_old - m), l = alpha l_old + sum
-        a.vsubps(ymm1, ymm4, ymm0)?;
-        exp8(&mut a, &mut k, ymm1, ymm2, ymm3)?;
-        a.vmovss(xmm2, dword_ptr(r11 + 4))?;
-        a.vfmadd213ss(xmm2, xmm1, xmm5)?;
-        a.vmovss(dword_ptr(r11), xmm0)?;
-        a.vmovss(dword_ptr(r11 + 4), xmm2)?;
-        a.vmovss(dword_ptr(r11 + 8), xmm1)?;
-        a.add(r11, 16)?;
-        a.add(rdi, rsi)?;
-        a.dec(rdx)?;
-        a.jnz(row)?;
-        a.set_label(&mut end)?;
-        a.vzeroupper()?;
-        a.ret()?;
-        // 8 lanes of all-ones then 8 of zeros: the mask of the first r lanes is at 32 - 4r
-        a.set_label(&mut masks)?;
-        a.dd(&[u32::MAX; 8])?;
-        a.dd(&[0; 8])?;
-        k.place(&mut a)?;
-        Ok(())
-    })()
-    .map_err(asm_err)?;
-    a.assemble(0).map_err(asm_err)
 }
 
 /// A peak-throughput loop: `iters` rounds of 12 independent `vfmadd231ps` on ymm registers

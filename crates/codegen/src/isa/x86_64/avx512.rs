@@ -4,7 +4,7 @@
 
 use iced_x86::code_asm::*;
 
-use super::{act16, exp8, function, hreduce, k_loop, prefetch_args, Consts, MicroEpi};
+use super::{act16, function, k_loop, prefetch_args, Consts, MicroEpi};
 use crate::lower::{CodegenError, QFormat, QPANEL_HEADER};
 
 /// Rows of the AVX-512 GEMM microkernels' tiles.
@@ -401,113 +401,4 @@ pub(super) fn exp16(
     }
     a.vmulps(x, t2, t1)?;
     Ok(())
-}
-
-/// [`avx2_softmax`](super::avx2_softmax) on zmm registers, for AVX-512 targets: the same
-/// contract (one block of keys of the online softmax; the state `[m, l, alpha, _]` a row), 16
-/// scores a vector, the tail of a row under a write mask (`k1`), so that nothing past `len` is
-/// read or written. The sum is `bertc_numerics::sum`'s 16 lanes in one register (the AVX2
-/// kernel keeps them in two): the two kernels' results are the same bits.
-pub fn avx512_softmax(scale: f32) -> Result<Vec<u8>, CodegenError> {
-    let mut a = CodeAssembler::new(64).map_err(super::asm_err)?;
-    let mut k = Consts::new();
-    let mut masks = a.create_label();
-    (|| -> Result<(), IcedError> {
-        let mut end = a.create_label();
-        let mut row = a.create_label();
-        a.mov(r11, r8)?;
-        a.test(rdx, rdx)?;
-        a.jz(end)?;
-        // r8 = len & !15 (full vectors), r9 = len - r8 (the tail), k1 = the tail's lanes
-        a.mov(r8, rcx)?;
-        a.and(r8, -16)?;
-        a.mov(r9, rcx)?;
-        a.sub(r9, r8)?;
-        a.lea(r10, ptr(masks))?;
-        a.kmovw(k1, word_ptr(r10 + r9 * 2))?;
-        let sc = k.f1(&mut a, scale);
-        a.vbroadcastss(zmm6, sc)?;
-        let lowest = k.f1(&mut a, f32::MIN);
-        a.vbroadcastss(zmm8, lowest)?;
-        a.set_label(&mut row)?;
-        // pass 1: the maximum of the scaled scores
-        a.vmovaps(zmm0, zmm8)?;
-        a.xor(eax, eax)?;
-        let mut l1 = a.create_label();
-        let mut t1 = a.create_label();
-        a.set_label(&mut l1)?;
-        a.cmp(rax, r8)?;
-        a.jge(t1)?;
-        a.vmulps(zmm1, zmm6, zmmword_ptr(rdi + rax * 4))?;
-        a.vmaxps(zmm0, zmm0, zmm1)?;
-        a.add(rax, 16)?;
-        a.jmp(l1)?;
-        a.set_label(&mut t1)?;
-        // the tail's lanes only (the others keep f32::MIN); none when len is a multiple of 16
-        let mut r1 = a.create_label();
-        a.test(r9, r9)?;
-        a.jz(r1)?;
-        a.vmovaps(zmm1, zmm8)?;
-        a.vmulps(zmm1.k1(), zmm6, zmmword_ptr(rdi + rax * 4))?;
-        a.vmaxps(zmm0, zmm0, zmm1)?;
-        a.set_label(&mut r1)?;
-        a.vextractf64x4(ymm1, zmm0, 1)?;
-        a.vmaxps(ymm0, ymm0, ymm1)?;
-        hreduce(&mut a, ymm0, ymm1, true)?;
-        // with the running maximum
-        a.vbroadcastss(zmm4, dword_ptr(r11))?;
-        a.vbroadcastss(zmm0, xmm0)?;
-        a.vmaxps(zmm0, zmm0, zmm4)?;
-        // pass 2: exponentials, stored, summed
-        a.vxorps(zmm5, zmm5, zmm5)?;
-        a.xor(eax, eax)?;
-        let mut l2 = a.create_label();
-        let mut t2 = a.create_label();
-        a.set_label(&mut l2)?;
-        a.cmp(rax, r8)?;
-        a.jge(t2)?;
-        a.vmulps(zmm1, zmm6, zmmword_ptr(rdi + rax * 4))?;
-        a.vsubps(zmm1, zmm1, zmm0)?;
-        exp16(&mut a, &mut k, zmm1, zmm2, zmm3)?;
-        a.vmovups(zmmword_ptr(rdi + rax * 4), zmm1)?;
-        a.vaddps(zmm5, zmm5, zmm1)?;
-        a.add(rax, 16)?;
-        a.jmp(l2)?;
-        a.set_label(&mut t2)?;
-        let mut r2 = a.create_label();
-        a.test(r9, r9)?;
-        a.jz(r2)?;
-        a.vmulps(zmm1.k1().z(), zmm6, zmmword_ptr(rdi + rax * 4))?;
-        a.vsubps(zmm1, zmm1, zmm0)?;
-        exp16(&mut a, &mut k, zmm1, zmm2, zmm3)?;
-        a.vmovups(zmmword_ptr(rdi + rax * 4).k1(), zmm1)?;
-        a.vaddps(zmm5.k1(), zmm5, zmm1)?;
-        a.set_label(&mut r2)?;
-        a.vextractf64x4(ymm1, zmm5, 1)?;
-        a.vaddps(ymm5, ymm5, ymm1)?;
-        hreduce(&mut a, ymm5, ymm1, false)?;
-        // alpha = exp(m_old - m), l = alpha l_old + sum
-        a.vsubps(ymm1, ymm4, ymm0)?;
-        exp8(&mut a, &mut k, ymm1, ymm2, ymm3)?;
-        a.vmovss(xmm2, dword_ptr(r11 + 4))?;
-        a.vfmadd213ss(xmm2, xmm1, xmm5)?;
-        a.vmovss(dword_ptr(r11), xmm0)?;
-        a.vmovss(dword_ptr(r11 + 4), xmm2)?;
-        a.vmovss(dword_ptr(r11 + 8), xmm1)?;
-        a.add(r11, 16)?;
-        a.add(rdi, rsi)?;
-        a.dec(rdx)?;
-        a.jnz(row)?;
-        a.set_label(&mut end)?;
-        a.vzeroupper()?;
-        a.ret()?;
-        // the write mask of the first r lanes at masks + 2 r
-        a.set_label(&mut masks)?;
-        let m: Vec<u16> = (0..16).map(|r| ((1u32 << r) - 1) as u16).collect();
-        a.dw(&m)?;
-        k.place(&mut a)?;
-        Ok(())
-    })()
-    .map_err(super::asm_err)?;
-    a.assemble(0).map_err(super::asm_err)
 }

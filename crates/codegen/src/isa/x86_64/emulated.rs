@@ -513,3 +513,75 @@ fn avx512vnni_int8_driver_is_exact_under_emulation() {
         );
     }
 }
+
+/// The hand-written layer norms (AVX2 and AVX-512) under the emulator against
+/// `bertc_numerics::layer_norm_row`, bit for bit: widths with every kind of tail (none, under
+/// 8, 8 and more, for the AVX2 kernel's two halves of 16 lanes), rows far from a zero mean, in
+/// place and not; nothing past the rows is written.
+#[test]
+fn layer_norm_kernels_equal_the_numerics_under_emulation() {
+    use super::{avx2_layer_norm, avx512_layer_norm};
+    let Some(python) = emulator_or_skip() else {
+        return;
+    };
+    let widths = [
+        1, 2, 7, 8, 9, 15, 16, 17, 23, 24, 25, 31, 32, 33, 40, 100, 384, 391,
+    ];
+    type Kernel = fn(f32) -> crate::isa::Code;
+    let kernels: [(&str, Kernel); 2] = [("avx2", avx2_layer_norm), ("avx512", avx512_layer_norm)];
+    let (rows, canary) = (3, 1234.5f32);
+    let mut rng = Lcg(11);
+    let (mut jobs, mut cases) = (Vec::new(), Vec::new());
+    for (name, kernel) in kernels {
+        for (i, &w) in widths.iter().enumerate() {
+            let in_place = i % 2 == 1;
+            let eps = [1e-12, 1e-5][i % 2];
+            // rows around 0, 1000 and -3, at different scales
+            let x: Vec<f32> = (0..rows * w)
+                .map(|e| rng.next() * [1.0, 0.01, 30.0][e / w] + [0.0, 1000.0, -3.0][e / w])
+                .collect();
+            let gamma: Vec<f32> = (0..w).map(|_| rng.next()).collect();
+            let beta: Vec<f32> = (0..w).map(|_| rng.next()).collect();
+            let mut want = vec![0f32; rows * w];
+            for (xr, o) in x.chunks(w).zip(want.chunks_mut(w)) {
+                bertc_numerics::layer_norm_row(xr, &gamma, &beta, eps, o);
+            }
+            // the output rows, then 16 canaries; in place, the input rows there
+            let mut out = if in_place {
+                x.clone()
+            } else {
+                vec![canary; rows * w]
+            };
+            out.extend([canary; 16]);
+            let xa = if in_place { C } else { A };
+            let code = kernel(eps).unwrap();
+            let code_addr = CODE + 0x1_0000 * jobs.len() as u64;
+            jobs.push(format!(
+                r#"{{"code_addr":{code_addr},"code":"{}","regions":[{},{},{},{},{},{}],"regs":{{"rdi":{xa},"rsi":{C},"rdx":{rows},"rcx":{B},"r8":{RES},"r9":{w},"rsp":{}}},"read":[{{"addr":{C},"len":{}}}]}}"#,
+                hex(&code),
+                region(A, &floats_hex(&x)),
+                region(B, &floats_hex(&gamma)),
+                region(C, &floats_hex(&out)),
+                region(RES, &floats_hex(&beta)),
+                region(STACK + 0x800, &hex(&HLT.to_le_bytes())),
+                region(HLT, "f4"),
+                STACK + 0x800,
+                out.len() * 4,
+            ));
+            cases.push((format!("{name} width {w} in place {in_place}"), want));
+        }
+    }
+    let v = emulate(&python, &jobs, "layer-norm");
+    let results = v["results"].as_array().expect("results");
+    assert_eq!(results.len(), cases.len());
+    for ((what, want), r) in cases.iter().zip(results) {
+        assert!(r["ok"].as_bool().unwrap(), "{what}: {}", r["error"]);
+        let got = unhex_floats(r["read"][0].as_str().unwrap());
+        for (j, g) in got.iter().enumerate() {
+            match want.get(j) {
+                Some(w) => assert_eq!(g.to_bits(), w.to_bits(), "{what}: element {j}: {g} vs {w}"),
+                None => assert_eq!(*g, canary, "{what}: element {j} past the rows written"),
+            }
+        }
+    }
+}

@@ -10,20 +10,21 @@
 //! `c[i][0..16] = epi(bp[0..16] + sum_kk a[i*lda + kk] * bp[16 + kk*16 ..])` where `bp` is one
 //! packed panel (bias row, then `k` rows of 16 weights), `lda` and `ldc` are row strides in
 //! bytes, and the epilogue `epi` (an activation, then adding the tile at `res`, stride `ldc`)
-//! runs on the registers before the store. `softmax` normalises rows of scores. Constants
+//! runs on the registers before the store. `softmax` normalises rows of scores, `layer_norm`
+//! rows of activations. Constants
 //! (polynomial coefficients, clamps) sit after the code and are read RIP-relative, so the
 //! bytes are position independent. Every kernel only touches caller-saved registers.
 
 mod avx2;
 mod avx512;
+mod rows;
 
 pub use avx2::{
-    avx2_kernel, avx2_peak, avx2_qkernel, avx2_quantize, avx2_softmax, avx512_peak,
-    avx512_quantize, avxvnni_qkernel, AVX2_MR,
+    avx2_kernel, avx2_peak, avx2_qkernel, avx2_quantize, avx512_peak, avx512_quantize,
+    avxvnni_qkernel, AVX2_MR,
 };
-pub use avx512::{
-    avx512_kernel, avx512_softmax, avx512vnni_pairs_qkernel, avx512vnni_qkernel, AVX512_MR,
-};
+pub use avx512::{avx512_kernel, avx512vnni_pairs_qkernel, avx512vnni_qkernel, AVX512_MR};
+pub use rows::{avx2_layer_norm, avx2_softmax, avx512_layer_norm, avx512_softmax};
 
 use iced_x86::code_asm::*;
 
@@ -425,6 +426,8 @@ mod tests {
         }
         assert!(!avx2_softmax(0.125).unwrap().is_empty());
         assert!(!avx512_softmax(0.125).unwrap().is_empty());
+        assert!(!avx2_layer_norm(1e-12).unwrap().is_empty());
+        assert!(!avx512_layer_norm(1e-12).unwrap().is_empty());
         for abits in 2..=8 {
             for format in [QFormat::Pairs, QFormat::Quads] {
                 for smooth in [false, true] {
@@ -443,7 +446,7 @@ mod emulated;
 /// the AVX-512 ones with avx512f), the AVX2 softmax and peak loop; without them only the
 /// portable Cranelift kernels on 128-bit SSE vectors.
 pub fn isa(target: &bertc_targets::Target) -> super::Isa {
-    use super::{GemmKernels, Isa, PeakLoop, QuantizeKernel, SoftmaxKernel};
+    use super::{GemmKernels, Isa, LayerNormKernel, PeakLoop, QuantizeKernel, SoftmaxKernel};
     use crate::lower::{LayoutKind, QFormat, PANEL};
     let avx2 = target.has("avx2") && target.has("fma");
     let avx512 = avx2 && target.has("avx512f");
@@ -548,6 +551,17 @@ pub fn isa(target: &bertc_targets::Target) -> super::Isa {
             avx2.then_some(SoftmaxKernel {
                 name: "avx2_softmax",
                 assemble: avx2_softmax,
+            })
+        },
+        layer_norm: if avx512 {
+            Some(LayerNormKernel {
+                name: "avx512_layer_norm",
+                assemble: avx512_layer_norm,
+            })
+        } else {
+            avx2.then_some(LayerNormKernel {
+                name: "avx2_layer_norm",
+                assemble: avx2_layer_norm,
             })
         },
         quantize: if avx512 {
