@@ -154,22 +154,53 @@ pub(crate) fn attention_gemm(
         let last = e.addr(kp, last, panel_k);
         let whole = e.i(panel_k);
         e.zero_bytes(last, whole);
-        let z = e.i(0);
-        e.for_range(z, len, 1, |e, j| {
+        // key j's row of the head, and where its column of the panel starts
+        let key = |e: &mut Emit, j: Value| {
             let src = e.b.ins().iadd(s0, j);
             let krow = e.addr(k, src, a.ldk as i64 * 4);
             let krow = e.addr(krow, h, d as i64 * 4);
             let p = e.b.ins().ushr_imm_u(j, 4);
             let jj = e.b.ins().band_imm_s(j, 15);
             let dst = e.addr(kp, p, panel_k);
-            let dst = e.addr(dst, jj, 4);
-            for c in 0..d {
+            (krow, e.addr(dst, jj, 4))
+        };
+        let scalar = |e: &mut Emit, krow: Value, dst: Value, dims: std::ops::Range<usize>| {
+            for c in dims {
                 let x =
                     e.b.ins()
                         .load(types::F32, emit::mem(), krow, (c * 4) as i32);
                 e.b.ins()
                     .store(emit::mem(), x, dst, ((PANEL + c * PANEL) * 4) as i32);
             }
+        };
+        // four keys at a time (in one panel: 16 is a multiple of 4) in 4 x 4 transposes of
+        // vectors, then the keys and dimensions left one float at a time
+        let z = e.i(0);
+        let quads = if e.lanes == 4 { d / 4 * 4 } else { 0 };
+        let len4 = if quads > 0 {
+            e.b.ins().band_imm_s(len, -4)
+        } else {
+            e.i(0)
+        };
+        e.for_range(z, len4, 4, |e, j| {
+            let (krow, dst) = key(e, j);
+            let rows: Vec<Value> = (0..4)
+                .map(|i| e.b.ins().iadd_imm_s(krow, i * a.ldk as i64 * 4))
+                .collect();
+            for c in (0..quads).step_by(4) {
+                let v = [0, 1, 2, 3].map(|i| e.load(emit::Shape::Vector, rows[i], (c * 4) as i32));
+                for (t, col) in e.transpose4(v).into_iter().enumerate() {
+                    e.store(col, dst, ((PANEL + (c + t) * PANEL) * 4) as i32);
+                }
+            }
+            for (i, &row) in rows.iter().enumerate() {
+                let di = e.b.ins().iadd_imm_s(dst, i as i64 * 4);
+                scalar(e, row, di, quads..d);
+            }
+        });
+        e.for_range(len4, len, 1, |e, j| {
+            let (krow, dst) = key(e, j);
+            scalar(e, krow, dst, 0..d);
         });
         // pack V: panel p holds value columns 16p..: [16 zeros][len rows of 16] (`P V` reads
         // the sequence's rows only); only what the rows do not overwrite is zeroed: each

@@ -287,6 +287,35 @@ impl<'a> Emit<'a> {
         e.b.ins().fcvt_from_sint(types::F32X4, i)
     }
 
+    /// The 4 x 4 transpose of four f32x4 rows: lane `i` of result `j` is lane `j` of row `i`
+    /// (two rounds of lane interleaves; Cranelift's `shuffle` picks 32-bit lanes of `a || b`
+    /// by byte).
+    pub fn transpose4(&mut self, [r0, r1, r2, r3]: [Value; 4]) -> [Value; 4] {
+        let le = MemFlagsData::new().with_endianness(Endianness::Little);
+        let mut shuf = |a: Value, b: Value, lanes: [u8; 4]| {
+            let bytes: Vec<u8> = lanes
+                .iter()
+                .flat_map(|&l| (0..4).map(move |k| l * 4 + k))
+                .collect();
+            let imm = self.b.func.dfg.immediates.push(bytes.into());
+            let a = self.b.ins().bitcast(types::I8X16, le, a);
+            let b = self.b.ins().bitcast(types::I8X16, le, b);
+            let s = self.b.ins().shuffle(a, b, imm);
+            self.b.ins().bitcast(types::F32X4, le, s)
+        };
+        // [r0.0 r1.0 r0.1 r1.1], [r2.0 r3.0 r2.1 r3.1], and the same of lanes 2 and 3
+        let t0 = shuf(r0, r1, [0, 4, 1, 5]);
+        let t1 = shuf(r2, r3, [0, 4, 1, 5]);
+        let t2 = shuf(r0, r1, [2, 6, 3, 7]);
+        let t3 = shuf(r2, r3, [2, 6, 3, 7]);
+        [
+            shuf(t0, t1, [0, 1, 4, 5]),
+            shuf(t0, t1, [2, 3, 6, 7]),
+            shuf(t2, t3, [0, 1, 4, 5]),
+            shuf(t2, t3, [2, 3, 6, 7]),
+        ]
+    }
+
     /// Visits a row of `width` floats (a constant): vectors over the largest multiple of the
     /// lane count, then scalars. The body gets the byte offset and the shape.
     pub fn row(&mut self, width: usize, mut body: impl FnMut(&mut Self, Value, Shape)) {
