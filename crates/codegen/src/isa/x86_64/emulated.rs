@@ -585,3 +585,87 @@ fn layer_norm_kernels_equal_the_numerics_under_emulation() {
         }
     }
 }
+
+/// The hand-written softmax blocks (AVX2 and AVX-512) under the emulator against
+/// `bertc_numerics` (`p = exp(s x - m)` with `m` the maximum of the scaled scores and the
+/// running one, their 16-lane sum, `alpha = exp(m_old - m)`, `l = fma(alpha, l_old, sum)`),
+/// bit for bit: lengths with every kind of tail, a row's first block and a later one.
+#[test]
+fn softmax_kernels_equal_the_numerics_under_emulation() {
+    use super::{avx2_softmax, avx512_softmax};
+    let Some(python) = emulator_or_skip() else {
+        return;
+    };
+    type Kernel = fn(f32) -> crate::isa::Code;
+    let kernels: [(&str, Kernel); 2] = [("avx2", avx2_softmax), ("avx512", avx512_softmax)];
+    let (rows, scale) = (3, 0.176_776_7f32);
+    let mut rng = Lcg(13);
+    let (mut jobs, mut cases) = (Vec::new(), Vec::new());
+    for (name, kernel) in kernels {
+        for (i, len) in [1usize, 5, 8, 9, 16, 17, 31, 40, 64, 71, 128, 130]
+            .into_iter()
+            .enumerate()
+        {
+            let first = i % 2 == 0;
+            let ld = len.next_multiple_of(16) + 16;
+            let s: Vec<f32> = (0..rows * ld).map(|_| rng.next() * 8.0).collect();
+            let state: Vec<f32> = (0..rows)
+                .flat_map(|_| match first {
+                    true => [f32::MIN, 0.0, 0.0, 0.0],
+                    false => [rng.next() * 4.0, rng.next().abs() * 10.0, 0.0, 0.0],
+                })
+                .collect();
+            let mut want = Vec::new();
+            for r in 0..rows {
+                let row: Vec<f32> = s[r * ld..r * ld + len].iter().map(|&x| x * scale).collect();
+                let (m_old, l_old) = (state[4 * r], state[4 * r + 1]);
+                let m = row.iter().fold(f32::MIN, |a, &b| a.max(b)).max(m_old);
+                let p: Vec<f32> = row.iter().map(|&x| bertc_numerics::exp(x - m)).collect();
+                let sum = bertc_numerics::sum(p.iter().copied());
+                let alpha = bertc_numerics::exp(m_old - m);
+                want.push((p, [m, alpha.mul_add(l_old, sum), alpha]));
+            }
+            let code = kernel(scale).unwrap();
+            let code_addr = CODE + 0x1_0000 * jobs.len() as u64;
+            jobs.push(format!(
+                r#"{{"code_addr":{code_addr},"code":"{}","regions":[{},{},{},{}],"regs":{{"rdi":{A},"rsi":{},"rdx":{rows},"rcx":{len},"r8":{B},"rsp":{}}},"read":[{{"addr":{A},"len":{}}},{{"addr":{B},"len":{}}}]}}"#,
+                hex(&code),
+                region(A, &floats_hex(&s)),
+                region(B, &floats_hex(&state)),
+                region(STACK + 0x800, &hex(&HLT.to_le_bytes())),
+                region(HLT, "f4"),
+                ld * 4,
+                STACK + 0x800,
+                s.len() * 4,
+                state.len() * 4,
+            ));
+            cases.push((format!("{name} len {len} first {first}"), ld, want));
+        }
+    }
+    let v = emulate(&python, &jobs, "softmax");
+    let results = v["results"].as_array().expect("results");
+    assert_eq!(results.len(), cases.len());
+    for ((what, ld, want), r) in cases.iter().zip(results) {
+        assert!(r["ok"].as_bool().unwrap(), "{what}: {}", r["error"]);
+        let got = unhex_floats(r["read"][0].as_str().unwrap());
+        let st = unhex_floats(r["read"][1].as_str().unwrap());
+        for (row, (p, s)) in want.iter().enumerate() {
+            for (j, w) in p.iter().enumerate() {
+                let g = got[row * ld + j];
+                assert_eq!(
+                    g.to_bits(),
+                    w.to_bits(),
+                    "{what}: row {row} p[{j}]: {g} vs {w}"
+                );
+            }
+            for (j, w) in s.iter().enumerate() {
+                let g = st[4 * row + j];
+                assert_eq!(
+                    g.to_bits(),
+                    w.to_bits(),
+                    "{what}: row {row} state[{j}]: {g} vs {w}"
+                );
+            }
+        }
+    }
+}

@@ -5,7 +5,6 @@
 
 use iced_x86::code_asm::*;
 
-use super::avx512::exp16;
 use super::{asm_err, exp8, hreduce, Consts};
 use crate::lower::CodegenError;
 
@@ -303,6 +302,7 @@ pub fn avx512_softmax(scale: f32) -> Result<Vec<u8>, CodegenError> {
         a.vbroadcastss(zmm6, sc)?;
         let lowest = k.f1(&mut a, f32::MIN);
         a.vbroadcastss(zmm8, lowest)?;
+        exp_constants(&mut a, &mut k)?;
         a.set_label(&mut row)?;
         // pass 1: the maximum of the scaled scores
         a.vmovaps(zmm0, zmm8)?;
@@ -332,17 +332,34 @@ pub fn avx512_softmax(scale: f32) -> Result<Vec<u8>, CodegenError> {
         a.vbroadcastss(zmm4, dword_ptr(r11))?;
         a.vbroadcastss(zmm0, xmm0)?;
         a.vmaxps(zmm0, zmm0, zmm4)?;
-        // pass 2: exponentials, stored, summed
+        // pass 2: exponentials, stored, summed; four vectors at a time (their exponentials'
+        // operations interleaved, the sums added in order), then one at a time
         a.vxorps(zmm5, zmm5, zmm5)?;
         a.xor(eax, eax)?;
+        let mut l4 = a.create_label();
         let mut l2 = a.create_label();
         let mut t2 = a.create_label();
+        a.set_label(&mut l4)?;
+        a.lea(r10, ptr(rax + 48))?;
+        a.cmp(r10, r8)?;
+        a.jge(l2)?;
+        for (i, c) in EXP_CHAINS.iter().enumerate() {
+            a.vmulps(c[0], zmm6, zmmword_ptr(rdi + rax * 4 + 64 * i as i32))?;
+            a.vsubps(c[0], c[0], zmm0)?;
+        }
+        exp16_chains(&mut a, &EXP_CHAINS)?;
+        for (i, c) in EXP_CHAINS.iter().enumerate() {
+            a.vmovups(zmmword_ptr(rdi + rax * 4 + 64 * i as i32), c[0])?;
+            a.vaddps(zmm5, zmm5, c[0])?;
+        }
+        a.add(rax, 64)?;
+        a.jmp(l4)?;
         a.set_label(&mut l2)?;
         a.cmp(rax, r8)?;
         a.jge(t2)?;
         a.vmulps(zmm1, zmm6, zmmword_ptr(rdi + rax * 4))?;
         a.vsubps(zmm1, zmm1, zmm0)?;
-        exp16(&mut a, &mut k, zmm1, zmm2, zmm3)?;
+        exp16_chains(&mut a, &EXP_CHAINS[..1])?;
         a.vmovups(zmmword_ptr(rdi + rax * 4), zmm1)?;
         a.vaddps(zmm5, zmm5, zmm1)?;
         a.add(rax, 16)?;
@@ -353,7 +370,7 @@ pub fn avx512_softmax(scale: f32) -> Result<Vec<u8>, CodegenError> {
         a.jz(r2)?;
         a.vmulps(zmm1.k1().z(), zmm6, zmmword_ptr(rdi + rax * 4))?;
         a.vsubps(zmm1, zmm1, zmm0)?;
-        exp16(&mut a, &mut k, zmm1, zmm2, zmm3)?;
+        exp16_chains(&mut a, &EXP_CHAINS[..1])?;
         a.vmovups(zmmword_ptr(rdi + rax * 4).k1(), zmm1)?;
         a.vaddps(zmm5.k1(), zmm5, zmm1)?;
         a.set_label(&mut r2)?;
@@ -512,4 +529,68 @@ fn layer_norm_stats(a: &mut CodeAssembler, k: &mut Consts, eps: f32) -> Result<(
     let one = k.f1(a, 1.0);
     a.vmovss(xmm5, one)?;
     a.vdivss(xmm5, xmm5, xmm1)
+}
+
+/// The registers of `exp16_chains`: four chains of `[x, t1, t2]`, and the constants of
+/// `exp16` (`EXP_LO`, `EXP_HI`, the magic, log2(e), the two parts of ln 2, the exponent bias,
+/// then the Taylor coefficients), loaded once by `exp_constants`.
+const EXP_CHAINS: [[AsmRegisterZmm; 3]; 4] = [
+    [zmm1, zmm2, zmm3],
+    [zmm9, zmm10, zmm11],
+    [zmm12, zmm13, zmm14],
+    [zmm15, zmm16, zmm17],
+];
+const EXP_REGS: [AsmRegisterZmm; 14] = [
+    zmm18, zmm19, zmm20, zmm21, zmm22, zmm23, zmm24, zmm25, zmm26, zmm27, zmm28, zmm29, zmm30,
+    zmm31,
+];
+
+/// The constants of `exp16` in every lane of `EXP_REGS`.
+fn exp_constants(a: &mut CodeAssembler, k: &mut Consts) -> Result<(), IcedError> {
+    use bertc_numerics::{EXP_HI, EXP_LN2_HI, EXP_LN2_LO, EXP_LO, EXP_MAGIC, EXP_TAYLOR};
+    let bits = [
+        EXP_LO.to_bits(),
+        EXP_HI.to_bits(),
+        EXP_MAGIC.to_bits(),
+        std::f32::consts::LOG2_E.to_bits(),
+        EXP_LN2_HI.to_bits(),
+        EXP_LN2_LO.to_bits(),
+        127 << 23,
+    ];
+    let all = bits
+        .into_iter()
+        .chain(EXP_TAYLOR.iter().map(|c| c.to_bits()));
+    for (r, b) in EXP_REGS.iter().zip(all) {
+        let m = k.f1(a, f32::from_bits(b));
+        a.vbroadcastss(*r, m)?;
+    }
+    Ok(())
+}
+
+/// `x = exp(x)` for each chain `[x, t1, t2]` with the constants in registers: `exp16`'s
+/// operations in its order for each chain, one step for all chains before the next (their
+/// latencies overlap), so each chain's lanes get `exp16`'s bits.
+fn exp16_chains(a: &mut CodeAssembler, chains: &[[AsmRegisterZmm; 3]]) -> Result<(), IcedError> {
+    let [lo, hi, magic, log2e, ln2_hi, ln2_lo, one_bits, c0, c @ ..] = EXP_REGS;
+    type Step<'a> = &'a dyn Fn(&mut CodeAssembler, [AsmRegisterZmm; 3]) -> Result<(), IcedError>;
+    let each = |a: &mut CodeAssembler, f: Step| -> Result<(), IcedError> {
+        for &regs in chains {
+            f(a, regs)?;
+        }
+        Ok(())
+    };
+    each(a, &|a, [x, _, _]| a.vmaxps(x, x, lo))?;
+    each(a, &|a, [x, _, _]| a.vminps(x, x, hi))?;
+    each(a, &|a, [_, t1, _]| a.vmovaps(t1, magic))?;
+    each(a, &|a, [x, t1, _]| a.vfmadd231ps(t1, x, log2e))?;
+    each(a, &|a, [_, t1, t2]| a.vsubps(t2, t1, magic))?;
+    each(a, &|a, [x, _, t2]| a.vfmadd231ps(x, t2, ln2_hi))?;
+    each(a, &|a, [x, _, t2]| a.vfmadd231ps(x, t2, ln2_lo))?;
+    each(a, &|a, [_, t1, _]| a.vpslld(t1, t1, 23))?;
+    each(a, &|a, [_, t1, _]| a.vpaddd(t1, t1, one_bits))?;
+    each(a, &|a, [_, _, t2]| a.vmovaps(t2, c0))?;
+    for m in c {
+        each(a, &|a, [x, _, t2]| a.vfmadd213ps(t2, x, m))?;
+    }
+    each(a, &|a, [x, t1, t2]| a.vmulps(x, t2, t1))
 }
