@@ -531,47 +531,45 @@ fn layer_norm_stats(a: &mut CodeAssembler, k: &mut Consts, eps: f32) -> Result<(
     a.vdivss(xmm5, xmm5, xmm1)
 }
 
-/// The registers of `exp16_chains`: four chains of `[x, t1, t2]`, and the constants of
-/// `exp16` (`EXP_LO`, `EXP_HI`, the magic, log2(e), the two parts of ln 2, the exponent bias,
-/// then the Taylor coefficients), loaded once by `exp_constants`.
+/// The registers of `exp16_chains`: four chains of `[x, t1, t2]`, and its constants
+/// (`EXP_LO`, the magic, log2(e), the two parts of ln 2, then the Taylor coefficients), loaded
+/// once by `exp_constants`.
 const EXP_CHAINS: [[AsmRegisterZmm; 3]; 4] = [
     [zmm1, zmm2, zmm3],
     [zmm9, zmm10, zmm11],
     [zmm12, zmm13, zmm14],
     [zmm15, zmm16, zmm17],
 ];
-const EXP_REGS: [AsmRegisterZmm; 14] = [
-    zmm18, zmm19, zmm20, zmm21, zmm22, zmm23, zmm24, zmm25, zmm26, zmm27, zmm28, zmm29, zmm30,
-    zmm31,
+const EXP_REGS: [AsmRegisterZmm; 12] = [
+    zmm18, zmm19, zmm20, zmm21, zmm22, zmm23, zmm24, zmm25, zmm26, zmm27, zmm28, zmm29,
 ];
 
-/// The constants of `exp16` in every lane of `EXP_REGS`.
+/// The constants of `exp16_chains` in every lane of `EXP_REGS`.
 fn exp_constants(a: &mut CodeAssembler, k: &mut Consts) -> Result<(), IcedError> {
-    use bertc_numerics::{EXP_HI, EXP_LN2_HI, EXP_LN2_LO, EXP_LO, EXP_MAGIC, EXP_TAYLOR};
-    let bits = [
-        EXP_LO.to_bits(),
-        EXP_HI.to_bits(),
-        EXP_MAGIC.to_bits(),
-        std::f32::consts::LOG2_E.to_bits(),
-        EXP_LN2_HI.to_bits(),
-        EXP_LN2_LO.to_bits(),
-        127 << 23,
+    use bertc_numerics::{EXP_LN2_HI, EXP_LN2_LO, EXP_LO, EXP_MAGIC, EXP_TAYLOR};
+    let head = [
+        EXP_LO,
+        EXP_MAGIC,
+        std::f32::consts::LOG2_E,
+        EXP_LN2_HI,
+        EXP_LN2_LO,
     ];
-    let all = bits
-        .into_iter()
-        .chain(EXP_TAYLOR.iter().map(|c| c.to_bits()));
-    for (r, b) in EXP_REGS.iter().zip(all) {
-        let m = k.f1(a, f32::from_bits(b));
+    for (r, v) in EXP_REGS.iter().zip(head.into_iter().chain(EXP_TAYLOR)) {
+        let m = k.f1(a, v);
         a.vbroadcastss(*r, m)?;
     }
     Ok(())
 }
 
-/// `x = exp(x)` for each chain `[x, t1, t2]` with the constants in registers: `exp16`'s
-/// operations in its order for each chain, one step for all chains before the next (their
-/// latencies overlap), so each chain's lanes get `exp16`'s bits.
+/// `x = exp(x)` of a softmax's exponents (`x <= 0`, or NaN) for each chain `[x, t1, t2]`, with
+/// the constants in registers, one step for all chains before the next (their latencies
+/// overlap): `bertc_numerics::exp`'s operations, but for two that give the same bits on these
+/// inputs. The upper clamp is left out (a no-op for `x <= 0`; a NaN still becomes `EXP_LO`),
+/// and `p · 2ⁿ` is one `vscalefps` of `p` by the float `n` instead of a multiplication by `2ⁿ`
+/// built in the exponent bits: both are the correctly rounded product, and `2ⁿ` is a normal
+/// float for every `n` the clamp allows (-126..=0).
 fn exp16_chains(a: &mut CodeAssembler, chains: &[[AsmRegisterZmm; 3]]) -> Result<(), IcedError> {
-    let [lo, hi, magic, log2e, ln2_hi, ln2_lo, one_bits, c0, c @ ..] = EXP_REGS;
+    let [lo, magic, log2e, ln2_hi, ln2_lo, c0, c @ ..] = EXP_REGS;
     type Step<'a> = &'a dyn Fn(&mut CodeAssembler, [AsmRegisterZmm; 3]) -> Result<(), IcedError>;
     let each = |a: &mut CodeAssembler, f: Step| -> Result<(), IcedError> {
         for &regs in chains {
@@ -580,17 +578,16 @@ fn exp16_chains(a: &mut CodeAssembler, chains: &[[AsmRegisterZmm; 3]]) -> Result
         Ok(())
     };
     each(a, &|a, [x, _, _]| a.vmaxps(x, x, lo))?;
-    each(a, &|a, [x, _, _]| a.vminps(x, x, hi))?;
-    each(a, &|a, [_, t1, _]| a.vmovaps(t1, magic))?;
-    each(a, &|a, [x, t1, _]| a.vfmadd231ps(t1, x, log2e))?;
-    each(a, &|a, [_, t1, t2]| a.vsubps(t2, t1, magic))?;
-    each(a, &|a, [x, _, t2]| a.vfmadd231ps(x, t2, ln2_hi))?;
-    each(a, &|a, [x, _, t2]| a.vfmadd231ps(x, t2, ln2_lo))?;
-    each(a, &|a, [_, t1, _]| a.vpslld(t1, t1, 23))?;
-    each(a, &|a, [_, t1, _]| a.vpaddd(t1, t1, one_bits))?;
-    each(a, &|a, [_, _, t2]| a.vmovaps(t2, c0))?;
+    // n = (x log2(e) + magic) - magic, rounded to an integer
+    each(a, &|a, [_, n, _]| a.vmovaps(n, magic))?;
+    each(a, &|a, [x, n, _]| a.vfmadd231ps(n, x, log2e))?;
+    each(a, &|a, [_, n, _]| a.vsubps(n, n, magic))?;
+    // r = x - n ln 2, then the polynomial in r
+    each(a, &|a, [x, n, _]| a.vfmadd231ps(x, n, ln2_hi))?;
+    each(a, &|a, [x, n, _]| a.vfmadd231ps(x, n, ln2_lo))?;
+    each(a, &|a, [_, _, p]| a.vmovaps(p, c0))?;
     for m in c {
-        each(a, &|a, [x, _, t2]| a.vfmadd213ps(t2, x, m))?;
+        each(a, &|a, [x, _, p]| a.vfmadd213ps(p, x, m))?;
     }
-    each(a, &|a, [x, t1, t2]| a.vmulps(x, t2, t1))
+    each(a, &|a, [x, n, p]| a.vscalefps(x, p, n))
 }
