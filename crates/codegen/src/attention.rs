@@ -314,12 +314,9 @@ pub(crate) fn attention_gemm(
                         } else {
                             &micro.start
                         };
-                        for mm in 1..=mr {
-                            let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
-                            e.if_nonzero(is, |e| {
-                                e.b.ins().call(set.plain[mm - 1], &args);
-                            });
-                        }
+                        e.dispatch_rows(m, mr, |e, mm| {
+                            e.b.ins().call(set.plain[mm - 1], &args);
+                        });
                     };
                     let z = e.i(0);
                     if wide {
@@ -365,38 +362,32 @@ pub(crate) fn attention_gemm(
                                     &micro.wide_start
                                 };
                                 let args = [srow, ld_s, bp, c, ldc_o, klen, vpanel_bytes];
-                                for mm in 1..=mr {
-                                    let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
-                                    e.if_nonzero(is, |e| {
-                                        e.b.ins().call(set.plain[mm - 1], &args);
-                                    });
-                                }
+                                e.dispatch_rows(m, mr, |e, mm| {
+                                    e.b.ins().call(set.plain[mm - 1], &args);
+                                });
                                 p += 2;
                                 continue;
                             }
                             let cols = (dv - p * PANEL).min(PANEL);
                             let set = if accumulate { &micro.acc } else { &micro.start };
-                            for mm in 1..=mr {
-                                let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
-                                e.if_nonzero(is, |e| {
-                                    let t = linear::Tile {
-                                        a: srow,
-                                        c,
-                                        bp,
-                                        m: mm,
-                                        ncols: cols,
-                                        res: None,
-                                        prefetch: None,
-                                        // the depth (the block's keys) is passed at run time
-                                        block: linear::KBlock {
-                                            steps: 0,
-                                            accumulate,
-                                            last: true,
-                                        },
-                                    };
-                                    micro_tile_ld(e, &t, ld_s, klen, ldc_o, set, st);
-                                });
-                            }
+                            e.dispatch_rows(m, mr, |e, mm| {
+                                let t = linear::Tile {
+                                    a: srow,
+                                    c,
+                                    bp,
+                                    m: mm,
+                                    ncols: cols,
+                                    res: None,
+                                    prefetch: None,
+                                    // the depth (the block's keys) is passed at run time
+                                    block: linear::KBlock {
+                                        steps: 0,
+                                        accumulate,
+                                        last: true,
+                                    },
+                                };
+                                micro_tile_ld(e, &t, ld_s, klen, ldc_o, set, st);
+                            });
                             p += 1;
                         }
                     };

@@ -160,6 +160,33 @@ impl<'a> Emit<'a> {
         self.b.seal_block(done);
     }
 
+    /// Runs `body(e, mm)` for the `mm` in `1..=mr` that equals `m` (a runtime row count in that
+    /// range; nothing for another), through a jump table: one indirect branch, where a chain of
+    /// `mr` tests would cost as much as a short GEMM tile's prologue.
+    pub fn dispatch_rows(&mut self, m: Value, mr: usize, mut body: impl FnMut(&mut Self, usize)) {
+        let done = self.b.create_block();
+        let blocks: Vec<_> = (0..mr).map(|_| self.b.create_block()).collect();
+        let index = self.b.ins().iadd_imm_s(m, -1);
+        let index = self.b.ins().ireduce(types::I32, index);
+        let calls: Vec<_> = blocks
+            .iter()
+            .map(|&b| self.b.func.dfg.block_call(b, &[]))
+            .collect();
+        let default = self.b.func.dfg.block_call(done, &[]);
+        let table = self
+            .b
+            .create_jump_table(cranelift_codegen::ir::JumpTableData::new(default, &calls));
+        self.b.ins().br_table(index, table);
+        for (i, &block) in blocks.iter().enumerate() {
+            self.b.switch_to_block(block);
+            self.b.seal_block(block);
+            body(self, i + 1);
+            self.b.ins().jump(done, &[]);
+        }
+        self.b.switch_to_block(done);
+        self.b.seal_block(done);
+    }
+
     /// Copies a row of `width` floats from `src` to `dst`.
     pub fn copy_row(&mut self, src: Value, dst: Value, width: usize) {
         self.row(width, |e, off, s| {

@@ -476,8 +476,7 @@ pub fn linear_tasks(
                 e.addr(rr, p, (PANEL * 4) as i64)
             });
             let rows_dispatch = |e: &mut Emit, ncols: usize| {
-                for mm in (1..=mr).rev() {
-                    let is = e.b.ins().icmp_imm_s(IntCC::Equal, m, mm as i64);
+                e.dispatch_rows(m, mr, |e, mm| {
                     let t = Tile {
                         a,
                         c,
@@ -488,8 +487,8 @@ pub fn linear_tasks(
                         prefetch: Some(pf),
                         block,
                     };
-                    e.if_nonzero(is, |e| tile(e, &t));
-                }
+                    tile(e, &t);
+                });
                 if block.last && !(how.fused && ncols % PANEL == 0) {
                     epilogue(e, epi, c, rc, m, ncols, ldc);
                 }

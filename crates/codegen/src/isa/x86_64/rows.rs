@@ -304,11 +304,26 @@ pub fn avx512_softmax(scale: f32) -> Result<Vec<u8>, CodegenError> {
         a.vbroadcastss(zmm8, lowest)?;
         exp_constants(&mut a, &mut k)?;
         a.set_label(&mut row)?;
-        // pass 1: the maximum of the scaled scores
-        a.vmovaps(zmm0, zmm8)?;
+        // pass 1: the maximum of the scaled scores, in four registers over four vectors at a
+        // time (a maximum is exact in any order), then one
+        let maxes = [zmm0, zmm7, zmm30, zmm31];
+        for m in maxes {
+            a.vmovaps(m, zmm8)?;
+        }
         a.xor(eax, eax)?;
+        let mut l14 = a.create_label();
         let mut l1 = a.create_label();
         let mut t1 = a.create_label();
+        a.set_label(&mut l14)?;
+        a.lea(r10, ptr(rax + 48))?;
+        a.cmp(r10, r8)?;
+        a.jge(l1)?;
+        for (i, (m, t)) in maxes.iter().zip(EXP_CHAINS).enumerate() {
+            a.vmulps(t[0], zmm6, zmmword_ptr(rdi + rax * 4 + 64 * i as i32))?;
+            a.vmaxps(*m, *m, t[0])?;
+        }
+        a.add(rax, 64)?;
+        a.jmp(l14)?;
         a.set_label(&mut l1)?;
         a.cmp(rax, r8)?;
         a.jge(t1)?;
@@ -317,6 +332,9 @@ pub fn avx512_softmax(scale: f32) -> Result<Vec<u8>, CodegenError> {
         a.add(rax, 16)?;
         a.jmp(l1)?;
         a.set_label(&mut t1)?;
+        a.vmaxps(zmm0, zmm0, zmm7)?;
+        a.vmaxps(zmm30, zmm30, zmm31)?;
+        a.vmaxps(zmm0, zmm0, zmm30)?;
         // the tail's lanes only (the others keep f32::MIN); none when len is a multiple of 16
         let mut r1 = a.create_label();
         a.test(r9, r9)?;
