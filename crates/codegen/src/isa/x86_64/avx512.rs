@@ -4,7 +4,7 @@
 
 use iced_x86::code_asm::*;
 
-use super::{act16, function, k_loop, prefetch_args, Consts, MicroEpi};
+use super::{act16, function, k_loop, prefetch_args, prefetch_tiles, Consts, MicroEpi};
 use crate::lower::{CodegenError, QFormat, QPANEL_HEADER};
 
 /// Rows of the AVX-512 GEMM microkernels' tiles.
@@ -286,6 +286,8 @@ pub fn avx512_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> 
         let pf_step = prefetch_args(a, epi)?;
         if epi.accumulate {
             load_partial_sums(a, mr, accs)?;
+        } else {
+            prefetch_tiles(a, epi, mr, accs.len())?;
         }
         second_panel(a, epi, false)?;
         if !epi.accumulate {
