@@ -322,26 +322,6 @@ pub fn map(
     });
 }
 
-/// `out = a + b` over the rows of row-block tasks `begin..end`.
-pub fn add(e: &mut Emit, [a, b, out, rows]: [Value; 4], [begin, end]: [Value; 2], width: usize) {
-    let (r0, r1) = row_range(e, begin, end, rows);
-    let base = e.b.ins().imul_imm_s(r0, width as i64 * 4);
-    let a = e.b.ins().iadd(a, base);
-    let b = e.b.ins().iadd(b, base);
-    let out = e.b.ins().iadd(out, base);
-    let nr = e.b.ins().isub(r1, r0);
-    let n = e.b.ins().imul_imm_s(nr, width as i64);
-    e.span(n, |e, off, s| {
-        let pa = e.b.ins().iadd(a, off);
-        let pb = e.b.ins().iadd(b, off);
-        let va = e.load(s, pa, 0);
-        let vb = e.load(s, pb, 0);
-        let y = e.b.ins().fadd(va, vb);
-        let o = e.b.ins().iadd(out, off);
-        e.store(y, o, 0);
-    });
-}
-
 /// Attention geometry, all constants.
 pub struct AttnShape {
     pub heads: usize,

@@ -432,10 +432,6 @@ pub fn compile_with(
                 Step::Pool { x, out, .. } => {
                     (vec![bufs[x], bufs[out], seq_start, tok_src, seq], batch)
                 }
-                Step::Add { a, b: bb, out } => {
-                    let r = rows(program.buffers[a].rows);
-                    (vec![bufs[a], bufs[bb], bufs[out], r], row_tasks(&mut e, r))
-                }
                 Step::Attention {
                     q,
                     k,
@@ -582,7 +578,7 @@ fn step_arg_count(step: &Step) -> usize {
         },
         Step::Quantize { rows, .. } => 3 + usize::from(rows.smooth.is_some()),
         Step::Linear { .. } => 5,
-        Step::Add { .. } | Step::Scatter { .. } => 4,
+        Step::Scatter { .. } => 4,
         Step::Pool { .. } => 5,
         Step::QuantRange { .. } => 4,
         Step::Act { .. }
@@ -640,7 +636,6 @@ fn kernel_key(step: &Step, p: &Program) -> String {
         }
         Step::Quantize { k, rows, .. } => format!("quantize {k} {rows:?}"),
         Step::Act { x, act, .. } => format!("act {act:?} {}", w(*x)),
-        Step::Add { a, .. } => format!("add {}", w(*a)),
         Step::Attention {
             heads,
             scale,
@@ -723,7 +718,6 @@ fn emit_step(
             qkernels::quantize_rows(e, args, range, *k, (*rows, m), micro.quantize)
         }
         Step::Act { x, act, .. } => kernels::activation(e, [a[0], a[1], a[2]], range, w(*x), *act),
-        Step::Add { a: x, .. } => kernels::add(e, [a[0], a[1], a[2], a[3]], range, w(*x)),
         Step::Attention {
             heads,
             scale,

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use bertc_ir::{BinaryOp, DType, Graph, NodeId, Op, QuantPart, TokenTypes, UnaryOp};
+use bertc_ir::{DType, Graph, NodeId, Op, QuantPart, TokenTypes, UnaryOp};
 
 use crate::program::MapOp;
 
@@ -357,16 +357,6 @@ pub fn lower(g: &Graph, qformat: QFormat) -> Result<Program, CodegenError> {
             _ if map::inlined(g, n) => continue,
             // an op with an operand computed inside it is a map (tanh of a quantization point)
             _ if ops.iter().any(|&o| map::inlined(g, o)) => map::lower(&mut l, n)?,
-            Op::Binary(BinaryOp::Add)
-                if g.ty(ops[0]) == g.ty(ops[1])
-                    && ops.iter().all(|&o| g.const_value(o).is_none()) =>
-            {
-                Step::Add {
-                    a: l.buf(ops[0])?,
-                    b: l.buf(ops[1])?,
-                    out: l.new_buf(n)?,
-                }
-            }
             Op::Unary(UnaryOp::Tanh) => Step::Act {
                 x: l.buf(ops[0])?,
                 out: l.new_buf(n)?,
@@ -624,7 +614,7 @@ fn step_io1(s: &Step) -> (Vec<BufId>, BufId) {
         | Step::Normalize { x, out }
         | Step::Pool { x, out, .. } => (vec![x], out),
         Step::QuantRange { x, scale, .. } => (vec![x], scale),
-        Step::Add { a, b, out } | Step::Concat { a, b, out } => (vec![a, b], out),
+        Step::Concat { a, b, out } => (vec![a, b], out),
         Step::Attention { q, k, v, out, .. } => (vec![q, k, v], out),
         Step::Scatter { x } => (vec![x], x),
         Step::Map {

@@ -287,11 +287,6 @@ pub enum Step {
         out: BufId,
         act: Act,
     },
-    Add {
-        a: BufId,
-        b: BufId,
-        out: BufId,
-    },
     /// `q`, `k` and `v` are one buffer when `qk` is set: its columns `0..qk` are q, `qk..2qk`
     /// are k and the rest v (`qkv_attention`).
     Attention {

@@ -220,7 +220,6 @@ impl Program {
                 format!("b{out} = quantize b{x} k={k} bits={bits}{sm}  [{kernel}, per row]")
             }
             Step::Act { x, out, act: a } => format!("b{out} = {} b{x}", act(a)),
-            Step::Add { a, b, out } => format!("b{out} = add b{a} b{b}"),
             Step::Attention {
                 out,
                 heads,
