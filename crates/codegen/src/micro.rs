@@ -18,11 +18,11 @@ use crate::{cl_err, sig_n};
 pub(crate) struct Asm {
     prefix: String,
     gemm: Vec<isa::GemmKernels>,
-    softmax_kernel: Option<isa::SoftmaxKernel>,
+    softmax_kernel: Option<isa::RowKernel>,
     /// The defined tiles by family and epilogue tag.
     tiles: BTreeMap<(&'static str, String), Vec<FuncId>>,
     softmax: BTreeMap<u32, FuncId>,
-    layer_norm_kernel: Option<isa::LayerNormKernel>,
+    layer_norm_kernel: Option<isa::RowKernel>,
     layer_norm: BTreeMap<u32, FuncId>,
     quantize_kernel: Option<isa::QuantizeKernel>,
     quantize: BTreeMap<(u8, QFormat, bool), FuncId>,
@@ -113,38 +113,6 @@ impl Asm {
         Ok(ids)
     }
 
-    fn softmax(
-        &mut self,
-        module: &mut ObjectModule,
-        scale: f32,
-    ) -> Result<Option<FuncId>, CodegenError> {
-        let Some(kernel) = self.softmax_kernel else {
-            return Ok(None);
-        };
-        // the symbols are numbered in the order the scales first occur
-        let sym = format!("{}__{}{}", self.prefix, kernel.name, self.softmax.len());
-        define_once(&mut self.softmax, module, scale.to_bits(), sym, 5, || {
-            (kernel.assemble)(scale)
-        })
-        .map(Some)
-    }
-
-    fn layer_norm(
-        &mut self,
-        module: &mut ObjectModule,
-        eps: f32,
-    ) -> Result<Option<FuncId>, CodegenError> {
-        let Some(kernel) = self.layer_norm_kernel else {
-            return Ok(None);
-        };
-        // the symbols are numbered in the order the epsilons first occur
-        let sym = format!("{}__{}{}", self.prefix, kernel.name, self.layer_norm.len());
-        define_once(&mut self.layer_norm, module, eps.to_bits(), sym, 6, || {
-            (kernel.assemble)(eps)
-        })
-        .map(Some)
-    }
-
     fn quantize(
         &mut self,
         module: &mut ObjectModule,
@@ -190,7 +158,8 @@ impl Asm {
             quantize: None,
         };
         if let Some(Step::LayerNorm { eps, .. }) = step {
-            if let Some(id) = self.layer_norm(module, *eps)? {
+            let kernel = (&self.prefix[..], self.layer_norm_kernel);
+            if let Some(id) = row_kernel(kernel, &mut self.layer_norm, module, *eps, 6)? {
                 r.layer_norm = Some(module.declare_func_in_func(id, func));
             }
         }
@@ -289,7 +258,8 @@ impl Asm {
             } = set;
         }
         if let Some(Step::Attention { scale, .. }) = step {
-            if let Some(id) = self.softmax(module, *scale)? {
+            let kernel = (&self.prefix[..], self.softmax_kernel);
+            if let Some(id) = row_kernel(kernel, &mut self.softmax, module, *scale, 5)? {
                 r.softmax = Some(module.declare_func_in_func(id, func));
             }
         }
@@ -319,4 +289,24 @@ fn define_once<K: Ord>(
         .map_err(cl_err)?;
     cache.insert(key, id);
     Ok(id)
+}
+
+/// The row kernel `kernel` (if the ISA has it) for the constant `c`, with `args` arguments,
+/// defined once per constant in `defined`; its symbols (`prefix`) are numbered in the order
+/// the constants first occur.
+fn row_kernel(
+    (prefix, kernel): (&str, Option<isa::RowKernel>),
+    defined: &mut BTreeMap<u32, FuncId>,
+    module: &mut ObjectModule,
+    c: f32,
+    args: usize,
+) -> Result<Option<FuncId>, CodegenError> {
+    let Some(kernel) = kernel else {
+        return Ok(None);
+    };
+    let sym = format!("{prefix}__{}{}", kernel.name, defined.len());
+    define_once(defined, module, c.to_bits(), sym, args, || {
+        (kernel.assemble)(c)
+    })
+    .map(Some)
 }

@@ -50,22 +50,13 @@ pub struct GemmKernels {
     pub assemble: fn(usize, MicroEpi) -> Code,
 }
 
-/// A hand-written softmax over rows of attention scores.
+/// A hand-written kernel over rows with one constant baked in (the softmax's scale, the layer
+/// norm's epsilon): `Isa::softmax` and `Isa::layer_norm` say what each computes.
 #[derive(Clone, Copy)]
-pub struct SoftmaxKernel {
+pub struct RowKernel {
     /// The symbol name's part (`NAME__{name}{index}`).
     pub name: &'static str,
-    /// The machine code for a scale of the scores.
-    pub assemble: fn(f32) -> Code,
-}
-
-/// A hand-written layer norm: `layer_norm(x, out, rows, gamma, beta, width)` over `rows`
-/// contiguous rows of `width` floats, as `bertc_numerics::layer_norm_row` computes each.
-#[derive(Clone, Copy)]
-pub struct LayerNormKernel {
-    /// The symbol name's part (`NAME__{name}{index}`).
-    pub name: &'static str,
-    /// The machine code for an epsilon.
+    /// The machine code for a value of the constant.
     pub assemble: fn(f32) -> Code,
 }
 
@@ -102,8 +93,12 @@ pub struct Isa {
     /// Vector registers the portable GEMM tile may fill.
     pub regs: usize,
     pub gemm: Vec<GemmKernels>,
-    pub softmax: Option<SoftmaxKernel>,
-    pub layer_norm: Option<LayerNormKernel>,
+    /// `softmax(rows_ptr, ld, rows, len, state)`: one block of keys of attention's online
+    /// softmax over rows of scores, the scale baked in.
+    pub softmax: Option<RowKernel>,
+    /// `layer_norm(x, out, rows, gamma, beta, width)` over `rows` contiguous rows of `width`
+    /// floats, as `bertc_numerics::layer_norm_row` computes each, the epsilon baked in.
+    pub layer_norm: Option<RowKernel>,
     pub quantize: Option<QuantizeKernel>,
     /// The core's f32 peak loop (`bertc bench --gemm` measures against it).
     pub fma_peak: Option<PeakLoop>,

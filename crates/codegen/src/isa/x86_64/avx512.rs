@@ -4,7 +4,7 @@
 
 use iced_x86::code_asm::*;
 
-use super::{act16, function, k_loop, prefetch_args, prefetch_tiles, Consts, MicroEpi};
+use super::{act16, function, k_loop, prefetch_args, Consts, MicroEpi};
 use crate::lower::{CodegenError, QFormat, QPANEL_HEADER};
 
 /// Rows of the AVX-512 GEMM microkernels' tiles.
@@ -333,6 +333,37 @@ pub fn avx512_kernel(mr: usize, epi: MicroEpi) -> Result<Vec<u8>, CodegenError> 
         second_panel(a, epi, true)?;
         store_tile(a, consts, epi, mr, accs)
     })
+}
+
+/// Requests the output tile's lines for writing (and the residual tile's for reading) before
+/// the k loop, so that their misses (the activations of a chunk do not all stay in cache while
+/// the weights stream past) overlap the loop instead of stalling the stores at its end: `lines`
+/// 64-byte lines a row (one a panel), rows from rcx (and the residual argument) by r8.
+fn prefetch_tiles(
+    a: &mut CodeAssembler,
+    epi: MicroEpi,
+    mr: usize,
+    lines: usize,
+) -> Result<(), IcedError> {
+    a.mov(r10, rcx)?;
+    if epi.residual {
+        a.mov(r11, qword_ptr(rsp + 8))?;
+    }
+    for r in 0..mr {
+        for l in 0..lines as i32 {
+            a.prefetchw(byte_ptr(r10 + 64 * l))?;
+            if epi.residual {
+                a.prefetcht0(byte_ptr(r11 + 64 * l))?;
+            }
+        }
+        if r + 1 < mr {
+            a.add(r10, r8)?;
+            if epi.residual {
+                a.add(r11, r8)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Loads a tile's accumulators from the output tile (the partial sums of earlier k blocks):

@@ -287,37 +287,6 @@ fn function(
     a.assemble(0).map_err(asm_err)
 }
 
-/// Requests the output tile's lines for writing (and the residual tile's for reading) before
-/// the k loop, so that their misses (the activations of a chunk do not all stay in cache while
-/// the weights stream past) overlap the loop instead of stalling the stores at its end: `lines`
-/// 64-byte lines a row (one a panel), rows from rcx (and the residual argument) by r8.
-pub(super) fn prefetch_tiles(
-    a: &mut CodeAssembler,
-    epi: MicroEpi,
-    mr: usize,
-    lines: usize,
-) -> Result<(), IcedError> {
-    a.mov(r10, rcx)?;
-    if epi.residual {
-        a.mov(r11, qword_ptr(rsp + 8))?;
-    }
-    for r in 0..mr {
-        for l in 0..lines as i32 {
-            a.prefetchw(byte_ptr(r10 + 64 * l))?;
-            if epi.residual {
-                a.prefetcht0(byte_ptr(r11 + 64 * l))?;
-            }
-        }
-        if r + 1 < mr {
-            a.add(r10, r8)?;
-            if epi.residual {
-                a.add(r11, r8)?;
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Loads the prefetch address into `rax` if the kernel prefetches, and returns the memory
 /// operand of its step (the arguments after the residual), for every GEMM microkernel.
 pub(super) fn prefetch_args(
@@ -477,7 +446,7 @@ mod emulated;
 /// the AVX-512 ones with avx512f), the AVX2 softmax and peak loop; without them only the
 /// portable Cranelift kernels on 128-bit SSE vectors.
 pub fn isa(target: &bertc_targets::Target) -> super::Isa {
-    use super::{GemmKernels, Isa, LayerNormKernel, PeakLoop, QuantizeKernel, SoftmaxKernel};
+    use super::{GemmKernels, Isa, PeakLoop, QuantizeKernel, RowKernel};
     use crate::lower::{LayoutKind, QFormat, PANEL};
     let avx2 = target.has("avx2") && target.has("fma");
     let avx512 = avx2 && target.has("avx512f");
@@ -574,23 +543,23 @@ pub fn isa(target: &bertc_targets::Target) -> super::Isa {
         regs: 16,
         gemm: gemm.into_iter().chain(qgemm).collect(),
         softmax: if avx512 {
-            Some(SoftmaxKernel {
+            Some(RowKernel {
                 name: "avx512_softmax",
                 assemble: avx512_softmax,
             })
         } else {
-            avx2.then_some(SoftmaxKernel {
+            avx2.then_some(RowKernel {
                 name: "avx2_softmax",
                 assemble: avx2_softmax,
             })
         },
         layer_norm: if avx512 {
-            Some(LayerNormKernel {
+            Some(RowKernel {
                 name: "avx512_layer_norm",
                 assemble: avx512_layer_norm,
             })
         } else {
-            avx2.then_some(LayerNormKernel {
+            avx2.then_some(RowKernel {
                 name: "avx2_layer_norm",
                 assemble: avx2_layer_norm,
             })
