@@ -39,7 +39,7 @@ pub use lower::{
     PANEL,
 };
 
-use attention::{attention_gemm, AttnScratch};
+use attention::attention_gemm;
 use bertc_ir::{DType, Graph};
 use emit::Emit;
 use gemm::emit_linear;
@@ -355,6 +355,7 @@ pub fn compile_with(
             Rows::Tokens => tokens,
             Rows::Seqs => batch,
         };
+        let mut calls: Vec<(Vec<Value>, Value)> = Vec::new();
         for (step, &fref) in all_steps.iter().zip(&frefs) {
             let row_tasks = |e: &mut Emit, rows: Value| {
                 let r = e.b.ins().iadd_imm_s(rows, kernels::ROW_BLOCK - 1);
@@ -440,28 +441,22 @@ pub fn compile_with(
                     heads,
                     ..
                 } => {
-                    let t = e.b.ins().imul_imm_s(batch, heads as i64);
-                    // the scratch of one thread
-                    let l = e.b.ins().iadd_imm_s(seq, PANEL as i64 - 1);
-                    let l = e.b.ins().band_imm_s(l, -(PANEL as i64));
-                    let stride = match attn_dims(&program) {
-                        Some(dims) if isa.gemm_attention() => {
-                            let sc = AttnScratch::new(dims);
-                            let f = e.b.ins().imul_imm_s(l, sc.per_l() as i64);
-                            let f = e.b.ins().iadd_imm_s(f, sc.fixed() as i64);
-                            e.b.ins().imul_imm_s(f, 4)
-                        }
-                        dims => {
-                            let d = dims.map_or(0, |(d, _)| d);
-                            e.b.ins().imul_imm_s(l, (d as i64 + 1) * 4)
-                        }
-                    };
                     let g = program.attn_geom(step).expect("an attention step");
-                    let qp = e.b.ins().iadd_imm_s(bufs[q], g.q_off as i64 * 4);
-                    let kp = e.b.ins().iadd_imm_s(bufs[k], g.k_off as i64 * 4);
-                    let vp = e.b.ins().iadd_imm_s(bufs[v], g.v_off as i64 * 4);
-                    let args = vec![qp, kp, vp, bufs[out], seq_start, scratch, seq, stride];
-                    (args, t)
+                    let qkvo = [
+                        e.b.ins().iadd_imm_s(bufs[q], g.q_off as i64 * 4),
+                        e.b.ins().iadd_imm_s(bufs[k], g.k_off as i64 * 4),
+                        e.b.ins().iadd_imm_s(bufs[v], g.v_off as i64 * 4),
+                        bufs[out],
+                    ];
+                    let mut c = attention::forward_calls(
+                        &mut e,
+                        (&program, &isa, step, heads),
+                        qkvo,
+                        [seq_start, scratch, batch, seq],
+                    );
+                    let last = c.pop().expect("a call");
+                    calls.extend(c);
+                    last
                 }
                 Step::Cls { x, out }
                 | Step::MeanPool { x, out }
@@ -488,12 +483,15 @@ pub fn compile_with(
                     (args, row_tasks(&mut e, r))
                 }
             };
-            for (i, &a) in args.iter().enumerate() {
-                e.b.ins().stack_store(types::I64, a, slot, (i * 8) as i32);
+            calls.push((args, tasks));
+            for (args, tasks) in calls.drain(..) {
+                for (i, &a) in args.iter().enumerate() {
+                    e.b.ins().stack_store(types::I64, a, slot, (i * 8) as i32);
+                }
+                let args_ptr = e.b.ins().stack_addr(types::I64, slot, 0);
+                let fp = e.b.ins().func_addr(types::I64, fref);
+                e.b.ins().call(par_ref, &[pool, fp, args_ptr, tasks]);
             }
-            let args_ptr = e.b.ins().stack_addr(types::I64, slot, 0);
-            let fp = e.b.ins().func_addr(types::I64, fref);
-            e.b.ins().call(par_ref, &[pool, fp, args_ptr, tasks]);
         }
         e.b.ins().return_(&[]);
         e.b.finalize(fe);
@@ -502,24 +500,7 @@ pub fn compile_with(
     define(&mut module, fwd, &mut fctx, "forward")?;
     let product = module.finish();
     let object = product.emit().map_err(cl_err)?;
-    let scratch_floats_c = match attn_dims(&program) {
-        Some(dims) if isa.gemm_attention() => {
-            let sc = AttnScratch::new(dims);
-            format!(
-                "(size_t)threads * ((((size_t)seq + {}) / {PANEL} * {PANEL}) * {} + {})",
-                PANEL - 1,
-                sc.per_l(),
-                sc.fixed()
-            )
-        }
-        // the portable kernel's: a score row and the keys transposed
-        Some((d, _)) => format!(
-            "(size_t)threads * ((((size_t)seq + {}) / {PANEL} * {PANEL}) * {})",
-            PANEL - 1,
-            d + 1
-        ),
-        None => "0".to_string(),
-    };
+    let scratch_floats_c = attention::scratch_floats_c(&program, &isa);
     // the f32 family and the int8 families the linears use, in that order
     let mut int8_formats: Vec<QFormat> = program
         .steps
@@ -587,7 +568,7 @@ fn step_arg_count(step: &Step) -> usize {
         | Step::MaxPool { .. }
         | Step::Normalize { .. }
         | Step::Concat { .. } => 3,
-        Step::Attention { .. } => 8,
+        Step::Attention { .. } => 10,
         Step::Map {
             inputs,
             seq_inputs,
@@ -737,13 +718,12 @@ fn emit_step(
                 scale: *scale,
                 quant: *quant,
             };
-            let args = [a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]];
             if attention::on_gemm(step, isa) {
-                let layout = AttnScratch::new(attn_dims(p).unwrap_or((shape.dq, shape.dv)));
+                let layout = attention::program_scratch(p).expect("an attention step");
                 let kb = attention::program_key_blocks(p, isa);
                 attention_gemm(
                     e,
-                    args,
+                    [a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9]],
                     range,
                     tid,
                     &shape,
@@ -753,6 +733,7 @@ fn emit_step(
                     isa.gemm_mr(),
                 );
             } else {
+                let args = [a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]];
                 kernels::attention(e, args, range, tid, &shape)
             }
         }
