@@ -72,6 +72,29 @@ fn attention_in_key_blocks_matches_the_references() {
     }
 }
 
+/// A batch of sequences of `seq` tokens of which the first `lens[i]` are real, but for a hole
+/// of four tokens in sequence `hole`'s mask: the case and each sequence's real tokens.
+fn batch_case(lens: &[usize], seq: usize, hole: usize) -> (serde_json::Value, Vec<usize>) {
+    let ids: Vec<Vec<usize>> = (0..lens.len())
+        .map(|i| (0..seq).map(|t| (i * 131 + t * 17) % 1900 + 100).collect())
+        .collect();
+    let mask: Vec<Vec<u8>> = lens
+        .iter()
+        .enumerate()
+        .map(|(i, &len)| {
+            (0..seq)
+                .map(|t| u8::from(t < len && !(i == hole && (10..14).contains(&t))))
+                .collect()
+        })
+        .collect();
+    let real = mask
+        .iter()
+        .map(|m| m.iter().map(|&x| x as usize).sum())
+        .collect();
+    let case = serde_json::json!({"input_ids": ids, "attention_mask": mask});
+    (case, real)
+}
+
 /// A batch with more real tokens than one forward runs (a 64 KiB L3 makes it 256) runs in
 /// chunks of whole sequences: the same bits as in one forward, since no sequence's result
 /// depends on the others; per-token and pooled outputs, fp32 and int8, a mask with a hole.
@@ -81,19 +104,7 @@ fn big_batches_run_in_chunks_with_the_same_results() {
     let model = model_dir("bert-micro-random").join("model.onnx");
     // six sequences, 495 real tokens: at 256, chunks of 224, 181 and 90
     let (lens, seq) = ([128usize, 100, 50, 128, 3, 90], 128);
-    let ids: Vec<Vec<usize>> = (0..lens.len())
-        .map(|i| (0..seq).map(|t| (i * 131 + t * 17) % 1900 + 100).collect())
-        .collect();
-    let mask: Vec<Vec<u8>> = lens
-        .iter()
-        .enumerate()
-        .map(|(i, &len)| {
-            (0..seq)
-                .map(|t| u8::from(t < len && !(i == 1 && (10..14).contains(&t))))
-                .collect()
-        })
-        .collect();
-    let case = serde_json::json!({"input_ids": ids, "attention_mask": mask});
+    let (case, _) = batch_case(&lens, seq, 1);
     let small = ["--caches", "32K,256K,64K"];
     for (kind, extra) in [
         ("last_hidden_state", &[][..]),
@@ -124,6 +135,58 @@ fn big_batches_run_in_chunks_with_the_same_results() {
         let (chunked, whole) = (run(&small, "chunked"), run(&[], "whole"));
         let bits = |v: &[Vec<f32>]| v.iter().flatten().map(|f| f.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&chunked), bits(&whole), "{kind} {extra:?}");
+    }
+}
+
+/// A batch with at least 8 units (whole sequences of at most 128 real tokens) a thread runs
+/// with the threads side by side, each a whole forward on its own units and workspace: the
+/// same bits as on one thread (one forward at a time) and as each sequence alone, per-token
+/// and pooled, fp32 and int8; 48 sequences of 1 to 128 real tokens (30 units), one with a hole
+/// in its mask, on 2 and 3 threads (16 and 24 units needed), and on 7 (56: not side by side).
+#[test]
+fn threads_side_by_side_give_the_same_bits() {
+    let dir = scratch("side-by-side");
+    let model = model_dir("bert-micro-random").join("model.onnx");
+    let (n, seq) = (48usize, 128usize);
+    let lens: Vec<usize> = (0..n).map(|i| (i * 37) % seq + 1).collect();
+    let (case, real) = batch_case(&lens, seq, 5);
+    // the glue's units: whole sequences while their real tokens stay within 128
+    let mut units = 0;
+    let mut i = 0;
+    while i < n {
+        let mut tokens = real[i];
+        i += 1;
+        while i < n && tokens + real[i] <= 128 {
+            tokens += real[i];
+            i += 1;
+        }
+        units += 1;
+    }
+    assert!((24..56).contains(&units), "{units} units");
+    for (kind, extra) in [
+        ("last_hidden_state", &[][..]),
+        ("mean", &[][..]),
+        ("mean", &["--quantize", "int8"][..]),
+    ] {
+        let exe = dir.join(format!("{kind}-{}", extra.len()));
+        compile(&model, &exe, &[&["--output", kind][..], extra].concat());
+        let run = |threads: &str, batch: usize| {
+            let exe = [
+                exe.to_str().unwrap().to_string(),
+                "--threads".into(),
+                threads.into(),
+            ];
+            let got = run_case(&exe, &case, &dir, batch);
+            got.iter()
+                .flatten()
+                .map(|f| f.to_bits())
+                .collect::<Vec<_>>()
+        };
+        let one = run("1", n);
+        assert_eq!(one, run("1", 1), "{kind} {extra:?}: one thread, batch 1");
+        for threads in ["2", "3", "7"] {
+            assert_eq!(one, run(threads, n), "{kind} {extra:?}: {threads} threads");
+        }
     }
 }
 

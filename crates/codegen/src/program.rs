@@ -407,6 +407,19 @@ pub const PANEL: usize = 16;
 /// times the rows up to which the GEMMs stream their weights).
 pub const MIN_CHUNK_TOKENS: usize = 256;
 
+/// A thread's unit of work when the threads run whole forwards side by side (a batch of at
+/// least `UNITS_PER_THREAD` units a thread): whole sequences with at most this many real
+/// tokens, one sequence at least. Small, because the threads' wait at the end is half a unit
+/// on average; big enough that one thread's GEMMs run at their rate (on all-MiniLM-L6-v2, one
+/// thread ran 1 x 128 and 6 x 128 at the same tokens per second; BENCHMARKS.md).
+pub const THREAD_UNIT_TOKENS: usize = 128;
+
+/// Units a thread a batch needs for the threads to run whole forwards side by side: with
+/// fewer, the wait at the end outweighs what running side by side gains (measured on
+/// all-MiniLM-L6-v2, 2 threads: two single-thread forwards side by side ran 7% more tokens a
+/// second than one forward on both threads; BENCHMARKS.md).
+pub const UNITS_PER_THREAD: usize = 8;
+
 /// A model lowered for code generation.
 #[derive(Clone, Debug)]
 pub struct Program {

@@ -169,6 +169,14 @@ pub fn glue(c: &crate::Compiled, s: &ShimInfo) -> String {
             ("NEEDS_FIRST", (needs_first as u8).to_string()),
             ("SCRATCH", c.scratch_floats_c.clone()),
             ("CHUNK_TOKENS", c.chunk_tokens.to_string()),
+            (
+                "UNIT_TOKENS",
+                crate::program::THREAD_UNIT_TOKENS.to_string(),
+            ),
+            (
+                "UNITS_PER_THREAD",
+                crate::program::UNITS_PER_THREAD.to_string(),
+            ),
             ("CTX_LAYOUT", crate::ctx::c_defines()),
             ("UP", s.name.to_uppercase()),
             ("N", s.name.to_string()),

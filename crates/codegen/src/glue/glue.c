@@ -19,6 +19,10 @@ extern void @N@__forward(int64_t *ctx);
 #define WS_PER_TOKEN ((size_t)@WS_PER_TOKEN@)
 /* the real tokens one forward runs at most (bertc_codegen::Program::chunk_tokens) */
 #define CHUNK_TOKENS ((size_t)@CHUNK_TOKENS@)
+/* a thread's unit of work when threads run whole forwards side by side (bertc_codegen::
+   program::THREAD_UNIT_TOKENS), and how many units a thread must have for that mode */
+#define UNIT_TOKENS ((size_t)@UNIT_TOKENS@)
+#define UNITS_PER_THREAD @UNITS_PER_THREAD@
 #define HAS_TYPE_INPUT @HAS_TYPE_INPUT@
 /* pooled outputs read each sequence's first token: it must have mask 1 */
 #define NEEDS_FIRST_TOKEN @NEEDS_FIRST@
@@ -168,6 +172,8 @@ struct @N@_model {
     size_t ws_len;
     int32_t *aux;
     size_t aux_len;
+    int32_t *units;
+    size_t units_len;
     pool_t *pool;
 };
 
@@ -199,6 +205,7 @@ void @N@_destroy(@N@_model *m) {
     pool_destroy(m->pool);
     free(m->ws);
     free(m->aux);
+    free(m->units);
     free(m);
 }
 
@@ -247,16 +254,69 @@ static size_t real_tokens(const int32_t *mask, int32_t seq) {
 }
 
 /* the end of the chunk of sequences that starts at b0: whole sequences while their real
-   tokens stay within CHUNK_TOKENS, one at least */
-static int32_t chunk_end(const int32_t *mask, int32_t b0, int32_t batch, int32_t seq) {
+   tokens stay within `limit`, one at least */
+static int32_t chunk_end(const int32_t *mask, int32_t b0, int32_t batch, int32_t seq, size_t limit) {
     size_t real = 0;
     int32_t b = b0;
     for (; b < batch; b++) {
         size_t len = real_tokens(mask + (size_t)b * (size_t)seq, seq);
-        if (b > b0 && real + len > CHUNK_TOKENS) break;
+        if (b > b0 && real + len > limit) break;
         real += len;
     }
     return b;
+}
+
+/* One forward over sequences b0..b1 of the batch: packs their real tokens' sources and the
+   sequences' starts into tok_src and seq_start, and runs NAME__forward on workspace ws with
+   the pool (NULL: on the calling thread alone). */
+static void forward_chunk(const int32_t *input_ids, const int32_t *mask, const int32_t *types,
+                          int32_t b0, int32_t b1, int32_t seq, float *ws, float *out,
+                          pool_t *pool, int32_t *tok_src, int32_t *seq_start) {
+    int32_t packed = 0, cb = b1 - b0;
+    for (int32_t b = 0; b < cb; b++) {
+        seq_start[b] = packed;
+        const int32_t *mb = mask + (size_t)(b0 + b) * (size_t)seq;
+        for (int32_t t = 0; t < seq; t++)
+            if (mb[t]) tok_src[packed++] = b * seq + t;
+    }
+    seq_start[cb] = packed;
+    size_t at = (size_t)b0 * (size_t)seq;
+    int64_t ctx[CTX_SLOTS];
+    ctx[CTX_BATCH] = cb;
+    ctx[CTX_SEQ] = seq;
+    ctx[CTX_IDS] = (int64_t)(intptr_t)(input_ids + at);
+    ctx[CTX_MASK] = (int64_t)(intptr_t)(mask + at);
+    ctx[CTX_TYPES] = (int64_t)(intptr_t)(types + at);
+    ctx[CTX_WS] = (int64_t)(intptr_t)ws;
+    ctx[CTX_OUT] = (int64_t)(intptr_t)(out + @N@_output_len(b0, seq));
+    ctx[CTX_POOL] = (int64_t)(intptr_t)pool;
+    ctx[CTX_TOKENS] = packed;
+    ctx[CTX_TOK_SRC] = (int64_t)(intptr_t)tok_src;
+    ctx[CTX_SEQ_START] = (int64_t)(intptr_t)seq_start;
+    @N@__forward(ctx);
+}
+
+/* The batch's units when threads run whole forwards side by side: unit u is sequences
+   units[u]..units[u+1], each on one thread with its own workspace (ws_floats a thread) and
+   its own tok_src and seq_start (aux_ints a thread). */
+typedef struct {
+    const int32_t *ids, *mask, *types;
+    int32_t seq;
+    const int32_t *units;
+    float *ws, *out;
+    size_t ws_floats, aux_ints;
+    int32_t *aux;
+} units_job;
+
+static void run_units(const int64_t *args, int64_t begin, int64_t end, int64_t tid) {
+    const units_job *j = (const units_job *)args;
+    float *ws = j->ws + (size_t)tid * j->ws_floats;
+    int32_t *tok_src = j->aux + (size_t)tid * j->aux_ints;
+    for (int64_t u = begin; u < end; u++) {
+        int32_t b0 = j->units[u], b1 = j->units[u + 1];
+        int32_t *seq_start = tok_src + (size_t)(b1 - b0) * (size_t)j->seq;
+        forward_chunk(j->ids, j->mask, j->types, b0, b1, j->seq, ws, j->out, NULL, tok_src, seq_start);
+    }
 }
 
 int32_t @N@_run(@N@_model *m, const int32_t *input_ids, const int32_t *attention_mask,
@@ -303,13 +363,33 @@ int32_t @N@_run(@N@_model *m, const int32_t *input_ids, const int32_t *attention
         if (!real_tokens(mask + (size_t)b * (size_t)seq, seq)) return @UP@_E_MASK;
         if (NEEDS_FIRST_TOKEN && !mask[(size_t)b * (size_t)seq]) return @UP@_E_MASK;
     }
-    int32_t widest = 0;
-    for (int32_t b0 = 0, b1; b0 < batch; b0 = b1) {
-        b1 = chunk_end(mask, b0, batch, seq);
-        if (b1 - b0 > widest) widest = b1 - b0;
+    /* With several threads and at least UNITS_PER_THREAD units a thread, the threads run
+       whole forwards side by side, each over units of whole sequences with at most
+       UNIT_TOKENS real tokens (one sequence at least) on its own workspace: no thread waits
+       for another between steps, and the wait at the end (half a unit on average) is small
+       against the whole. Otherwise one forward at a time on all threads, in chunks of whole
+       sequences with at most CHUNK_TOKENS real tokens, so that a chunk's activations stay in
+       the cache. Each sequence's result depends on no other, so neither does it on the mode,
+       the units or the chunks. */
+    int threads = m->pool->nworkers + 1;
+    int32_t nunits = 0, widest = 0;
+    if (threads > 1)
+        for (int32_t b0 = 0, b1; b0 < batch; b0 = b1, nunits++) {
+            b1 = chunk_end(mask, b0, batch, seq, UNIT_TOKENS);
+            if (b1 - b0 > widest) widest = b1 - b0;
+        }
+    int side = threads > 1 && nunits >= UNITS_PER_THREAD * threads;
+    if (!side) {
+        widest = 0;
+        for (int32_t b0 = 0, b1; b0 < batch; b0 = b1) {
+            b1 = chunk_end(mask, b0, batch, seq, CHUNK_TOKENS);
+            if (b1 - b0 > widest) widest = b1 - b0;
+        }
     }
-    size_t need = WS_PER_TOKEN * (size_t)widest * (size_t)seq +
-                  scratch_floats(widest, seq, m->pool->nworkers + 1);
+    /* a thread's workspace side by side, in whole cache lines */
+    size_t ws_floats = (WS_PER_TOKEN * (size_t)widest * (size_t)seq + scratch_floats(widest, seq, 1) + 15) / 16 * 16;
+    size_t need = side ? (size_t)threads * ws_floats
+                       : WS_PER_TOKEN * (size_t)widest * (size_t)seq + scratch_floats(widest, seq, threads);
     if (need > m->ws_len) {
         /* 64-byte aligned (a cache line, a zmm register): the activation buffers start at
            multiples of 64 bytes from here, so that vector loads and stores split no line */
@@ -322,33 +402,29 @@ int32_t @N@_run(@N@_model *m, const int32_t *input_ids, const int32_t *attention
         m->ws_len = need;
     }
     if (@UP@_OUTPUT_PER_TOKEN) memset(out, 0, @N@_output_len(batch, seq) * sizeof(float));
-    /* the batch in chunks of whole sequences with at most CHUNK_TOKENS real tokens (one
-       sequence at least), so that a chunk's activations stay in the cache; each sequence's
-       result does not depend on the others, so neither does it on the chunks */
-    for (int32_t b0 = 0, b1; b0 < batch; b0 = b1) {
-        b1 = chunk_end(mask, b0, batch, seq);
-        int32_t packed = 0, cb = b1 - b0;
-        for (int32_t b = 0; b < cb; b++) {
-            seq_start[b] = packed;
-            const int32_t *mb = mask + (size_t)(b0 + b) * (size_t)seq;
-            for (int32_t t = 0; t < seq; t++)
-                if (mb[t]) tok_src[packed++] = b * seq + t;
+    if (side) {
+        /* the units' first sequences, then each thread's tok_src and seq_start */
+        size_t aux_ints = (size_t)widest * (size_t)seq + (size_t)widest + 1;
+        size_t units_need = (size_t)nunits + 1 + (size_t)threads * aux_ints;
+        if (units_need > m->units_len) {
+            int32_t *u = (int32_t *)realloc(m->units, units_need * sizeof(int32_t));
+            if (!u) return @UP@_E_NOMEM;
+            m->units = u;
+            m->units_len = units_need;
         }
-        seq_start[cb] = packed;
-        size_t at = (size_t)b0 * (size_t)seq;
-        int64_t ctx[CTX_SLOTS];
-        ctx[CTX_BATCH] = cb;
-        ctx[CTX_SEQ] = seq;
-        ctx[CTX_IDS] = (int64_t)(intptr_t)(input_ids + at);
-        ctx[CTX_MASK] = (int64_t)(intptr_t)(mask + at);
-        ctx[CTX_TYPES] = (int64_t)(intptr_t)(types + at);
-        ctx[CTX_WS] = (int64_t)(intptr_t)m->ws;
-        ctx[CTX_OUT] = (int64_t)(intptr_t)(out + @N@_output_len(b0, seq));
-        ctx[CTX_POOL] = (int64_t)(intptr_t)m->pool;
-        ctx[CTX_TOKENS] = packed;
-        ctx[CTX_TOK_SRC] = (int64_t)(intptr_t)tok_src;
-        ctx[CTX_SEQ_START] = (int64_t)(intptr_t)seq_start;
-        @N@__forward(ctx);
+        int32_t n = 0;
+        for (int32_t b0 = 0; b0 < batch; n++) {
+            m->units[n] = b0;
+            b0 = chunk_end(mask, b0, batch, seq, UNIT_TOKENS);
+        }
+        m->units[n] = batch;
+        units_job j = {input_ids, mask, types, seq, m->units, m->ws, out, ws_floats, aux_ints, m->units + nunits + 1};
+        @N@__parallel(m->pool, run_units, (const int64_t *)&j, nunits);
+        return @UP@_OK;
+    }
+    for (int32_t b0 = 0, b1; b0 < batch; b0 = b1) {
+        b1 = chunk_end(mask, b0, batch, seq, CHUNK_TOKENS);
+        forward_chunk(input_ids, mask, types, b0, b1, seq, m->ws, out, m->pool, tok_src, seq_start);
     }
     return @UP@_OK;
 }
