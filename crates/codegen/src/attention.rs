@@ -15,11 +15,14 @@ use crate::micro::AsmRefs;
 use bertc_targets::Caches;
 
 /// The scratch of the GEMM attention, for the widest heads `d` (q/k) and `dv` of the program
-/// and its most heads, in floats, with `L` the sequence length rounded up to 16. First the
-/// packed keys and values of every (sequence, head) of a chunk, written by the pack phase and
-/// read by every thread's query tiles: K in 16-key panels (`L x (d + 1)`: a zero bias row a
-/// panel), then V in 16-column panels (`(L + 1) x dv16`), `pack_per_l() * L + pack_fixed()`
-/// floats a (sequence, head); then each thread's own: the scores of one tile of queries
+/// and its most heads, in floats. First the packed keys and values of every (sequence, head)
+/// of a forward, written by the pack phase and read by every thread's query tiles: for a
+/// sequence of `len` real tokens, K in 16-key panels (`len` rounded up to 16, times `d + 1`:
+/// a zero bias row a panel), then V in 16-column panels (`(len + 1) x dv16`), within
+/// `len + 16` slots of `per_slot()` floats; sequence `b` (its first real token `s0`) has
+/// `heads` such regions from slot `heads * (s0 + 16 b)`, so that the whole takes
+/// `heads * (tokens + 16 batch)` slots, real tokens, not padded ones. Then each thread's own,
+/// with `L` the padded length rounded up to 16: the scores of one tile of queries
 /// (`ATTN_TILE x L`, of which a block of keys uses `ATTN_TILE x block`) and the tile's
 /// online-softmax states (`ATTN_TILE x STATE_FLOATS`), `thread_per_l() * L + thread_fixed()`.
 pub(crate) struct AttnScratch {
@@ -42,12 +45,9 @@ impl AttnScratch {
         self.heads
     }
 
-    pub(crate) fn pack_per_l(&self) -> usize {
+    /// Floats of a slot of the pack region (a key's K column and V row).
+    pub(crate) fn per_slot(&self) -> usize {
         self.d + 1 + self.dv16
-    }
-
-    pub(crate) fn pack_fixed(&self) -> usize {
-        self.dv16
     }
 
     pub(crate) fn thread_per_l(&self) -> usize {
@@ -61,7 +61,7 @@ impl AttnScratch {
     /// Keys per block of the online softmax for `caches`: as many 16-key panels as let a
     /// block's scores for a tile of queries and its K and V panels fill half of L2.
     pub(crate) fn key_block(&self, caches: &Caches) -> usize {
-        let per_key = (self.thread_per_l() + self.pack_per_l()) * 4;
+        let per_key = (self.thread_per_l() + self.per_slot()) * 4;
         (caches.l2 / 2 / per_key / PANEL * PANEL).max(PANEL)
     }
 
@@ -72,15 +72,14 @@ impl AttnScratch {
         (max_seq.div_ceil(PANEL) * PANEL > kb).then_some(kb)
     }
 
-    /// The C expression of the scratch's floats for a chunk of `batch` sequences of `seq`
-    /// tokens on `threads` threads (the glue's `scratch_floats`).
+    /// The C expression of the scratch's floats for a forward of `batch` sequences of `seq`
+    /// tokens, `tokens` of them real, on `threads` threads (the glue's `scratch_floats`).
     pub(crate) fn floats_c(&self) -> String {
         let l = format!("(((size_t)seq + {}) / {PANEL} * {PANEL})", PANEL - 1);
         format!(
-            "(size_t)batch * {} * ({l} * {} + {}) + (size_t)threads * ({l} * {} + {})",
+            "(size_t){} * ((size_t)tokens + {PANEL} * (size_t)batch) * {} + (size_t)threads * ({l} * {} + {})",
             self.heads,
-            self.pack_per_l(),
-            self.pack_fixed(),
+            self.per_slot(),
             self.thread_per_l(),
             self.thread_fixed()
         )
@@ -125,7 +124,7 @@ fn any_portable(p: &Program, isa: &isa::Isa) -> bool {
         .any(|s| matches!(s, Step::Attention { .. }) && !on_gemm(s, isa))
 }
 
-/// The C expression (of `batch`, `seq` and `threads`) of the floats of attention scratch of
+/// The C expression (of `tokens`, `batch`, `seq` and `threads`) of the floats of attention scratch of
 /// program `p` on `isa`: the GEMM attention's (`AttnScratch`), the portable kernel's (a score
 /// row and the keys transposed a thread), or the larger of the two when the program has both.
 pub(crate) fn scratch_floats_c(p: &Program, isa: &isa::Isa) -> String {
@@ -156,7 +155,7 @@ pub(crate) fn forward_calls(
     e: &mut Emit,
     (p, isa, step, heads): (&Program, &isa::Isa, &Step, usize),
     qkvo: [Value; 4],
-    [seq_start, scratch, batch, seq]: [Value; 4],
+    [seq_start, scratch, batch, seq, tokens]: [Value; 5],
 ) -> Vec<(Vec<Value>, Value)> {
     let sc = program_scratch(p).expect("an attention step");
     let t = e.b.ins().imul_imm_s(batch, heads as i64);
@@ -172,11 +171,10 @@ pub(crate) fn forward_calls(
         let stride = e.b.ins().imul_imm_s(l, (sc.d as i64 + 1) * 4);
         return vec![(args(e, scratch, stride, 0), t)];
     }
-    let per = e.b.ins().imul_imm_s(l, sc.pack_per_l() as i64);
-    let per = e.b.ins().iadd_imm_s(per, sc.pack_fixed() as i64);
-    let all = e.b.ins().imul_imm_s(batch, sc.heads() as i64);
-    let all = e.b.ins().imul(all, per);
-    let threads_at = e.addr(scratch, all, 4);
+    let slots = e.b.ins().imul_imm_s(batch, PANEL as i64);
+    let slots = e.b.ins().iadd(slots, tokens);
+    let slots = e.b.ins().imul_imm_s(slots, sc.heads() as i64);
+    let threads_at = e.addr(scratch, slots, sc.per_slot() as i64 * 4);
     let f = e.b.ins().imul_imm_s(l, sc.thread_per_l() as i64);
     let f = e.b.ins().iadd_imm_s(f, sc.thread_fixed() as i64);
     let stride = e.b.ins().imul_imm_s(f, 4);
@@ -227,14 +225,23 @@ pub(crate) fn attention_gemm(
     use cranelift_codegen::ir::condcodes::IntCC;
     let lp = e.b.ins().iadd_imm_s(seq, PANEL as i64 - 1);
     let lp = e.b.ins().band_imm_s(lp, -(PANEL as i64));
-    // the packed K and V of (sequence, head) `bh`
-    let per_bh = e.b.ins().imul_imm_s(lp, layout.pack_per_l() as i64);
-    let per_bh = e.b.ins().iadd_imm_s(per_bh, layout.pack_fixed() as i64);
-    let kd = e.b.ins().imul_imm_s(lp, layout.d as i64 + 1);
-    let packed = move |e: &mut Emit, bh: Value| {
-        let at = e.b.ins().imul(bh, per_bh);
-        let kp = e.addr(pack, at, 4);
-        let vp = e.addr(kp, kd, 4);
+    // the packed K and V of (sequence, head) `bh` (`AttnScratch`): its K panels from slot
+    // `heads (s0 + 16 b) + h (len + 16)`, its V panels after them
+    let slot_bytes = (layout.per_slot() * 4) as i64;
+    let heads = a.heads;
+    let packed = move |e: &mut Emit, bh: Value, [h, s0, s1]: [Value; 3]| {
+        let b = e.b.ins().udiv_imm_u(bh, heads as i64);
+        let first = e.b.ins().imul_imm_s(b, PANEL as i64);
+        let first = e.b.ins().iadd(first, s0);
+        let first = e.b.ins().imul_imm_s(first, heads as i64);
+        let len = e.b.ins().isub(s1, s0);
+        let span = e.b.ins().iadd_imm_s(len, PANEL as i64);
+        let within = e.b.ins().imul(h, span);
+        let slot = e.b.ins().iadd(first, within);
+        let kp = e.addr(pack, slot, slot_bytes);
+        let len16 = e.b.ins().iadd_imm_s(len, PANEL as i64 - 1);
+        let len16 = e.b.ins().band_imm_s(len16, -(PANEL as i64));
+        let vp = e.addr(kp, len16, (layout.d as i64 + 1) * 4);
         (kp, vp)
     };
     let is_pack = e.b.ins().icmp_imm_s(IntCC::Equal, phase, 0);
@@ -243,7 +250,7 @@ pub(crate) fn attention_gemm(
         |e| {
             e.for_range(begin, end, 1, |e, task| {
                 let (h, s0, s1) = kernels::attention_task(e, task, seq_start, a.heads);
-                let (kp, vp) = packed(e, task);
+                let (kp, vp) = packed(e, task, [h, s0, s1]);
                 pack_kv(e, [k, v], [h, s0, s1], [kp, vp], a);
             })
         },
@@ -265,7 +272,7 @@ pub(crate) fn attention_gemm(
                 let first = e.b.ins().imul(bh, qtiles);
                 let qt = e.b.ins().isub(task, first);
                 let (h, s0, s1) = kernels::attention_task(e, bh, seq_start, a.heads);
-                let (kp, vp) = packed(e, bh);
+                let (kp, vp) = packed(e, bh, [h, s0, s1]);
                 attend_tile(
                     e,
                     [q, out],

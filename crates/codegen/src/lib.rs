@@ -326,8 +326,8 @@ pub fn compile_with(
         let tokens = field(&mut e, ctx::TOKENS);
         let tok_src = field(&mut e, ctx::TOK_SRC);
         let seq_start = field(&mut e, ctx::SEQ_START);
-        let padded = e.b.ins().imul(batch, seq);
-        let pad_bytes = e.b.ins().imul_imm_s(padded, 4);
+        // every buffer has at most a row a real token (`Program::ws_per_token`)
+        let row_bytes = e.b.ins().imul_imm_s(tokens, 4);
         let bufs: Vec<Value> = program
             .buffers
             .iter()
@@ -336,14 +336,14 @@ pub fn compile_with(
                 if i == program.output && !program.output_per_token() {
                     out
                 } else {
-                    let o = e.b.ins().imul_imm_s(pad_bytes, buf.offset as i64);
+                    let o = e.b.ins().imul_imm_s(row_bytes, buf.offset as i64);
                     e.b.ins().iadd(ws, o)
                 }
             })
             .collect();
         let so =
             e.b.ins()
-                .imul_imm_s(pad_bytes, program.scratch_offset as i64);
+                .imul_imm_s(row_bytes, program.scratch_offset as i64);
         let scratch = e.b.ins().iadd(ws, so);
         let weights: Vec<Value> = wrefs
             .iter()
@@ -452,7 +452,7 @@ pub fn compile_with(
                         &mut e,
                         (&program, &isa, step, heads),
                         qkvo,
-                        [seq_start, scratch, batch, seq],
+                        [seq_start, scratch, batch, seq, tokens],
                     );
                     let last = c.pop().expect("a call");
                     calls.extend(c);

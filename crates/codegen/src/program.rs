@@ -427,9 +427,11 @@ pub struct Program {
     pub buffers: Vec<Buffer>,
     pub weights: Vec<Weight>,
     pub output: BufId,
-    /// Floats of workspace per token of the padded batch (activations and attention scratch).
+    /// Floats of workspace per real token of a forward (the activations, packed; every buffer
+    /// has at most a row a real token: a per-sequence one has a row a sequence, and each
+    /// sequence has a real token at least).
     pub ws_per_token: usize,
-    /// Offset of the attention scratch, after the activations, in floats per padded token.
+    /// Offset of the attention scratch, after the activations, in floats per real token.
     pub scratch_offset: usize,
     /// The most heads of any attention step.
     pub max_heads: usize,

@@ -38,7 +38,7 @@ impl Program {
         );
         let _ = writeln!(
             s,
-            "workspace: {} floats a padded token, attention scratch at {}; batches run in chunks of up to {} real tokens",
+            "workspace: {} floats a real token, attention scratch at {}; batches run in chunks of up to {} real tokens",
             self.ws_per_token,
             self.scratch_offset,
             self.chunk_tokens(&isa.caches)

@@ -158,8 +158,10 @@ static void pool_destroy(pool_t *p) {
     free(p);
 }
 
-/* floats of attention scratch after the activations */
-static size_t scratch_floats(int32_t batch, int32_t seq, int threads) {
+/* floats of attention scratch after the activations of a forward of batch sequences of seq
+   tokens, `tokens` of them real */
+static size_t scratch_floats(size_t tokens, int32_t batch, int32_t seq, int threads) {
+    (void)tokens;
     (void)batch;
     (void)seq;
     (void)threads;
@@ -254,14 +256,14 @@ static size_t real_tokens(const int32_t *mask, int32_t seq) {
 }
 
 /* the end of the chunk of sequences that starts at b0: whole sequences while their real
-   tokens stay within `limit`, one at least */
-static int32_t chunk_end(const int32_t *mask, int32_t b0, int32_t batch, int32_t seq, size_t limit) {
-    size_t real = 0;
+   tokens stay within `limit`, one at least; their real tokens in *real */
+static int32_t chunk_end(const int32_t *mask, int32_t b0, int32_t batch, int32_t seq, size_t limit,
+                         size_t *real) {
     int32_t b = b0;
-    for (; b < batch; b++) {
+    for (*real = 0; b < batch; b++) {
         size_t len = real_tokens(mask + (size_t)b * (size_t)seq, seq);
-        if (b > b0 && real + len > limit) break;
-        real += len;
+        if (b > b0 && *real + len > limit) break;
+        *real += len;
     }
     return b;
 }
@@ -314,7 +316,8 @@ static void run_units(const int64_t *args, int64_t begin, int64_t end, int64_t t
     int32_t *tok_src = j->aux + (size_t)tid * j->aux_ints;
     for (int64_t u = begin; u < end; u++) {
         int32_t b0 = j->units[u], b1 = j->units[u + 1];
-        int32_t *seq_start = tok_src + (size_t)(b1 - b0) * (size_t)j->seq;
+        /* tok_src holds the unit's real tokens, at most aux_ints - (sequences + 1) */
+        int32_t *seq_start = tok_src + j->aux_ints - (size_t)(b1 - b0) - 1;
         forward_chunk(j->ids, j->mask, j->types, b0, b1, j->seq, ws, j->out, NULL, tok_src, seq_start);
     }
 }
@@ -371,25 +374,31 @@ int32_t @N@_run(@N@_model *m, const int32_t *input_ids, const int32_t *attention
        sequences with at most CHUNK_TOKENS real tokens, so that a chunk's activations stay in
        the cache. Each sequence's result depends on no other, so neither does it on the mode,
        the units or the chunks. */
+    /* the workspace is sized by the most sequences (widest) and real tokens (most) of a
+       forward: the activations have a row a real token */
     int threads = m->pool->nworkers + 1;
     int32_t nunits = 0, widest = 0;
+    size_t most = 0, real;
     if (threads > 1)
         for (int32_t b0 = 0, b1; b0 < batch; b0 = b1, nunits++) {
-            b1 = chunk_end(mask, b0, batch, seq, UNIT_TOKENS);
+            b1 = chunk_end(mask, b0, batch, seq, UNIT_TOKENS, &real);
             if (b1 - b0 > widest) widest = b1 - b0;
+            if (real > most) most = real;
         }
     int side = threads > 1 && nunits >= UNITS_PER_THREAD * threads;
     if (!side) {
         widest = 0;
+        most = 0;
         for (int32_t b0 = 0, b1; b0 < batch; b0 = b1) {
-            b1 = chunk_end(mask, b0, batch, seq, CHUNK_TOKENS);
+            b1 = chunk_end(mask, b0, batch, seq, CHUNK_TOKENS, &real);
             if (b1 - b0 > widest) widest = b1 - b0;
+            if (real > most) most = real;
         }
     }
     /* a thread's workspace side by side, in whole cache lines */
-    size_t ws_floats = (WS_PER_TOKEN * (size_t)widest * (size_t)seq + scratch_floats(widest, seq, 1) + 15) / 16 * 16;
+    size_t ws_floats = (WS_PER_TOKEN * most + scratch_floats(most, widest, seq, 1) + 15) / 16 * 16;
     size_t need = side ? (size_t)threads * ws_floats
-                       : WS_PER_TOKEN * (size_t)widest * (size_t)seq + scratch_floats(widest, seq, threads);
+                       : WS_PER_TOKEN * most + scratch_floats(most, widest, seq, threads);
     if (need > m->ws_len) {
         /* 64-byte aligned (a cache line, a zmm register): the activation buffers start at
            multiples of 64 bytes from here, so that vector loads and stores split no line */
@@ -404,7 +413,7 @@ int32_t @N@_run(@N@_model *m, const int32_t *input_ids, const int32_t *attention
     if (@UP@_OUTPUT_PER_TOKEN) memset(out, 0, @N@_output_len(batch, seq) * sizeof(float));
     if (side) {
         /* the units' first sequences, then each thread's tok_src and seq_start */
-        size_t aux_ints = (size_t)widest * (size_t)seq + (size_t)widest + 1;
+        size_t aux_ints = most + (size_t)widest + 1;
         size_t units_need = (size_t)nunits + 1 + (size_t)threads * aux_ints;
         if (units_need > m->units_len) {
             int32_t *u = (int32_t *)realloc(m->units, units_need * sizeof(int32_t));
@@ -415,7 +424,7 @@ int32_t @N@_run(@N@_model *m, const int32_t *input_ids, const int32_t *attention
         int32_t n = 0;
         for (int32_t b0 = 0; b0 < batch; n++) {
             m->units[n] = b0;
-            b0 = chunk_end(mask, b0, batch, seq, UNIT_TOKENS);
+            b0 = chunk_end(mask, b0, batch, seq, UNIT_TOKENS, &real);
         }
         m->units[n] = batch;
         units_job j = {input_ids, mask, types, seq, m->units, m->ws, out, ws_floats, aux_ints, m->units + nunits + 1};
@@ -423,7 +432,7 @@ int32_t @N@_run(@N@_model *m, const int32_t *input_ids, const int32_t *attention
         return @UP@_OK;
     }
     for (int32_t b0 = 0, b1; b0 < batch; b0 = b1) {
-        b1 = chunk_end(mask, b0, batch, seq, CHUNK_TOKENS);
+        b1 = chunk_end(mask, b0, batch, seq, CHUNK_TOKENS, &real);
         forward_chunk(input_ids, mask, types, b0, b1, seq, m->ws, out, m->pool, tok_src, seq_start);
     }
     return @UP@_OK;
