@@ -38,10 +38,12 @@ impl Program {
         );
         let _ = writeln!(
             s,
-            "workspace: {} floats a real token, attention scratch at {}; batches run in chunks of up to {} real tokens",
+            "workspace: {} floats a real token, attention scratch at {}; batches run in chunks of up to {} real tokens, or with the threads side by side from {} units of up to {} real tokens a thread",
             self.ws_per_token,
             self.scratch_offset,
-            self.chunk_tokens(&isa.caches)
+            self.chunk_tokens(&isa.caches),
+            crate::program::UNITS_PER_THREAD,
+            crate::program::THREAD_UNIT_TOKENS,
         );
         s.push_str("weights:\n");
         for (i, w) in self.weights.iter().enumerate() {
