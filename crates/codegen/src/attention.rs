@@ -148,7 +148,8 @@ pub(crate) fn scratch_floats_c(p: &Program, isa: &isa::Isa) -> String {
 
 /// The parallel calls of attention step `step` (of `heads` heads) in the forward, as
 /// (arguments, task count): for the GEMM attention phase 0 (a task per sequence and head)
-/// then phase 1 (a task per query tile), with the pack region at `scratch` and the threads'
+/// then the phase of the query tiles (a task per tile of the longest sequence, for each
+/// sequence and head), with the pack region at `scratch` and the threads'
 /// scratch after it; for the portable kernel one call, a task per sequence and head, with the
 /// threads' scratch at `scratch`. `qkvo` are the first q, k, v and output columns.
 pub(crate) fn forward_calls(
@@ -178,13 +179,26 @@ pub(crate) fn forward_calls(
     let f = e.b.ins().imul_imm_s(l, sc.thread_per_l() as i64);
     let f = e.b.ins().iadd_imm_s(f, sc.thread_fixed() as i64);
     let stride = e.b.ins().imul_imm_s(f, 4);
-    let qt = e.b.ins().iadd_imm_s(seq, ATTN_TILE as i64 - 1);
+    // the query tiles of the longest sequence (not of the padded length: a batch padded far
+    // beyond its sequences would be mostly empty tasks)
+    let z = e.i(0);
+    let longest = e.var(types::I64, z);
+    e.for_range(z, batch, 1, |e, b| {
+        let sa = e.addr(seq_start, b, 4);
+        let s0 = e.load_i32(sa, 0);
+        let s1 = e.load_i32(sa, 4);
+        let len = e.b.ins().isub(s1, s0);
+        let cur = e.b.use_var(longest);
+        let most = e.b.ins().smax(cur, len);
+        e.b.def_var(longest, most);
+    });
+    let qt = e.b.use_var(longest);
+    let qt = e.b.ins().iadd_imm_s(qt, ATTN_TILE as i64 - 1);
     let qt = e.b.ins().udiv_imm_u(qt, ATTN_TILE as i64);
     let tiles = e.b.ins().imul(t, qt);
-    vec![
-        (args(e, threads_at, stride, 0), t),
-        (args(e, threads_at, stride, 1), tiles),
-    ]
+    let mut attend = args(e, threads_at, stride, 0);
+    attend[9] = qt;
+    vec![(args(e, threads_at, stride, 0), t), (attend, tiles)]
 }
 
 /// Floats of a query row's online-softmax state: its running maximum, sum and the last
@@ -196,10 +210,11 @@ pub const STATE_FLOATS: usize = 4;
 pub const ATTN_TILE: usize = 48;
 
 /// Attention as two GEMMs per query tile on the microkernels, in two phases (two parallel
-/// steps over the same function, `phase` 0 then 1). Phase 0, a task per (sequence, head): K of
-/// the head packed transposed into 16-key panels and V into 16-column panels, in the shared
-/// pack region (`AttnScratch`). Phase 1, a task per (sequence, head, tile of `ATTN_TILE`
-/// queries), numbered so that one head's tiles are consecutive: for each block of keys the
+/// steps over the same function). Phase 0 (`phase` 0), a task per (sequence, head): K of the
+/// head packed transposed into 16-key panels and V into 16-column panels, in the shared pack
+/// region (`AttnScratch`). Phase 1 (`phase` the query tiles of the longest sequence, at
+/// least 1), a task per (sequence, head, tile of `ATTN_TILE` queries), numbered so that one
+/// head's tiles are consecutive (a tile past its sequence's end does nothing): for each block of keys the
 /// scores `Q Kᵀ` against the block's key panels, the hand-written online softmax of the
 /// tile's rows (scaled), and `P V` into the output (a later block's added to the earlier ones'
 /// rescaled by alpha), scaled by 1/l at the end. A query tile is the unit of work, not a
@@ -255,8 +270,8 @@ pub(crate) fn attention_gemm(
             })
         },
         |e| {
-            let qtiles = e.b.ins().iadd_imm_s(seq, ATTN_TILE as i64 - 1);
-            let qtiles = e.b.ins().udiv_imm_u(qtiles, ATTN_TILE as i64);
+            // phase 1's argument is the query tiles a (sequence, head)
+            let qtiles = phase;
             let base = e.b.ins().imul(tid, stride);
             let sbuf = e.b.ins().iadd(scratch, base);
             let ll = e.b.ins().imul_imm_s(lp, ATTN_TILE as i64);
