@@ -151,26 +151,28 @@ pub(crate) fn scratch_floats_c(p: &Program, isa: &isa::Isa) -> String {
 /// then the phase of the query tiles (a task per tile of the longest sequence, for each
 /// sequence and head), with the pack region at `scratch` and the threads'
 /// scratch after it; for the portable kernel one call, a task per sequence and head, with the
-/// threads' scratch at `scratch`. `qkvo` are the first q, k, v and output columns.
+/// threads' scratch at `scratch`. `qkvo` are the first q, k, v and output columns; `longest`
+/// the forward's longest sequence, computed by the first GEMM attention step that needs it.
 pub(crate) fn forward_calls(
     e: &mut Emit,
     (p, isa, step, heads): (&Program, &isa::Isa, &Step, usize),
     qkvo: [Value; 4],
     [seq_start, scratch, batch, seq, tokens]: [Value; 5],
+    longest: &mut Option<Value>,
 ) -> Vec<(Vec<Value>, Value)> {
     let sc = program_scratch(p).expect("an attention step");
     let t = e.b.ins().imul_imm_s(batch, heads as i64);
     let l = e.b.ins().iadd_imm_s(seq, PANEL as i64 - 1);
     let l = e.b.ins().band_imm_s(l, -(PANEL as i64));
-    let args = |e: &mut Emit, threads_at: Value, stride: Value, phase: i64| {
-        let phase = e.i(phase);
+    let args = |threads_at: Value, stride: Value, phase: Value| {
         let mut a = qkvo.to_vec();
         a.extend([seq_start, threads_at, seq, stride, scratch, phase]);
         a
     };
+    let zero = e.i(0);
     if !on_gemm(step, isa) {
         let stride = e.b.ins().imul_imm_s(l, (sc.d as i64 + 1) * 4);
-        return vec![(args(e, scratch, stride, 0), t)];
+        return vec![(args(scratch, stride, zero), t)];
     }
     let slots = e.b.ins().imul_imm_s(batch, PANEL as i64);
     let slots = e.b.ins().iadd(slots, tokens);
@@ -181,6 +183,18 @@ pub(crate) fn forward_calls(
     let stride = e.b.ins().imul_imm_s(f, 4);
     // the query tiles of the longest sequence (not of the padded length: a batch padded far
     // beyond its sequences would be mostly empty tasks)
+    let most = *longest.get_or_insert_with(|| longest_sequence(e, seq_start, batch));
+    let qt = e.b.ins().iadd_imm_s(most, ATTN_TILE as i64 - 1);
+    let qt = e.b.ins().udiv_imm_u(qt, ATTN_TILE as i64);
+    let tiles = e.b.ins().imul(t, qt);
+    vec![
+        (args(threads_at, stride, zero), t),
+        (args(threads_at, stride, qt), tiles),
+    ]
+}
+
+/// The real tokens of the longest of the forward's `batch` sequences (from `seq_start`).
+fn longest_sequence(e: &mut Emit, seq_start: Value, batch: Value) -> Value {
     let z = e.i(0);
     let longest = e.var(types::I64, z);
     e.for_range(z, batch, 1, |e, b| {
@@ -192,13 +206,7 @@ pub(crate) fn forward_calls(
         let most = e.b.ins().smax(cur, len);
         e.b.def_var(longest, most);
     });
-    let qt = e.b.use_var(longest);
-    let qt = e.b.ins().iadd_imm_s(qt, ATTN_TILE as i64 - 1);
-    let qt = e.b.ins().udiv_imm_u(qt, ATTN_TILE as i64);
-    let tiles = e.b.ins().imul(t, qt);
-    let mut attend = args(e, threads_at, stride, 0);
-    attend[9] = qt;
-    vec![(args(e, threads_at, stride, 0), t), (attend, tiles)]
+    e.b.use_var(longest)
 }
 
 /// Floats of a query row's online-softmax state: its running maximum, sum and the last

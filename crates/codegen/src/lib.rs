@@ -356,6 +356,7 @@ pub fn compile_with(
             Rows::Seqs => batch,
         };
         let mut calls: Vec<(Vec<Value>, Value)> = Vec::new();
+        let mut longest = None;
         for (step, &fref) in all_steps.iter().zip(&frefs) {
             let row_tasks = |e: &mut Emit, rows: Value| {
                 let r = e.b.ins().iadd_imm_s(rows, kernels::ROW_BLOCK - 1);
@@ -453,6 +454,7 @@ pub fn compile_with(
                         (&program, &isa, step, heads),
                         qkvo,
                         [seq_start, scratch, batch, seq, tokens],
+                        &mut longest,
                     );
                     let last = c.pop().expect("a call");
                     calls.extend(c);

@@ -256,14 +256,12 @@ static size_t real_tokens(const int32_t *mask, int32_t seq) {
 }
 
 /* the end of the chunk of sequences that starts at b0: whole sequences while their real
-   tokens stay within `limit`, one at least; their real tokens in *real */
-static int32_t chunk_end(const int32_t *mask, int32_t b0, int32_t batch, int32_t seq, size_t limit,
-                         size_t *real) {
+   tokens (lens) stay within `limit`, one at least; their real tokens in *real */
+static int32_t chunk_end(const int32_t *lens, int32_t b0, int32_t batch, size_t limit, size_t *real) {
     int32_t b = b0;
     for (*real = 0; b < batch; b++) {
-        size_t len = real_tokens(mask + (size_t)b * (size_t)seq, seq);
-        if (b > b0 && *real + len > limit) break;
-        *real += len;
+        if (b > b0 && *real + (size_t)lens[b] > limit) break;
+        *real += (size_t)lens[b];
     }
     return b;
 }
@@ -341,8 +339,9 @@ int32_t @N@_run(@N@_model *m, const int32_t *input_ids, const int32_t *attention
         for (size_t i = 0; i < tokens; i++)
             if (token_type_ids[i] < 0 || token_type_ids[i] >= (HAS_TYPE_INPUT ? @UP@_TYPE_VOCAB : 1))
                 return @UP@_E_TYPE;
-    /* aux: mask (if not given), token types (if not given), packed sources, sequence starts */
-    size_t aux_need = 3 * tokens + (size_t)batch + 1;
+    /* aux: mask (if not given), token types (if not given), packed sources, sequence starts,
+       each sequence's real tokens */
+    size_t aux_need = 3 * tokens + 2 * (size_t)batch + 1;
     if (aux_need > m->aux_len) {
         int32_t *aux = (int32_t *)realloc(m->aux, aux_need * sizeof(int32_t));
         if (!aux) return @UP@_E_NOMEM;
@@ -361,9 +360,11 @@ int32_t @N@_run(@N@_model *m, const int32_t *input_ids, const int32_t *attention
     }
     int32_t *tok_src = m->aux + 2 * tokens;
     int32_t *seq_start = m->aux + 3 * tokens;
-    /* every sequence is checked before any runs; the widest chunk sizes the workspace */
+    int32_t *lens = seq_start + batch + 1;
+    /* every sequence is checked before any runs */
     for (int32_t b = 0; b < batch; b++) {
-        if (!real_tokens(mask + (size_t)b * (size_t)seq, seq)) return @UP@_E_MASK;
+        lens[b] = (int32_t)real_tokens(mask + (size_t)b * (size_t)seq, seq);
+        if (!lens[b]) return @UP@_E_MASK;
         if (NEEDS_FIRST_TOKEN && !mask[(size_t)b * (size_t)seq]) return @UP@_E_MASK;
     }
     /* With several threads and at least UNITS_PER_THREAD units a thread, the threads run
@@ -381,7 +382,7 @@ int32_t @N@_run(@N@_model *m, const int32_t *input_ids, const int32_t *attention
     size_t most = 0, real;
     if (threads > 1)
         for (int32_t b0 = 0, b1; b0 < batch; b0 = b1, nunits++) {
-            b1 = chunk_end(mask, b0, batch, seq, UNIT_TOKENS, &real);
+            b1 = chunk_end(lens, b0, batch, UNIT_TOKENS, &real);
             if (b1 - b0 > widest) widest = b1 - b0;
             if (real > most) most = real;
         }
@@ -390,7 +391,7 @@ int32_t @N@_run(@N@_model *m, const int32_t *input_ids, const int32_t *attention
         widest = 0;
         most = 0;
         for (int32_t b0 = 0, b1; b0 < batch; b0 = b1) {
-            b1 = chunk_end(mask, b0, batch, seq, CHUNK_TOKENS, &real);
+            b1 = chunk_end(lens, b0, batch, CHUNK_TOKENS, &real);
             if (b1 - b0 > widest) widest = b1 - b0;
             if (real > most) most = real;
         }
@@ -424,7 +425,7 @@ int32_t @N@_run(@N@_model *m, const int32_t *input_ids, const int32_t *attention
         int32_t n = 0;
         for (int32_t b0 = 0; b0 < batch; n++) {
             m->units[n] = b0;
-            b0 = chunk_end(mask, b0, batch, seq, UNIT_TOKENS, &real);
+            b0 = chunk_end(lens, b0, batch, UNIT_TOKENS, &real);
         }
         m->units[n] = batch;
         units_job j = {input_ids, mask, types, seq, m->units, m->ws, out, ws_floats, aux_ints, m->units + nunits + 1};
@@ -432,7 +433,7 @@ int32_t @N@_run(@N@_model *m, const int32_t *input_ids, const int32_t *attention
         return @UP@_OK;
     }
     for (int32_t b0 = 0, b1; b0 < batch; b0 = b1) {
-        b1 = chunk_end(mask, b0, batch, seq, CHUNK_TOKENS, &real);
+        b1 = chunk_end(lens, b0, batch, CHUNK_TOKENS, &real);
         forward_chunk(input_ids, mask, types, b0, b1, seq, m->ws, out, m->pool, tok_src, seq_start);
     }
     return @UP@_OK;
